@@ -1,0 +1,201 @@
+//! The program: command line → configuration → pipeline → run until a signal.
+//! Exit codes as Fluent Bit: 0 normal, 1 configuration or usage error, 255 when the
+//! pipeline cannot start.
+
+use std::path::Path;
+
+use crate::cli::{self, Action, Cli};
+use crate::config::{self, props::render_help, Config, ConfigError, Document, PluginKind};
+use crate::log::{self, Level};
+use crate::pipeline::{shutdown, Pipeline};
+use crate::plugins;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the agent with `args` (without argv[0]); returns the exit code.
+pub fn main(args: &[String]) -> u8 {
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("{}", e.0);
+            print!("{}", cli::help_text());
+            return 1;
+        }
+    };
+    match &cli.action {
+        Action::Version => {
+            println!("agent v{VERSION} (Fluent Bit 5.1.1 compatible)");
+            return 0;
+        }
+        Action::Help => {
+            print!("{}", cli::help_text());
+            return 0;
+        }
+        Action::PluginHelp(kind, name) => return plugin_help(*kind, name),
+        Action::Run => {}
+    }
+    if let Some(dir) = &cli.workdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            crate::error!("cannot change to working directory {}: {e}", dir.display());
+            return 1;
+        }
+    }
+    apply_cli_log_level(&cli, None);
+    let pipeline = match load(&cli) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&e);
+            return 1;
+        }
+    };
+    if cli.dry_run {
+        eprintln!("configuration test is successful");
+        return 0;
+    }
+    run(pipeline)
+}
+
+fn apply_cli_log_level(cli: &Cli, config: Option<Level>) {
+    let level = if cli.quiet {
+        Level::Off
+    } else {
+        match cli.verbose {
+            0 => config.unwrap_or(Level::Info),
+            1 => Level::Debug,
+            _ => Level::Trace,
+        }
+    };
+    let level = std::env::var("FLB_LOG_LEVEL").ok().and_then(|l| Level::parse(&l)).unwrap_or(level);
+    log::set_level(level);
+}
+
+/// Prints a configuration error as Fluent Bit does: the error, a `[ help]` line, then
+/// `configuration file contains errors, aborting.`
+pub fn report(e: &ConfigError) {
+    crate::error!("{e}");
+    if let Some(help) = e.help() {
+        log::help(format_args!("{help}"));
+    }
+    crate::error!("configuration file contains errors, aborting.");
+}
+
+/// Loads, validates and builds everything; nothing runs yet.
+fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
+    let mut doc = Document::default();
+    doc.sections.extend(cli.sections.iter().cloned());
+    if let Some(path) = &cli.config {
+        let file = config::parser::load(Path::new(path))?;
+        doc.sections.extend(file.sections);
+        doc.warnings.extend(file.warnings);
+    } else if cli.sections.is_empty() {
+        return Err(ConfigError::Usage("agent: no configuration given: use -c FILE, or -i INPUT -o OUTPUT".into()));
+    }
+    // Command-line [SERVICE] flags go first so that the file's keys override them.
+    doc.sections.insert(
+        0,
+        config::Section {
+            kind: config::SectionKind::Service,
+            header: "SERVICE".into(),
+            span: config::Span::new("command line", 0),
+            entries: cli.service.clone(),
+        },
+    );
+    let config = Config::from_document(&doc)?;
+    apply_cli_log_level(cli, Some(config.service.log_level));
+    if let Some(file) = &config.service.log_file {
+        if let Err(e) = log::set_file(file) {
+            return Err(ConfigError::invalid(&config::Span::new("[SERVICE] log_file", 0), format!("cannot open log file {file}: {e}"), None));
+        }
+    }
+    for w in &doc.warnings {
+        crate::warn!("{w}");
+    }
+    if config.inputs.is_empty() {
+        return Err(ConfigError::Usage("agent: no input defined: add an [INPUT] section or -i NAME".into()));
+    }
+    Pipeline::build(config)
+}
+
+fn plugin_help(kind: PluginKind, name: &str) -> u8 {
+    let found = match kind {
+        PluginKind::Input => plugins::input(name).map(|p| (p.name, p.description, p.props)),
+        PluginKind::Filter => plugins::filter(name).map(|p| (p.name, p.description, p.props)),
+        PluginKind::Output => plugins::output(name).map(|p| (p.name, p.description, p.props)),
+    };
+    match found {
+        Some((n, d, props)) => {
+            print!("{}", render_help(kind, n, d, props));
+            0
+        }
+        None => {
+            crate::error!("[config] {} plugin '{name}' does not exist; list them with: agent -h", kind.section());
+            1
+        }
+    }
+}
+
+fn run(pipeline: Pipeline) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            crate::error!("[engine] cannot start the runtime: {e}");
+            return 255;
+        }
+    };
+    crate::info!("[agent] version={VERSION}, pid={}", std::process::id());
+    let pending = rt.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        if let Err(e) = watch_signals(trigger) {
+            crate::error!("[engine] cannot install signal handlers: {e}");
+            return None;
+        }
+        Some(pipeline.run(shutdown).await)
+    });
+    // Tasks still running past the grace period are abandoned here.
+    rt.shutdown_background();
+    match pending {
+        None => 255,
+        Some(0) => {
+            crate::info!("[engine] service has stopped (0 pending tasks)");
+            0
+        }
+        Some(n) => {
+            crate::error!("[engine] service has stopped with {n} records not delivered: the grace period ended first (raise 'grace' in [SERVICE], or -1 to wait until delivered)");
+            0
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGQUIT start a graceful shutdown; a second one exits at once.
+/// SIGHUP would be hot reload, which is not enabled. We use tokio's signal streams rather
+/// than `ctrlc` because Fluent Bit's log names the signal and treats SIGHUP differently,
+/// and `ctrlc` reports every signal alike.
+fn watch_signals(trigger: shutdown::ShutdownTrigger) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut quit = signal(SignalKind::quit())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+                _ = quit.recv() => "SIGQUIT",
+                _ = hup.recv() => {
+                    crate::warn!("[reload] hot reloading is not enabled");
+                    continue;
+                }
+            };
+            log::raw(format_args!("[engine] caught signal ({name})"));
+            if stopping {
+                crate::error!("[engine] second signal: exiting now; records still buffered are lost");
+                std::process::exit(1);
+            }
+            stopping = true;
+            trigger.trigger();
+        }
+    });
+    Ok(())
+}

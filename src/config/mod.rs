@@ -1,0 +1,91 @@
+//! Configuration: the classic Fluent Bit format (and command-line sections) loaded into
+//! one model, then validated against the plugins' property tables by the pipeline.
+
+pub mod error;
+pub mod model;
+pub mod parser;
+pub mod props;
+pub mod service;
+pub mod values;
+
+pub use error::{ConfigError, PluginKind};
+pub use model::{Document, Entry, Section, SectionKind, Span};
+pub use props::{PropKind, PropSpec, Props};
+pub use service::ServiceConfig;
+
+/// One `[INPUT]`/`[FILTER]`/`[OUTPUT]` section, before its plugin validates it.
+#[derive(Clone, Debug)]
+pub struct InstanceConfig {
+    pub kind: PluginKind,
+    /// The plugin name as written (`Name random`).
+    pub plugin: String,
+    /// The `[INPUT]` line (or `command line`).
+    pub span: Span,
+    /// Every entry but `name`, in order.
+    pub entries: Vec<Entry>,
+}
+
+/// A whole configuration, sections in order (command-line ones first).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub inputs: Vec<InstanceConfig>,
+    pub filters: Vec<InstanceConfig>,
+    pub outputs: Vec<InstanceConfig>,
+}
+
+impl Config {
+    /// Splits a document into service settings and plugin sections. Several `[SERVICE]`
+    /// sections are merged; sections Fluent Bit ignores were already warned about.
+    pub fn from_document(doc: &Document) -> Result<Config, ConfigError> {
+        let mut service = Vec::new();
+        let (mut inputs, mut filters, mut outputs) = (Vec::new(), Vec::new(), Vec::new());
+        for section in &doc.sections {
+            let kind = match section.kind {
+                SectionKind::Service => {
+                    service.extend(section.entries.iter().cloned());
+                    continue;
+                }
+                SectionKind::Input => PluginKind::Input,
+                SectionKind::Filter => PluginKind::Filter,
+                SectionKind::Output => PluginKind::Output,
+                _ => continue,
+            };
+            let mut plugin = None;
+            let mut entries = Vec::with_capacity(section.entries.len());
+            for e in &section.entries {
+                if e.key == "name" {
+                    plugin = Some(e.value.clone());
+                } else {
+                    entries.push(e.clone());
+                }
+            }
+            let plugin = match plugin {
+                Some(p) if !p.is_empty() => p,
+                _ => {
+                    return Err(ConfigError::MissingName {
+                        span: section.span.clone(),
+                        kind,
+                    })
+                }
+            };
+            let inst = InstanceConfig {
+                kind,
+                plugin,
+                span: section.span.clone(),
+                entries,
+            };
+            match kind {
+                PluginKind::Input => inputs.push(inst),
+                PluginKind::Filter => filters.push(inst),
+                PluginKind::Output => outputs.push(inst),
+            }
+        }
+        Ok(Config {
+            service: ServiceConfig::from_entries(&service)?,
+            inputs,
+            filters,
+            outputs,
+        })
+    }
+}

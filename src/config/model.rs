@@ -1,0 +1,86 @@
+//! The configuration model every front end (classic `.conf`, command line, later YAML)
+//! produces: ordered sections of `key value` entries, each with the place it came from.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a config item came from: `file:line`, or a label such as `command line`
+/// (line 0 = no line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub file: Arc<str>,
+    pub line: u32,
+}
+
+impl Span {
+    pub fn new(file: impl Into<Arc<str>>, line: u32) -> Self {
+        Span {
+            file: file.into(),
+            line,
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}", self.file, self.line)
+        }
+    }
+}
+
+/// The kind of a section, chosen from its header as Fluent Bit does
+/// (case-insensitive; `[INPUT]`, `[inputs]` both mean Input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionKind {
+    Service,
+    Input,
+    Filter,
+    Output,
+    Parser,
+    MultilineParser,
+    /// Other known Fluent Bit kinds we do not run (`stream_processor`, `plugins`,
+    /// `upstream_servers`, `custom`), and unknown headers (Fluent Bit ignores those).
+    Other,
+}
+
+/// One `key value` line. `key` is lower-cased; `value` is trimmed and `${VAR}`-expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub span: Span,
+}
+
+/// One `[SECTION]` with its entries in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub kind: SectionKind,
+    /// The header text as written between `[` and `]`.
+    pub header: String,
+    pub span: Span,
+    pub entries: Vec<Entry>,
+}
+
+/// A warning found while loading (unset variable, empty section, ...), printed before start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub span: Span,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.span, self.message)
+    }
+}
+
+/// A whole loaded configuration: the main file with its includes inlined.
+/// Several `[SERVICE]` sections are kept as written; the consumer merges them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Document {
+    pub sections: Vec<Section>,
+    pub warnings: Vec<Warning>,
+}

@@ -1,0 +1,179 @@
+//! The `[SERVICE]` section: its table and the typed settings the engine reads.
+//! Fluent Bit: src/flb_config.c (`service_configs[]`)
+
+use std::time::Duration;
+
+use super::error::{closest, ConfigError};
+use super::model::{Entry, Span};
+use super::props::{PropKind, PropSpec};
+use super::values;
+use crate::log::Level;
+
+/// The `[SERVICE]` keys `agent` honours.
+pub const SERVICE_PROPS: &[PropSpec] = &[
+    PropSpec::new("flush", PropKind::Double, Some("1"), "Interval in seconds between flushes of buffered records to outputs (fractions allowed)."),
+    PropSpec::new("grace", PropKind::Int, Some("5"), "Seconds to wait on shutdown for outputs to deliver what is buffered; -1 waits until everything is delivered."),
+    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), Some("info"), "Minimum level of log messages printed."),
+    PropSpec::new("log_file", PropKind::Str, None, "Write log messages to this file instead of stderr."),
+    PropSpec::new("json.escape_unicode", PropKind::Bool, Some("on"), "Escape non-ASCII characters as \\uXXXX in JSON output."),
+    PropSpec::new("scheduler.base", PropKind::Int, Some("5"), "Base in seconds of the exponential retry backoff."),
+    PropSpec::new("scheduler.cap", PropKind::Int, Some("2000"), "Maximum retry backoff in seconds."),
+    PropSpec::new("daemon", PropKind::Bool, Some("off"), "Fork to the background (not supported: run agent under a supervisor such as systemd)."),
+];
+
+/// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
+/// warning so that existing configs still load, and the user knows they have no effect.
+const SERVICE_NOT_YET: &[&str] = &[
+    "flush.adaptive", "flush.adaptive.min_interval", "flush.adaptive.max_interval",
+    "flush.adaptive.low_pressure", "flush.adaptive.medium_pressure", "flush.adaptive.high_pressure",
+    "flush.adaptive.up_steps", "flush.adaptive.down_steps", "parsers_file", "plugins_file",
+    "streams_file", "http_server", "http_listen", "http_port", "health_check", "hc_errors_count",
+    "hc_retry_failure_count", "hc_period", "hot_reload", "hot_reload.ensure_thread_safety",
+    "hot_reload.timeout", "dns.mode", "dns.resolver", "dns.prefer_ipv4", "dns.prefer_ipv6",
+    "storage.path", "storage.sync", "storage.checksum", "storage.metrics", "storage.max_chunks_up",
+    "storage.backlog.mem_limit", "storage.backlog.flush_on_shutdown",
+    "storage.delete_irrecoverable_chunks", "storage.trim_files", "storage.type", "storage.inherit",
+    "storage.keep.rejected", "storage.rejected.path", "storage.rejected.limit", "coro_stack_size",
+    "multiline_buffer_limit", "json.convert_nan_to_null", "sp.convert_from_str_to_num",
+    "security.fips_mode", "enable_chunk_trace", "windows.maxstdio",
+];
+
+/// Typed `[SERVICE]` settings.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub flush: Duration,
+    /// `None` = `grace -1`: wait until everything is delivered.
+    pub grace: Option<Duration>,
+    pub log_level: Level,
+    pub log_file: Option<String>,
+    pub escape_unicode: bool,
+    pub scheduler_base: u64,
+    pub scheduler_cap: u64,
+}
+
+impl ServiceConfig {
+    /// Reads merged `[SERVICE]` entries (command-line flags first, so that the file's
+    /// keys override them, as Fluent Bit does). Keys set twice: the last wins.
+    pub fn from_entries(entries: &[Entry]) -> Result<ServiceConfig, ConfigError> {
+        let mut last: Vec<&Entry> = Vec::new();
+        for e in entries {
+            if let Some(spec) = SERVICE_PROPS.iter().find(|s| s.name == e.key) {
+                if !e.value.is_empty() && !spec.kind.check(&e.value) {
+                    return Err(ConfigError::BadValue {
+                        span: e.span.clone(),
+                        plugin: "service",
+                        key: e.key.clone(),
+                        value: e.value.clone(),
+                        expected: spec.kind.expected(),
+                    });
+                }
+                last.retain(|x| x.key != e.key);
+                last.push(e);
+            } else if SERVICE_NOT_YET.contains(&e.key.as_str()) {
+                crate::warn!(
+                    "{}: [config] service: '{}' is a Fluent Bit setting that agent does not support yet; it is ignored",
+                    e.span, e.key
+                );
+            } else {
+                let all = SERVICE_PROPS.iter().map(|s| s.name).chain(SERVICE_NOT_YET.iter().copied());
+                let hint = closest(&e.key, all)
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+                crate::warn!(
+                    "{}: [config] service: unknown property '{}' is ignored{hint}",
+                    e.span, e.key
+                );
+            }
+        }
+        let get = |name: &str| -> Option<&Entry> {
+            last.iter().copied().find(|e| e.key == name && !e.value.is_empty())
+        };
+        let text = |name: &str| -> &str {
+            get(name).map(|e| e.value.as_str()).unwrap_or_else(|| {
+                SERVICE_PROPS.iter().find(|s| s.name == name).and_then(|s| s.default).unwrap_or("")
+            })
+        };
+        let span = |name: &str| get(name).map(|e| e.span.clone()).unwrap_or_else(|| Span::new("[SERVICE]", 0));
+
+        let flush = values::parse_double(text("flush")).unwrap_or(1.0);
+        if flush <= 0.0 {
+            return Err(ConfigError::invalid(
+                &span("flush"),
+                format!("[config] invalid flush value '{}'", text("flush")),
+                Some("set 'flush' to a number of seconds greater than 0, e.g. 1 or 0.5".into()),
+            ));
+        }
+        let grace = values::parse_int(text("grace")).unwrap_or(5);
+        let grace = match grace {
+            -1 => None,
+            g if g >= 0 => Some(Duration::from_secs(g as u64)),
+            _ => {
+                return Err(ConfigError::invalid(
+                    &span("grace"),
+                    format!("[config] invalid grace value '{grace}'"),
+                    Some("set 'grace' to a number of seconds >= 0, or -1 to wait until everything is delivered".into()),
+                ))
+            }
+        };
+        if values::parse_bool(text("daemon")) == Some(true) {
+            return Err(ConfigError::invalid(
+                &span("daemon"),
+                "[config] service: 'daemon on' is not supported",
+                Some("remove 'daemon' and run agent under a supervisor (systemd, a Kubernetes DaemonSet)".into()),
+            ));
+        }
+        let base = values::parse_int(text("scheduler.base")).unwrap_or(5);
+        let cap = values::parse_int(text("scheduler.cap")).unwrap_or(2000);
+        if base < 1 || cap < base {
+            return Err(ConfigError::invalid(
+                &span("scheduler.cap"),
+                format!("[config] service: invalid retry backoff scheduler.base={base} scheduler.cap={cap}"),
+                Some("use scheduler.base >= 1 and scheduler.cap >= scheduler.base".into()),
+            ));
+        }
+        Ok(ServiceConfig {
+            flush: Duration::from_secs_f64(flush),
+            grace,
+            log_level: Level::parse(text("log_level")).unwrap_or(Level::Info),
+            log_file: get("log_file").map(|e| e.value.clone()),
+            escape_unicode: values::parse_bool(text("json.escape_unicode")).unwrap_or(true),
+            scheduler_base: base as u64,
+            scheduler_cap: cap as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(k: &str, v: &str) -> Entry {
+        Entry { key: k.into(), value: v.into(), span: Span::new("s.conf", 2) }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = ServiceConfig::from_entries(&[]).unwrap();
+        assert_eq!(s.flush, Duration::from_secs(1));
+        assert_eq!(s.grace, Some(Duration::from_secs(5)));
+        assert_eq!(s.log_level, Level::Info);
+        assert!(s.escape_unicode);
+    }
+
+    #[test]
+    fn last_wins_and_fractional_flush() {
+        let s = ServiceConfig::from_entries(&[e("flush", "5"), e("flush", "0.25"), e("grace", "-1")]).unwrap();
+        assert_eq!(s.flush, Duration::from_millis(250));
+        assert_eq!(s.grace, None);
+    }
+
+    #[test]
+    fn bad_values() {
+        let err = ServiceConfig::from_entries(&[e("flush", "0")]).unwrap_err();
+        assert_eq!(err.to_string(), "s.conf:2: [config] invalid flush value '0'");
+        let err = ServiceConfig::from_entries(&[e("log_level", "loud")]).unwrap_err();
+        assert!(err.to_string().contains("expected one of: off, error"), "{err}");
+        let err = ServiceConfig::from_entries(&[e("grace", "soon")]).unwrap_err();
+        assert!(err.to_string().starts_with("s.conf:2: [config] service: invalid value 'soon' for property 'grace'"), "{err}");
+    }
+}

@@ -1,0 +1,112 @@
+//! Records as Fluent Bit's event format models them: `[[time, metadata], body]`.
+//! Fluent Bit: include/fluent-bit/flb_log_event.h
+
+pub mod format;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shared immutable string. Keys are interned per plugin so cloning is a refcount bump.
+pub type Str = Arc<str>;
+
+/// A tag: the routing key of a record (`random.0`, `kube.var.log...`).
+pub type Tag = Arc<str>;
+
+/// Fluent Bit's event time: seconds + nanoseconds (msgpack ext type 0 on the wire).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl EventTime {
+    pub const fn new(secs: i64, nanos: u32) -> Self {
+        EventTime { secs, nanos }
+    }
+
+    /// The wall clock now.
+    pub fn now() -> Self {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
+    }
+
+    /// Seconds as a double, the way Fluent Bit's `json_date_format double` computes it.
+    pub fn as_f64(&self) -> f64 {
+        self.secs as f64 + self.nanos as f64 / 1e9
+    }
+}
+
+/// Insertion-ordered, duplicates allowed, like a msgpack map: key order is part of the
+/// output bytes, so this is not a HashMap.
+pub type Map = Vec<(Str, Value)>;
+
+/// A msgpack-like value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Str),
+    Bin(Arc<[u8]>),
+    Array(Vec<Value>),
+    Map(Map),
+}
+
+impl Value {
+    /// Converts parsed JSON (key order preserved) into a record value.
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    Value::UInt(u)
+                } else if let Some(i) = n.as_i64() {
+                    Value::Int(i)
+                } else {
+                    Value::Float(n.as_f64().unwrap_or(0.0))
+                }
+            }
+            serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// One log event, `[[time, metadata], body]` in Fluent Bit's event format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub time: EventTime,
+    pub metadata: Map,
+    pub body: Map,
+}
+
+impl Record {
+    pub fn new(time: EventTime, body: Map) -> Self {
+        Record {
+            time,
+            metadata: Map::new(),
+            body,
+        }
+    }
+}
+
+/// Records that share a tag; the unit that moves from the engine to outputs
+/// (fanned out as `Arc<Chunk>`).
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub tag: Tag,
+    pub records: Vec<Record>,
+}

@@ -1,0 +1,20 @@
+//! `agent`: a Fluent Bit-compatible telemetry agent.
+//!
+//! Layout (a record's path through the code):
+//! - [`cli`] parses Fluent Bit's command line; [`config`] loads the classic format
+//!   (`config::parser`) into one model and validates it against each plugin's property
+//!   table (`config::props`).
+//! - [`pipeline`] builds the plugins and runs them: inputs send record batches to the
+//!   engine (`pipeline::engine`), which runs filters, groups records into chunks per tag and
+//!   routes them (`pipeline::router`) to output workers (`pipeline::output`) that own
+//!   retries.
+//! - [`plugins`] holds every plugin by its Fluent Bit name; [`event`] the record type and
+//!   its byte-exact formats; [`log`] Fluent Bit's log line format.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod log;
+pub mod pipeline;
+pub mod plugins;

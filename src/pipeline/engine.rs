@@ -1,0 +1,178 @@
+//! The engine task: receives every input's records, runs the matching filters in config
+//! order, groups records per (input, tag) and hands chunks to the matching outputs on
+//! every flush tick (or as soon as a chunk is full). Fluent Bit: src/flb_engine.c,
+//! src/flb_input_chunk.c, src/flb_filter.c
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use super::metrics::{self, FilterMetrics, OutputMetrics};
+use super::router::Matcher;
+use crate::event::{Chunk, Record, Tag};
+use crate::plugins::Filter;
+
+/// Records from one input, as sent through the engine's channel.
+pub struct InputBatch {
+    pub input: usize,
+    pub tag: Tag,
+    pub records: Vec<Record>,
+}
+
+/// A chunk is handed to outputs early once it holds this many records, which bounds
+/// memory at high rates without changing what low-rate inputs see.
+pub const CHUNK_MAX_RECORDS: usize = 4096;
+
+pub struct FilterInstance {
+    pub name: Arc<str>,
+    pub matcher: Matcher,
+    pub filter: Box<dyn Filter>,
+    pub metrics: Arc<FilterMetrics>,
+}
+
+pub struct OutputRoute {
+    pub name: Arc<str>,
+    /// `None`: the output has no Match and receives nothing (warned at start).
+    pub matcher: Option<Matcher>,
+    /// One bounded queue per worker; chunks go round-robin, as Fluent Bit assigns tasks.
+    pub workers: Vec<mpsc::Sender<Arc<Chunk>>>,
+    pub next: usize,
+    pub metrics: Arc<OutputMetrics>,
+}
+
+/// Which filters and outputs a tag goes to, computed once per tag.
+struct Route {
+    filters: Vec<usize>,
+    outputs: Vec<usize>,
+}
+
+struct Pending {
+    input: usize,
+    tag: Tag,
+    records: Vec<Record>,
+}
+
+pub struct Engine {
+    pub filters: Vec<FilterInstance>,
+    pub outputs: Vec<OutputRoute>,
+    pub flush: Duration,
+}
+
+impl Engine {
+    /// Runs until every input sender is dropped, then flushes what is left and closes
+    /// the output queues (which lets the output workers drain and stop).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<InputBatch>) {
+        let mut routes: HashMap<Tag, Route> = HashMap::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut tick = tokio::time::interval(self.flush);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(batch) = batch else { break };
+                    if let Some(i) = self.ingest(batch, &mut routes, &mut pending) {
+                        let p = pending.swap_remove(i);
+                        self.dispatch(p, &mut routes).await;
+                    }
+                }
+                _ = tick.tick() => self.flush_all(&mut routes, &mut pending).await,
+            }
+        }
+        self.flush_all(&mut routes, &mut pending).await;
+        // Dropping the queues' senders ends the output workers once they drain.
+        self.outputs.iter_mut().for_each(|o| o.workers.clear());
+    }
+
+    fn route<'a>(&self, routes: &'a mut HashMap<Tag, Route>, tag: &Tag) -> &'a Route {
+        routes.entry(tag.clone()).or_insert_with(|| Route {
+            filters: (0..self.filters.len())
+                .filter(|&i| self.filters[i].matcher.matches(tag))
+                .collect(),
+            outputs: (0..self.outputs.len())
+                .filter(|&i| self.outputs[i].matcher.as_ref().is_some_and(|m| m.matches(tag)))
+                .collect(),
+        })
+    }
+
+    /// Filters a batch and appends it to its pending chunk; returns that chunk's index
+    /// when it is full.
+    fn ingest(
+        &mut self,
+        batch: InputBatch,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+    ) -> Option<usize> {
+        let InputBatch { input, tag, mut records } = batch;
+        let filters = self.route(routes, &tag).filters.clone();
+        if !filters.is_empty() {
+            let now = Instant::now();
+            for i in filters {
+                let f = &mut self.filters[i];
+                let before = records.len() as u64;
+                f.filter.filter(&tag, &mut records, now);
+                let after = records.len() as u64;
+                metrics::add(&f.metrics.records, before);
+                metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
+                metrics::add(&f.metrics.add_records, after.saturating_sub(before));
+                if records.is_empty() {
+                    return None;
+                }
+            }
+        }
+        let i = match pending.iter().position(|p| p.input == input && p.tag == tag) {
+            Some(i) => {
+                pending[i].records.append(&mut records);
+                i
+            }
+            None => {
+                pending.push(Pending { input, tag, records });
+                pending.len() - 1
+            }
+        };
+        (pending[i].records.len() >= CHUNK_MAX_RECORDS).then_some(i)
+    }
+
+    async fn flush_all(&mut self, routes: &mut HashMap<Tag, Route>, pending: &mut Vec<Pending>) {
+        let mut extra = Vec::new();
+        let now = Instant::now();
+        for f in &mut self.filters {
+            f.filter.tick(now, &mut extra);
+        }
+        for chunk in extra {
+            // Records emitted by a filter's tick go to outputs only (input index MAX).
+            self.dispatch(Pending { input: usize::MAX, tag: chunk.tag, records: chunk.records }, routes)
+                .await;
+        }
+        for p in pending.drain(..) {
+            self.dispatch(p, routes).await;
+        }
+    }
+
+    /// Sends one chunk to every matching output; waits when a queue is full
+    /// (backpressure reaches the inputs through the bounded input channel).
+    async fn dispatch(&mut self, p: Pending, routes: &mut HashMap<Tag, Route>) {
+        if p.records.is_empty() {
+            return;
+        }
+        let outputs = self.route(routes, &p.tag).outputs.clone();
+        let n = p.records.len() as u64;
+        let chunk = Arc::new(Chunk { tag: p.tag, records: p.records });
+        for i in outputs {
+            let o = &mut self.outputs[i];
+            if o.workers.is_empty() {
+                continue;
+            }
+            let w = o.next % o.workers.len();
+            o.next = o.next.wrapping_add(1);
+            metrics::add(&o.metrics.routed_records, n);
+            if o.workers[w].send(chunk.clone()).await.is_err() {
+                metrics::add(&o.metrics.dropped_records, n);
+                crate::error!("[engine] output {} has stopped: {n} records for it are dropped", o.name);
+            }
+        }
+    }
+}

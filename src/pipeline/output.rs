@@ -1,0 +1,163 @@
+//! One output worker: flushes chunks in order, owns retries and their backoff.
+//! Fluent Bit: src/flb_output_thread.c, src/flb_scheduler.c, src/flb_task.c
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::metrics::{self, OutputMetrics};
+use super::Shutdown;
+use crate::event::Chunk;
+use crate::plugins::{FlushResult, Output};
+
+/// `retry_limit` and the backoff scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries allowed per chunk; `None` = no limit.
+    pub limit: Option<u32>,
+    pub base: u64,
+    pub cap: u64,
+}
+
+impl RetryPolicy {
+    /// Fluent Bit's `retry_limit`: `N` (>0), `no_limits`/`false`/`off`, `no_retries`.
+    pub fn parse_limit(text: &str) -> Option<Option<u32>> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "no_limits" | "false" | "off" => Some(None),
+            "no_retries" => Some(Some(0)),
+            n => n.parse::<u32>().ok().filter(|&n| n > 0).map(Some),
+        }
+    }
+
+    /// Fluent Bit's backoff: `random_uniform(base, min(cap, base * 2^attempt)) + 1` s.
+    pub fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+        let hi = self.base.saturating_mul(1u64 << attempt.min(40)).min(self.cap).max(self.base);
+        Duration::from_secs(rng.u64(self.base..=hi) + 1)
+    }
+}
+
+struct Retry {
+    at: Instant,
+    chunk: Arc<Chunk>,
+    attempts: u32,
+}
+
+pub struct OutputWorker {
+    /// `stdout.0`
+    pub name: Arc<str>,
+    pub plugin: &'static str,
+    pub id: usize,
+    pub output: Box<dyn Output>,
+    pub retry: RetryPolicy,
+    pub metrics: Arc<OutputMetrics>,
+}
+
+impl OutputWorker {
+    /// Runs until its queue is closed and no retry is left. Once shutdown starts,
+    /// pending retries are attempted at once (then every second), as Fluent Bit does.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Chunk>>, mut shutdown: Shutdown) {
+        crate::info!("[output:{}:{}] worker #{} started", self.plugin, self.name, self.id);
+        let mut retries: Vec<Retry> = Vec::new();
+        let mut rng = fastrand::Rng::new();
+        let mut open = true;
+        let mut stopping = shutdown.is_set();
+        while open || !retries.is_empty() {
+            let next = retries.iter().map(|r| r.at).min();
+            tokio::select! {
+                chunk = rx.recv(), if open => match chunk {
+                    Some(chunk) => self.attempt(chunk, 0, &mut retries, &mut rng, stopping).await,
+                    None => open = false,
+                },
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    let now = Instant::now();
+                    let due = retries.iter().position(|r| r.at <= now);
+                    if let Some(i) = due {
+                        let r = retries.swap_remove(i);
+                        self.attempt(r.chunk, r.attempts, &mut retries, &mut rng, stopping).await;
+                    }
+                }
+                _ = shutdown.wait(), if !stopping => {
+                    stopping = true;
+                    let now = Instant::now();
+                    retries.iter_mut().for_each(|r| r.at = now);
+                }
+            }
+        }
+        crate::info!("[output:{}:{}] thread worker #{} stopped", self.plugin, self.name, self.id);
+    }
+
+    async fn attempt(
+        &mut self,
+        chunk: Arc<Chunk>,
+        attempts: u32,
+        retries: &mut Vec<Retry>,
+        rng: &mut fastrand::Rng,
+        stopping: bool,
+    ) {
+        let n = chunk.records.len() as u64;
+        match self.output.flush(&chunk).await {
+            FlushResult::Ok => {
+                metrics::add(&self.metrics.proc_records, n);
+                if attempts > 0 {
+                    crate::info!("[engine] flush chunk for {} succeeded at retry {attempts}: {n} records", self.name);
+                }
+            }
+            FlushResult::Error(e) => {
+                metrics::add(&self.metrics.errors, 1);
+                metrics::add(&self.metrics.dropped_records, n);
+                crate::error!("[output:{}:{}] {e}; {n} records dropped", self.plugin, self.name);
+            }
+            FlushResult::Retry(e) => {
+                if self.retry.limit.is_some_and(|l| attempts >= l) {
+                    metrics::add(&self.metrics.retries_failed, 1);
+                    metrics::add(&self.metrics.dropped_records, n);
+                    crate::error!(
+                        "[engine] chunk for {} cannot be retried after {attempts} retries ({e}): {n} records dropped (raise retry_limit to keep retrying)",
+                        self.name
+                    );
+                    return;
+                }
+                let wait = if stopping { Duration::from_secs(1) } else { self.retry.backoff(attempts + 1, rng) };
+                metrics::add(&self.metrics.retries, 1);
+                metrics::add(&self.metrics.retried_records, n);
+                crate::warn!(
+                    "[engine] failed to flush chunk for {} ({e}), retry in {} seconds: {n} records",
+                    self.name,
+                    wait.as_secs()
+                );
+                retries.push(Retry { at: Instant::now() + wait, chunk, attempts: attempts + 1 });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_limit_values() {
+        assert_eq!(RetryPolicy::parse_limit("3"), Some(Some(3)));
+        assert_eq!(RetryPolicy::parse_limit("no_limits"), Some(None));
+        assert_eq!(RetryPolicy::parse_limit("False"), Some(None));
+        assert_eq!(RetryPolicy::parse_limit("no_retries"), Some(Some(0)));
+        assert_eq!(RetryPolicy::parse_limit("0"), None);
+        assert_eq!(RetryPolicy::parse_limit("x"), None);
+    }
+
+    #[test]
+    fn backoff_bounds_match_fluent_bit() {
+        let p = RetryPolicy { limit: None, base: 5, cap: 2000 };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let first = p.backoff(1, &mut rng).as_secs();
+            assert!((6..=11).contains(&first), "{first}");
+            let second = p.backoff(2, &mut rng).as_secs();
+            assert!((6..=21).contains(&second), "{second}");
+            let late = p.backoff(30, &mut rng).as_secs();
+            assert!((6..=2001).contains(&late), "{late}");
+        }
+    }
+}

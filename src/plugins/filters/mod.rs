@@ -1,0 +1,3 @@
+//! Filters, one module per Fluent Bit name.
+
+pub mod record_modifier;

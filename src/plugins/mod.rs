@@ -1,0 +1,120 @@
+//! Plugin traits and the static registry of every plugin, by its Fluent Bit name.
+
+pub mod filters;
+pub mod inputs;
+pub mod outputs;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{ConfigError, PropSpec, Props, ServiceConfig};
+use crate::event::{Chunk, Record, Tag};
+use crate::pipeline::{InputSender, Shutdown};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a plugin failed at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The engine stopped accepting records (shutdown).
+    #[error("the engine is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What plugins may read at build time besides their own properties.
+pub struct BuildContext<'a> {
+    pub service: &'a ServiceConfig,
+    /// The instance name, e.g. `random.0`.
+    pub instance: &'a str,
+}
+
+/// Everything an input needs to run.
+pub struct InputContext {
+    /// `random.0` (or the alias), for logs.
+    pub name: Arc<str>,
+    pub tag: Tag,
+    /// Bounded: a slow pipeline makes `send` wait (backpressure), never drops.
+    pub out: InputSender,
+    pub shutdown: Shutdown,
+}
+
+/// A source of records. Runs until `ctx.shutdown` fires or the source is exhausted.
+pub trait Input: Send + 'static {
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>>;
+}
+
+/// Fluent Bit's FLB_FILTER_NOTOUCH / FLB_FILTER_MODIFIED.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FilterResult {
+    NoTouch,
+    Modified,
+}
+
+/// Runs inline on the engine task for every batch whose tag matches. Never blocks; time
+/// comes in as an argument so tests can pass any `Instant`.
+pub trait Filter: Send + 'static {
+    fn filter(&mut self, tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult;
+    /// Called every flush tick and once at shutdown; time-windowed filters emit here.
+    fn tick(&mut self, _now: Instant, _out: &mut Vec<Chunk>) {}
+}
+
+/// Fluent Bit's FLB_OK / FLB_RETRY / FLB_ERROR.
+#[derive(Debug)]
+pub enum FlushResult {
+    Ok,
+    Retry(String),
+    Error(String),
+}
+
+/// A destination. The engine owns retries and backoff; the output reports what happened.
+pub trait Output: Send + 'static {
+    fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult>;
+}
+
+pub struct InputPlugin {
+    /// What users type: `random`.
+    pub name: &'static str,
+    pub description: &'static str,
+    pub props: &'static [PropSpec],
+    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Input>, ConfigError>,
+}
+
+pub struct FilterPlugin {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub props: &'static [PropSpec],
+    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Filter>, ConfigError>,
+}
+
+pub struct OutputPlugin {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub props: &'static [PropSpec],
+    /// Fluent Bit's default `workers` for this plugin.
+    pub workers: usize,
+    /// Called once per worker; each worker owns its instance (its own connection).
+    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Output>, ConfigError>,
+}
+
+pub static INPUTS: &[&InputPlugin] = &[&inputs::dummy::PLUGIN, &inputs::random::PLUGIN];
+pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
+pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
+
+pub fn input(name: &str) -> Option<&'static InputPlugin> {
+    INPUTS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+pub fn filter(name: &str) -> Option<&'static FilterPlugin> {
+    FILTERS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+pub fn output(name: &str) -> Option<&'static OutputPlugin> {
+    OUTPUTS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+}

@@ -1,0 +1,3 @@
+//! Outputs, one module per Fluent Bit name.
+
+pub mod stdout;

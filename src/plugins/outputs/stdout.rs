@@ -1,0 +1,104 @@
+//! `stdout` output: records printed in Fluent Bit's formats, one write per flush.
+//! Fluent Bit: plugins/out_stdout/stdout.c
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::format::{self, DateFormat, JsonMode, JsonOptions};
+use crate::event::Chunk;
+use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
+
+/// `json_date_format` values, Fluent Bit's spellings.
+pub const DATE_FORMATS: &[&str] = &[
+    "double",
+    "epoch",
+    "epoch_ms",
+    "epoch_millis",
+    "epoch_milliseconds",
+    "iso8601",
+    "java_sql_timestamp",
+];
+
+const PROPS: &[PropSpec] = &[
+    PropSpec::new("format", PropKind::Enum(&["msgpack", "json", "json_lines", "json_stream"]), Some("msgpack"), "Output format: msgpack (Fluent Bit's printed form), json, json_lines or json_stream."),
+    PropSpec::new("json_date_format", PropKind::Enum(DATE_FORMATS), Some("double"), "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp."),
+    PropSpec::new("json_date_key", PropKind::Str, Some("date"), "Name of the date key in JSON; 'false' leaves it out."),
+];
+
+pub static PLUGIN: OutputPlugin = OutputPlugin {
+    name: "stdout",
+    description: "Prints events to STDOUT",
+    props: PROPS,
+    workers: 1,
+    build,
+};
+
+/// How records are printed.
+#[derive(Clone, Debug)]
+pub enum StdoutFormat {
+    /// `[0] tag: [[sec.nsec, {meta}], {body}]`
+    Print,
+    Json(JsonMode, JsonOptions),
+}
+
+/// Reads `format`, `json_date_key`, `json_date_format` (shared with other outputs).
+pub fn json_options(props: &Props, escape_unicode: bool) -> JsonOptions {
+    let key = props.str("json_date_key").unwrap_or("date");
+    let date_key = match crate::config::values::parse_bool(key) {
+        Some(false) => None,
+        _ => Some(Arc::from(key)),
+    };
+    JsonOptions {
+        date_key,
+        date_format: DateFormat::parse(props.str("json_date_format").unwrap_or("double"))
+            .unwrap_or(DateFormat::Double),
+        escape_unicode,
+    }
+}
+
+struct StdoutOutput {
+    format: StdoutFormat,
+    /// Reused between flushes: one allocation for the life of the output.
+    buf: Vec<u8>,
+}
+
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+    let opts = json_options(props, ctx.service.escape_unicode);
+    let format = match props.str("format").unwrap_or("msgpack").to_ascii_lowercase().as_str() {
+        "json" => StdoutFormat::Json(JsonMode::Json, opts),
+        "json_lines" => StdoutFormat::Json(JsonMode::JsonLines, opts),
+        "json_stream" => StdoutFormat::Json(JsonMode::JsonStream, opts),
+        _ => StdoutFormat::Print,
+    };
+    Ok(Box::new(StdoutOutput {
+        format,
+        buf: Vec::with_capacity(64 * 1024),
+    }))
+}
+
+/// Formats a whole chunk into `buf` (cleared first).
+pub fn render(format: &StdoutFormat, chunk: &Chunk, buf: &mut Vec<u8>) {
+    buf.clear();
+    match format {
+        StdoutFormat::Print => {
+            for (i, rec) in chunk.records.iter().enumerate() {
+                format::write_print_record(buf, i, &chunk.tag, rec);
+            }
+        }
+        StdoutFormat::Json(mode, opts) => format::write_json_chunk(buf, &chunk.records, *mode, opts),
+    }
+}
+
+impl Output for StdoutOutput {
+    fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
+        Box::pin(async move {
+            render(&self.format, chunk, &mut self.buf);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&self.buf).and_then(|_| out.flush()) {
+                Ok(()) => FlushResult::Ok,
+                Err(e) => FlushResult::Error(format!("cannot write to stdout: {e}")),
+            }
+        })
+    }
+}
