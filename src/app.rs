@@ -65,7 +65,10 @@ fn apply_cli_log_level(cli: &Cli, config: Option<Level>) {
             _ => Level::Trace,
         }
     };
-    let level = std::env::var("FLB_LOG_LEVEL").ok().and_then(|l| Level::parse(&l)).unwrap_or(level);
+    let level = std::env::var("FLB_LOG_LEVEL")
+        .ok()
+        .and_then(|l| Level::parse(&l))
+        .unwrap_or(level);
     log::set_level(level);
 }
 
@@ -88,7 +91,9 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         doc.sections.extend(file.sections);
         doc.warnings.extend(file.warnings);
     } else if cli.sections.is_empty() {
-        return Err(ConfigError::Usage("agent: no configuration given: use -c FILE, or -i INPUT -o OUTPUT".into()));
+        return Err(ConfigError::Usage(
+            "agent: no configuration given: use -c FILE, or -i INPUT -o OUTPUT".into(),
+        ));
     }
     // Command-line [SERVICE] flags go first so that the file's keys override them.
     doc.sections.insert(
@@ -104,14 +109,20 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
     apply_cli_log_level(cli, Some(config.service.log_level));
     if let Some(file) = &config.service.log_file {
         if let Err(e) = log::set_file(file) {
-            return Err(ConfigError::invalid(&config::Span::new("[SERVICE] log_file", 0), format!("cannot open log file {file}: {e}"), None));
+            return Err(ConfigError::invalid(
+                &config::Span::new("[SERVICE] log_file", 0),
+                format!("cannot open log file {file}: {e}"),
+                None,
+            ));
         }
     }
     for w in &doc.warnings {
         crate::warn!("{w}");
     }
     if config.inputs.is_empty() {
-        return Err(ConfigError::Usage("agent: no input defined: add an [INPUT] section or -i NAME".into()));
+        return Err(ConfigError::Usage(
+            "agent: no input defined: add an [INPUT] section or -i NAME".into(),
+        ));
     }
     Pipeline::build(config)
 }
@@ -128,14 +139,21 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
             0
         }
         None => {
-            crate::error!("[config] {} plugin '{name}' does not exist; list them with: agent -h", kind.section());
+            crate::error!(
+                "[config] {} plugin '{name}' does not exist; list them with: agent -h",
+                kind.section()
+            );
             1
         }
     }
 }
 
 fn run(pipeline: Pipeline) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             crate::error!("[engine] cannot start the runtime: {e}");
@@ -190,7 +208,9 @@ fn watch_signals(trigger: shutdown::ShutdownTrigger) -> std::io::Result<()> {
             };
             log::raw(format_args!("[engine] caught signal ({name})"));
             if stopping {
-                crate::error!("[engine] second signal: exiting now; records still buffered are lost");
+                crate::error!(
+                    "[engine] second signal: exiting now; records still buffered are lost"
+                );
                 std::process::exit(1);
             }
             stopping = true;

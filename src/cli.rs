@@ -36,15 +36,38 @@ pub struct Cli {
 pub struct UsageError(pub String);
 
 const WITH_ARG: &[(char, &str)] = &[
-    ('b', "storage_path"), ('c', "config"), ('f', "flush"), ('C', "custom"), ('i', "input"),
-    ('m', "match"), ('o', "output"), ('R', "parser"), ('F', "filter"), ('p', "prop"),
-    ('e', "plugin"), ('t', "tag"), ('T', "sp-task"), ('l', "log_file"), ('w', "workdir"),
-    ('L', "http_listen"), ('P', "http_port"), ('s', "coro_stack_size"), ('M', "windows_maxstdio"),
+    ('b', "storage_path"),
+    ('c', "config"),
+    ('f', "flush"),
+    ('C', "custom"),
+    ('i', "input"),
+    ('m', "match"),
+    ('o', "output"),
+    ('R', "parser"),
+    ('F', "filter"),
+    ('p', "prop"),
+    ('e', "plugin"),
+    ('t', "tag"),
+    ('T', "sp-task"),
+    ('l', "log_file"),
+    ('w', "workdir"),
+    ('L', "http_listen"),
+    ('P', "http_port"),
+    ('s', "coro_stack_size"),
+    ('M', "windows_maxstdio"),
 ];
 const NO_ARG: &[(char, &str)] = &[
-    ('d', "daemon"), ('D', "dry-run"), ('v', "verbose"), ('q', "quiet"), ('V', "version"),
-    ('h', "help"), ('H', "http"), ('Y', "enable-hot-reload"), ('W', "disable-thread-safety-on-hot-reload"),
-    ('S', "sosreport"), ('Z', "enable-chunk-trace"),
+    ('d', "daemon"),
+    ('D', "dry-run"),
+    ('v', "verbose"),
+    ('q', "quiet"),
+    ('V', "version"),
+    ('h', "help"),
+    ('H', "http"),
+    ('Y', "enable-hot-reload"),
+    ('W', "disable-thread-safety-on-hot-reload"),
+    ('S', "sosreport"),
+    ('Z', "enable-chunk-trace"),
 ];
 
 fn span(flag: char, value: &str) -> Span {
@@ -77,7 +100,11 @@ fn tokens(args: &[String]) -> Result<Vec<(char, Option<String>)>, UsageError> {
                         i += 1;
                         args[i - 1].clone()
                     }
-                    None => return Err(UsageError(format!("agent: option '--{name}' requires an argument"))),
+                    None => {
+                        return Err(UsageError(format!(
+                            "agent: option '--{name}' requires an argument"
+                        )))
+                    }
                 };
                 out.push((*c, Some(v)));
             } else if let Some((c, _)) = NO_ARG.iter().find(|(_, n)| *n == name) {
@@ -99,7 +126,9 @@ fn tokens(args: &[String]) -> Result<Vec<(char, Option<String>)>, UsageError> {
                         i += 1;
                         args[i - 1].clone()
                     } else {
-                        return Err(UsageError(format!("agent: option requires an argument -- '{c}'")));
+                        return Err(UsageError(format!(
+                            "agent: option requires an argument -- '{c}'"
+                        )));
                     };
                     out.push((c, Some(v)));
                     break;
@@ -117,7 +146,9 @@ fn tokens(args: &[String]) -> Result<Vec<(char, Option<String>)>, UsageError> {
 }
 
 fn unsupported(flag: char, what: &str) -> UsageError {
-    UsageError(format!("agent: option -{flag} ({what}) is not supported by agent"))
+    UsageError(format!(
+        "agent: option -{flag} ({what}) is not supported by agent"
+    ))
 }
 
 pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
@@ -136,7 +167,11 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
     for (flag, value) in tokens(args)? {
         let v = value.unwrap_or_default();
         let service = |cli: &mut Cli, key: &str, value: &str| {
-            cli.service.push(Entry { key: key.into(), value: value.into(), span: span(flag, value) });
+            cli.service.push(Entry {
+                key: key.into(),
+                value: value.into(),
+                span: span(flag, value),
+            });
         };
         match flag {
             'c' => cli.config = Some(PathBuf::from(&v)),
@@ -152,38 +187,67 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
                     None => (v.clone(), None),
                 };
                 let sp = span(flag, &v);
-                let mut entries = vec![Entry { key: "name".into(), value: name.clone(), span: sp.clone() }];
+                let mut entries = vec![Entry {
+                    key: "name".into(),
+                    value: name.clone(),
+                    span: sp.clone(),
+                }];
                 if let Some(addr) = addr.filter(|a| !a.is_empty()) {
                     let (host, port) = match addr.rsplit_once(':') {
-                        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), Some(p.to_string())),
+                        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                            (h.to_string(), Some(p.to_string()))
+                        }
                         _ => (addr.clone(), None),
                     };
                     if !host.is_empty() {
-                        entries.push(Entry { key: "host".into(), value: host, span: sp.clone() });
+                        entries.push(Entry {
+                            key: "host".into(),
+                            value: host,
+                            span: sp.clone(),
+                        });
                     }
                     if let Some(port) = port {
-                        entries.push(Entry { key: "port".into(), value: port, span: sp.clone() });
+                        entries.push(Entry {
+                            key: "port".into(),
+                            value: port,
+                            span: sp.clone(),
+                        });
                     }
                 }
-                cli.sections.push(Section { kind: sk, header: sk_name(sk).into(), span: sp, entries });
+                cli.sections.push(Section {
+                    kind: sk,
+                    header: sk_name(sk).into(),
+                    span: sp,
+                    entries,
+                });
                 last = Some((kind, name));
             }
             'p' | 'm' | 't' => {
                 let (key, value) = match flag {
                     'p' => match v.split_once('=') {
                         Some((k, val)) => (k.trim().to_ascii_lowercase(), val.trim().to_string()),
-                        None => return Err(UsageError(format!("agent: -p takes KEY=VALUE, got '{v}'"))),
+                        None => {
+                            return Err(UsageError(format!("agent: -p takes KEY=VALUE, got '{v}'")))
+                        }
                     },
                     'm' => ("match".to_string(), v.clone()),
                     _ => ("tag".to_string(), v.clone()),
                 };
                 let Some(section) = cli.sections.last_mut() else {
-                    return Err(UsageError(format!("agent: -{flag} {v} must follow the -i, -F or -o it applies to")));
+                    return Err(UsageError(format!(
+                        "agent: -{flag} {v} must follow the -i, -F or -o it applies to"
+                    )));
                 };
                 if flag == 'm' && section.kind == SectionKind::Input {
-                    return Err(UsageError(format!("agent: -m {v} applies to a filter or an output, not to an input")));
+                    return Err(UsageError(format!(
+                        "agent: -m {v} applies to a filter or an output, not to an input"
+                    )));
                 }
-                section.entries.push(Entry { key, value, span: span(flag, &v) });
+                section.entries.push(Entry {
+                    key,
+                    value,
+                    span: span(flag, &v),
+                });
             }
             'f' => service(&mut cli, "flush", &v),
             'l' => service(&mut cli, "log_file", &v),
@@ -200,7 +264,12 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
             'h' => help = true,
             'w' => cli.workdir = Some(PathBuf::from(&v)),
             's' | 'M' | 'Z' => {} // coroutine stack, Windows stdio, chunk trace: nothing to do here
-            'd' => return Err(unsupported(flag, "daemon; run agent under a supervisor such as systemd")),
+            'd' => {
+                return Err(unsupported(
+                    flag,
+                    "daemon; run agent under a supervisor such as systemd",
+                ))
+            }
             'R' => return Err(unsupported(flag, "parsers file")),
             'e' => return Err(unsupported(flag, "external plugins")),
             'T' => return Err(unsupported(flag, "stream processor")),
@@ -258,9 +327,21 @@ Sizes are decimal as in Fluent Bit: 5M = 5,000,000 bytes.\n",
         }
     };
     use crate::plugins::{FILTERS, INPUTS, OUTPUTS};
-    section(&mut s, "Inputs", INPUTS.iter().map(|p| (p.name, p.description)).collect());
-    section(&mut s, "Filters", FILTERS.iter().map(|p| (p.name, p.description)).collect());
-    section(&mut s, "Outputs", OUTPUTS.iter().map(|p| (p.name, p.description)).collect());
+    section(
+        &mut s,
+        "Inputs",
+        INPUTS.iter().map(|p| (p.name, p.description)).collect(),
+    );
+    section(
+        &mut s,
+        "Filters",
+        FILTERS.iter().map(|p| (p.name, p.description)).collect(),
+    );
+    section(
+        &mut s,
+        "Outputs",
+        OUTPUTS.iter().map(|p| (p.name, p.description)).collect(),
+    );
     s
 }
 
@@ -274,12 +355,26 @@ mod tests {
 
     #[test]
     fn pipeline_flags() {
-        let cli = parse(&args("-i random -p samples=3 -t r -o stdout -m * -p format=json_lines -f 0.5")).unwrap();
+        let cli = parse(&args(
+            "-i random -p samples=3 -t r -o stdout -m * -p format=json_lines -f 0.5",
+        ))
+        .unwrap();
         assert_eq!(cli.sections.len(), 2);
-        let keys: Vec<_> = cli.sections[0].entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        let keys: Vec<_> = cli.sections[0]
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
         assert_eq!(keys, [("name", "random"), ("samples", "3"), ("tag", "r")]);
-        let keys: Vec<_> = cli.sections[1].entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        assert_eq!(keys, [("name", "stdout"), ("match", "*"), ("format", "json_lines")]);
+        let keys: Vec<_> = cli.sections[1]
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("name", "stdout"), ("match", "*"), ("format", "json_lines")]
+        );
         assert_eq!(cli.service[0].key, "flush");
         assert_eq!(cli.action, Action::Run);
     }
@@ -289,7 +384,10 @@ mod tests {
         let cli = parse(&args("-cfoo.conf -o tcp://127.0.0.1:9090 -vv --dry-run")).unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("foo.conf")));
         let e = &cli.sections[0].entries;
-        assert_eq!((e[1].key.as_str(), e[1].value.as_str()), ("host", "127.0.0.1"));
+        assert_eq!(
+            (e[1].key.as_str(), e[1].value.as_str()),
+            ("host", "127.0.0.1")
+        );
         assert_eq!((e[2].key.as_str(), e[2].value.as_str()), ("port", "9090"));
         assert_eq!(cli.verbose, 2);
         assert!(cli.dry_run);
@@ -300,16 +398,34 @@ mod tests {
     #[test]
     fn help_forms() {
         assert_eq!(parse(&args("-h")).unwrap().action, Action::Help);
-        assert_eq!(parse(&args("-i random -h")).unwrap().action, Action::PluginHelp(PluginKind::Input, "random".into()));
-        assert_eq!(parse(&args("-o stdout --help")).unwrap().action, Action::PluginHelp(PluginKind::Output, "stdout".into()));
+        assert_eq!(
+            parse(&args("-i random -h")).unwrap().action,
+            Action::PluginHelp(PluginKind::Input, "random".into())
+        );
+        assert_eq!(
+            parse(&args("-o stdout --help")).unwrap().action,
+            Action::PluginHelp(PluginKind::Output, "stdout".into())
+        );
         assert_eq!(parse(&args("-V")).unwrap().action, Action::Version);
     }
 
     #[test]
     fn usage_errors() {
-        assert_eq!(parse(&args("--no-such-flag")).unwrap_err().0, "agent: unrecognized option '--no-such-flag'");
-        assert_eq!(parse(&args("-c")).unwrap_err().0, "agent: option requires an argument -- 'c'");
-        assert!(parse(&args("-p a=b")).unwrap_err().0.contains("must follow"));
-        assert!(parse(&args("-i random -p novalue")).unwrap_err().0.contains("KEY=VALUE"));
+        assert_eq!(
+            parse(&args("--no-such-flag")).unwrap_err().0,
+            "agent: unrecognized option '--no-such-flag'"
+        );
+        assert_eq!(
+            parse(&args("-c")).unwrap_err().0,
+            "agent: option requires an argument -- 'c'"
+        );
+        assert!(parse(&args("-p a=b"))
+            .unwrap_err()
+            .0
+            .contains("must follow"));
+        assert!(parse(&args("-i random -p novalue"))
+            .unwrap_err()
+            .0
+            .contains("KEY=VALUE"));
     }
 }

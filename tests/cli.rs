@@ -16,7 +16,11 @@ fn help_lists_plugins_and_time_forms() {
     assert_eq!(o.code, Some(0));
     assert!(o.stdout.starts_with("Usage: agent [OPTION]\n"));
     for needle in ["random", "dummy", "stdout", "record_modifier", "500ms"] {
-        assert!(o.stdout.contains(needle), "help lacks {needle}:\n{}", o.stdout);
+        assert!(
+            o.stdout.contains(needle),
+            "help lacks {needle}:\n{}",
+            o.stdout
+        );
     }
     assert_eq!(o.stderr, "");
 }
@@ -51,13 +55,22 @@ fn unknown_flag_prints_help_and_exits_one() {
 #[test]
 fn dry_run_valid_and_invalid() {
     let dir = Dir::new();
-    let ok = dir.file("ok.conf", "[INPUT]\n    name random\n[OUTPUT]\n    name stdout\n    match *\n");
+    let ok = dir.file(
+        "ok.conf",
+        "[INPUT]\n    name random\n[OUTPUT]\n    name stdout\n    match *\n",
+    );
     let o = run(&["-c", ok.to_str().unwrap(), "--dry-run"], None);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    assert_eq!(o.stderr.trim_end().lines().last(), Some("configuration test is successful"));
+    assert_eq!(
+        o.stderr.trim_end().lines().last(),
+        Some("configuration test is successful")
+    );
     assert_eq!(o.stdout, "");
 
-    let bad = dir.file("bad.conf", "[INPUT]\n    name random\n    no_such_property 42\n");
+    let bad = dir.file(
+        "bad.conf",
+        "[INPUT]\n    name random\n    no_such_property 42\n",
+    );
     let o = run(&["-c", bad.to_str().unwrap(), "-D"], None);
     assert_eq!(o.code, Some(1));
     assert!(!o.stderr.contains("configuration test is successful"));
@@ -66,13 +79,37 @@ fn dry_run_valid_and_invalid() {
 #[test]
 fn command_line_pipeline_runs() {
     let dir = Dir::new();
-    let mut a = Agent::spawn_in(&dir, &["-i", "dummy", "-p", "samples=1", "-p", "start_time_sec=0", "-p", "start_time_nsec=0",
-        "-o", "stdout", "-m", "*", "-p", "format=json_lines", "-f", "0.2"], None);
+    let mut a = Agent::spawn_in(
+        &dir,
+        &[
+            "-i",
+            "dummy",
+            "-p",
+            "samples=1",
+            "-p",
+            "start_time_sec=0",
+            "-p",
+            "start_time_nsec=0",
+            "-o",
+            "stdout",
+            "-m",
+            "*",
+            "-p",
+            "format=json_lines",
+            "-f",
+            "0.2",
+        ],
+        None,
+    );
     a.wait_lines(1, std::time::Duration::from_secs(10));
     let o = a.stop(std::time::Duration::from_secs(10));
     assert_eq!(o.code, Some(0));
     assert!(o.stdout.starts_with("{\"date\":"), "{}", o.stdout);
-    assert!(o.stdout.ends_with(",\"message\":\"dummy\"}\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.ends_with(",\"message\":\"dummy\"}\n"),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -81,9 +118,24 @@ fn command_line_errors() {
     assert_eq!(o.code, Some(1));
     let lines = log_lines(&o.stderr);
     assert_eq!(lines[0], "[error] command line (-i no_such_plugin): [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist");
-    assert_eq!(lines.last().unwrap(), "[error] configuration file contains errors, aborting.");
+    assert_eq!(
+        lines.last().unwrap(),
+        "[error] configuration file contains errors, aborting."
+    );
 
-    let o = run(&["-i", "random", "-p", "no_such_property=42", "-o", "stdout", "-m", "*"], None);
+    let o = run(
+        &[
+            "-i",
+            "random",
+            "-p",
+            "no_such_property=42",
+            "-o",
+            "stdout",
+            "-m",
+            "*",
+        ],
+        None,
+    );
     assert_eq!(o.code, Some(1));
     let lines = log_lines(&o.stderr);
     assert_eq!(lines[0], "[error] command line (-p no_such_property=42): [config] random: unknown configuration property 'no_such_property'. The following properties are allowed: samples, interval_sec, and interval_nsec.");
@@ -95,6 +147,14 @@ fn command_line_errors() {
 
     let o = run(&["-c", "/nonexistent/fluent-bit.conf"], None);
     assert_eq!(o.code, Some(1));
-    assert!(o.stderr.contains("/nonexistent/fluent-bit.conf"), "{}", o.stderr);
-    assert!(o.stderr.contains("could not open configuration file"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("/nonexistent/fluent-bit.conf"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("could not open configuration file"),
+        "{}",
+        o.stderr
+    );
 }

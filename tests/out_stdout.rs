@@ -46,9 +46,18 @@ fn print_format_nested_values_and_metadata() {
 #[test]
 fn json_formats() {
     let rec = "{\"date\":1587769732.572266,\"message\":\"dummy\"}";
-    assert_eq!(capture("", "    format json\n", 1), format!("[{rec},{rec},{rec}]\n"));
-    assert_eq!(capture("", "    format json_lines\n", 3), format!("{rec}\n{rec}\n{rec}\n"));
-    assert_eq!(capture("", "    format json_stream\n", 1), format!("{rec}{rec}{rec}\n"));
+    assert_eq!(
+        capture("", "    format json\n", 1),
+        format!("[{rec},{rec},{rec}]\n")
+    );
+    assert_eq!(
+        capture("", "    format json_lines\n", 3),
+        format!("{rec}\n{rec}\n{rec}\n")
+    );
+    assert_eq!(
+        capture("", "    format json_stream\n", 1),
+        format!("{rec}{rec}{rec}\n")
+    );
 }
 
 #[test]
@@ -56,18 +65,34 @@ fn json_date_formats_and_keys() {
     let cases = [
         ("epoch", "{\"date\":1587769732,\"message\":\"dummy\"}"),
         ("epoch_ms", "{\"date\":1587769732572,\"message\":\"dummy\"}"),
-        ("iso8601", "{\"date\":\"2020-04-24T23:08:52.572266Z\",\"message\":\"dummy\"}"),
-        ("java_sql_timestamp", "{\"date\":\"2020-04-24 23:08:52.572266\",\"message\":\"dummy\"}"),
-        ("double", "{\"date\":1587769732.572266,\"message\":\"dummy\"}"),
+        (
+            "iso8601",
+            "{\"date\":\"2020-04-24T23:08:52.572266Z\",\"message\":\"dummy\"}",
+        ),
+        (
+            "java_sql_timestamp",
+            "{\"date\":\"2020-04-24 23:08:52.572266\",\"message\":\"dummy\"}",
+        ),
+        (
+            "double",
+            "{\"date\":1587769732.572266,\"message\":\"dummy\"}",
+        ),
     ];
     for (fmt, want) in cases {
-        let out = capture("", &format!("    format json_lines\n    json_date_format {fmt}\n"), 3);
+        let out = capture(
+            "",
+            &format!("    format json_lines\n    json_date_format {fmt}\n"),
+            3,
+        );
         assert_eq!(out.lines().next().unwrap(), want, "json_date_format {fmt}");
     }
     let out = capture("", "    format json_lines\n    json_date_key false\n", 3);
     assert_eq!(out.lines().next().unwrap(), "{\"message\":\"dummy\"}");
     let out = capture("", "    format json_lines\n    json_date_key ts\n", 3);
-    assert_eq!(out.lines().next().unwrap(), "{\"ts\":1587769732.572266,\"message\":\"dummy\"}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "{\"ts\":1587769732.572266,\"message\":\"dummy\"}"
+    );
 }
 
 #[test]
@@ -77,7 +102,10 @@ fn json_escaping() {
         "    format json_lines\n    json_date_key false\n",
         3,
     );
-    assert_eq!(out.lines().next().unwrap(), "{\"msg\":\"q\\\"b\\\\s\\n\\t\\u00e9/\\u0001\"}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "{\"msg\":\"q\\\"b\\\\s\\n\\t\\u00e9/\\u0001\"}"
+    );
 }
 
 #[test]
@@ -86,13 +114,21 @@ fn random_default_format_shape() {
     a.wait_lines(3, T);
     let o = a.stop(T);
     let lines: Vec<&str> = o.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "samples 3 gives exactly 3 records:\n{}", o.stdout);
+    assert_eq!(
+        lines.len(),
+        3,
+        "samples 3 gives exactly 3 records:\n{}",
+        o.stdout
+    );
     for l in lines {
         // [0] random.0: [[1795383319.029988923, {}], {"rand_value"=>7221167263947537671}]
         let rest = l.split_once("] random.0: [[").expect(l).1;
         let (ts, rest) = rest.split_once(", {}], {\"rand_value\"=>").expect(l);
         let (sec, nsec) = ts.split_once('.').expect(l);
-        assert!(sec.parse::<u64>().is_ok() && nsec.len() == 9 && nsec.parse::<u32>().is_ok(), "{l}");
+        assert!(
+            sec.parse::<u64>().is_ok() && nsec.len() == 9 && nsec.parse::<u32>().is_ok(),
+            "{l}"
+        );
         let v = rest.strip_suffix("}]").expect(l);
         assert!(v.parse::<u64>().is_ok(), "{l}");
     }

@@ -18,7 +18,11 @@ fn sigterm_flushes_everything_buffered() {
     a.wait_log("[input:random:random.0] all samples sent", T);
     let o = a.stop(T);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
-    assert_eq!(o.stdout.lines().count(), 20000, "records produced vs printed");
+    assert_eq!(
+        o.stdout.lines().count(),
+        20000,
+        "records produced vs printed"
+    );
     let log = log_lines(&o.stderr);
     for want in [
         "[ warn] [engine] service will shutdown in max 5 seconds",
@@ -26,9 +30,17 @@ fn sigterm_flushes_everything_buffered() {
         "[ info] [input] pausing random.0",
         "[ info] [engine] service has stopped (0 pending tasks)",
     ] {
-        assert!(log.iter().any(|l| l == want), "missing '{want}' in:\n{}", o.stderr);
+        assert!(
+            log.iter().any(|l| l == want),
+            "missing '{want}' in:\n{}",
+            o.stderr
+        );
     }
-    assert!(o.stderr.contains("] [engine] caught signal (SIGTERM)\n"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("] [engine] caught signal (SIGTERM)\n"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -45,7 +57,11 @@ fn sigint_mid_stream_loses_nothing_accepted() {
     assert_eq!(code, Some(0));
     assert!(out.ends_with('\n'));
     assert!(out.lines().all(|l| l == "{\"seq\":1}"));
-    assert!(a.stderr().contains("service has stopped (0 pending tasks)"), "{}", a.stderr());
+    assert!(
+        a.stderr().contains("service has stopped (0 pending tasks)"),
+        "{}",
+        a.stderr()
+    );
 }
 
 #[test]
@@ -67,7 +83,10 @@ fn grace_period_bounds_shutdown_and_reports_undelivered() {
         .unwrap();
     // Wait until records are flowing (and the pipe has filled).
     let end = std::time::Instant::now() + T;
-    while !std::fs::read_to_string(&err).unwrap().contains("worker #0 started") {
+    while !std::fs::read_to_string(&err)
+        .unwrap()
+        .contains("worker #0 started")
+    {
         assert!(std::time::Instant::now() < end);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -78,13 +97,22 @@ fn grace_period_bounds_shutdown_and_reports_undelivered() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "grace 1 must end the wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "grace 1 must end the wait"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let elapsed = started.elapsed();
     let log = std::fs::read_to_string(&err).unwrap();
-    assert!(elapsed >= Duration::from_millis(900), "left before grace: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "left before grace: {elapsed:?}"
+    );
     assert_eq!(status.code(), Some(0));
-    assert!(log.contains("records not delivered: the grace period ended first"), "{log}");
+    assert!(
+        log.contains("records not delivered: the grace period ended first"),
+        "{log}"
+    );
     drop(child.stdout.take());
 }

@@ -39,7 +39,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Parse(#[from] ParseError),
 
-    #[error("{span}: [config] section '{name}' tried to instance a plugin name that doesn't exist")]
+    #[error(
+        "{span}: [config] section '{name}' tried to instance a plugin name that doesn't exist"
+    )]
     UnknownPlugin {
         span: Span,
         kind: PluginKind,
@@ -148,7 +150,8 @@ impl ConfigError {
 }
 
 fn did_you_mean(s: Option<&str>) -> String {
-    s.map(|s| format!("did you mean '{s}'? ")).unwrap_or_default()
+    s.map(|s| format!("did you mean '{s}'? "))
+        .unwrap_or_default()
 }
 
 /// Fluent Bit's list style: `a`, `a and b`, `a, b, and c`.

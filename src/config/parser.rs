@@ -641,9 +641,10 @@ mod tests {
 
     #[test]
     fn sections_keys_spans_and_warnings() {
+        use SectionKind::*;
         let doc = parse("[INPUT]\n    Name  random \n    Tag\tx\ty z\n\n[OUTPUT]\n    NAME Out\n");
         let input = &doc.sections[0];
-        assert_eq!((input.kind, &*input.header), (SectionKind::Input, "INPUT"));
+        assert_eq!((input.kind, &*input.header), (Input, "INPUT"));
         assert_eq!(input.span, Span::new("t.conf", 1));
         assert_eq!(keys(input), [("name", "random", 2), ("tag\tx\ty", "z", 3)]);
         assert_eq!(keys(&doc.sections[1]), [("name", "Out", 6)]);
@@ -652,14 +653,13 @@ mod tests {
                     [SERVICE]\n a 2\n[STREAM_PROCESSOR]\n a 1\n[custom]\n a 1\n[ input ]\n a 1\n";
         let doc = parse(text);
         let kinds: Vec<_> = doc.sections.iter().map(|s| s.kind).collect();
-        use SectionKind::*;
         let want = [Service, Input, Filter, Output, Service, Other, Other, Input];
         assert_eq!(kinds, want);
         assert_eq!(doc.sections[3].header, "Output");
         assert!(doc.warnings.is_empty());
         assert_eq!(keys(&doc.sections[4]), [("a", "2", 10)]);
         let doc = parse("[SERVICE]\n[Foo]\n  a 1\n[INPUT]\n");
-        assert_eq!(doc.sections[1].kind, SectionKind::Other);
+        assert_eq!(doc.sections[1].kind, Other);
         let expected = [
             "t.conf:1: previous section did not have keys",
             "t.conf:2: unknown section [Foo] ignored",
@@ -866,6 +866,7 @@ mod tests {
 
     #[test]
     fn line_grammar() {
+        use Piece::{Text, Var};
         assert_eq!(line("[A] trailing").unwrap().1, Line::Header("A"));
         let directive = Line::Directive("INCLUDE", "x y");
         assert_eq!(line("@INCLUDE\t x y ").unwrap().1, directive);
@@ -873,7 +874,6 @@ mod tests {
         assert_eq!(line("k v").unwrap().1, Line::Bare("k v"));
         assert!(line("[A").is_err());
         assert_eq!(key_value("k\tv w").unwrap().1, ("k\tv", "w"));
-        use Piece::{Text, Var};
         let dollar = [Text("a"), Text("$"), Var("B", Some("c")), Text("}}")];
         assert_eq!(pieces("a$${B:-c}}}").unwrap().1, dollar);
         let vars = [Var("A", None), Var("", None)];

@@ -39,9 +39,7 @@ impl PropKind {
             PropKind::Bool => "a boolean: on, off, true, false, yes or no".into(),
             PropKind::Double => "a number such as 1 or 0.5".into(),
             PropKind::Size => "a size such as 512, 32k, 5M or 1G (decimal units)".into(),
-            PropKind::Time => {
-                "a duration such as 10 (seconds), 5m, 2h, 1d or 500ms".into()
-            }
+            PropKind::Time => "a duration such as 10 (seconds), 5m, 2h, 1d or 500ms".into(),
             PropKind::Json => "a JSON object such as {\"message\":\"dummy\"}".into(),
             PropKind::Enum(words) => format!("one of: {}", words.join(", ")),
         }

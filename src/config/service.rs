@@ -24,18 +24,52 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
 /// warning so that existing configs still load, and the user knows they have no effect.
 const SERVICE_NOT_YET: &[&str] = &[
-    "flush.adaptive", "flush.adaptive.min_interval", "flush.adaptive.max_interval",
-    "flush.adaptive.low_pressure", "flush.adaptive.medium_pressure", "flush.adaptive.high_pressure",
-    "flush.adaptive.up_steps", "flush.adaptive.down_steps", "parsers_file", "plugins_file",
-    "streams_file", "http_server", "http_listen", "http_port", "health_check", "hc_errors_count",
-    "hc_retry_failure_count", "hc_period", "hot_reload", "hot_reload.ensure_thread_safety",
-    "hot_reload.timeout", "dns.mode", "dns.resolver", "dns.prefer_ipv4", "dns.prefer_ipv6",
-    "storage.path", "storage.sync", "storage.checksum", "storage.metrics", "storage.max_chunks_up",
-    "storage.backlog.mem_limit", "storage.backlog.flush_on_shutdown",
-    "storage.delete_irrecoverable_chunks", "storage.trim_files", "storage.type", "storage.inherit",
-    "storage.keep.rejected", "storage.rejected.path", "storage.rejected.limit", "coro_stack_size",
-    "multiline_buffer_limit", "json.convert_nan_to_null", "sp.convert_from_str_to_num",
-    "security.fips_mode", "enable_chunk_trace", "windows.maxstdio",
+    "flush.adaptive",
+    "flush.adaptive.min_interval",
+    "flush.adaptive.max_interval",
+    "flush.adaptive.low_pressure",
+    "flush.adaptive.medium_pressure",
+    "flush.adaptive.high_pressure",
+    "flush.adaptive.up_steps",
+    "flush.adaptive.down_steps",
+    "parsers_file",
+    "plugins_file",
+    "streams_file",
+    "http_server",
+    "http_listen",
+    "http_port",
+    "health_check",
+    "hc_errors_count",
+    "hc_retry_failure_count",
+    "hc_period",
+    "hot_reload",
+    "hot_reload.ensure_thread_safety",
+    "hot_reload.timeout",
+    "dns.mode",
+    "dns.resolver",
+    "dns.prefer_ipv4",
+    "dns.prefer_ipv6",
+    "storage.path",
+    "storage.sync",
+    "storage.checksum",
+    "storage.metrics",
+    "storage.max_chunks_up",
+    "storage.backlog.mem_limit",
+    "storage.backlog.flush_on_shutdown",
+    "storage.delete_irrecoverable_chunks",
+    "storage.trim_files",
+    "storage.type",
+    "storage.inherit",
+    "storage.keep.rejected",
+    "storage.rejected.path",
+    "storage.rejected.limit",
+    "coro_stack_size",
+    "multiline_buffer_limit",
+    "json.convert_nan_to_null",
+    "sp.convert_from_str_to_num",
+    "security.fips_mode",
+    "enable_chunk_trace",
+    "windows.maxstdio",
 ];
 
 /// Typed `[SERVICE]` settings.
@@ -75,25 +109,39 @@ impl ServiceConfig {
                     e.span, e.key
                 );
             } else {
-                let all = SERVICE_PROPS.iter().map(|s| s.name).chain(SERVICE_NOT_YET.iter().copied());
+                let all = SERVICE_PROPS
+                    .iter()
+                    .map(|s| s.name)
+                    .chain(SERVICE_NOT_YET.iter().copied());
                 let hint = closest(&e.key, all)
                     .map(|s| format!(" (did you mean '{s}'?)"))
                     .unwrap_or_default();
                 crate::warn!(
                     "{}: [config] service: unknown property '{}' is ignored{hint}",
-                    e.span, e.key
+                    e.span,
+                    e.key
                 );
             }
         }
         let get = |name: &str| -> Option<&Entry> {
-            last.iter().copied().find(|e| e.key == name && !e.value.is_empty())
+            last.iter()
+                .copied()
+                .find(|e| e.key == name && !e.value.is_empty())
         };
         let text = |name: &str| -> &str {
             get(name).map(|e| e.value.as_str()).unwrap_or_else(|| {
-                SERVICE_PROPS.iter().find(|s| s.name == name).and_then(|s| s.default).unwrap_or("")
+                SERVICE_PROPS
+                    .iter()
+                    .find(|s| s.name == name)
+                    .and_then(|s| s.default)
+                    .unwrap_or("")
             })
         };
-        let span = |name: &str| get(name).map(|e| e.span.clone()).unwrap_or_else(|| Span::new("[SERVICE]", 0));
+        let span = |name: &str| {
+            get(name)
+                .map(|e| e.span.clone())
+                .unwrap_or_else(|| Span::new("[SERVICE]", 0))
+        };
 
         let flush = values::parse_double(text("flush")).unwrap_or(1.0);
         if flush <= 0.0 {
@@ -148,7 +196,11 @@ mod tests {
     use super::*;
 
     fn e(k: &str, v: &str) -> Entry {
-        Entry { key: k.into(), value: v.into(), span: Span::new("s.conf", 2) }
+        Entry {
+            key: k.into(),
+            value: v.into(),
+            span: Span::new("s.conf", 2),
+        }
     }
 
     #[test]
@@ -162,7 +214,9 @@ mod tests {
 
     #[test]
     fn last_wins_and_fractional_flush() {
-        let s = ServiceConfig::from_entries(&[e("flush", "5"), e("flush", "0.25"), e("grace", "-1")]).unwrap();
+        let s =
+            ServiceConfig::from_entries(&[e("flush", "5"), e("flush", "0.25"), e("grace", "-1")])
+                .unwrap();
         assert_eq!(s.flush, Duration::from_millis(250));
         assert_eq!(s.grace, None);
     }
@@ -170,10 +224,21 @@ mod tests {
     #[test]
     fn bad_values() {
         let err = ServiceConfig::from_entries(&[e("flush", "0")]).unwrap_err();
-        assert_eq!(err.to_string(), "s.conf:2: [config] invalid flush value '0'");
+        assert_eq!(
+            err.to_string(),
+            "s.conf:2: [config] invalid flush value '0'"
+        );
         let err = ServiceConfig::from_entries(&[e("log_level", "loud")]).unwrap_err();
-        assert!(err.to_string().contains("expected one of: off, error"), "{err}");
+        assert!(
+            err.to_string().contains("expected one of: off, error"),
+            "{err}"
+        );
         let err = ServiceConfig::from_entries(&[e("grace", "soon")]).unwrap_err();
-        assert!(err.to_string().starts_with("s.conf:2: [config] service: invalid value 'soon' for property 'grace'"), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "s.conf:2: [config] service: invalid value 'soon' for property 'grace'"
+            ),
+            "{err}"
+        );
     }
 }

@@ -93,7 +93,12 @@ impl Engine {
                 .filter(|&i| self.filters[i].matcher.matches(tag))
                 .collect(),
             outputs: (0..self.outputs.len())
-                .filter(|&i| self.outputs[i].matcher.as_ref().is_some_and(|m| m.matches(tag)))
+                .filter(|&i| {
+                    self.outputs[i]
+                        .matcher
+                        .as_ref()
+                        .is_some_and(|m| m.matches(tag))
+                })
                 .collect(),
         })
     }
@@ -106,7 +111,11 @@ impl Engine {
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
     ) -> Option<usize> {
-        let InputBatch { input, tag, mut records } = batch;
+        let InputBatch {
+            input,
+            tag,
+            mut records,
+        } = batch;
         let filters = self.route(routes, &tag).filters.clone();
         if !filters.is_empty() {
             let now = Instant::now();
@@ -123,13 +132,20 @@ impl Engine {
                 }
             }
         }
-        let i = match pending.iter().position(|p| p.input == input && p.tag == tag) {
+        let i = match pending
+            .iter()
+            .position(|p| p.input == input && p.tag == tag)
+        {
             Some(i) => {
                 pending[i].records.append(&mut records);
                 i
             }
             None => {
-                pending.push(Pending { input, tag, records });
+                pending.push(Pending {
+                    input,
+                    tag,
+                    records,
+                });
                 pending.len() - 1
             }
         };
@@ -144,8 +160,15 @@ impl Engine {
         }
         for chunk in extra {
             // Records emitted by a filter's tick go to outputs only (input index MAX).
-            self.dispatch(Pending { input: usize::MAX, tag: chunk.tag, records: chunk.records }, routes)
-                .await;
+            self.dispatch(
+                Pending {
+                    input: usize::MAX,
+                    tag: chunk.tag,
+                    records: chunk.records,
+                },
+                routes,
+            )
+            .await;
         }
         for p in pending.drain(..) {
             self.dispatch(p, routes).await;
@@ -160,7 +183,10 @@ impl Engine {
         }
         let outputs = self.route(routes, &p.tag).outputs.clone();
         let n = p.records.len() as u64;
-        let chunk = Arc::new(Chunk { tag: p.tag, records: p.records });
+        let chunk = Arc::new(Chunk {
+            tag: p.tag,
+            records: p.records,
+        });
         for i in outputs {
             let o = &mut self.outputs[i];
             if o.workers.is_empty() {
@@ -171,7 +197,10 @@ impl Engine {
             metrics::add(&o.metrics.routed_records, n);
             if o.workers[w].send(chunk.clone()).await.is_err() {
                 metrics::add(&o.metrics.dropped_records, n);
-                crate::error!("[engine] output {} has stopped: {n} records for it are dropped", o.name);
+                crate::error!(
+                    "[engine] output {} has stopped: {n} records for it are dropped",
+                    o.name
+                );
             }
         }
     }

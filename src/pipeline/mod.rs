@@ -23,33 +23,128 @@ use router::Matcher;
 
 /// Properties every input has (Fluent Bit: src/flb_input.c).
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
-    PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
-    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted; the service log_level applies)."),
-    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted, not applied yet)."),
-    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Memory buffer limit of this input (accepted; applied by the buffering work)."),
-    PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
-    PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
+    PropSpec::new(
+        "tag",
+        PropKind::Str,
+        None,
+        "Tag of the records; default is the instance name (random.0).",
+    ),
+    PropSpec::new(
+        "alias",
+        PropKind::Str,
+        None,
+        "Name of the instance in logs and metrics.",
+    ),
+    PropSpec::new(
+        "log_level",
+        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
+        None,
+        "Log level of this instance (accepted; the service log_level applies).",
+    ),
+    PropSpec::new(
+        "log_suppress_interval",
+        PropKind::Time,
+        Some("0"),
+        "Suppress repeated log messages for this long (accepted, not applied yet).",
+    ),
+    PropSpec::new(
+        "mem_buf_limit",
+        PropKind::Size,
+        Some("0"),
+        "Memory buffer limit of this input (accepted; applied by the buffering work).",
+    ),
+    PropSpec::new(
+        "storage.type",
+        PropKind::Enum(&["memory"]),
+        Some("memory"),
+        "Buffering of this input; only memory is supported yet.",
+    ),
+    PropSpec::new(
+        "threaded",
+        PropKind::Bool,
+        Some("false"),
+        "Run the input in its own thread (every input is its own task already).",
+    ),
 ];
 
 /// Properties every filter has (Fluent Bit: src/flb_filter.c).
 pub const CORE_FILTER_PROPS: &[PropSpec] = &[
-    PropSpec::new("match", PropKind::Str, None, "Tag pattern of the records to filter (* wildcard)."),
-    PropSpec::new("match_regex", PropKind::Str, None, "Regular expression, anchored at the start, on the tag."),
-    PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
-    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted; the service log_level applies)."),
-    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted, not applied yet)."),
+    PropSpec::new(
+        "match",
+        PropKind::Str,
+        None,
+        "Tag pattern of the records to filter (* wildcard).",
+    ),
+    PropSpec::new(
+        "match_regex",
+        PropKind::Str,
+        None,
+        "Regular expression, anchored at the start, on the tag.",
+    ),
+    PropSpec::new(
+        "alias",
+        PropKind::Str,
+        None,
+        "Name of the instance in logs and metrics.",
+    ),
+    PropSpec::new(
+        "log_level",
+        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
+        None,
+        "Log level of this instance (accepted; the service log_level applies).",
+    ),
+    PropSpec::new(
+        "log_suppress_interval",
+        PropKind::Time,
+        Some("0"),
+        "Suppress repeated log messages for this long (accepted, not applied yet).",
+    ),
 ];
 
 /// Properties every output has (Fluent Bit: src/flb_output.c).
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new("match", PropKind::Str, None, "Tag pattern of the records to deliver (* wildcard)."),
-    PropSpec::new("match_regex", PropKind::Str, None, "Regular expression, anchored at the start, on the tag."),
-    PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
-    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted; the service log_level applies)."),
-    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted, not applied yet)."),
-    PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
-    PropSpec::new("workers", PropKind::Int, None, "Number of workers; default depends on the plugin."),
+    PropSpec::new(
+        "match",
+        PropKind::Str,
+        None,
+        "Tag pattern of the records to deliver (* wildcard).",
+    ),
+    PropSpec::new(
+        "match_regex",
+        PropKind::Str,
+        None,
+        "Regular expression, anchored at the start, on the tag.",
+    ),
+    PropSpec::new(
+        "alias",
+        PropKind::Str,
+        None,
+        "Name of the instance in logs and metrics.",
+    ),
+    PropSpec::new(
+        "log_level",
+        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
+        None,
+        "Log level of this instance (accepted; the service log_level applies).",
+    ),
+    PropSpec::new(
+        "log_suppress_interval",
+        PropKind::Time,
+        Some("0"),
+        "Suppress repeated log messages for this long (accepted, not applied yet).",
+    ),
+    PropSpec::new(
+        "retry_limit",
+        PropKind::Str,
+        Some("1"),
+        "Retries per chunk: a number > 0, no_limits (or false), or no_retries.",
+    ),
+    PropSpec::new(
+        "workers",
+        PropKind::Int,
+        None,
+        "Number of workers; default depends on the plugin.",
+    ),
 ];
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
@@ -78,7 +173,11 @@ impl InputSender {
         }
         metrics::add(&self.metrics.records, records.len() as u64);
         self.tx
-            .send(InputBatch { input: self.input, tag, records })
+            .send(InputBatch {
+                input: self.input,
+                tag,
+                records,
+            })
             .await
             .map_err(|_| PluginError::Closed)
     }
@@ -109,8 +208,20 @@ pub struct Pipeline {
     outputs: Vec<OutputInstance>,
 }
 
-fn props(inst: &InstanceConfig, plugin: &'static str, own: &'static [PropSpec], core: &'static [PropSpec]) -> Result<Props, ConfigError> {
-    Props::new(inst.kind, plugin, inst.span.clone(), own, &[core], inst.entries.clone())
+fn props(
+    inst: &InstanceConfig,
+    plugin: &'static str,
+    own: &'static [PropSpec],
+    core: &'static [PropSpec],
+) -> Result<Props, ConfigError> {
+    Props::new(
+        inst.kind,
+        plugin,
+        inst.span.clone(),
+        own,
+        &[core],
+        inst.entries.clone(),
+    )
 }
 
 fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigError {
@@ -118,13 +229,17 @@ fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigErro
         span: inst.span.clone(),
         kind: inst.kind,
         name: inst.plugin.clone(),
-        suggestion: crate::config::error::closest(&inst.plugin.to_ascii_lowercase(), known.iter().copied()),
+        suggestion: crate::config::error::closest(
+            &inst.plugin.to_ascii_lowercase(),
+            known.iter().copied(),
+        ),
         known,
     }
 }
 
 fn matcher(p: &Props) -> Result<Option<Matcher>, ConfigError> {
-    Matcher::new(p.str("match"), p.str("match_regex")).map_err(|e| p.error("match_regex", format!("a valid regular expression ({e})")))
+    Matcher::new(p.str("match"), p.str("match_regex"))
+        .map_err(|e| p.error("match_regex", format!("a valid regular expression ({e})")))
 }
 
 impl Pipeline {
@@ -132,12 +247,20 @@ impl Pipeline {
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
-            let plugin = plugins::input(&inst.plugin).ok_or_else(|| unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect()))?;
+            let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
+                unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect())
+            })?;
             let p = props(inst, plugin.name, plugin.props, CORE_INPUT_PROPS)?;
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
-            let input = (plugin.build)(&p, &BuildContext { service: &config.service, instance: &name })?;
+            let input = (plugin.build)(
+                &p,
+                &BuildContext {
+                    service: &config.service,
+                    instance: &name,
+                },
+            )?;
             inputs.push(InputInstance {
                 tag: Arc::from(p.str("tag").unwrap_or(&instance)),
                 name,
@@ -148,47 +271,89 @@ impl Pipeline {
         }
         let mut filters = Vec::new();
         for (id, inst) in config.filters.iter().enumerate() {
-            let plugin = plugins::filter(&inst.plugin).ok_or_else(|| unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect()))?;
+            let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
+                unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect())
+            })?;
             let p = props(inst, plugin.name, plugin.props, CORE_FILTER_PROPS)?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let Some(matcher) = matcher(&p)? else {
-                return Err(ConfigError::NoMatch { span: inst.span.clone(), instance: name.to_string() });
+                return Err(ConfigError::NoMatch {
+                    span: inst.span.clone(),
+                    instance: name.to_string(),
+                });
             };
-            let filter = (plugin.build)(&p, &BuildContext { service: &config.service, instance: &name })?;
-            filters.push(FilterInstance { name, matcher, filter, metrics: Arc::<FilterMetrics>::default() });
+            let filter = (plugin.build)(
+                &p,
+                &BuildContext {
+                    service: &config.service,
+                    instance: &name,
+                },
+            )?;
+            filters.push(FilterInstance {
+                name,
+                matcher,
+                filter,
+                metrics: Arc::<FilterMetrics>::default(),
+            });
         }
         let mut outputs = Vec::new();
         for (id, inst) in config.outputs.iter().enumerate() {
-            let plugin = plugins::output(&inst.plugin).ok_or_else(|| unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect()))?;
+            let plugin = plugins::output(&inst.plugin).ok_or_else(|| {
+                unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect())
+            })?;
             let p = props(inst, plugin.name, plugin.props, CORE_OUTPUT_PROPS)?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
-            let limit = RetryPolicy::parse_limit(p.str("retry_limit").unwrap_or("1"))
-                .ok_or_else(|| p.error("retry_limit", "a number > 0, no_limits, false or no_retries"))?;
+            let limit =
+                RetryPolicy::parse_limit(p.str("retry_limit").unwrap_or("1")).ok_or_else(|| {
+                    p.error(
+                        "retry_limit",
+                        "a number > 0, no_limits, false or no_retries",
+                    )
+                })?;
             let n_workers = match p.int("workers") {
                 Some(w) if w < 1 => return Err(p.error("workers", "a number of workers >= 1")),
                 Some(w) => w as usize,
                 None => plugin.workers,
             };
-            let ctx = BuildContext { service: &config.service, instance: &name };
-            let workers = (0..n_workers).map(|_| (plugin.build)(&p, &ctx)).collect::<Result<Vec<_>, _>>()?;
+            let ctx = BuildContext {
+                service: &config.service,
+                instance: &name,
+            };
+            let first = (plugin.build)(&p, &ctx)?;
+            let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
+            workers.insert(0, first);
             outputs.push(OutputInstance {
                 matcher: matcher(&p)?,
                 name,
                 plugin: plugin.name,
                 workers,
-                retry: RetryPolicy { limit, base: config.service.scheduler_base, cap: config.service.scheduler_cap },
+                retry: RetryPolicy {
+                    limit,
+                    base: config.service.scheduler_base,
+                    cap: config.service.scheduler_cap,
+                },
                 metrics: Arc::default(),
             });
         }
-        Ok(Pipeline { config, inputs, filters, outputs })
+        Ok(Pipeline {
+            config,
+            inputs,
+            filters,
+            outputs,
+        })
     }
 
     /// Runs until `shutdown` fires and everything is delivered, or until the grace
     /// period ends. Returns the number of records that were not delivered.
     pub async fn run(self, shutdown: Shutdown) -> u64 {
-        let Pipeline { config, inputs, filters, outputs } = self;
+        let Pipeline {
+            config,
+            inputs,
+            filters,
+            outputs,
+        } = self;
         let grace = config.service.grace;
         crate::info!(
             "[engine] Shutdown Grace Period={}, Shutdown Input Grace Period={}",
@@ -209,21 +374,43 @@ impl Pipeline {
             for (id, output) in o.workers.into_iter().enumerate() {
                 let (qtx, qrx) = mpsc::channel(OUTPUT_QUEUE);
                 queues.push(qtx);
-                let worker = OutputWorker { name: o.name.clone(), plugin: o.plugin, id, output, retry: o.retry, metrics: o.metrics.clone() };
+                let worker = OutputWorker {
+                    name: o.name.clone(),
+                    plugin: o.plugin,
+                    id,
+                    output,
+                    retry: o.retry,
+                    metrics: o.metrics.clone(),
+                };
                 tasks.spawn(worker.run(qrx, shutdown.clone()));
             }
             output_metrics.push(o.metrics.clone());
-            routes.push(OutputRoute { name: o.name, matcher: o.matcher, workers: queues, next: 0, metrics: o.metrics });
+            routes.push(OutputRoute {
+                name: o.name,
+                matcher: o.matcher,
+                workers: queues,
+                next: 0,
+                metrics: o.metrics,
+            });
         }
         let mut input_names = Vec::new();
-        let engine = Engine { filters, outputs: routes, flush: config.service.flush };
+        let engine = Engine {
+            filters,
+            outputs: routes,
+            flush: config.service.flush,
+        };
         tasks.spawn(engine.run(rx));
         for (i, inp) in inputs.into_iter().enumerate() {
             crate::info!("[input:{}:{}] initializing", inp.plugin, inp.name);
             let ctx = InputContext {
                 name: inp.name.clone(),
                 tag: inp.tag.clone(),
-                out: InputSender { input: i, tag: inp.tag, tx: tx.clone(), metrics: inp.metrics },
+                out: InputSender {
+                    input: i,
+                    tag: inp.tag,
+                    tx: tx.clone(),
+                    metrics: inp.metrics,
+                },
                 shutdown: shutdown.clone(),
             };
             let (name, plugin) = (inp.name, inp.plugin);
@@ -239,9 +426,7 @@ impl Pipeline {
         let input_names = input_names;
 
         let mut waiting = shutdown.clone();
-        let all_done = async {
-            while tasks.join_next().await.is_some() {}
-        };
+        let all_done = async { while tasks.join_next().await.is_some() {} };
         tokio::pin!(all_done);
         tokio::select! {
             _ = &mut all_done => {}
@@ -261,4 +446,3 @@ impl Pipeline {
         pending
     }
 }
-

@@ -33,7 +33,11 @@ impl RetryPolicy {
 
     /// Fluent Bit's backoff: `random_uniform(base, min(cap, base * 2^attempt)) + 1` s.
     pub fn backoff(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
-        let hi = self.base.saturating_mul(1u64 << attempt.min(40)).min(self.cap).max(self.base);
+        let hi = self
+            .base
+            .saturating_mul(1u64 << attempt.min(40))
+            .min(self.cap)
+            .max(self.base);
         Duration::from_secs(rng.u64(self.base..=hi) + 1)
     }
 }
@@ -58,7 +62,12 @@ impl OutputWorker {
     /// Runs until its queue is closed and no retry is left. Once shutdown starts,
     /// pending retries are attempted at once (then every second), as Fluent Bit does.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Chunk>>, mut shutdown: Shutdown) {
-        crate::info!("[output:{}:{}] worker #{} started", self.plugin, self.name, self.id);
+        crate::info!(
+            "[output:{}:{}] worker #{} started",
+            self.plugin,
+            self.name,
+            self.id
+        );
         let mut retries: Vec<Retry> = Vec::new();
         let mut rng = fastrand::Rng::new();
         let mut open = true;
@@ -85,7 +94,12 @@ impl OutputWorker {
                 }
             }
         }
-        crate::info!("[output:{}:{}] thread worker #{} stopped", self.plugin, self.name, self.id);
+        crate::info!(
+            "[output:{}:{}] thread worker #{} stopped",
+            self.plugin,
+            self.name,
+            self.id
+        );
     }
 
     async fn attempt(
@@ -101,13 +115,20 @@ impl OutputWorker {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
                 if attempts > 0 {
-                    crate::info!("[engine] flush chunk for {} succeeded at retry {attempts}: {n} records", self.name);
+                    crate::info!(
+                        "[engine] flush chunk for {} succeeded at retry {attempts}: {n} records",
+                        self.name
+                    );
                 }
             }
             FlushResult::Error(e) => {
                 metrics::add(&self.metrics.errors, 1);
                 metrics::add(&self.metrics.dropped_records, n);
-                crate::error!("[output:{}:{}] {e}; {n} records dropped", self.plugin, self.name);
+                crate::error!(
+                    "[output:{}:{}] {e}; {n} records dropped",
+                    self.plugin,
+                    self.name
+                );
             }
             FlushResult::Retry(e) => {
                 if self.retry.limit.is_some_and(|l| attempts >= l) {
@@ -119,7 +140,11 @@ impl OutputWorker {
                     );
                     return;
                 }
-                let wait = if stopping { Duration::from_secs(1) } else { self.retry.backoff(attempts + 1, rng) };
+                let wait = if stopping {
+                    Duration::from_secs(1)
+                } else {
+                    self.retry.backoff(attempts + 1, rng)
+                };
                 metrics::add(&self.metrics.retries, 1);
                 metrics::add(&self.metrics.retried_records, n);
                 crate::warn!(
@@ -127,7 +152,11 @@ impl OutputWorker {
                     self.name,
                     wait.as_secs()
                 );
-                retries.push(Retry { at: Instant::now() + wait, chunk, attempts: attempts + 1 });
+                retries.push(Retry {
+                    at: Instant::now() + wait,
+                    chunk,
+                    attempts: attempts + 1,
+                });
             }
         }
     }
@@ -149,7 +178,11 @@ mod tests {
 
     #[test]
     fn backoff_bounds_match_fluent_bit() {
-        let p = RetryPolicy { limit: None, base: 5, cap: 2000 };
+        let p = RetryPolicy {
+            limit: None,
+            base: 5,
+            cap: 2000,
+        };
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
             let first = p.backoff(1, &mut rng).as_secs();

@@ -13,7 +13,9 @@ pub struct Matcher {
 impl Matcher {
     /// `None` when neither is set. `regex` must already be valid.
     pub fn new(glob: Option<&str>, regex: Option<&str>) -> Result<Option<Matcher>, regex::Error> {
-        let regex = regex.map(|r| Regex::new(&format!("^(?:{r})"))).transpose()?;
+        let regex = regex
+            .map(|r| Regex::new(&format!("^(?:{r})")))
+            .transpose()?;
         if glob.is_none() && regex.is_none() {
             return Ok(None);
         }
@@ -31,7 +33,9 @@ impl Matcher {
                 return true;
             }
         }
-        self.glob.as_deref().is_some_and(|g| glob_match(g.as_bytes(), tag.as_bytes()))
+        self.glob
+            .as_deref()
+            .is_some_and(|g| glob_match(g.as_bytes(), tag.as_bytes()))
     }
 }
 

@@ -78,6 +78,9 @@ pub enum FlushResult {
 /// A destination. The engine owns retries and backoff; the output reports what happened.
 pub trait Output: Send + 'static {
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult>;
+    /// Another worker of the same instance (`workers N`). Workers may share state such
+    /// as a connection pool; each owns its buffers.
+    fn fork(&self) -> Box<dyn Output>;
 }
 
 pub struct InputPlugin {
@@ -101,7 +104,7 @@ pub struct OutputPlugin {
     pub props: &'static [PropSpec],
     /// Fluent Bit's default `workers` for this plugin.
     pub workers: usize,
-    /// Called once per worker; each worker owns its instance (its own connection).
+    /// Builds the first worker; the others are `fork`ed from it.
     pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Output>, ConfigError>,
 }
 
@@ -110,11 +113,20 @@ pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {
-    INPUTS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+    INPUTS
+        .iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
 }
 pub fn filter(name: &str) -> Option<&'static FilterPlugin> {
-    FILTERS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+    FILTERS
+        .iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
 }
 pub fn output(name: &str) -> Option<&'static OutputPlugin> {
-    OUTPUTS.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+    OUTPUTS
+        .iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
 }

@@ -90,7 +90,12 @@ impl Agent {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
-        Agent { child: cmd.spawn().expect("spawn agent"), out, err, _own: None }
+        Agent {
+            child: cmd.spawn().expect("spawn agent"),
+            out,
+            err,
+            _own: None,
+        }
     }
 
     pub fn stdout(&self) -> String {
@@ -120,7 +125,9 @@ impl Agent {
 
     /// Waits until stdout has at least `n` lines.
     pub fn wait_lines(&mut self, n: usize, timeout: Duration) {
-        self.wait_until(timeout, &format!("{n} stdout lines"), |o, _| o.lines().count() >= n);
+        self.wait_until(timeout, &format!("{n} stdout lines"), |o, _| {
+            o.lines().count() >= n
+        });
     }
 
     /// Waits until stderr contains `text`.
@@ -144,7 +151,10 @@ impl Agent {
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
-                panic!("agent did not exit within {timeout:?}\nstderr:\n{}", self.stderr());
+                panic!(
+                    "agent did not exit within {timeout:?}\nstderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -158,7 +168,11 @@ impl Agent {
     }
 
     fn output(&self, code: Option<i32>) -> Output {
-        Output { code, stdout: self.stdout(), stderr: self.stderr() }
+        Output {
+            code,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
     }
 }
 

@@ -9,10 +9,30 @@ use crate::event::{Record, Str, Value};
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new("record", PropKind::Multi, None, "Append a key and a value, written 'KEY VALUE'; may be repeated."),
-    PropSpec::new("remove_key", PropKind::Multi, None, "Remove this key when it exists; may be repeated."),
-    PropSpec::new("allowlist_key", PropKind::Multi, None, "Keep only the listed keys; may be repeated."),
-    PropSpec::new("whitelist_key", PropKind::Multi, None, "Alias of allowlist_key."),
+    PropSpec::new(
+        "record",
+        PropKind::Multi,
+        None,
+        "Append a key and a value, written 'KEY VALUE'; may be repeated.",
+    ),
+    PropSpec::new(
+        "remove_key",
+        PropKind::Multi,
+        None,
+        "Remove this key when it exists; may be repeated.",
+    ),
+    PropSpec::new(
+        "allowlist_key",
+        PropKind::Multi,
+        None,
+        "Keep only the listed keys; may be repeated.",
+    ),
+    PropSpec::new(
+        "whitelist_key",
+        PropKind::Multi,
+        None,
+        "Alias of allowlist_key.",
+    ),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -36,7 +56,13 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Filter>, ConfigError
         };
         add.push((Arc::from(k), Value::Str(Arc::from(v.trim()))));
     }
-    let own = |n: &str| props.multi(n).into_iter().map(str::to_string).collect::<Vec<_>>();
+    let own = |n: &str| {
+        props
+            .multi(n)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let mut allow = own("allowlist_key");
     allow.extend(own("whitelist_key"));
     let remove = own("remove_key");
@@ -49,10 +75,12 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Filter>, ConfigError
 impl RecordModifierFilter {
     fn apply(&self, rec: &mut Record) {
         if !self.allow.is_empty() {
-            rec.body.retain(|(k, _)| self.allow.iter().any(|a| **a == **k));
+            rec.body
+                .retain(|(k, _)| self.allow.iter().any(|a| **a == **k));
         }
         if !self.remove.is_empty() {
-            rec.body.retain(|(k, _)| !self.remove.iter().any(|r| **r == **k));
+            rec.body
+                .retain(|(k, _)| !self.remove.iter().any(|r| **r == **k));
         }
         for (k, v) in &self.add {
             // Fluent Bit appends only keys the record does not have yet.
@@ -78,7 +106,10 @@ mod tests {
     fn rec(pairs: &[(&str, &str)]) -> Record {
         Record::new(
             EventTime::new(1, 0),
-            pairs.iter().map(|(k, v)| (Arc::from(*k), Value::Str(Arc::from(*v)))).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), Value::Str(Arc::from(*v))))
+                .collect(),
         )
     }
 
@@ -89,14 +120,21 @@ mod tests {
     #[test]
     fn add_remove_allow() {
         let f = RecordModifierFilter {
-            add: vec![(Arc::from("host"), Value::Str(Arc::from("n1"))), (Arc::from("a"), Value::Nil)],
+            add: vec![
+                (Arc::from("host"), Value::Str(Arc::from("n1"))),
+                (Arc::from("a"), Value::Nil),
+            ],
             remove: vec!["b".into()],
             allow: vec![],
         };
         let mut r = rec(&[("a", "1"), ("b", "2")]);
         f.apply(&mut r);
         assert_eq!(keys(&r), ["a", "host"]);
-        let f = RecordModifierFilter { add: vec![], remove: vec![], allow: vec!["b".into()] };
+        let f = RecordModifierFilter {
+            add: vec![],
+            remove: vec![],
+            allow: vec!["b".into()],
+        };
         let mut r = rec(&[("a", "1"), ("b", "2")]);
         f.apply(&mut r);
         assert_eq!(keys(&r), ["b"]);

@@ -9,17 +9,72 @@ use crate::event::{EventTime, Map, Record, Value};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new("samples", PropKind::Int, Some("0"), "Number of times to generate events; 0 means no limit."),
-    PropSpec::new("dummy", PropKind::Json, Some("{\"message\":\"dummy\"}"), "The record to generate, as a JSON object."),
-    PropSpec::new("metadata", PropKind::Json, Some("{}"), "The metadata to generate, as a JSON object."),
-    PropSpec::new("rate", PropKind::Int, Some("1"), "Number of events per second (ignored when an interval is set)."),
-    PropSpec::new("interval_sec", PropKind::Int, Some("0"), "Interval in seconds between events; overrides rate."),
-    PropSpec::new("interval_nsec", PropKind::Int, Some("0"), "Interval in nanoseconds between events; overrides rate."),
-    PropSpec::new("copies", PropKind::Int, Some("1"), "Number of copies of the record generated per event."),
-    PropSpec::new("start_time_sec", PropKind::Int, Some("-1"), "Base timestamp, seconds part; -1 means now."),
-    PropSpec::new("start_time_nsec", PropKind::Int, Some("-1"), "Base timestamp, nanoseconds part; -1 means now."),
-    PropSpec::new("fixed_timestamp", PropKind::Bool, Some("off"), "Give every record the same timestamp (the start time)."),
-    PropSpec::new("flush_on_startup", PropKind::Bool, Some("false"), "Generate the first event at start-up instead of after one interval."),
+    PropSpec::new(
+        "samples",
+        PropKind::Int,
+        Some("0"),
+        "Number of times to generate events; 0 means no limit.",
+    ),
+    PropSpec::new(
+        "dummy",
+        PropKind::Json,
+        Some("{\"message\":\"dummy\"}"),
+        "The record to generate, as a JSON object.",
+    ),
+    PropSpec::new(
+        "metadata",
+        PropKind::Json,
+        Some("{}"),
+        "The metadata to generate, as a JSON object.",
+    ),
+    PropSpec::new(
+        "rate",
+        PropKind::Int,
+        Some("1"),
+        "Number of events per second (ignored when an interval is set).",
+    ),
+    PropSpec::new(
+        "interval_sec",
+        PropKind::Int,
+        Some("0"),
+        "Interval in seconds between events; overrides rate.",
+    ),
+    PropSpec::new(
+        "interval_nsec",
+        PropKind::Int,
+        Some("0"),
+        "Interval in nanoseconds between events; overrides rate.",
+    ),
+    PropSpec::new(
+        "copies",
+        PropKind::Int,
+        Some("1"),
+        "Number of copies of the record generated per event.",
+    ),
+    PropSpec::new(
+        "start_time_sec",
+        PropKind::Int,
+        Some("-1"),
+        "Base timestamp, seconds part; -1 means now.",
+    ),
+    PropSpec::new(
+        "start_time_nsec",
+        PropKind::Int,
+        Some("-1"),
+        "Base timestamp, nanoseconds part; -1 means now.",
+    ),
+    PropSpec::new(
+        "fixed_timestamp",
+        PropKind::Bool,
+        Some("off"),
+        "Give every record the same timestamp (the start time).",
+    ),
+    PropSpec::new(
+        "flush_on_startup",
+        PropKind::Bool,
+        Some("false"),
+        "Generate the first event at start-up instead of after one interval.",
+    ),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -65,8 +120,12 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
             Duration::from_secs(1)
         };
     }
-    let (ss, sn) = (props.int("start_time_sec").unwrap_or(-1), props.int("start_time_nsec").unwrap_or(-1));
-    let start = (ss >= 0 || sn >= 0).then(|| EventTime::new(ss.max(0), sn.clamp(0, 999_999_999) as u32));
+    let (ss, sn) = (
+        props.int("start_time_sec").unwrap_or(-1),
+        props.int("start_time_nsec").unwrap_or(-1),
+    );
+    let start =
+        (ss >= 0 || sn >= 0).then(|| EventTime::new(ss.max(0), sn.clamp(0, 999_999_999) as u32));
     Ok(Box::new(DummyInput {
         body: object(props, "dummy"),
         metadata: object(props, "metadata"),
@@ -88,7 +147,10 @@ impl DummyInput {
             Some(base) => {
                 let d = began.elapsed();
                 let nanos = base.nanos as u64 + d.subsec_nanos() as u64;
-                EventTime::new(base.secs + d.as_secs() as i64 + (nanos / 1_000_000_000) as i64, (nanos % 1_000_000_000) as u32)
+                EventTime::new(
+                    base.secs + d.as_secs() as i64 + (nanos / 1_000_000_000) as i64,
+                    (nanos % 1_000_000_000) as u32,
+                )
             }
             None => EventTime::now(),
         }
@@ -98,7 +160,11 @@ impl DummyInput {
         let n = (events * self.copies) as usize;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(Record { time, metadata: self.metadata.clone(), body: self.body.clone() });
+            out.push(Record {
+                time,
+                metadata: self.metadata.clone(),
+                body: self.body.clone(),
+            });
         }
         out
     }
@@ -111,7 +177,9 @@ impl Input for DummyInput {
             let first = self.start.unwrap_or_else(EventTime::now);
             let mut left = self.samples.unwrap_or(u64::MAX);
             if self.flush_on_startup && left > 0 {
-                ctx.out.send(self.records(1, self.timestamp(began, first))).await?;
+                ctx.out
+                    .send(self.records(1, self.timestamp(began, first)))
+                    .await?;
                 left -= 1;
             }
             let mut ticker = Ticker::new(self.interval);
@@ -122,7 +190,9 @@ impl Input for DummyInput {
                     n = ticker.next(max_events.min(left)) => n,
                 };
                 left -= n;
-                ctx.out.send(self.records(n, self.timestamp(began, first))).await?;
+                ctx.out
+                    .send(self.records(n, self.timestamp(began, first)))
+                    .await?;
             }
             crate::debug!("[input:dummy:{}] all samples sent", ctx.name);
             ctx.shutdown.wait().await;

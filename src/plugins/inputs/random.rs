@@ -10,9 +10,24 @@ use crate::event::{EventTime, Record, Str, Value};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new("samples", PropKind::Int, Some("-1"), "Number of samples to send, -1 for infinite."),
-    PropSpec::new("interval_sec", PropKind::Int, Some("1"), "Interval in seconds."),
-    PropSpec::new("interval_nsec", PropKind::Int, Some("0"), "Interval in nanoseconds."),
+    PropSpec::new(
+        "samples",
+        PropKind::Int,
+        Some("-1"),
+        "Number of samples to send, -1 for infinite.",
+    ),
+    PropSpec::new(
+        "interval_sec",
+        PropKind::Int,
+        Some("1"),
+        "Interval in seconds.",
+    ),
+    PropSpec::new(
+        "interval_nsec",
+        PropKind::Int,
+        Some("0"),
+        "Interval in nanoseconds.",
+    ),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {

@@ -21,9 +21,24 @@ pub const DATE_FORMATS: &[&str] = &[
 ];
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new("format", PropKind::Enum(&["msgpack", "json", "json_lines", "json_stream"]), Some("msgpack"), "Output format: msgpack (Fluent Bit's printed form), json, json_lines or json_stream."),
-    PropSpec::new("json_date_format", PropKind::Enum(DATE_FORMATS), Some("double"), "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp."),
-    PropSpec::new("json_date_key", PropKind::Str, Some("date"), "Name of the date key in JSON; 'false' leaves it out."),
+    PropSpec::new(
+        "format",
+        PropKind::Enum(&["msgpack", "json", "json_lines", "json_stream"]),
+        Some("msgpack"),
+        "Output format: msgpack (Fluent Bit's printed form), json, json_lines or json_stream.",
+    ),
+    PropSpec::new(
+        "json_date_format",
+        PropKind::Enum(DATE_FORMATS),
+        Some("double"),
+        "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp.",
+    ),
+    PropSpec::new(
+        "json_date_key",
+        PropKind::Str,
+        Some("date"),
+        "Name of the date key in JSON; 'false' leaves it out.",
+    ),
 ];
 
 pub static PLUGIN: OutputPlugin = OutputPlugin {
@@ -65,7 +80,12 @@ struct StdoutOutput {
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     let opts = json_options(props, ctx.service.escape_unicode);
-    let format = match props.str("format").unwrap_or("msgpack").to_ascii_lowercase().as_str() {
+    let format = match props
+        .str("format")
+        .unwrap_or("msgpack")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "json" => StdoutFormat::Json(JsonMode::Json, opts),
         "json_lines" => StdoutFormat::Json(JsonMode::JsonLines, opts),
         "json_stream" => StdoutFormat::Json(JsonMode::JsonStream, opts),
@@ -86,7 +106,9 @@ pub fn render(format: &StdoutFormat, chunk: &Chunk, buf: &mut Vec<u8>) {
                 format::write_print_record(buf, i, &chunk.tag, rec);
             }
         }
-        StdoutFormat::Json(mode, opts) => format::write_json_chunk(buf, &chunk.records, *mode, opts),
+        StdoutFormat::Json(mode, opts) => {
+            format::write_json_chunk(buf, &chunk.records, *mode, opts)
+        }
     }
 }
 
@@ -99,6 +121,13 @@ impl Output for StdoutOutput {
                 Ok(()) => FlushResult::Ok,
                 Err(e) => FlushResult::Error(format!("cannot write to stdout: {e}")),
             }
+        })
+    }
+
+    fn fork(&self) -> Box<dyn Output> {
+        Box::new(StdoutOutput {
+            format: self.format.clone(),
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 }
