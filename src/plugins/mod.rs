@@ -130,3 +130,80 @@ pub fn output(name: &str) -> Option<&'static OutputPlugin> {
         .copied()
         .find(|p| p.name.eq_ignore_ascii_case(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PropKind;
+    use crate::pipeline::{CORE_FILTER_PROPS, CORE_INPUT_PROPS, CORE_OUTPUT_PROPS};
+
+    /// Every table of every plugin: defaults parse with their kind, names are unique,
+    /// lower-case, and never shadow a core key.
+    #[test]
+    fn every_property_table_is_sound() {
+        let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
+            .iter()
+            .map(|p| (p.name, p.props, CORE_INPUT_PROPS))
+            .chain(FILTERS.iter().map(|p| (p.name, p.props, CORE_FILTER_PROPS)))
+            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, CORE_OUTPUT_PROPS)))
+            .chain([
+                ("core input", CORE_INPUT_PROPS, &[][..]),
+                ("core filter", CORE_FILTER_PROPS, &[][..]),
+                ("core output", CORE_OUTPUT_PROPS, &[][..]),
+                ("service", crate::config::service::SERVICE_PROPS, &[][..]),
+            ])
+            .collect();
+        for (plugin, own, core) in tables {
+            for (i, spec) in own.iter().enumerate() {
+                assert_eq!(
+                    spec.name,
+                    spec.name.to_ascii_lowercase(),
+                    "{plugin}: {}",
+                    spec.name
+                );
+                assert!(
+                    !own[..i].iter().any(|s| s.name == spec.name),
+                    "{plugin}: {} twice",
+                    spec.name
+                );
+                assert!(
+                    !core.iter().any(|s| s.name == spec.name),
+                    "{plugin}: {} shadows a core key",
+                    spec.name
+                );
+                assert!(
+                    !spec.desc.is_empty(),
+                    "{plugin}: {} has no description",
+                    spec.name
+                );
+                if let Some(d) = spec.default {
+                    assert!(
+                        spec.kind.check(d),
+                        "{plugin}: default '{d}' of {} is not a valid {:?}",
+                        spec.name,
+                        spec.kind
+                    );
+                }
+                if spec.kind == PropKind::Multi {
+                    assert!(
+                        spec.default.is_none(),
+                        "{plugin}: multi property {} with a default",
+                        spec.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_names_are_unique_and_found_case_insensitively() {
+        let mut names: Vec<&str> = INPUTS.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), INPUTS.len());
+        assert!(input("RANDOM").is_some());
+        assert!(output("Stdout").is_some());
+        assert!(filter("record_modifier").is_some());
+        assert!(input("nope").is_none());
+    }
+}
