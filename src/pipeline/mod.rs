@@ -21,131 +21,40 @@ use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
 use output::{OutputWorker, RetryPolicy};
 use router::Matcher;
 
-/// Properties every input has (Fluent Bit: src/flb_input.c).
+/// Properties of every input, filter and output (Fluent Bit: src/flb_input.c,
+/// src/flb_filter.c, src/flb_output.c).
+#[rustfmt::skip]
+pub const CORE_COMMON_PROPS: &[PropSpec] = &[
+    PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
+    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted with a warning: the service log_level applies)."),
+    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted with a warning: not applied yet)."),
+];
+
+/// Properties of every input.
+#[rustfmt::skip]
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "tag",
-        PropKind::Str,
-        None,
-        "Tag of the records; default is the instance name (random.0).",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
-    PropSpec::new(
-        "mem_buf_limit",
-        PropKind::Size,
-        Some("0"),
-        "Memory buffer limit of this input (accepted; applied by the buffering work).",
-    ),
-    PropSpec::new(
-        "storage.type",
-        PropKind::Enum(&["memory"]),
-        Some("memory"),
-        "Buffering of this input; only memory is supported yet.",
-    ),
-    PropSpec::new(
-        "threaded",
-        PropKind::Bool,
-        Some("false"),
-        "Run the input in its own thread (every input is its own task already).",
-    ),
+    PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
+    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Memory buffer limit of this input (accepted with a warning: not enforced yet)."),
+    PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
+    PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
 ];
 
-/// Properties every filter has (Fluent Bit: src/flb_filter.c).
-pub const CORE_FILTER_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "match",
-        PropKind::Str,
-        None,
-        "Tag pattern of the records to filter (* wildcard).",
-    ),
-    PropSpec::new(
-        "match_regex",
-        PropKind::Str,
-        None,
-        "Regular expression, anchored at the start, on the tag.",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
+/// Properties of every filter and output: which tags they take.
+#[rustfmt::skip]
+pub const CORE_MATCH_PROPS: &[PropSpec] = &[
+    PropSpec::new("match", PropKind::Str, None, "Tag pattern of the records to take (* wildcard, case-sensitive)."),
+    PropSpec::new("match_regex", PropKind::Str, None, "Regular expression on the tag, anchored at the start."),
 ];
 
-/// Properties every output has (Fluent Bit: src/flb_output.c).
+/// Properties of every output.
+#[rustfmt::skip]
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "match",
-        PropKind::Str,
-        None,
-        "Tag pattern of the records to deliver (* wildcard).",
-    ),
-    PropSpec::new(
-        "match_regex",
-        PropKind::Str,
-        None,
-        "Regular expression, anchored at the start, on the tag.",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
-    PropSpec::new(
-        "retry_limit",
-        PropKind::Str,
-        Some("1"),
-        "Retries per chunk: a number > 0, no_limits (or false), or no_retries.",
-    ),
-    PropSpec::new(
-        "workers",
-        PropKind::Int,
-        None,
-        "Number of workers; default depends on the plugin.",
-    ),
+    PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
+    PropSpec::new("workers", PropKind::Int, None, "Number of workers; the default depends on the plugin."),
 ];
+
+/// Core keys accepted for compatibility that do not act yet: setting one is warned about.
+const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval", "mem_buf_limit"];
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 64;
@@ -212,16 +121,23 @@ fn props(
     inst: &InstanceConfig,
     plugin: &'static str,
     own: &'static [PropSpec],
-    core: &'static [PropSpec],
+    core: &[&'static [PropSpec]],
 ) -> Result<Props, ConfigError> {
-    Props::new(
+    let p = Props::new(
         inst.kind,
         plugin,
         inst.span.clone(),
         own,
-        &[core],
+        core,
         inst.entries.clone(),
-    )
+    )?;
+    for key in NOT_APPLIED_YET.iter().filter(|k| p.is_set(k)) {
+        crate::warn!(
+            "{}: [config] {plugin}: '{key}' is accepted but not applied yet by agent",
+            p.span_of(key)
+        );
+    }
+    Ok(p)
 }
 
 fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigError {
@@ -250,7 +166,12 @@ impl Pipeline {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_INPUT_PROPS)?;
+            let p = props(
+                inst,
+                plugin.name,
+                plugin.props,
+                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS],
+            )?;
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
@@ -274,7 +195,12 @@ impl Pipeline {
             let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_FILTER_PROPS)?;
+            let p = props(
+                inst,
+                plugin.name,
+                plugin.props,
+                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS],
+            )?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let Some(matcher) = matcher(&p)? else {
@@ -302,7 +228,12 @@ impl Pipeline {
             let plugin = plugins::output(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_OUTPUT_PROPS)?;
+            let p = props(
+                inst,
+                plugin.name,
+                plugin.props,
+                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS],
+            )?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let limit =

@@ -83,19 +83,22 @@ pub trait Output: Send + 'static {
     fn fork(&self) -> Box<dyn Output>;
 }
 
+/// How a plugin is built from its validated properties.
+pub type BuildFn<T> = fn(&Props, &BuildContext) -> Result<Box<T>, ConfigError>;
+
 pub struct InputPlugin {
     /// What users type: `random`.
     pub name: &'static str,
     pub description: &'static str,
     pub props: &'static [PropSpec],
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Input>, ConfigError>,
+    pub build: BuildFn<dyn Input>,
 }
 
 pub struct FilterPlugin {
     pub name: &'static str,
     pub description: &'static str,
     pub props: &'static [PropSpec],
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Filter>, ConfigError>,
+    pub build: BuildFn<dyn Filter>,
 }
 
 pub struct OutputPlugin {
@@ -105,7 +108,7 @@ pub struct OutputPlugin {
     /// Fluent Bit's default `workers` for this plugin.
     pub workers: usize,
     /// Builds the first worker; the others are `fork`ed from it.
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Output>, ConfigError>,
+    pub build: BuildFn<dyn Output>,
 }
 
 pub static INPUTS: &[&InputPlugin] = &[&inputs::dummy::PLUGIN, &inputs::random::PLUGIN];
@@ -135,21 +138,32 @@ pub fn output(name: &str) -> Option<&'static OutputPlugin> {
 mod tests {
     use super::*;
     use crate::config::PropKind;
-    use crate::pipeline::{CORE_FILTER_PROPS, CORE_INPUT_PROPS, CORE_OUTPUT_PROPS};
+    use crate::pipeline::{
+        CORE_COMMON_PROPS, CORE_INPUT_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS,
+    };
 
     /// Every table of every plugin: defaults parse with their kind, names are unique,
     /// lower-case, and never shadow a core key.
     #[test]
     fn every_property_table_is_sound() {
+        let core: Vec<PropSpec> = [
+            CORE_COMMON_PROPS,
+            CORE_INPUT_PROPS,
+            CORE_MATCH_PROPS,
+            CORE_OUTPUT_PROPS,
+        ]
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
+        .collect();
+        let core: &[PropSpec] = &core;
         let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
             .iter()
-            .map(|p| (p.name, p.props, CORE_INPUT_PROPS))
-            .chain(FILTERS.iter().map(|p| (p.name, p.props, CORE_FILTER_PROPS)))
-            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, CORE_OUTPUT_PROPS)))
+            .map(|p| (p.name, p.props, core))
+            .chain(FILTERS.iter().map(|p| (p.name, p.props, core)))
+            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, core)))
             .chain([
-                ("core input", CORE_INPUT_PROPS, &[][..]),
-                ("core filter", CORE_FILTER_PROPS, &[][..]),
-                ("core output", CORE_OUTPUT_PROPS, &[][..]),
+                ("core", core, &[][..]),
                 ("service", crate::config::service::SERVICE_PROPS, &[][..]),
             ])
             .collect();
