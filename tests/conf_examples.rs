@@ -50,7 +50,12 @@ fn random_stdout_example_prints_five_records() {
     let o = a.stop(Duration::from_secs(10));
     assert_eq!(o.code, Some(0));
     assert_eq!(o.stdout.lines().count(), 5);
-    assert!(o.stdout.lines().all(|l| l.starts_with("[0] random.0: [[")));
+    // The index restarts with every flush; two records may share one under load.
+    assert!(
+        o.stdout.lines().all(|l| l.starts_with('[') && l.contains("] random.0: [[")),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]

@@ -159,6 +159,14 @@ fn input_ids_are_global_across_inputs() {
     a.wait_lines(1, T);
     let o = a.stop(T);
     assert!(o.stdout.starts_with("[0] dummy.1: [["), "{}", o.stdout);
-    assert!(o.stderr.contains("[input:random:random.0] initializing"), "{}", o.stderr);
-    assert!(o.stderr.contains("[input:dummy:dummy.1] initializing"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("[input:random:random.0] initializing"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("[input:dummy:dummy.1] initializing"),
+        "{}",
+        o.stderr
+    );
 }

@@ -1,6 +1,7 @@
 //! Builds the running pipeline from a validated configuration and runs it until
 //! shutdown: inputs → engine (filters, chunks, routing) → output workers.
 
+pub mod ack;
 pub mod engine;
 pub mod metrics;
 pub mod output;
@@ -10,6 +11,7 @@ pub mod shutdown;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+pub use ack::AckFn;
 pub use engine::InputBatch;
 pub use shutdown::{Shutdown, ShutdownTrigger};
 
@@ -77,7 +79,27 @@ impl InputSender {
 
     /// Sends records with another tag (tail's per-file tags, for example).
     pub async fn send_tagged(&mut self, tag: Tag, records: Vec<Record>) -> Result<(), PluginError> {
+        self.send_batch(tag, records, None).await
+    }
+
+    /// Sends records and runs `ack` once every output is done with them.
+    pub async fn send_acked(
+        &mut self,
+        tag: Tag,
+        records: Vec<Record>,
+        ack: AckFn,
+    ) -> Result<(), PluginError> {
+        self.send_batch(tag, records, Some(ack)).await
+    }
+
+    async fn send_batch(
+        &mut self,
+        tag: Tag,
+        records: Vec<Record>,
+        ack: Option<AckFn>,
+    ) -> Result<(), PluginError> {
         if records.is_empty() {
+            ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
         metrics::add(&self.metrics.records, records.len() as u64);
@@ -86,6 +108,7 @@ impl InputSender {
                 input: self.input,
                 tag,
                 records,
+                ack,
             })
             .await
             .map_err(|_| PluginError::Closed)
