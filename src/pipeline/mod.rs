@@ -299,9 +299,12 @@ impl Pipeline {
         })
     }
 
-    /// Runs until `shutdown` fires and everything is delivered, or until the grace
-    /// period ends. Returns the number of records that were not delivered.
-    pub async fn run(self, shutdown: Shutdown) -> u64 {
+    /// Runs until `trigger` fires and everything is delivered, or until the grace
+    /// period ends. An input that fails stops the agent (as a plugin that cannot start
+    /// stops Fluent Bit).
+    pub async fn run(self, trigger: Arc<ShutdownTrigger>) -> RunReport {
+        let shutdown = trigger.subscribe();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let Pipeline {
             config,
             inputs,
@@ -370,9 +373,12 @@ impl Pipeline {
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
             let run = inp.input.run(ctx);
+            let (trigger, failed) = (trigger.clone(), failed.clone());
             tasks.spawn(async move {
                 if let Err(e) = run.await {
                     crate::error!("[input:{plugin}:{name}] {e}");
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    trigger.trigger();
                 }
             });
         }
@@ -396,7 +402,17 @@ impl Pipeline {
                 }
             }
         }
-        let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
-        pending
+        RunReport {
+            pending: output_metrics.iter().map(|m| m.pending_records()).sum(),
+            input_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
+}
+
+/// How a run ended.
+pub struct RunReport {
+    /// Records routed to outputs and neither delivered nor given up on.
+    pub pending: u64,
+    /// An input stopped with an error.
+    pub input_failed: bool,
 }

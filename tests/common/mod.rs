@@ -3,6 +3,8 @@
 //! sleep), stops it with a signal and returns what came out.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
