@@ -21,6 +21,7 @@ test:
 # Throughput and peak memory of random/dummy -> stdout json_lines into /dev/null.
 bench: release
 	scripts/bench.sh
+	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi
 
 fmt:
 	$(CARGO) fmt --all

@@ -12,19 +12,33 @@ pub struct NetNs {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 impl NetNs {
     pub fn new(prefix: &str) -> NetNs {
-        let name = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         run(&["ip", "netns", "add", &name]);
         let ns = NetNs { name };
         run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
         ns.exec(&["nft", "add table inet ct_test"]);
-        ns.exec(&["nft", "add chain inet ct_test out { type filter hook output priority 0; }"]);
+        ns.exec(&[
+            "nft",
+            "add chain inet ct_test out { type filter hook output priority 0; }",
+        ]);
         ns.exec(&["nft", "add rule inet ct_test out ct state new counter"]);
         ns.exec(&[
             "sysctl",
@@ -66,7 +80,11 @@ impl NetNs {
         let f = std::fs::File::open(self.path()).unwrap();
         use std::os::fd::AsRawFd;
         // SAFETY: setns on a valid namespace fd, for this thread only.
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        assert_eq!(
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
     }
 
     /// Runs `f` on a thread inside the namespace and returns its result.
@@ -76,7 +94,11 @@ impl NetNs {
             let file = std::fs::File::open(path).unwrap();
             use std::os::fd::AsRawFd;
             // SAFETY: as in `enter`.
-            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns"
+            );
             f()
         })
         .join()
@@ -86,6 +108,8 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    parse_u16_be, parse_u32_be, parse_u64_be, DefaultNla, Nla, NlaBuffer, NlasIterator,
-    NetlinkMessage, NetlinkPayload, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL,
+    parse_u16_be, parse_u32_be, parse_u64_be, DefaultNla, NetlinkMessage, NetlinkPayload, Nla,
+    NlaBuffer, NlasIterator, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Tuple,
@@ -113,7 +113,10 @@ pub fn decode_datagram(mut buf: &[u8], dump: bool, out: &mut Vec<Message>) -> Re
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len < 16 || len > buf.len() {
-            return Err(format!("netlink message length {len} with {} bytes left", buf.len()));
+            return Err(format!(
+                "netlink message length {len} with {} bytes left",
+                buf.len()
+            ));
         }
         out.push(decode_message(&buf[..len], dump)?);
         // NLMSG_ALIGN
@@ -155,7 +158,10 @@ fn decode_message(bytes: &[u8], dump: bool) -> Result<Message, String> {
 }
 
 fn flow(family: u8, attrs: &[ConntrackAttribute]) -> Result<Flow, String> {
-    let mut f = Flow { family, ..Flow::default() };
+    let mut f = Flow {
+        family,
+        ..Flow::default()
+    };
     for a in attrs {
         match a {
             ConntrackAttribute::CtaTupleOrig(t) => f.orig = tuple(t)?,
@@ -202,8 +208,12 @@ fn other(f: &mut Flow, nla: &DefaultNla) -> Result<(), String> {
             for n in NlasIterator::new(&v[..]) {
                 let n: NlaBuffer<&[u8]> = n.map_err(|e| err("counters", e))?;
                 match n.kind() & NLA_TYPE_MASK {
-                    CTA_COUNTERS_PACKETS => c.packets = parse_u64_be(n.value()).map_err(|e| err("packets", e))?,
-                    CTA_COUNTERS_BYTES => c.bytes = parse_u64_be(n.value()).map_err(|e| err("bytes", e))?,
+                    CTA_COUNTERS_PACKETS => {
+                        c.packets = parse_u64_be(n.value()).map_err(|e| err("packets", e))?
+                    }
+                    CTA_COUNTERS_BYTES => {
+                        c.bytes = parse_u64_be(n.value()).map_err(|e| err("bytes", e))?
+                    }
                     _ => {}
                 }
             }
@@ -220,8 +230,12 @@ fn other(f: &mut Flow, nla: &DefaultNla) -> Result<(), String> {
             for n in NlasIterator::new(&v[..]) {
                 let n: NlaBuffer<&[u8]> = n.map_err(|e| err("timestamp", e))?;
                 match n.kind() & NLA_TYPE_MASK {
-                    CTA_TIMESTAMP_START => f.start_ns = Some(parse_u64_be(n.value()).map_err(|e| err("start", e))?),
-                    CTA_TIMESTAMP_STOP => f.stop_ns = Some(parse_u64_be(n.value()).map_err(|e| err("stop", e))?),
+                    CTA_TIMESTAMP_START => {
+                        f.start_ns = Some(parse_u64_be(n.value()).map_err(|e| err("start", e))?)
+                    }
+                    CTA_TIMESTAMP_STOP => {
+                        f.stop_ns = Some(parse_u64_be(n.value()).map_err(|e| err("stop", e))?)
+                    }
                     _ => {}
                 }
             }
@@ -257,10 +271,15 @@ fn tuple(parts: &[Tuple]) -> Result<Tuple5, String> {
                             let v = value(nla);
                             match nla.kind() & NLA_TYPE_MASK {
                                 CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => {
-                                    t.icmp_id = Some(parse_u16_be(&v).map_err(|e| err("icmp id", e))?)
+                                    t.icmp_id =
+                                        Some(parse_u16_be(&v).map_err(|e| err("icmp id", e))?)
                                 }
-                                CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => t.icmp_type = v.first().copied(),
-                                CTA_PROTO_ICMP_CODE | CTA_PROTO_ICMPV6_CODE => t.icmp_code = v.first().copied(),
+                                CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => {
+                                    t.icmp_type = v.first().copied()
+                                }
+                                CTA_PROTO_ICMP_CODE | CTA_PROTO_ICMPV6_CODE => {
+                                    t.icmp_code = v.first().copied()
+                                }
                                 _ => {}
                             }
                         }
@@ -280,7 +299,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// Captured on this kernel (6.18) in a test namespace: a UDP datagram
@@ -326,7 +348,12 @@ mod tests {
 
     fn strip_comments(s: &str) -> String {
         s.lines()
-            .map(|l| l.split_whitespace().take_while(|w| w.bytes().all(|b| b.is_ascii_hexdigit())).collect::<Vec<_>>().join(""))
+            .map(|l| {
+                l.split_whitespace()
+                    .take_while(|w| w.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
             .collect()
     }
 
@@ -366,9 +393,23 @@ mod tests {
         assert_eq!(bytes.len(), 236);
         let mut out = Vec::new();
         decode_datagram(&bytes, false, &mut out).unwrap();
-        let Message::Flow(Kind::Destroy, f) = &out[0] else { panic!("{out:?}") };
-        assert_eq!(f.orig_counters, Some(Counters { packets: 1, bytes: 128 }));
-        assert_eq!(f.reply_counters, Some(Counters { packets: 0, bytes: 0 }));
+        let Message::Flow(Kind::Destroy, f) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            f.orig_counters,
+            Some(Counters {
+                packets: 1,
+                bytes: 128
+            })
+        );
+        assert_eq!(
+            f.reply_counters,
+            Some(Counters {
+                packets: 0,
+                bytes: 0
+            })
+        );
         assert_eq!(f.start_ns, Some(0x18eb6397ec9bd5ba));
         assert_eq!(f.stop_ns, Some(0x18eb639863c3d587));
         assert_eq!(f.status, 0x208);
@@ -381,7 +422,10 @@ mod tests {
         bytes.extend(hex(&strip_comments(DESTROY)));
         let mut out = Vec::new();
         decode_datagram(&bytes, true, &mut out).unwrap();
-        assert!(matches!(out[0], Message::Flow(Kind::Sample, _)), "a dump reply is a sample");
+        assert!(
+            matches!(out[0], Message::Flow(Kind::Sample, _)),
+            "a dump reply is a sample"
+        );
         assert!(matches!(out[1], Message::Flow(Kind::Destroy, _)));
     }
 
@@ -395,15 +439,25 @@ mod tests {
         let mut out = Vec::new();
         decode_datagram(&hex(ICMP_NEW), false, &mut out).unwrap();
         decode_datagram(&hex(ICMPV6_NEW), false, &mut out).unwrap();
-        let Message::Flow(Kind::New, v4) = &out[0] else { panic!("{out:?}") };
+        let Message::Flow(Kind::New, v4) = &out[0] else {
+            panic!("{out:?}")
+        };
         assert_eq!((v4.family, v4.orig.proto), (2, 1));
-        assert_eq!((v4.orig.icmp_type, v4.orig.icmp_code, v4.orig.icmp_id), (Some(8), Some(0), Some(0x1234)));
+        assert_eq!(
+            (v4.orig.icmp_type, v4.orig.icmp_code, v4.orig.icmp_id),
+            (Some(8), Some(0), Some(0x1234))
+        );
         assert_eq!(v4.reply.icmp_type, Some(0), "echo reply expected");
         assert_eq!(v4.timeout, Some(30));
-        let Message::Flow(Kind::New, v6) = &out[1] else { panic!("{out:?}") };
+        let Message::Flow(Kind::New, v6) = &out[1] else {
+            panic!("{out:?}")
+        };
         assert_eq!((v6.family, v6.orig.proto), (10, 58));
         assert_eq!(v6.orig.src, Some("::1".parse().unwrap()));
-        assert_eq!((v6.orig.icmp_type, v6.orig.icmp_id), (Some(128), Some(0x4321)));
+        assert_eq!(
+            (v6.orig.icmp_type, v6.orig.icmp_id),
+            (Some(128), Some(0x4321))
+        );
         assert_eq!(v6.reply.icmp_type, Some(129));
     }
 

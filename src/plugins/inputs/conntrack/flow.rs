@@ -42,18 +42,30 @@ pub struct FlowTable {
 }
 
 fn key(f: &Flow) -> Option<Key> {
-    f.id.map(|id| Key { id, orig: f.orig.clone(), zone: f.zone })
+    f.id.map(|id| Key {
+        id,
+        orig: f.orig.clone(),
+        zone: f.zone,
+    })
 }
 
 /// Calico's rule: a counter below the last one means the kernel reset it.
 fn delta(now: Counters, prev: Counters) -> Counters {
     let d = |a: u64, b: u64| if a >= b { a - b } else { a };
-    Counters { packets: d(now.packets, prev.packets), bytes: d(now.bytes, prev.bytes) }
+    Counters {
+        packets: d(now.packets, prev.packets),
+        bytes: d(now.bytes, prev.bytes),
+    }
 }
 
 impl FlowTable {
     pub fn new(max: usize) -> FlowTable {
-        FlowTable { flows: HashMap::new(), max, generation: 0, untracked: 0 }
+        FlowTable {
+            flows: HashMap::new(),
+            max,
+            generation: 0,
+            untracked: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -73,13 +85,24 @@ impl FlowTable {
         let k = key(f)?;
         match kind {
             Kind::New => {
-                self.flows.get(&k).is_none().then(|| self.insert(k, Last { seen: self.generation, ..Last::default() }));
+                self.flows.get(&k).is_none().then(|| {
+                    self.insert(
+                        k,
+                        Last {
+                            seen: self.generation,
+                            ..Last::default()
+                        },
+                    )
+                });
                 None
             }
             Kind::Destroy => {
                 let prev = self.flows.remove(&k).unwrap_or_default();
                 let (o, r) = (f.orig_counters?, f.reply_counters.unwrap_or_default());
-                Some(Deltas { orig: delta(o, prev.orig), reply: delta(r, prev.reply) })
+                Some(Deltas {
+                    orig: delta(o, prev.orig),
+                    reply: delta(r, prev.reply),
+                })
             }
             Kind::Update | Kind::Sample => None,
         }
@@ -92,19 +115,39 @@ impl FlowTable {
         let generation = self.generation;
         let mut out = Vec::with_capacity(flows.len());
         for f in flows {
-            let (o, r) = (f.orig_counters.unwrap_or_default(), f.reply_counters.unwrap_or_default());
+            let (o, r) = (
+                f.orig_counters.unwrap_or_default(),
+                f.reply_counters.unwrap_or_default(),
+            );
             let Some(k) = key(f) else {
                 out.push((Deltas { orig: o, reply: r }, false));
                 continue;
             };
             match self.flows.get_mut(&k) {
                 Some(last) => {
-                    out.push((Deltas { orig: delta(o, last.orig), reply: delta(r, last.reply) }, false));
-                    *last = Last { orig: o, reply: r, seen: generation };
+                    out.push((
+                        Deltas {
+                            orig: delta(o, last.orig),
+                            reply: delta(r, last.reply),
+                        },
+                        false,
+                    ));
+                    *last = Last {
+                        orig: o,
+                        reply: r,
+                        seen: generation,
+                    };
                 }
                 None => {
                     out.push((Deltas { orig: o, reply: r }, true));
-                    self.insert(k, Last { orig: o, reply: r, seen: generation });
+                    self.insert(
+                        k,
+                        Last {
+                            orig: o,
+                            reply: r,
+                            seen: generation,
+                        },
+                    );
                 }
             }
         }
@@ -115,12 +158,34 @@ impl FlowTable {
 }
 
 const TCP_STATES: [&str; 10] = [
-    "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2",
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
 ];
 
 const STATUS_BITS: [&str; 15] = [
-    "EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_NAT", "SEQ_ADJUST", "SRC_NAT_DONE",
-    "DST_NAT_DONE", "DYING", "FIXED_TIMEOUT", "TEMPLATE", "UNTRACKED", "HELPER", "OFFLOAD",
+    "EXPECTED",
+    "SEEN_REPLY",
+    "ASSURED",
+    "CONFIRMED",
+    "SRC_NAT",
+    "DST_NAT",
+    "SEQ_ADJUST",
+    "SRC_NAT_DONE",
+    "DST_NAT_DONE",
+    "DYING",
+    "FIXED_TIMEOUT",
+    "TEMPLATE",
+    "UNTRACKED",
+    "HELPER",
+    "OFFLOAD",
 ];
 
 /// Protocol name for a number, as `/etc/protocols` spells the common ones.
@@ -145,11 +210,41 @@ pub struct Schema {
 }
 
 const FIELDS: [&str; 35] = [
-    "event", "ct_id", "family", "proto", "proto_num", "src_ip", "src_port", "dst_ip", "dst_port",
-    "reply_src_ip", "reply_src_port", "reply_dst_ip", "reply_dst_port", "snat", "dnat", "icmp_type",
-    "icmp_code", "icmp_id", "tcp_state", "status", "mark", "zone", "flow_start", "flow_end",
-    "orig_packets", "orig_bytes", "reply_packets", "reply_bytes", "delta_orig_packets",
-    "delta_orig_bytes", "delta_reply_packets", "delta_reply_bytes", "timeout", "new_flow", "host",
+    "event",
+    "ct_id",
+    "family",
+    "proto",
+    "proto_num",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "reply_src_ip",
+    "reply_src_port",
+    "reply_dst_ip",
+    "reply_dst_port",
+    "snat",
+    "dnat",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "tcp_state",
+    "status",
+    "mark",
+    "zone",
+    "flow_start",
+    "flow_end",
+    "orig_packets",
+    "orig_bytes",
+    "reply_packets",
+    "reply_bytes",
+    "delta_orig_packets",
+    "delta_orig_bytes",
+    "delta_reply_packets",
+    "delta_reply_bytes",
+    "timeout",
+    "new_flow",
+    "host",
 ];
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
@@ -166,14 +261,30 @@ fn ns_time(ns: u64) -> EventTime {
 
 impl Schema {
     pub fn new(host: &str) -> Schema {
-        Schema { keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(), host: Value::Str(Arc::from(host)) }
+        Schema {
+            keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
+            host: Value::Str(Arc::from(host)),
+        }
     }
 
     /// One record, fields in `FIELDS` order. `new_flow`: a sample of a connection whose
     /// NEW event was not seen (started before the agent, or lost).
-    pub fn record(&self, kind: Kind, f: &Flow, deltas: Option<Deltas>, new_flow: bool, now: EventTime) -> Record {
+    pub fn record(
+        &self,
+        kind: Kind,
+        f: &Flow,
+        deltas: Option<Deltas>,
+        new_flow: bool,
+        now: EventTime,
+    ) -> Record {
         let ports = matches!(f.orig.proto, 6 | 17 | 33 | 132 | 136);
-        let port = |p: Option<u16>| if ports { opt(p, |p| Value::UInt(p as u64)) } else { Value::Nil };
+        let port = |p: Option<u16>| {
+            if ports {
+                opt(p, |p| Value::UInt(p as u64))
+            } else {
+                Value::Nil
+            }
+        };
         let ctr = |c: Option<Counters>, pick: fn(Counters) -> u64| opt(c, |c| Value::UInt(pick(c)));
         let status: Vec<Value> = STATUS_BITS
             .iter()
@@ -205,7 +316,11 @@ impl Schema {
             opt(f.orig.icmp_type, |v| Value::UInt(v as u64)),
             opt(f.orig.icmp_code, |v| Value::UInt(v as u64)),
             opt(f.orig.icmp_id, |v| Value::UInt(v as u64)),
-            opt(f.tcp_state, |s| Value::Str(Arc::from(TCP_STATES.get(s as usize).copied().unwrap_or("UNKNOWN")))),
+            opt(f.tcp_state, |s| {
+                Value::Str(Arc::from(
+                    TCP_STATES.get(s as usize).copied().unwrap_or("UNKNOWN"),
+                ))
+            }),
             Value::Array(status),
             Value::UInt(f.mark.unwrap_or(0) as u64),
             Value::UInt(f.zone as u64),
@@ -248,23 +363,47 @@ mod tests {
                 dport: Some(80),
                 ..Tuple5::default()
             },
-            orig_counters: Some(Counters { packets: o.0, bytes: o.1 }),
-            reply_counters: Some(Counters { packets: r.0, bytes: r.1 }),
+            orig_counters: Some(Counters {
+                packets: o.0,
+                bytes: o.1,
+            }),
+            reply_counters: Some(Counters {
+                packets: r.0,
+                bytes: r.1,
+            }),
             ..Flow::default()
         }
     }
 
     fn d(o: (u64, u64), r: (u64, u64)) -> Deltas {
-        Deltas { orig: Counters { packets: o.0, bytes: o.1 }, reply: Counters { packets: r.0, bytes: r.1 } }
+        Deltas {
+            orig: Counters {
+                packets: o.0,
+                bytes: o.1,
+            },
+            reply: Counters {
+                packets: r.0,
+                bytes: r.1,
+            },
+        }
     }
 
     #[test]
     fn samples_and_destroy_report_deltas() {
         let mut t = FlowTable::new(100);
         assert_eq!(t.on_event(Kind::New, &flow(1, 1000, (0, 0), (0, 0))), None);
-        assert_eq!(t.on_dump(&[flow(1, 1000, (3, 300), (2, 200))]), vec![(d((3, 300), (2, 200)), false)]);
-        assert_eq!(t.on_dump(&[flow(1, 1000, (5, 500), (2, 200))]), vec![(d((2, 200), (0, 0)), false)]);
-        assert_eq!(t.on_event(Kind::Destroy, &flow(1, 1000, (6, 560), (3, 260))), Some(d((1, 60), (1, 60))));
+        assert_eq!(
+            t.on_dump(&[flow(1, 1000, (3, 300), (2, 200))]),
+            vec![(d((3, 300), (2, 200)), false)]
+        );
+        assert_eq!(
+            t.on_dump(&[flow(1, 1000, (5, 500), (2, 200))]),
+            vec![(d((2, 200), (0, 0)), false)]
+        );
+        assert_eq!(
+            t.on_event(Kind::Destroy, &flow(1, 1000, (6, 560), (3, 260))),
+            Some(d((1, 60), (1, 60)))
+        );
         assert_eq!(t.len(), 0);
     }
 
@@ -272,9 +411,15 @@ mod tests {
     fn missed_new_reset_and_eviction() {
         let mut t = FlowTable::new(100);
         // First seen in a dump: reported whole, marked as new.
-        assert_eq!(t.on_dump(&[flow(7, 1, (4, 40), (0, 0))]), vec![(d((4, 40), (0, 0)), true)]);
+        assert_eq!(
+            t.on_dump(&[flow(7, 1, (4, 40), (0, 0))]),
+            vec![(d((4, 40), (0, 0)), true)]
+        );
         // A counter that went down was reset: the delta is the new value.
-        assert_eq!(t.on_dump(&[flow(7, 1, (1, 10), (0, 0))]), vec![(d((1, 10), (0, 0)), false)]);
+        assert_eq!(
+            t.on_dump(&[flow(7, 1, (1, 10), (0, 0))]),
+            vec![(d((1, 10), (0, 0)), false)]
+        );
         // Not in the next dump: forgotten.
         assert_eq!(t.on_dump(&[]), vec![]);
         assert_eq!(t.len(), 0);
@@ -304,8 +449,20 @@ mod tests {
         f.reply.dport = Some(41734);
         f.status = 0b1110;
         f.tcp_state = Some(3);
-        let r = s.record(Kind::Sample, &f, Some(d((3, 10156), (2, 104))), false, EventTime::new(5, 0));
-        let get = |k: &str| r.body.iter().find(|(x, _)| &**x == k).map(|(_, v)| v.clone()).unwrap();
+        let r = s.record(
+            Kind::Sample,
+            &f,
+            Some(d((3, 10156), (2, 104))),
+            false,
+            EventTime::new(5, 0),
+        );
+        let get = |k: &str| {
+            r.body
+                .iter()
+                .find(|(x, _)| &**x == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
         assert_eq!(get("event"), Value::Str(Arc::from("sample")));
         assert_eq!(get("proto"), Value::Str(Arc::from("tcp")));
         assert_eq!(get("dst_port"), Value::UInt(80));
@@ -314,7 +471,11 @@ mod tests {
         assert_eq!(get("tcp_state"), Value::Str(Arc::from("ESTABLISHED")));
         assert_eq!(
             get("status"),
-            Value::Array(vec![Value::Str(Arc::from("SEEN_REPLY")), Value::Str(Arc::from("ASSURED")), Value::Str(Arc::from("CONFIRMED"))])
+            Value::Array(vec![
+                Value::Str(Arc::from("SEEN_REPLY")),
+                Value::Str(Arc::from("ASSURED")),
+                Value::Str(Arc::from("CONFIRMED"))
+            ])
         );
         assert_eq!(get("delta_orig_bytes"), Value::UInt(10156));
         assert_eq!(get("orig_bytes"), Value::UInt(80632));

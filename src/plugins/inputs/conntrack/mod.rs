@@ -75,9 +75,14 @@ struct Settings {
 impl Settings {
     fn accepts(&self, f: &Flow) -> bool {
         self.families.contains(&f.family)
-            && self.protocols.as_ref().is_none_or(|p| p.contains(&f.orig.proto))
+            && self
+                .protocols
+                .as_ref()
+                .is_none_or(|p| p.contains(&f.orig.proto))
             && self.zone.is_none_or(|z| z == f.zone)
-            && self.mark.is_none_or(|(m, mask)| f.mark.unwrap_or(0) & mask == m & mask)
+            && self
+                .mark
+                .is_none_or(|(m, mask)| f.mark.unwrap_or(0) & mask == m & mask)
     }
 }
 
@@ -109,7 +114,9 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
     let protocols = if props.is_set("protocols") {
         let mut v = Vec::new();
         for p in props.clist("protocols") {
-            let n = (0..=255u8).find(|&n| flow::proto_name(n) == Some(p.to_ascii_lowercase().as_str())).or_else(|| p.parse().ok());
+            let n = (0..=255u8)
+                .find(|&n| flow::proto_name(n) == Some(p.to_ascii_lowercase().as_str()))
+                .or_else(|| p.parse().ok());
             v.push(n.ok_or_else(|| props.error("protocols", "protocol names (tcp, udp, icmp, icmpv6, sctp, dccp, gre, udplite) or numbers 0-255"))?);
         }
         Some(v)
@@ -117,23 +124,36 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
         None
     };
     let zone = match props.int("zone") {
-        Some(z) => Some(u16::try_from(z).map_err(|_| props.error("zone", "a zone from 0 to 65535"))?),
+        Some(z) => {
+            Some(u16::try_from(z).map_err(|_| props.error("zone", "a zone from 0 to 65535"))?)
+        }
         None => None,
     };
-    let mask = parse_u32(props.str("mark_mask").unwrap_or("0xffffffff")).ok_or_else(|| props.error("mark_mask", "a 32-bit number, decimal or 0x hex"))?;
+    let mask = parse_u32(props.str("mark_mask").unwrap_or("0xffffffff"))
+        .ok_or_else(|| props.error("mark_mask", "a 32-bit number, decimal or 0x hex"))?;
     let mark = match props.str("mark").filter(|_| props.is_set("mark")) {
-        Some(m) => Some((parse_u32(m).ok_or_else(|| props.error("mark", "a 32-bit number, decimal or 0x hex"))?, mask)),
+        Some(m) => Some((
+            parse_u32(m)
+                .ok_or_else(|| props.error("mark", "a 32-bit number, decimal or 0x hex"))?,
+            mask,
+        )),
         None => None,
     };
     let sample = props.time("sample_interval").filter(|d| !d.is_zero());
     if sample.is_some_and(|d| d < Duration::from_millis(100)) {
-        return Err(props.error("sample_interval", "an interval of at least 100ms, or 0 to disable samples"));
+        return Err(props.error(
+            "sample_interval",
+            "an interval of at least 100ms, or 0 to disable samples",
+        ));
     }
     let max_flows = props.int("max_flows").unwrap_or(262_144);
     if max_flows < 1 {
         return Err(props.error("max_flows", "a number of connections >= 1"));
     }
-    let netns = props.str("netns").filter(|_| props.is_set("netns")).map(PathBuf::from);
+    let netns = props
+        .str("netns")
+        .filter(|_| props.is_set("netns"))
+        .map(PathBuf::from);
     if let Some(p) = &netns {
         if !p.exists() {
             return Err(props.error("netns", format!("the path of a network namespace ({} does not exist; `ip netns add NAME` creates /var/run/netns/NAME)", p.display())));
@@ -183,6 +203,14 @@ fn check_sysctls(s: &Settings, name: &str) {
     }
 }
 
+fn perm_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (the conntrack input needs CAP_NET_ADMIN: run as root or grant the capability)"
+    } else {
+        ""
+    }
+}
+
 /// The event reader thread: recv → decode → filter → hand off, never waiting on the
 /// pipeline; on loss it asks the dump thread to resynchronise.
 fn event_thread(
@@ -195,12 +223,16 @@ fn event_thread(
 ) {
     let setup = || -> Result<netlink_sys::Socket, String> {
         if let Some(ns) = &s.netns {
-            netlink::enter_netns(ns).map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
+            netlink::enter_netns(ns)
+                .map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
         }
         check_sysctls(&s, &name);
         let (sock, got) = netlink::event_socket(&s.groups, s.rcvbuf, s.reliable)
-            .map_err(|e| format!("cannot subscribe to conntrack events: {e} (the conntrack input needs CAP_NET_ADMIN: run as root or grant the capability)"))?;
-        crate::debug!("[input:conntrack:{name}] event socket rcvbuf={got} reliable={}", s.reliable);
+            .map_err(|e| format!("cannot subscribe to conntrack events: {e}{}", perm_hint(&e)))?;
+        crate::debug!(
+            "[input:conntrack:{name}] event socket rcvbuf={got} reliable={}",
+            s.reliable
+        );
         Ok(sock)
     };
     let sock = match setup() {
@@ -222,7 +254,9 @@ fn event_thread(
             Ok(n) => {
                 msgs.clear();
                 if let Err(e) = decode::decode_datagram(&buf[..n], false, &mut msgs) {
-                    crate::warn!("[input:conntrack:{name}] skipped an undecodable netlink message: {e}");
+                    crate::warn!(
+                        "[input:conntrack:{name}] skipped an undecodable netlink message: {e}"
+                    );
                 }
                 for m in msgs.drain(..) {
                     if let Message::Flow(kind, f) = m {
@@ -233,12 +267,23 @@ fn event_thread(
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                let _ = tx.try_send(FromKernel::Lost("the kernel's socket buffer overflowed (ENOBUFS)", 1));
+                let _ = tx.try_send(FromKernel::Lost(
+                    "the kernel's socket buffer overflowed (ENOBUFS)",
+                    1,
+                ));
                 let _ = resync.send(());
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
-                let _ = tx.blocking_send(FromKernel::Failed(format!("conntrack event socket failed: {e}")));
+                let _ = tx.blocking_send(FromKernel::Failed(format!(
+                    "conntrack event socket failed: {e}"
+                )));
                 return;
             }
         }
@@ -270,9 +315,15 @@ fn dump_thread(
 ) {
     let setup = || -> Result<netlink_sys::Socket, String> {
         if let Some(ns) = &s.netns {
-            netlink::enter_netns(ns).map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
+            netlink::enter_netns(ns)
+                .map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
         }
-        netlink::dump_socket(s.rcvbuf).map_err(|e| format!("cannot open the conntrack dump socket: {e}"))
+        netlink::dump_socket(s.rcvbuf).map_err(|e| {
+            format!(
+                "cannot open the conntrack dump socket: {e}{}",
+                perm_hint(&e)
+            )
+        })
     };
     let sock = match setup() {
         Ok(sock) => {
@@ -303,7 +354,9 @@ fn dump_thread(
                     return;
                 }
             }
-            Err(e) => crate::warn!("[input:conntrack] table dump failed: {e}; retrying at the next interval"),
+            Err(e) => crate::warn!(
+                "[input:conntrack] table dump failed: {e}; retrying at the next interval"
+            ),
         }
     }
 }
@@ -320,15 +373,31 @@ impl Input for ConntrackInput {
             let (resync_tx, resync_rx) = std_mpsc::channel();
             let stop = Arc::new(AtomicBool::new(false));
             let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-                std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| PluginError::Other(format!("cannot start {name}: {e}")))
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(f)
+                    .map_err(|e| PluginError::Other(format!("cannot start {name}: {e}")))
             };
             {
-                let (s, n, tx, ready, resync, stop) = (s.clone(), ctx.name.clone(), tx.clone(), ready_tx.clone(), resync_tx.clone(), stop.clone());
-                spawn("conntrack-events", Box::new(move || event_thread(s, n, tx, ready, resync, stop)))?;
+                let (s, n, tx, ready, resync, stop) = (
+                    s.clone(),
+                    ctx.name.clone(),
+                    tx.clone(),
+                    ready_tx.clone(),
+                    resync_tx.clone(),
+                    stop.clone(),
+                );
+                spawn(
+                    "conntrack-events",
+                    Box::new(move || event_thread(s, n, tx, ready, resync, stop)),
+                )?;
             }
             {
                 let (s, tx, ready) = (s.clone(), tx.clone(), ready_tx);
-                spawn("conntrack-dump", Box::new(move || dump_thread(s, tx, ready, resync_rx)))?;
+                spawn(
+                    "conntrack-dump",
+                    Box::new(move || dump_thread(s, tx, ready, resync_rx)),
+                )?;
             }
             drop(tx);
             for _ in 0..2 {
@@ -339,10 +408,22 @@ impl Input for ConntrackInput {
                         stop.store(true, Ordering::Relaxed);
                         return Err(PluginError::Other(e));
                     }
-                    Err(_) => return Err(PluginError::Other("conntrack reader thread ended during start-up".into())),
+                    Err(_) => {
+                        return Err(PluginError::Other(
+                            "conntrack reader thread ended during start-up".into(),
+                        ))
+                    }
                 }
             }
-            crate::info!("[input:conntrack:{}] watching {}", ctx.name, s.netns.as_ref().map_or("this network namespace".to_string(), |p| p.display().to_string()));
+            crate::info!(
+                "[input:conntrack:{}] watching {}",
+                ctx.name,
+                s.netns
+                    .as_ref()
+                    .map_or("this network namespace".to_string(), |p| p
+                        .display()
+                        .to_string())
+            );
             let host = crate::config::parser::hostname().unwrap_or_default();
             let schema = Schema::new(&host);
             let mut table = FlowTable::new(s.max_flows);
@@ -354,7 +435,11 @@ impl Input for ConntrackInput {
                 };
                 let now = EventTime::now();
                 let records = match msg {
-                    None => break Err(PluginError::Other("conntrack reader threads stopped".into())),
+                    None => {
+                        break Err(PluginError::Other(
+                            "conntrack reader threads stopped".into(),
+                        ))
+                    }
                     Some(FromKernel::Failed(e)) => break Err(PluginError::Other(e)),
                     Some(FromKernel::Lost(why, n)) => {
                         lost += n;
@@ -373,7 +458,11 @@ impl Input for ConntrackInput {
                     Some(FromKernel::Dump(flows)) => {
                         samples += flows.len() as u64;
                         let deltas = table.on_dump(&flows);
-                        flows.iter().zip(deltas).map(|(f, (d, new))| schema.record(Kind::Sample, f, Some(d), new, now)).collect()
+                        flows
+                            .iter()
+                            .zip(deltas)
+                            .map(|(f, (d, new))| schema.record(Kind::Sample, f, Some(d), new, now))
+                            .collect()
                     }
                 };
                 if let Err(e) = ctx.out.send(records).await {

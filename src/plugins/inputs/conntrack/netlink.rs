@@ -8,7 +8,9 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
@@ -61,7 +63,10 @@ pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<usize> {
 
 /// Lets a blocking `recv` return every `every`, so the reader can notice shutdown.
 pub fn set_recv_timeout(sock: &Socket, every: Duration) -> io::Result<()> {
-    let tv = libc::timeval { tv_sec: every.as_secs() as libc::time_t, tv_usec: every.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval {
+        tv_sec: every.as_secs() as libc::time_t,
+        tv_usec: every.subsec_micros() as libc::suseconds_t,
+    };
     // SAFETY: SO_RCVTIMEO takes a timeval.
     let r = unsafe {
         libc::setsockopt(
@@ -128,7 +133,8 @@ pub fn dump(sock: &Socket, seq: u32, buf: &mut Vec<u8>, out: &mut Vec<Flow>) -> 
         buf.reserve(RECV_BUF);
         let n = sock.recv(buf, 0)?;
         msgs.clear();
-        decode_datagram(&buf[..n], true, &mut msgs).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        decode_datagram(&buf[..n], true, &mut msgs)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         for m in msgs.drain(..) {
             match m {
                 Message::Flow(_, f) => out.push(f),
