@@ -369,10 +369,19 @@ fn zone_and_mark_are_reported_and_filter() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ns = NetNs::new("ct-mark");
     ns.exec(&["nft", "add table inet zm"]);
-    ns.exec(&["nft", "add chain inet zm raw { type filter hook output priority raw; }"]);
+    ns.exec(&[
+        "nft",
+        "add chain inet zm raw { type filter hook output priority raw; }",
+    ]);
     ns.exec(&["nft", "add rule inet zm raw udp dport 7001 ct zone set 7"]);
-    ns.exec(&["nft", "add chain inet zm setmark { type filter hook output priority 0; }"]);
-    ns.exec(&["nft", "add rule inet zm setmark udp dport 7001 ct mark set 0x42"]);
+    ns.exec(&[
+        "nft",
+        "add chain inet zm setmark { type filter hook output priority 0; }",
+    ]);
+    ns.exec(&[
+        "nft",
+        "add rule inet zm setmark udp dport 7001 ct mark set 0x42",
+    ]);
     let mut a = agent(&ns, "    protocols udp\n    mark 0x42\n");
     ns.run_in(|| {
         for (port, to) in [(44000u16, 7001u16), (44001, 7002)] {
@@ -380,10 +389,20 @@ fn zone_and_mark_are_reported_and_filter() {
             s.send_to(b"m", ("127.0.0.1", to)).unwrap();
         }
     });
-    let r = wait_for(&mut a, "the marked flow", |r| of_port(r, "sample", 44000).first().cloned());
-    assert_eq!((r["mark"].as_u64(), r["zone"].as_u64()), (Some(0x42), Some(7)), "{r}");
+    let r = wait_for(&mut a, "the marked flow", |r| {
+        of_port(r, "sample", 44000).first().cloned()
+    });
+    assert_eq!(
+        (r["mark"].as_u64(), r["zone"].as_u64()),
+        (Some(0x42), Some(7)),
+        "{r}"
+    );
     // Give the unmarked flow the same chance (a later dump), then check it was filtered.
     let seen = records(&a).len();
     wait_for(&mut a, "a later dump", |r| (r.len() > seen).then_some(()));
-    assert!(records(&a).iter().all(|x| x["src_port"] != 44001), "mark filter: {}", a.stdout());
+    assert!(
+        records(&a).iter().all(|x| x["src_port"] != 44001),
+        "mark filter: {}",
+        a.stdout()
+    );
 }

@@ -65,6 +65,11 @@ pub trait Filter: Send + 'static {
     fn filter(&mut self, tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult;
     /// Called every flush tick and once at shutdown; time-windowed filters emit here.
     fn tick(&mut self, _now: Instant, _out: &mut Vec<Chunk>) {}
+    /// Called once when the agent stops, after the last batch: emit what is held
+    /// (a partial aggregation interval) so that nothing accepted is lost.
+    fn shutdown(&mut self, now: Instant, out: &mut Vec<Chunk>) {
+        self.tick(now, out)
+    }
 }
 
 /// Fluent Bit's FLB_OK / FLB_RETRY / FLB_ERROR.
@@ -116,7 +121,10 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::dummy::PLUGIN,
     &inputs::random::PLUGIN,
 ];
-pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
+pub static FILTERS: &[&FilterPlugin] = &[
+    &filters::flow_aggregate::PLUGIN,
+    &filters::record_modifier::PLUGIN,
+];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {

@@ -22,6 +22,8 @@ use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, 
 use decode::{Flow, Kind, Message};
 use flow::{FlowTable, Schema};
 
+pub use flow::proto_name;
+
 #[rustfmt::skip]
 const PROPS: &[PropSpec] = &[
     PropSpec::new("events", PropKind::CList, Some("new,destroy"), "Conntrack events to report: new, update, destroy (update has no counters and is ~5x the volume)."),
