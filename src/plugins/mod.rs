@@ -119,6 +119,7 @@ pub struct OutputPlugin {
 pub static INPUTS: &[&InputPlugin] = &[
     &inputs::conntrack::PLUGIN,
     &inputs::dummy::PLUGIN,
+    &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[

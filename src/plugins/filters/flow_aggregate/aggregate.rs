@@ -42,7 +42,7 @@ pub struct Update {
     pub orig_bytes: u64,
     pub reply_packets: u64,
     pub reply_bytes: u64,
-    /// The connection ended (DESTROY, or TCP past TIME_WAIT).
+    /// The connection ended (DESTROY).
     pub expired: bool,
     /// A packet logged by NFLOG: not a connection, started and completed at once.
     pub packet: bool,

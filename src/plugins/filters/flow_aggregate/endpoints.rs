@@ -133,7 +133,7 @@ impl Endpoints {
             self.hosts.insert(net, ep);
         } else {
             self.prefixes.push(Prefix { net, len, ep });
-            self.prefixes.sort_by(|a, b| b.len.cmp(&a.len));
+            self.prefixes.sort_by_key(|p| std::cmp::Reverse(p.len));
         }
         Ok(())
     }

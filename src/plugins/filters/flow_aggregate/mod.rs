@@ -211,8 +211,9 @@ fn update(r: &Record) -> Option<Update> {
         orig_bytes: uint(r, "delta_orig_bytes"),
         reply_packets: uint(r, "delta_reply_packets"),
         reply_bytes: uint(r, "delta_reply_bytes"),
-        // Calico counts TCP past TIME_WAIT as over.
-        expired: event == "destroy" || matches!(text(r, "tcp_state"), Some("TIME_WAIT" | "CLOSE")),
+        // Only DESTROY ends a connection. (Calico's poller also ends TCP past TIME_WAIT;
+        // with events, that would count the DESTROY that follows as a second flow.)
+        expired: event == "destroy",
         packet: false,
         action: Action::Allow,
         policies: Vec::new(),

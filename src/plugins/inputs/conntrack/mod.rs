@@ -7,7 +7,7 @@
 
 mod decode;
 mod flow;
-mod netlink;
+pub(crate) mod netlink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
