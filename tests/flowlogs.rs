@@ -119,7 +119,18 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
             connect_from("10.1.0.5", "10.1.0.7", 5432).is_err(),
             "dropped by the nft rule"
         );
+        // UDP: two 200-byte datagrams from the second pod to nginx:53, echoed.
+        let us = std::net::UdpSocket::bind("10.1.0.7:53").unwrap();
+        let uc = std::net::UdpSocket::bind("10.1.0.6:45000").unwrap();
+        let mut buf = [0u8; 512];
+        for _ in 0..2 {
+            uc.send_to(&[b'q'; 200], "10.1.0.7:53").unwrap();
+            let (n, from) = us.recv_from(&mut buf).unwrap();
+            us.send_to(&buf[..n], from).unwrap();
+            uc.recv_from(&mut buf).unwrap();
+        }
     });
+    let udp_truth = ns.exec(&["conntrack", "-L", "-o", "extended", "-p", "udp"]);
     // Wait for the kernel's DESTROY of all three and for flow logs that account for them.
     let mut raw = String::new();
     let mut out = tool.stdout.take().unwrap();
@@ -150,7 +161,12 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
             .iter()
             .map(|r| r["num_flows_completed"].as_u64().unwrap())
             .sum();
-        if done >= 3 && recs.iter().any(|r| r["action"] == "deny") {
+        let udp_bytes: u64 = recs
+            .iter()
+            .filter(|r| r["proto"] == "udp")
+            .map(|r| r["bytes_out"].as_u64().unwrap())
+            .sum();
+        if done >= 3 && recs.iter().any(|r| r["action"] == "deny") && udp_bytes >= 400 {
             break recs;
         }
         assert!(
@@ -194,6 +210,26 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
             "intersection of both pods' labels"
         );
     }
+    // UDP: the flow logs' bytes equal what conntrack -L counted for the exchange.
+    let nums: Vec<u64> = udp_truth
+        .lines()
+        .find(|l| l.contains("sport=45000"))
+        .unwrap_or_else(|| panic!("{udp_truth}"))
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes="))
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let udp: Vec<&Value> = logs
+        .iter()
+        .filter(|r| r["proto"] == "udp" && r["dest_port"] == 53)
+        .collect();
+    let udp_sum = |k: &str| udp.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (udp_sum("bytes_out"), udp_sum("bytes_in")),
+        (nums[0], nums[1]),
+        "{udp:#?}\n{udp_truth}"
+    );
+    assert_eq!(udp[0]["source_name_aggr"], "access-6b687c8dcb-*");
     let deny: Vec<&Value> = logs.iter().filter(|r| r["action"] == "deny").collect();
     let d = deny[0];
     assert_eq!(d["dest_port"], 5432);

@@ -350,6 +350,52 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_reload_on_change_and_a_bad_file_keeps_the_old_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.json");
+        let write = |name: &str| {
+            std::fs::write(
+                &path,
+                format!(r#"[{{"cidr": "10.0.0.1", "name": "{name}", "local": true}}]"#),
+            )
+            .unwrap();
+        };
+        write("first");
+        let mut f = FlowAggregateFilter {
+            agg: Aggregator::new(2, 1, 10, "h", 0),
+            endpoints: Endpoints::new(),
+            any_local: false,
+            source: Some(EndpointsSource {
+                path: path.clone(),
+                node: "n".into(),
+                local: vec![],
+                modified: None,
+            }),
+            local: vec![],
+            interval: Duration::from_secs(1),
+            last: None,
+            tag: Arc::from("flowlogs"),
+            name: Arc::from("flow_aggregate.0"),
+        };
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        f.reload_if_changed();
+        assert_eq!(&*f.endpoints.lookup(ip).name, "first");
+        assert!(f.any_local);
+        write("second");
+        f.source.as_mut().unwrap().modified = None; // mtime granularity: force "changed"
+        f.reload_if_changed();
+        assert_eq!(&*f.endpoints.lookup(ip).name, "second");
+        std::fs::write(&path, "{ not json").unwrap();
+        f.source.as_mut().unwrap().modified = None;
+        f.reload_if_changed();
+        assert_eq!(
+            &*f.endpoints.lookup(ip).name,
+            "second",
+            "a bad file keeps the previous table"
+        );
+    }
+
+    #[test]
     fn nflog_packets_become_denied_updates() {
         let r = rec(&[
             ("event", s("packet")),
