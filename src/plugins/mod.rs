@@ -159,24 +159,26 @@ mod tests {
     /// lower-case, and never shadow a core key.
     #[test]
     fn every_property_table_is_sound() {
-        let core: Vec<PropSpec> = [
-            CORE_COMMON_PROPS,
-            CORE_INPUT_PROPS,
-            CORE_MATCH_PROPS,
-            CORE_OUTPUT_PROPS,
-        ]
-        .iter()
-        .flat_map(|t| t.iter())
-        .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
-        .collect();
-        let core: &[PropSpec] = &core;
+        // The core keys each kind of section has (what a plugin key must not shadow).
+        let merged = |tables: &[&[PropSpec]]| -> Vec<PropSpec> {
+            tables
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
+                .collect()
+        };
+        let input_core = merged(&[CORE_COMMON_PROPS, CORE_INPUT_PROPS]);
+        let filter_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS]);
+        let output_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]);
         let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
             .iter()
-            .map(|p| (p.name, p.props, core))
-            .chain(FILTERS.iter().map(|p| (p.name, p.props, core)))
-            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, core)))
+            .map(|p| (p.name, p.props, &input_core[..]))
+            .chain(FILTERS.iter().map(|p| (p.name, p.props, &filter_core[..])))
+            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, &output_core[..])))
             .chain([
-                ("core", core, &[][..]),
+                ("core input", &input_core[..], &[][..]),
+                ("core filter", &filter_core[..], &[][..]),
+                ("core output", &output_core[..], &[][..]),
                 ("service", crate::config::service::SERVICE_PROPS, &[][..]),
             ])
             .collect();
