@@ -88,7 +88,11 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
     let mut doc = Document::default();
     doc.sections.extend(cli.sections.iter().cloned());
     if let Some(path) = &cli.config {
-        let file = config::parser::load(Path::new(path))?;
+        let file = if config::yaml::is_yaml(path) {
+            config::yaml::load(path)?
+        } else {
+            config::parser::load(Path::new(path))?
+        };
         doc.sections.extend(file.sections);
         doc.warnings.extend(file.warnings);
     } else if cli.sections.is_empty() {
