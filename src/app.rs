@@ -173,6 +173,21 @@ fn run(pipeline: Pipeline) -> u8 {
             crate::error!("[engine] cannot install signal handlers: {e}");
             return None;
         }
+        if let Some((listen, port)) = pipeline.config.service.http.clone() {
+            match crate::http::bind(&listen, port).await {
+                Ok(listener) => {
+                    let monitor = crate::http::Monitor::new(
+                        pipeline.registry(),
+                        pipeline.config.service.health,
+                    );
+                    crate::http::spawn(listener, monitor);
+                }
+                Err(e) => {
+                    crate::error!("{e}");
+                    return None;
+                }
+            }
+        }
         Some(pipeline.run(trigger).await)
     });
     // Tasks still running past the grace period are abandoned here.

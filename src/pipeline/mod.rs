@@ -141,6 +141,7 @@ pub struct Pipeline {
     inputs: Vec<InputInstance>,
     filters: Vec<FilterInstance>,
     outputs: Vec<OutputInstance>,
+    registry: Arc<metrics::Registry>,
 }
 
 fn props(
@@ -187,6 +188,7 @@ fn matcher(p: &Props) -> Result<Option<Matcher>, ConfigError> {
 impl Pipeline {
     /// Validates every section against its plugin's table and builds the plugins.
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
+        let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -206,6 +208,7 @@ impl Pipeline {
                 &BuildContext {
                     service: &config.service,
                     instance: &name,
+                    metrics: &plugin_metrics,
                 },
             )?;
             inputs.push(InputInstance {
@@ -240,6 +243,7 @@ impl Pipeline {
                 &BuildContext {
                     service: &config.service,
                     instance: &name,
+                    metrics: &plugin_metrics,
                 },
             )?;
             filters.push(FilterInstance {
@@ -277,6 +281,7 @@ impl Pipeline {
             let ctx = BuildContext {
                 service: &config.service,
                 instance: &name,
+                metrics: &plugin_metrics,
             };
             let first = (plugin.build)(&p, &ctx)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
@@ -299,12 +304,34 @@ impl Pipeline {
                 metrics: Arc::default(),
             });
         }
+        let registry = Arc::new(metrics::Registry {
+            start: std::time::SystemTime::now(),
+            inputs: inputs
+                .iter()
+                .map(|i| (i.name.clone(), i.metrics.clone()))
+                .collect(),
+            filters: filters
+                .iter()
+                .map(|f| (f.name.clone(), f.metrics.clone()))
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.metrics.clone()))
+                .collect(),
+            plugins: plugin_metrics,
+        });
         Ok(Pipeline {
             config,
             inputs,
             filters,
             outputs,
+            registry,
         })
+    }
+
+    /// Every instance's metrics, for the monitoring server.
+    pub fn registry(&self) -> Arc<metrics::Registry> {
+        self.registry.clone()
     }
 
     /// Runs until `trigger` fires and everything is delivered, or until the grace
@@ -318,6 +345,7 @@ impl Pipeline {
             inputs,
             filters,
             outputs,
+            ..
         } = self;
         let grace = config.service.grace;
         crate::info!(

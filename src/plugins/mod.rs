@@ -35,6 +35,8 @@ pub struct BuildContext<'a> {
     pub service: &'a ServiceConfig,
     /// The instance name, e.g. `random.0`.
     pub instance: &'a str,
+    /// Where the plugin registers its own metrics.
+    pub metrics: &'a crate::pipeline::metrics::PluginMetrics,
 }
 
 /// Everything an input needs to run.

@@ -4,11 +4,14 @@
 //! field for one bucket per container log file). GCRA, burst `burst`; `policy drop`.
 //! Design: shared/spec/flows.md §4 (OpenShift's rateLimitPerContainer, Vector throttle).
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::ratelimit::{KeyBy, KeyedLimiter, Quota};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, Record};
+use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 
 #[rustfmt::skip]
@@ -31,6 +34,8 @@ struct LimitFilter {
     limiter: KeyedLimiter,
     reported: u64,
     name: String,
+    /// `agent_limit_dropped_records_total{name="limit.0"}`.
+    dropped: Arc<AtomicU64>,
 }
 
 /// Reads `max_records_per_second` and `burst` from `props` under `prefix` (`""` for the
@@ -60,6 +65,11 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         limiter: KeyedLimiter::new(quota, key_by, max_keys, Instant::now()),
         reported: 0,
         name: ctx.instance.to_string(),
+        dropped: ctx.metrics.counter(
+            "agent_limit_dropped_records_total",
+            "Records a limit filter dropped over its rate.",
+            ctx.instance,
+        ),
     }))
 }
 
@@ -67,6 +77,7 @@ impl Filter for LimitFilter {
     fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
         let before = records.len();
         records.retain(|r| self.limiter.allow(&r.body, now));
+        metrics::add(&self.dropped, (before - records.len()) as u64);
         if records.len() == before {
             FilterResult::NoTouch
         } else {

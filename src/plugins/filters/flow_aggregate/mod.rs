@@ -8,11 +8,13 @@ mod endpoints;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
+use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Update};
 use endpoints::{parse_cidr, Endpoints};
@@ -53,6 +55,10 @@ struct FlowAggregateFilter {
     last: Option<Instant>,
     tag: Tag,
     name: Arc<str>,
+    /// `agent_flow_aggregate_active_flows`, `..._records_total`, `..._overflow_total`.
+    active: Arc<AtomicU64>,
+    emitted: Arc<AtomicU64>,
+    overflow: Arc<AtomicU64>,
 }
 
 fn unix_now() -> i64 {
@@ -108,6 +114,21 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         last: None,
         tag: Arc::from(props.str("tag").unwrap_or("flowlogs")),
         name: Arc::from(ctx.instance),
+        active: ctx.metrics.gauge(
+            "agent_flow_aggregate_active_flows",
+            "Aggregated flows held for the current interval.",
+            ctx.instance,
+        ),
+        emitted: ctx.metrics.counter(
+            "agent_flow_aggregate_records_total",
+            "Flow log records emitted.",
+            ctx.instance,
+        ),
+        overflow: ctx.metrics.counter(
+            "agent_flow_aggregate_overflow_total",
+            "Updates dropped because max_flows aggregated flows were held.",
+            ctx.instance,
+        ),
     };
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
@@ -262,7 +283,10 @@ impl FlowAggregateFilter {
         if self.agg.overflow > 0 {
             crate::warn!("[filter:flow_aggregate:{}] {} updates dropped: more than max_flows aggregated flows in this interval", self.name, self.agg.overflow);
         }
+        metrics::add(&self.overflow, self.agg.overflow);
         let records = self.agg.flush(unix_now(), EventTime::now());
+        metrics::add(&self.emitted, records.len() as u64);
+        metrics::set(&self.active, self.agg.len() as u64);
         if !records.is_empty() {
             out.push(Chunk {
                 tag: self.tag.clone(),
@@ -376,6 +400,9 @@ mod tests {
             last: None,
             tag: Arc::from("flowlogs"),
             name: Arc::from("flow_aggregate.0"),
+            active: Arc::default(),
+            emitted: Arc::default(),
+            overflow: Arc::default(),
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         f.reload_if_changed();

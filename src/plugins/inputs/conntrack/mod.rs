@@ -10,7 +10,9 @@ mod flow;
 pub(crate) mod netlink;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::pipeline::metrics;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -95,7 +97,15 @@ fn parse_u32(s: &str) -> Option<u32> {
     }
 }
 
-fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let m = ctx.metrics;
+    let metrics = CtMetrics {
+        events: m.counter("agent_conntrack_events_total", "Conntrack events received (new, update, destroy).", ctx.instance),
+        samples: m.counter("agent_conntrack_samples_total", "Live connections reported by table dumps.", ctx.instance),
+        lost: m.counter("agent_conntrack_lost_events_total", "Conntrack events lost (ENOBUFS counts 1 per overflow, or the pipeline too far behind).", ctx.instance),
+        resyncs: m.counter("agent_conntrack_resyncs_total", "Table dumps run to recover from lost events.", ctx.instance),
+        tracked: m.gauge("agent_conntrack_tracked_connections", "Connections whose counters are kept for deltas.", ctx.instance),
+    };
     let mut groups = Vec::new();
     for e in props.clist("events") {
         groups.push(match e.to_ascii_lowercase().as_str() {
@@ -162,6 +172,7 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
         }
     }
     Ok(Box::new(ConntrackInput {
+        metrics,
         settings: Arc::new(Settings {
             groups,
             sample,
@@ -180,6 +191,16 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
 
 struct ConntrackInput {
     settings: Arc<Settings>,
+    metrics: CtMetrics,
+}
+
+/// `agent_conntrack_*{name="conntrack.0"}`.
+struct CtMetrics {
+    events: Arc<AtomicU64>,
+    samples: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    resyncs: Arc<AtomicU64>,
+    tracked: Arc<AtomicU64>,
 }
 
 /// Checks the sysctls that decide what records can carry, in the current namespace.
@@ -445,11 +466,14 @@ impl Input for ConntrackInput {
                     Some(FromKernel::Failed(e)) => break Err(PluginError::Other(e)),
                     Some(FromKernel::Lost(why, n)) => {
                         lost += n;
+                        metrics::add(&self.metrics.lost, n);
+                        metrics::add(&self.metrics.resyncs, 1);
                         crate::warn!("[input:conntrack:{}] lost {n} conntrack events: {why}; resynchronising with a table dump", ctx.name);
                         continue;
                     }
                     Some(FromKernel::Events(evs)) => {
                         events += evs.len() as u64;
+                        metrics::add(&self.metrics.events, evs.len() as u64);
                         evs.iter()
                             .map(|(kind, f)| {
                                 let d = table.on_event(*kind, f);
@@ -467,9 +491,11 @@ impl Input for ConntrackInput {
                             })
                             .collect();
                         samples += records.len() as u64;
+                        metrics::add(&self.metrics.samples, records.len() as u64);
                         records
                     }
                 };
+                metrics::set(&self.metrics.tracked, table.len() as u64);
                 if let Err(e) = ctx.out.send(records).await {
                     break Err(e);
                 }
