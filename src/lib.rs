@@ -16,5 +16,6 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod log;
+pub mod net;
 pub mod pipeline;
 pub mod plugins;

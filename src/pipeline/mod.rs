@@ -15,6 +15,7 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 
 use crate::config::{Config, ConfigError, InstanceConfig, PropKind, PropSpec, Props};
 use crate::event::{Record, Tag};
+use crate::net::{NET_PROPS, TLS_PROPS};
 use crate::plugins::{self, BuildContext, Input, InputContext, PluginError};
 use engine::{Engine, FilterInstance, OutputRoute};
 use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
@@ -212,14 +213,14 @@ fn props(
     inst: &InstanceConfig,
     plugin: &'static str,
     own: &'static [PropSpec],
-    core: &'static [PropSpec],
+    core: &[&'static [PropSpec]],
 ) -> Result<Props, ConfigError> {
     Props::new(
         inst.kind,
         plugin,
         inst.span.clone(),
         own,
-        &[core],
+        core,
         inst.entries.clone(),
     )
 }
@@ -250,7 +251,7 @@ impl Pipeline {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_INPUT_PROPS)?;
+            let p = props(inst, plugin.name, plugin.props, &[CORE_INPUT_PROPS])?;
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
@@ -274,7 +275,7 @@ impl Pipeline {
             let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_FILTER_PROPS)?;
+            let p = props(inst, plugin.name, plugin.props, &[CORE_FILTER_PROPS])?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let Some(matcher) = matcher(&p)? else {
@@ -302,7 +303,12 @@ impl Pipeline {
             let plugin = plugins::output(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, CORE_OUTPUT_PROPS)?;
+            let core: &[&'static [PropSpec]] = if plugin.net {
+                &[CORE_OUTPUT_PROPS, NET_PROPS, TLS_PROPS]
+            } else {
+                &[CORE_OUTPUT_PROPS]
+            };
+            let p = props(inst, plugin.name, plugin.props, core)?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let limit =

@@ -104,13 +104,16 @@ pub struct OutputPlugin {
     pub props: &'static [PropSpec],
     /// Fluent Bit's default `workers` for this plugin.
     pub workers: usize,
+    /// Connects to a destination: the `net.*` and `tls.*` tables are merged into its own
+    /// (Fluent Bit's `FLB_OUTPUT_NET | FLB_IO_OPT_TLS`).
+    pub net: bool,
     /// Builds the first worker; the others are `fork`ed from it.
     pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Output>, ConfigError>,
 }
 
 pub static INPUTS: &[&InputPlugin] = &[&inputs::dummy::PLUGIN, &inputs::random::PLUGIN];
 pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
-pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
+pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN, &outputs::tcp::PLUGIN];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {
     INPUTS
