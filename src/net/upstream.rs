@@ -28,12 +28,14 @@
 
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -100,17 +102,36 @@ pub enum Stream {
 impl Stream {
     /// Whether the peer has neither closed nor reset the connection. Bytes the peer sent
     /// meanwhile (TLS session tickets, say) are read and dropped: a sink never answers.
+    /// The check is a `MSG_PEEK` system call, not tokio's cached readiness, so a close
+    /// that arrived a moment ago is seen even before the reactor has noticed it.
     fn is_alive(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut scratch = [0u8; 1024];
+        let mut scratch = [MaybeUninit::<u8>::uninit(); 1024];
         // Bounded: a peer that keeps talking is alive.
         for _ in 0..64 {
-            let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut *self).poll_read(&mut cx, &mut buf) {
-                Poll::Pending => return true,
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(_)) => return false,
+            match SockRef::from(self.tcp()).peek(&mut scratch[..1]) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+            match self {
+                Stream::Plain(s) => {
+                    if SockRef::from(&*s).recv(&mut scratch).is_err() {
+                        return false;
+                    }
+                }
+                // TLS bytes go through rustls: tickets are absorbed, close_notify is EOF.
+                Stream::Tls(s) => {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let mut buf = [0u8; 1024];
+                    let mut buf = ReadBuf::new(&mut buf);
+                    match Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf) {
+                        Poll::Pending => return true,
+                        Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return false,
+                    }
+                }
             }
         }
         true
@@ -613,5 +634,156 @@ impl Drop for PooledConn {
                 inner.start_reaper();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::props::Prefer;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn net() -> NetSetup {
+        NetSetup {
+            keepalive: true,
+            keepalive_idle_timeout: Duration::from_secs(10),
+            keepalive_max_recycle: None,
+            max_connections: None,
+            tcp_keepalive: None,
+            io_timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            connect_timeout_log_error: true,
+            source_address: None,
+            prefer: Prefer::None,
+        }
+    }
+
+    async fn listener() -> (TcpListener, u16) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    }
+
+    /// Whether the peer closed `s`, by a syscall (not tokio's readiness).
+    fn closed(s: &TcpStream) -> bool {
+        let mut b = [MaybeUninit::uninit(); 1];
+        matches!(SockRef::from(s).peek(&mut b), Ok(0))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_closes_at_the_idle_timeout() {
+        let (l, port) = listener().await;
+        let up = Upstream::new("127.0.0.1", port, net(), None);
+        let mut c = up.get().await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        drop(c);
+        let (mut server, _) = l.accept().await.unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(9900)).await;
+        assert!(!closed(&server), "closed before the idle timeout");
+        assert_eq!(up.open_connections(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(closed(&server), "still open after the idle timeout");
+        assert_eq!(up.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_by_the_peer_is_not_reused() {
+        let (l, port) = listener().await;
+        let up = Upstream::new("127.0.0.1", port, net(), None);
+        let c = up.get().await.unwrap();
+        assert_eq!(c.id(), 1);
+        drop(c);
+        let (server, _) = l.accept().await.unwrap();
+        drop(server);
+        let c = up.get().await.unwrap();
+        assert_eq!(c.id(), 2);
+        assert_eq!(up.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_half_written_connection_is_closed_not_reused() {
+        let (l, port) = listener().await;
+        let up = Upstream::new("127.0.0.1", port, net(), None);
+        let mut c = up.get().await.unwrap();
+        // The server never reads, so this write cannot finish; cancel it.
+        let big = vec![b'x'; 64 << 20];
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), c.write_all(&big)).await;
+        assert!(cancelled.is_err());
+        drop(c);
+        assert_eq!(up.open_connections(), 0);
+        assert_eq!(up.get().await.unwrap().id(), 2);
+        drop(l);
+    }
+
+    #[tokio::test]
+    async fn io_timeout_fails_a_stalled_write() {
+        let (l, port) = listener().await;
+        let up = Upstream::new(
+            "127.0.0.1",
+            port,
+            NetSetup {
+                io_timeout: Some(Duration::from_millis(300)),
+                ..net()
+            },
+            None,
+        );
+        let mut c = up.get().await.unwrap();
+        let big = vec![b'x'; 64 << 20];
+        let e = c.write_all(&big).await.unwrap_err();
+        assert!(
+            matches!(e, NetError::IoTimeout { total, written, .. } if total == big.len() && written < total),
+            "{e}"
+        );
+        drop(c);
+        assert_eq!(up.open_connections(), 0);
+        drop(l);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_a_flush_waits_for_a_busy_connection() {
+        let (_l, port) = listener().await;
+        let up = Upstream::new(
+            "127.0.0.1",
+            port,
+            NetSetup {
+                max_connections: Some(1),
+                ..net()
+            },
+            None,
+        );
+        let first = up.get().await.unwrap();
+        let waiter = tokio::spawn({
+            let up = up.clone();
+            async move { up.get().await.map(|c| c.id()) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        drop(first);
+        assert_eq!(waiter.await.unwrap().unwrap(), 1);
+        // Nobody gives it back: the wait ends at net.connect_timeout.
+        let held = up.get().await.unwrap();
+        let e = up.get().await.map(|c| c.id()).unwrap_err();
+        assert!(matches!(e, NetError::Exhausted { max: 1, .. }), "{e}");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_an_error() {
+        let (l, port) = listener().await;
+        drop(l);
+        let up = Upstream::new("127.0.0.1", port, net(), None);
+        let e = up.get().await.map(|c| c.id()).unwrap_err();
+        assert!(
+            matches!(&e, NetError::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("connection to 127.0.0.1:{port} failed: Connection refused (os error 111)")
+        );
+        assert_eq!(up.open_connections(), 0);
     }
 }

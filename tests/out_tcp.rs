@@ -1,0 +1,684 @@
+//! `tcp` output and the networking layer, against real sockets on loopback: one test per
+//! `net.*`/`tls.*` behaviour, each asserting what the destination received.
+//! Facts: ../shared/spec/fluent-bit.md §4.4, §5, §6; fluent-bit-observed.md §4.b.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncReadExt;
+use tokio_rustls::rustls::{self, server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A config with fast flushes and 2 s retries (scheduler base 1, cap 1).
+fn conf(input: &str, output: &str) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    grace 2\n    scheduler.base 1\n    scheduler.cap 1\n\
+         [INPUT]\n{input}[OUTPUT]\n    name tcp\n    match *\n{output}"
+    )
+}
+
+/// `n` dummy records, `rate` per second.
+fn dummy(n: u32, rate: u32) -> String {
+    format!("    name dummy\n    samples {n}\n    rate {rate}\n")
+}
+
+fn to(c: &TcpCollector) -> String {
+    format!("    host 127.0.0.1\n    port {}\n", c.port())
+}
+
+fn lines(c: &Conn) -> usize {
+    c.bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// Every line is `{"date":<double>,"message":"dummy"}`.
+fn assert_dummy_lines(text: &str, n: usize) {
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), n, "{text}");
+    for l in lines {
+        let rest = l
+            .strip_prefix("{\"date\":")
+            .unwrap_or_else(|| panic!("{l}"));
+        let (date, tail) = rest.split_once(',').unwrap();
+        assert!(date.parse::<f64>().unwrap() > 1.7e9, "{l}");
+        assert_eq!(tail, "\"message\":\"dummy\"}", "{l}");
+    }
+}
+
+#[test]
+fn one_connection_is_reused_across_flushes_by_both_workers() {
+    let sink = TcpCollector::start();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    log_level debug\n{}",
+        conf(
+            &dummy(4, 4),
+            &format!("{}    format json_lines\n", to(&sink))
+        )
+    ));
+    let conns = sink.wait_lines(4, T);
+    a.wait_log("has been assigned (recycled)", T);
+    // TCP keepalive probes are off by default (net.tcp_keepalive off).
+    let socks = sockets_of(a.pid(), sink.addr());
+    assert_eq!(socks.len(), 1);
+    assert!(!socks[0].keepalive().unwrap());
+    assert!(socks[0].tcp_nodelay().unwrap());
+    // Our duplicate would keep the connection open past the agent's exit.
+    drop(socks);
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    // workers 2 (the default) and several flushes, one connection.
+    assert_eq!(count(&o.stderr, "worker #1 started"), 1);
+    assert!(
+        count(&o.stderr, "has been assigned (recycled)") >= 1,
+        "{}",
+        o.stderr
+    );
+    assert_eq!(count(&o.stderr, "is connected"), 1, "{}", o.stderr);
+    assert_eq!(conns.len(), 1, "{conns:#?}");
+    assert_dummy_lines(&sink.conns()[0].text(), 4);
+    // Stopping the agent closes its kept-alive connection.
+    sink.wait(T, "close at exit", |c| c[0].closed.is_some());
+}
+
+#[test]
+fn idle_connection_is_closed_after_keepalive_idle_timeout() {
+    let sink = TcpCollector::start();
+    let mut a = Agent::start(&conf(
+        &dummy(1, 1),
+        &format!(
+            "{}    format json_lines\n    net.keepalive_idle_timeout 1\n",
+            to(&sink)
+        ),
+    ));
+    let conns = sink.wait(T, "close", |c| c.len() == 1 && c[0].closed.is_some());
+    let idle = conns[0].closed.unwrap() - conns[0].last_data.unwrap();
+    assert!(
+        idle >= Duration::from_millis(950) && idle < Duration::from_millis(2500),
+        "closed {idle:?} after the last record"
+    );
+    assert_dummy_lines(&conns[0].text(), 1);
+    a.wait_until(T, "still running", |_, _| true);
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+}
+
+#[test]
+fn keepalive_max_recycle_opens_a_new_connection() {
+    let sink = TcpCollector::start();
+    // One record every 500 ms, a flush every 200 ms: four flushes of one record.
+    let a = Agent::start(&conf(
+        &dummy(4, 2),
+        &format!(
+            "{}    format json_lines\n    net.keepalive_max_recycle 1\n",
+            to(&sink)
+        ),
+    ));
+    let conns = sink.wait(T, "2 connections with 2 records each", |c| {
+        c.len() == 2 && c.iter().all(|c| lines(c) == 2)
+    });
+    // Used twice (one reuse), then closed before the next one opened.
+    assert!(conns[0].closed.unwrap() <= conns[1].opened, "{conns:#?}");
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+    assert_eq!(sink.conns().len(), 2);
+}
+
+#[test]
+fn keepalive_off_closes_after_each_flush() {
+    let sink = TcpCollector::start();
+    let a = Agent::start(&conf(
+        &dummy(3, 2),
+        &format!(
+            "{}    format json_lines\n    net.keepalive off\n",
+            to(&sink)
+        ),
+    ));
+    let conns = sink.wait(T, "3 closed connections", |c| {
+        c.len() == 3 && c.iter().all(|c| c.closed.is_some())
+    });
+    for c in &conns {
+        assert_dummy_lines(&c.text(), 1);
+    }
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+}
+
+#[test]
+fn source_address_is_the_peer_address() {
+    let sink = TcpCollector::start();
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &format!(
+            "{}    format json_lines\n    net.source_address 127.0.0.2\n",
+            to(&sink)
+        ),
+    ));
+    let conns = sink.wait_lines(1, T);
+    assert_eq!(conns[0].peer.ip(), "127.0.0.2".parse::<IpAddr>().unwrap());
+    a.stop(T);
+}
+
+#[test]
+fn tcp_keepalive_timers_are_set_on_the_socket() {
+    let sink = TcpCollector::start();
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &format!(
+            "{}    format json_lines\n    net.tcp_keepalive on\n    net.tcp_keepalive_time 7\n    net.tcp_keepalive_interval 3\n    net.tcp_keepalive_probes 4\n",
+            to(&sink)
+        ),
+    ));
+    sink.wait_lines(1, T);
+    let socks = sockets_of(a.pid(), sink.addr());
+    assert_eq!(socks.len(), 1);
+    let s = &socks[0];
+    assert!(s.keepalive().unwrap());
+    assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+    assert_eq!(s.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
+    assert_eq!(s.tcp_keepalive_retries().unwrap(), 4);
+    drop(socks);
+    a.stop(T);
+}
+
+#[test]
+fn connect_timeout_against_a_destination_that_drops_syns() {
+    let ns = NetNs::new("syndrop");
+    ns.exec(&["nft", "add", "table", "inet", "t"]);
+    ns.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "t",
+        "out",
+        "{ type filter hook output priority 0 ; }",
+    ]);
+    ns.exec(&[
+        "nft", "add", "rule", "inet", "t", "out", "tcp", "dport", "5999", "tcp", "flags", "syn",
+        "drop",
+    ]);
+    let started = Instant::now();
+    let mut a = Agent::start_in_netns(
+        &conf(
+            &dummy(1, 1),
+            "    host 127.0.0.1\n    port 5999\n    format json_lines\n    net.connect_timeout 1\n    retry_limit 5\n",
+        ),
+        &ns,
+    );
+    let line =
+        "[upstream] connection #1 to 127.0.0.1:5999 timed out after 1 seconds (connection timeout)";
+    a.wait_log(line, T);
+    let failed_after = started.elapsed();
+    // The first flush is at most ~1.2 s after start; the attempt then waits the full second.
+    assert!(
+        failed_after >= Duration::from_secs(1) && failed_after < Duration::from_secs(4),
+        "{failed_after:?}"
+    );
+    // Retried with a new connection, which times out the same way: logged once.
+    a.wait_log("connection #2 to 127.0.0.1:5999", T);
+    a.wait_until(T, "2 retries", |_, e| {
+        count(e, "failed to flush chunk") >= 2
+    });
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+    assert_eq!(count(&o.stderr, "[error] [upstream]"), 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!("[error] {line}")),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn io_timeout_fails_a_write_to_a_peer_that_stopped_reading() {
+    let sink = TcpCollector::with_mode(Mode::Stalled);
+    // ~5 MB per second: more than the socket buffers of a peer that reads nothing.
+    let big = "x".repeat(100_000);
+    let input = format!("    name dummy\n    rate 50\n    dummy {{\"log\":\"{big}\"}}\n");
+    let mut a = Agent::start(&conf(
+        &input,
+        &format!(
+            "{}    format json_lines\n    net.io_timeout 1\n    workers 1\n",
+            to(&sink)
+        ),
+    ));
+    a.wait_log("(net.io_timeout)", T);
+    a.wait_log("failed to flush chunk", T);
+    // The stuck connection was dropped and the retry opened a new one.
+    sink.wait(T, "a second connection", |c| c.len() >= 2);
+    let o = a.stop(T);
+    assert!(
+        o.stderr
+            .contains("made no progress for 1 seconds (net.io_timeout)"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn a_peer_that_closed_an_idle_connection_gets_the_next_flush_on_a_new_one() {
+    let sink = TcpCollector::with_mode(Mode::CloseAfterFirstRead);
+    let a = Agent::start(&conf(
+        &dummy(3, 2),
+        &format!("{}    format json_lines\n", to(&sink)),
+    ));
+    let conns = sink.wait(T, "3 connections", |c| {
+        c.len() == 3 && c.iter().all(|c| lines(c) == 1)
+    });
+    let o = a.stop(T);
+    assert!(!o.stderr.contains("failed to flush"), "{}", o.stderr);
+    for c in &conns {
+        assert_dummy_lines(&c.text(), 1);
+    }
+}
+
+#[test]
+fn msgpack_bytes_decode_with_an_independent_decoder() {
+    let sink = TcpCollector::start();
+    let input = "    name dummy\n    samples 2\n    start_time_sec 1587769732\n    start_time_nsec 572266000\n    fixed_timestamp on\n    dummy {\"s\":\"é\",\"i\":-3,\"u\":18446744073709551615,\"f\":1.5,\"b\":true,\"n\":null,\"a\":[1,\"x\"],\"m\":{\"k\":\"v\"}}\n    metadata {\"meta\":1}\n";
+    let a = Agent::start(&conf(input, &to(&sink)));
+    // The body's last field, {"m":{"k":"v"}}, ends each record.
+    let end: &[u8] = b"\xa1m\x81\xa1k\xa1v";
+    sink.wait(T, "2 records", |c| {
+        c.len() == 1 && c[0].bytes.windows(end.len()).filter(|w| *w == end).count() == 2
+    });
+    a.stop(T);
+    let bytes = sink.bytes();
+    let dir = Dir::new();
+    let path = dir.file("chunk.msgpack", "");
+    std::fs::write(&path, &bytes).unwrap();
+    let script = "import sys, json, msgpack\n\
+        def ext(code, data):\n\
+        \x20   assert code == 0 and len(data) == 8\n\
+        \x20   return [int.from_bytes(data[:4], 'big'), int.from_bytes(data[4:], 'big')]\n\
+        out = list(msgpack.Unpacker(open(sys.argv[1], 'rb'), raw=False, ext_hook=ext, strict_map_key=False))\n\
+        print(json.dumps(out, ensure_ascii=False, separators=(',', ':')))\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = r#"[[[1587769732,572266000],{"meta":1}],{"s":"é","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"a":[1,"x"],"m":{"k":"v"}}]"#;
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("[{record},{record}]")
+    );
+}
+
+#[test]
+fn raw_message_key_sends_the_value_and_a_newline() {
+    let sink = TcpCollector::start();
+    let input = "    name dummy\n    samples 2\n    dummy {\"log\":\"plain text\",\"n\":1}\n";
+    let a = Agent::start(&conf(
+        input,
+        &format!("{}    raw_message_key $log\n    format json\n", to(&sink)),
+    ));
+    sink.wait_lines(2, T);
+    a.stop(T);
+    assert_eq!(sink.bytes(), b"plain text\nplain text\n");
+}
+
+#[test]
+fn refused_and_unresolvable_destinations_log_once_and_retry() {
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for (host, port, error) in [
+        ("127.0.0.1", closed_port, format!("[error] [upstream] connection to 127.0.0.1:{closed_port} failed: Connection refused (os error 111)")),
+        ("no-such-host.invalid", 80, "[error] [upstream] cannot resolve no-such-host.invalid:".to_string()),
+    ] {
+        let mut a = Agent::start(&conf(
+            &dummy(1, 1),
+            &format!("    host {host}\n    port {port}\n    retry_limit 5\n    net.connect_timeout 3\n"),
+        ));
+        a.wait_until(T, "3 failed attempts", |_, e| count(e, "failed to flush chunk") >= 3);
+        let o = a.stop(T);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+        // One line for the failure, however many retries; the engine's own lines aside.
+        assert_eq!(count(&o.stderr, "[error] [upstream]"), 1, "{}", o.stderr);
+        assert_eq!(count(&o.stderr, &error), 1, "{}", o.stderr);
+    }
+}
+
+#[test]
+fn config_errors_name_the_line() {
+    let dir = Dir::new();
+    let cases = [
+        ("    tls on\n    tls.ciphers HIGH:!aNULL\n", ":8: [config] tcp: invalid value 'HIGH:!aNULL' for property 'tls.ciphers'"),
+        ("    net.dns.mode TCP\n", ":7: [config] tcp: invalid value 'TCP' for property 'net.dns.mode'"),
+        ("    net.source_address eth0\n", ":7: [config] tcp: invalid value 'eth0' for property 'net.source_address'"),
+        ("    tls on\n    tls.max_version TLSv1.1\n", ":8: [config] tcp: invalid value 'TLSv1.1' for property 'tls.max_version'"),
+        ("    tls on\n    tls.ca_file /nonexistent/ca.pem\n", ":8: [config] tcp: invalid value '/nonexistent/ca.pem' for property 'tls.ca_file'"),
+        ("    port 70000\n", ":7: [config] tcp: invalid value '70000' for property 'port'"),
+        ("    net.keepalive_idle_timout 5\n", ":7: [config] tcp: unknown configuration property 'net.keepalive_idle_timout'. The following properties are allowed: host, port, format, json_date_format, json_date_key, and raw_message_key."),
+    ];
+    for (props, want) in cases {
+        let path = dir.file(
+            "e.conf",
+            &format!("[INPUT]\n    name dummy\n\n[OUTPUT]\n    name tcp\n    match *\n{props}"),
+        );
+        let o = run(&["-c", path.to_str().unwrap(), "--dry-run"], None);
+        assert_ne!(o.code, Some(0), "{props}");
+        assert!(
+            o.stderr.contains(want),
+            "{props}\nwant: {want}\ngot: {}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn the_netcat_demo_config_is_valid() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/fluent-bit.conf");
+    let o = run(&["-c", conf, "--dry-run"], None);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+}
+
+// ---- TLS ---------------------------------------------------------------------------
+
+/// A test CA, a server certificate for `localhost` and a client certificate, in files.
+struct Pki {
+    dir: Dir,
+    server: (CertificateDer<'static>, Vec<u8>),
+    ca: CertificateDer<'static>,
+    client_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "agent test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            (p.signed_by(&key, &issuer).unwrap(), key)
+        };
+        let (server, server_key) = leaf("localhost");
+        let (client, client_key) = leaf("agent-client");
+        let dir = Dir::new();
+        dir.file("ca.pem", &ca.pem());
+        dir.file("client.pem", &client.pem());
+        dir.file("client.key", &client_key.serialize_pem());
+        Pki {
+            dir,
+            server: (server.der().clone(), server_key.serialize_der()),
+            ca: ca.der().clone(),
+            client_der: client.der().clone(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+/// What a TLS test server saw on one connection.
+#[derive(Clone, Debug, Default)]
+struct TlsConn {
+    sni: Option<String>,
+    version: Option<rustls::ProtocolVersion>,
+    client_cert: Option<CertificateDer<'static>>,
+    bytes: Vec<u8>,
+    error: Option<String>,
+}
+
+/// A tokio-rustls server on 127.0.0.1:0 recording every connection.
+struct TlsServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<TlsConn>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TlsServer {
+    fn start(
+        pki: &Pki,
+        version: &'static rustls::SupportedProtocolVersion,
+        client_auth: bool,
+    ) -> TlsServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = RootCertStore::empty();
+            roots.add(pki.ca.clone()).unwrap();
+            builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap(),
+            )
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone()));
+        let config = builder
+            .with_single_cert(vec![pki.server.0.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<TlsConn>>> = Arc::default();
+        let record = seen.clone();
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                tokio::spawn(async move {
+                    let mut tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            let c = TlsConn {
+                                error: Some(e.to_string()),
+                                ..TlsConn::default()
+                            };
+                            record.lock().unwrap().push(c);
+                            return;
+                        }
+                    };
+                    let index = {
+                        let conn = tls.get_ref().1;
+                        let mut all = record.lock().unwrap();
+                        all.push(TlsConn {
+                            sni: conn.server_name().map(str::to_string),
+                            version: conn.protocol_version(),
+                            client_cert: conn.peer_certificates().and_then(|c| c.first().cloned()),
+                            ..TlsConn::default()
+                        });
+                        all.len() - 1
+                    };
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = tls.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        record.lock().unwrap()[index]
+                            .bytes
+                            .extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        TlsServer {
+            addr,
+            seen,
+            _rt: rt,
+        }
+    }
+
+    fn conns(&self) -> Vec<TlsConn> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn wait(&self, what: &str, cond: impl Fn(&[TlsConn]) -> bool) -> Vec<TlsConn> {
+        let end = Instant::now() + T;
+        loop {
+            let c = self.conns();
+            if cond(&c) {
+                return c;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {c:#?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn tls_output(server: &TlsServer, host: &str, tls: &str) -> String {
+    format!(
+        "    host {host}\n    port {}\n    format json_lines\n    tls on\n{tls}",
+        server.addr.port()
+    )
+}
+
+fn delivered(c: &[TlsConn]) -> bool {
+    c.iter()
+        .any(|c| c.bytes.ends_with(b"\"message\":\"dummy\"}\n"))
+}
+
+#[test]
+fn tls13_verifies_chain_and_hostname_and_sends_sni() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, &rustls::version::TLS13, false);
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(
+            &server,
+            "127.0.0.1",
+            &format!(
+                "    tls.ca_file {}\n    tls.verify_hostname on\n    tls.vhost localhost\n",
+                pki.path("ca.pem")
+            ),
+        ),
+    ));
+    let conns = server.wait("a record", delivered);
+    a.stop(T);
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].sni.as_deref(), Some("localhost"));
+    assert_eq!(conns[0].version, Some(rustls::ProtocolVersion::TLSv1_3));
+    assert!(conns[0].client_cert.is_none());
+    assert_dummy_lines(&String::from_utf8_lossy(&conns[0].bytes), 1);
+}
+
+#[test]
+fn tls12_with_a_client_certificate() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, &rustls::version::TLS12, true);
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(
+            &server,
+            "localhost",
+            &format!(
+                "    tls.ca_file {}\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ciphers ECDHE-ECDSA-AES128-GCM-SHA256\n",
+                pki.path("ca.pem"),
+                pki.path("client.pem"),
+                pki.path("client.key")
+            ),
+        ),
+    ));
+    let conns = server.wait("a record", delivered);
+    a.stop(T);
+    assert_eq!(conns[0].version, Some(rustls::ProtocolVersion::TLSv1_2));
+    // host is a name: it is the SNI.
+    assert_eq!(conns[0].sni.as_deref(), Some("localhost"));
+    assert_eq!(conns[0].client_cert.as_ref(), Some(&pki.client_der));
+}
+
+#[test]
+fn hostname_verification_rejects_a_wrong_name_only_when_on() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, &rustls::version::TLS13, false);
+    let tls = |verify_hostname: &str| {
+        format!(
+            "    tls.ca_file {}\n    tls.vhost wrong.example\n    tls.verify_hostname {verify_hostname}\n    retry_limit 5\n",
+            pki.path("ca.pem")
+        )
+    };
+    let mut a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(&server, "127.0.0.1", &tls("on")),
+    ));
+    a.wait_until(T, "2 failed attempts", |_, e| {
+        count(e, "failed to flush chunk") >= 2
+    });
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+    let want = format!(
+        "[error] [upstream] TLS handshake with 127.0.0.1:{} failed: invalid peer certificate: certificate not valid for name \"wrong.example\"",
+        server.addr.port()
+    );
+    assert_eq!(count(&o.stderr, "[error] [upstream]"), 1, "{}", o.stderr);
+    assert_eq!(count(&o.stderr, &want), 1, "{}", o.stderr);
+    let seen = server.conns();
+    assert!(!delivered(&seen));
+    // The server saw the client abort the handshake.
+    assert!(seen.iter().all(|c| c.error.is_some()), "{seen:#?}");
+    // Fluent Bit's default, verify_hostname off: the chain is enough.
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(&server, "127.0.0.1", &tls("off")),
+    ));
+    let conns = server.wait("a record", delivered);
+    a.stop(T);
+    let ok: Vec<_> = conns.iter().filter(|c| !c.bytes.is_empty()).collect();
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].sni.as_deref(), Some("wrong.example"));
+}
+
+#[test]
+fn an_unknown_ca_is_rejected_unless_verify_is_off() {
+    let pki = Pki::new();
+    let server = TlsServer::start(&pki, &rustls::version::TLS13, false);
+    // No tls.ca_file: the system store, which does not know the test CA.
+    let mut a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(&server, "127.0.0.1", "    retry_limit 5\n"),
+    ));
+    a.wait_log("failed to flush chunk", T);
+    let o = a.stop(T);
+    let want = format!(
+        "[error] [upstream] TLS handshake with 127.0.0.1:{} failed: invalid peer certificate: UnknownIssuer",
+        server.addr.port()
+    );
+    assert_eq!(count(&o.stderr, &want), 1, "{}", o.stderr);
+    let seen = server.conns();
+    assert!(!delivered(&seen));
+    // The server saw the client abort the handshake.
+    assert!(seen.iter().all(|c| c.error.is_some()), "{seen:#?}");
+    let a = Agent::start(&conf(
+        &dummy(1, 1),
+        &tls_output(&server, "127.0.0.1", "    tls.verify off\n"),
+    ));
+    let conns = server.wait("a record", delivered);
+    a.stop(T);
+    // The target is an IP address and no tls.vhost is set: no SNI.
+    let ok: Vec<_> = conns.iter().filter(|c| !c.bytes.is_empty()).collect();
+    assert_eq!(ok[0].sni, None);
+}
