@@ -158,3 +158,66 @@ fn command_line_errors() {
         o.stderr
     );
 }
+
+#[test]
+fn tag_quiet_and_log_file_flags() {
+    let dir = Dir::new();
+    let log = dir.path().join("agent.log");
+    let log_s = log.to_str().unwrap().to_string();
+    let mut a = Agent::spawn_in(
+        &dir,
+        &[
+            "-i",
+            "dummy",
+            "-t",
+            "my.tag",
+            "-p",
+            "samples=1",
+            "-o",
+            "stdout",
+            "-m",
+            "my.*",
+            "-f",
+            "0.2",
+            "-l",
+            &log_s,
+        ],
+        None,
+    );
+    a.wait_lines(1, std::time::Duration::from_secs(10));
+    let o = a.stop(std::time::Duration::from_secs(10));
+    assert!(o.stdout.starts_with("[0] my.tag: [["), "{}", o.stdout);
+    assert!(
+        !o.stderr.contains("[ info]"),
+        "logs go to the file:\n{}",
+        o.stderr
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("[ info] [input:dummy:dummy.0] initializing"),
+        "{logged}"
+    );
+
+    let mut a = Agent::spawn_in(
+        &dir,
+        &[
+            "-q",
+            "-i",
+            "dummy",
+            "-p",
+            "samples=1",
+            "-o",
+            "stdout",
+            "-m",
+            "*",
+            "-f",
+            "0.2",
+        ],
+        None,
+    );
+    a.wait_lines(1, std::time::Duration::from_secs(10));
+    let o = a.stop(std::time::Duration::from_secs(10));
+    let lines = log_lines(&o.stderr);
+    // -q silences the log; only the signal line, which Fluent Bit prints raw, remains.
+    assert_eq!(lines, ["[engine] caught signal (SIGTERM)"], "{}", o.stderr);
+}

@@ -150,3 +150,23 @@ fn routing_by_match_and_regex() {
     lines.sort();
     assert_eq!(lines, ["{\"n\":1,\"via\":\"filter\"}", "{\"n\":2}"]);
 }
+
+#[test]
+fn input_ids_are_global_across_inputs() {
+    // Fluent Bit numbers inputs across plugins: random.0, then dummy.1.
+    let conf = "[SERVICE]\n    flush 0.2\n[INPUT]\n    name random\n    samples 0\n[INPUT]\n    name dummy\n    samples 1\n[OUTPUT]\n    name stdout\n    match dummy.1\n";
+    let mut a = Agent::start(conf);
+    a.wait_lines(1, T);
+    let o = a.stop(T);
+    assert!(o.stdout.starts_with("[0] dummy.1: [["), "{}", o.stdout);
+    assert!(
+        o.stderr.contains("[input:random:random.0] initializing"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("[input:dummy:dummy.1] initializing"),
+        "{}",
+        o.stderr
+    );
+}

@@ -191,20 +191,11 @@ fn tcp_keepalive_timers_are_set_on_the_socket() {
 
 #[test]
 fn connect_timeout_against_a_destination_that_drops_syns() {
-    let ns = NetNs::new("syndrop");
-    ns.exec(&["nft", "add", "table", "inet", "t"]);
+    let ns = netns::NetNs::new("syndrop");
+    // The namespace's output chain gets one more rule: SYNs to port 5999 vanish.
     ns.exec(&[
         "nft",
-        "add",
-        "chain",
-        "inet",
-        "t",
-        "out",
-        "{ type filter hook output priority 0 ; }",
-    ]);
-    ns.exec(&[
-        "nft", "add", "rule", "inet", "t", "out", "tcp", "dport", "5999", "tcp", "flags", "syn",
-        "drop",
+        "add rule inet ct_test out tcp dport 5999 tcp flags syn drop",
     ]);
     let started = Instant::now();
     let mut a = Agent::start_in_netns(
@@ -379,13 +370,6 @@ fn config_errors_name_the_line() {
             o.stderr
         );
     }
-}
-
-#[test]
-fn the_netcat_demo_config_is_valid() {
-    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/fluent-bit.conf");
-    let o = run(&["-c", conf, "--dry-run"], None);
-    assert_eq!(o.code, Some(0), "{}", o.stderr);
 }
 
 // ---- TLS ---------------------------------------------------------------------------

@@ -486,7 +486,7 @@ fn describe_blanks(blanks: &str) -> String {
 }
 
 /// gethostname(2), for `${HOSTNAME}` when neither `@SET` nor the environment has it.
-fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

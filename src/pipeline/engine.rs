@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use super::ack::{self, AckFn, Routed};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
 use crate::event::{Chunk, Record, Tag};
@@ -20,6 +21,8 @@ pub struct InputBatch {
     pub input: usize,
     pub tag: Tag,
     pub records: Vec<Record>,
+    /// Runs once every output is done with these records (see `ack`).
+    pub ack: Option<AckFn>,
 }
 
 /// A chunk is handed to outputs early once it holds this many records, which bounds
@@ -38,7 +41,7 @@ pub struct OutputRoute {
     /// `None`: the output has no Match and receives nothing (warned at start).
     pub matcher: Option<Matcher>,
     /// One bounded queue per worker; chunks go round-robin, as Fluent Bit assigns tasks.
-    pub workers: Vec<mpsc::Sender<Arc<Chunk>>>,
+    pub workers: Vec<mpsc::Sender<Arc<Routed>>>,
     pub next: usize,
     pub metrics: Arc<OutputMetrics>,
 }
@@ -53,6 +56,7 @@ struct Pending {
     input: usize,
     tag: Tag,
     records: Vec<Record>,
+    acks: Vec<AckFn>,
 }
 
 pub struct Engine {
@@ -115,6 +119,7 @@ impl Engine {
             input,
             tag,
             mut records,
+            ack,
         } = batch;
         let filters = self.route(routes, &tag).filters.clone();
         if !filters.is_empty() {
@@ -128,6 +133,7 @@ impl Engine {
                 metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
                 metrics::add(&f.metrics.add_records, after.saturating_sub(before));
                 if records.is_empty() {
+                    ack::run_now(ack.into_iter().collect());
                     return None;
                 }
             }
@@ -138,6 +144,7 @@ impl Engine {
         {
             Some(i) => {
                 pending[i].records.append(&mut records);
+                pending[i].acks.extend(ack);
                 i
             }
             None => {
@@ -145,6 +152,7 @@ impl Engine {
                     input,
                     tag,
                     records,
+                    acks: ack.into_iter().collect(),
                 });
                 pending.len() - 1
             }
@@ -165,6 +173,7 @@ impl Engine {
                     input: usize::MAX,
                     tag: chunk.tag,
                     records: chunk.records,
+                    acks: Vec::new(),
                 },
                 routes,
             )
@@ -179,24 +188,38 @@ impl Engine {
     /// (backpressure reaches the inputs through the bounded input channel).
     async fn dispatch(&mut self, p: Pending, routes: &mut HashMap<Tag, Route>) {
         if p.records.is_empty() {
+            ack::run_now(p.acks);
             return;
         }
-        let outputs = self.route(routes, &p.tag).outputs.clone();
+        let outputs: Vec<usize> = self
+            .route(routes, &p.tag)
+            .outputs
+            .iter()
+            .copied()
+            .filter(|&i| !self.outputs[i].workers.is_empty())
+            .collect();
+        if outputs.is_empty() {
+            // No output takes this tag: nothing to deliver (Fluent Bit drops it too).
+            ack::run_now(p.acks);
+            return;
+        }
         let n = p.records.len() as u64;
-        let chunk = Arc::new(Chunk {
-            tag: p.tag,
-            records: p.records,
-        });
+        let routed = Routed::new(
+            Chunk {
+                tag: p.tag,
+                records: p.records,
+            },
+            outputs.len(),
+            p.acks,
+        );
         for i in outputs {
             let o = &mut self.outputs[i];
-            if o.workers.is_empty() {
-                continue;
-            }
             let w = o.next % o.workers.len();
             o.next = o.next.wrapping_add(1);
             metrics::add(&o.metrics.routed_records, n);
-            if o.workers[w].send(chunk.clone()).await.is_err() {
+            if o.workers[w].send(routed.clone()).await.is_err() {
                 metrics::add(&o.metrics.dropped_records, n);
+                routed.finish();
                 crate::error!(
                     "[engine] output {} has stopped: {n} records for it are dropped",
                     o.name

@@ -1,6 +1,7 @@
 //! Builds the running pipeline from a validated configuration and runs it until
 //! shutdown: inputs → engine (filters, chunks, routing) → output workers.
 
+pub mod ack;
 pub mod engine;
 pub mod metrics;
 pub mod output;
@@ -10,6 +11,7 @@ pub mod shutdown;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+pub use ack::AckFn;
 pub use engine::InputBatch;
 pub use shutdown::{Shutdown, ShutdownTrigger};
 
@@ -22,131 +24,40 @@ use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
 use output::{OutputWorker, RetryPolicy};
 use router::Matcher;
 
-/// Properties every input has (Fluent Bit: src/flb_input.c).
+/// Properties of every input, filter and output (Fluent Bit: src/flb_input.c,
+/// src/flb_filter.c, src/flb_output.c).
+#[rustfmt::skip]
+pub const CORE_COMMON_PROPS: &[PropSpec] = &[
+    PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
+    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted with a warning: the service log_level applies)."),
+    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted with a warning: not applied yet)."),
+];
+
+/// Properties of every input.
+#[rustfmt::skip]
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "tag",
-        PropKind::Str,
-        None,
-        "Tag of the records; default is the instance name (random.0).",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
-    PropSpec::new(
-        "mem_buf_limit",
-        PropKind::Size,
-        Some("0"),
-        "Memory buffer limit of this input (accepted; applied by the buffering work).",
-    ),
-    PropSpec::new(
-        "storage.type",
-        PropKind::Enum(&["memory"]),
-        Some("memory"),
-        "Buffering of this input; only memory is supported yet.",
-    ),
-    PropSpec::new(
-        "threaded",
-        PropKind::Bool,
-        Some("false"),
-        "Run the input in its own thread (every input is its own task already).",
-    ),
+    PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
+    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Memory buffer limit of this input (accepted with a warning: not enforced yet)."),
+    PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
+    PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
 ];
 
-/// Properties every filter has (Fluent Bit: src/flb_filter.c).
-pub const CORE_FILTER_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "match",
-        PropKind::Str,
-        None,
-        "Tag pattern of the records to filter (* wildcard).",
-    ),
-    PropSpec::new(
-        "match_regex",
-        PropKind::Str,
-        None,
-        "Regular expression, anchored at the start, on the tag.",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
+/// Properties of every filter and output: which tags they take.
+#[rustfmt::skip]
+pub const CORE_MATCH_PROPS: &[PropSpec] = &[
+    PropSpec::new("match", PropKind::Str, None, "Tag pattern of the records to take (* wildcard, case-sensitive)."),
+    PropSpec::new("match_regex", PropKind::Str, None, "Regular expression on the tag, anchored at the start."),
 ];
 
-/// Properties every output has (Fluent Bit: src/flb_output.c).
+/// Properties of every output.
+#[rustfmt::skip]
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "match",
-        PropKind::Str,
-        None,
-        "Tag pattern of the records to deliver (* wildcard).",
-    ),
-    PropSpec::new(
-        "match_regex",
-        PropKind::Str,
-        None,
-        "Regular expression, anchored at the start, on the tag.",
-    ),
-    PropSpec::new(
-        "alias",
-        PropKind::Str,
-        None,
-        "Name of the instance in logs and metrics.",
-    ),
-    PropSpec::new(
-        "log_level",
-        PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]),
-        None,
-        "Log level of this instance (accepted; the service log_level applies).",
-    ),
-    PropSpec::new(
-        "log_suppress_interval",
-        PropKind::Time,
-        Some("0"),
-        "Suppress repeated log messages for this long (accepted, not applied yet).",
-    ),
-    PropSpec::new(
-        "retry_limit",
-        PropKind::Str,
-        Some("1"),
-        "Retries per chunk: a number > 0, no_limits (or false), or no_retries.",
-    ),
-    PropSpec::new(
-        "workers",
-        PropKind::Int,
-        None,
-        "Number of workers; default depends on the plugin.",
-    ),
+    PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
+    PropSpec::new("workers", PropKind::Int, None, "Number of workers; the default depends on the plugin."),
 ];
+
+/// Core keys accepted for compatibility that do not act yet: setting one is warned about.
+const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval", "mem_buf_limit"];
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 64;
@@ -169,7 +80,27 @@ impl InputSender {
 
     /// Sends records with another tag (tail's per-file tags, for example).
     pub async fn send_tagged(&mut self, tag: Tag, records: Vec<Record>) -> Result<(), PluginError> {
+        self.send_batch(tag, records, None).await
+    }
+
+    /// Sends records and runs `ack` once every output is done with them.
+    pub async fn send_acked(
+        &mut self,
+        tag: Tag,
+        records: Vec<Record>,
+        ack: AckFn,
+    ) -> Result<(), PluginError> {
+        self.send_batch(tag, records, Some(ack)).await
+    }
+
+    async fn send_batch(
+        &mut self,
+        tag: Tag,
+        records: Vec<Record>,
+        ack: Option<AckFn>,
+    ) -> Result<(), PluginError> {
         if records.is_empty() {
+            ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
         metrics::add(&self.metrics.records, records.len() as u64);
@@ -178,6 +109,7 @@ impl InputSender {
                 input: self.input,
                 tag,
                 records,
+                ack,
             })
             .await
             .map_err(|_| PluginError::Closed)
@@ -215,14 +147,21 @@ fn props(
     own: &'static [PropSpec],
     core: &[&'static [PropSpec]],
 ) -> Result<Props, ConfigError> {
-    Props::new(
+    let p = Props::new(
         inst.kind,
         plugin,
         inst.span.clone(),
         own,
         core,
         inst.entries.clone(),
-    )
+    )?;
+    for key in NOT_APPLIED_YET.iter().filter(|k| p.is_set(k)) {
+        crate::warn!(
+            "{}: [config] {plugin}: '{key}' is accepted but not applied yet by agent",
+            p.span_of(key)
+        );
+    }
+    Ok(p)
 }
 
 fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigError {
@@ -251,7 +190,12 @@ impl Pipeline {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, &[CORE_INPUT_PROPS])?;
+            let p = props(
+                inst,
+                plugin.name,
+                plugin.props,
+                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS],
+            )?;
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
@@ -275,7 +219,12 @@ impl Pipeline {
             let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(inst, plugin.name, plugin.props, &[CORE_FILTER_PROPS])?;
+            let p = props(
+                inst,
+                plugin.name,
+                plugin.props,
+                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS],
+            )?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let Some(matcher) = matcher(&p)? else {
@@ -304,9 +253,15 @@ impl Pipeline {
                 unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect())
             })?;
             let core: &[&'static [PropSpec]] = if plugin.net {
-                &[CORE_OUTPUT_PROPS, NET_PROPS, TLS_PROPS]
+                &[
+                    CORE_COMMON_PROPS,
+                    CORE_MATCH_PROPS,
+                    CORE_OUTPUT_PROPS,
+                    NET_PROPS,
+                    TLS_PROPS,
+                ]
             } else {
-                &[CORE_OUTPUT_PROPS]
+                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]
             };
             let p = props(inst, plugin.name, plugin.props, core)?;
             let instance = format!("{}.{id}", plugin.name);
@@ -351,9 +306,12 @@ impl Pipeline {
         })
     }
 
-    /// Runs until `shutdown` fires and everything is delivered, or until the grace
-    /// period ends. Returns the number of records that were not delivered.
-    pub async fn run(self, shutdown: Shutdown) -> u64 {
+    /// Runs until `trigger` fires and everything is delivered, or until the grace
+    /// period ends. An input that fails stops the agent (as a plugin that cannot start
+    /// stops Fluent Bit).
+    pub async fn run(self, trigger: Arc<ShutdownTrigger>) -> RunReport {
+        let shutdown = trigger.subscribe();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let Pipeline {
             config,
             inputs,
@@ -422,9 +380,12 @@ impl Pipeline {
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
             let run = inp.input.run(ctx);
+            let (trigger, failed) = (trigger.clone(), failed.clone());
             tasks.spawn(async move {
                 if let Err(e) = run.await {
                     crate::error!("[input:{plugin}:{name}] {e}");
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    trigger.trigger();
                 }
             });
         }
@@ -448,7 +409,17 @@ impl Pipeline {
                 }
             }
         }
-        let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
-        pending
+        RunReport {
+            pending: output_metrics.iter().map(|m| m.pending_records()).sum(),
+            input_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
+}
+
+/// How a run ended.
+pub struct RunReport {
+    /// Records routed to outputs and neither delivered nor given up on.
+    pub pending: u64,
+    /// An input stopped with an error.
+    pub input_failed: bool,
 }

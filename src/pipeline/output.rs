@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::ack::Routed;
 use super::metrics::{self, OutputMetrics};
 use super::Shutdown;
-use crate::event::Chunk;
 use crate::plugins::{FlushResult, Output};
 
 /// `retry_limit` and the backoff scheduler.
@@ -44,7 +44,7 @@ impl RetryPolicy {
 
 struct Retry {
     at: Instant,
-    chunk: Arc<Chunk>,
+    chunk: Arc<Routed>,
     attempts: u32,
 }
 
@@ -61,7 +61,7 @@ pub struct OutputWorker {
 impl OutputWorker {
     /// Runs until its queue is closed and no retry is left. Once shutdown starts,
     /// pending retries are attempted at once (then every second), as Fluent Bit does.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Chunk>>, mut shutdown: Shutdown) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<Routed>>, mut shutdown: Shutdown) {
         crate::info!(
             "[output:{}:{}] worker #{} started",
             self.plugin,
@@ -104,14 +104,14 @@ impl OutputWorker {
 
     async fn attempt(
         &mut self,
-        chunk: Arc<Chunk>,
+        routed: Arc<Routed>,
         attempts: u32,
         retries: &mut Vec<Retry>,
         rng: &mut fastrand::Rng,
         stopping: bool,
     ) {
-        let n = chunk.records.len() as u64;
-        match self.output.flush(&chunk).await {
+        let n = routed.chunk.records.len() as u64;
+        match self.output.flush(&routed.chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
                 if attempts > 0 {
@@ -138,6 +138,7 @@ impl OutputWorker {
                         "[engine] chunk for {} cannot be retried after {attempts} retries ({e}): {n} records dropped (raise retry_limit to keep retrying)",
                         self.name
                     );
+                    routed.finish();
                     return;
                 }
                 let wait = if stopping {
@@ -154,7 +155,7 @@ impl OutputWorker {
                 );
                 retries.push(Retry {
                     at: Instant::now() + wait,
-                    chunk,
+                    chunk: routed,
                     attempts: attempts + 1,
                 });
             }

@@ -83,19 +83,22 @@ pub trait Output: Send + 'static {
     fn fork(&self) -> Box<dyn Output>;
 }
 
+/// How a plugin is built from its validated properties.
+pub type BuildFn<T> = fn(&Props, &BuildContext) -> Result<Box<T>, ConfigError>;
+
 pub struct InputPlugin {
     /// What users type: `random`.
     pub name: &'static str,
     pub description: &'static str,
     pub props: &'static [PropSpec],
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Input>, ConfigError>,
+    pub build: BuildFn<dyn Input>,
 }
 
 pub struct FilterPlugin {
     pub name: &'static str,
     pub description: &'static str,
     pub props: &'static [PropSpec],
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Filter>, ConfigError>,
+    pub build: BuildFn<dyn Filter>,
 }
 
 pub struct OutputPlugin {
@@ -108,10 +111,14 @@ pub struct OutputPlugin {
     /// (Fluent Bit's `FLB_OUTPUT_NET | FLB_IO_OPT_TLS`).
     pub net: bool,
     /// Builds the first worker; the others are `fork`ed from it.
-    pub build: fn(&Props, &BuildContext) -> Result<Box<dyn Output>, ConfigError>,
+    pub build: BuildFn<dyn Output>,
 }
 
-pub static INPUTS: &[&InputPlugin] = &[&inputs::dummy::PLUGIN, &inputs::random::PLUGIN];
+pub static INPUTS: &[&InputPlugin] = &[
+    &inputs::conntrack::PLUGIN,
+    &inputs::dummy::PLUGIN,
+    &inputs::random::PLUGIN,
+];
 pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN, &outputs::tcp::PLUGIN];
 
@@ -132,4 +139,95 @@ pub fn output(name: &str) -> Option<&'static OutputPlugin> {
         .iter()
         .copied()
         .find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PropKind;
+    use crate::pipeline::{
+        CORE_COMMON_PROPS, CORE_INPUT_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS,
+    };
+
+    /// Every table of every plugin: defaults parse with their kind, names are unique,
+    /// lower-case, and never shadow a core key (`net.*`/`tls.*` included).
+    #[test]
+    fn every_property_table_is_sound() {
+        let core: Vec<PropSpec> = [
+            CORE_COMMON_PROPS,
+            CORE_INPUT_PROPS,
+            CORE_MATCH_PROPS,
+            CORE_OUTPUT_PROPS,
+            crate::net::NET_PROPS,
+            crate::net::TLS_PROPS,
+        ]
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
+        .collect();
+        let core: &[PropSpec] = &core;
+        let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
+            .iter()
+            .map(|p| (p.name, p.props, core))
+            .chain(FILTERS.iter().map(|p| (p.name, p.props, core)))
+            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, core)))
+            .chain([
+                ("core", core, &[][..]),
+                ("service", crate::config::service::SERVICE_PROPS, &[][..]),
+                ("downstream", crate::net::DOWNSTREAM_NET_PROPS, &[][..]),
+            ])
+            .collect();
+        for (plugin, own, core) in tables {
+            for (i, spec) in own.iter().enumerate() {
+                assert_eq!(
+                    spec.name,
+                    spec.name.to_ascii_lowercase(),
+                    "{plugin}: {}",
+                    spec.name
+                );
+                assert!(
+                    !own[..i].iter().any(|s| s.name == spec.name),
+                    "{plugin}: {} twice",
+                    spec.name
+                );
+                assert!(
+                    !core.iter().any(|s| s.name == spec.name),
+                    "{plugin}: {} shadows a core key",
+                    spec.name
+                );
+                assert!(
+                    !spec.desc.is_empty(),
+                    "{plugin}: {} has no description",
+                    spec.name
+                );
+                if let Some(d) = spec.default {
+                    assert!(
+                        spec.kind.check(d),
+                        "{plugin}: default '{d}' of {} is not a valid {:?}",
+                        spec.name,
+                        spec.kind
+                    );
+                }
+                if spec.kind == PropKind::Multi {
+                    assert!(
+                        spec.default.is_none(),
+                        "{plugin}: multi property {} with a default",
+                        spec.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_names_are_unique_and_found_case_insensitively() {
+        let mut names: Vec<&str> = INPUTS.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), INPUTS.len());
+        assert!(input("RANDOM").is_some());
+        assert!(output("Stdout").is_some());
+        assert!(filter("record_modifier").is_some());
+        assert!(input("nope").is_none());
+    }
 }

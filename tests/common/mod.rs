@@ -3,6 +3,8 @@
 //! sleep), stops it with a signal and returns what came out.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -88,7 +90,7 @@ impl Agent {
     }
 
     /// Starts `agent -c <conf>` inside the network namespace `ns`.
-    pub fn start_in_netns(conf: &str, ns: &NetNs) -> Agent {
+    pub fn start_in_netns(conf: &str, ns: &netns::NetNs) -> Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);
         let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
@@ -372,50 +374,6 @@ impl Drop for TcpCollector {
         self.stop.store(true, Ordering::SeqCst);
         // Unblocks accept() so the thread sees `stop`.
         let _ = TcpStream::connect(self.addr);
-    }
-}
-
-/// A network namespace with its loopback up, deleted on drop. Needs root and `ip`.
-pub struct NetNs {
-    pub name: String,
-}
-
-fn run_ok(prog: &str, args: &[&str]) {
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{prog}: {e}"));
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl NetNs {
-    pub fn new(tag: &str) -> NetNs {
-        let name = format!("agent-{tag}-{}", std::process::id());
-        // A namespace left over by a killed run of the same test.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run_ok("ip", &["netns", "add", &name]);
-        let ns = NetNs { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs a command inside the namespace; panics if it fails.
-    pub fn exec(&self, cmd: &[&str]) {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
-        args.extend_from_slice(cmd);
-        run_ok("ip", &args);
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
     }
 }
 

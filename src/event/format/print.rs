@@ -10,16 +10,15 @@ use super::json::write_padded;
 /// One record as `stdout` prints it, newline included:
 /// `[{index}] {tag}: [[{sec}.{nsec:09}, {metadata}], {body}]\n`.
 ///
-/// As in Fluent Bit (`printf("%"PRId32".%09lu, ", (int32_t) tv_sec, tv_nsec)`), the seconds
-/// are cast to a signed 32-bit integer, so times from 2038-01-19 on print negative. The
-/// index restarts at 0 with every flush; the caller counts.
+/// As in Fluent Bit 5.1.1 (`printf("%"PRId64".%09lu, ", sec, nsec)`; older versions cast
+/// the seconds to 32 bits). The index restarts at 0 with every flush; the caller counts.
 pub fn write_print_record(out: &mut Vec<u8>, index: usize, tag: &str, rec: &Record) {
     out.push(b'[');
     out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
     out.extend_from_slice(b"] ");
     out.extend_from_slice(tag.as_bytes());
     out.extend_from_slice(b": [[");
-    out.extend_from_slice(itoa::Buffer::new().format(rec.time.secs as i32).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(rec.time.secs).as_bytes());
     out.push(b'.');
     write_padded(out, rec.time.nanos as u64, 9);
     out.extend_from_slice(b", ");
@@ -176,10 +175,10 @@ mod tests {
             line(0, "t", &rec(5, 7, vec![])),
             "[0] t: [[5.000000007, {}], {}]\n"
         );
-        // (int32_t) tv_sec
+        // 64-bit seconds: no 2038 wrap.
         assert_eq!(
             line(0, "t", &rec(2_147_483_648, 1, vec![])),
-            "[0] t: [[-2147483648.000000001, {}], {}]\n"
+            "[0] t: [[2147483648.000000001, {}], {}]\n"
         );
         assert_eq!(
             line(0, "t", &rec(-1, 0, vec![])),

@@ -1,5 +1,6 @@
 //! Inputs, one module per Fluent Bit name.
 
+pub mod conntrack;
 pub mod dummy;
 pub mod random;
 

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# make bench: throughput and peak RSS of the agent's hot paths (see scripts/bench.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 scripts/bench.py

@@ -1,0 +1,83 @@
+//! Delivery acknowledgements back to inputs: an input that must not lose data (tail's
+//! offsets, later acked protocols) attaches an ack to a batch; it runs once every output
+//! the records were routed to has finished with them — delivered, or given up on after
+//! an error or the last retry (counted as dropped). It never runs for records still
+//! buffered when the agent exits, so those are read again on the next start.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::event::Chunk;
+
+/// Runs when the records it was attached to are finished with.
+pub type AckFn = Box<dyn FnOnce() + Send>;
+
+/// A chunk on its way to outputs, with what to run once all of them are done.
+pub struct Routed {
+    pub chunk: Chunk,
+    completion: Option<Completion>,
+}
+
+struct Completion {
+    remaining: AtomicUsize,
+    acks: Mutex<Vec<AckFn>>,
+}
+
+impl Routed {
+    /// A chunk sent to `routes` outputs; `acks` run after the last one finishes.
+    pub fn new(chunk: Chunk, routes: usize, acks: Vec<AckFn>) -> Arc<Routed> {
+        let completion = (!acks.is_empty()).then(|| Completion {
+            remaining: AtomicUsize::new(routes),
+            acks: Mutex::new(acks),
+        });
+        Arc::new(Routed { chunk, completion })
+    }
+
+    /// One output is done with the chunk (delivered or gave up). Call exactly once per route.
+    pub fn finish(&self) {
+        let Some(c) = &self.completion else { return };
+        if c.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let acks = std::mem::take(&mut *c.acks.lock().unwrap_or_else(|e| e.into_inner()));
+            acks.into_iter().for_each(|ack| ack());
+        }
+    }
+}
+
+/// Runs acks now (records with no route, or all removed by a filter).
+pub fn run_now(acks: Vec<AckFn>) {
+    acks.into_iter().for_each(|ack| ack());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn acks_run_once_after_the_last_route() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let acks: Vec<AckFn> = (0..2)
+            .map(|_| {
+                let h = hits.clone();
+                Box::new(move || {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }) as AckFn
+            })
+            .collect();
+        let r = Routed::new(
+            Chunk {
+                tag: Arc::from("t"),
+                records: vec![],
+            },
+            3,
+            acks,
+        );
+        r.finish();
+        r.finish();
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "one route still busy");
+        r.finish();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        drop(r);
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "dropping does not ack");
+    }
+}

@@ -1,0 +1,230 @@
+//! Every bad configuration stops the agent before anything runs (exit 1, nothing on
+//! stdout) with `file:line`, what is wrong, and how to fix it.
+
+mod common;
+use common::*;
+
+/// Writes `conf` as `c.conf` in a temp dir, runs `agent -c c.conf --dry-run` from that
+/// dir; returns (exit code, log lines without timestamps).
+fn check(conf: &str) -> (Option<i32>, Vec<String>) {
+    let dir = Dir::new();
+    dir.file("c.conf", conf);
+    let o = run(&["-c", "c.conf", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.stdout, "", "nothing may run");
+    (o.code, log_lines(&o.stderr))
+}
+
+/// Asserts exit 1 with exactly `error` (and `help`, when given) as the first lines.
+fn fails(conf: &str, error: &str, help: Option<&str>) {
+    let (code, lines) = check(conf);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(lines[0], format!("[error] {error}"), "{lines:#?}");
+    if let Some(help) = help {
+        assert_eq!(lines[1], format!("[ help] {help}"), "{lines:#?}");
+    }
+    assert_eq!(
+        lines.last().unwrap(),
+        "[error] configuration file contains errors, aborting."
+    );
+}
+
+const OUT: &str = "[OUTPUT]\n    name stdout\n    match *\n";
+
+#[test]
+fn unknown_plugin_names() {
+    fails(
+        &format!("[INPUT]\n    name no_such_plugin\n{OUT}"),
+        "c.conf:1: [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist",
+        Some("available input plugins: conntrack, dummy, random; list them with: agent -h"),
+    );
+    fails(
+        "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
+        "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
+        Some("did you mean 'stdout'? available output plugins: stdout, tcp; list them with: agent -h"),
+    );
+    fails(
+        &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),
+        "c.conf:3: [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist",
+        None,
+    );
+}
+
+#[test]
+fn missing_name() {
+    fails(
+        &format!("[INPUT]\n    tag x\n{OUT}"),
+        "c.conf:1: [config] section 'input' is missing the 'name' property",
+        Some("add a line such as 'Name random' to the [INPUT] section"),
+    );
+}
+
+#[test]
+fn unknown_property_lists_allowed_and_suggests() {
+    fails(
+        &format!("[INPUT]\n    name random\n    sample 3\n{OUT}"),
+        "c.conf:3: [config] random: unknown configuration property 'sample'. The following properties are allowed: samples, interval_sec, and interval_nsec.",
+        Some("did you mean 'samples'? try the command: agent -i random -h"),
+    );
+    fails(
+        "[INPUT]\n    name random\n[OUTPUT]\n    name stdout\n    match *\n    no_such_property 42\n",
+        "c.conf:6: [config] stdout: unknown configuration property 'no_such_property'. The following properties are allowed: format, json_date_format, and json_date_key.",
+        Some("try the command: agent -o stdout -h"),
+    );
+}
+
+#[test]
+fn property_set_twice() {
+    fails(
+        &format!("[INPUT]\n    name random\n    samples 3\n    Samples 4\n{OUT}"),
+        "c.conf:4: [config] random: configuration property 'samples' is set 2 times (first at c.conf:3)",
+        Some("remove one of the two 'samples' lines"),
+    );
+}
+
+#[test]
+fn bad_values_by_type() {
+    fails(
+        &format!("[INPUT]\n    name dummy\n    fixed_timestamp maybe\n{OUT}"),
+        "c.conf:3: [config] dummy: invalid value 'maybe' for property 'fixed_timestamp': expected a boolean: on, off, true, false, yes or no",
+        None,
+    );
+    fails(
+        &format!("[INPUT]\n    name dummy\n    mem_buf_limit 5MiB\n{OUT}"),
+        "c.conf:3: [config] dummy: invalid value '5MiB' for property 'mem_buf_limit': expected a size such as 512, 32k, 5M or 1G (decimal units)",
+        None,
+    );
+    fails(
+        &format!("[INPUT]\n    name random\n    samples many\n{OUT}"),
+        "c.conf:3: [config] random: invalid value 'many' for property 'samples': expected an integer such as 5 or -1",
+        None,
+    );
+    fails(
+        &format!("[INPUT]\n    name random\n{OUT}    retry_limit sometimes\n"),
+        "c.conf:6: [config] stdout: invalid value 'sometimes' for property 'retry_limit': expected a number > 0, no_limits, false or no_retries",
+        None,
+    );
+    fails(
+        &format!("[SERVICE]\n    flush soon\n[INPUT]\n    name random\n{OUT}"),
+        "c.conf:2: [config] service: invalid value 'soon' for property 'flush': expected a number such as 1 or 0.5",
+        None,
+    );
+    fails(
+        &format!("[INPUT]\n    name dummy\n    dummy {{\"message\": oops}}\n{OUT}"),
+        "c.conf:3: [config] dummy: invalid value '{\"message\": oops}' for property 'dummy': expected a JSON object such as {\"message\":\"dummy\"}",
+        None,
+    );
+    fails(
+        &format!("[INPUT]\n    name stdin_not_here\n{OUT}"),
+        "c.conf:1: [config] section 'stdin_not_here' tried to instance a plugin name that doesn't exist",
+        None,
+    );
+}
+
+#[test]
+fn filter_without_match() {
+    fails(
+        &format!(
+            "[INPUT]\n    name random\n[FILTER]\n    name record_modifier\n    record a b\n{OUT}"
+        ),
+        "c.conf:3: [filter] NO match rule for record_modifier.0 filter instance",
+        Some("add 'Match *' (or a tag pattern, or 'Match_Regex') to the [FILTER] section"),
+    );
+}
+
+#[test]
+fn indentation_errors_keep_fluent_bits_texts() {
+    let (code, lines) = check("[INPUT]\n    name random\n[OUTPUT]\n      name stdout\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        lines[0].starts_with(
+            "[error] c.conf:4: [config] extra indentation level found: invalid indentation level"
+        ),
+        "{lines:#?}"
+    );
+    let (_, lines) = check("[INPUT]\n    name random\n  samples 1\n");
+    assert!(
+        lines[0].starts_with(
+            "[error] c.conf:3: [config] indentation level is too low: invalid indentation level"
+        ),
+        "{lines:#?}"
+    );
+    let (_, lines) = check("[INPUT]\n    name random\n\t   samples 1\n");
+    assert!(lines[0].starts_with("[error] c.conf:3: [config] inconsistent use of tab and space: invalid indentation level"), "{lines:#?}");
+    assert!(lines[0].contains("set by line 2"), "{lines:#?}");
+}
+
+#[test]
+fn line_grammar_errors() {
+    let (code, lines) = check("[INPUT\n    name random\n");
+    assert_eq!(code, Some(1));
+    assert_eq!(lines[0], "[error] c.conf:1: [config] bad header definition (a section header needs a closing ']', e.g. [INPUT])");
+    let (_, lines) = check("[INPUT]\n    name\trandom\n");
+    assert!(
+        lines[0].starts_with(
+            "[error] c.conf:2: [config] undefined value - check config is in valid classic format"
+        ),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn missing_include_names_the_file() {
+    let (code, lines) = check("@INCLUDE nothere.conf\n[INPUT]\n    name random\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        lines[0].starts_with("[error] c.conf:1: [config] I cannot open nothere.conf file"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn unknown_service_key_is_a_warning_not_silence() {
+    let (code, lines) = check(&format!(
+        "[SERVICE]\n    flsh 1\n    http_server on\n[INPUT]\n    name random\n{OUT}"
+    ));
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(lines.contains(&"[ warn] c.conf:2: [config] service: unknown property 'flsh' is ignored (did you mean 'flush'?)".to_string()), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("[ warn] c.conf:3: [config] service: 'http_server' is a Fluent Bit setting that agent does not support yet")), "{lines:#?}");
+    assert_eq!(lines.last().unwrap(), "configuration test is successful");
+}
+
+#[test]
+fn includes_set_and_env_build_the_pipeline() {
+    // @INCLUDE relative to the main file's dir, @SET used before its definition,
+    // ${VAR} from the environment and ${VAR:-default}, CRLF line ends.
+    let dir = Dir::new();
+    dir.file("conf/outputs.conf", "[OUTPUT]\r\n    name stdout\r\n    match ${TAG}\r\n    format ${FMT:-json_lines}\r\n    json_date_key false\r\n");
+    dir.file(
+        "conf/main.conf",
+        "[INPUT]\r\n    name dummy\r\n    tag ${TAG}\r\n    samples 1\r\n    dummy {\"who\":\"${WHO}\"}\r\n@INCLUDE outputs.conf\r\n@SET TAG=from_set\r\n[SERVICE]\r\n    flush 0.2\r\n",
+    );
+    let mut a = {
+        let out = dir.path().join("agent.stdout");
+        let err = dir.path().join("agent.stderr");
+        let child = std::process::Command::new(BIN)
+            .args(["-c", "conf/main.conf"])
+            .current_dir(dir.path())
+            .env("WHO", "env-user")
+            .env("FMT", "")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        (child, out, err)
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::fs::read_to_string(&a.1).unwrap().lines().count() < 1 {
+        assert!(
+            std::time::Instant::now() < end,
+            "{}",
+            std::fs::read_to_string(&a.2).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(a.0.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&a.1).unwrap(),
+        "{\"who\":\"env-user\"}\n"
+    );
+}
