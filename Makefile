@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONF ?= conf/random-stdout.conf
 
-.PHONY: build release run test bench fmt lint
+.PHONY: build release run test bench demo fmt lint
 
 build:
 	$(CARGO) build
@@ -18,9 +18,14 @@ run: build
 test:
 	$(CARGO) test --all-targets
 
-# Throughput and peak memory of random/dummy -> stdout json_lines into /dev/null.
+# Throughput and peak memory of random/dummy -> stdout into /dev/null and -> tcp into a
+# loopback sink.
 bench: release
 	scripts/bench.sh
+
+# The networking demo: conf/fluent-bit.conf -> tcp -> nc -l 127.0.0.1 9090.
+demo: build
+	AGENT=./target/debug/agent scripts/netcat-demo.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -229,6 +229,53 @@ fn connect_timeout_against_a_destination_that_drops_syns() {
     );
 }
 
+/// `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over /etc/hosts; removed on drop.
+struct NetNsHosts(std::path::PathBuf);
+
+impl NetNsHosts {
+    fn new(ns: &netns::NetNs, hosts: &str) -> NetNsHosts {
+        let dir = std::path::Path::new("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), hosts).unwrap();
+        NetNsHosts(dir)
+    }
+}
+
+impl Drop for NetNsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn every_resolved_address_is_tried_in_the_preferred_order() {
+    let ns = netns::NetNs::new("dns");
+    let _hosts = NetNsHosts::new(&ns, "::1 multi.test\n127.0.0.1 multi.test\n");
+    // Listens on 127.0.0.1 inside the namespace only: [::1] refuses.
+    let sink = ns.run_in(TcpCollector::start);
+    let port = sink.port();
+    for (prefer, tried_v6_first) in [("net.dns.prefer_ipv6", true), ("net.dns.prefer_ipv4", false)] {
+        let mut a = Agent::start_in_netns(
+            &format!(
+                "[SERVICE]\n    log_level debug\n{}",
+                conf(
+                    &dummy(1, 1),
+                    &format!("    host multi.test\n    port {port}\n    format json_lines\n    {prefer} on\n")
+                )
+            ),
+            &ns,
+        );
+        a.wait_log("is connected", T);
+        let o = a.stop(T);
+        let refused = format!("connection #1 to [::1]:{port} failed");
+        assert_eq!(o.stderr.contains(&refused), tried_v6_first, "{prefer}: {}", o.stderr);
+        assert!(!o.stderr.contains("[error]"), "{}", o.stderr);
+    }
+    let conns = sink.wait_lines(2, T);
+    assert_eq!(conns.len(), 2);
+    assert!(conns.iter().all(|c| c.peer.ip() == "127.0.0.1".parse::<IpAddr>().unwrap()));
+}
+
 #[test]
 fn io_timeout_fails_a_write_to_a_peer_that_stopped_reading() {
     let sink = TcpCollector::with_mode(Mode::Stalled);
