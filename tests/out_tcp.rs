@@ -254,7 +254,10 @@ fn every_resolved_address_is_tried_in_the_preferred_order() {
     // Listens on 127.0.0.1 inside the namespace only: [::1] refuses.
     let sink = ns.run_in(TcpCollector::start);
     let port = sink.port();
-    for (prefer, tried_v6_first) in [("net.dns.prefer_ipv6", true), ("net.dns.prefer_ipv4", false)] {
+    for (prefer, tried_v6_first) in [
+        ("net.dns.prefer_ipv6", true),
+        ("net.dns.prefer_ipv4", false),
+    ] {
         let mut a = Agent::start_in_netns(
             &format!(
                 "[SERVICE]\n    log_level debug\n{}",
@@ -268,12 +271,19 @@ fn every_resolved_address_is_tried_in_the_preferred_order() {
         a.wait_log("is connected", T);
         let o = a.stop(T);
         let refused = format!("connection #1 to [::1]:{port} failed");
-        assert_eq!(o.stderr.contains(&refused), tried_v6_first, "{prefer}: {}", o.stderr);
+        assert_eq!(
+            o.stderr.contains(&refused),
+            tried_v6_first,
+            "{prefer}: {}",
+            o.stderr
+        );
         assert!(!o.stderr.contains("[error]"), "{}", o.stderr);
     }
     let conns = sink.wait_lines(2, T);
     assert_eq!(conns.len(), 2);
-    assert!(conns.iter().all(|c| c.peer.ip() == "127.0.0.1".parse::<IpAddr>().unwrap()));
+    assert!(conns
+        .iter()
+        .all(|c| c.peer.ip() == "127.0.0.1".parse::<IpAddr>().unwrap()));
 }
 
 #[test]

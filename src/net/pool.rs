@@ -181,10 +181,12 @@ impl<C> PoolCore<C> {
     }
 
     /// Open connections: busy, idle and being connected.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open
     }
 
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         self.idle.len()
     }

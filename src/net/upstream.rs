@@ -255,11 +255,6 @@ impl Upstream {
         }
     }
 
-    /// `host:port`.
-    pub fn addr(&self) -> &str {
-        &self.inner.addr
-    }
-
     /// A connection for one flush: an idle one that is still alive, else a new one.
     pub async fn get(&self) -> Result<PooledConn, NetError> {
         let inner = &self.inner;
@@ -285,6 +280,11 @@ impl Upstream {
                     inner.log_close(meta, CloseReason::PeerClosed);
                 }
                 Take::Connect(meta) => {
+                    // Gives the slot back if this future is dropped mid-connect.
+                    let slot = Reservation {
+                        inner,
+                        meta: Some(meta),
+                    };
                     let opened = tokio::time::timeout_at(deadline, inner.open(meta.id)).await;
                     let result = match opened {
                         Ok(Ok(stream)) => Ok(stream),
@@ -297,6 +297,7 @@ impl Upstream {
                     };
                     return match result {
                         Ok(stream) => {
+                            slot.keep();
                             inner.report_up();
                             crate::debug!(
                                 "[upstream] KA connection #{} to {} is connected",
@@ -306,8 +307,7 @@ impl Upstream {
                             Ok(PooledConn::new(inner.clone(), stream, meta))
                         }
                         Err(e) => {
-                            inner.core().discard(meta);
-                            inner.released.notify_one();
+                            drop(slot);
                             inner.report_failure(&e);
                             Err(e)
                         }
@@ -325,7 +325,8 @@ impl Upstream {
         }
     }
 
-    /// Open connections (busy, idle and connecting), for tests and metrics.
+    /// Open connections (busy, idle and connecting).
+    #[cfg(test)]
     pub fn open_connections(&self) -> usize {
         self.inner.core().open()
     }
@@ -477,6 +478,28 @@ impl Inner {
     }
 }
 
+/// A connection slot reserved while connecting: released unless the connection is made.
+struct Reservation<'a> {
+    inner: &'a Inner,
+    meta: Option<ConnMeta>,
+}
+
+impl Reservation<'_> {
+    /// The connection exists: its [`PooledConn`] owns the slot now.
+    fn keep(mut self) {
+        self.meta = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(meta) = self.meta.take() {
+            self.inner.core().discard(meta);
+            self.inner.released.notify_one();
+        }
+    }
+}
+
 /// Closes a connection that carries nothing: unread bytes are drained first, so the
 /// kernel sends a FIN rather than a reset.
 fn close(mut stream: Stream) {
@@ -539,15 +562,6 @@ impl PooledConn {
     /// `#N` of this connection in log lines.
     pub fn id(&self) -> u64 {
         self.meta.id
-    }
-
-    /// The local address, for tests and logs.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream
-            .as_ref()
-            .map_or(Err(io::ErrorKind::NotConnected.into()), |s| {
-                s.tcp().local_addr()
-            })
     }
 
     /// Writes all of `buf`; returns once the last byte is handed to the kernel.
@@ -768,6 +782,52 @@ mod tests {
         let e = up.get().await.map(|c| c.id()).unwrap_err();
         assert!(matches!(e, NetError::Exhausted { max: 1, .. }), "{e}");
         drop(held);
+    }
+
+    /// A listener whose accept queue is full: the kernel drops further SYNs, so a
+    /// connect to it hangs.
+    fn full_listener() -> (socket2::Socket, Vec<socket2::Socket>, u16) {
+        use socket2::{Domain, Socket, Type};
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        l.listen(0).unwrap();
+        let addr = l.local_addr().unwrap();
+        let fillers = (0..3)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr);
+                s
+            })
+            .collect();
+        (l, fillers, addr.as_socket().unwrap().port())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_connect_gives_its_slot_back() {
+        let (_l, _fillers, port) = full_listener();
+        let up = Upstream::new(
+            "127.0.0.1",
+            port,
+            NetSetup {
+                max_connections: Some(1),
+                ..net()
+            },
+            None,
+        );
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), up.get()).await;
+        assert!(cancelled.is_err(), "the connect should hang");
+        assert_eq!(up.open_connections(), 0);
+        // The connect timeout itself, with the slot back as well.
+        let e = up.get().await.map(|c| c.id()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "connection #2 to 127.0.0.1:{port} timed out after 5 seconds (connection timeout)"
+            )
+        );
+        assert_eq!(up.open_connections(), 0);
     }
 
     #[tokio::test]
