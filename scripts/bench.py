@@ -9,7 +9,7 @@ has sent all samples and the SIGTERM shutdown has flushed the rest, so the time 
 every record formatted and written. Baseline: `yes LINE | head -n N > /dev/null`,
 the cost of moving the same number of lines through a pipe with no formatting.
 """
-import os, resource, signal, socket, subprocess, sys, tempfile, threading, time
+import os, signal, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.environ.get("AGENT", os.path.join(ROOT, "target/release/agent"))
@@ -78,7 +78,6 @@ def run_case(name, input_conf, n):
         err_path = os.path.join(d, "err")
         with open(path, "w") as f:
             f.write(conf)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         with open(os.devnull, "w") as out, open(err_path, "w") as err:
             p = subprocess.Popen([AGENT, "-c", path], stdout=out, stderr=err)
@@ -87,17 +86,19 @@ def run_case(name, input_conf, n):
                     sys.exit(f"agent exited early:\n{open(err_path).read()}")
                 time.sleep(0.01)
             p.send_signal(signal.SIGTERM)
-            p.wait()
+            # This child's own usage: RUSAGE_CHILDREN's maxrss is the largest of all
+            # children so far, which would carry one case's peak into the next.
+            _, _, usage = os.wait4(p.pid, 0)
+            p.returncode = 0
         elapsed = time.monotonic() - t
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         log = open(err_path).read()
         if "service has stopped (0 pending tasks)" not in log:
             sys.exit(f"records were not all delivered:\n{log}")
     # The agent closed its connections at exit; the sink has read what was written.
     if sink and fmt == "json_lines" and sink.wait_lines(n) != n:
         sys.exit(f"the tcp sink received {sink.lines} lines, expected {n}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return n / elapsed, n / cpu, after.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return n / elapsed, n / cpu, usage.ru_maxrss / 1024
 
 
 def main():
