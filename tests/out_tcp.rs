@@ -498,6 +498,17 @@ impl TlsServer {
         version: &'static rustls::SupportedProtocolVersion,
         client_auth: bool,
     ) -> TlsServer {
+        TlsServer::start_with(pki, version, client_auth, false)
+    }
+
+    /// `close_after_first_read`: close each connection (close_notify, then FIN) once it
+    /// delivered its first bytes.
+    fn start_with(
+        pki: &Pki,
+        version: &'static rustls::SupportedProtocolVersion,
+        client_auth: bool,
+        close_after_first_read: bool,
+    ) -> TlsServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[version])
@@ -563,6 +574,11 @@ impl TlsServer {
                         record.lock().unwrap()[index]
                             .bytes
                             .extend_from_slice(&buf[..n]);
+                        if close_after_first_read {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = tls.shutdown().await;
+                            break;
+                        }
                     }
                 });
             }
@@ -722,4 +738,30 @@ fn an_unknown_ca_is_rejected_unless_verify_is_off() {
     // The target is an IP address and no tls.vhost is set: no SNI.
     let ok: Vec<_> = conns.iter().filter(|c| !c.bytes.is_empty()).collect();
     assert_eq!(ok[0].sni, None);
+}
+
+#[test]
+fn a_tls_peer_that_closed_an_idle_connection_gets_the_next_flush_on_a_new_one() {
+    let pki = Pki::new();
+    let server = TlsServer::start_with(&pki, &rustls::version::TLS13, false, true);
+    let a = Agent::start(&conf(
+        &dummy(3, 2),
+        &tls_output(
+            &server,
+            "localhost",
+            &format!("    tls.ca_file {}\n", pki.path("ca.pem")),
+        ),
+    ));
+    let conns = server.wait("3 records on 3 connections", |c| {
+        c.iter()
+            .filter(|c| c.bytes.ends_with(b"\"message\":\"dummy\"}\n"))
+            .count()
+            == 3
+    });
+    let o = a.stop(T);
+    assert!(!o.stderr.contains("failed to flush"), "{}", o.stderr);
+    assert_eq!(conns.len(), 3);
+    for c in &conns {
+        assert_dummy_lines(&String::from_utf8_lossy(&c.bytes), 1);
+    }
 }

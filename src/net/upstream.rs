@@ -27,20 +27,21 @@
 //! → another, failing → up); every failed flush still returns a retry to the engine.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls;
 
 use super::pool::{CloseReason, ConnMeta, Limits, PoolCore, Take};
 use super::props::NetSetup;
@@ -93,7 +94,8 @@ fn secs(d: Duration) -> String {
     format!("{}", d.as_secs_f64())
 }
 
-/// A plain or TLS connection.
+/// A plain or TLS connection. Writes go through tokio; nothing reads from it but the
+/// liveness check, which uses system calls directly.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -102,35 +104,28 @@ pub enum Stream {
 impl Stream {
     /// Whether the peer has neither closed nor reset the connection. Bytes the peer sent
     /// meanwhile (TLS session tickets, say) are read and dropped: a sink never answers.
-    /// The check is a `MSG_PEEK` system call, not tokio's cached readiness, so a close
-    /// that arrived a moment ago is seen even before the reactor has noticed it.
+    /// Everything here is a direct non-blocking system call (`MSG_PEEK`, `recv`), not
+    /// tokio's cached readiness, so a close that arrived a moment ago is seen even before
+    /// the reactor has noticed it.
     fn is_alive(&mut self) -> bool {
-        let mut scratch = [MaybeUninit::<u8>::uninit(); 1024];
+        let mut peek = [MaybeUninit::<u8>::uninit(); 1];
+        let mut buf = [0u8; 4096];
         // Bounded: a peer that keeps talking is alive.
         for _ in 0..64 {
-            match SockRef::from(self.tcp()).peek(&mut scratch[..1]) {
+            match SockRef::from(self.tcp()).peek(&mut peek) {
                 Ok(0) => return false,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(_) => return false,
             }
-            match self {
-                Stream::Plain(s) => {
-                    if SockRef::from(&*s).recv(&mut scratch).is_err() {
-                        return false;
-                    }
-                }
-                // TLS bytes go through rustls: tickets are absorbed, close_notify is EOF.
-                Stream::Tls(s) => {
-                    let mut cx = Context::from_waker(Waker::noop());
-                    let mut buf = [0u8; 1024];
-                    let mut buf = ReadBuf::new(&mut buf);
-                    match Pin::new(s.as_mut()).poll_read(&mut cx, &mut buf) {
-                        Poll::Pending => return true,
-                        Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => return false,
-                    }
+            let n = match (&*SockRef::from(self.tcp())).read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            // TLS bytes go through rustls: tickets are absorbed, close_notify ends it.
+            if let Stream::Tls(s) = self {
+                if !tls_absorb(s.get_mut().1, &buf[..n]) {
+                    return false;
                 }
             }
         }
@@ -145,17 +140,30 @@ impl Stream {
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// Feeds bytes read off the socket to rustls; false when they close or break the session.
+fn tls_absorb(conn: &mut rustls::ClientConnection, mut bytes: &[u8]) -> bool {
+    let mut plain = [0u8; 4096];
+    while !bytes.is_empty() {
+        if conn.read_tls(&mut bytes).is_err() {
+            return false;
+        }
+        let state = match conn.process_new_packets() {
+            Ok(state) => state,
+            Err(_) => return false,
+        };
+        if state.peer_has_closed() {
+            return false;
+        }
+        // Application data from a sink is unexpected; drop it.
+        let mut left = state.plaintext_bytes_to_read();
+        while left > 0 {
+            match conn.reader().read(&mut plain) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
         }
     }
+    true
 }
 
 impl AsyncWrite for Stream {
