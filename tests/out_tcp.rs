@@ -227,6 +227,25 @@ fn connect_timeout_against_a_destination_that_drops_syns() {
         "{}",
         o.stderr
     );
+    // net.connect_timeout_log_error off: the timeout is a debug message; still retried.
+    let mut a = Agent::start_in_netns(
+        &conf(
+            &dummy(1, 1),
+            "    host 127.0.0.1\n    port 5999\n    format json_lines\n    net.connect_timeout 1\n    net.connect_timeout_log_error off\n    retry_limit 5\n",
+        ),
+        &ns,
+    );
+    a.wait_until(T, "2 retries", |_, e| {
+        count(e, "failed to flush chunk") >= 2
+    });
+    let o = a.stop(T);
+    assert_eq!(count(&o.stderr, "[error] [upstream]"), 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("timed out after 1 seconds (connection timeout)), retry in"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// `/etc/netns/<ns>/hosts`, which `ip netns exec` mounts over /etc/hosts; removed on drop.
