@@ -22,6 +22,11 @@ test:
 # loopback sink.
 bench: release
 	scripts/bench.sh
+	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi
+
+# Flow logs from real traffic in a throw-away network namespace (root).
+demo: build
+	scripts/demo.sh
 
 # The networking demo: conf/fluent-bit.conf -> tcp -> nc -l 127.0.0.1 9090.
 demo: build

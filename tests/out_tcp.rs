@@ -499,6 +499,7 @@ impl Pki {
 struct TlsConn {
     sni: Option<String>,
     version: Option<rustls::ProtocolVersion>,
+    suite: Option<String>,
     client_cert: Option<CertificateDer<'static>>,
     bytes: Vec<u8>,
     error: Option<String>,
@@ -580,6 +581,10 @@ impl TlsServer {
                         all.push(TlsConn {
                             sni: conn.server_name().map(str::to_string),
                             version: conn.protocol_version(),
+                            suite: conn
+                                .negotiated_cipher_suite()
+                                .and_then(|s| s.suite().as_str())
+                                .map(str::to_string),
                             client_cert: conn.peer_certificates().and_then(|c| c.first().cloned()),
                             ..TlsConn::default()
                         });
@@ -672,8 +677,8 @@ fn tls12_with_a_client_certificate() {
             &server,
             "localhost",
             &format!(
-                "    tls.ca_file {}\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ciphers ECDHE-ECDSA-AES128-GCM-SHA256\n",
-                pki.path("ca.pem"),
+                "    tls.ca_path {}\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ciphers ECDHE-ECDSA-AES128-GCM-SHA256\n",
+                pki.dir.path().display(),
                 pki.path("client.pem"),
                 pki.path("client.key")
             ),
@@ -682,6 +687,11 @@ fn tls12_with_a_client_certificate() {
     let conns = server.wait("a record", delivered);
     a.stop(T);
     assert_eq!(conns[0].version, Some(rustls::ProtocolVersion::TLSv1_2));
+    // The one suite tls.ciphers allows (of the server's default list).
+    assert_eq!(
+        conns[0].suite.as_deref(),
+        Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+    );
     // host is a name: it is the SNI.
     assert_eq!(conns[0].sni.as_deref(), Some("localhost"));
     assert_eq!(conns[0].client_cert.as_ref(), Some(&pki.client_der));
@@ -782,5 +792,52 @@ fn a_tls_peer_that_closed_an_idle_connection_gets_the_next_flush_on_a_new_one() 
     assert_eq!(conns.len(), 3);
     for c in &conns {
         assert_dummy_lines(&String::from_utf8_lossy(&c.bytes), 1);
+    }
+}
+
+#[test]
+fn tls_settings_that_cannot_be_honoured_are_config_errors() {
+    let pki = Pki::new();
+    let key = pki.dir.file(
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let empty = Dir::new();
+    let (crt, ca) = (pki.path("client.pem"), pki.path("ca.pem"));
+    let cases = [
+        (
+            format!("    tls.crt_file {crt}\n    tls.key_file {}\n    tls.key_passwd secret\n", key.display()),
+            ":10: [config] tcp: invalid value 'secret' for property 'tls.key_passwd': expected an unencrypted key: agent cannot decrypt private keys",
+        ),
+        (
+            format!("    tls.crt_file {crt}\n"),
+            ":8: [config] tcp: invalid value '",
+        ),
+        (
+            format!("    tls.ca_path {}\n", empty.path().display()),
+            ":8: [config] tcp: invalid value '",
+        ),
+        (
+            format!("    tls.ca_file {ca}\n    tls.min_version TLSv1.3\n    tls.max_version TLSv1.2\n"),
+            ":10: [config] tcp: invalid value 'TLSv1.2' for property 'tls.max_version': expected a version range",
+        ),
+        (
+            format!("    tls.ca_file {ca}\n    tls.debug 7\n"),
+            ":9: [config] tcp: invalid value '7' for property 'tls.debug': expected a level from 0 to 4",
+        ),
+    ];
+    let dir = Dir::new();
+    for (props, want) in cases {
+        let path = dir.file(
+            "e.conf",
+            &format!("[INPUT]\n    name dummy\n\n[OUTPUT]\n    name tcp\n    match *\n    tls on\n{props}"),
+        );
+        let o = run(&["-c", path.to_str().unwrap(), "--dry-run"], None);
+        assert_eq!(o.code, Some(1), "{props}");
+        assert!(
+            o.stderr.contains(want),
+            "{props}\nwant: {want}\ngot: {}",
+            o.stderr
+        );
     }
 }

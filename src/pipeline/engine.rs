@@ -83,10 +83,10 @@ impl Engine {
                         self.dispatch(p, &mut routes).await;
                     }
                 }
-                _ = tick.tick() => self.flush_all(&mut routes, &mut pending).await,
+                _ = tick.tick() => self.flush_all(&mut routes, &mut pending, false).await,
             }
         }
-        self.flush_all(&mut routes, &mut pending).await;
+        self.flush_all(&mut routes, &mut pending, true).await;
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
     }
@@ -160,11 +160,20 @@ impl Engine {
         (pending[i].records.len() >= CHUNK_MAX_RECORDS).then_some(i)
     }
 
-    async fn flush_all(&mut self, routes: &mut HashMap<Tag, Route>, pending: &mut Vec<Pending>) {
+    async fn flush_all(
+        &mut self,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+        last: bool,
+    ) {
         let mut extra = Vec::new();
         let now = Instant::now();
         for f in &mut self.filters {
-            f.filter.tick(now, &mut extra);
+            if last {
+                f.filter.shutdown(now, &mut extra);
+            } else {
+                f.filter.tick(now, &mut extra);
+            }
         }
         for chunk in extra {
             // Records emitted by a filter's tick go to outputs only (input index MAX).

@@ -2,6 +2,7 @@
 
 pub mod conntrack;
 pub mod dummy;
+pub mod nflog;
 pub mod random;
 
 use std::time::Duration;

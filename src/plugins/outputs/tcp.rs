@@ -165,10 +165,8 @@ struct TcpOutput {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+    // An empty value keeps the default (Props), so a host is always there.
     let host = props.str("host").unwrap_or("127.0.0.1");
-    if host.is_empty() {
-        return Err(props.error("host", "a host name or IP address"));
-    }
     let port = props
         .int("port")
         .and_then(|p| u16::try_from(p).ok())

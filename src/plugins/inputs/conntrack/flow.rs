@@ -85,15 +85,16 @@ impl FlowTable {
         let k = key(f)?;
         match kind {
             Kind::New => {
-                self.flows.get(&k).is_none().then(|| {
+                if !self.flows.contains_key(&k) {
+                    let seen = self.generation;
                     self.insert(
                         k,
                         Last {
-                            seen: self.generation,
+                            seen,
                             ..Last::default()
                         },
-                    )
-                });
+                    );
+                }
                 None
             }
             Kind::Destroy => {

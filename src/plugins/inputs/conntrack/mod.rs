@@ -7,7 +7,7 @@
 
 mod decode;
 mod flow;
-mod netlink;
+pub(crate) mod netlink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,8 @@ use crate::event::EventTime;
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 use decode::{Flow, Kind, Message};
 use flow::{FlowTable, Schema};
+
+pub use flow::proto_name;
 
 #[rustfmt::skip]
 const PROPS: &[PropSpec] = &[
@@ -203,6 +205,14 @@ fn check_sysctls(s: &Settings, name: &str) {
     }
 }
 
+fn perm_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (the conntrack input needs CAP_NET_ADMIN: run as root or grant the capability)"
+    } else {
+        ""
+    }
+}
+
 /// The event reader thread: recv → decode → filter → hand off, never waiting on the
 /// pipeline; on loss it asks the dump thread to resynchronise.
 fn event_thread(
@@ -220,7 +230,7 @@ fn event_thread(
         }
         check_sysctls(&s, &name);
         let (sock, got) = netlink::event_socket(&s.groups, s.rcvbuf, s.reliable)
-            .map_err(|e| format!("cannot subscribe to conntrack events: {e} (the conntrack input needs CAP_NET_ADMIN: run as root or grant the capability)"))?;
+            .map_err(|e| format!("cannot subscribe to conntrack events: {e}{}", perm_hint(&e)))?;
         crate::debug!(
             "[input:conntrack:{name}] event socket rcvbuf={got} reliable={}",
             s.reliable
@@ -310,8 +320,12 @@ fn dump_thread(
             netlink::enter_netns(ns)
                 .map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
         }
-        netlink::dump_socket(s.rcvbuf)
-            .map_err(|e| format!("cannot open the conntrack dump socket: {e}"))
+        netlink::dump_socket(s.rcvbuf).map_err(|e| {
+            format!(
+                "cannot open the conntrack dump socket: {e}{}",
+                perm_hint(&e)
+            )
+        })
     };
     let sock = match setup() {
         Ok(sock) => {
