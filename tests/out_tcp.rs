@@ -653,13 +653,20 @@ fn tls13_verifies_chain_and_hostname_and_sends_sni() {
             &server,
             "127.0.0.1",
             &format!(
-                "    tls.ca_file {}\n    tls.verify_hostname on\n    tls.vhost localhost\n",
+                "    tls.ca_file {}\n    tls.verify_hostname on\n    tls.vhost localhost\n    tls.debug 2\n",
                 pki.path("ca.pem")
             ),
         ),
     ));
     let conns = server.wait("a record", delivered);
-    a.stop(T);
+    let o = a.stop(T);
+    // tls.debug 2 logs what each handshake negotiated.
+    let negotiated = format!(
+        "[ info] [tls] connection #1 to 127.0.0.1:{}: TLSv1_3, {}",
+        server.addr.port(),
+        conns[0].suite.as_deref().unwrap()
+    );
+    assert!(o.stderr.contains(&negotiated), "{}", o.stderr);
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].sni.as_deref(), Some("localhost"));
     assert_eq!(conns[0].version, Some(rustls::ProtocolVersion::TLSv1_3));

@@ -407,7 +407,7 @@ impl Inner {
         if tls.log_handshake {
             let conn = stream.get_ref().1;
             crate::info!(
-                "[tls] connection #{id} to {}: {:?}, {:?}",
+                "[tls] connection #{id} to {}: {}, {}",
                 self.addr,
                 conn.protocol_version()
                     .map(|v| v.as_str().unwrap_or("?"))
