@@ -386,6 +386,35 @@ fn msgpack_bytes_decode_with_an_independent_decoder() {
 }
 
 #[test]
+fn json_formats_and_date_options_are_stdouts_bytes() {
+    // Two records in one flush, fixed time 1587769732.572266000.
+    let input = "    name dummy\n    samples 1\n    copies 2\n    start_time_sec 1587769732\n    start_time_nsec 572266000\n    fixed_timestamp on\n";
+    let cases = [
+        (
+            "    format json\n    json_date_key ts\n    json_date_format iso8601\n",
+            "[{\"ts\":\"2020-04-24T23:08:52.572266Z\",\"message\":\"dummy\"},{\"ts\":\"2020-04-24T23:08:52.572266Z\",\"message\":\"dummy\"}]\n",
+        ),
+        (
+            "    format json_stream\n    json_date_format epoch\n",
+            "{\"date\":1587769732,\"message\":\"dummy\"}{\"date\":1587769732,\"message\":\"dummy\"}\n",
+        ),
+        (
+            "    format json_lines\n    json_date_key off\n",
+            "{\"message\":\"dummy\"}\n{\"message\":\"dummy\"}\n",
+        ),
+    ];
+    for (props, want) in cases {
+        let sink = TcpCollector::start();
+        let a = Agent::start(&conf(input, &format!("{}{props}", to(&sink))));
+        sink.wait(T, "the flush", |c| {
+            c.len() == 1 && c[0].bytes.ends_with(b"\n")
+        });
+        a.stop(T);
+        assert_eq!(sink.conns()[0].text(), want, "{props}");
+    }
+}
+
+#[test]
 fn raw_message_key_sends_the_value_and_a_newline() {
     let sink = TcpCollector::start();
     let input = "    name dummy\n    samples 2\n    dummy {\"log\":\"plain text\",\"n\":1}\n";
