@@ -496,6 +496,32 @@ fn refused_and_unresolvable_destinations_log_once_and_retry() {
 }
 
 #[test]
+fn a_destination_that_comes_back_gets_the_retried_chunk() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut a = Agent::start(&conf(
+        &dummy(1, 1),
+        &format!("    host 127.0.0.1\n    port {port}\n    format json_lines\n    retry_limit 5\n"),
+    ));
+    a.wait_log("failed to flush chunk", T);
+    let sink = TcpCollector::on_port(port);
+    let conns = sink.wait_lines(1, T);
+    a.wait_log("succeeded at retry", T);
+    let o = a.stop(T);
+    assert_dummy_lines(&conns[0].text(), 1);
+    assert_eq!(count(&o.stderr, "[error] [upstream]"), 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "[ info] [upstream] connection to 127.0.0.1:{port} is working again"
+        )),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
 fn config_errors_name_the_line() {
     let dir = Dir::new();
     let cases = [

@@ -262,13 +262,22 @@ impl TcpCollector {
     }
 
     pub fn with_mode(mode: Mode) -> TcpCollector {
+        TcpCollector::bind(mode, 0)
+    }
+
+    /// A reading collector on 127.0.0.1:`port` (a destination that comes back).
+    pub fn on_port(port: u16) -> TcpCollector {
+        TcpCollector::bind(Mode::Read, port)
+    }
+
+    fn bind(mode: Mode, port: u16) -> TcpCollector {
         let socket =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         if mode == Mode::Stalled {
             socket.set_recv_buffer_size(4096).unwrap();
         }
         socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
             .unwrap();
         socket.listen(128).unwrap();
         let listener: TcpListener = socket.into();
