@@ -27,6 +27,8 @@ pub struct OutputMetrics {
     pub retries: AtomicU64,
     pub retries_failed: AtomicU64,
     pub retried_records: AtomicU64,
+    /// Records the output's own rate limit (`limit.max_records_per_second`) dropped.
+    pub limit_dropped_records: AtomicU64,
 }
 
 impl OutputMetrics {

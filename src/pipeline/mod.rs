@@ -54,6 +54,8 @@ pub const CORE_MATCH_PROPS: &[PropSpec] = &[
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
     PropSpec::new("workers", PropKind::Int, None, "Number of workers; the default depends on the plugin."),
+    PropSpec::new("limit.max_records_per_second", PropKind::Quantity, None, "Cap on records per second this output receives, whatever its Match shares: 100, 1k, 500m; 0 sends nothing."),
+    PropSpec::new("limit.burst", PropKind::Int, None, "Records the output limit lets through at once after being idle; default one second's worth."),
 ];
 
 /// Core keys accepted for compatibility that do not act yet: setting one is warned about.
@@ -125,6 +127,7 @@ struct InputInstance {
 }
 
 struct OutputInstance {
+    limit: Option<crate::plugins::filters::ratelimit::Quota>,
     name: Arc<str>,
     plugin: &'static str,
     matcher: Option<Matcher>,
@@ -286,6 +289,11 @@ impl Pipeline {
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
+                limit: crate::plugins::filters::limit::quota(
+                    &p,
+                    "limit.max_records_per_second",
+                    "limit.burst",
+                )?,
                 matcher: matcher(&p)?,
                 name,
                 plugin: plugin.name,
@@ -355,6 +363,14 @@ impl Pipeline {
                 workers: queues,
                 next: 0,
                 metrics: o.metrics,
+                limiter: o.limit.map(|q| {
+                    crate::plugins::filters::ratelimit::KeyedLimiter::new(
+                        q,
+                        crate::plugins::filters::ratelimit::KeyBy::None,
+                        1,
+                        std::time::Instant::now(),
+                    )
+                }),
             });
         }
         let mut input_names = Vec::new();

@@ -127,7 +127,9 @@ pub static INPUTS: &[&InputPlugin] = &[
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
+    &filters::limit::PLUGIN,
     &filters::record_modifier::PLUGIN,
+    &filters::throttle::PLUGIN,
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN, &outputs::tcp::PLUGIN];
 

@@ -35,6 +35,9 @@ pub struct Deltas {
 /// The last counters of every live connection, bounded by `max`.
 pub struct FlowTable {
     flows: HashMap<Key, Last>,
+    /// Connections whose DESTROY was reported, with the dump generation then: a dump
+    /// read before the DESTROY may still list them, and must not bring them back.
+    destroyed: HashMap<Key, u64>,
     max: usize,
     generation: u64,
     /// Connections not tracked because the table was full (their deltas are cumulative).
@@ -62,6 +65,7 @@ impl FlowTable {
     pub fn new(max: usize) -> FlowTable {
         FlowTable {
             flows: HashMap::new(),
+            destroyed: HashMap::new(),
             max,
             generation: 0,
             untracked: 0,
@@ -99,6 +103,9 @@ impl FlowTable {
             }
             Kind::Destroy => {
                 let prev = self.flows.remove(&k).unwrap_or_default();
+                if self.destroyed.len() < self.max {
+                    self.destroyed.insert(k, self.generation);
+                }
                 let (o, r) = (f.orig_counters?, f.reply_counters.unwrap_or_default());
                 Some(Deltas {
                     orig: delta(o, prev.orig),
@@ -110,29 +117,38 @@ impl FlowTable {
     }
 
     /// A whole dump: deltas for every entry (and whether it was unknown, i.e. its NEW
-    /// was missed); connections the dump no longer shows are forgotten.
-    pub fn on_dump(&mut self, flows: &[Flow]) -> Vec<(Deltas, bool)> {
+    /// was missed), `None` for entries already over (dying, or their DESTROY already
+    /// reported); connections the dump no longer shows are forgotten.
+    pub fn on_dump(&mut self, flows: &[Flow]) -> Vec<Option<(Deltas, bool)>> {
         self.generation += 1;
         let generation = self.generation;
+        // A tombstone outlives the dump that may have raced with its DESTROY.
+        self.destroyed.retain(|_, g| *g + 2 > generation);
         let mut out = Vec::with_capacity(flows.len());
         for f in flows {
+            if f.status & STATUS_DYING != 0
+                || key(f).is_some_and(|k| self.destroyed.contains_key(&k))
+            {
+                out.push(None);
+                continue;
+            }
             let (o, r) = (
                 f.orig_counters.unwrap_or_default(),
                 f.reply_counters.unwrap_or_default(),
             );
             let Some(k) = key(f) else {
-                out.push((Deltas { orig: o, reply: r }, false));
+                out.push(Some((Deltas { orig: o, reply: r }, false)));
                 continue;
             };
             match self.flows.get_mut(&k) {
                 Some(last) => {
-                    out.push((
+                    out.push(Some((
                         Deltas {
                             orig: delta(o, last.orig),
                             reply: delta(r, last.reply),
                         },
                         false,
-                    ));
+                    )));
                     *last = Last {
                         orig: o,
                         reply: r,
@@ -140,7 +156,7 @@ impl FlowTable {
                     };
                 }
                 None => {
-                    out.push((Deltas { orig: o, reply: r }, true));
+                    out.push(Some((Deltas { orig: o, reply: r }, true)));
                     self.insert(
                         k,
                         Last {
@@ -157,6 +173,9 @@ impl FlowTable {
         out
     }
 }
+
+/// `IPS_DYING`: the entry is being destroyed; its DESTROY event carries the final counters.
+const STATUS_DYING: u32 = 1 << 9;
 
 const TCP_STATES: [&str; 10] = [
     "NONE",
@@ -395,11 +414,11 @@ mod tests {
         assert_eq!(t.on_event(Kind::New, &flow(1, 1000, (0, 0), (0, 0))), None);
         assert_eq!(
             t.on_dump(&[flow(1, 1000, (3, 300), (2, 200))]),
-            vec![(d((3, 300), (2, 200)), false)]
+            vec![Some((d((3, 300), (2, 200)), false))]
         );
         assert_eq!(
             t.on_dump(&[flow(1, 1000, (5, 500), (2, 200))]),
-            vec![(d((2, 200), (0, 0)), false)]
+            vec![Some((d((2, 200), (0, 0)), false))]
         );
         assert_eq!(
             t.on_event(Kind::Destroy, &flow(1, 1000, (6, 560), (3, 260))),
@@ -414,12 +433,12 @@ mod tests {
         // First seen in a dump: reported whole, marked as new.
         assert_eq!(
             t.on_dump(&[flow(7, 1, (4, 40), (0, 0))]),
-            vec![(d((4, 40), (0, 0)), true)]
+            vec![Some((d((4, 40), (0, 0)), true))]
         );
         // A counter that went down was reset: the delta is the new value.
         assert_eq!(
             t.on_dump(&[flow(7, 1, (1, 10), (0, 0))]),
-            vec![(d((1, 10), (0, 0)), false)]
+            vec![Some((d((1, 10), (0, 0)), false))]
         );
         // Not in the next dump: forgotten.
         assert_eq!(t.on_dump(&[]), vec![]);
@@ -428,6 +447,23 @@ mod tests {
         t.on_event(Kind::New, &flow(9, 1, (0, 0), (0, 0)));
         t.on_event(Kind::New, &flow(9, 2, (0, 0), (0, 0)));
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_dump_racing_a_destroy_does_not_bring_the_connection_back() {
+        let mut t = FlowTable::new(100);
+        t.on_event(Kind::New, &flow(3, 5, (0, 0), (0, 0)));
+        t.on_event(Kind::Destroy, &flow(3, 5, (4, 400), (1, 100)));
+        // A dump read just before the DESTROY still lists the entry: skipped.
+        assert_eq!(t.on_dump(&[flow(3, 5, (4, 400), (1, 100))]), vec![None]);
+        let mut dying = flow(4, 6, (1, 1), (0, 0));
+        dying.status = STATUS_DYING;
+        assert_eq!(
+            t.on_dump(&[dying]),
+            vec![None],
+            "a dying entry's DESTROY has its counters"
+        );
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

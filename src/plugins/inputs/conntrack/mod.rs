@@ -458,13 +458,16 @@ impl Input for ConntrackInput {
                             .collect()
                     }
                     Some(FromKernel::Dump(flows)) => {
-                        samples += flows.len() as u64;
                         let deltas = table.on_dump(&flows);
-                        flows
+                        let records: Vec<_> = flows
                             .iter()
                             .zip(deltas)
-                            .map(|(f, (d, new))| schema.record(Kind::Sample, f, Some(d), new, now))
-                            .collect()
+                            .filter_map(|(f, d)| {
+                                d.map(|(d, new)| schema.record(Kind::Sample, f, Some(d), new, now))
+                            })
+                            .collect();
+                        samples += records.len() as u64;
+                        records
                     }
                 };
                 if let Err(e) = ctx.out.send(records).await {
