@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONF ?= conf/random-stdout.conf
 
-.PHONY: build release run test bench demo fmt lint
+.PHONY: build release run test bench demo netcat-demo fmt lint
 
 build:
 	$(CARGO) build
@@ -18,7 +18,8 @@ run: build
 test:
 	$(CARGO) test --all-targets
 
-# Throughput and peak memory of random/dummy -> stdout json_lines into /dev/null.
+# Throughput and peak memory of random/dummy -> stdout into /dev/null and -> tcp into a
+# loopback sink.
 bench: release
 	scripts/bench.sh
 	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi
@@ -26,6 +27,10 @@ bench: release
 # Flow logs from real traffic in a throw-away network namespace (root).
 demo: build
 	scripts/demo.sh
+
+# The networking demo: conf/fluent-bit.conf -> tcp -> nc -l 127.0.0.1 9090.
+netcat-demo: build
+	AGENT=./target/debug/agent scripts/netcat-demo.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,12 +3,13 @@
 measured in the same run.
 
 For each case the agent generates N records as fast as it can (interval 1 ns) and
-writes them to /dev/null through the stdout output; the run ends when the input has
-sent all samples and the SIGTERM shutdown has flushed the rest, so the time covers
+writes them to /dev/null through the stdout output, or through the tcp output to a
+loopback sink in this script that counts what it receives; the run ends when the input
+has sent all samples and the SIGTERM shutdown has flushed the rest, so the time covers
 every record formatted and written. Baseline: `yes LINE | head -n N > /dev/null`,
 the cost of moving the same number of lines through a pipe with no formatting.
 """
-import os, resource, signal, subprocess, sys, tempfile, time
+import os, signal, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.environ.get("AGENT", os.path.join(ROOT, "target/release/agent"))
@@ -19,6 +20,9 @@ CASES = {
     "random -> stdout json_lines": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "dummy  -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "random -> stdout msgpack print": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    "random -> tcp json_lines": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    "dummy  -> tcp json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    "random -> tcp msgpack": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     # The cost of a rate limit that never drops (every record takes a token).
     "dummy -> limit -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "[FILTER]\n    name limit\n    match *\n    max_records_per_second 1T\n",
@@ -26,6 +30,39 @@ CASES = {
     "    dummy {{\"message\":\"dummy\",\"pod\":\"web-1\"}}\n"
     "[FILTER]\n    name limit\n    match *\n    per pod\n    max_records_per_second 1T\n",
 }
+
+
+class Sink:
+    """A loopback TCP sink: accepts any number of connections, counts bytes and lines."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.bytes = self.lines = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            conn, _ = self.server.accept()
+            threading.Thread(target=self.read, args=(conn,), daemon=True).start()
+
+    def read(self, conn):
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                return
+            with self.lock:
+                self.bytes += len(data)
+                self.lines += data.count(b"\n")
+
+    def wait_lines(self, n, timeout=10):
+        end = time.monotonic() + timeout
+        while self.lines < n and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.lines
 
 
 def baseline(n):
@@ -36,14 +73,17 @@ def baseline(n):
 
 def run_case(name, input_conf, n):
     fmt = "msgpack" if "msgpack" in name else "json_lines"
-    conf = ("[SERVICE]\n    flush 0.2\n    log_level debug\n" + input_conf.format(n=n)
-            + f"[OUTPUT]\n    name stdout\n    match *\n    format {fmt}\n")
+    sink = Sink() if "tcp" in name else None
+    if sink:
+        output = f"[OUTPUT]\n    name tcp\n    match *\n    port {sink.port}\n    format {fmt}\n"
+    else:
+        output = f"[OUTPUT]\n    name stdout\n    match *\n    format {fmt}\n"
+    conf = "[SERVICE]\n    flush 0.2\n    log_level debug\n" + input_conf.format(n=n) + output
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "bench.conf")
         err_path = os.path.join(d, "err")
         with open(path, "w") as f:
             f.write(conf)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         with open(os.devnull, "w") as out, open(err_path, "w") as err:
             p = subprocess.Popen([AGENT, "-c", path], stdout=out, stderr=err)
@@ -52,14 +92,19 @@ def run_case(name, input_conf, n):
                     sys.exit(f"agent exited early:\n{open(err_path).read()}")
                 time.sleep(0.01)
             p.send_signal(signal.SIGTERM)
-            p.wait()
+            # This child's own usage: RUSAGE_CHILDREN's maxrss is the largest of all
+            # children so far, which would carry one case's peak into the next.
+            _, _, usage = os.wait4(p.pid, 0)
+            p.returncode = 0
         elapsed = time.monotonic() - t
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         log = open(err_path).read()
         if "service has stopped (0 pending tasks)" not in log:
             sys.exit(f"records were not all delivered:\n{log}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return n / elapsed, n / cpu, after.ru_maxrss / 1024
+    # The agent closed its connections at exit; the sink has read what was written.
+    if sink and fmt == "json_lines" and sink.wait_lines(n) != n:
+        sys.exit(f"the tcp sink received {sink.lines} lines, expected {n}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return n / elapsed, n / cpu, usage.ru_maxrss / 1024
 
 
 def main():

@@ -6,7 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cli::{self, Action, Cli};
-use crate::config::{self, props::render_help, Config, ConfigError, Document, PluginKind};
+use crate::config::{
+    self,
+    props::{render_help, render_table},
+    Config, ConfigError, Document, PluginKind,
+};
 use crate::log::{self, Level};
 use crate::pipeline::{shutdown, Pipeline};
 use crate::plugins;
@@ -138,9 +142,14 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
         PluginKind::Filter => plugins::filter(name).map(|p| (p.name, p.description, p.props)),
         PluginKind::Output => plugins::output(name).map(|p| (p.name, p.description, p.props)),
     };
+    let networked = kind == PluginKind::Output && plugins::output(name).is_some_and(|p| p.net);
     match found {
         Some((n, d, props)) => {
             print!("{}", render_help(kind, n, d, props));
+            if networked {
+                print!("\nNETWORKING\n{}", render_table(crate::net::NET_PROPS));
+                print!("\nTLS\n{}", render_table(crate::net::TLS_PROPS));
+            }
             0
         }
         None => {

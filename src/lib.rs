@@ -10,6 +10,8 @@
 //!   retries.
 //! - [`plugins`] holds every plugin by its Fluent Bit name; [`event`] the record type and
 //!   its byte-exact formats; [`log`] Fluent Bit's log line format.
+//! - [`net`] is what networked plugins share: the `net.*`/`tls.*` tables, socket options,
+//!   rustls, and the per-output connection pool (`net::upstream`).
 
 pub mod app;
 pub mod cli;
@@ -17,5 +19,6 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod log;
+pub mod net;
 pub mod pipeline;
 pub mod plugins;

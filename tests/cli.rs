@@ -38,6 +38,23 @@ fn plugin_help_is_generated_from_the_table() {
     let o = run(&["-o", "stdout", "-h"], None);
     assert_eq!(o.code, Some(0));
     assert!(o.stdout.contains("json_date_format"), "{}", o.stdout);
+    assert!(!o.stdout.contains("NETWORKING"), "{}", o.stdout);
+    // Networked outputs also list the net.* and tls.* tables they accept.
+    let o = run(&["-o", "tcp", "-h"], None);
+    assert_eq!(o.code, Some(0));
+    let net = o.stdout.find("\nNETWORKING\n").expect("NETWORKING section");
+    let tls = o.stdout.find("\nTLS\n").expect("TLS section");
+    assert!(o.stdout[..net].contains("raw_message_key"), "{}", o.stdout);
+    assert!(
+        o.stdout[net..tls].contains("net.keepalive_idle_timeout  "),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout[tls..].contains("tls.verify_hostname"),
+        "{}",
+        o.stdout
+    );
     let o = run(&["-F", "record_modifier", "-h"], None);
     assert_eq!(o.code, Some(0));
     let o = run(&["-i", "nope", "-h"], None);

@@ -40,7 +40,7 @@ fn unknown_plugin_names() {
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
         "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
-        Some("did you mean 'stdout'? available output plugins: stdout; list them with: agent -h"),
+        Some("did you mean 'stdout'? available output plugins: stdout, tcp; list them with: agent -h"),
     );
     fails(
         &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),
@@ -180,11 +180,11 @@ fn missing_include_names_the_file() {
 #[test]
 fn unknown_service_key_is_a_warning_not_silence() {
     let (code, lines) = check(&format!(
-        "[SERVICE]\n    flsh 1\n    http_server on\n[INPUT]\n    name random\n{OUT}"
+        "[SERVICE]\n    flsh 1\n    hot_reload.timeout 5\n[INPUT]\n    name random\n{OUT}"
     ));
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(lines.contains(&"[ warn] c.conf:2: [config] service: unknown property 'flsh' is ignored (did you mean 'flush'?)".to_string()), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.starts_with("[ warn] c.conf:3: [config] service: 'http_server' is a Fluent Bit setting that agent does not support yet")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("[ warn] c.conf:3: [config] service: 'hot_reload.timeout' is a Fluent Bit setting that agent does not support yet")), "{lines:#?}");
     assert_eq!(lines.last().unwrap(), "configuration test is successful");
 }
 

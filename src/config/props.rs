@@ -306,18 +306,11 @@ impl Props {
     }
 }
 
-/// `agent -i NAME -h`: the plugin's table as a help page.
-pub fn render_help(kind: PluginKind, name: &str, description: &str, own: &[PropSpec]) -> String {
-    let mut out = format!(
-        "{}: {name}\n{description}\n\n",
-        match kind {
-            PluginKind::Input => "INPUT",
-            PluginKind::Filter => "FILTER",
-            PluginKind::Output => "OUTPUT",
-        }
-    );
-    let width = own.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
-    for s in own {
+/// The rows of one property table: name, type, description, default.
+pub fn render_table(table: &[PropSpec]) -> String {
+    let mut out = String::new();
+    let width = table.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
+    for s in table {
         out.push_str(&format!(
             "{:width$}  {:8}  {}\n{:width$}  {:8}  default: {}\n",
             s.name,
@@ -328,6 +321,20 @@ pub fn render_help(kind: PluginKind, name: &str, description: &str, own: &[PropS
             s.default.unwrap_or("(none)"),
         ));
     }
+    out
+}
+
+/// `agent -i NAME -h`: the plugin's table as a help page.
+pub fn render_help(kind: PluginKind, name: &str, description: &str, own: &[PropSpec]) -> String {
+    let mut out = format!(
+        "{}: {name}\n{description}\n\n",
+        match kind {
+            PluginKind::Input => "INPUT",
+            PluginKind::Filter => "FILTER",
+            PluginKind::Output => "OUTPUT",
+        }
+    );
+    out.push_str(&render_table(own));
     if own.is_empty() {
         out.push_str("(no plugin-specific properties)\n");
     }

@@ -17,6 +17,7 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 
 use crate::config::{Config, ConfigError, InstanceConfig, PropKind, PropSpec, Props};
 use crate::event::{Record, Tag};
+use crate::net::{NET_PROPS, TLS_PROPS};
 use crate::plugins::{self, BuildContext, Input, InputContext, PluginError};
 use engine::{Engine, FilterInstance, OutputRoute};
 use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
@@ -258,12 +259,18 @@ impl Pipeline {
             let plugin = plugins::output(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::OUTPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(
-                inst,
-                plugin.name,
-                plugin.props,
-                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS],
-            )?;
+            let core: &[&'static [PropSpec]] = if plugin.net {
+                &[
+                    CORE_COMMON_PROPS,
+                    CORE_MATCH_PROPS,
+                    CORE_OUTPUT_PROPS,
+                    NET_PROPS,
+                    TLS_PROPS,
+                ]
+            } else {
+                &[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]
+            };
+            let p = props(inst, plugin.name, plugin.props, core)?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let limit =

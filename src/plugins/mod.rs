@@ -114,6 +114,9 @@ pub struct OutputPlugin {
     pub props: &'static [PropSpec],
     /// Fluent Bit's default `workers` for this plugin.
     pub workers: usize,
+    /// Connects to a destination: the `net.*` and `tls.*` tables are merged into its own
+    /// (Fluent Bit's `FLB_OUTPUT_NET | FLB_IO_OPT_TLS`).
+    pub net: bool,
     /// Builds the first worker; the others are `fork`ed from it.
     pub build: BuildFn<dyn Output>,
 }
@@ -130,7 +133,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::record_modifier::PLUGIN,
     &filters::throttle::PLUGIN,
 ];
-pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
+pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN, &outputs::tcp::PLUGIN];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {
     INPUTS
@@ -160,7 +163,7 @@ mod tests {
     };
 
     /// Every table of every plugin: defaults parse with their kind, names are unique,
-    /// lower-case, and never shadow a core key.
+    /// lower-case, and never shadow a core key (`net.*`/`tls.*` included).
     #[test]
     fn every_property_table_is_sound() {
         // The core keys each kind of section has (what a plugin key must not shadow).
@@ -173,7 +176,13 @@ mod tests {
         };
         let input_core = merged(&[CORE_COMMON_PROPS, CORE_INPUT_PROPS]);
         let filter_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS]);
-        let output_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]);
+        let output_core = merged(&[
+            CORE_COMMON_PROPS,
+            CORE_MATCH_PROPS,
+            CORE_OUTPUT_PROPS,
+            crate::net::NET_PROPS,
+            crate::net::TLS_PROPS,
+        ]);
         let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
             .iter()
             .map(|p| (p.name, p.props, &input_core[..]))
@@ -184,6 +193,7 @@ mod tests {
                 ("core filter", &filter_core[..], &[][..]),
                 ("core output", &output_core[..], &[][..]),
                 ("service", crate::config::service::SERVICE_PROPS, &[][..]),
+                ("downstream", crate::net::DOWNSTREAM_NET_PROPS, &[][..]),
             ])
             .collect();
         for (plugin, own, core) in tables {

@@ -6,8 +6,13 @@
 pub mod netns;
 
 use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent");
@@ -81,9 +86,32 @@ impl Agent {
     }
 
     pub fn spawn_in(dir: &Dir, args: &[&str], cwd: Option<&Path>) -> Agent {
+        Agent::spawn_wrapped(dir, &[], args, cwd)
+    }
+
+    /// Starts `agent -c <conf>` inside the network namespace `ns`.
+    pub fn start_in_netns(conf: &str, ns: &netns::NetNs) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
+        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        a._own = Some(dir);
+        a
+    }
+
+    /// Runs the agent through `wrapper` (a command that execs its arguments, so the pid
+    /// is still the agent's), or directly when `wrapper` is empty.
+    fn spawn_wrapped(dir: &Dir, wrapper: &[&str], args: &[&str], cwd: Option<&Path>) -> Agent {
         let out = dir.path().join("agent.stdout");
         let err = dir.path().join("agent.stderr");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
@@ -98,6 +126,10 @@ impl Agent {
             err,
             _own: None,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stdout(&self) -> String {
@@ -212,4 +244,207 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// One connection a [`TcpCollector`] accepted.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub opened: Instant,
+    /// When the peer closed (EOF or reset); `None` while open.
+    pub closed: Option<Instant>,
+    pub bytes: Vec<u8>,
+    pub last_data: Option<Instant>,
+}
+
+impl Conn {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// How a [`TcpCollector`] treats the connections it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads everything until the peer closes.
+    Read,
+    /// Never reads (a stuck peer); the listener's receive buffer is small so that the
+    /// sender stalls soon.
+    Stalled,
+    /// Reads the first bytes, then closes the connection itself.
+    CloseAfterFirstRead,
+}
+
+/// A loopback sink on 127.0.0.1:0 that records every connection: open and close times,
+/// peer address and bytes.
+pub struct TcpCollector {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Conn>>>,
+    stop: Arc<AtomicBool>,
+    /// Connections held open without reading (Mode::Stalled).
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl TcpCollector {
+    pub fn start() -> TcpCollector {
+        TcpCollector::with_mode(Mode::Read)
+    }
+
+    pub fn with_mode(mode: Mode) -> TcpCollector {
+        TcpCollector::bind(mode, 0)
+    }
+
+    /// A reading collector on 127.0.0.1:`port` (a destination that comes back).
+    pub fn on_port(port: u16) -> TcpCollector {
+        TcpCollector::bind(Mode::Read, port)
+    }
+
+    fn bind(mode: Mode, port: u16) -> TcpCollector {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if mode == Mode::Stalled {
+            socket.set_recv_buffer_size(4096).unwrap();
+        }
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        socket.listen(128).unwrap();
+        let listener: TcpListener = socket.into();
+        let addr = listener.local_addr().unwrap();
+        let c = TcpCollector {
+            addr,
+            conns: Arc::default(),
+            stop: Arc::default(),
+            held: Arc::default(),
+        };
+        let (conns, stop, held) = (c.conns.clone(), c.stop.clone(), c.held.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let index = {
+                    let mut all = conns.lock().unwrap();
+                    all.push(Conn {
+                        peer: stream.peer_addr().unwrap(),
+                        opened: Instant::now(),
+                        closed: None,
+                        bytes: Vec::new(),
+                        last_data: None,
+                    });
+                    all.len() - 1
+                };
+                if mode == Mode::Stalled {
+                    held.lock().unwrap().push(stream);
+                    continue;
+                }
+                let conns = conns.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = stream.read(&mut buf).unwrap_or(0);
+                        let mut all = conns.lock().unwrap();
+                        let c = &mut all[index];
+                        if n == 0 {
+                            c.closed = Some(Instant::now());
+                            return;
+                        }
+                        c.bytes.extend_from_slice(&buf[..n]);
+                        c.last_data = Some(Instant::now());
+                        if mode == Mode::CloseAfterFirstRead {
+                            c.closed = Some(Instant::now());
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        c
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A snapshot of every connection so far, in accept order.
+    pub fn conns(&self) -> Vec<Conn> {
+        self.conns.lock().unwrap().clone()
+    }
+
+    /// Everything received, connections concatenated in accept order.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.conns().iter().flat_map(|c| c.bytes.clone()).collect()
+    }
+
+    /// Waits until `cond` holds on the connections; panics after `timeout`.
+    pub fn wait(&self, timeout: Duration, what: &str, cond: impl Fn(&[Conn]) -> bool) -> Vec<Conn> {
+        let end = Instant::now() + timeout;
+        loop {
+            let conns = self.conns();
+            if cond(&conns) {
+                return conns;
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting for {what}; connections: {conns:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `n` newline-terminated lines arrived (all connections).
+    pub fn wait_lines(&self, n: usize, timeout: Duration) -> Vec<Conn> {
+        self.wait(timeout, &format!("{n} lines"), |c| {
+            c.iter()
+                .map(|c| c.bytes.iter().filter(|&&b| b == b'\n').count())
+                .sum::<usize>()
+                >= n
+        })
+    }
+}
+
+impl Drop for TcpCollector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Unblocks accept() so the thread sees `stop`.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// The sockets of process `pid` whose peer is `peer`, duplicated into this process with
+/// pidfd_getfd(2) so their options can be read with getsockopt. Needs root (ptrace rights).
+pub fn sockets_of(pid: u32, peer: SocketAddr) -> Vec<socket2::Socket> {
+    // SAFETY: plain syscalls; the returned fds are owned by the Sockets we build.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut found = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let is_socket = fs::read_link(entry.path())
+            .map(|t| t.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false);
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) } as i32;
+        if dup < 0 {
+            continue;
+        }
+        let s = unsafe { socket2::Socket::from_raw_fd(dup) };
+        if s.peer_addr().ok().and_then(|a| a.as_socket()) == Some(peer) {
+            found.push(s);
+        }
+    }
+    unsafe { libc::close(pidfd) };
+    found
 }

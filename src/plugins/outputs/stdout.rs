@@ -2,23 +2,12 @@
 //! Fluent Bit: plugins/out_stdout/stdout.c
 
 use std::io::Write;
-use std::sync::Arc;
 
+use super::{json_options, DATE_FORMATS};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
-use crate::event::format::{self, DateFormat, JsonMode, JsonOptions};
+use crate::event::format::{self, JsonMode, JsonOptions};
 use crate::event::Chunk;
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
-
-/// `json_date_format` values, Fluent Bit's spellings.
-pub const DATE_FORMATS: &[&str] = &[
-    "double",
-    "epoch",
-    "epoch_ms",
-    "epoch_millis",
-    "epoch_milliseconds",
-    "iso8601",
-    "java_sql_timestamp",
-];
 
 const PROPS: &[PropSpec] = &[
     PropSpec::new(
@@ -46,6 +35,7 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
     description: "Prints events to STDOUT",
     props: PROPS,
     workers: 1,
+    net: false,
     build,
 };
 
@@ -55,21 +45,6 @@ pub enum StdoutFormat {
     /// `[0] tag: [[sec.nsec, {meta}], {body}]`
     Print,
     Json(JsonMode, JsonOptions),
-}
-
-/// Reads `format`, `json_date_key`, `json_date_format` (shared with other outputs).
-pub fn json_options(props: &Props, escape_unicode: bool) -> JsonOptions {
-    let key = props.str("json_date_key").unwrap_or("date");
-    let date_key = match crate::config::values::parse_bool(key) {
-        Some(false) => None,
-        _ => Some(Arc::from(key)),
-    };
-    JsonOptions {
-        date_key,
-        date_format: DateFormat::parse(props.str("json_date_format").unwrap_or("double"))
-            .unwrap_or(DateFormat::Double),
-        escape_unicode,
-    }
 }
 
 struct StdoutOutput {
