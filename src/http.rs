@@ -200,6 +200,9 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
     serde_json::json!({"input": input, "filter": filter, "output": output})
 }
 
+/// A metric family read off each instance's counters: (name, help, kind, read).
+type Family<T> = (&'static str, &'static str, MetricKind, fn(&T) -> u64);
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -256,37 +259,35 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
             .map(|(n, x)| (named(n), get(&x.records)))
             .collect(),
     );
-    let filters: [(
-        &str,
-        &str,
-        fn(&crate::pipeline::metrics::FilterMetrics) -> u64,
-    ); 3] = [
+    let filters: [Family<crate::pipeline::metrics::FilterMetrics>; 3] = [
         (
             "fluentbit_filter_records_total",
             "Total number of new records processed.",
+            Counter,
             |x| get(&x.records),
         ),
         (
             "fluentbit_filter_drop_records_total",
             "Fluentbit metrics.",
+            Counter,
             |x| get(&x.drop_records),
         ),
         (
             "fluentbit_filter_added_records_total",
             "Fluentbit metrics.",
+            Counter,
             |x| get(&x.add_records),
         ),
     ];
-    for (name, help, f) in filters {
+    for (name, help, kind, f) in filters {
         family(
             name,
             help,
-            Counter,
+            kind,
             r.filters.iter().map(|(n, x)| (named(n), f(x))).collect(),
         );
     }
-    type Out = crate::pipeline::metrics::OutputMetrics;
-    let outputs: [(&str, &str, MetricKind, fn(&Out) -> u64); 8] = [
+    let outputs: [Family<crate::pipeline::metrics::OutputMetrics>; 8] = [
         (
             "fluentbit_output_proc_records_total",
             "Number of processed output records.",
