@@ -142,13 +142,25 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
         PluginKind::Filter => plugins::filter(name).map(|p| (p.name, p.description, p.props)),
         PluginKind::Output => plugins::output(name).map(|p| (p.name, p.description, p.props)),
     };
-    let networked = kind == PluginKind::Output && plugins::output(name).is_some_and(|p| p.net);
+    let upstream = kind == PluginKind::Output && plugins::output(name).is_some_and(|p| p.net);
+    let downstream = kind == PluginKind::Input && plugins::input(name).is_some_and(|p| p.net);
     match found {
         Some((n, d, props)) => {
             print!("{}", render_help(kind, n, d, props));
-            if networked {
+            if upstream {
                 print!("\nNETWORKING\n{}", render_table(crate::net::NET_PROPS));
                 print!("\nTLS\n{}", render_table(crate::net::TLS_PROPS));
+            }
+            if downstream {
+                print!(
+                    "\nNETWORKING\n{}",
+                    render_table(crate::net::DOWNSTREAM_NET_PROPS)
+                );
+                print!(
+                    "\nTLS\n{}{}",
+                    render_table(crate::net::TLS_PROPS),
+                    render_table(crate::net::DOWNSTREAM_TLS_PROPS)
+                );
             }
             0
         }

@@ -11,12 +11,14 @@
 //! - [`plugins`] holds every plugin by its Fluent Bit name; [`event`] the record type and
 //!   its byte-exact formats; [`log`] Fluent Bit's log line format.
 //! - [`net`] is what networked plugins share: the `net.*`/`tls.*` tables, socket options,
-//!   rustls, and the per-output connection pool (`net::upstream`).
+//!   rustls, the per-output connection pool (`net::upstream`) and the listener of server
+//!   inputs (`net::downstream`); [`forward`] the Fluentd Forward protocol, sans-IO.
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod forward;
 pub mod http;
 pub mod log;
 pub mod net;

@@ -1,5 +1,6 @@
-//! TLS for networked outputs: the `tls.*` table and a rustls client configuration built
-//! from it once per output instance (shared by its workers and connections).
+//! TLS for networked plugins: the `tls.*` table and a rustls client configuration built
+//! from it once per output instance (shared by its workers and connections), or a
+//! server configuration once per server input ([`ServerTls`]).
 //! Fluent Bit: src/tls/flb_tls.c (`tls_configmap`), src/tls/openssl.c.
 //!
 //! Mapping of Fluent Bit's OpenSSL settings onto rustls:
@@ -28,11 +29,13 @@ use tokio_rustls::rustls::client::danger::{
 };
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     SupportedCipherSuite, SupportedProtocolVersion,
 };
-use tokio_rustls::TlsConnector;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 
@@ -114,6 +117,14 @@ pub const TLS_PROPS: &[PropSpec] = &[
         "Cipher suites, OpenSSL or IANA names separated by ':'.",
     ),
 ];
+
+/// What server inputs add to [`TLS_PROPS`] (Fluent Bit: inputs only).
+pub const DOWNSTREAM_TLS_PROPS: &[PropSpec] = &[PropSpec::new(
+    "tls.verify_client_cert",
+    PropKind::Bool,
+    Some("off"),
+    "Require a client certificate signed by tls.ca_file/tls.ca_path (mutual TLS).",
+)];
 
 /// Cipher suites rustls implements: OpenSSL name, IANA name, rustls suite.
 fn suite_names() -> Vec<(&'static str, &'static str, SupportedCipherSuite)> {
@@ -531,6 +542,81 @@ impl TlsSetup {
         Ok(Some(TlsSetup {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
+            log_handshake: debug >= 2,
+        }))
+    }
+}
+
+/// The TLS side of a server input: built once, shared by its connections.
+///
+/// `tls.crt_file`/`tls.key_file` are required. `tls.verify_client_cert on` requires a
+/// client certificate that chains to `tls.ca_file`/`tls.ca_path` (else the system store);
+/// off, none is asked for (Fluent Bit's `tls.verify` has no effect on a server).
+/// `tls.min_version`, `tls.max_version` and `tls.ciphers` apply as for outputs.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub acceptor: TlsAcceptor,
+    /// `tls.debug >= 2`: log the negotiated version and suite of each handshake.
+    pub log_handshake: bool,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// `None` when `tls` is off. Reads the files now, so a bad path is a config error.
+    pub fn from_props(props: &Props) -> Result<Option<ServerTls>, ConfigError> {
+        if props.bool("tls") != Some(true) {
+            return Ok(None);
+        }
+        let debug = props.int("tls.debug").unwrap_or(1);
+        if !(0..=4).contains(&debug) {
+            return Err(props.error("tls.debug", "a level from 0 to 4"));
+        }
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(list) = props.str("tls.ciphers") {
+            provider.cipher_suites =
+                parse_ciphers(list).map_err(|e| props.error("tls.ciphers", e))?;
+        }
+        let provider = Arc::new(provider);
+        let versions = versions(
+            props.str("tls.min_version").unwrap_or("TLSv1.1"),
+            props.str("tls.max_version").unwrap_or("TLSv1.3"),
+        )
+        .map_err(|e| props.error("tls.max_version", e))?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| {
+                props.error(
+                    "tls.ciphers",
+                    format!("suites usable with the chosen TLS versions ({e})"),
+                )
+            })?;
+        let builder = if props.bool("tls.verify_client_cert") == Some(true) {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(props)?), provider)
+                    .build()
+                    .map_err(|e| {
+                        props.error("tls.ca_file", format!("usable CA certificates ({e})"))
+                    })?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let Some((certs, key)) = client_cert(props)? else {
+            return Err(props.error(
+                "tls.crt_file",
+                "a PEM certificate file: a TLS server needs tls.crt_file and tls.key_file",
+            ));
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| props.error("tls.key_file", format!("the key of tls.crt_file ({e})")))?;
+        Ok(Some(ServerTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
             log_handshake: debug >= 2,
         }))
     }

@@ -81,6 +81,10 @@ pub enum NetError {
         total: usize,
         source: io::Error,
     },
+    #[error("read from {addr} failed: {source}")]
+    Read { addr: String, source: io::Error },
+    #[error("no reply from {addr} within {} seconds", secs(*.after))]
+    ReadTimeout { addr: String, after: Duration },
     #[error("write to {addr} made no progress for {} seconds (net.io_timeout) after {written} of {total} bytes", secs(*.after))]
     IoTimeout {
         addr: String,
@@ -94,8 +98,9 @@ fn secs(d: Duration) -> String {
     format!("{}", d.as_secs_f64())
 }
 
-/// A plain or TLS connection. Writes go through tokio; nothing reads from it but the
-/// liveness check, which uses system calls directly.
+/// A plain or TLS connection. Writes go through tokio; replies (a protocol's acks) are
+/// read through tokio too, and between flushes the liveness check reads with system
+/// calls directly.
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -164,6 +169,19 @@ fn tls_absorb(conn: &mut rustls::ClientConnection, mut bytes: &[u8]) -> bool {
         }
     }
     true
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
 }
 
 impl AsyncWrite for Stream {
@@ -240,6 +258,11 @@ impl fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// `host:port`, for log lines.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
     pub fn new(host: &str, port: u16, net: NetSetup, tls: Option<TlsSetup>) -> Upstream {
         let limits = Limits {
             keepalive: net.keepalive,
@@ -570,6 +593,47 @@ impl PooledConn {
     /// `#N` of this connection in log lines.
     pub fn id(&self) -> u64 {
         self.meta.id
+    }
+
+    /// Whether this is the connection's first flush (a protocol handshake is due).
+    pub fn is_new(&self) -> bool {
+        self.meta.uses == 1
+    }
+
+    /// Marks the connection as waiting for a reply (or done waiting). A connection
+    /// dropped while waiting is closed rather than reused, so a late reply can never be
+    /// read as the answer to the next flush.
+    pub fn awaiting_reply(&mut self, waiting: bool) {
+        self.dirty = waiting;
+    }
+
+    /// Appends the bytes of a reply that arrive within `timeout` to `buf`; `Ok(0)` when
+    /// the peer closed the connection.
+    pub async fn read_reply(
+        &mut self,
+        buf: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, NetError> {
+        use tokio::io::AsyncReadExt;
+        let addr = || self.inner.addr.clone();
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(NetError::Read {
+                addr: addr(),
+                source: io::ErrorKind::NotConnected.into(),
+            });
+        };
+        buf.reserve(4096);
+        match tokio::time::timeout(timeout, stream.read_buf(buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(source)) => Err(NetError::Read {
+                addr: addr(),
+                source,
+            }),
+            Err(_) => Err(NetError::ReadTimeout {
+                addr: addr(),
+                after: timeout,
+            }),
+        }
     }
 
     /// Writes all of `buf`; returns once the last byte is handed to the kernel.

@@ -17,7 +17,7 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 
 use crate::config::{Config, ConfigError, InstanceConfig, PropKind, PropSpec, Props};
 use crate::event::{Record, Tag};
-use crate::net::{NET_PROPS, TLS_PROPS};
+use crate::net::{DOWNSTREAM_NET_PROPS, DOWNSTREAM_TLS_PROPS, NET_PROPS, TLS_PROPS};
 use crate::plugins::{self, BuildContext, Input, InputContext, PluginError};
 use engine::{Engine, FilterInstance, OutputRoute};
 use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
@@ -65,7 +65,9 @@ const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval", "mem_bu
 const INPUT_QUEUE: usize = 64;
 const OUTPUT_QUEUE: usize = 16;
 
-/// How an input hands records to the engine. Dropping it tells the engine the input is done.
+/// How an input hands records to the engine. Dropping every clone tells the engine the
+/// input is done (server inputs hold one per connection).
+#[derive(Clone)]
 pub struct InputSender {
     input: usize,
     tag: Tag,
@@ -195,12 +197,18 @@ impl Pipeline {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::INPUTS.iter().map(|p| p.name).collect())
             })?;
-            let p = props(
-                inst,
-                plugin.name,
-                plugin.props,
-                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS],
-            )?;
+            let core: &[&'static [PropSpec]] = if plugin.net {
+                &[
+                    CORE_COMMON_PROPS,
+                    CORE_INPUT_PROPS,
+                    DOWNSTREAM_NET_PROPS,
+                    TLS_PROPS,
+                    DOWNSTREAM_TLS_PROPS,
+                ]
+            } else {
+                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS]
+            };
+            let p = props(inst, plugin.name, plugin.props, core)?;
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));

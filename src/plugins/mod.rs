@@ -98,6 +98,9 @@ pub struct InputPlugin {
     pub name: &'static str,
     pub description: &'static str,
     pub props: &'static [PropSpec],
+    /// A server: the downstream `net.*` table and the `tls.*` tables (with
+    /// `tls.verify_client_cert`) are merged into its own.
+    pub net: bool,
     pub build: BuildFn<dyn Input>,
 }
 
@@ -124,8 +127,10 @@ pub struct OutputPlugin {
 pub static INPUTS: &[&InputPlugin] = &[
     &inputs::conntrack::PLUGIN,
     &inputs::dummy::PLUGIN,
+    &inputs::forward::PLUGIN,
     &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
+    &inputs::tcp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
@@ -133,7 +138,11 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::record_modifier::PLUGIN,
     &filters::throttle::PLUGIN,
 ];
-pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN, &outputs::tcp::PLUGIN];
+pub static OUTPUTS: &[&OutputPlugin] = &[
+    &outputs::forward::PLUGIN,
+    &outputs::stdout::PLUGIN,
+    &outputs::tcp::PLUGIN,
+];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {
     INPUTS
@@ -174,7 +183,13 @@ mod tests {
                 .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
                 .collect()
         };
-        let input_core = merged(&[CORE_COMMON_PROPS, CORE_INPUT_PROPS]);
+        let input_core = merged(&[
+            CORE_COMMON_PROPS,
+            CORE_INPUT_PROPS,
+            crate::net::DOWNSTREAM_NET_PROPS,
+            crate::net::TLS_PROPS,
+            crate::net::DOWNSTREAM_TLS_PROPS,
+        ]);
         let filter_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS]);
         let output_core = merged(&[
             CORE_COMMON_PROPS,

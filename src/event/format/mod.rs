@@ -19,5 +19,9 @@ pub use json::{
     iso8601, write_double, write_json_chunk, write_json_record, write_json_str, write_json_value,
     DateFormat, JsonMode, JsonOptions,
 };
-pub use msgpack::{write_msgpack_record, write_msgpack_value};
+pub use msgpack::{
+    kind, msgpack_value_len, peek_is_array, read_array_len, read_event_time, read_msgpack_map,
+    read_msgpack_value, write_event_time, write_msgpack_map, write_msgpack_record,
+    write_msgpack_value, DecodeError,
+};
 pub use print::{write_print_record, write_print_value};

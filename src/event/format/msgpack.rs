@@ -3,10 +3,17 @@
 //! produces it, with values packed like msgpack-c's `msgpack_pack_object`
 //! (`lib/msgpack-c/src/objectc.c`): the smallest encoding of each integer, string, array
 //! and map header, float64 for floats.
+//!
+//! Reading ([`msgpack_value_len`], [`read_msgpack_value`], [`read_event_time`]) is for
+//! bytes from the network: lengths a peer declares are compared with the bytes present
+//! and never allocated ahead of them, nesting is limited, and "not all here yet" is told
+//! apart from "not msgpack".
 
-use rmp::encode;
+use std::sync::Arc;
 
-use super::super::{Map, Record, Value};
+use rmp::{encode, Marker};
+
+use super::super::{EventTime, Map, Record, Value};
 
 /// One record: `[[EventTime, {metadata}], {body}]`.
 ///
@@ -65,10 +72,291 @@ fn write_map(out: &mut Vec<u8>, m: &Map) {
     }
 }
 
+/// Why bytes are not (yet) one msgpack value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The value continues past the bytes given.
+    Incomplete,
+    /// Not msgpack, or not what was expected here.
+    Invalid(String),
+}
+
+/// Deepest nesting of arrays and maps accepted from a peer.
+pub const MAX_DEPTH: usize = 64;
+
+fn invalid<T>(why: impl Into<String>) -> Result<T, DecodeError> {
+    Err(DecodeError::Invalid(why.into()))
+}
+
+fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], DecodeError> {
+    let end = pos.checked_add(n).ok_or(DecodeError::Incomplete)?;
+    let bytes = buf.get(*pos..end).ok_or(DecodeError::Incomplete)?;
+    *pos = end;
+    Ok(bytes)
+}
+
+fn be(buf: &[u8], pos: &mut usize, n: usize) -> Result<u64, DecodeError> {
+    Ok(take(buf, pos, n)?
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 8) | b as u64))
+}
+
+/// What one marker announces.
+enum Head {
+    /// A scalar whose payload is `skip` bytes.
+    Scalar {
+        skip: usize,
+    },
+    Array(u64),
+    Map(u64),
+}
+
+fn head(buf: &[u8], pos: &mut usize) -> Result<(Marker, Head), DecodeError> {
+    let m = Marker::from_u8(take(buf, pos, 1)?[0]);
+    let h = match m {
+        Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+            Head::Scalar { skip: 0 }
+        }
+        Marker::U8 | Marker::I8 => Head::Scalar { skip: 1 },
+        Marker::U16 | Marker::I16 => Head::Scalar { skip: 2 },
+        Marker::U32 | Marker::I32 | Marker::F32 => Head::Scalar { skip: 4 },
+        Marker::U64 | Marker::I64 | Marker::F64 => Head::Scalar { skip: 8 },
+        Marker::FixStr(n) => Head::Scalar { skip: n as usize },
+        Marker::Str8 | Marker::Bin8 => Head::Scalar {
+            skip: be(buf, pos, 1)? as usize,
+        },
+        Marker::Str16 | Marker::Bin16 => Head::Scalar {
+            skip: be(buf, pos, 2)? as usize,
+        },
+        Marker::Str32 | Marker::Bin32 => Head::Scalar {
+            skip: be(buf, pos, 4)? as usize,
+        },
+        Marker::FixArray(n) => Head::Array(n as u64),
+        Marker::Array16 => Head::Array(be(buf, pos, 2)?),
+        Marker::Array32 => Head::Array(be(buf, pos, 4)?),
+        Marker::FixMap(n) => Head::Map(n as u64),
+        Marker::Map16 => Head::Map(be(buf, pos, 2)?),
+        Marker::Map32 => Head::Map(be(buf, pos, 4)?),
+        Marker::FixExt1 => Head::Scalar { skip: 2 },
+        Marker::FixExt2 => Head::Scalar { skip: 3 },
+        Marker::FixExt4 => Head::Scalar { skip: 5 },
+        Marker::FixExt8 => Head::Scalar { skip: 9 },
+        Marker::FixExt16 => Head::Scalar { skip: 17 },
+        Marker::Ext8 => Head::Scalar {
+            skip: be(buf, pos, 1)? as usize + 1,
+        },
+        Marker::Ext16 => Head::Scalar {
+            skip: be(buf, pos, 2)? as usize + 1,
+        },
+        Marker::Ext32 => Head::Scalar {
+            skip: be(buf, pos, 4)? as usize + 1,
+        },
+        Marker::Reserved => return invalid("byte 0xc1 is not msgpack"),
+    };
+    Ok((m, h))
+}
+
+/// The length of the msgpack value at the start of `buf`, found without building it or
+/// allocating anything but a stack of [`MAX_DEPTH`] counters.
+pub fn msgpack_value_len(buf: &[u8]) -> Result<usize, DecodeError> {
+    let mut pos = 0;
+    // Values still to read at each open level.
+    let mut open: Vec<u64> = vec![1];
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            continue;
+        }
+        *left -= 1;
+        match head(buf, &mut pos)?.1 {
+            Head::Scalar { skip } => {
+                take(buf, &mut pos, skip)?;
+            }
+            Head::Array(n) | Head::Map(n) if n == 0 => {}
+            Head::Array(n) => open.push(n),
+            Head::Map(n) => open.push(n * 2),
+        }
+        if open.len() > MAX_DEPTH {
+            return invalid(format!("nested deeper than {MAX_DEPTH} levels"));
+        }
+    }
+    Ok(pos)
+}
+
+/// Reads one value at `*pos` (a map key must be a string). Ext values other than an
+/// EventTime, which has no `Value` form, become their data bytes; an EventTime becomes
+/// a float of seconds.
+pub fn read_msgpack_value(buf: &[u8], pos: &mut usize) -> Result<Value, DecodeError> {
+    read_value(buf, pos, 0)
+}
+
+fn text(bytes: &[u8]) -> Result<Arc<str>, DecodeError> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Arc::from(s)),
+        Err(_) => Ok(Arc::from(String::from_utf8_lossy(bytes).as_ref())),
+    }
+}
+
+fn read_value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, DecodeError> {
+    if depth > MAX_DEPTH {
+        return invalid(format!("nested deeper than {MAX_DEPTH} levels"));
+    }
+    let (m, h) = head(buf, pos)?;
+    let v = match (m, h) {
+        (Marker::Null, _) => Value::Nil,
+        (Marker::True, _) => Value::Bool(true),
+        (Marker::False, _) => Value::Bool(false),
+        (Marker::FixPos(n), _) => Value::UInt(n as u64),
+        (Marker::FixNeg(n), _) => Value::Int(n as i64),
+        (Marker::U8, _) => Value::UInt(be(buf, pos, 1)?),
+        (Marker::U16, _) => Value::UInt(be(buf, pos, 2)?),
+        (Marker::U32, _) => Value::UInt(be(buf, pos, 4)?),
+        (Marker::U64, _) => Value::UInt(be(buf, pos, 8)?),
+        (Marker::I8, _) => Value::Int(be(buf, pos, 1)? as u8 as i8 as i64),
+        (Marker::I16, _) => Value::Int(be(buf, pos, 2)? as u16 as i16 as i64),
+        (Marker::I32, _) => Value::Int(be(buf, pos, 4)? as u32 as i32 as i64),
+        (Marker::I64, _) => Value::Int(be(buf, pos, 8)? as i64),
+        (Marker::F32, _) => Value::Float(f32::from_bits(be(buf, pos, 4)? as u32) as f64),
+        (Marker::F64, _) => Value::Float(f64::from_bits(be(buf, pos, 8)?)),
+        (
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32,
+            Head::Scalar { skip },
+        ) => Value::Str(text(take(buf, pos, skip)?)?),
+        (Marker::Bin8 | Marker::Bin16 | Marker::Bin32, Head::Scalar { skip }) => {
+            Value::Bin(Arc::from(take(buf, pos, skip)?))
+        }
+        (_, Head::Array(n)) => {
+            // Never trust n for the allocation: each element takes at least a byte.
+            let mut items = Vec::with_capacity((n as usize).min(buf.len() - *pos));
+            for _ in 0..n {
+                items.push(read_value(buf, pos, depth + 1)?);
+            }
+            Value::Array(items)
+        }
+        (_, Head::Map(n)) => Value::Map(read_map_body(buf, pos, n, depth)?),
+        (_, Head::Scalar { skip }) => {
+            // Ext: a type byte, then the data.
+            let data = take(buf, pos, skip)?;
+            match data {
+                [0, t @ ..] if t.len() == 8 => {
+                    let secs = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+                    let nanos = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+                    Value::Float(EventTime::new(secs as i64, nanos).as_f64())
+                }
+                [_, data @ ..] => Value::Bin(Arc::from(data)),
+                [] => return invalid("an ext value without its type"),
+            }
+        }
+    };
+    Ok(v)
+}
+
+fn read_map_body(buf: &[u8], pos: &mut usize, n: u64, depth: usize) -> Result<Map, DecodeError> {
+    let mut map = Vec::with_capacity((n as usize).min(buf.len() - *pos));
+    for _ in 0..n {
+        let key = match read_value(buf, pos, depth + 1)? {
+            Value::Str(s) => s,
+            Value::Bin(b) => text(&b)?,
+            other => return invalid(format!("a map key that is not a string: {other:?}")),
+        };
+        let v = read_value(buf, pos, depth + 1)?;
+        map.push((key, v));
+    }
+    Ok(map)
+}
+
+/// Reads an array header: the number of elements that follow.
+pub fn read_array_len(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+    match head(buf, pos)? {
+        (_, Head::Array(n)) => Ok(n),
+        _ => invalid("an array"),
+    }
+}
+
+/// Whether the value at `pos` is an array (without consuming it).
+pub fn peek_is_array(buf: &[u8], pos: usize) -> bool {
+    buf.get(pos).is_some_and(|&b| {
+        matches!(
+            Marker::from_u8(b),
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32
+        )
+    })
+}
+
+/// Reads a map (a record body, metadata, options).
+pub fn read_msgpack_map(buf: &[u8], pos: &mut usize) -> Result<Map, DecodeError> {
+    match read_msgpack_value(buf, pos)? {
+        Value::Map(m) => Ok(m),
+        other => invalid(format!("a map, found {}", kind(&other))),
+    }
+}
+
+/// The name of a value's type, for error messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) | Value::UInt(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Str(_) => "a string",
+        Value::Bin(_) => "binary",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+    }
+}
+
+/// An event time as the Forward protocol allows it: EventTime (ext type 0, 8 bytes:
+/// big-endian u32 seconds and nanoseconds), an integer of seconds, or a float.
+pub fn read_event_time(buf: &[u8], pos: &mut usize) -> Result<EventTime, DecodeError> {
+    let at = *pos;
+    let m = Marker::from_u8(take(buf, pos, 1)?[0]);
+    let ext_len = match m {
+        Marker::FixExt8 => Some(8),
+        Marker::Ext8 => Some(be(buf, pos, 1)?),
+        _ => None,
+    };
+    if let Some(len) = ext_len {
+        let ty = take(buf, pos, 1)?[0];
+        if ty != 0 || len != 8 {
+            return invalid(format!(
+                "an EventTime (ext type 0, 8 bytes), found ext type {ty} of {len} bytes"
+            ));
+        }
+        let secs = be(buf, pos, 4)? as i64;
+        let nanos = (be(buf, pos, 4)? as u32).min(999_999_999);
+        return Ok(EventTime::new(secs, nanos));
+    }
+    *pos = at;
+    match read_value(buf, pos, MAX_DEPTH)? {
+        Value::UInt(u) => Ok(EventTime::new(u.min(i64::MAX as u64) as i64, 0)),
+        Value::Int(i) => Ok(EventTime::new(i, 0)),
+        Value::Float(f) if f.is_finite() => {
+            let secs = f.floor();
+            Ok(EventTime::new(
+                secs as i64,
+                (((f - secs) * 1e9).round() as u32).min(999_999_999),
+            ))
+        }
+        other => invalid(format!("an event time, found {}", kind(&other))),
+    }
+}
+
+/// Writes an EventTime (`d7 00`, seconds, nanoseconds).
+pub fn write_event_time(out: &mut Vec<u8>, t: EventTime) {
+    out.extend_from_slice(&[0xd7, 0x00]);
+    out.extend_from_slice(&(t.secs as u32).to_be_bytes());
+    out.extend_from_slice(&t.nanos.to_be_bytes());
+}
+
+/// Writes a map of string keys.
+pub fn write_msgpack_map(out: &mut Vec<u8>, m: &Map) {
+    write_map(out, m);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventTime, Str};
+    use crate::event::Str;
     use std::sync::Arc;
 
     fn s(x: &str) -> Str {

@@ -81,6 +81,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     name: "dummy",
     description: "Generate dummy data",
     props: PROPS,
+    net: false,
     build,
 };
 

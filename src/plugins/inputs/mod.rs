@@ -2,8 +2,10 @@
 
 pub mod conntrack;
 pub mod dummy;
+pub mod forward;
 pub mod nflog;
 pub mod random;
+pub mod tcp;
 
 use std::time::Duration;
 

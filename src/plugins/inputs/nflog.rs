@@ -34,6 +34,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     name: "nflog",
     description: "Packets logged by netfilter to an NFLOG group (netlink)",
     props: PROPS,
+    net: false,
     build,
 };
 

@@ -34,6 +34,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     name: "random",
     description: "Random",
     props: PROPS,
+    net: false,
     build,
 };
 

@@ -1,5 +1,6 @@
 //! Outputs, one module per Fluent Bit name, and what their tables share.
 
+pub mod forward;
 pub mod stdout;
 pub mod tcp;
 

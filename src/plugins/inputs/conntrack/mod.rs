@@ -46,6 +46,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     name: "conntrack",
     description: "Connection tracking events and samples (netlink)",
     props: PROPS,
+    net: false,
     build,
 };
 

@@ -1,0 +1,483 @@
+//! `forward` input: a Fluentd Forward protocol server (TCP, TLS, or a Unix socket).
+//! Fluent Bit: plugins/in_forward/fw.c, fw_conn.c, fw_prot.c, fw_config.c
+//!
+//! Accepts Message, Forward, PackedForward and CompressedPackedForward frames (see
+//! [`crate::forward`]). Each connection reads up to `buffer_chunk_size` bytes at a time
+//! into its own buffer; a frame that is still incomplete when the buffer holds
+//! `buffer_max_size` bytes, or bytes that are not a valid frame, close the connection
+//! with one log line and `agent_input_rejected_connections_total`.
+//!
+//! Acks: a frame whose options carry `chunk` is answered `{"ack": chunk}` once every
+//! output is done with its records (`send_acked`), not when they are merely buffered,
+//! so a client that resends unacked chunks loses nothing if this agent dies (it may
+//! send duplicates of the chunks in flight). Records of a frame without `chunk` are
+//! sent on as they arrive. At shutdown a connection stops reading and still writes the
+//! acks of what is delivered within the grace period.
+//!
+//! With `shared_key` (or `empty_shared_key`) or `security.users`, the server sends HELO
+//! on connect and accepts events only after a valid PING ([`crate::forward::auth`]).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::format::{msgpack_value_len, DecodeError};
+use crate::event::{Tag, Value};
+use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
+use crate::forward::{decode_events, write_ack};
+use crate::net::downstream::{read_some, Conn};
+use crate::net::{Downstream, DownstreamSetup};
+use crate::pipeline::{InputSender, Shutdown};
+use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
+
+const PROPS: &[PropSpec] = &[
+    PropSpec::new(
+        "listen",
+        PropKind::Str,
+        Some("0.0.0.0"),
+        "Address to listen on.",
+    ),
+    PropSpec::new(
+        "port",
+        PropKind::Int,
+        Some("24224"),
+        "TCP port to listen on.",
+    ),
+    PropSpec::new(
+        "unix_path",
+        PropKind::Str,
+        None,
+        "Listen on this Unix socket instead of TCP.",
+    ),
+    PropSpec::new(
+        "unix_perm",
+        PropKind::Str,
+        None,
+        "Permissions of the Unix socket, octal (e.g. 0660).",
+    ),
+    PropSpec::new(
+        "tag_prefix",
+        PropKind::Str,
+        None,
+        "Prefix added to the tag of every incoming frame.",
+    ),
+    PropSpec::new(
+        "buffer_chunk_size",
+        PropKind::Size,
+        Some("1024000"),
+        "Bytes read from a connection at a time.",
+    ),
+    PropSpec::new(
+        "buffer_max_size",
+        PropKind::Size,
+        Some("6144000"),
+        "Largest frame accepted; a larger one closes the connection.",
+    ),
+    PropSpec::new(
+        "shared_key",
+        PropKind::Str,
+        None,
+        "Shared key clients must prove in the handshake.",
+    ),
+    PropSpec::new(
+        "empty_shared_key",
+        PropKind::Bool,
+        Some("false"),
+        "Require the handshake with an empty shared key.",
+    ),
+    PropSpec::new(
+        "self_hostname",
+        PropKind::Str,
+        Some("localhost"),
+        "Hostname this server gives in the handshake.",
+    ),
+    PropSpec::new(
+        "security.users",
+        PropKind::Multi,
+        None,
+        "'USERNAME PASSWORD' a client may authenticate as; repeat for more users.",
+    ),
+];
+
+pub static PLUGIN: InputPlugin = InputPlugin {
+    name: "forward",
+    description: "Fluentd in-forward",
+    props: PROPS,
+    net: true,
+    build,
+};
+
+/// The handshake a connection must pass first.
+#[derive(Clone, Debug)]
+struct Security {
+    shared_key: String,
+    hostname: String,
+    users: Vec<(String, String)>,
+}
+
+struct ForwardInput {
+    /// Bound at build time so a busy port is a start-up error; dropping it closes it.
+    server: Downstream,
+    cfg: Arc<ConnConfig>,
+}
+
+struct ConnConfig {
+    chunk: usize,
+    max: usize,
+    tag_prefix: String,
+    /// The `tag` property: every record gets it, whatever the frame says.
+    fixed_tag: Option<Tag>,
+    security: Option<Security>,
+}
+
+fn size(props: &Props, name: &str) -> Result<usize, ConfigError> {
+    props
+        .size(name)
+        .filter(|&n| n > 0)
+        .map(|n| n as usize)
+        .ok_or_else(|| props.error(name, "a size > 0 such as 1M"))
+}
+
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let chunk = size(props, "buffer_chunk_size")?;
+    let max = size(props, "buffer_max_size")?;
+    if max < chunk {
+        return Err(props.error(
+            "buffer_max_size",
+            format!("a size >= buffer_chunk_size ({chunk})"),
+        ));
+    }
+    let mut users = Vec::new();
+    for u in props.multi("security.users") {
+        match u.split_whitespace().collect::<Vec<_>>()[..] {
+            [name, password] => users.push((name.to_string(), password.to_string())),
+            _ => return Err(props.error("security.users", "'USERNAME PASSWORD'")),
+        }
+    }
+    let shared_key = match props.str("shared_key") {
+        Some(k) => Some(k.to_string()),
+        None if props.bool("empty_shared_key") == Some(true) => Some(String::new()),
+        None if !users.is_empty() => {
+            return Err(props.error(
+                "shared_key",
+                "a shared key (or empty_shared_key on) with security.users",
+            ))
+        }
+        None => None,
+    };
+    let security = shared_key.map(|shared_key| Security {
+        shared_key,
+        hostname: props
+            .str("self_hostname")
+            .unwrap_or("localhost")
+            .to_string(),
+        users,
+    });
+    let setup = DownstreamSetup::from_props(props, props.str("unix_path"))?;
+    let perm = match props.str("unix_perm") {
+        None => None,
+        Some(p) => Some(
+            u32::from_str_radix(p.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| props.error("unix_perm", "octal permissions such as 0660"))?,
+        ),
+    };
+    let rejected: Arc<AtomicU64> = ctx.metrics.counter(
+        "agent_input_rejected_connections_total",
+        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
+        ctx.instance,
+    );
+    let prefix: Arc<str> = Arc::from(format!("[input:forward:{}]", ctx.instance));
+    let server = Downstream::bind(setup.clone(), prefix, rejected).map_err(|e| {
+        props.error(
+            if setup.unix_path.is_some() {
+                "unix_path"
+            } else {
+                "port"
+            },
+            format!(
+                "an address this process can listen on ({}: {e})",
+                setup.address()
+            ),
+        )
+    })?;
+    if let (Some(path), Some(mode)) = (&setup.unix_path, perm) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| props.error("unix_perm", format!("permissions that can be set ({e})")))?;
+    }
+    Ok(Box::new(ForwardInput {
+        server,
+        cfg: Arc::new(ConnConfig {
+            chunk,
+            max,
+            tag_prefix: props.str("tag_prefix").unwrap_or("").to_string(),
+            fixed_tag: props
+                .is_set("tag")
+                .then(|| Arc::from(props.str("tag").unwrap_or(""))),
+            security,
+        }),
+    }))
+}
+
+impl Input for ForwardInput {
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
+        Box::pin(async move {
+            let ForwardInput { server, cfg } = *self;
+            let out = ctx.out;
+            let shutdown = ctx.shutdown.clone();
+            server
+                .serve(ctx.shutdown, move |conn| {
+                    serve_conn(conn, cfg.clone(), out.clone(), shutdown.clone())
+                })
+                .await;
+            Ok(())
+        })
+    }
+}
+
+/// Why a connection ends.
+enum End {
+    /// The client closed it, or shutdown.
+    Done,
+    /// Logged and counted: bad data, a limit, a timeout.
+    Rejected(String),
+}
+
+/// Takes the next complete frame off the front of `buf`, if there is one.
+fn next_frame(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+    match msgpack_value_len(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(DecodeError::Incomplete) if buf.len() >= max => {
+            Err(format!("frame larger than buffer_max_size ({max} bytes)"))
+        }
+        Err(DecodeError::Incomplete) => Ok(None),
+        Err(DecodeError::Invalid(why)) => Err(format!("invalid msgpack: {why}")),
+    }
+}
+
+async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown: Shutdown) {
+    let rejecter = conn.rejecter();
+    let peer = conn.peer.clone();
+    let io_timeout = conn.io_timeout;
+    let (mut rd, mut wr) = tokio::io::split(conn.stream);
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Value>();
+    let mut session = Session {
+        cfg,
+        out: Some(out),
+        ack_tx,
+        buf: Vec::new(),
+        helo: None,
+        authenticated: false,
+    };
+    let mut reply = Vec::new();
+    if let Some(sec) = &session.cfg.security {
+        let helo = Helo {
+            nonce: random_bytes(),
+            auth_salt: if sec.users.is_empty() {
+                Vec::new()
+            } else {
+                random_bytes()
+            },
+        };
+        write_helo(&mut reply, &helo);
+        session.helo = Some(helo);
+        if wr.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+    let end = session
+        .run(&mut rd, &mut wr, &mut ack_rx, io_timeout, shutdown, &peer)
+        .await;
+    if let End::Rejected(why) = end {
+        rejecter.reject(&why);
+        return;
+    }
+    // Stopped reading: the engine must see this connection's sender go, and the acks of
+    // what gets delivered during the grace period still go out.
+    session.out = None;
+    drop(session.ack_tx);
+    while let Some(chunk) = ack_rx.recv().await {
+        reply.clear();
+        write_ack(&mut reply, &chunk);
+        if wr.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+    drop(rejecter);
+}
+
+struct Session {
+    cfg: Arc<ConnConfig>,
+    /// `None` once the connection stops reading.
+    out: Option<InputSender>,
+    ack_tx: mpsc::UnboundedSender<Value>,
+    buf: Vec<u8>,
+    helo: Option<Helo>,
+    authenticated: bool,
+}
+
+impl Session {
+    async fn run<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        acks: &mut mpsc::UnboundedReceiver<Value>,
+        io_timeout: Option<std::time::Duration>,
+        mut shutdown: Shutdown,
+        peer: &str,
+    ) -> End
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut reply = Vec::new();
+        loop {
+            let room = self
+                .cfg
+                .chunk
+                .min(self.cfg.max.saturating_sub(self.buf.len()).max(1));
+            tokio::select! {
+                _ = shutdown.wait() => return End::Done,
+                Some(chunk) = acks.recv() => {
+                    reply.clear();
+                    write_ack(&mut reply, &chunk);
+                    if wr.write_all(&reply).await.is_err() {
+                        return End::Done;
+                    }
+                }
+                n = read_some(rd, &mut self.buf, room, io_timeout) => match n {
+                    Ok(0) => {
+                        if !self.buf.is_empty() {
+                            return End::Rejected(format!(
+                                "closed in the middle of a frame ({} bytes unread)",
+                                self.buf.len()
+                            ));
+                        }
+                        return End::Done;
+                    }
+                    Ok(_) => {
+                        if let Err(why) = self.frames(wr, peer).await {
+                            return why;
+                        }
+                    }
+                    Err(e) => return End::Rejected(e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Handles every complete frame in the buffer.
+    async fn frames<W>(&mut self, wr: &mut W, peer: &str) -> Result<(), End>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut start = 0;
+        let result = loop {
+            let n = match next_frame(&self.buf[start..], self.cfg.max) {
+                Ok(Some(n)) => n,
+                Ok(None) => break Ok(()),
+                Err(why) => break Err(End::Rejected(why)),
+            };
+            let frame = start..start + n;
+            start += n;
+            if let Err(e) = self.frame(frame, wr, peer).await {
+                break Err(e);
+            }
+        };
+        self.buf.drain(..start);
+        result
+    }
+
+    async fn frame<W>(
+        &mut self,
+        range: std::ops::Range<usize>,
+        wr: &mut W,
+        peer: &str,
+    ) -> Result<(), End>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let frame = &self.buf[range];
+        if let (Some(sec), Some(helo), false) = (&self.cfg.security, &self.helo, self.authenticated)
+        {
+            let ping = Ping::read(frame)
+                .map_err(|e| End::Rejected(format!("expected a PING after HELO: {}", why(e))))?;
+            let result = ping.verify(helo, &sec.shared_key, &sec.users);
+            let pong = Pong::new(&ping, helo, result, &sec.hostname, &sec.shared_key);
+            let mut reply = Vec::new();
+            pong.write(&mut reply);
+            if wr.write_all(&reply).await.is_err() {
+                return Err(End::Done);
+            }
+            return match result {
+                Ok(()) => {
+                    self.authenticated = true;
+                    Ok(())
+                }
+                Err(reason) => Err(End::Rejected(format!(
+                    "authentication of {} failed: {reason}",
+                    ping.hostname
+                ))),
+            };
+        }
+        let events = decode_events(frame, self.cfg.max)
+            .map_err(|e| End::Rejected(format!("invalid frame: {}", why(e))))?;
+        let tag: Tag = match &self.cfg.fixed_tag {
+            Some(t) => t.clone(),
+            None => Arc::from(format!("{}{}", self.cfg.tag_prefix, events.tag)),
+        };
+        let Some(out) = self.out.as_mut() else {
+            return Err(End::Done);
+        };
+        let sent = match events.chunk {
+            Some(chunk) => {
+                let tx = self.ack_tx.clone();
+                let ack = Box::new(move || {
+                    let _ = tx.send(chunk);
+                });
+                out.send_acked(tag, events.records, ack).await
+            }
+            None => out.send_tagged(tag, events.records).await,
+        };
+        if sent.is_err() {
+            crate::debug!("[input:forward] {peer}: the engine is shutting down");
+            return Err(End::Done);
+        }
+        Ok(())
+    }
+}
+
+fn why(e: DecodeError) -> String {
+    match e {
+        DecodeError::Incomplete => "truncated".into(),
+        DecodeError::Invalid(w) => w,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_cut_at_their_length_and_limits_hold() {
+        // Two complete frames and the start of a third.
+        let buf = [0x92, 0xa1, b't', 0x90, 0x92, 0xa1, b'u', 0x90, 0x92];
+        assert_eq!(next_frame(&buf, 100), Ok(Some(4)));
+        assert_eq!(next_frame(&buf[8..], 100), Ok(None));
+        // A str32 declaring 4 GB: incomplete, never allocated, refused at the limit.
+        let huge = [0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
+        assert_eq!(next_frame(&huge, 100), Ok(None));
+        assert!(next_frame(&huge, 9)
+            .unwrap_err()
+            .contains("buffer_max_size"));
+        assert!(next_frame(&[0xc1], 100)
+            .unwrap_err()
+            .starts_with("invalid msgpack"));
+    }
+}

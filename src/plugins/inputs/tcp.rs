@@ -1,0 +1,303 @@
+//! `tcp` input: records from clients that write JSON objects or separated lines.
+//! Fluent Bit: plugins/in_tcp/tcp.c, tcp_conn.c, tcp_config.c
+//!
+//! `format json`: a stream of JSON objects, any number per read and split anywhere
+//! across reads; each object is a record. `format none`: each `separator`-terminated
+//! piece is a record `{"log": "..."}`. A connection reads `chunk_size` KB at a time and
+//! holds at most `buffer_size` KB of an unfinished record; more, or bytes that are not
+//! JSON objects, close it with one log line and `agent_input_rejected_connections_total`.
+//! `source_address_key` adds the client's address (`tcp://IP:PORT`).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::{EventTime, Map, Record, Str, Value};
+use crate::net::downstream::{read_some, Conn};
+use crate::net::{Downstream, DownstreamSetup};
+use crate::pipeline::{InputSender, Shutdown};
+use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
+
+const PROPS: &[PropSpec] = &[
+    PropSpec::new(
+        "listen",
+        PropKind::Str,
+        Some("0.0.0.0"),
+        "Address to listen on.",
+    ),
+    PropSpec::new(
+        "port",
+        PropKind::Int,
+        Some("5170"),
+        "TCP port to listen on.",
+    ),
+    PropSpec::new(
+        "format",
+        PropKind::Enum(&["json", "none"]),
+        Some("json"),
+        "json: a stream of JSON objects; none: separated lines as {\"log\": line}.",
+    ),
+    PropSpec::new(
+        "separator",
+        PropKind::Str,
+        Some("\\n"),
+        "Record separator of format none (\\n, \\r, \\t escapes allowed).",
+    ),
+    PropSpec::new(
+        "chunk_size",
+        PropKind::Int,
+        Some("32"),
+        "Kilobytes read from a connection at a time.",
+    ),
+    PropSpec::new(
+        "buffer_size",
+        PropKind::Int,
+        Some("64"),
+        "Largest unfinished record held per connection, in kilobytes.",
+    ),
+    PropSpec::new(
+        "source_address_key",
+        PropKind::Str,
+        None,
+        "Add the client address (tcp://IP:PORT) under this key.",
+    ),
+];
+
+pub static PLUGIN: InputPlugin = InputPlugin {
+    name: "tcp",
+    description: "TCP",
+    props: PROPS,
+    net: true,
+    build,
+};
+
+#[derive(Clone, Debug, PartialEq)]
+enum Format {
+    Json,
+    None(Vec<u8>),
+}
+
+struct TcpInput {
+    /// Bound at build time; dropping it closes the port.
+    server: Downstream,
+    cfg: Arc<Cfg>,
+}
+
+struct Cfg {
+    format: Format,
+    chunk: usize,
+    max: usize,
+    source_key: Option<Str>,
+}
+
+/// `\n`, `\r`, `\t` and `\\` in a configured separator.
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b't') => out.push(b'\t'),
+            Some(other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
+    props
+        .int(name)
+        .filter(|&n| n > 0)
+        .map(|n| n as usize * 1024)
+        .ok_or_else(|| props.error(name, "a number of kilobytes > 0"))
+}
+
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let format = match props.str("format").unwrap_or("json") {
+        f if f.eq_ignore_ascii_case("none") => {
+            let sep = unescape(props.str("separator").unwrap_or("\\n"));
+            if sep.is_empty() {
+                return Err(props.error("separator", "at least one byte"));
+            }
+            Format::None(sep)
+        }
+        _ => Format::Json,
+    };
+    let chunk = kb(props, "chunk_size")?;
+    let max = kb(props, "buffer_size")?;
+    if max < chunk {
+        return Err(props.error("buffer_size", "a size >= chunk_size"));
+    }
+    let setup = DownstreamSetup::from_props(props, None)?;
+    let rejected: Arc<AtomicU64> = ctx.metrics.counter(
+        "agent_input_rejected_connections_total",
+        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
+        ctx.instance,
+    );
+    let prefix: Arc<str> = Arc::from(format!("[input:tcp:{}]", ctx.instance));
+    let server = Downstream::bind(setup.clone(), prefix, rejected).map_err(|e| {
+        props.error(
+            "port",
+            format!(
+                "an address this process can listen on ({}: {e})",
+                setup.address()
+            ),
+        )
+    })?;
+    Ok(Box::new(TcpInput {
+        server,
+        cfg: Arc::new(Cfg {
+            format,
+            chunk,
+            max,
+            source_key: props.str("source_address_key").map(Str::from),
+        }),
+    }))
+}
+
+impl Input for TcpInput {
+    fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
+        Box::pin(async move {
+            let TcpInput { server, cfg } = *self;
+            let out = ctx.out;
+            let shutdown = ctx.shutdown.clone();
+            server
+                .serve(ctx.shutdown, move |conn| {
+                    serve_conn(conn, cfg.clone(), out.clone(), shutdown.clone())
+                })
+                .await;
+            Ok(())
+        })
+    }
+}
+
+/// Takes every complete record off the front of `buf`.
+fn split(format: &Format, buf: &mut Vec<u8>, out: &mut Vec<Map>) -> Result<(), String> {
+    match format {
+        Format::Json => {
+            let mut stream =
+                serde_json::Deserializer::from_slice(buf).into_iter::<serde_json::Value>();
+            let mut used = 0;
+            let result = loop {
+                match stream.next() {
+                    None => break Ok(()),
+                    Some(Ok(serde_json::Value::Object(o))) => {
+                        used = stream.byte_offset();
+                        out.push(
+                            o.iter()
+                                .map(|(k, v)| (Str::from(k.as_str()), Value::from_json(v)))
+                                .collect(),
+                        );
+                    }
+                    Some(Ok(_)) => break Err("a JSON value that is not an object".to_string()),
+                    Some(Err(e)) if e.is_eof() => break Ok(()),
+                    Some(Err(e)) => break Err(format!("invalid JSON: {e}")),
+                }
+            };
+            // Whitespace between objects is consumed with the next one.
+            buf.drain(..used);
+            result
+        }
+        Format::None(sep) => {
+            let mut start = 0;
+            while let Some(i) = find(&buf[start..], sep) {
+                let line = String::from_utf8_lossy(&buf[start..start + i]);
+                out.push(vec![(
+                    Str::from("log"),
+                    Value::Str(Str::from(line.as_ref())),
+                )]);
+                start += i + sep.len();
+            }
+            buf.drain(..start);
+            Ok(())
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdown: Shutdown) {
+    let source = cfg
+        .source_key
+        .as_ref()
+        .map(|k| (k.clone(), Value::Str(Str::from(conn.source_address()))));
+    let rejecter = conn.rejecter();
+    let io_timeout = conn.io_timeout;
+    // The rest of `conn` (its slot under the connection cap) lives until we return.
+    let mut stream = conn.stream;
+    let mut buf = Vec::new();
+    let mut bodies = Vec::new();
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.wait() => return,
+            n = read_some(&mut stream, &mut buf, cfg.chunk, io_timeout) => n,
+        };
+        match n {
+            Ok(0) => {
+                // A last record without its separator still counts, as in Fluent Bit.
+                if let Format::None(_) = cfg.format {
+                    if !buf.is_empty() {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        bodies.push(vec![(Str::from("log"), Value::Str(Str::from(line)))]);
+                        let _ = send(&mut out, &mut bodies, &source).await;
+                    }
+                } else if buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                    rejecter.reject(&format!(
+                        "closed in the middle of a JSON object ({} bytes unread)",
+                        buf.len()
+                    ));
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                rejecter.reject(&e.to_string());
+                return;
+            }
+        }
+        if let Err(why) = split(&cfg.format, &mut buf, &mut bodies) {
+            let _ = send(&mut out, &mut bodies, &source).await;
+            rejecter.reject(&why);
+            return;
+        }
+        if send(&mut out, &mut bodies, &source).await.is_err() {
+            return;
+        }
+        if buf.len() >= cfg.max {
+            rejecter.reject(&format!(
+                "a record longer than buffer_size ({} bytes)",
+                cfg.max
+            ));
+            return;
+        }
+    }
+}
+
+async fn send(
+    out: &mut InputSender,
+    bodies: &mut Vec<Map>,
+    source: &Option<(Str, Value)>,
+) -> Result<(), PluginError> {
+    if bodies.is_empty() {
+        return Ok(());
+    }
+    let now = EventTime::now();
+    let records = bodies
+        .drain(..)
+        .map(|mut body| {
+            if let Some((k, v)) = source {
+                body.push((k.clone(), v.clone()));
+            }
+            Record::new(now, body)
+        })
+        .collect();
+    out.send(records).await
+}
