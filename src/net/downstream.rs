@@ -40,6 +40,8 @@ pub struct DownstreamSetup {
     pub port: u16,
     /// `unix_path` (forward): a Unix socket instead of TCP.
     pub unix_path: Option<PathBuf>,
+    /// `unix_perm`: mode of the socket file.
+    pub unix_perm: Option<u32>,
     /// `net.backlog`.
     pub backlog: i32,
     /// `net.share_port`: SO_REUSEPORT, so several listeners share the port.
@@ -78,6 +80,7 @@ impl DownstreamSetup {
             listen,
             port,
             unix_path: unix_path.map(PathBuf::from),
+            unix_perm: None,
             backlog,
             share_port: props.bool("net.share_port").unwrap_or(false),
             accept_timeout,
@@ -162,7 +165,12 @@ impl Downstream {
                 {
                     std::fs::remove_file(path)?;
                 }
-                Listener::Unix(UnixListener::bind(path)?, path.clone())
+                let l = UnixListener::bind(path)?;
+                if let Some(mode) = setup.unix_perm {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+                }
+                Listener::Unix(l, path.clone())
             }
             None => Listener::Tcp(tcp_listener(&setup)?),
         };

@@ -114,6 +114,7 @@ impl OutputWorker {
         match self.output.flush(&routed.chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
+                routed.finish();
                 if attempts > 0 {
                     crate::info!(
                         "[engine] flush chunk for {} succeeded at retry {attempts}: {n} records",
@@ -129,6 +130,7 @@ impl OutputWorker {
                     self.plugin,
                     self.name
                 );
+                routed.finish();
             }
             FlushResult::Retry(e) => {
                 if self.retry.limit.is_some_and(|l| attempts >= l) {

@@ -119,8 +119,9 @@ struct Security {
 }
 
 struct ForwardInput {
-    /// Bound at build time so a busy port is a start-up error; dropping it closes it.
-    server: Downstream,
+    /// Where to listen, the log prefix and the rejected-connections counter; bound when
+    /// the input starts (so `--dry-run` binds nothing).
+    listener: (DownstreamSetup, Arc<str>, Arc<AtomicU64>),
     cfg: Arc<ConnConfig>,
 }
 
@@ -176,7 +177,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             .to_string(),
         users,
     });
-    let setup = DownstreamSetup::from_props(props, props.str("unix_path"))?;
+    let mut setup = DownstreamSetup::from_props(props, props.str("unix_path"))?;
     let perm = match props.str("unix_perm") {
         None => None,
         Some(p) => Some(
@@ -186,32 +187,15 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
                 .ok_or_else(|| props.error("unix_perm", "octal permissions such as 0660"))?,
         ),
     };
+    setup.unix_perm = perm;
     let rejected: Arc<AtomicU64> = ctx.metrics.counter(
         "agent_input_rejected_connections_total",
         "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
         ctx.instance,
     );
     let prefix: Arc<str> = Arc::from(format!("[input:forward:{}]", ctx.instance));
-    let server = Downstream::bind(setup.clone(), prefix, rejected).map_err(|e| {
-        props.error(
-            if setup.unix_path.is_some() {
-                "unix_path"
-            } else {
-                "port"
-            },
-            format!(
-                "an address this process can listen on ({}: {e})",
-                setup.address()
-            ),
-        )
-    })?;
-    if let (Some(path), Some(mode)) = (&setup.unix_path, perm) {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| props.error("unix_perm", format!("permissions that can be set ({e})")))?;
-    }
     Ok(Box::new(ForwardInput {
-        server,
+        listener: (setup, prefix, rejected),
         cfg: Arc::new(ConnConfig {
             chunk,
             max,
@@ -227,7 +211,14 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
 impl Input for ForwardInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let ForwardInput { server, cfg } = *self;
+            let ForwardInput { listener, cfg } = *self;
+            let (setup, prefix, rejected) = listener;
+            let address = setup.address();
+            let server =
+                Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
+                    context: format!("cannot listen on {address}"),
+                    source,
+                })?;
             let out = ctx.out;
             let shutdown = ctx.shutdown.clone();
             server

@@ -78,8 +78,9 @@ enum Format {
 }
 
 struct TcpInput {
-    /// Bound at build time; dropping it closes the port.
-    server: Downstream,
+    /// Where to listen, the log prefix and the rejected-connections counter; bound when
+    /// the input starts (so `--dry-run` binds nothing).
+    listener: (DownstreamSetup, Arc<str>, Arc<AtomicU64>),
     cfg: Arc<Cfg>,
 }
 
@@ -141,17 +142,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         ctx.instance,
     );
     let prefix: Arc<str> = Arc::from(format!("[input:tcp:{}]", ctx.instance));
-    let server = Downstream::bind(setup.clone(), prefix, rejected).map_err(|e| {
-        props.error(
-            "port",
-            format!(
-                "an address this process can listen on ({}: {e})",
-                setup.address()
-            ),
-        )
-    })?;
     Ok(Box::new(TcpInput {
-        server,
+        listener: (setup, prefix, rejected),
         cfg: Arc::new(Cfg {
             format,
             chunk,
@@ -164,7 +156,14 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
 impl Input for TcpInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let TcpInput { server, cfg } = *self;
+            let TcpInput { listener, cfg } = *self;
+            let (setup, prefix, rejected) = listener;
+            let address = setup.address();
+            let server =
+                Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
+                    context: format!("cannot listen on {address}"),
+                    source,
+                })?;
             let out = ctx.out;
             let shutdown = ctx.shutdown.clone();
             server
