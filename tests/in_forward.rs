@@ -1,0 +1,347 @@
+//! `forward` input, and agent → agent over the Forward protocol, on loopback: acks, TLS,
+//! shared key and users, a receiver killed mid-stream, a third-party client (Python's
+//! `fluent-logger`), and hostile bytes.
+//! Facts: ../shared/spec/fluent-bit.md §5, §6; fluent-bit-observed.md (forward out → in).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn receiver(port: u16, extra: &str) -> Agent {
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 2\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n{extra}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ));
+    a.wait_log("listening on", T);
+    a
+}
+
+/// A sender of `n` random records (unique `rand_value`s), 1 ms apart.
+fn sender(port: u16, n: u32, extra: &str) -> Agent {
+    Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 10\n    scheduler.base 1\n    scheduler.cap 1\n\
+         [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1000000\n\
+         [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n\
+         \x20   retry_limit no_limits\n    net.io_timeout 5s\n{extra}"
+    ))
+}
+
+/// `rand_value` → how many times it arrived, from json_lines output.
+fn values(stdout: &str, into: &mut HashMap<u64, u32>) {
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{line}"));
+        let r = v["rand_value"].as_u64().unwrap_or_else(|| panic!("{line}"));
+        *into.entry(r).or_default() += 1;
+    }
+}
+
+fn wait_unique(a: &mut Agent, n: usize) -> HashMap<u64, u32> {
+    let deadline = Instant::now() + T;
+    loop {
+        let mut seen = HashMap::new();
+        values(&a.stdout(), &mut seen);
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records arrived\n{}",
+            seen.len(),
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn agent_to_agent_with_acks_delivers_every_record_once() {
+    let port = free_port();
+    let mut rx = receiver(port, "");
+    let tx = sender(port, 500, "    require_ack_response on\n");
+    let seen = wait_unique(&mut rx, 500);
+    assert!(
+        seen.values().all(|&c| c == 1),
+        "duplicates without a failure"
+    );
+    let o = tx.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!o.stderr.contains("retry in"), "{}", o.stderr);
+    rx.stop(T);
+}
+
+#[test]
+fn every_mode_and_gzip_arrive_intact() {
+    for extra in [
+        "    compress gzip\n",
+        "    time_as_integer on\n",
+        "    send_options on\n",
+        "    tag $nothing\n",
+    ] {
+        let port = free_port();
+        let mut rx = receiver(port, "");
+        let tx = sender(port, 50, extra);
+        let seen = wait_unique(&mut rx, 50);
+        assert_eq!(seen.len(), 50, "{extra}");
+        tx.stop(T);
+        let o = rx.stop(T);
+        // Message mode with a missing key keeps the chunk's tag.
+        assert!(
+            !o.stderr.contains("closing connection"),
+            "{extra}: {}",
+            o.stderr
+        );
+    }
+}
+
+#[test]
+fn killing_the_receiver_mid_stream_loses_nothing() {
+    let port = free_port();
+    let mut rx = receiver(port, "");
+    let mut tx = sender(port, 3000, "    require_ack_response on\n");
+    rx.wait_until(T, "some records", |out, _| out.lines().count() >= 300);
+    rx.signal(libc::SIGKILL);
+    rx.wait(T);
+    let mut seen = HashMap::new();
+    values(&rx.stdout(), &mut seen);
+    let before = seen.len();
+    // The sender notices (a lost ack or a refused connection) and keeps its chunks.
+    tx.wait_log("failed to flush chunk for forward.0", T);
+    // Same port: the sender retries its unacked chunks there.
+    let rx2 = receiver(port, "");
+    let deadline = Instant::now() + T;
+    loop {
+        let mut all = seen.clone();
+        values(&rx2.stdout(), &mut all);
+        if all.len() == 3000 {
+            seen = all;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 3000 after the restart\n{}",
+            all.len(),
+            tx.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(before < 3000, "the kill came after everything was sent");
+    // Duplicates only for chunks that were in flight at the kill: a few flushes' worth.
+    let dups: u32 = seen.values().map(|c| c - 1).sum();
+    assert!(dups < 1000, "{dups} duplicates");
+    tx.stop(T);
+    rx2.stop(T);
+}
+
+/// A test CA and a server certificate for localhost, as PEM files.
+fn pki() -> Dir {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "agent test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "localhost");
+    let server = p.signed_by(&key, &issuer).unwrap();
+    let dir = Dir::new();
+    dir.file("ca.pem", &ca.pem());
+    dir.file("server.pem", &server.pem());
+    dir.file("server.key", &key.serialize_pem());
+    dir
+}
+
+#[test]
+fn tls_shared_key_and_users_with_acks() {
+    let pki = pki();
+    let p = |n: &str| pki.path().join(n).to_str().unwrap().to_string();
+    let port = free_port();
+    let mut rx = receiver(
+        port,
+        &format!(
+            "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    shared_key s3cret\n\
+             \x20   self_hostname aggregator\n    security.users alice pw1\n",
+            p("server.pem"),
+            p("server.key")
+        ),
+    );
+    let tls = format!(
+        "    tls on\n    tls.ca_file {}\n    tls.vhost localhost\n    require_ack_response on\n\
+         \x20   shared_key s3cret\n    self_hostname node-1\n",
+        p("ca.pem")
+    );
+    let tx = sender(
+        port,
+        200,
+        &format!("{tls}    username alice\n    password pw1\n"),
+    );
+    wait_unique(&mut rx, 200);
+    tx.stop(T);
+    // A wrong key is refused at the handshake: a PONG saying why, one log line each side.
+    let mut bad = sender(
+        port,
+        5,
+        &format!(
+            "{}    shared_key wrong\n",
+            tls.replace("    shared_key s3cret\n", "")
+        ),
+    );
+    bad.wait_log("authentication failed: shared_key mismatch", T);
+    rx.wait_log("authentication of node-1 failed: shared_key mismatch", T);
+    bad.stop(T);
+    let o = rx.stop(T);
+    let mut seen = HashMap::new();
+    values(&o.stdout, &mut seen);
+    assert_eq!(seen.len(), 200, "records from the refused sender arrived");
+}
+
+#[test]
+fn python_fluent_logger_client_records_all_arrive() {
+    let port = free_port();
+    let mut rx = receiver(port, "    tag_prefix py.\n");
+    let script = format!(
+        r#"
+from fluent import sender
+s = sender.FluentSender('app', host='127.0.0.1', port={port})
+for i in range(300):
+    assert s.emit('ev', {{'i': i, 'msg': 'hello'}}), s.last_error
+s.close()
+s = sender.FluentSender('app', host='127.0.0.1', port={port}, nanosecond_precision=True)
+for i in range(300, 400):
+    assert s.emit_with_time('ev', 1700000000.25, {{'i': i}}), s.last_error
+s.close()
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rx.wait_lines(400, T);
+    let o = rx.stop(T);
+    let mut is: Vec<u64> = Vec::new();
+    for line in o.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        is.push(v["i"].as_u64().unwrap());
+        if v["i"].as_u64().unwrap() >= 300 {
+            assert_eq!(v["date"].as_f64().unwrap(), 1700000000.25, "{line}");
+        }
+    }
+    is.sort();
+    assert_eq!(is, (0..400).collect::<Vec<_>>());
+    // tag_prefix: the stdout output prints tags in its default format only.
+    assert!(!o.stderr.contains("closing connection"), "{}", o.stderr);
+}
+
+#[test]
+fn tag_prefix_is_prepended() {
+    let port = free_port();
+    let mut rx = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+         \x20   tag_prefix agg.\n[OUTPUT]\n    name stdout\n    match agg.node\n"
+    ));
+    rx.wait_log("listening on", T);
+    // ["node", 1700000000, {"a": 1}] written by hand (Message mode).
+    let mut frame = vec![0x93, 0xa4];
+    frame.extend_from_slice(b"node");
+    frame.push(0xce);
+    frame.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+    frame.extend_from_slice(&[0x81, 0xa1, b'a', 0x01]);
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .write_all(&frame)
+        .unwrap();
+    rx.wait_lines(1, T);
+    let o = rx.stop(T);
+    assert_eq!(
+        o.stdout,
+        "[0] agg.node: [[1700000000.000000000, {}], {\"a\"=>1}]\n"
+    );
+}
+
+/// Hostile clients: each is closed with one log line and counted, and a good client is
+/// served afterwards.
+#[test]
+fn garbage_truncated_huge_and_silent_clients_are_closed() {
+    let port = free_port();
+    let http = free_port();
+    let mut rx = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+         \x20   buffer_chunk_size 1k\n    buffer_max_size 4k\n    net.io_timeout 1s\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ));
+    rx.wait_log("listening on", T);
+    let send = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(bytes).unwrap();
+        s
+    };
+    // 0xc1 is never msgpack.
+    let mut garbage = send(&[0xc1, 0x00, 0x01]);
+    let mut b = [0u8; 1];
+    assert_eq!(garbage.read(&mut b).unwrap_or(0), 0, "closed");
+    rx.wait_log("invalid msgpack: byte 0xc1 is not msgpack", T);
+    // A str32 that declares 4 GB, then more than buffer_max_size of it.
+    let mut huge = vec![0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff];
+    huge.extend(std::iter::repeat_n(b'x', 5000));
+    let _h = send(&huge);
+    rx.wait_log("frame larger than buffer_max_size (4000 bytes)", T);
+    // Half a frame, then the client goes away.
+    drop(send(&[0x92, 0xa1, b't', 0x91]));
+    rx.wait_log("closed in the middle of a frame", T);
+    // A client that says nothing: net.io_timeout.
+    let _silent = send(&[]);
+    rx.wait_log("no data for 1 seconds (net.io_timeout)", T);
+    // Random bytes, bounded: 200 connections of up to 2 KB each.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..200 {
+        let len = 1 + (i * 37) % 2048;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(&bytes);
+    }
+    // Still serving: a good frame arrives.
+    let mut frame = vec![0x93, 0xa2, b'o', b'k', 0x01, 0x81, 0xa2, b'o', b'k'];
+    frame.push(0xc3);
+    send(&frame);
+    rx.wait_until(T, "the good record", |out, _| out.contains("\"ok\":true"));
+    let (_, metrics) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("agent_input_rejected_connections_total{name=\"forward.0\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 4, "{line}");
+    let o = rx.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(
+        log_lines(&o.stderr)
+            .iter()
+            .filter(|l| l.contains("frame larger than buffer_max_size"))
+            .count(),
+        1
+    );
+}
