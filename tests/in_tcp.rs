@@ -1,0 +1,182 @@
+//! `tcp` input on loopback: JSON objects from `nc` (several per write, split across
+//! writes), separated lines, the client's address, TLS, limits and hostile bytes.
+//! Facts: ../shared/spec/fluent-bit.md §5 (downstream net.*).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn tcp_input(port: u16, extra: &str) -> Agent {
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 2\n\
+         [INPUT]\n    name tcp\n    listen 127.0.0.1\n    port {port}\n{extra}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n"
+    ));
+    a.wait_log("listening on", T);
+    a
+}
+
+#[test]
+fn nc_sends_json_objects() {
+    let port = free_port();
+    let mut a = tcp_input(port, "");
+    let mut nc = Command::new("nc")
+        .args(["-q", "1", "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nc");
+    nc.stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\":1} {\"b\":\"two\"}\n{\"c\":[1,2]}")
+        .unwrap();
+    nc.wait().unwrap();
+    a.wait_lines(3, T);
+    let o = a.stop(T);
+    assert_eq!(o.stdout, "{\"a\":1}\n{\"b\":\"two\"}\n{\"c\":[1,2]}\n");
+}
+
+#[test]
+fn objects_split_across_writes_and_source_address() {
+    let port = free_port();
+    let mut a = tcp_input(port, "    source_address_key src\n");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let local = s.local_addr().unwrap();
+    for piece in [&b"{\"msg\":\"he"[..], b"llo\"}{\"n\"", b":2}\n"] {
+        s.write_all(piece).unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.wait_lines(2, T);
+    let o = a.stop(T);
+    assert_eq!(
+        o.stdout,
+        format!("{{\"msg\":\"hello\",\"src\":\"tcp://{local}\"}}\n{{\"n\":2,\"src\":\"tcp://{local}\"}}\n")
+    );
+}
+
+#[test]
+fn format_none_splits_on_the_separator() {
+    let port = free_port();
+    let mut a = tcp_input(port, "    format none\n    separator ;\n");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"one;two;thr").unwrap();
+    s.write_all(b"ee;last").unwrap();
+    drop(s);
+    a.wait_lines(4, T);
+    let o = a.stop(T);
+    assert_eq!(
+        o.stdout,
+        "{\"log\":\"one\"}\n{\"log\":\"two\"}\n{\"log\":\"three\"}\n{\"log\":\"last\"}\n"
+    );
+}
+
+#[test]
+fn tls_clients_are_served() {
+    use rcgen::{CertificateParams, KeyPair};
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = Dir::new();
+    let crt = dir.file("s.pem", &cert.pem());
+    let k = dir.file("s.key", &key.serialize_pem());
+    let port = free_port();
+    let mut a = tcp_input(
+        port,
+        &format!(
+            "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n",
+            crt.display(),
+            k.display()
+        ),
+    );
+    let script = format!(
+        "import socket, ssl\n\
+         c = ssl.create_default_context(cafile='{}')\n\
+         s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='localhost')\n\
+         s.sendall(b'{{\"secure\":true}}')\n\
+         s.close()\n",
+        crt.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.wait_lines(1, T);
+    // A plaintext client is turned away by the handshake.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain.write_all(b"{\"plain\":1}\n").unwrap();
+    a.wait_log("TLS handshake failed", T);
+    let o = a.stop(T);
+    assert_eq!(o.stdout, "{\"secure\":true}\n");
+}
+
+#[test]
+fn limits_garbage_and_random_bytes_close_connections_and_serving_goes_on() {
+    let port = free_port();
+    let mut a = tcp_input(port, "    chunk_size 1\n    buffer_size 2\n");
+    // Not JSON.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"]]] not json\n").unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(s.read(&mut b).unwrap_or(0), 0);
+    a.wait_log("invalid JSON", T);
+    // A record longer than buffer_size (2 KB).
+    let mut long = b"{\"x\":\"".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 3000));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = s.write_all(&long);
+    a.wait_log("a record longer than buffer_size (2048 bytes)", T);
+    // Random bytes, bounded.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..200 {
+        let bytes: Vec<u8> = (0..1 + (i * 53) % 1500)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(&bytes);
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"{\"still\":\"here\"}").unwrap();
+    a.wait_until(T, "the good record", |out, _| {
+        out.contains("{\"still\":\"here\"}")
+    });
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+}
+
+#[test]
+fn a_port_in_use_stops_the_agent_with_the_reason() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut a = Agent::start(&format!(
+        "[INPUT]\n    name tcp\n    listen 127.0.0.1\n    port {port}\n[OUTPUT]\n    name stdout\n    match *\n"
+    ));
+    let code = a.wait(T);
+    assert_ne!(code, Some(0));
+    assert!(
+        a.stderr().contains(&format!(
+            "[input:tcp:tcp.0] cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{}",
+        a.stderr()
+    );
+}

@@ -1,0 +1,248 @@
+//! `forward` output against an independent Forward server written in Python with the
+//! `msgpack` package: every frame is decoded by it and checked against the protocol
+//! spec (fluent/fluentd wiki "Forward Protocol Specification v1"), including the
+//! options, gzip, acks and the shared key handshake (digests computed by `hashlib`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A Forward server: prints its port, then one JSON line per frame describing it, and
+/// exits once `want` records arrived. Answers acks; runs the handshake with `key`.
+const SERVER: &str = r#"
+import gzip, hashlib, io, json, os, socket, sys
+import msgpack
+
+want, key = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(8)
+print(srv.getsockname()[1], flush=True)
+
+def hexdigest(*parts):
+    return hashlib.sha512(b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)).hexdigest()
+
+def entry(e):
+    t, rec = e
+    assert isinstance(rec, dict), e
+    if isinstance(t, msgpack.ExtType):
+        assert t.code == 0 and len(t.data) == 8, t
+        return {"time": "event", "secs": int.from_bytes(t.data[:4], "big"), "rec": rec}
+    assert isinstance(t, int), t
+    return {"time": "int", "secs": t, "rec": rec}
+
+got = 0
+while got < want:
+    conn, _ = srv.accept()
+    up = msgpack.Unpacker(raw=False, strict_map_key=False)
+    if key != "-":
+        nonce = os.urandom(16)
+        conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}], use_bin_type=True))
+    authed = key == "-"
+    while got < want:
+        data = conn.recv(65536)
+        if not data:
+            break
+        up.feed(data)
+        for frame in up:
+            if not authed:
+                kind, host, salt, digest, user, pw = frame
+                ok = kind == "PING" and digest == hexdigest(salt, host, nonce, key)
+                conn.sendall(msgpack.packb(["PONG", ok, "" if ok else "bad key", "pysrv", hexdigest(salt, "pysrv", nonce, key)], use_bin_type=True))
+                print(json.dumps({"ping": host, "ok": ok}), flush=True)
+                authed = ok
+                continue
+            tag, second = frame[0], frame[1]
+            opts = {}
+            if isinstance(second, (bytes, str)) or isinstance(second, list):
+                opts = frame[2] if len(frame) > 2 else {}
+                assert len(frame) in (2, 3), frame
+                if isinstance(second, list):
+                    mode, entries = "forward", [entry(e) for e in second]
+                else:
+                    raw = second if isinstance(second, bytes) else second.encode()
+                    mode = "packed"
+                    if opts.get("compressed") == "gzip":
+                        raw, mode = gzip.decompress(raw), "compressed"
+                    entries = [entry(e) for e in msgpack.Unpacker(io.BytesIO(raw), raw=False)]
+            else:
+                assert len(frame) in (3, 4), frame
+                mode, entries = "message", [entry([frame[1], frame[2]])]
+                opts = frame[3] if len(frame) > 3 else {}
+            if "chunk" in opts:
+                conn.sendall(msgpack.packb({"ack": opts["chunk"]}))
+            got += len(entries)
+            print(json.dumps({"tag": tag, "mode": mode, "opts": opts, "entries": entries}), flush=True)
+    conn.close()
+"#;
+
+struct PyServer {
+    child: Child,
+    port: u16,
+    lines: BufReader<std::process::ChildStdout>,
+}
+
+impl PyServer {
+    fn start(want: usize, key: &str) -> PyServer {
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER, &want.to_string(), key])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with msgpack");
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        lines.read_line(&mut first).unwrap();
+        let port = first.trim().parse().unwrap_or_else(|_| panic!("{first}"));
+        PyServer { child, port, lines }
+    }
+
+    /// Every frame, once the server has all its records and exited.
+    fn frames(&mut self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut line = String::new();
+        while self.lines.read_line(&mut line).unwrap() > 0 {
+            out.push(serde_json::from_str(&line).unwrap());
+            line.clear();
+        }
+        assert!(
+            self.child.wait().unwrap().success(),
+            "the python server failed"
+        );
+        out
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(port: u16, n: usize, extra: &str) -> Agent {
+    Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name dummy\n    tag app.log\n    samples {n}\n    rate 20\n    dummy {{\"msg\":\"hi\",\"k\":\"t1\"}}\n\
+         [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n{extra}"
+    ))
+}
+
+/// Sends `n` records with `extra`, returns the frames the server decoded and the agent's
+/// log.
+fn exchange(n: usize, key: &str, extra: &str) -> (Vec<serde_json::Value>, String) {
+    let mut server = PyServer::start(n, key);
+    let a = agent(server.port, n, extra);
+    let frames = server.frames();
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    (frames, o.stderr)
+}
+
+fn records(frames: &[serde_json::Value]) -> usize {
+    frames
+        .iter()
+        .filter_map(|f| f["entries"].as_array())
+        .map(|e| e.len())
+        .sum()
+}
+
+fn check_entries(frames: &[serde_json::Value], time: &str) {
+    for f in frames.iter().filter(|f| f.get("entries").is_some()) {
+        for e in f["entries"].as_array().unwrap() {
+            assert_eq!(e["time"], time, "{f}");
+            assert!(e["secs"].as_u64().unwrap() > 1_700_000_000, "{f}");
+            assert_eq!(e["rec"], serde_json::json!({"msg": "hi", "k": "t1"}), "{f}");
+        }
+    }
+}
+
+#[test]
+fn packed_forward_is_the_default_without_options() {
+    let (frames, _) = exchange(6, "-", "");
+    assert_eq!(records(&frames), 6);
+    for f in &frames {
+        assert_eq!(f["tag"], "app.log");
+        assert_eq!(f["mode"], "packed", "{f}");
+        assert_eq!(f["opts"], serde_json::json!({}), "{f}");
+    }
+    check_entries(&frames, "event");
+}
+
+#[test]
+fn time_as_integer_is_forward_mode_with_integer_times_and_tag_override() {
+    let (frames, _) = exchange(6, "-", "    time_as_integer on\n    tag fixed\n");
+    assert_eq!(records(&frames), 6);
+    for f in &frames {
+        assert_eq!(
+            (f["tag"].as_str(), f["mode"].as_str()),
+            (Some("fixed"), Some("forward"))
+        );
+    }
+    check_entries(&frames, "int");
+}
+
+#[test]
+fn gzip_options_and_acks() {
+    let (frames, log) = exchange(
+        8,
+        "-",
+        "    compress gzip\n    send_options on\n    require_ack_response on\n",
+    );
+    assert_eq!(records(&frames), 8);
+    for f in &frames {
+        assert_eq!(f["mode"], "compressed", "{f}");
+        let opts = f["opts"].as_object().unwrap();
+        assert_eq!(opts["compressed"], "gzip");
+        assert_eq!(
+            opts["size"].as_u64().unwrap() as usize,
+            f["entries"].as_array().unwrap().len(),
+            "size is the number of entries: {f}"
+        );
+        assert_eq!(opts["chunk"].as_str().unwrap().len(), 32, "{f}");
+    }
+    check_entries(&frames, "event");
+    // Every chunk was acked: nothing retried.
+    assert!(!log.contains("retry in"), "{log}");
+}
+
+#[test]
+fn record_accessor_tag_is_message_mode() {
+    let (frames, _) = exchange(4, "-", "    tag $k\n    send_options on\n");
+    assert_eq!(records(&frames), 4);
+    for f in &frames {
+        assert_eq!(
+            (f["tag"].as_str(), f["mode"].as_str()),
+            (Some("t1"), Some("message"))
+        );
+        assert_eq!(f["opts"], serde_json::json!({"size": 1}));
+    }
+    check_entries(&frames, "event");
+}
+
+#[test]
+fn shared_key_handshake_digests_match_the_spec() {
+    let (frames, _) = exchange(
+        3,
+        "k3y",
+        "    shared_key k3y\n    self_hostname node-9\n    require_ack_response on\n",
+    );
+    assert_eq!(frames[0], serde_json::json!({"ping": "node-9", "ok": true}));
+    assert_eq!(records(&frames), 3);
+}
+
+#[test]
+fn a_wrong_key_is_retried_and_logged() {
+    let server = PyServer::start(1, "right");
+    let mut a = agent(server.port, 1, "    shared_key wrong\n    retry_limit 1\n");
+    a.wait_log("authentication failed: bad key", T);
+    a.wait_log("failed to flush chunk for forward.0", T);
+    drop(server);
+    a.stop(T);
+}
