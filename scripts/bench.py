@@ -8,6 +8,11 @@ loopback sink in this script that counts what it receives; the run ends when the
 has sent all samples and the SIGTERM shutdown has flushed the rest, so the time covers
 every record formatted and written. Baseline: `yes LINE | head -n N > /dev/null`,
 the cost of moving the same number of lines through a pipe with no formatting.
+
+The forward cases run an agent pair on loopback: a sender (random -> forward output)
+and a receiver (forward input -> stdout json_lines, read by this script); the time runs
+from the sender's start until the receiver has printed all N records; CPU is both
+agents', peak RSS the larger of the two.
 """
 import os, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -107,6 +112,71 @@ def run_case(name, input_conf, n):
     return n / elapsed, n / cpu, usage.ru_maxrss / 1024
 
 
+FORWARD_CASES = {
+    "random -> forward -> forward": "",
+    "... acks + gzip": "    require_ack_response on\n    compress gzip\n",
+}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run_forward_case(extra, n):
+    port = free_port()
+    receiver = (f"[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n"
+                f"    port {port}\n[OUTPUT]\n    name stdout\n    match *\n    format json_lines\n")
+    sender = ("[SERVICE]\n    flush 0.2\n    log_level debug\n"
+              + CASES["random -> stdout json_lines"].format(n=n)
+              + f"[OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n"
+              + "    retry_limit no_limits\n" + extra)
+    with tempfile.TemporaryDirectory() as d:
+        paths = {}
+        for name, conf in (("rx", receiver), ("tx", sender)):
+            paths[name] = os.path.join(d, name + ".conf")
+            with open(paths[name], "w") as f:
+                f.write(conf)
+        rx_err = open(os.path.join(d, "rx.err"), "w+")
+        rx = subprocess.Popen([AGENT, "-c", paths["rx"]], stdout=subprocess.PIPE, stderr=rx_err)
+        while "listening on" not in open(rx_err.name).read():
+            if rx.poll() is not None:
+                sys.exit(f"receiver exited early:\n{open(rx_err.name).read()}")
+            time.sleep(0.01)
+        lines = [0]
+        done = threading.Event()
+
+        def count():
+            while lines[0] < n:
+                data = rx.stdout.read1(1 << 20)
+                if not data:
+                    break
+                lines[0] += data.count(b"\n")
+            done.set()
+            # Keep draining so the receiver never blocks on a full pipe.
+            while rx.stdout.read1(1 << 20):
+                pass
+
+        threading.Thread(target=count, daemon=True).start()
+        t = time.monotonic()
+        with open(os.devnull, "w") as out, open(os.path.join(d, "tx.err"), "w") as err:
+            tx = subprocess.Popen([AGENT, "-c", paths["tx"]], stdout=out, stderr=err)
+            if not done.wait(300) or lines[0] < n:
+                sys.exit(f"the receiver printed {lines[0]} of {n} records")
+            elapsed = time.monotonic() - t
+            tx.send_signal(signal.SIGTERM)
+            _, _, tx_usage = os.wait4(tx.pid, 0)
+            tx.returncode = 0
+        rx.send_signal(signal.SIGTERM)
+        _, _, rx_usage = os.wait4(rx.pid, 0)
+        rx.returncode = 0
+    cpu = sum(u.ru_utime + u.ru_stime for u in (tx_usage, rx_usage))
+    return n / elapsed, n / cpu, max(tx_usage.ru_maxrss, rx_usage.ru_maxrss) / 1024
+
+
 def main():
     if not os.path.exists(AGENT):
         sys.exit(f"{AGENT} not found: run `make release` first")
@@ -115,6 +185,10 @@ def main():
     print(f"baseline  yes|head -> /dev/null: {base/1e6:6.2f} M lines/s")
     for name, conf in CASES.items():
         rate, per_cpu, rss = run_case(name, conf, N)
+        print(f"{name:32s} {rate/1e6:6.2f} M rec/s wall  {per_cpu/1e6:6.2f} M rec/s per CPU-second"
+              f"  ({rate/base:5.2f}x baseline)  peak RSS {rss:6.1f} MiB")
+    for name, extra in FORWARD_CASES.items():
+        rate, per_cpu, rss = run_forward_case(extra, N)
         print(f"{name:32s} {rate/1e6:6.2f} M rec/s wall  {per_cpu/1e6:6.2f} M rec/s per CPU-second"
               f"  ({rate/base:5.2f}x baseline)  peak RSS {rss:6.1f} MiB")
 
