@@ -209,7 +209,7 @@ fn tls_shared_key_and_users_with_acks() {
 #[test]
 fn python_fluent_logger_client_records_all_arrive() {
     let port = free_port();
-    let mut rx = receiver(port, "    tag_prefix py.\n");
+    let mut rx = receiver(port, "");
     let script = format!(
         r#"
 from fluent import sender
@@ -244,34 +244,71 @@ s.close()
     }
     is.sort();
     assert_eq!(is, (0..400).collect::<Vec<_>>());
-    // tag_prefix: the stdout output prints tags in its default format only.
     assert!(!o.stderr.contains("closing connection"), "{}", o.stderr);
 }
 
+/// Fluent Bit's order: `tag_prefix` + the frame's tag, else the input's `tag`, else the
+/// frame's tag.
 #[test]
-fn tag_prefix_is_prepended() {
-    let port = free_port();
+fn tag_prefix_then_input_tag_then_frame_tag() {
+    for (props, want) in [
+        ("    tag_prefix agg.\n    tag fixed\n", "agg.node"),
+        ("    tag fixed\n", "fixed"),
+        ("", "node"),
+    ] {
+        let port = free_port();
+        let mut rx = Agent::start(&format!(
+            "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+             {props}[OUTPUT]\n    name stdout\n    match *\n"
+        ));
+        rx.wait_log("listening on", T);
+        // ["node", 1700000000, {"a": 1}] written by hand (Message mode).
+        let mut frame = vec![0x93, 0xa4];
+        frame.extend_from_slice(b"node");
+        frame.push(0xce);
+        frame.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        frame.extend_from_slice(&[0x81, 0xa1, b'a', 0x01]);
+        TcpStream::connect(("127.0.0.1", port))
+            .unwrap()
+            .write_all(&frame)
+            .unwrap();
+        rx.wait_lines(1, T);
+        let o = rx.stop(T);
+        assert_eq!(
+            o.stdout,
+            format!("[0] {want}: [[1700000000.000000000, {{}}], {{\"a\"=>1}}]\n")
+        );
+    }
+}
+
+#[test]
+fn unix_socket_with_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let path = dir.path().join("fwd.sock");
     let mut rx = Agent::start(&format!(
-        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
-         \x20   tag_prefix agg.\n[OUTPUT]\n    name stdout\n    match agg.node\n"
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    unix_path {}\n    unix_perm 0600\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+        path.display()
     ));
     rx.wait_log("listening on", T);
-    // ["node", 1700000000, {"a": 1}] written by hand (Message mode).
-    let mut frame = vec![0x93, 0xa4];
-    frame.extend_from_slice(b"node");
-    frame.push(0xce);
-    frame.extend_from_slice(&1_700_000_000u32.to_be_bytes());
-    frame.extend_from_slice(&[0x81, 0xa1, b'a', 0x01]);
-    TcpStream::connect(("127.0.0.1", port))
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // ["u", [[1, {"via": "unix"}]]] (Forward mode).
+    let mut frame = vec![0x92, 0xa1, b'u', 0x91, 0x92, 0x01, 0x81, 0xa3];
+    frame.extend_from_slice(b"via");
+    frame.push(0xa4);
+    frame.extend_from_slice(b"unix");
+    std::os::unix::net::UnixStream::connect(&path)
         .unwrap()
         .write_all(&frame)
         .unwrap();
     rx.wait_lines(1, T);
     let o = rx.stop(T);
-    assert_eq!(
-        o.stdout,
-        "[0] agg.node: [[1700000000.000000000, {}], {\"a\"=>1}]\n"
-    );
+    assert_eq!(o.stdout, "{\"via\":\"unix\"}\n");
+    assert!(!path.exists(), "the socket file is removed at exit");
 }
 
 /// Hostile clients: each is closed with one log line and counted, and a good client is

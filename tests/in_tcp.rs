@@ -93,7 +93,7 @@ fn tls_clients_are_served() {
     let mut a = tcp_input(
         port,
         &format!(
-            "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n",
+            "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    net.accept_timeout 1s\n",
             crt.display(),
             k.display()
         ),
@@ -120,6 +120,9 @@ fn tls_clients_are_served() {
     let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
     plain.write_all(b"{\"plain\":1}\n").unwrap();
     a.wait_log("TLS handshake failed", T);
+    // Slowloris: connected, never starts the handshake.
+    let _silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    a.wait_log("no TLS handshake within 1 seconds (net.accept_timeout)", T);
     let o = a.stop(T);
     assert_eq!(o.stdout, "{\"secure\":true}\n");
 }

@@ -128,8 +128,8 @@ struct ForwardInput {
 struct ConnConfig {
     chunk: usize,
     max: usize,
-    tag_prefix: String,
-    /// The `tag` property: every record gets it, whatever the frame says.
+    tag_prefix: Option<String>,
+    /// The `tag` property: every record gets it, unless `tag_prefix` is set.
     fixed_tag: Option<Tag>,
     security: Option<Security>,
 }
@@ -199,7 +199,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         cfg: Arc::new(ConnConfig {
             chunk,
             max,
-            tag_prefix: props.str("tag_prefix").unwrap_or("").to_string(),
+            tag_prefix: props.str("tag_prefix").map(str::to_string),
             fixed_tag: props
                 .is_set("tag")
                 .then(|| Arc::from(props.str("tag").unwrap_or(""))),
@@ -419,9 +419,12 @@ impl Session {
         }
         let events = decode_events(frame, self.cfg.max)
             .map_err(|e| End::Rejected(format!("invalid frame: {}", why(e))))?;
-        let tag: Tag = match &self.cfg.fixed_tag {
-            Some(t) => t.clone(),
-            None => Arc::from(format!("{}{}", self.cfg.tag_prefix, events.tag)),
+        // Fluent Bit's order: tag_prefix + the frame's tag, else the input's own `tag`,
+        // else the frame's tag.
+        let tag: Tag = match (&self.cfg.tag_prefix, &self.cfg.fixed_tag) {
+            (Some(prefix), _) => Arc::from(format!("{prefix}{}", events.tag)),
+            (None, Some(t)) => t.clone(),
+            (None, None) => Arc::from(events.tag),
         };
         let Some(out) = self.out.as_mut() else {
             return Err(End::Done);
