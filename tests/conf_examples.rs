@@ -52,7 +52,9 @@ fn random_stdout_example_prints_five_records() {
     assert_eq!(o.stdout.lines().count(), 5);
     // The index restarts with every flush; two records may share one under load.
     assert!(
-        o.stdout.lines().all(|l| l.starts_with('[') && l.contains("] random.0: [[")),
+        o.stdout
+            .lines()
+            .all(|l| l.starts_with('[') && l.contains("] random.0: [[")),
         "{}",
         o.stdout
     );

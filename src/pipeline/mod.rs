@@ -36,7 +36,7 @@ pub const CORE_COMMON_PROPS: &[PropSpec] = &[
 #[rustfmt::skip]
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
-    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Memory buffer limit of this input (accepted with a warning: not enforced yet)."),
+    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Bytes read and not yet delivered above which the input pauses (tail; accepted with a warning elsewhere)."),
     PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
     PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
 ];
@@ -57,6 +57,10 @@ pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
 
 /// Core keys accepted for compatibility that do not act yet: setting one is warned about.
 const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval", "mem_buf_limit"];
+
+/// Plugins that apply a key of `NOT_APPLIED_YET` themselves (tail pauses reading at
+/// `mem_buf_limit`).
+const APPLIED_BY_PLUGIN: &[(&str, &str)] = &[("tail", "mem_buf_limit")];
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 64;
@@ -154,7 +158,11 @@ fn props(
         core,
         inst.entries.clone(),
     )?;
-    for key in NOT_APPLIED_YET.iter().filter(|k| p.is_set(k)) {
+    let applied = |key: &str| APPLIED_BY_PLUGIN.contains(&(plugin, key));
+    for key in NOT_APPLIED_YET
+        .iter()
+        .filter(|k| p.is_set(k) && !applied(k))
+    {
         crate::warn!(
             "{}: [config] {plugin}: '{key}' is accepted but not applied yet by agent",
             p.span_of(key)

@@ -111,7 +111,11 @@ pub struct OutputPlugin {
     pub build: BuildFn<dyn Output>,
 }
 
-pub static INPUTS: &[&InputPlugin] = &[&inputs::dummy::PLUGIN, &inputs::random::PLUGIN];
+pub static INPUTS: &[&InputPlugin] = &[
+    &inputs::dummy::PLUGIN,
+    &inputs::random::PLUGIN,
+    &inputs::tail::PLUGIN,
+];
 pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
 

@@ -2,6 +2,7 @@
 
 pub mod dummy;
 pub mod random;
+pub mod tail;
 
 use std::time::Duration;
 
