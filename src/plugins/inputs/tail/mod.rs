@@ -366,7 +366,13 @@ impl Tail {
     ) -> Result<(), PluginError> {
         // With a db and a shutdown, a held line is read again, whole, on the next start.
         if self.db.is_none() || stop == Stop::Eof {
-            let ids: Vec<u64> = self.files.keys().copied().collect();
+            // A stalled file's held bytes are a long line, not a last line.
+            let ids: Vec<u64> = self
+                .files
+                .iter()
+                .filter(|(_, f)| !f.stalled)
+                .map(|(id, _)| *id)
+                .collect();
             for id in ids {
                 if let Some(batch) = self.partial(id) {
                     if !self.send(&mut ctx, batch).await {
