@@ -18,7 +18,7 @@ run: build
 test:
 	$(CARGO) test --all-targets
 
-# Throughput and peak memory of random/dummy -> stdout json_lines into /dev/null.
+# Throughput and peak memory of random/dummy -> stdout and tail -> stdout (json_lines into /dev/null).
 bench: release
 	scripts/bench.sh
 

@@ -99,18 +99,55 @@ fn exactly_once_in_order(logs: &[String], n: usize) {
 
 #[test]
 fn appends_are_picked_up_and_existing_lines_skipped_by_default() {
+    // With inotify, and polling (`inotify_watcher false`).
+    for watcher in ["on", "off"] {
+        let d = Dir::new();
+        let f = d.file("app.log", "old 1\nold 2\n");
+        let mut a = Agent::start(&conf(&format!(
+            "    path {}\n    inotify_watcher {watcher}\n",
+            f.display()
+        )));
+        wait_following(&mut a, 1);
+        append(&f, "new 1\r\nnew 2\n");
+        a.wait_lines(2, T);
+        append(&f, "new 3\nunterminated");
+        a.wait_lines(3, T);
+        let o = a.stop(T);
+        assert_eq!(o.code, Some(0));
+        // Without a db, the held unterminated line is emitted at exit.
+        assert_eq!(
+            logs(&o.stdout),
+            ["new 1", "new 2", "new 3", "unterminated"],
+            "inotify_watcher {watcher}"
+        );
+    }
+}
+
+#[test]
+fn symlink_retargeted_and_rotated_file_closed_once_drained() {
     let d = Dir::new();
-    let f = d.file("app.log", "old 1\nold 2\n");
-    let mut a = Agent::start(&conf(&format!("    path {}\n", f.display())));
-    wait_following(&mut a, 1);
-    append(&f, "new 1\r\nnew 2\n");
+    let link = d.path().join("current.log");
+    let a_log = d.file("a.log", "a 1\n");
+    std::os::unix::fs::symlink(&a_log, &link).unwrap();
+    let mut a = Agent::start(&conf(&format!(
+        "    path {}\n    read_from_head on\n    rotate_wait 1\n",
+        link.display()
+    )));
+    a.wait_lines(1, T);
+    append(&a_log, "a 2\n");
     a.wait_lines(2, T);
-    append(&f, "new 3\nunterminated");
+    // Retarget the link atomically, as kubelet does on rotation.
+    let b_log = d.file("b.log", "b 1\n");
+    let tmp = d.path().join("tmp.link");
+    std::os::unix::fs::symlink(&b_log, &tmp).unwrap();
+    fs::rename(&tmp, &link).unwrap();
     a.wait_lines(3, T);
+    append(&b_log, "b 2\n");
+    a.wait_lines(4, T);
+    // The old target, read to its end and quiet for rotate_wait, is closed.
+    a.wait_log("closed", T);
     let o = a.stop(T);
-    assert_eq!(o.code, Some(0));
-    // Without a db, the held unterminated line is emitted at exit.
-    assert_eq!(logs(&o.stdout), ["new 1", "new 2", "new 3", "unterminated"]);
+    assert_eq!(logs(&o.stdout), ["a 1", "a 2", "b 1", "b 2"]);
 }
 
 #[test]

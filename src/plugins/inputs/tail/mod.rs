@@ -127,6 +127,7 @@ impl Input for TailInput {
                 db_dirty: false,
                 db_failing: false,
                 paused: false,
+                pause_logged: false,
                 rescan: false,
             };
             tail.run(ctx, ack_rx).await
@@ -200,6 +201,7 @@ struct Tail {
     db_failing: bool,
     /// Reading is paused by `mem_buf_limit`.
     paused: bool,
+    pause_logged: bool,
     rescan: bool,
 }
 
@@ -450,11 +452,17 @@ impl Tail {
         let over = bytes >= limit;
         if over != self.paused {
             self.paused = over;
-            crate::info!(
-                "[input] {} {} (mem buf overlimit)",
-                self.name,
-                if over { "paused" } else { "resume" }
-            );
+            let what = if over { "paused" } else { "resume" };
+            // Under a steady backlog this flips with every delivery: say it once.
+            if over && !self.pause_logged {
+                self.pause_logged = true;
+                crate::info!(
+                    "[input] {} paused (mem buf overlimit); later pauses and resumes are logged at debug level",
+                    self.name
+                );
+            } else {
+                crate::debug!("[input] {} {what} (mem buf overlimit)", self.name);
+            }
         }
         !over
     }
@@ -534,7 +542,14 @@ impl Tail {
             }
             _ => None,
         };
+        // Another file at the path of one we follow (renamed or a symlink retargeted,
+        // not yet seen by a check), or at a db entry's path while we were stopped: the
+        // new file of a rotation, read from its start.
         let replaces_rotated = self.rotated_paths.remove(path)
+            || self
+                .files
+                .values()
+                .any(|f| f.path == path && f.file.is_some())
             || (at_startup && row.is_none() && self.saved.iter().any(|r| r.name == name));
         let found = scan::Found {
             size,
@@ -761,8 +776,9 @@ impl Tail {
         let c = &self.config;
         let mut records = Vec::with_capacity(n / 64);
         let name = &f.name;
+        let keys = 1 + c.path_key.is_some() as usize + c.offset_key.is_some() as usize;
         let split = f.lines.split(|line| {
-            let mut body = Vec::with_capacity(3);
+            let mut body = Vec::with_capacity(keys);
             if let Some(k) = &c.path_key {
                 body.push((k.clone(), name.clone()));
             }
