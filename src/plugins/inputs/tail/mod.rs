@@ -30,7 +30,8 @@
 //! `fstat` per read to catch truncation, inotify to wake up (polling every 250ms with
 //! `inotify_watcher false`), and a check of every file each `watcher_interval`.
 //! Sends wait while the pipeline is full, and reading pauses while more than
-//! `mem_buf_limit` bytes are read and not delivered, so memory stays bounded.
+//! `mem_buf_limit` bytes (64 MiB when unset) are read and not delivered, so memory stays
+//! bounded.
 
 mod config;
 mod db;
@@ -67,6 +68,10 @@ pub static PLUGIN: InputPlugin = InputPlugin {
 
 /// Fluent Bit's stat watcher period (`inotify_watcher false`).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Bytes read and not delivered above which reading pauses when `mem_buf_limit` is not
+/// set. The pipeline's queues bound records by count, so long lines across many files
+/// could otherwise hold gigabytes; at 200-byte lines the queues fill well before this.
+const DEFAULT_INFLIGHT: u64 = 64 << 20;
 /// Delivered offsets are written at most this often (and at exit): a crash re-reads at
 /// most this much more than what was in flight.
 const DB_SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -445,16 +450,15 @@ impl Tail {
     }
 
     fn may_read(&mut self) -> bool {
-        let Some(limit) = self.config.mem_buf_limit else {
-            return true;
-        };
+        let limit = self.config.mem_buf_limit.unwrap_or(DEFAULT_INFLIGHT);
         let bytes: u64 = self.files.values().map(|f| f.inflight.bytes()).sum();
         let over = bytes >= limit;
         if over != self.paused {
             self.paused = over;
             let what = if over { "paused" } else { "resume" };
-            // Under a steady backlog this flips with every delivery: say it once.
-            if over && !self.pause_logged {
+            // Under a steady backlog this flips with every delivery: say it once, and
+            // only for the user's limit.
+            if over && !self.pause_logged && self.config.mem_buf_limit.is_some() {
                 self.pause_logged = true;
                 crate::info!(
                     "[input] {} paused (mem buf overlimit); later pauses and resumes are logged at debug level",
