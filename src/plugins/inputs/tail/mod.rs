@@ -18,6 +18,9 @@
 //!   fingerprint saved with it (inode reuse reads the new file from its start);
 //! - a file that replaced a db entry's path while the agent was stopped is read from
 //!   its start, whatever `read_from_head` says;
+//! - a file created and renamed out of the patterns before any scan saw it (rotation
+//!   faster than discovery) is found through the directory's rename event and read
+//!   from its start (inotify only; polling cannot see it);
 //! - a line longer than `buffer_max_size`, with neither `skip_long_lines` nor
 //!   `truncate_long_lines`, stops that file at the line (its offset kept: raise the
 //!   limit and restart) instead of dropping the rest of the file.
@@ -216,6 +219,18 @@ enum Wake {
     Ack(Option<Ack>),
     Events(io::Result<()>),
     Timer,
+}
+
+/// How a file was found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Discovery<'a> {
+    /// By the first scan.
+    Startup,
+    /// By a later scan.
+    Later,
+    /// Renamed from this path, matched by `path`, to one that is not, before any scan
+    /// saw it.
+    RotatedAway(&'a Path),
 }
 
 /// Why the loop ended.
@@ -497,7 +512,12 @@ impl Tail {
     /// Expands the patterns and starts following every file not followed yet.
     fn scan(&mut self, now: Instant, at_startup: bool) {
         for path in scan::expand(&self.config.paths, &self.config.exclude) {
-            if let Err(e) = self.open(&path, now, at_startup) {
+            let how = if at_startup {
+                Discovery::Startup
+            } else {
+                Discovery::Later
+            };
+            if let Err(e) = self.open(&path, now, how) {
                 crate::error!(
                     "[input:tail:{}] cannot read {}: {e}",
                     self.name,
@@ -507,7 +527,8 @@ impl Tail {
         }
     }
 
-    fn open(&mut self, path: &Path, now: Instant, at_startup: bool) -> io::Result<()> {
+    fn open(&mut self, path: &Path, now: Instant, how: Discovery) -> io::Result<()> {
+        let at_startup = how == Discovery::Startup;
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             // Gone between the glob and now.
@@ -549,7 +570,8 @@ impl Tail {
         // Another file at the path of one we follow (renamed or a symlink retargeted,
         // not yet seen by a check), or at a db entry's path while we were stopped: the
         // new file of a rotation, read from its start.
-        let replaces_rotated = self.rotated_paths.remove(path)
+        let replaces_rotated = matches!(how, Discovery::RotatedAway(_))
+            || self.rotated_paths.remove(path)
             || self
                 .files
                 .values()
@@ -601,7 +623,13 @@ impl Tail {
         self.files.insert(
             id,
             TailFile {
-                tag: Arc::from(scan::compose_tag(&self.tag, &name)),
+                // A file rotated before we saw it is tagged by the path it had.
+                tag: Arc::from(match how {
+                    Discovery::RotatedAway(from) => {
+                        scan::compose_tag(&self.tag, &from.to_string_lossy())
+                    }
+                    _ => scan::compose_tag(&self.tag, &name),
+                }),
                 name: Value::Str(Arc::from(name.as_ref())),
                 path: path.to_path_buf(),
                 file: Some(file),
@@ -614,7 +642,10 @@ impl Tail {
                     c.skip_empty_lines,
                 ),
                 inflight: Inflight::new(offset),
-                state: Lifecycle::Active,
+                state: match how {
+                    Discovery::RotatedAway(_) => Lifecycle::Rotated(now),
+                    _ => Lifecycle::Active,
+                },
                 at_eof: false,
                 stalled: false,
                 warned_long: false,
@@ -643,11 +674,40 @@ impl Tail {
                 }
                 Event::Changed(id) => self.check(id, now, false),
                 Event::NewEntry => self.rescan = true,
+                Event::Renamed { from, to } => self.renamed(&from, &to, now),
                 Event::Overflow => {
                     self.check_all(now, true);
                     self.rescan = true;
                 }
             }
+        }
+    }
+
+    /// A file was renamed from a path we follow to one we do not. If it is not a file
+    /// we follow, it was created and rotated before we saw it: read it all, then close
+    /// it as a rotated file (Fluent Bit never sees it).
+    fn renamed(&mut self, from: &Path, to: &Path, now: Instant) {
+        let (paths, exclude) = (&self.config.paths, &self.config.exclude);
+        if !scan::matches(from, paths, exclude) || scan::matches(to, paths, exclude) {
+            return;
+        }
+        let followed =
+            std::fs::metadata(to).is_ok_and(|m| self.files.values().any(|f| f.ino == m.ino()));
+        if followed {
+            return;
+        }
+        crate::info!(
+            "[input:tail:{}] {} was rotated to {} before it was followed: reading it from the start",
+            self.name,
+            from.display(),
+            to.display()
+        );
+        if let Err(e) = self.open(to, now, Discovery::RotatedAway(from)) {
+            crate::error!(
+                "[input:tail:{}] cannot read {}: {e}",
+                self.name,
+                to.display()
+            );
         }
     }
 

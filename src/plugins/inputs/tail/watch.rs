@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// What an inotify event means to tail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The file (by tail's id) has new bytes.
     Modified(u64),
@@ -19,15 +19,22 @@ pub enum Event {
     Changed(u64),
     /// A new entry in a watched directory: look for new files.
     NewEntry,
+    /// An entry of a watched directory was renamed (a rotation, maybe of a file that
+    /// was never seen at its first name).
+    Renamed { from: PathBuf, to: PathBuf },
     /// The kernel dropped events: check everything.
     Overflow,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Target {
     File(u64),
-    Dir,
+    Dir(PathBuf),
 }
+
+/// Renames whose second half has not arrived yet, by cookie; a rename out of every
+/// watched directory never completes, so only the latest few are kept.
+const PENDING_MOVES: usize = 64;
 
 /// The inotify instance and what each watch is for. Closing it (drop) removes every
 /// watch.
@@ -35,6 +42,7 @@ pub struct InotifyWatcher {
     fd: AsyncFd<Inotify>,
     targets: HashMap<WatchDescriptor, Target>,
     files: HashMap<u64, WatchDescriptor>,
+    moves: Vec<(u32, PathBuf)>,
     buf: Vec<u8>,
 }
 
@@ -49,6 +57,7 @@ impl InotifyWatcher {
             fd,
             targets: HashMap::new(),
             files: HashMap::new(),
+            moves: Vec::new(),
             buf: vec![0; 64 * 1024],
         })
     }
@@ -73,12 +82,11 @@ impl InotifyWatcher {
 
     /// Watches a directory for new entries (created or renamed into it).
     pub fn watch_dir(&mut self, path: &Path) -> io::Result<()> {
-        let wd = self
-            .fd
-            .get_mut()
-            .watches()
-            .add(path, WatchMask::CREATE | WatchMask::MOVED_TO)?;
-        self.targets.insert(wd, Target::Dir);
+        let wd = self.fd.get_mut().watches().add(
+            path,
+            WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM,
+        )?;
+        self.targets.insert(wd, Target::Dir(path.to_path_buf()));
         Ok(())
     }
 
@@ -106,7 +114,26 @@ impl InotifyWatcher {
                         out.push(Event::Modified(*id))
                     }
                     Some(Target::File(id)) => out.push(Event::Changed(*id)),
-                    Some(Target::Dir) => out.push(Event::NewEntry),
+                    Some(Target::Dir(dir)) => {
+                        let path = e.name.map(|n| dir.join(n));
+                        match path {
+                            Some(from) if e.mask.contains(EventMask::MOVED_FROM) => {
+                                if self.moves.len() == PENDING_MOVES {
+                                    self.moves.remove(0);
+                                }
+                                self.moves.push((e.cookie, from));
+                            }
+                            Some(to) if e.mask.contains(EventMask::MOVED_TO) => {
+                                let from = self.moves.iter().position(|(c, _)| *c == e.cookie);
+                                if let Some(i) = from {
+                                    let from = self.moves.remove(i).1;
+                                    out.push(Event::Renamed { from, to });
+                                }
+                                out.push(Event::NewEntry);
+                            }
+                            _ => out.push(Event::NewEntry),
+                        }
+                    }
                     None => {}
                 }
             }
