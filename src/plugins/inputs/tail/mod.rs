@@ -134,6 +134,7 @@ impl Input for TailInput {
                 rotated_paths: HashSet::new(),
                 db_dirty: false,
                 db_failing: false,
+                inflight_bytes: 0,
                 paused: false,
                 pause_logged: false,
                 rescan: false,
@@ -207,6 +208,8 @@ struct Tail {
     db_dirty: bool,
     /// A db save failed and was logged; logged again only after a success.
     db_failing: bool,
+    /// Bytes of every file sent and not yet acked (what `mem_buf_limit` bounds).
+    inflight_bytes: u64,
     /// Reading is paused by `mem_buf_limit`.
     paused: bool,
     pause_logged: bool,
@@ -320,6 +323,9 @@ impl Tail {
             }
             let ids: Vec<u64> = self.files.keys().copied().collect();
             for id in ids {
+                if ctx.shutdown.is_set() {
+                    break 'run Stop::Shutdown;
+                }
                 if !self.may_read() {
                     break;
                 }
@@ -428,16 +434,20 @@ impl Tail {
         Ok(())
     }
 
-    /// Sends a batch, its ack tied to the file's in-flight list. Returns false if
-    /// shutdown came first (the batch is dropped, never acked: its lines are read
-    /// again on the next start) or the engine is gone.
+    /// Sends a batch, its ack tied to the file's in-flight list. Waits while the
+    /// pipeline is full, also during shutdown: a batch read is a batch delivered (within
+    /// the grace period), never dropped between reading and sending. Returns false if
+    /// the engine is gone.
     async fn send(&mut self, ctx: &mut InputContext, b: Batch) -> bool {
         let Some(f) = self.files.get_mut(&b.file) else {
             return true;
         };
         let seq = match b.seq {
             Some(seq) => seq,
-            None => f.inflight.push(b.end, b.bytes),
+            None => {
+                self.inflight_bytes += b.bytes;
+                f.inflight.push(b.end, b.bytes)
+            }
         };
         let Some(tx) = self.ack_tx.clone() else {
             return false;
@@ -446,28 +456,22 @@ impl Tail {
         let ack: AckFn = Box::new(move || {
             let _ = tx.send(Ack { file, seq });
         });
-        if ctx.shutdown.is_set() {
-            // Past shutdown: partial lines at exit still go (the engine drains them).
-            return ctx.out.send_acked(b.tag, b.records, ack).await.is_ok();
-        }
-        tokio::select! {
-            r = ctx.out.send_acked(b.tag, b.records, ack) => r.is_ok(),
-            _ = ctx.shutdown.wait() => false,
-        }
+        ctx.out.send_acked(b.tag, b.records, ack).await.is_ok()
     }
 
     fn ack(&mut self, a: Ack) {
         if let Some(f) = self.files.get_mut(&a.file) {
+            let before = f.inflight.bytes();
             if f.inflight.ack(a.seq) {
                 self.db_dirty = true;
             }
+            self.inflight_bytes -= before - f.inflight.bytes();
         }
     }
 
     fn may_read(&mut self) -> bool {
         let limit = self.config.mem_buf_limit.unwrap_or(DEFAULT_INFLIGHT);
-        let bytes: u64 = self.files.values().map(|f| f.inflight.bytes()).sum();
-        let over = bytes >= limit;
+        let over = self.inflight_bytes >= limit;
         if over != self.paused {
             self.paused = over;
             let what = if over { "paused" } else { "resume" };
@@ -910,6 +914,7 @@ impl Tail {
         if let Some(b) = &mut batch {
             // Pushed before the reset, so that its ack does not move the new offset.
             b.seq = Some(f.inflight.push(b.end, b.bytes));
+            self.inflight_bytes += b.bytes;
         }
         f.inflight.reset(0);
         f.lines.reset(0);
