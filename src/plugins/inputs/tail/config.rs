@@ -19,8 +19,8 @@ pub(super) const PROPS: &[PropSpec] = &[
     PropSpec::new("refresh_interval", PropKind::Time, Some("60"), "How often the patterns are expanded again to find new files."),
     PropSpec::new("rotate_wait", PropKind::Time, Some("5"), "How long a rotated file stays open once read to its end, for late writes."),
     PropSpec::new("watcher_interval", PropKind::Time, Some("2s"), "How often every file is checked for rotation, truncation and deletion."),
-    PropSpec::new("buffer_chunk_size", PropKind::Size, Some("32k"), "Read size per file; agent reads at least 128k at a time."),
-    PropSpec::new("buffer_max_size", PropKind::Size, Some("32k"), "Longest line; longer lines follow skip_long_lines and truncate_long_lines."),
+    PropSpec::new("buffer_chunk_size", PropKind::Size, Some("32768"), "Read size per file; agent reads at least 128 KiB at a time."),
+    PropSpec::new("buffer_max_size", PropKind::Size, Some("32768"), "Longest line; longer lines follow skip_long_lines and truncate_long_lines."),
     PropSpec::new("skip_long_lines", PropKind::Bool, Some("false"), "Skip lines longer than buffer_max_size (else reading the file stops at such a line)."),
     PropSpec::new("truncate_long_lines", PropKind::Bool, Some("false"), "Emit the first buffer_max_size bytes of a longer line and skip the rest."),
     PropSpec::new("skip_empty_lines", PropKind::Bool, Some("false"), "Do not emit empty lines."),
@@ -236,5 +236,95 @@ impl TailConfig {
             exit_on_eof: props.bool("exit_on_eof").unwrap_or(false),
             mem_buf_limit: props.size("mem_buf_limit").filter(|&l| l > 0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Entry, PluginKind, Span};
+    use crate::pipeline::{CORE_COMMON_PROPS, CORE_INPUT_PROPS};
+
+    fn config(entries: &[(&str, &str)]) -> Result<TailConfig, ConfigError> {
+        let entries = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Entry {
+                key: k.to_string(),
+                value: v.to_string(),
+                span: Span::new("t.conf", i as u32 + 2),
+            })
+            .collect();
+        let props = Props::new(
+            PluginKind::Input,
+            "tail",
+            Span::new("t.conf", 1),
+            PROPS,
+            &[CORE_COMMON_PROPS, CORE_INPUT_PROPS],
+            entries,
+        )?;
+        TailConfig::from_props(&props)
+    }
+
+    #[test]
+    fn defaults_are_fluent_bits() {
+        let c = config(&[("path", "/var/log/*.log, /tmp/x")]).unwrap();
+        assert_eq!(c.paths, ["/var/log/*.log", "/tmp/x"]);
+        assert_eq!(&*c.key, "log");
+        assert_eq!((c.path_key.is_none(), c.offset_key.is_none()), (true, true));
+        assert!(!c.read_from_head && c.read_new_from_head);
+        assert_eq!(c.refresh_interval, Duration::from_secs(60));
+        assert_eq!(c.rotate_wait, Duration::from_secs(5));
+        assert_eq!(c.watcher_interval, Duration::from_secs(2));
+        assert_eq!((c.read_size, c.max_line), (MIN_READ, 32768));
+        assert_eq!(c.long_lines, LongLines::Stop);
+        assert!(c.db.is_none() && c.inotify && !c.exit_on_eof);
+        assert_eq!((c.ignore_older, c.mem_buf_limit), (None, None));
+    }
+
+    #[test]
+    fn options() {
+        let c = config(&[
+            ("path", "/x"),
+            ("buffer_chunk_size", "1M"),
+            ("buffer_max_size", "2M"),
+            ("skip_long_lines", "on"),
+            ("db", "/tmp/t.db"),
+            ("db.sync", "FULL"),
+            ("mem_buf_limit", "5M"),
+        ])
+        .unwrap();
+        assert_eq!((c.read_size, c.max_line), (1_000_000, 2_000_000));
+        assert_eq!(c.long_lines, LongLines::Skip);
+        assert_eq!(c.db.unwrap().sync, DbSync::Full);
+        assert_eq!(c.mem_buf_limit, Some(5_000_000));
+        let both = [
+            ("path", "/x"),
+            ("skip_long_lines", "on"),
+            ("truncate_long_lines", "on"),
+        ];
+        assert_eq!(config(&both).unwrap().long_lines, LongLines::Truncate);
+    }
+
+    #[test]
+    fn errors_name_the_property() {
+        let err = |e: &[(&str, &str)]| config(e).err().unwrap().to_string();
+        assert_eq!(
+            err(&[("path", "/x"), ("multiline.parser", "docker")]),
+            "t.conf:3: [config] tail: property 'multiline.parser' is not supported yet by agent"
+        );
+        assert_eq!(
+            err(&[("key", "msg")]),
+            "t.conf:1: [config] tail: no input 'path' was given"
+        );
+        assert_eq!(
+            err(&[("path", "/x"), ("buffer_chunk_size", "64k"), ("buffer_max_size", "32k")]),
+            "t.conf:4: [config] tail: invalid value '32k' for property 'buffer_max_size': expected a size of at least buffer_chunk_size (64000)"
+        );
+        assert_eq!(
+            err(&[("path", "/x"), ("rotate_wait", "0")]),
+            "t.conf:3: [config] tail: invalid value '0' for property 'rotate_wait': expected a duration greater than 0"
+        );
+        assert!(err(&[("path", "/x["), ("key", "k")]).contains("valid glob patterns"));
     }
 }
