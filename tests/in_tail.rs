@@ -373,16 +373,7 @@ fn inode_reuse_does_not_apply_a_stale_offset() {
     let ino = fs::metadata(&f).unwrap().ino();
     // The db says this inode was another file, read up to offset 20: a file deleted
     // while the agent was stopped, its inode given to the new one.
-    let body = format!(
-        "agent-tail-db 1\n{ino} 20 14 {:016x} {}\n",
-        fnv1a(b"old file line\n"),
-        f.display()
-    );
-    fs::write(
-        &db,
-        format!("{body}end 1 {:016x}\n", fnv1a(body.as_bytes())),
-    )
-    .unwrap();
+    write_db(&db, &[(ino, 20, b"old file line\n", &f)]);
     let input = format!("    path {}\n    db {}\n", f.display(), db.display());
     let mut a = Agent::start(&conf(&input));
     a.wait_lines(2, T);
@@ -391,19 +382,52 @@ fn inode_reuse_does_not_apply_a_stale_offset() {
     assert!(o.stderr.contains("inode reused"), "{}", o.stderr);
 
     // The same file (fingerprint matches): the saved offset applies.
-    let body = format!(
-        "agent-tail-db 1\n{ino} 16 16 {:016x} {}\n",
-        fnv1a(b"new file line 1\n"),
-        f.display()
-    );
-    fs::write(
-        &db,
-        format!("{body}end 1 {:016x}\n", fnv1a(body.as_bytes())),
-    )
-    .unwrap();
+    write_db(&db, &[(ino, 16, b"new file line 1\n", &f)]);
     let mut a = Agent::start(&conf(&input));
     a.wait_lines(1, T);
     assert_eq!(logs(&a.stop(T).stdout), ["new file line 2"]);
+}
+
+/// Writes a db with one row per `(inode, offset, first bytes, name)`.
+fn write_db(db: &Path, rows: &[(u64, u64, &[u8], &Path)]) {
+    let mut body = String::from("agent-tail-db 1\n");
+    for (ino, offset, head, name) in rows {
+        body += &format!(
+            "{ino} {offset} {} {:016x} {}\n",
+            head.len(),
+            fnv1a(head),
+            name.display()
+        );
+    }
+    let sum = fnv1a(body.as_bytes());
+    fs::write(db, format!("{body}end {} {sum:016x}\n", rows.len())).unwrap();
+}
+
+#[test]
+fn a_file_rotated_while_stopped_is_read_to_its_end() {
+    // The agent was killed while app.log was read up to offset 3; then app.log was
+    // renamed out of the pattern and a new app.log created.
+    let d = Dir::new();
+    let rotated = d.file("app.log.1", "r1\nr2\nr3\n");
+    let f = d.file("app.log", "n1\n");
+    let db = d.path().join("tail.db");
+    let ino = fs::metadata(&rotated).unwrap().ino();
+    write_db(&db, &[(ino, 3, b"r1\nr2\nr3\n", &f)]);
+    let mut a = Agent::start(&conf(&format!(
+        "    path {}\n    db {}\n    rotate_wait 1\n",
+        f.display(),
+        db.display()
+    )));
+    a.wait_lines(3, T);
+    // Drained and quiet for rotate_wait: closed, and its row leaves the db.
+    a.wait_log("closed", T);
+    let o = a.stop(T);
+    let mut got = logs(&o.stdout);
+    got.sort();
+    assert_eq!(got, ["n1", "r2", "r3"]);
+    assert!(o.stderr.contains("was rotated to"), "{}", o.stderr);
+    let saved = fs::read_to_string(&db).unwrap();
+    assert!(!saved.contains(&format!("{ino} ")), "{saved}");
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! - a saved offset applies to an inode only if the file's first bytes still match the
 //!   fingerprint saved with it (inode reuse reads the new file from its start);
 //! - a file that replaced a db entry's path while the agent was stopped is read from
-//!   its start, whatever `read_from_head` says;
+//!   its start, whatever `read_from_head` says, and the db entry's own file, rotated
+//!   to a name outside the patterns meanwhile, is found by inode in its directory and
+//!   read from its saved offset to its end (Fluent Bit drops that entry);
 //! - a file created and renamed out of the patterns before any scan saw it (rotation
 //!   faster than discovery) is found through the directory's rename event and read
 //!   from its start (inotify only; polling cannot see it);
@@ -232,7 +234,7 @@ enum Discovery<'a> {
     /// By a later scan.
     Later,
     /// Renamed from this path, matched by `path`, to one that is not, before any scan
-    /// saw it.
+    /// saw it, or while the agent was stopped.
     RotatedAway(&'a Path),
 }
 
@@ -275,6 +277,7 @@ impl Tail {
             self.watch_dir(&dir);
         }
         self.scan(now, true);
+        self.find_rotated_while_stopped(now);
         self.saved.clear();
         let check_every = self.config.watcher_interval;
         let mut next_refresh = now + self.config.refresh_interval;
@@ -527,6 +530,49 @@ impl Tail {
                     self.name,
                     path.display()
                 );
+            }
+        }
+    }
+
+    /// Db rows whose file the patterns no longer name: rotated while the agent was
+    /// stopped (or killed while draining it). Looked up by inode in the directory the
+    /// file was in; if its first bytes still match, the rest is read from the saved
+    /// offset, then it is closed as a rotated file (Fluent Bit drops such rows).
+    fn find_rotated_while_stopped(&mut self, now: Instant) {
+        let lost: Vec<(u64, Fingerprint, PathBuf)> = self
+            .saved
+            .iter()
+            .filter(|r| !self.files.values().any(|f| f.ino == r.ino))
+            .map(|r| (r.ino, r.fingerprint, PathBuf::from(&r.name)))
+            .collect();
+        for (ino, fingerprint, was) in lost {
+            let Some(entries) = was.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
+                continue;
+            };
+            let found = entries
+                .flatten()
+                .find(|e| e.metadata().is_ok_and(|m| m.is_file() && m.ino() == ino));
+            // Only the same file: a deleted file's inode may now be another file's.
+            let same = |path: &Path| {
+                File::open(path)
+                    .and_then(|f| read_head(&f, fingerprint.len as usize))
+                    .is_ok_and(|head| Fingerprint::of(&head) == fingerprint)
+            };
+            if let Some(entry) = found.filter(|e| same(&e.path())) {
+                let path = entry.path();
+                crate::info!(
+                    "[input:tail:{}] inode={ino} {} was rotated to {} while stopped: reading the rest of it",
+                    self.name,
+                    was.display(),
+                    path.display()
+                );
+                if let Err(e) = self.open(&path, now, Discovery::RotatedAway(&was)) {
+                    crate::error!(
+                        "[input:tail:{}] cannot read {}: {e}",
+                        self.name,
+                        path.display()
+                    );
+                }
             }
         }
     }
