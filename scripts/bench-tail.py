@@ -9,7 +9,8 @@ has read every file to its end and every record is written, so the time covers e
 read, split, wrapped in a record, formatted and written. The log must end with
 `service has stopped (0 pending tasks)`. Baselines: `cat FILE > /dev/null` (reading the
 page cache) and `wc -l FILE` (reading + finding newlines). Each case runs RUNS times; the
-median is printed; the second case bounds what is read and not yet delivered. (No tcp output exists on this branch yet: tail -> tcp is left out.)
+median is printed. The second case bounds what is read and not yet delivered with
+mem_buf_limit. (No tcp output exists on this branch yet: tail -> tcp is left out.)
 """
 import os, resource, statistics, subprocess, sys, tempfile, time
 
