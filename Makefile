@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONF ?= conf/random-stdout.conf
 
-.PHONY: build release run test bench fmt lint
+.PHONY: build release run test bench demo fmt lint
 
 build:
 	$(CARGO) build
@@ -21,6 +21,11 @@ test:
 # Throughput and peak memory of random/dummy -> stdout and tail -> stdout (json_lines into /dev/null).
 bench: release
 	scripts/bench.sh
+	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi
+
+# Flow logs from real traffic in a throw-away network namespace (root).
+demo: build
+	scripts/demo.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -19,6 +19,12 @@ CASES = {
     "random -> stdout json_lines": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "dummy  -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "random -> stdout msgpack print": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    # The cost of a rate limit that never drops (every record takes a token).
+    "dummy -> limit -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "[FILTER]\n    name limit\n    match *\n    max_records_per_second 1T\n",
+    "dummy -> limit per key -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"dummy\",\"pod\":\"web-1\"}}\n"
+    "[FILTER]\n    name limit\n    match *\n    per pod\n    max_records_per_second 1T\n",
 }
 
 

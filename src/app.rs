@@ -3,6 +3,7 @@
 //! pipeline cannot start.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::cli::{self, Action, Cli};
 use crate::config::{self, props::render_help, Config, ConfigError, Document, PluginKind};
@@ -87,7 +88,11 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
     let mut doc = Document::default();
     doc.sections.extend(cli.sections.iter().cloned());
     if let Some(path) = &cli.config {
-        let file = config::parser::load(Path::new(path))?;
+        let file = if config::yaml::is_yaml(path) {
+            config::yaml::load(path)?
+        } else {
+            config::parser::load(Path::new(path))?
+        };
         doc.sections.extend(file.sections);
         doc.warnings.extend(file.warnings);
     } else if cli.sections.is_empty() {
@@ -161,34 +166,49 @@ fn run(pipeline: Pipeline) -> u8 {
         }
     };
     crate::info!("[agent] version={VERSION}, pid={}", std::process::id());
-    let pending = rt.block_on(async move {
-        let (trigger, shutdown) = shutdown::channel();
-        if let Err(e) = watch_signals(trigger) {
+    let report = rt.block_on(async move {
+        let (trigger, _) = shutdown::channel();
+        let trigger = Arc::new(trigger);
+        if let Err(e) = watch_signals(trigger.clone()) {
             crate::error!("[engine] cannot install signal handlers: {e}");
             return None;
         }
-        Some(pipeline.run(shutdown).await)
+        if let Some((listen, port)) = pipeline.config.service.http.clone() {
+            match crate::http::bind(&listen, port).await {
+                Ok(listener) => {
+                    let monitor = crate::http::Monitor::new(
+                        pipeline.registry(),
+                        pipeline.config.service.health,
+                    );
+                    crate::http::spawn(listener, monitor);
+                }
+                Err(e) => {
+                    crate::error!("{e}");
+                    return None;
+                }
+            }
+        }
+        Some(pipeline.run(trigger).await)
     });
     // Tasks still running past the grace period are abandoned here.
     rt.shutdown_background();
-    match pending {
-        None => 255,
-        Some(0) => {
-            crate::info!("[engine] service has stopped (0 pending tasks)");
-            0
-        }
-        Some(n) => {
-            crate::error!("[engine] service has stopped with {n} records not delivered: the grace period ended first (raise 'grace' in [SERVICE], or -1 to wait until delivered)");
-            0
-        }
+    let Some(report) = report else { return 255 };
+    match report.pending {
+        0 => crate::info!("[engine] service has stopped (0 pending tasks)"),
+        n => crate::error!("[engine] service has stopped with {n} records not delivered: the grace period ended first (raise 'grace' in [SERVICE], or -1 to wait until delivered)"),
     }
+    if report.input_failed {
+        crate::error!("[engine] an input failed; see the error above");
+        return 255;
+    }
+    0
 }
 
 /// SIGINT, SIGTERM and SIGQUIT start a graceful shutdown; a second one exits at once.
 /// SIGHUP would be hot reload, which is not enabled. We use tokio's signal streams rather
 /// than `ctrlc` because Fluent Bit's log names the signal and treats SIGHUP differently,
 /// and `ctrlc` reports every signal alike.
-fn watch_signals(trigger: shutdown::ShutdownTrigger) -> std::io::Result<()> {
+fn watch_signals(trigger: Arc<shutdown::ShutdownTrigger>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;

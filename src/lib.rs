@@ -15,6 +15,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod http;
 pub mod log;
 pub mod pipeline;
 pub mod plugins;

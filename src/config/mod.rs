@@ -7,6 +7,7 @@ pub mod parser;
 pub mod props;
 pub mod service;
 pub mod values;
+pub mod yaml;
 
 pub use error::{ConfigError, PluginKind};
 pub use model::{Document, Entry, Section, SectionKind, Span};

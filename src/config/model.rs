@@ -4,12 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// Where a config item came from: `file:line`, or a label such as `command line`
-/// (line 0 = no line).
+/// Where a config item came from: `file:line` (`file:line:column` in YAML), or a
+/// label such as `command line` (line 0 = no line, column 0 = no column).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Span {
     pub file: Arc<str>,
     pub line: u32,
+    pub col: u32,
 }
 
 impl Span {
@@ -17,16 +18,26 @@ impl Span {
         Span {
             file: file.into(),
             line,
+            col: 0,
+        }
+    }
+
+    /// A position with a column (1-based).
+    pub fn at(file: impl Into<Arc<str>>, line: u32, col: u32) -> Self {
+        Span {
+            file: file.into(),
+            line,
+            col,
         }
     }
 }
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}", self.file)
-        } else {
-            write!(f, "{}:{}", self.file, self.line)
+        match (self.line, self.col) {
+            (0, _) => write!(f, "{}", self.file),
+            (l, 0) => write!(f, "{}:{l}", self.file),
+            (l, c) => write!(f, "{}:{l}:{c}", self.file),
         }
     }
 }

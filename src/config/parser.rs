@@ -412,27 +412,38 @@ impl Loader {
     /// Expands `${...}` in every value, now that every `@SET` is known.
     fn finish(self, env: EnvLookup<'_>) -> Document {
         let Loader { vars, mut doc, .. } = self;
-        // An empty value counts as unset, wherever it comes from.
-        let lookup = |name: &str| -> Option<String> {
-            let found = vars.get(name).cloned().filter(|v| !v.is_empty());
-            let found = found.or_else(|| env(name).filter(|v| !v.is_empty()));
-            match found {
-                None if name == "HOSTNAME" => hostname(),
-                found => found,
-            }
-        };
-        let mut warnings = Vec::new();
-        for entry in doc.sections.iter_mut().flat_map(|s| s.entries.iter_mut()) {
-            let mut unset = Vec::new();
-            entry.value = expand(&entry.value, &lookup, &mut unset);
-            warnings.extend(unset.into_iter().map(|name| Warning {
-                span: entry.span.clone(),
-                message: format!("[env] variable ${{{name}}} is used but not set"),
-            }));
-        }
-        doc.warnings.extend(warnings);
+        expand_values_with(&mut doc, &vars, env);
         doc
     }
+}
+
+/// Expands `${VAR}` / `${VAR:-default}` in every value of `doc`: `vars` (`@SET`, YAML
+/// `env`) first, then the process environment, then `${HOSTNAME}`; unset variables
+/// become warnings. Shared by every config front end.
+pub fn expand_values(doc: &mut Document, vars: &HashMap<String, String>) {
+    expand_values_with(doc, vars, &|name| std::env::var(name).ok());
+}
+
+fn expand_values_with(doc: &mut Document, vars: &HashMap<String, String>, env: EnvLookup<'_>) {
+    // An empty value counts as unset, wherever it comes from.
+    let lookup = |name: &str| -> Option<String> {
+        let found = vars.get(name).cloned().filter(|v| !v.is_empty());
+        let found = found.or_else(|| env(name).filter(|v| !v.is_empty()));
+        match found {
+            None if name == "HOSTNAME" => hostname(),
+            found => found,
+        }
+    };
+    let mut warnings = Vec::new();
+    for entry in doc.sections.iter_mut().flat_map(|s| s.entries.iter_mut()) {
+        let mut unset = Vec::new();
+        entry.value = expand(&entry.value, &lookup, &mut unset);
+        warnings.extend(unset.into_iter().map(|name| Warning {
+            span: entry.span.clone(),
+            message: format!("[env] variable ${{{name}}} is used but not set"),
+        }));
+    }
+    doc.warnings.extend(warnings);
 }
 
 /// Identifies a file whatever path reaches it (symlinks, hard links, `..`).
@@ -486,7 +497,7 @@ fn describe_blanks(blanks: &str) -> String {
 }
 
 /// gethostname(2), for `${HOSTNAME}` when neither `@SET` nor the environment has it.
-fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -25,6 +25,8 @@ pub enum PropKind {
     Json,
     /// One of these words, case-insensitive.
     Enum(&'static [&'static str]),
+    /// A Kubernetes quantity (`10`, `1k`, `10M`, `500m`).
+    Quantity,
     /// A string that may be given several times; every value is kept, in order
     /// (Fluent Bit's FLB_CONFIG_MAP_MULT: `record`, `regex`, ...).
     Multi,
@@ -42,6 +44,9 @@ impl PropKind {
             PropKind::Time => "a duration such as 10 (seconds), 5m, 2h, 1d or 500ms".into(),
             PropKind::Json => "a JSON object such as {\"message\":\"dummy\"}".into(),
             PropKind::Enum(words) => format!("one of: {}", words.join(", ")),
+            PropKind::Quantity => {
+                "a rate such as 100, 1k, 10M (= 10,000,000) or 500m (= 0.5)".into()
+            }
         }
     }
 
@@ -58,6 +63,7 @@ impl PropKind {
             PropKind::Json => "json",
             PropKind::Enum(_) => "string",
             PropKind::Multi => "multiple",
+            PropKind::Quantity => "quantity",
         }
     }
 
@@ -75,6 +81,7 @@ impl PropKind {
                 Ok(serde_json::Value::Object(_))
             ),
             PropKind::Enum(words) => words.iter().any(|w| w.eq_ignore_ascii_case(text)),
+            PropKind::Quantity => values::parse_quantity(text).is_some(),
         }
     }
 }
@@ -260,6 +267,9 @@ impl Props {
     }
     pub fn double(&self, name: &str) -> Option<f64> {
         self.parsed(name, values::parse_double)
+    }
+    pub fn quantity(&self, name: &str) -> Option<f64> {
+        self.parsed(name, values::parse_quantity)
     }
     pub fn size(&self, name: &str) -> Option<u64> {
         self.parsed(name, values::parse_size)

@@ -19,6 +19,13 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("scheduler.base", PropKind::Int, Some("5"), "Base in seconds of the exponential retry backoff."),
     PropSpec::new("scheduler.cap", PropKind::Int, Some("2000"), "Maximum retry backoff in seconds."),
     PropSpec::new("daemon", PropKind::Bool, Some("off"), "Fork to the background (not supported: run agent under a supervisor such as systemd)."),
+    PropSpec::new("http_server", PropKind::Bool, Some("off"), "Serve Fluent Bit's monitoring HTTP API (metrics, health)."),
+    PropSpec::new("http_listen", PropKind::Str, Some("0.0.0.0"), "Address the HTTP server listens on."),
+    PropSpec::new("http_port", PropKind::Int, Some("2020"), "Port of the HTTP server."),
+    PropSpec::new("health_check", PropKind::Bool, Some("off"), "Serve /api/v1/health: unhealthy after too many output errors or failed retries within hc_period."),
+    PropSpec::new("hc_errors_count", PropKind::Int, Some("5"), "Output errors within hc_period above which the agent is unhealthy."),
+    PropSpec::new("hc_retry_failure_count", PropKind::Int, Some("5"), "Failed retries within hc_period above which the agent is unhealthy."),
+    PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
 ];
 
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
@@ -83,6 +90,10 @@ pub struct ServiceConfig {
     pub escape_unicode: bool,
     pub scheduler_base: u64,
     pub scheduler_cap: u64,
+    /// `http_listen:http_port` when `http_server` is on.
+    pub http: Option<(String, u16)>,
+    /// (hc_errors_count, hc_retry_failure_count, hc_period) when `health_check` is on.
+    pub health: Option<(u64, u64, u64)>,
 }
 
 impl ServiceConfig {
@@ -179,7 +190,27 @@ impl ServiceConfig {
                 Some("use scheduler.base >= 1 and scheduler.cap >= scheduler.base".into()),
             ));
         }
+        let port = values::parse_int(text("http_port")).unwrap_or(2020);
+        let port = u16::try_from(port).map_err(|_| {
+            ConfigError::invalid(
+                &span("http_port"),
+                format!("[config] service: invalid http_port {port}"),
+                Some("use a port from 0 to 65535".into()),
+            )
+        })?;
+        let http = (values::parse_bool(text("http_server")) == Some(true))
+            .then(|| (text("http_listen").to_string(), port));
+        let count = |k: &str| values::parse_int(text(k)).unwrap_or(0).max(0) as u64;
+        let health = (values::parse_bool(text("health_check")) == Some(true)).then(|| {
+            (
+                count("hc_errors_count"),
+                count("hc_retry_failure_count"),
+                count("hc_period").max(1),
+            )
+        });
         Ok(ServiceConfig {
+            http,
+            health,
             flush: Duration::from_secs_f64(flush),
             grace,
             log_level: Level::parse(text("log_level")).unwrap_or(Level::Info),

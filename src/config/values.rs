@@ -70,6 +70,32 @@ pub fn parse_double(s: &str) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// A Kubernetes quantity, as flow-control limits take them: `10`, `1.5k`, `10M`
+/// (= 10,000,000), `500m` (= 0.5), `1Ki` (= 1024). Negative values are rejected.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
 /// A comma-separated list, items trimmed, empty items dropped.
 pub fn parse_clist(s: &str) -> Vec<String> {
     s.split(',')
@@ -122,6 +148,18 @@ mod tests {
         assert_eq!(parse_time("0.25"), Some(Duration::from_millis(250)));
         assert_eq!(parse_time("soon"), None);
         assert_eq!(parse_time("-1"), None);
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("10"), Some(10.0));
+        assert_eq!(parse_quantity("1k"), Some(1000.0));
+        assert_eq!(parse_quantity("10M"), Some(10_000_000.0));
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("1Ki"), Some(1024.0));
+        assert_eq!(parse_quantity("0"), Some(0.0));
+        assert_eq!(parse_quantity("-1"), None);
+        assert_eq!(parse_quantity("10 rps"), None);
     }
 
     #[test]

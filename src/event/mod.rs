@@ -1,6 +1,7 @@
 //! Records as Fluent Bit's event format models them: `[[time, metadata], body]`.
 //! Fluent Bit: include/fluent-bit/flb_log_event.h
 
+pub mod accessor;
 pub mod format;
 
 use std::sync::Arc;

@@ -15,30 +15,46 @@ pub type AckFn = Box<dyn FnOnce() + Send>;
 /// A chunk on its way to outputs, with what to run once all of them are done.
 pub struct Routed {
     pub chunk: Chunk,
-    completion: Option<Completion>,
+    completion: Option<Arc<Completion>>,
 }
 
-struct Completion {
+/// Counts the routes of one dispatched batch; the last to finish runs the acks.
+pub struct Completion {
     remaining: AtomicUsize,
     acks: Mutex<Vec<AckFn>>,
 }
 
+impl Completion {
+    /// `None` when there is nothing to run (no acks): finishing is then free.
+    pub fn new(routes: usize, acks: Vec<AckFn>) -> Option<Arc<Completion>> {
+        (!acks.is_empty()).then(|| {
+            Arc::new(Completion {
+                remaining: AtomicUsize::new(routes),
+                acks: Mutex::new(acks),
+            })
+        })
+    }
+
+    /// One route is done. Call exactly once per route.
+    pub fn finish(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let acks = std::mem::take(&mut *self.acks.lock().unwrap_or_else(|e| e.into_inner()));
+            acks.into_iter().for_each(|ack| ack());
+        }
+    }
+}
+
 impl Routed {
-    /// A chunk sent to `routes` outputs; `acks` run after the last one finishes.
-    pub fn new(chunk: Chunk, routes: usize, acks: Vec<AckFn>) -> Arc<Routed> {
-        let completion = (!acks.is_empty()).then(|| Completion {
-            remaining: AtomicUsize::new(routes),
-            acks: Mutex::new(acks),
-        });
+    /// A chunk for one or more routes sharing `completion` (several routes may get
+    /// different chunks, e.g. an output limit passes a subset, with one completion).
+    pub fn new(chunk: Chunk, completion: Option<Arc<Completion>>) -> Arc<Routed> {
         Arc::new(Routed { chunk, completion })
     }
 
-    /// One output is done with the chunk (delivered or gave up). Call exactly once per route.
+    /// One output is done with the chunk (delivered or gave up). Call once per route.
     pub fn finish(&self) {
-        let Some(c) = &self.completion else { return };
-        if c.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let acks = std::mem::take(&mut *c.acks.lock().unwrap_or_else(|e| e.into_inner()));
-            acks.into_iter().for_each(|ack| ack());
+        if let Some(c) = &self.completion {
+            c.finish();
         }
     }
 }
@@ -69,8 +85,7 @@ mod tests {
                 tag: Arc::from("t"),
                 records: vec![],
             },
-            3,
-            acks,
+            Completion::new(3, acks),
         );
         r.finish();
         r.finish();

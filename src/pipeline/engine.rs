@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::ack::{self, AckFn, Routed};
+use super::ack::{self, AckFn, Completion, Routed};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
 use crate::event::{Chunk, Record, Tag};
+use crate::plugins::filters::ratelimit::KeyedLimiter;
 use crate::plugins::Filter;
 
 /// Records from one input, as sent through the engine's channel.
@@ -44,6 +45,9 @@ pub struct OutputRoute {
     pub workers: Vec<mpsc::Sender<Arc<Routed>>>,
     pub next: usize,
     pub metrics: Arc<OutputMetrics>,
+    /// `limit.max_records_per_second`: caps this output's whole flow, whatever its
+    /// Match shares with other outputs.
+    pub limiter: Option<KeyedLimiter>,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
@@ -83,10 +87,10 @@ impl Engine {
                         self.dispatch(p, &mut routes).await;
                     }
                 }
-                _ = tick.tick() => self.flush_all(&mut routes, &mut pending).await,
+                _ = tick.tick() => self.flush_all(&mut routes, &mut pending, false).await,
             }
         }
-        self.flush_all(&mut routes, &mut pending).await;
+        self.flush_all(&mut routes, &mut pending, true).await;
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
     }
@@ -160,11 +164,20 @@ impl Engine {
         (pending[i].records.len() >= CHUNK_MAX_RECORDS).then_some(i)
     }
 
-    async fn flush_all(&mut self, routes: &mut HashMap<Tag, Route>, pending: &mut Vec<Pending>) {
+    async fn flush_all(
+        &mut self,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+        last: bool,
+    ) {
         let mut extra = Vec::new();
         let now = Instant::now();
         for f in &mut self.filters {
-            f.filter.tick(now, &mut extra);
+            if last {
+                f.filter.shutdown(now, &mut extra);
+            } else {
+                f.filter.tick(now, &mut extra);
+            }
         }
         for chunk in extra {
             // Records emitted by a filter's tick go to outputs only (input index MAX).
@@ -203,17 +216,43 @@ impl Engine {
             ack::run_now(p.acks);
             return;
         }
-        let n = p.records.len() as u64;
-        let routed = Routed::new(
+        let completion = Completion::new(outputs.len(), p.acks);
+        let full = Routed::new(
             Chunk {
                 tag: p.tag,
                 records: p.records,
             },
-            outputs.len(),
-            p.acks,
+            completion.clone(),
         );
+        let now = Instant::now();
         for i in outputs {
             let o = &mut self.outputs[i];
+            let routed = match &mut o.limiter {
+                None => full.clone(),
+                Some(limiter) => {
+                    let kept: Vec<Record> = full
+                        .chunk
+                        .records
+                        .iter()
+                        .filter(|r| limiter.allow(&r.body, now))
+                        .cloned()
+                        .collect();
+                    let dropped = (full.chunk.records.len() - kept.len()) as u64;
+                    metrics::add(&o.metrics.limit_dropped_records, dropped);
+                    if kept.is_empty() {
+                        full.finish(); // this route is done: nothing passes its limit
+                        continue;
+                    }
+                    Routed::new(
+                        Chunk {
+                            tag: full.chunk.tag.clone(),
+                            records: kept,
+                        },
+                        completion.clone(),
+                    )
+                }
+            };
+            let n = routed.chunk.records.len() as u64;
             let w = o.next % o.workers.len();
             o.next = o.next.wrapping_add(1);
             metrics::add(&o.metrics.routed_records, n);

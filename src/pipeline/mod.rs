@@ -53,6 +53,8 @@ pub const CORE_MATCH_PROPS: &[PropSpec] = &[
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
     PropSpec::new("workers", PropKind::Int, None, "Number of workers; the default depends on the plugin."),
+    PropSpec::new("limit.max_records_per_second", PropKind::Quantity, None, "Cap on records per second this output receives, whatever its Match shares: 100, 1k, 500m; 0 sends nothing."),
+    PropSpec::new("limit.burst", PropKind::Int, None, "Records the output limit lets through at once after being idle; default one second's worth."),
 ];
 
 /// Core keys accepted for compatibility that do not act yet: setting one is warned about.
@@ -128,6 +130,7 @@ struct InputInstance {
 }
 
 struct OutputInstance {
+    limit: Option<crate::plugins::filters::ratelimit::Quota>,
     name: Arc<str>,
     plugin: &'static str,
     matcher: Option<Matcher>,
@@ -142,6 +145,7 @@ pub struct Pipeline {
     inputs: Vec<InputInstance>,
     filters: Vec<FilterInstance>,
     outputs: Vec<OutputInstance>,
+    registry: Arc<metrics::Registry>,
 }
 
 fn props(
@@ -192,6 +196,7 @@ fn matcher(p: &Props) -> Result<Option<Matcher>, ConfigError> {
 impl Pipeline {
     /// Validates every section against its plugin's table and builds the plugins.
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
+        let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -211,6 +216,7 @@ impl Pipeline {
                 &BuildContext {
                     service: &config.service,
                     instance: &name,
+                    metrics: &plugin_metrics,
                 },
             )?;
             inputs.push(InputInstance {
@@ -245,6 +251,7 @@ impl Pipeline {
                 &BuildContext {
                     service: &config.service,
                     instance: &name,
+                    metrics: &plugin_metrics,
                 },
             )?;
             filters.push(FilterInstance {
@@ -282,11 +289,17 @@ impl Pipeline {
             let ctx = BuildContext {
                 service: &config.service,
                 instance: &name,
+                metrics: &plugin_metrics,
             };
             let first = (plugin.build)(&p, &ctx)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
+                limit: crate::plugins::filters::limit::quota(
+                    &p,
+                    "limit.max_records_per_second",
+                    "limit.burst",
+                )?,
                 matcher: matcher(&p)?,
                 name,
                 plugin: plugin.name,
@@ -299,22 +312,48 @@ impl Pipeline {
                 metrics: Arc::default(),
             });
         }
+        let registry = Arc::new(metrics::Registry {
+            start: std::time::SystemTime::now(),
+            inputs: inputs
+                .iter()
+                .map(|i| (i.name.clone(), i.metrics.clone()))
+                .collect(),
+            filters: filters
+                .iter()
+                .map(|f| (f.name.clone(), f.metrics.clone()))
+                .collect(),
+            outputs: outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.metrics.clone()))
+                .collect(),
+            plugins: plugin_metrics,
+        });
         Ok(Pipeline {
             config,
             inputs,
             filters,
             outputs,
+            registry,
         })
     }
 
-    /// Runs until `shutdown` fires and everything is delivered, or until the grace
-    /// period ends. Returns the number of records that were not delivered.
-    pub async fn run(self, shutdown: Shutdown) -> u64 {
+    /// Every instance's metrics, for the monitoring server.
+    pub fn registry(&self) -> Arc<metrics::Registry> {
+        self.registry.clone()
+    }
+
+    /// Runs until `trigger` fires and everything is delivered, or until the grace
+    /// period ends. An input that fails stops the agent (as a plugin that cannot start
+    /// stops Fluent Bit).
+    pub async fn run(self, trigger: Arc<ShutdownTrigger>) -> RunReport {
+        let shutdown = trigger.subscribe();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let Pipeline {
             config,
             inputs,
             filters,
             outputs,
+            ..
         } = self;
         let grace = config.service.grace;
         crate::info!(
@@ -353,6 +392,14 @@ impl Pipeline {
                 workers: queues,
                 next: 0,
                 metrics: o.metrics,
+                limiter: o.limit.map(|q| {
+                    crate::plugins::filters::ratelimit::KeyedLimiter::new(
+                        q,
+                        crate::plugins::filters::ratelimit::KeyBy::None,
+                        1,
+                        std::time::Instant::now(),
+                    )
+                }),
             });
         }
         let mut input_names = Vec::new();
@@ -378,9 +425,12 @@ impl Pipeline {
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
             let run = inp.input.run(ctx);
+            let (trigger, failed) = (trigger.clone(), failed.clone());
             tasks.spawn(async move {
                 if let Err(e) = run.await {
                     crate::error!("[input:{plugin}:{name}] {e}");
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    trigger.trigger();
                 }
             });
         }
@@ -404,7 +454,17 @@ impl Pipeline {
                 }
             }
         }
-        let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
-        pending
+        RunReport {
+            pending: output_metrics.iter().map(|m| m.pending_records()).sum(),
+            input_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
+}
+
+/// How a run ended.
+pub struct RunReport {
+    /// Records routed to outputs and neither delivered nor given up on.
+    pub pending: u64,
+    /// An input stopped with an error.
+    pub input_failed: bool,
 }

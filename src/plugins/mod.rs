@@ -35,6 +35,8 @@ pub struct BuildContext<'a> {
     pub service: &'a ServiceConfig,
     /// The instance name, e.g. `random.0`.
     pub instance: &'a str,
+    /// Where the plugin registers its own metrics.
+    pub metrics: &'a crate::pipeline::metrics::PluginMetrics,
 }
 
 /// Everything an input needs to run.
@@ -65,6 +67,11 @@ pub trait Filter: Send + 'static {
     fn filter(&mut self, tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult;
     /// Called every flush tick and once at shutdown; time-windowed filters emit here.
     fn tick(&mut self, _now: Instant, _out: &mut Vec<Chunk>) {}
+    /// Called once when the agent stops, after the last batch: emit what is held
+    /// (a partial aggregation interval) so that nothing accepted is lost.
+    fn shutdown(&mut self, now: Instant, out: &mut Vec<Chunk>) {
+        self.tick(now, out)
+    }
 }
 
 /// Fluent Bit's FLB_OK / FLB_RETRY / FLB_ERROR.
@@ -112,11 +119,18 @@ pub struct OutputPlugin {
 }
 
 pub static INPUTS: &[&InputPlugin] = &[
+    &inputs::conntrack::PLUGIN,
     &inputs::dummy::PLUGIN,
+    &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::tail::PLUGIN,
 ];
-pub static FILTERS: &[&FilterPlugin] = &[&filters::record_modifier::PLUGIN];
+pub static FILTERS: &[&FilterPlugin] = &[
+    &filters::flow_aggregate::PLUGIN,
+    &filters::limit::PLUGIN,
+    &filters::record_modifier::PLUGIN,
+    &filters::throttle::PLUGIN,
+];
 pub static OUTPUTS: &[&OutputPlugin] = &[&outputs::stdout::PLUGIN];
 
 pub fn input(name: &str) -> Option<&'static InputPlugin> {
@@ -150,24 +164,26 @@ mod tests {
     /// lower-case, and never shadow a core key.
     #[test]
     fn every_property_table_is_sound() {
-        let core: Vec<PropSpec> = [
-            CORE_COMMON_PROPS,
-            CORE_INPUT_PROPS,
-            CORE_MATCH_PROPS,
-            CORE_OUTPUT_PROPS,
-        ]
-        .iter()
-        .flat_map(|t| t.iter())
-        .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
-        .collect();
-        let core: &[PropSpec] = &core;
+        // The core keys each kind of section has (what a plugin key must not shadow).
+        let merged = |tables: &[&[PropSpec]]| -> Vec<PropSpec> {
+            tables
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|s| PropSpec::new(s.name, s.kind, s.default, s.desc))
+                .collect()
+        };
+        let input_core = merged(&[CORE_COMMON_PROPS, CORE_INPUT_PROPS]);
+        let filter_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS]);
+        let output_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]);
         let tables: Vec<(&str, &[PropSpec], &[PropSpec])> = INPUTS
             .iter()
-            .map(|p| (p.name, p.props, core))
-            .chain(FILTERS.iter().map(|p| (p.name, p.props, core)))
-            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, core)))
+            .map(|p| (p.name, p.props, &input_core[..]))
+            .chain(FILTERS.iter().map(|p| (p.name, p.props, &filter_core[..])))
+            .chain(OUTPUTS.iter().map(|p| (p.name, p.props, &output_core[..])))
             .chain([
-                ("core", core, &[][..]),
+                ("core input", &input_core[..], &[][..]),
+                ("core filter", &filter_core[..], &[][..]),
+                ("core output", &output_core[..], &[][..]),
                 ("service", crate::config::service::SERVICE_PROPS, &[][..]),
             ])
             .collect();

@@ -290,6 +290,14 @@ fn write_date(out: &mut Vec<u8>, t: EventTime, fmt: DateFormat) {
     }
 }
 
+/// `2020-04-24T23:08:52.572266Z`: UTC, microseconds, the `iso8601` date format.
+pub fn iso8601(t: EventTime) -> String {
+    let mut out = Vec::with_capacity(28);
+    write_utc_datetime(&mut out, t, b'T');
+    out.push(b'Z');
+    String::from_utf8(out).expect("digits and separators are ASCII")
+}
+
 /// `gmtime_r` + `strftime("%Y-%m-%d?%H:%M:%S")` + `".%06" PRIu64` of `nsec / 1000`.
 fn write_utc_datetime(out: &mut Vec<u8>, t: EventTime, sep: u8) {
     let days = t.secs.div_euclid(86_400);

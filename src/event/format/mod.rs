@@ -16,7 +16,7 @@ mod msgpack;
 mod print;
 
 pub use json::{
-    write_double, write_json_chunk, write_json_record, write_json_str, write_json_value,
+    iso8601, write_double, write_json_chunk, write_json_record, write_json_str, write_json_value,
     DateFormat, JsonMode, JsonOptions,
 };
 pub use msgpack::{write_msgpack_record, write_msgpack_value};

@@ -1,3 +1,7 @@
 //! Filters, one module per Fluent Bit name.
 
+pub mod flow_aggregate;
+pub mod limit;
+pub mod ratelimit;
 pub mod record_modifier;
+pub mod throttle;

@@ -1,6 +1,8 @@
 //! Inputs, one module per Fluent Bit name.
 
+pub mod conntrack;
 pub mod dummy;
+pub mod nflog;
 pub mod random;
 pub mod tail;
 

@@ -1,0 +1,483 @@
+//! Fluent Bit's YAML config format, a second front end to the same model: `service`,
+//! `pipeline` (`inputs`, `filters`, `outputs`; several merge), `env` (map or list),
+//! `includes` (relative to the including file). camelCase keys become snake_case and
+//! YAML scalars become the text the classic parser would see, so validation, property
+//! tables, `--dry-run` and errors are shared. Errors carry file:line:column.
+//! Fluent Bit: src/config_format/flb_cf_yaml.c; docs administration/configuring-fluent-bit/yaml.
+//!
+//! YAML crate: `saphyr`, the maintained YAML 1.2 parser of the yaml-rust lineage, because
+//! its `MarkedYamlOwned` keeps every node's position (serde_yaml is deprecated, and its
+//! successors lose positions after deserialising).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+
+use super::error::{closest, ConfigError};
+use super::model::{Document, Entry, Section, SectionKind, Span};
+
+/// Top-level sections Fluent Bit's YAML has and agent does not support yet.
+const NOT_YET: &[&str] = &[
+    "parsers",
+    "multiline_parsers",
+    "plugins",
+    "customs",
+    "processors",
+    "upstream_servers",
+    "stream_processor",
+    "extensions",
+];
+const KNOWN: &[&str] = &["env", "includes", "service", "pipeline"];
+
+/// Whether `path` names a YAML config (`.yaml`/`.yml`, any case), as Fluent Bit decides.
+pub fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
+
+/// Loads a YAML config and its includes into the shared model, `${VAR}` expanded.
+pub fn load(path: &Path) -> Result<Document, ConfigError> {
+    let mut l = Loader {
+        doc: Document::default(),
+        vars: HashMap::new(),
+        seen: HashSet::new(),
+    };
+    l.file(path, &Span::new(path.display().to_string(), 0))?;
+    let Loader { mut doc, vars, .. } = l;
+    super::parser::expand_values(&mut doc, &vars);
+    Ok(doc)
+}
+
+struct Loader {
+    doc: Document,
+    vars: HashMap<String, String>,
+    seen: HashSet<PathBuf>,
+}
+
+type Node = MarkedYamlOwned;
+
+fn err(span: Span, message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        span,
+        message: message.into(),
+        hint: Some(hint.into()),
+    }
+}
+
+/// Fluent Bit's key translation: camelCase → snake_case when the key starts lower-case
+/// and has no `_`; then lower-case, as the classic format's keys are.
+pub fn snake_case(key: &str) -> String {
+    if key.starts_with(|c: char| c.is_ascii_lowercase()) && !key.contains('_') {
+        let mut out = String::with_capacity(key.len() + 4);
+        for c in key.chars() {
+            if c.is_ascii_uppercase() {
+                out.push('_');
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    } else {
+        key.to_ascii_lowercase()
+    }
+}
+
+impl Loader {
+    fn span(&self, file: &str, n: &Node) -> Span {
+        Span::at(
+            file,
+            n.span.start.line() as u32,
+            n.span.start.col() as u32 + 1,
+        )
+    }
+
+    fn file(&mut self, path: &Path, from: &Span) -> Result<(), ConfigError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                from.clone(),
+                format!("could not open configuration file {label}: {e}"),
+                "check the path (includes are relative to the file that includes them)",
+            )
+        })?;
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if !self.seen.insert(canonical) {
+            return Err(err(
+                from.clone(),
+                format!("[config] file already included {label}"),
+                "include a file only once",
+            ));
+        }
+        let docs = Node::load_from_str(&text).map_err(|e| {
+            let m = e.marker();
+            err(Span::at(label.as_str(), m.line() as u32, m.col() as u32 + 1), format!("[config] invalid YAML: {}", e.info()), "indent with spaces only, children deeper than their parent, and write 'key: value' with a space after ':'")
+        })?;
+        let Some(root) = docs.first() else {
+            return Ok(());
+        };
+        let YamlDataOwned::Mapping(map) = &root.data else {
+            if matches!(root.data, YamlDataOwned::Value(ScalarOwned::Null)) {
+                return Ok(());
+            }
+            return Err(err(
+                self.span(&label, root),
+                "[config] a YAML config is a mapping of sections",
+                "start with sections such as 'service:' and 'pipeline:'",
+            ));
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for (k, v) in map {
+            let key = self.key(&label, k)?;
+            match key.as_str() {
+                "env" => self.env(&label, v)?,
+                "includes" => {
+                    for inc in self.list(&label, v, "includes")? {
+                        let name = self.scalar(&label, inc, "includes")?;
+                        let p = if Path::new(&name).is_absolute() {
+                            PathBuf::from(&name)
+                        } else {
+                            dir.join(&name)
+                        };
+                        self.file(&p, &self.span(&label, inc))?;
+                    }
+                }
+                "service" => {
+                    let entries = self.entries(&label, v, "service")?;
+                    self.doc.sections.push(Section {
+                        kind: SectionKind::Service,
+                        header: "service".into(),
+                        span: self.span(&label, k),
+                        entries,
+                    });
+                }
+                "pipeline" => self.pipeline(&label, v)?,
+                s if NOT_YET.contains(&s) => {
+                    return Err(err(
+                        self.span(&label, k),
+                        format!("[config] section '{s}' is not supported by agent yet"),
+                        format!("remove the '{s}' section"),
+                    ));
+                }
+                s => {
+                    let hint = match closest(s, KNOWN.iter().chain(NOT_YET).copied()) {
+                        Some(c) => format!("did you mean '{c}'? the sections are: env, includes, service, pipeline"),
+                        None => "the sections are: env, includes, service, pipeline".into(),
+                    };
+                    return Err(err(
+                        self.span(&label, k),
+                        format!("[config] unknown section '{s}'"),
+                        hint,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key(&self, file: &str, k: &Node) -> Result<String, ConfigError> {
+        match &k.data {
+            YamlDataOwned::Value(ScalarOwned::String(s)) => Ok(s.clone()),
+            _ => Err(err(
+                self.span(file, k),
+                "[config] a key must be a string",
+                "write keys as plain words, e.g. 'name:'",
+            )),
+        }
+    }
+
+    /// A scalar as the text the classic format would hold.
+    fn scalar(&self, file: &str, n: &Node, what: &str) -> Result<String, ConfigError> {
+        Ok(match &n.data {
+            YamlDataOwned::Value(ScalarOwned::String(s)) => s.clone(),
+            YamlDataOwned::Value(ScalarOwned::Boolean(b)) => b.to_string(),
+            YamlDataOwned::Value(ScalarOwned::Integer(i)) => i.to_string(),
+            YamlDataOwned::Value(ScalarOwned::FloatingPoint(f)) => f.to_string(),
+            YamlDataOwned::Value(ScalarOwned::Null) => String::new(),
+            YamlDataOwned::Mapping(_) | YamlDataOwned::Sequence(_) => {
+                return Err(err(
+                    self.span(file, n),
+                    format!(
+                        "[config] '{what}' must be a single value, not a {}",
+                        if matches!(n.data, YamlDataOwned::Mapping(_)) {
+                            "mapping"
+                        } else {
+                            "list"
+                        }
+                    ),
+                    format!("write '{what}: value' on one line"),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    self.span(file, n),
+                    format!("[config] unsupported YAML value for '{what}'"),
+                    "use a plain string, number or boolean",
+                ))
+            }
+        })
+    }
+
+    fn list<'a>(&self, file: &str, n: &'a Node, what: &str) -> Result<&'a [Node], ConfigError> {
+        match &n.data {
+            YamlDataOwned::Sequence(s) => Ok(s),
+            YamlDataOwned::Value(ScalarOwned::Null) => Ok(&[]),
+            _ => Err(err(
+                self.span(file, n),
+                format!("[config] '{what}' must be a list"),
+                format!("write each item of '{what}' on its own line starting with '- '"),
+            )),
+        }
+    }
+
+    fn mapping<'a>(
+        &self,
+        file: &str,
+        n: &'a Node,
+        what: &str,
+    ) -> Result<Vec<(&'a Node, &'a Node)>, ConfigError> {
+        match &n.data {
+            YamlDataOwned::Mapping(m) => Ok(m.iter().collect()),
+            YamlDataOwned::Value(ScalarOwned::Null) => Ok(Vec::new()),
+            _ => Err(err(
+                self.span(file, n),
+                format!("[config] '{what}' must be a mapping of keys to values"),
+                format!("indent 'key: value' lines under '{what}:'"),
+            )),
+        }
+    }
+
+    /// `env:` as a map (`NAME: value`) or a list of `{name, value}`.
+    fn env(&mut self, file: &str, v: &Node) -> Result<(), ConfigError> {
+        if let YamlDataOwned::Sequence(items) = &v.data {
+            for item in items {
+                let mut name = None;
+                let mut value = None;
+                for (k, x) in self.mapping(file, item, "env")? {
+                    match self.key(file, k)?.as_str() {
+                        "name" => name = Some(self.scalar(file, x, "name")?),
+                        "value" => value = Some(self.scalar(file, x, "value")?),
+                        other => {
+                            return Err(err(
+                                self.span(file, k),
+                                format!("[config] env: '{other}' is not supported"),
+                                "each env item has 'name' and 'value'",
+                            ))
+                        }
+                    }
+                }
+                let name = name.ok_or_else(|| {
+                    err(
+                        self.span(file, item),
+                        "[config] env item without 'name'",
+                        "write '- name: VAR' and 'value: ...'",
+                    )
+                })?;
+                self.vars.insert(name, value.unwrap_or_default());
+            }
+            return Ok(());
+        }
+        for (k, x) in self.mapping(file, v, "env")? {
+            let name = self.key(file, k)?;
+            let value = self.scalar(file, x, &name)?;
+            self.vars.insert(name, value);
+        }
+        Ok(())
+    }
+
+    fn pipeline(&mut self, file: &str, v: &Node) -> Result<(), ConfigError> {
+        for (k, list) in self.mapping(file, v, "pipeline")? {
+            let key = self.key(file, k)?;
+            let kind = match key.as_str() {
+                "inputs" => SectionKind::Input,
+                "filters" => SectionKind::Filter,
+                "outputs" => SectionKind::Output,
+                other => {
+                    return Err(err(
+                        self.span(file, k),
+                        format!("[config] pipeline: unknown list '{other}'"),
+                        "a pipeline has 'inputs', 'filters' and 'outputs'",
+                    ));
+                }
+            };
+            for item in self.list(file, list, &key)? {
+                let entries = self.entries(file, item, &key)?;
+                if !entries.iter().any(|e| e.key == "name") {
+                    return Err(err(
+                        self.span(file, item),
+                        format!("[config] an item of '{key}' has no 'name'"),
+                        format!(
+                            "add 'name: <plugin>' to the item, e.g. '- name: {}'",
+                            if kind == SectionKind::Output {
+                                "stdout"
+                            } else {
+                                "random"
+                            }
+                        ),
+                    ));
+                }
+                let header = key.trim_end_matches('s').to_ascii_uppercase();
+                self.doc.sections.push(Section {
+                    kind,
+                    header,
+                    span: self.span(file, item),
+                    entries,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A mapping of properties: scalars, or lists of scalars for repeatable properties.
+    fn entries(&self, file: &str, n: &Node, what: &str) -> Result<Vec<Entry>, ConfigError> {
+        let mut out = Vec::new();
+        for (k, v) in self.mapping(file, n, what)? {
+            let key = snake_case(&self.key(file, k)?);
+            let span = self.span(file, k);
+            if key == "processors" {
+                return Err(err(
+                    span,
+                    "[config] 'processors' are not supported by agent yet",
+                    "remove the 'processors' block; use [FILTER]-style filters under 'filters:'",
+                ));
+            }
+            match &v.data {
+                YamlDataOwned::Sequence(items) => {
+                    for item in items {
+                        out.push(Entry {
+                            key: key.clone(),
+                            value: self.scalar(file, item, &key)?,
+                            span: self.span(file, item),
+                        });
+                    }
+                }
+                _ => out.push(Entry {
+                    value: self.scalar(file, v, &key)?,
+                    key,
+                    span,
+                }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Document, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, text).unwrap();
+        load(&p).map_err(|e| {
+            // Make spans independent of the temp dir.
+            let s = e.to_string().replace(&p.display().to_string(), "c.yaml");
+            ConfigError::Usage(s)
+        })
+    }
+
+    #[test]
+    fn snake_case_rules() {
+        assert_eq!(snake_case("logLevel"), "log_level");
+        assert_eq!(snake_case("log_level"), "log_level");
+        assert_eq!(snake_case("Match"), "match");
+        assert_eq!(
+            snake_case("net.keepaliveIdleTimeout"),
+            "net.keepalive_idle_timeout"
+        );
+    }
+
+    #[test]
+    fn sections_scalars_and_lists() {
+        let doc = load_text(
+            "env:\n  FMT: json_lines\nservice:\n  flush: 0.5\n  logLevel: debug\npipeline:\n  inputs:\n    - name: random\n      samples: 5\n  filters:\n    - name: record_modifier\n      match: '*'\n      record:\n        - a 1\n        - b 2\n  outputs:\n    - name: stdout\n      match: '*'\n      format: ${FMT}\n      json_date_key: false\n",
+        )
+        .unwrap();
+        let kinds: Vec<SectionKind> = doc.sections.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                SectionKind::Service,
+                SectionKind::Input,
+                SectionKind::Filter,
+                SectionKind::Output
+            ]
+        );
+        let kv = |i: usize| {
+            doc.sections[i]
+                .entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kv(0),
+            [
+                ("flush".to_string(), "0.5".to_string()),
+                ("log_level".into(), "debug".into())
+            ]
+        );
+        assert_eq!(
+            kv(1),
+            [
+                ("name".to_string(), "random".to_string()),
+                ("samples".into(), "5".into())
+            ]
+        );
+        assert_eq!(
+            kv(2)[2..],
+            [
+                ("record".to_string(), "a 1".to_string()),
+                ("record".into(), "b 2".into())
+            ]
+        );
+        assert_eq!(kv(3)[2], ("format".to_string(), "json_lines".to_string()));
+        assert_eq!(kv(3)[3], ("json_date_key".to_string(), "false".to_string()));
+        assert_eq!(
+            doc.sections[1].span.to_string().rsplit('/').next().unwrap(),
+            "c.yaml:8:7"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_a_fix() {
+        let e = load_text("pipeline:\n  inputs:\n    - name: random\n   samples: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.yaml:4:") && e.contains("invalid YAML"), "{e}");
+        let e = load_text("pipeline:\n  inputs:\n    - samples: 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml:3:7: [config] an item of 'inputs' has no 'name'"),
+            "{e}"
+        );
+        let e = load_text("parsers:\n  - name: x\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "c.yaml:1:1: [config] section 'parsers' is not supported by agent yet"
+        );
+        let e = load_text("pipline:\n  inputs: []\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "c.yaml:1:1: [config] unknown section 'pipline'");
+        let e =
+            load_text("pipeline:\n  inputs:\n    - name: random\n      samples:\n        a: 1\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            e,
+            "c.yaml:5:9: [config] 'samples' must be a single value, not a mapping"
+        );
+        let e = load_text("service: 5\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "c.yaml:1:10: [config] 'service' must be a mapping of keys to values"
+        );
+    }
+}

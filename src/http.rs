@@ -1,0 +1,406 @@
+//! Fluent Bit's monitoring HTTP API (`http_server on`): `/`, `/api/v1/uptime`,
+//! `/api/v1/metrics` (JSON), `/api/v1/metrics/prometheus`, `/api/v2/metrics/prometheus`,
+//! and with `health_check on`, `/api/v1/health` and `/api/v2/health`. Served by hyper on
+//! its own tasks; it only reads atomic counters, so it never blocks the pipeline.
+//! Fluent Bit: src/http_server/api/v1/*.c, src/http_server/api/v2/*.c
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::app::VERSION;
+use crate::pipeline::metrics::{get, MetricKind, Registry};
+
+/// What the endpoints read.
+pub struct Monitor {
+    registry: Arc<Registry>,
+    /// (hc_errors_count, hc_retry_failure_count, hc_period seconds).
+    health: Option<(u64, u64, u64)>,
+    hostname: String,
+    /// (when, output errors, failed retries), one a second, `hc_period` long.
+    history: Mutex<VecDeque<(Instant, u64, u64)>>,
+}
+
+/// Binds the server's socket: a taken port is a clear error before anything runs.
+pub async fn bind(listen: &str, port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind((listen, port)).await.map_err(|e| {
+        format!("[http_server] could not start HTTP server on {listen}:{port}: {e} (set another http_port in [SERVICE], or -P)")
+    })
+}
+
+impl Monitor {
+    pub fn new(registry: Arc<Registry>, health: Option<(u64, u64, u64)>) -> Arc<Monitor> {
+        Arc::new(Monitor {
+            registry,
+            health,
+            hostname: crate::config::parser::hostname().unwrap_or_default(),
+            history: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.registry.outputs.iter().fold((0, 0), |(e, r), (_, m)| {
+            (e + get(&m.errors), r + get(&m.retries_failed))
+        })
+    }
+
+    fn sample(&self, now: Instant) {
+        let Some((_, _, period)) = self.health else {
+            return;
+        };
+        let (e, r) = self.totals();
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.push_back((now, e, r));
+        while h.len() > 1 && now.duration_since(h[1].0) >= Duration::from_secs(period) {
+            h.pop_front();
+        }
+    }
+
+    /// (healthy, errors in the period, failed retries in the period).
+    fn health(&self) -> (bool, u64, u64) {
+        let Some((max_errors, max_retries, _)) = self.health else {
+            return (true, 0, 0);
+        };
+        let (e, r) = self.totals();
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let (e0, r0) = h.front().map(|x| (x.1, x.2)).unwrap_or((0, 0));
+        let (de, dr) = (e - e0.min(e), r - r0.min(r));
+        (de <= max_errors && dr <= max_retries, de, dr)
+    }
+
+    fn uptime(&self) -> u64 {
+        self.registry
+            .start
+            .elapsed()
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// Serves until the process exits (health stays readable during a graceful shutdown);
+/// samples health every second.
+pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
+    if let Ok(addr) = listener.local_addr() {
+        crate::info!(
+            "[http_server] listen iface={} tcp_port={}",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    let m = monitor.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            m.sample(Instant::now());
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    crate::warn!("[http_server] accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let m = monitor.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let m = m.clone();
+                    async move { Ok::<_, Infallible>(handle(&m, &req)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+}
+
+fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
+    let mut b = Response::builder().status(status).header("server", "agent");
+    if let Some(ct) = content_type {
+        b = b.header("content-type", ct);
+    }
+    b.body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
+
+fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, None, String::new());
+    }
+    let json = Some("application/json");
+    match req.uri().path() {
+        "/" => respond(StatusCode::OK, json, serde_json::json!({"fluent-bit": {"version": VERSION, "edition": "agent", "flags": []}}).to_string()),
+        "/api/v1/uptime" => respond(StatusCode::OK, json, uptime_json(m.uptime()).to_string()),
+        "/api/v1/metrics" => respond(StatusCode::OK, json, metrics_json(&m.registry).to_string()),
+        "/api/v1/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, true)),
+        "/api/v2/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, false)),
+        "/api/v1/health" if m.health.is_some() => {
+            let (ok, _, _) = m.health();
+            if ok {
+                respond(StatusCode::OK, None, "ok\n".into())
+            } else {
+                respond(StatusCode::INTERNAL_SERVER_ERROR, None, "error\n".into())
+            }
+        }
+        "/api/v2/health" if m.health.is_some() => {
+            let (ok, e, r) = m.health();
+            let (le, lr, lp) = m.health.unwrap_or_default();
+            let body = serde_json::json!({"status": if ok {"ok"} else {"error"}, "errors": e, "retries_failed": r, "error_limit": le, "retry_failure_limit": lr, "period_limit": lp});
+            respond(if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }, json, body.to_string())
+        }
+        _ => respond(StatusCode::NOT_FOUND, None, String::new()),
+    }
+}
+
+/// `Fluent Bit has been running:  D day(s), H hour(s), M minute(s) and S second(s)`.
+pub fn uptime_json(secs: u64) -> serde_json::Value {
+    let unit = |n: u64, w: &str| format!("{n} {w}{}", if n > 1 { "s" } else { "" });
+    let hr = format!(
+        "Fluent Bit has been running:  {}, {}, {} and {}",
+        unit(secs / 86400, "day"),
+        unit(secs % 86400 / 3600, "hour"),
+        unit(secs % 3600 / 60, "minute"),
+        unit(secs % 60, "second")
+    );
+    serde_json::json!({"uptime_sec": secs, "uptime_hr": hr})
+}
+
+fn metrics_json(r: &Registry) -> serde_json::Value {
+    let mut input = serde_json::Map::new();
+    for (name, m) in &r.inputs {
+        input.insert(
+            name.to_string(),
+            serde_json::json!({"records": get(&m.records)}),
+        );
+    }
+    let mut filter = serde_json::Map::new();
+    for (name, m) in &r.filters {
+        filter.insert(name.to_string(), serde_json::json!({"drop_records": get(&m.drop_records), "add_records": get(&m.add_records), "records": get(&m.records)}));
+    }
+    let mut output = serde_json::Map::new();
+    for (name, m) in &r.outputs {
+        output.insert(
+            name.to_string(),
+            serde_json::json!({"proc_records": get(&m.proc_records), "errors": get(&m.errors), "retries": get(&m.retries), "retries_failed": get(&m.retries_failed), "dropped_records": get(&m.dropped_records), "retried_records": get(&m.retried_records)}),
+        );
+    }
+    serde_json::json!({"input": input, "filter": filter, "output": output})
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps.
+fn prometheus(m: &Monitor, timestamps: bool) -> String {
+    let r = &m.registry;
+    let ts = if timestamps {
+        format!(
+            " {}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        )
+    } else {
+        String::new()
+    };
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, kind: MetricKind, samples: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(
+            out,
+            "# TYPE {name} {}",
+            if kind == MetricKind::Counter {
+                "counter"
+            } else {
+                "gauge"
+            }
+        );
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}{ts}");
+        }
+    };
+    let named = |n: &str| format!("{{name=\"{}\"}}", escape(n));
+    use MetricKind::{Counter, Gauge};
+    family(
+        "fluentbit_uptime",
+        "Number of seconds that Fluent Bit has been running.",
+        Counter,
+        vec![(
+            format!("{{hostname=\"{}\"}}", escape(&m.hostname)),
+            m.uptime(),
+        )],
+    );
+    family(
+        "fluentbit_input_records_total",
+        "Number of input records.",
+        Counter,
+        r.inputs
+            .iter()
+            .map(|(n, x)| (named(n), get(&x.records)))
+            .collect(),
+    );
+    let filters: [(
+        &str,
+        &str,
+        fn(&crate::pipeline::metrics::FilterMetrics) -> u64,
+    ); 3] = [
+        (
+            "fluentbit_filter_records_total",
+            "Total number of new records processed.",
+            |x| get(&x.records),
+        ),
+        (
+            "fluentbit_filter_drop_records_total",
+            "Fluentbit metrics.",
+            |x| get(&x.drop_records),
+        ),
+        (
+            "fluentbit_filter_added_records_total",
+            "Fluentbit metrics.",
+            |x| get(&x.add_records),
+        ),
+    ];
+    for (name, help, f) in filters {
+        family(
+            name,
+            help,
+            Counter,
+            r.filters.iter().map(|(n, x)| (named(n), f(x))).collect(),
+        );
+    }
+    type Out = crate::pipeline::metrics::OutputMetrics;
+    let outputs: [(&str, &str, MetricKind, fn(&Out) -> u64); 8] = [
+        (
+            "fluentbit_output_proc_records_total",
+            "Number of processed output records.",
+            Counter,
+            |x| get(&x.proc_records),
+        ),
+        (
+            "fluentbit_output_errors_total",
+            "Number of output errors.",
+            Counter,
+            |x| get(&x.errors),
+        ),
+        (
+            "fluentbit_output_retries_total",
+            "Number of output retries.",
+            Counter,
+            |x| get(&x.retries),
+        ),
+        (
+            "fluentbit_output_retries_failed_total",
+            "Number of abandoned batches because the maximum number of re-tries was reached.",
+            Counter,
+            |x| get(&x.retries_failed),
+        ),
+        (
+            "fluentbit_output_dropped_records_total",
+            "Number of dropped records.",
+            Counter,
+            |x| get(&x.dropped_records),
+        ),
+        (
+            "fluentbit_output_retried_records_total",
+            "Number of retried records.",
+            Counter,
+            |x| get(&x.retried_records),
+        ),
+        (
+            "agent_output_limit_dropped_records_total",
+            "Records the output's limit.max_records_per_second dropped.",
+            Counter,
+            |x| get(&x.limit_dropped_records),
+        ),
+        (
+            "agent_output_pending_records",
+            "Records routed to the output and not yet delivered or given up.",
+            Gauge,
+            |x| x.pending_records(),
+        ),
+    ];
+    for (name, help, kind, f) in outputs {
+        family(
+            name,
+            help,
+            kind,
+            r.outputs.iter().map(|(n, x)| (named(n), f(x))).collect(),
+        );
+    }
+    // Plugins' own metrics, one family per metric name.
+    let mut plugin = r.plugins.all();
+    plugin.sort_by(|a, b| a.metric.cmp(b.metric));
+    for group in plugin.chunk_by(|a, b| a.metric == b.metric) {
+        family(
+            group[0].metric,
+            group[0].help,
+            group[0].kind,
+            group
+                .iter()
+                .map(|p| (named(&p.instance), get(&p.value)))
+                .collect(),
+        );
+    }
+    let start = r
+        .start
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    family(
+        "fluentbit_process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        Gauge,
+        vec![(format!("{{hostname=\"{}\"}}", escape(&m.hostname)), start)],
+    );
+    family(
+        "fluentbit_build_info",
+        "Build version information.",
+        Gauge,
+        vec![(
+            format!(
+                "{{hostname=\"{}\",version=\"{VERSION}\",edition=\"agent\"}}",
+                escape(&m.hostname)
+            ),
+            1,
+        )],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_text_matches_fluent_bit() {
+        assert_eq!(
+            uptime_json(3)["uptime_hr"],
+            "Fluent Bit has been running:  0 day, 0 hour, 0 minute and 3 seconds"
+        );
+        assert_eq!(
+            uptime_json(90061)["uptime_hr"],
+            "Fluent Bit has been running:  1 day, 1 hour, 1 minute and 1 second"
+        );
+        assert_eq!(
+            uptime_json(2 * 86400 + 2 * 3600 + 120)["uptime_hr"],
+            "Fluent Bit has been running:  2 days, 2 hours, 2 minutes and 0 second"
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! `flow_aggregate` filter: Calico-style flow logs from `conntrack` (and `nflog`)
+//! records. It consumes those records and, every `flush_interval`, emits one record per
+//! aggregated flow with Calico Enterprise's field names, tagged `tag`. Other records
+//! pass through untouched. Calico: felix/collector/flowlog (shared/spec/flows.md §2, §5).
+
+mod aggregate;
+mod endpoints;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::{Chunk, EventTime, Record, Tag, Value};
+use crate::pipeline::metrics;
+use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
+use aggregate::{Action, Aggregator, Conn, Update};
+use endpoints::{parse_cidr, Endpoints};
+
+#[rustfmt::skip]
+const PROPS: &[PropSpec] = &[
+    PropSpec::new("flush_interval", PropKind::Time, Some("300s"), "Length of an aggregation interval: one record per aggregated flow is emitted at its end (at least 1s)."),
+    PropSpec::new("aggregation_kind_for_allowed", PropKind::Int, Some("2"), "Aggregation level of allowed flows: 0 none, 1 source ports, 2 pod prefix (IPs nulled), 3 also destination ports."),
+    PropSpec::new("aggregation_kind_for_denied", PropKind::Int, Some("1"), "Aggregation level of denied flows (0-3, as above)."),
+    PropSpec::new("endpoints_file", PropKind::Str, None, "JSON file mapping IPs/CIDRs to workloads ({\"endpoints\": [...]}) or `kubectl get pods -A -o json` output; reloaded when it changes."),
+    PropSpec::new("local_endpoints", PropKind::CList, None, "CIDRs of endpoints on this node (their side of a connection is reported); also \"local\": true in the file."),
+    PropSpec::new("node_name", PropKind::Str, None, "This node's name: pods scheduled on it are local, and the 'host' field; default the hostname."),
+    PropSpec::new("tag", PropKind::Str, Some("flowlogs"), "Tag of the emitted flow log records."),
+    PropSpec::new("max_flows", PropKind::Int, Some("100000"), "Most aggregated flows held in one interval; updates beyond it are counted and dropped."),
+];
+
+pub static PLUGIN: FilterPlugin = FilterPlugin {
+    name: "flow_aggregate",
+    description: "Aggregate conntrack/nflog records into Calico-style flow logs",
+    props: PROPS,
+    build,
+};
+
+struct EndpointsSource {
+    path: PathBuf,
+    node: String,
+    local: Vec<(IpAddr, u8)>,
+    modified: Option<SystemTime>,
+}
+
+struct FlowAggregateFilter {
+    agg: Aggregator,
+    endpoints: Endpoints,
+    any_local: bool,
+    source: Option<EndpointsSource>,
+    local: Vec<(IpAddr, u8)>,
+    interval: Duration,
+    last: Option<Instant>,
+    tag: Tag,
+    name: Arc<str>,
+    /// `agent_flow_aggregate_active_flows`, `..._records_total`, `..._overflow_total`.
+    active: Arc<AtomicU64>,
+    emitted: Arc<AtomicU64>,
+    overflow: Arc<AtomicU64>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn level(props: &Props, name: &str) -> Result<u8, ConfigError> {
+    match props.int(name) {
+        Some(l @ 0..=3) => Ok(l as u8),
+        _ => Err(props.error(name, "an aggregation level 0, 1, 2 or 3")),
+    }
+}
+
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigError> {
+    let interval = props
+        .time("flush_interval")
+        .unwrap_or(Duration::from_secs(300));
+    if interval < Duration::from_secs(1) {
+        return Err(props.error("flush_interval", "an interval of at least 1s"));
+    }
+    let mut local = Vec::new();
+    for c in props.clist("local_endpoints") {
+        local.push(
+            parse_cidr(&c)
+                .map_err(|e| props.error("local_endpoints", format!("a list of CIDRs ({e})")))?,
+        );
+    }
+    let node = props
+        .str("node_name")
+        .filter(|_| props.is_set("node_name"))
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::config::parser::hostname().unwrap_or_default());
+    let max = props.int("max_flows").unwrap_or(100_000);
+    if max < 1 {
+        return Err(props.error("max_flows", "a number of flows >= 1"));
+    }
+    let mut f = FlowAggregateFilter {
+        agg: Aggregator::new(
+            level(props, "aggregation_kind_for_allowed")?,
+            level(props, "aggregation_kind_for_denied")?,
+            max as usize,
+            &node,
+            unix_now(),
+        ),
+        endpoints: Endpoints::new(),
+        any_local: false,
+        source: None,
+        local: local.clone(),
+        interval,
+        last: None,
+        tag: Arc::from(props.str("tag").unwrap_or("flowlogs")),
+        name: Arc::from(ctx.instance),
+        active: ctx.metrics.gauge(
+            "agent_flow_aggregate_active_flows",
+            "Aggregated flows held for the current interval.",
+            ctx.instance,
+        ),
+        emitted: ctx.metrics.counter(
+            "agent_flow_aggregate_records_total",
+            "Flow log records emitted.",
+            ctx.instance,
+        ),
+        overflow: ctx.metrics.counter(
+            "agent_flow_aggregate_overflow_total",
+            "Updates dropped because max_flows aggregated flows were held.",
+            ctx.instance,
+        ),
+    };
+    if props.is_set("endpoints_file") {
+        let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
+        // A bad file at start is a configuration error; a bad reload keeps the old table.
+        let eps = Endpoints::load(&path, &node).map_err(|e| {
+            props.error("endpoints_file", format!("a readable endpoints file ({e})"))
+        })?;
+        f.source = Some(EndpointsSource {
+            modified: modified(&path),
+            path,
+            node,
+            local,
+        });
+        f.install(eps);
+    } else {
+        let mut eps = Endpoints::new();
+        eps.mark_local(&f.local);
+        f.install(eps);
+    }
+    Ok(Box::new(f))
+}
+
+fn modified(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn field<'a>(r: &'a Record, k: &str) -> Option<&'a Value> {
+    r.body.iter().find(|(x, _)| &**x == k).map(|(_, v)| v)
+}
+
+fn text<'a>(r: &'a Record, k: &str) -> Option<&'a str> {
+    match field(r, k) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn uint(r: &Record, k: &str) -> u64 {
+    match field(r, k) {
+        Some(Value::UInt(n)) => *n,
+        Some(Value::Int(n)) => (*n).max(0) as u64,
+        _ => 0,
+    }
+}
+
+/// A conntrack or nflog record as an update; `None` for any other record.
+fn update(r: &Record) -> Option<Update> {
+    let event = text(r, "event")?;
+    let proto = uint(r, "proto_num") as u8;
+    let has_ports = matches!(field(r, "src_port"), Some(Value::UInt(_)));
+    let src: IpAddr = text(r, "src_ip")?.parse().ok()?;
+    if event == "packet" {
+        let action = match text(r, "action") {
+            Some("allow") => Action::Allow,
+            _ => Action::Deny,
+        };
+        return Some(Update {
+            conn: Conn {
+                proto,
+                src,
+                sport: uint(r, "src_port") as u16,
+                dst: text(r, "dst_ip")?.parse().ok()?,
+                dport: uint(r, "dst_port") as u16,
+            },
+            has_ports,
+            orig_packets: uint(r, "packets").max(1),
+            orig_bytes: uint(r, "bytes"),
+            reply_packets: 0,
+            reply_bytes: 0,
+            expired: false,
+            packet: true,
+            action,
+            policies: text(r, "policy")
+                .map(|p| vec![p.to_string()])
+                .unwrap_or_default(),
+        });
+    }
+    if !matches!(event, "new" | "update" | "sample" | "destroy") {
+        return None;
+    }
+    // The post-DNAT destination is where the reply comes from.
+    let dst: IpAddr = text(r, "reply_src_ip")
+        .or_else(|| text(r, "dst_ip"))?
+        .parse()
+        .ok()?;
+    let dport = if has_ports {
+        uint(r, "reply_src_port") as u16
+    } else {
+        0
+    };
+    Some(Update {
+        conn: Conn {
+            proto,
+            src,
+            sport: uint(r, "src_port") as u16,
+            dst,
+            dport,
+        },
+        has_ports,
+        orig_packets: uint(r, "delta_orig_packets"),
+        orig_bytes: uint(r, "delta_orig_bytes"),
+        reply_packets: uint(r, "delta_reply_packets"),
+        reply_bytes: uint(r, "delta_reply_bytes"),
+        // Only DESTROY ends a connection. (Calico's poller also ends TCP past TIME_WAIT;
+        // with events, that would count the DESTROY that follows as a second flow.)
+        expired: event == "destroy",
+        packet: false,
+        action: Action::Allow,
+        policies: Vec::new(),
+    })
+}
+
+impl FlowAggregateFilter {
+    fn install(&mut self, mut eps: Endpoints) {
+        eps.mark_local(&self.local);
+        self.any_local = eps.any_local();
+        if !self.any_local {
+            crate::warn!(
+                "[filter:flow_aggregate:{}] no endpoint is marked local (local_endpoints, or \"local\": true in the endpoints file): every flow is reported by its source",
+                self.name
+            );
+        }
+        self.endpoints = eps;
+    }
+
+    fn reload_if_changed(&mut self) {
+        let Some(src) = &mut self.source else { return };
+        let m = modified(&src.path);
+        if m == src.modified {
+            return;
+        }
+        src.modified = m;
+        match Endpoints::load(&src.path, &src.node) {
+            Ok(eps) => {
+                crate::info!(
+                    "[filter:flow_aggregate:{}] reloaded {} endpoints from {}",
+                    self.name,
+                    eps.len(),
+                    src.path.display()
+                );
+                self.local = src.local.clone();
+                self.install(eps);
+            }
+            Err(e) => crate::error!(
+                "[filter:flow_aggregate:{}] keeping the previous endpoints: {e}",
+                self.name
+            ),
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<Chunk>) {
+        if self.agg.overflow > 0 {
+            crate::warn!("[filter:flow_aggregate:{}] {} updates dropped: more than max_flows aggregated flows in this interval", self.name, self.agg.overflow);
+        }
+        metrics::add(&self.overflow, self.agg.overflow);
+        let records = self.agg.flush(unix_now(), EventTime::now());
+        metrics::add(&self.emitted, records.len() as u64);
+        metrics::set(&self.active, self.agg.len() as u64);
+        if !records.is_empty() {
+            out.push(Chunk {
+                tag: self.tag.clone(),
+                records,
+            });
+        }
+    }
+}
+
+impl Filter for FlowAggregateFilter {
+    fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, _now: Instant) -> FilterResult {
+        let before = records.len();
+        let (agg, eps, any_local) = (&mut self.agg, &self.endpoints, self.any_local);
+        records.retain(|r| match update(r) {
+            Some(u) => {
+                agg.add(&u, eps, any_local);
+                false
+            }
+            None => true,
+        });
+        if records.len() == before {
+            FilterResult::NoTouch
+        } else {
+            FilterResult::Modified
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
+        self.reload_if_changed();
+        let last = *self.last.get_or_insert(now);
+        if now.duration_since(last) >= self.interval {
+            self.last = Some(now);
+            self.emit(out);
+        }
+    }
+
+    fn shutdown(&mut self, _now: Instant, out: &mut Vec<Chunk>) {
+        self.emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(pairs: &[(&str, Value)]) -> Record {
+        Record::new(
+            EventTime::default(),
+            pairs
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn s(v: &str) -> Value {
+        Value::Str(Arc::from(v))
+    }
+
+    #[test]
+    fn conntrack_records_become_updates_with_post_dnat_destination() {
+        let r = rec(&[
+            ("event", s("sample")),
+            ("proto_num", Value::UInt(6)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::UInt(40000)),
+            ("dst_ip", s("10.96.0.10")),
+            ("dst_port", Value::UInt(80)),
+            ("reply_src_ip", s("10.0.1.7")),
+            ("reply_src_port", Value::UInt(8080)),
+            ("tcp_state", s("ESTABLISHED")),
+            ("delta_orig_bytes", Value::UInt(10)),
+            ("delta_reply_bytes", Value::UInt(20)),
+            ("delta_orig_packets", Value::Nil),
+        ]);
+        let u = update(&r).unwrap();
+        assert_eq!(u.conn.dst, "10.0.1.7".parse::<IpAddr>().unwrap());
+        assert_eq!(u.conn.dport, 8080);
+        assert_eq!((u.orig_bytes, u.reply_bytes, u.orig_packets), (10, 20, 0));
+        assert!(!u.expired);
+        assert!(
+            update(&rec(&[("message", s("x"))])).is_none(),
+            "other records pass"
+        );
+    }
+
+    #[test]
+    fn endpoints_reload_on_change_and_a_bad_file_keeps_the_old_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.json");
+        let write = |name: &str| {
+            std::fs::write(
+                &path,
+                format!(r#"[{{"cidr": "10.0.0.1", "name": "{name}", "local": true}}]"#),
+            )
+            .unwrap();
+        };
+        write("first");
+        let mut f = FlowAggregateFilter {
+            agg: Aggregator::new(2, 1, 10, "h", 0),
+            endpoints: Endpoints::new(),
+            any_local: false,
+            source: Some(EndpointsSource {
+                path: path.clone(),
+                node: "n".into(),
+                local: vec![],
+                modified: None,
+            }),
+            local: vec![],
+            interval: Duration::from_secs(1),
+            last: None,
+            tag: Arc::from("flowlogs"),
+            name: Arc::from("flow_aggregate.0"),
+            active: Arc::default(),
+            emitted: Arc::default(),
+            overflow: Arc::default(),
+        };
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        f.reload_if_changed();
+        assert_eq!(&*f.endpoints.lookup(ip).name, "first");
+        assert!(f.any_local);
+        write("second");
+        f.source.as_mut().unwrap().modified = None; // mtime granularity: force "changed"
+        f.reload_if_changed();
+        assert_eq!(&*f.endpoints.lookup(ip).name, "second");
+        std::fs::write(&path, "{ not json").unwrap();
+        f.source.as_mut().unwrap().modified = None;
+        f.reload_if_changed();
+        assert_eq!(
+            &*f.endpoints.lookup(ip).name,
+            "second",
+            "a bad file keeps the previous table"
+        );
+    }
+
+    #[test]
+    fn nflog_packets_become_denied_updates() {
+        let r = rec(&[
+            ("event", s("packet")),
+            ("proto_num", Value::UInt(6)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::UInt(1)),
+            ("dst_ip", s("10.0.0.2")),
+            ("dst_port", Value::UInt(5432)),
+            ("bytes", Value::UInt(60)),
+            ("packets", Value::UInt(1)),
+            ("action", s("deny")),
+            ("policy", s("default/deny-db")),
+        ]);
+        let u = update(&r).unwrap();
+        assert_eq!((u.action, u.packet, u.orig_bytes), (Action::Deny, true, 60));
+        assert_eq!(u.policies, ["default/deny-db"]);
+    }
+}

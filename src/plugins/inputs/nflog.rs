@@ -1,0 +1,449 @@
+//! `nflog` input: packets that netfilter logs to an NFLOG group (`nft ... log group 5
+//! prefix "D|default/deny-db" drop`), one record per packet with its 5-tuple, size and
+//! log prefix. A prefix `<action><separator><policy>` (`D|ns/policy`, `A|...`) sets
+//! `action` and `policy`, which `flow_aggregate` turns into denied flow logs.
+//! Kernel side: net/netfilter/nfnetlink_log.c.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nflog::{
+    config_request, ConfigCmd, ConfigMode, PacketNla, ULogMessage,
+};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+use tokio::sync::mpsc;
+
+use super::conntrack::{netlink, proto_name};
+use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::{EventTime, Record, Str, Value};
+use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
+
+#[rustfmt::skip]
+const PROPS: &[PropSpec] = &[
+    PropSpec::new("group", PropKind::Int, Some("0"), "NFLOG group to receive (as in `log group N`), 0-65535."),
+    PropSpec::new("rcvbuf", PropKind::Size, Some("4M"), "Receive buffer of the netlink socket (SO_RCVBUFFORCE)."),
+    PropSpec::new("netns", PropKind::Str, None, "Receive in the network namespace at this path instead of the agent's own."),
+    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits the log prefix into action (D/deny/drop or A/allow/accept) and policy name."),
+];
+
+pub static PLUGIN: InputPlugin = InputPlugin {
+    name: "nflog",
+    description: "Packets logged by netfilter to an NFLOG group (netlink)",
+    props: PROPS,
+    build,
+};
+
+/// Bytes of each packet copied to us: the IP and transport headers are enough.
+const COPY_RANGE: u32 = 128;
+const MAX_BACKLOG: usize = 65_536;
+
+struct NflogInput {
+    group: u16,
+    rcvbuf: usize,
+    netns: Option<PathBuf>,
+    separator: String,
+}
+
+fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let group = u16::try_from(props.int("group").unwrap_or(0))
+        .map_err(|_| props.error("group", "an NFLOG group from 0 to 65535"))?;
+    let netns = props
+        .str("netns")
+        .filter(|_| props.is_set("netns"))
+        .map(PathBuf::from);
+    if let Some(p) = netns.as_ref().filter(|p| !p.exists()) {
+        return Err(props.error(
+            "netns",
+            format!(
+                "the path of a network namespace ({} does not exist)",
+                p.display()
+            ),
+        ));
+    }
+    Ok(Box::new(NflogInput {
+        group,
+        rcvbuf: props.size("rcvbuf").unwrap_or(4_000_000) as usize,
+        netns,
+        separator: props.str("prefix_separator").unwrap_or("|").to_string(),
+    }))
+}
+
+/// What one logged packet says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packet {
+    pub family: u8,
+    pub proto: u8,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp: Option<(u8, u8)>,
+    /// The packet's length from its IP header (not the copied part).
+    pub bytes: u64,
+    pub prefix: String,
+    pub mark: u32,
+    pub time: Option<EventTime>,
+}
+
+/// Parses the IP and transport headers at the start of a logged packet.
+pub fn parse_ip(p: &[u8], out: &mut Packet) -> Option<()> {
+    let (l4, proto) = match p.first()? >> 4 {
+        4 => {
+            let ihl = ((p[0] & 0x0f) as usize) * 4;
+            out.family = 2;
+            out.bytes = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]) as u64;
+            out.src = Some(IpAddr::V4(Ipv4Addr::new(*p.get(12)?, p[13], p[14], p[15])));
+            out.dst = Some(IpAddr::V4(Ipv4Addr::new(*p.get(16)?, p[17], p[18], p[19])));
+            (p.get(ihl..)?, p[9])
+        }
+        6 => {
+            out.family = 10;
+            out.bytes = 40 + u16::from_be_bytes([*p.get(4)?, *p.get(5)?]) as u64;
+            let a: [u8; 16] = p.get(8..24)?.try_into().ok()?;
+            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            out.src = Some(IpAddr::V6(Ipv6Addr::from(a)));
+            out.dst = Some(IpAddr::V6(Ipv6Addr::from(b)));
+            (p.get(40..)?, p[6])
+        }
+        _ => return None,
+    };
+    out.proto = proto;
+    match proto {
+        6 | 17 | 132 | 136 if l4.len() >= 4 => {
+            out.sport = Some(u16::from_be_bytes([l4[0], l4[1]]));
+            out.dport = Some(u16::from_be_bytes([l4[2], l4[3]]));
+        }
+        1 | 58 if l4.len() >= 2 => out.icmp = Some((l4[0], l4[1])),
+        _ => {}
+    }
+    Some(())
+}
+
+/// `D|default/deny-db` → (Some("deny"), Some("default/deny-db")).
+fn action_and_policy<'a>(prefix: &'a str, sep: &str) -> (Option<&'static str>, Option<&'a str>) {
+    let Some((code, policy)) = prefix.trim().split_once(sep).filter(|_| !sep.is_empty()) else {
+        return (None, None);
+    };
+    let action = match code.trim().to_ascii_lowercase().as_str() {
+        "d" | "deny" | "drop" | "reject" => Some("deny"),
+        "a" | "allow" | "accept" => Some("allow"),
+        _ => None,
+    };
+    (action, Some(policy.trim()).filter(|p| !p.is_empty()))
+}
+
+fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<(), String> {
+    let mut buf = bytes;
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            return Err(format!(
+                "netlink message length {len} with {} bytes left",
+                buf.len()
+            ));
+        }
+        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len])
+            .map_err(|e| e.to_string())?;
+        if let NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+            ..
+        }) = msg.payload
+        {
+            let mut p = Packet::default();
+            let mut ok = false;
+            for nla in nlas {
+                match nla {
+                    PacketNla::Payload(payload) => ok = parse_ip(&payload, &mut p).is_some(),
+                    PacketNla::Prefix(c) => p.prefix = c.to_string_lossy().into_owned(),
+                    PacketNla::Mark(m) => p.mark = m,
+                    _ => {}
+                }
+            }
+            if ok {
+                out.push(p);
+            }
+        }
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+    }
+    Ok(())
+}
+
+fn send_config(
+    sock: &Socket,
+    family: NetfilterProtoFamily,
+    group: u16,
+    nlas: Vec<netlink_packet_netfilter::nflog::ConfigNla>,
+) -> std::io::Result<()> {
+    let req = config_request(family, group, nlas);
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    sock.send(&buf, 0)?;
+    let mut reply = Vec::with_capacity(4096);
+    sock.recv(&mut reply, 0)?;
+    if let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(&reply) {
+        if let NetlinkPayload::Error(e) = msg.payload {
+            if let Some(code) = e.code {
+                return Err(std::io::Error::from_raw_os_error(-code.get()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open(s: &NflogInput) -> Result<Socket, String> {
+    if let Some(ns) = &s.netns {
+        netlink::enter_netns(ns)
+            .map_err(|e| format!("cannot enter network namespace {}: {e}", ns.display()))?;
+    }
+    let hint = |e: std::io::Error| {
+        let extra = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the nflog input needs CAP_NET_ADMIN)"
+        } else {
+            ""
+        };
+        format!("cannot bind NFLOG group {}: {e}{extra}", s.group)
+    };
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(hint)?;
+    sock.bind_auto().map_err(hint)?;
+    netlink::set_rcvbuf(&sock, s.rcvbuf).map_err(hint)?;
+    netlink::set_recv_timeout(&sock, std::time::Duration::from_millis(200)).map_err(hint)?;
+    send_config(
+        &sock,
+        NetfilterProtoFamily::Unspec,
+        s.group,
+        vec![
+            ConfigCmd::Bind.into(),
+            ConfigMode::new_packet(COPY_RANGE).into(),
+        ],
+    )
+    .map_err(hint)?;
+    Ok(sock)
+}
+
+enum FromKernel {
+    Packets(Vec<Packet>),
+    Lost(u64),
+    Failed(String),
+}
+
+fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
+    let mut buf = Vec::with_capacity(netlink::RECV_BUF);
+    let mut batch = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        buf.clear();
+        match sock.recv(&mut buf, 0) {
+            Ok(n) => {
+                if let Err(e) = decode(&buf[..n], &mut batch) {
+                    crate::warn!("[input:nflog] skipped an undecodable netlink message: {e}");
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                let _ = tx.try_send(FromKernel::Lost(0));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(FromKernel::Failed(format!("nflog socket failed: {e}")));
+                return;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match tx.try_send(FromKernel::Packets(std::mem::take(&mut batch))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(FromKernel::Packets(back))) => {
+                batch = back;
+                if batch.len() > MAX_BACKLOG {
+                    let _ = tx.try_send(FromKernel::Lost(batch.len() as u64));
+                    batch.clear();
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+const FIELDS: [&str; 18] = [
+    "event",
+    "family",
+    "proto",
+    "proto_num",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "icmp_type",
+    "icmp_code",
+    "bytes",
+    "packets",
+    "prefix",
+    "action",
+    "policy",
+    "group",
+    "mark",
+    "host",
+];
+
+fn record(keys: &[Str], p: &Packet, sep: &str, group: u16, host: &Value, now: EventTime) -> Record {
+    let s = |v: &str| Value::Str(Arc::from(v));
+    let opt = |v: Option<u64>| v.map_or(Value::Nil, Value::UInt);
+    let (action, policy) = action_and_policy(&p.prefix, sep);
+    let values = [
+        s("packet"),
+        s(if p.family == 10 { "ipv6" } else { "ipv4" }),
+        proto_name(p.proto).map_or(Value::Nil, s),
+        Value::UInt(p.proto as u64),
+        p.src.map_or(Value::Nil, |a| s(&a.to_string())),
+        opt(p.sport.map(u64::from)),
+        p.dst.map_or(Value::Nil, |a| s(&a.to_string())),
+        opt(p.dport.map(u64::from)),
+        opt(p.icmp.map(|(t, _)| t as u64)),
+        opt(p.icmp.map(|(_, c)| c as u64)),
+        Value::UInt(p.bytes),
+        Value::UInt(1),
+        s(&p.prefix),
+        action.map_or(Value::Nil, s),
+        policy.map_or(Value::Nil, s),
+        Value::UInt(group as u64),
+        Value::UInt(p.mark as u64),
+        host.clone(),
+    ];
+    Record::new(
+        p.time.unwrap_or(now),
+        keys.iter().cloned().zip(values).collect(),
+    )
+}
+
+impl Input for NflogInput {
+    fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
+        Box::pin(async move {
+            let (tx, mut rx) = mpsc::channel(256);
+            let (ready_tx, ready_rx) = std_mpsc::channel();
+            let stop = Arc::new(AtomicBool::new(false));
+            let me = Arc::new(*self);
+            {
+                let (me, stop) = (me.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("nflog".into())
+                    .spawn(move || match open(&me) {
+                        Ok(sock) => {
+                            let _ = ready_tx.send(Ok(()));
+                            reader(sock, tx, stop);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    })
+                    .map_err(|e| {
+                        PluginError::Other(format!("cannot start the nflog reader: {e}"))
+                    })?;
+            }
+            match tokio::task::block_in_place(|| ready_rx.recv()) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(PluginError::Other(e)),
+                Err(_) => {
+                    return Err(PluginError::Other(
+                        "the nflog reader ended during start-up".into(),
+                    ))
+                }
+            }
+            crate::info!(
+                "[input:nflog:{}] receiving NFLOG group {}",
+                ctx.name,
+                me.group
+            );
+            let keys: Vec<Str> = FIELDS.iter().map(|k| Arc::from(*k)).collect();
+            let host = Value::Str(Arc::from(
+                crate::config::parser::hostname().unwrap_or_default(),
+            ));
+            let (mut packets, mut lost) = (0u64, 0u64);
+            let result = loop {
+                let msg = tokio::select! {
+                    _ = ctx.shutdown.wait() => break Ok(()),
+                    m = rx.recv() => m,
+                };
+                match msg {
+                    None => break Err(PluginError::Other("the nflog reader stopped".into())),
+                    Some(FromKernel::Failed(e)) => break Err(PluginError::Other(e)),
+                    Some(FromKernel::Lost(n)) => {
+                        lost += n;
+                        crate::warn!("[input:nflog:{}] logged packets were lost ({}): the socket buffer overflowed or the pipeline is behind; raise rcvbuf", ctx.name, if n == 0 { "ENOBUFS".to_string() } else { format!("{n} packets") });
+                    }
+                    Some(FromKernel::Packets(ps)) => {
+                        packets += ps.len() as u64;
+                        let now = EventTime::now();
+                        let records = ps
+                            .iter()
+                            .map(|p| record(&keys, p, &me.separator, me.group, &host, now))
+                            .collect();
+                        if let Err(e) = ctx.out.send(records).await {
+                            break Err(e);
+                        }
+                    }
+                }
+            };
+            stop.store(true, Ordering::Relaxed);
+            crate::info!("[input:nflog:{}] {packets} packets, {lost} lost", ctx.name);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_tcp_and_ipv6_udp_headers() {
+        // IPv4, IHL 5, total length 60, TCP, 10.0.0.1:41000 -> 10.0.0.2:5432 (SYN).
+        let mut v4 = vec![
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        v4.extend([0xa0, 0x28, 0x15, 0x38, 0, 0, 0, 0]);
+        let mut p = Packet::default();
+        parse_ip(&v4, &mut p).unwrap();
+        assert_eq!(
+            (p.family, p.proto, p.bytes, p.sport, p.dport),
+            (2, 6, 60, Some(41000), Some(5432))
+        );
+        assert_eq!(p.dst, Some("10.0.0.2".parse().unwrap()));
+        // IPv6, payload 12, UDP, ::1:5000 -> ::1:53.
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 12, 17, 64];
+        v6.extend(Ipv6Addr::LOCALHOST.octets());
+        v6.extend(Ipv6Addr::LOCALHOST.octets());
+        v6.extend([0x13, 0x88, 0, 53, 0, 12, 0, 0]);
+        let mut p = Packet::default();
+        parse_ip(&v6, &mut p).unwrap();
+        assert_eq!(
+            (p.family, p.proto, p.bytes, p.sport, p.dport),
+            (10, 17, 52, Some(5000), Some(53))
+        );
+        assert!(
+            parse_ip(&v4[..10], &mut Packet::default()).is_none(),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn prefix_convention() {
+        assert_eq!(
+            action_and_policy("D|default/deny-db", "|"),
+            (Some("deny"), Some("default/deny-db"))
+        );
+        assert_eq!(
+            action_and_policy("allow|ns/p ", "|"),
+            (Some("allow"), Some("ns/p"))
+        );
+        assert_eq!(action_and_policy("just a prefix", "|"), (None, None));
+    }
+}

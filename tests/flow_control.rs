@@ -1,0 +1,147 @@
+//! Flow control with the real binary: `limit` (rate per bucket), per-key isolation,
+//! per-output limits, the lowest of several limits, `0`, and keyed `throttle`.
+
+mod common;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(40);
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn limit_passes_the_configured_rate_within_two_percent() {
+    // 2000 records/s in, 500/s allowed: count what passes in the 10 s after the first second
+    // (the first second also holds the initial burst).
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    rate 2000\n    samples 24000\n\
+         [FILTER]\n    name limit\n    match *\n    max_records_per_second 500\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+    );
+    a.wait_until(T, "12 s of records", |o, _| {
+        let recs = json_lines(o);
+        match (recs.first(), recs.last()) {
+            (Some(f), Some(l)) => l["date"].as_f64().unwrap() - f["date"].as_f64().unwrap() > 11.2,
+            _ => false,
+        }
+    });
+    let recs = json_lines(&a.stop(T).stdout);
+    let t0 = recs[0]["date"].as_f64().unwrap();
+    let in_window = recs
+        .iter()
+        .filter(|r| (t0 + 1.0..t0 + 11.0).contains(&r["date"].as_f64().unwrap()))
+        .count();
+    assert!(
+        (4900..=5100).contains(&in_window),
+        "500/s over 10 s, got {in_window}"
+    );
+}
+
+#[test]
+fn per_key_limits_isolate_a_noisy_key_from_a_quiet_one() {
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name dummy\n    tag noisy\n    rate 1000\n    samples 2000\n    dummy {\"app\":\"noisy\"}\n\
+         [INPUT]\n    name dummy\n    tag quiet\n    rate 10\n    samples 20\n    dummy {\"app\":\"quiet\"}\n\
+         [FILTER]\n    name limit\n    match *\n    per $app\n    max_records_per_second 50\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+    );
+    a.wait_until(T, "all 20 quiet records", |o, _| {
+        o.matches("quiet").count() >= 20
+    });
+    let o = a.stop(T);
+    let noisy = o.stdout.matches("\"noisy\"").count();
+    assert_eq!(
+        o.stdout.matches("\"quiet\"").count(),
+        20,
+        "the quiet key keeps everything"
+    );
+    assert!(
+        (50..=50 + 50 * 3).contains(&noisy),
+        "noisy capped near 50/s: {noisy}"
+    );
+}
+
+#[test]
+fn an_output_limit_caps_one_destination_only() {
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    rate 500\n    samples 500\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n    limit.max_records_per_second 10\n\
+         [OUTPUT]\n    name stdout\n    match *\n",
+    );
+    a.wait_until(T, "the unlimited output gets all 500", |o, _| {
+        o.lines().filter(|l| l.starts_with('[')).count() >= 500
+    });
+    let o = a.stop(T);
+    let limited = o.stdout.lines().filter(|l| l.starts_with('{')).count();
+    assert_eq!(o.stdout.lines().filter(|l| l.starts_with('[')).count(), 500);
+    assert!(
+        (10..=10 + 10 * 3).contains(&limited),
+        "10/s with a burst of 10 over ~1-2 s: {limited}"
+    );
+}
+
+#[test]
+fn the_lowest_of_several_limits_wins_and_zero_forwards_nothing() {
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n    log_level debug\n[INPUT]\n    name dummy\n    tag a\n    rate 1000\n    samples 1000\n    dummy {\"app\":\"x\"}\n\
+         [INPUT]\n    name dummy\n    tag b\n    rate 1000\n    samples 1000\n\
+         [FILTER]\n    name limit\n    match a\n    max_records_per_second 100\n\
+         [FILTER]\n    name limit\n    match a\n    per $app\n    max_records_per_second 20\n\
+         [FILTER]\n    name limit\n    match b\n    max_records_per_second 0\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+    );
+    a.wait_log("[input:dummy:dummy.0] all samples sent", T);
+    a.wait_log("[input:dummy:dummy.1] all samples sent", T);
+    let o = a.stop(T);
+    let passed = o.stdout.lines().count();
+    assert!(
+        (20..=20 + 20 * 2).contains(&passed),
+        "the 20/s limit wins over 100/s: {passed}"
+    );
+    assert!(
+        o.stdout.lines().all(|l| l == "{\"app\":\"x\"}"),
+        "limit 0 lets nothing of tag b through"
+    );
+    assert!(
+        o.stderr.contains("records dropped over the limit"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn keyed_throttle_with_sub_second_interval() {
+    // Fluent Bit's window (rate 2, window 2, 500ms panes) per key: each key passes the
+    // same amount, whatever the other key sends.
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n    log_level debug\n\
+         [INPUT]\n    name dummy\n    rate 200\n    samples 200\n    dummy {\"k\":\"a\"}\n\
+         [INPUT]\n    name dummy\n    rate 20\n    samples 20\n    dummy {\"k\":\"b\"}\n\
+         [FILTER]\n    name throttle\n    match *\n    rate 2\n    window 2\n    interval 500ms\n    key k\n    print_status on\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+    );
+    a.wait_log("[input:dummy:dummy.0] all samples sent", T);
+    a.wait_log("[input:dummy:dummy.1] all samples sent", T);
+    let o = a.stop(T);
+    let (ka, kb) = (
+        o.stdout.matches("\"a\"").count(),
+        o.stdout.matches("\"b\"").count(),
+    );
+    // ~1 s of traffic: at most rate x window per 2 panes, plus the first window.
+    assert!((4..=16).contains(&ka), "key a: {ka}");
+    assert!((4..=16).contains(&kb), "key b is not starved by a: {kb}");
+    assert!(
+        o.stderr
+            .contains("limit is 2.00 per 500ms with window size of 2, current rate is:"),
+        "{}",
+        o.stderr
+    );
+}

@@ -1,0 +1,265 @@
+//! Flow logs end to end: conntrack + nflog → flow_aggregate → stdout, in a network
+//! namespace with workload addresses on `lo`, against the kernel's own counters.
+
+mod common;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::netns::NetNs;
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(40);
+
+fn connect_from(src: &str, dst: &str, port: u16) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
+    s.connect_timeout(
+        &SocketAddr::new(dst.parse().unwrap(), port).into(),
+        Duration::from_millis(500),
+    )?;
+    Ok(s.into())
+}
+
+/// Sums of `packets=`/`bytes=` (orig, reply) over `conntrack -E` DESTROY lines to dport 80.
+fn tool_totals(text: &str) -> ([u64; 4], usize) {
+    let mut t = [0u64; 4];
+    let mut n = 0;
+    for line in text.lines().filter(|l| l.contains("dport=80 ")) {
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| {
+                w.strip_prefix("packets=")
+                    .or_else(|| w.strip_prefix("bytes="))
+            })
+            .map(|x| x.parse().unwrap())
+            .collect();
+        if nums.len() == 4 {
+            n += 1;
+            for i in 0..4 {
+                t[i] += nums[i];
+            }
+        }
+    }
+    (t, n)
+}
+
+#[test]
+fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
+    let ns = NetNs::new("flowlogs");
+    for ip in ["10.1.0.5", "10.1.0.6", "10.1.0.7"] {
+        ns.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    ns.exec(&["nft", "add table inet fw"]);
+    ns.exec(&[
+        "nft",
+        "add chain inet fw out { type filter hook output priority 0; }",
+    ]);
+    ns.exec(&[
+        "nft",
+        "add rule inet fw out tcp dport 5432 log group 5 prefix \"D|policy-demo/deny-db\" drop",
+    ]);
+    let dir = Dir::new();
+    let eps = dir.file(
+        "endpoints.json",
+        r#"{"endpoints": [
+          {"cidr": "10.1.0.5/32", "type": "wep", "namespace": "policy-demo", "name": "access-6b687c8dcb-aaaaa", "generate_name": "access-6b687c8dcb-", "labels": {"run": "access", "pod": "a"}, "local": true},
+          {"cidr": "10.1.0.6/32", "type": "wep", "namespace": "policy-demo", "name": "access-6b687c8dcb-bbbbb", "generate_name": "access-6b687c8dcb-", "labels": {"run": "access", "pod": "b"}, "local": true},
+          {"cidr": "10.1.0.7/32", "type": "wep", "namespace": "policy-demo", "name": "nginx-86c57db685-xxxxx", "generate_name": "nginx-86c57db685-", "labels": {"app": "nginx"}}
+        ]}"#,
+    );
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name conntrack\n    tag ct\n    netns {p}\n    sample_interval 1s\n\
+         [INPUT]\n    name nflog\n    tag nf\n    netns {p}\n    group 5\n\
+         [FILTER]\n    name flow_aggregate\n    match *\n    flush_interval 2s\n    endpoints_file {e}\n\
+         [OUTPUT]\n    name stdout\n    match flowlogs\n    format json_lines\n    json_date_key false\n",
+        p = ns.path(),
+        e = eps.display()
+    );
+    let mut a = Agent::start(&conf);
+    a.wait_log("] receiving NFLOG group 5", T);
+    a.wait_log("] watching /var/run/netns/", T);
+    let mut tool = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "conntrack",
+            "-E",
+            "-e",
+            "DESTROY",
+            "-o",
+            "extended",
+            "-p",
+            "tcp",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Three allowed connections from two "access" pods to nginx:80, one denied to :5432.
+    ns.run_in(|| {
+        let server = TcpListener::bind("10.1.0.7:80").unwrap();
+        for (src, up, down) in [
+            ("10.1.0.5", 300, 700),
+            ("10.1.0.6", 500, 1100),
+            ("10.1.0.5", 900, 100),
+        ] {
+            let mut c = connect_from(src, "10.1.0.7", 80).unwrap();
+            let (mut s, _) = server.accept().unwrap();
+            c.write_all(&vec![b'u'; up]).unwrap();
+            let mut buf = vec![0; 4096];
+            s.read_exact(&mut buf[..up]).unwrap();
+            s.write_all(&vec![b'd'; down]).unwrap();
+            c.read_exact(&mut buf[..down]).unwrap();
+        }
+        assert!(
+            connect_from("10.1.0.5", "10.1.0.7", 5432).is_err(),
+            "dropped by the nft rule"
+        );
+        // UDP: two 200-byte datagrams from the second pod to nginx:53, echoed.
+        let us = std::net::UdpSocket::bind("10.1.0.7:53").unwrap();
+        let uc = std::net::UdpSocket::bind("10.1.0.6:45000").unwrap();
+        let mut buf = [0u8; 512];
+        for _ in 0..2 {
+            uc.send_to(&[b'q'; 200], "10.1.0.7:53").unwrap();
+            let (n, from) = us.recv_from(&mut buf).unwrap();
+            us.send_to(&buf[..n], from).unwrap();
+            uc.recv_from(&mut buf).unwrap();
+        }
+    });
+    let udp_truth = ns.exec(&["conntrack", "-L", "-o", "extended", "-p", "udp"]);
+    // Wait for the kernel's DESTROY of all three and for flow logs that account for them.
+    let mut raw = String::new();
+    let mut out = tool.stdout.take().unwrap();
+    let end = Instant::now() + T;
+    while tool_totals(&raw).1 < 3 && Instant::now() < end {
+        let mut b = [0u8; 4096];
+        let n = out.read(&mut b).unwrap();
+        raw.push_str(&String::from_utf8_lossy(&b[..n]));
+    }
+    let _ = tool.kill();
+    let _ = tool.wait();
+    let (truth, n) = tool_totals(&raw);
+    assert_eq!(n, 3, "{raw}");
+    let allowed = |recs: &[Value]| -> Vec<Value> {
+        recs.iter()
+            .filter(|r| r["action"] == "allow" && r["dest_port"] == 80)
+            .cloned()
+            .collect()
+    };
+    let end = Instant::now() + T;
+    let logs = loop {
+        let recs: Vec<Value> = a
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let done: u64 = allowed(&recs)
+            .iter()
+            .map(|r| r["num_flows_completed"].as_u64().unwrap())
+            .sum();
+        let udp_bytes: u64 = recs
+            .iter()
+            .filter(|r| r["proto"] == "udp")
+            .map(|r| r["bytes_out"].as_u64().unwrap())
+            .sum();
+        if done >= 3 && recs.iter().any(|r| r["action"] == "deny") && udp_bytes >= 400 {
+            break recs;
+        }
+        assert!(
+            Instant::now() < end,
+            "flow logs incomplete:\n{}\n{}",
+            a.stdout(),
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let allow = allowed(&logs);
+    let sum = |k: &str| allow.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    // Reporter src (the access pods are local, nginx is not): out = original direction.
+    assert_eq!(
+        [
+            sum("packets_out"),
+            sum("bytes_out"),
+            sum("packets_in"),
+            sum("bytes_in")
+        ],
+        truth,
+        "{allow:#?}\n{raw}"
+    );
+    assert_eq!(
+        (sum("num_flows_started"), sum("num_flows_completed")),
+        (3, 3)
+    );
+    for r in &allow {
+        assert_eq!(r["reporter"], "src");
+        assert_eq!(r["source_ip"], Value::Null, "level 2 nulls IPs");
+        assert_eq!(r["source_name"], "-");
+        assert_eq!(r["source_name_aggr"], "access-6b687c8dcb-*");
+        assert_eq!(r["source_namespace"], "policy-demo");
+        assert_eq!(r["source_port"], Value::Null);
+        assert_eq!(r["dest_name_aggr"], "nginx-86c57db685-*");
+        assert_eq!(r["dest_type"], "wep");
+        assert_eq!(r["proto"], "tcp");
+        assert_eq!(
+            r["source_labels"]["labels"],
+            serde_json::json!(["run=access"]),
+            "intersection of both pods' labels"
+        );
+    }
+    // UDP: the flow logs' bytes equal what conntrack -L counted for the exchange.
+    let nums: Vec<u64> = udp_truth
+        .lines()
+        .find(|l| l.contains("sport=45000"))
+        .unwrap_or_else(|| panic!("{udp_truth}"))
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("bytes="))
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let udp: Vec<&Value> = logs
+        .iter()
+        .filter(|r| r["proto"] == "udp" && r["dest_port"] == 53)
+        .collect();
+    let udp_sum = |k: &str| udp.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (udp_sum("bytes_out"), udp_sum("bytes_in")),
+        (nums[0], nums[1]),
+        "{udp:#?}\n{udp_truth}"
+    );
+    assert_eq!(udp[0]["source_name_aggr"], "access-6b687c8dcb-*");
+    let deny: Vec<&Value> = logs.iter().filter(|r| r["action"] == "deny").collect();
+    let d = deny[0];
+    assert_eq!(d["dest_port"], 5432);
+    assert_eq!(
+        d["source_ip"], "10.1.0.5",
+        "denied flows aggregate at level 1: IPs kept"
+    );
+    assert_eq!(d["source_port"], Value::Null);
+    assert_eq!(
+        d["policies"]["all_policies"],
+        serde_json::json!(["policy-demo/deny-db"])
+    );
+    assert!(d["packets_out"].as_u64().unwrap() >= 1, "{d}");
+    // Later intervals and the shutdown flush add nothing for connections already over.
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+    let all: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let allow = allowed(&all);
+    let sum = |k: &str| allow.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (
+            sum("num_flows_started"),
+            sum("num_flows_completed"),
+            sum("bytes_out")
+        ),
+        (3, 3, truth[1]),
+        "{allow:#?}"
+    );
+}

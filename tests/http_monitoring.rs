@@ -1,0 +1,223 @@
+//! Fluent Bit's monitoring API: counts after a known number of records, Prometheus text
+//! checked by promtool and scraped by a real Prometheus, health, and a taken port.
+
+mod common;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn start(port: u16, extra_service: &str) -> Agent {
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n{extra_service}\
+         [INPUT]\n    name dummy\n    samples 10\n    rate 50\n\
+         [FILTER]\n    name record_modifier\n    match *\n    record a b\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ));
+    a.wait_log(
+        &format!("[http_server] listen iface=127.0.0.1 tcp_port={port}"),
+        T,
+    );
+    a
+}
+
+fn promtool(text: &str) -> (Option<i32>, String) {
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    use std::io::Write;
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = p.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn metrics_count_records_in_fluent_bits_names_and_promtool_parses_them() {
+    let port = free_port();
+    let mut a = start(port, "");
+    a.wait_lines(10, T);
+    let (code, body) = http_get(port, "/api/v1/metrics").unwrap();
+    assert_eq!(code, 200);
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(m["input"]["dummy.0"]["records"], 10);
+    assert_eq!(m["filter"]["record_modifier.0"]["records"], 10);
+    assert_eq!(m["output"]["stdout.0"]["proc_records"], 10);
+    assert_eq!(m["output"]["stdout.0"]["errors"], 0);
+    let (_, up) = http_get(port, "/api/v1/uptime").unwrap();
+    assert!(
+        up.contains("\"uptime_hr\":\"Fluent Bit has been running:  0 day, 0 hour, 0 minute and "),
+        "{up}"
+    );
+    let (_, root) = http_get(port, "/").unwrap();
+    assert!(root.starts_with("{\"fluent-bit\":{\"version\":"), "{root}");
+    for path in ["/api/v1/metrics/prometheus", "/api/v2/metrics/prometheus"] {
+        let (code, text) = http_get(port, path).unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            text.contains("fluentbit_input_records_total{name=\"dummy.0\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fluentbit_output_proc_records_total{name=\"stdout.0\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fluentbit_output_retries_failed_total counter"),
+            "{text}"
+        );
+        let (rc, lint) = promtool(&text);
+        // Exit 3 is promtool's lint verdict; the only complaint allowed is about Fluent
+        // Bit's own counter name `fluentbit_uptime` (no _total), kept for dashboards.
+        assert!(
+            rc == Some(0) || rc == Some(3),
+            "promtool failed to parse {path}: {lint}"
+        );
+        for line in lint.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(line.starts_with("fluentbit_uptime "), "{path}: {line}");
+        }
+    }
+    assert_eq!(
+        http_get(port, "/api/v1/health").unwrap().0,
+        404,
+        "health_check is off"
+    );
+    a.stop(T);
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_agent() {
+    let port = free_port();
+    let mut a = start(port, "");
+    a.wait_lines(10, T);
+    let dir = Dir::new();
+    let cfg = dir.file(
+        "prometheus.yml",
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agent\n    metrics_path: /api/v2/metrics/prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"),
+    );
+    let web = free_port();
+    let mut prom = Command::new("prometheus")
+        .args([
+            &format!("--config.file={}", cfg.display()),
+            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            &format!("--web.listen-address=127.0.0.1:{web}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus)");
+    let end = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        if let Ok((200, body)) = http_get(web, "/api/v1/query?query=fluentbit_input_records_total")
+        {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if let Some(r) = v["data"]["result"].as_array().and_then(|r| r.first()) {
+                break Some(r.clone());
+            }
+        }
+        if Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let r = found.expect("prometheus never scraped the agent");
+    assert_eq!(r["metric"]["name"], "dummy.0");
+    assert_eq!(r["metric"]["job"], "agent");
+    assert_eq!(r["value"][1], "10");
+    a.stop(T);
+}
+
+#[test]
+fn health_turns_to_error_after_output_errors_and_back() {
+    let port = free_port();
+    let dir = Dir::new();
+    let conf = dir.file(
+        "c.conf",
+        &format!(
+            "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n    health_check on\n    hc_errors_count 2\n    hc_retry_failure_count 2\n    hc_period 2\n\
+             [INPUT]\n    name dummy\n    samples 6\n    rate 10\n[OUTPUT]\n    name stdout\n    match *\n"
+        ),
+    );
+    // stdout is a pipe whose reader is gone: every flush fails (EPIPE) with an error.
+    let mut child = Command::new(BIN)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let wait_status = |want: u16, body: &str| {
+        let end = Instant::now() + T;
+        loop {
+            if let Ok((code, b)) = http_get(port, "/api/v1/health") {
+                if code == want {
+                    assert_eq!(b, body);
+                    return;
+                }
+            }
+            assert!(Instant::now() < end, "health never became {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_status(500, "error\n");
+    let (_, v2) = http_get(port, "/api/v2/health").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&v2).unwrap();
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["error_limit"].as_u64(),
+            v["period_limit"].as_u64()
+        ),
+        (Some("error"), Some(2), Some(2))
+    );
+    assert!(v["errors"].as_u64().unwrap() > 2, "{v}");
+    // No more errors once the 6 samples are done: healthy again after hc_period.
+    wait_status(200, "ok\n");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let o = run(
+        &[
+            "-H",
+            "-L",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-i",
+            "dummy",
+            "-o",
+            "stdout",
+            "-m",
+            "*",
+        ],
+        None,
+    );
+    assert_eq!(o.code, Some(255));
+    assert!(
+        o.stderr.contains(&format!(
+            "[http_server] could not start HTTP server on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{}",
+        o.stderr
+    );
+    drop(taken);
+}
