@@ -109,7 +109,9 @@ impl Value {
 }
 
 fn map_size(m: &Map) -> u64 {
-    m.iter().map(|(k, v)| k.len() as u64 + 5 + v.approx_size()).sum()
+    m.iter()
+        .map(|(k, v)| k.len() as u64 + 5 + v.approx_size())
+        .sum()
 }
 
 impl Record {

@@ -93,10 +93,18 @@ impl MemBuf {
     }
 
     fn release(&self, bytes: u64) {
-        let left = self.metrics.buffered_bytes.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel) - bytes;
+        let left = self
+            .metrics
+            .buffered_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel)
+            - bytes;
         if left < self.limit && metrics::get(&self.metrics.paused) == 1 {
             metrics::set(&self.metrics.paused, 0);
-            crate::info!("[input] {} resume (mem buf overlimit - buffered {left} bytes, limit {})", self.name, self.limit);
+            crate::info!(
+                "[input] {} resume (mem buf overlimit - buffered {left} bytes, limit {})",
+                self.name,
+                self.limit
+            );
             self.resumed.notify_waiters();
         }
     }
@@ -144,7 +152,12 @@ impl InputSender {
                     resumed.as_mut().enable();
                     if metrics::get(&m.metrics.paused) == 0 && m.buffered() >= m.limit {
                         metrics::set(&m.metrics.paused, 1);
-                        crate::warn!("[input] {} paused (mem buf overlimit - buffered {} bytes, limit {})", m.name, m.buffered(), m.limit);
+                        crate::warn!(
+                            "[input] {} paused (mem buf overlimit - buffered {} bytes, limit {})",
+                            m.name,
+                            m.buffered(),
+                            m.limit
+                        );
                     }
                     if m.buffered() < m.limit {
                         break;

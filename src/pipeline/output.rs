@@ -125,6 +125,7 @@ impl OutputWorker {
                         self.name
                     );
                 }
+                routed.finish();
             }
             FlushResult::Error(e) => {
                 metrics::add(&self.metrics.errors, 1);
@@ -134,6 +135,7 @@ impl OutputWorker {
                     self.plugin,
                     self.name
                 );
+                routed.finish();
             }
             FlushResult::Retry(e) => {
                 if self.retry.limit.is_some_and(|l| attempts >= l) {

@@ -126,6 +126,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::dummy::PLUGIN,
     &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
+    &inputs::tail::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,

@@ -4,6 +4,7 @@ pub mod conntrack;
 pub mod dummy;
 pub mod nflog;
 pub mod random;
+pub mod tail;
 
 use std::time::Duration;
 
