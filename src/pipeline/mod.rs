@@ -61,6 +61,35 @@ pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
 /// Core keys accepted for compatibility that do not act yet: setting one is warned about.
 const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval"];
 
+/// The tags of `limit` filters with `max_records_per_second 0` and no condition: their
+/// records are never forwarded, so inputs need not read them.
+fn zero_limits(config: &Config) -> Vec<Matcher> {
+    config
+        .filters
+        .iter()
+        .filter(|f| f.plugin.eq_ignore_ascii_case("limit"))
+        .filter_map(|f| {
+            let get = |k: &str| {
+                f.entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.key == k)
+                    .map(|e| e.value.as_str())
+            };
+            let zero = get("max_records_per_second")
+                .and_then(crate::config::values::parse_quantity)
+                == Some(0.0);
+            (zero && get("when_key").is_none())
+                .then(|| {
+                    Matcher::new(get("match"), get("match_regex"))
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+        })
+        .collect()
+}
+
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 64;
 const OUTPUT_QUEUE: usize = 16;
@@ -264,6 +293,7 @@ impl Pipeline {
     /// Validates every section against its plugin's table and builds the plugins.
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
         let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
+        let dropped_tags = zero_limits(&config);
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -284,6 +314,7 @@ impl Pipeline {
                     service: &config.service,
                     instance: &name,
                     metrics: &plugin_metrics,
+                    dropped_tags: &dropped_tags,
                 },
             )?;
             inputs.push(InputInstance {
@@ -320,6 +351,7 @@ impl Pipeline {
                     service: &config.service,
                     instance: &name,
                     metrics: &plugin_metrics,
+                    dropped_tags: &dropped_tags,
                 },
             )?;
             filters.push(FilterInstance {
@@ -364,6 +396,7 @@ impl Pipeline {
                 service: &config.service,
                 instance: &name,
                 metrics: &plugin_metrics,
+                dropped_tags: &dropped_tags,
             };
             let first = (plugin.build)(&p, &ctx)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();

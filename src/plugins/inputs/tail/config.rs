@@ -32,6 +32,7 @@ pub(super) const PROPS: &[PropSpec] = &[
     PropSpec::new("db.compare_filename", PropKind::Bool, Some("false"), "Match a db entry by inode and file name instead of inode only."),
     PropSpec::new("inotify_watcher", PropKind::Bool, Some("true"), "Watch files with inotify; false polls them every 250ms."),
     PropSpec::new("exit_on_eof", PropKind::Bool, Some("false"), "Stop this input once every file is read to its end."),
+    PropSpec::new("limit_per_file", PropKind::Quantity, None, "Lines per second forwarded per file (per container): 100, 1k, 500m; over it lines are dropped (counted); 0 = files are not read at all."),
     PropSpec::new("parser", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("tag_regex", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("docker_mode", PropKind::Str, None, "Not supported yet."),
@@ -105,6 +106,12 @@ pub struct TailConfig {
     pub exit_on_eof: bool,
     /// `mem_buf_limit`: bytes read and not yet delivered above which reading pauses.
     pub mem_buf_limit: Option<u64>,
+    /// `limit_per_file`: a token bucket per file; `Some(0.0)` rate = read nothing.
+    pub limit_per_file: Option<(f64, crate::plugins::filters::ratelimit::Quota)>,
+    /// Tags a `limit` of 0 drops entirely: such files are never opened.
+    pub never_read: Vec<crate::pipeline::router::Matcher>,
+    /// `agent_tail_limit_dropped_records_total`: lines dropped by `limit_per_file`.
+    pub limit_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const UNSUPPORTED: &[&str] = &[
@@ -234,6 +241,17 @@ impl TailConfig {
             db,
             inotify: props.bool("inotify_watcher").unwrap_or(true),
             exit_on_eof: props.bool("exit_on_eof").unwrap_or(false),
+            limit_per_file: props.quantity("limit_per_file").map(|rate| {
+                (
+                    rate,
+                    crate::plugins::filters::ratelimit::Quota::new(
+                        rate,
+                        crate::plugins::filters::ratelimit::Quota::default_burst(rate),
+                    ),
+                )
+            }),
+            never_read: Vec::new(),
+            limit_dropped: Default::default(),
             mem_buf_limit: props.size("mem_buf_limit").filter(|&l| l > 0),
         })
     }

@@ -58,6 +58,7 @@ use tokio::sync::mpsc;
 use crate::config::{ConfigError, Props};
 use crate::event::{EventTime, Record, Tag, Value};
 use crate::pipeline::AckFn;
+use crate::plugins::filters::ratelimit::{KeyBy, KeyedLimiter};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 use config::TailConfig;
 use db::{Db, Row};
@@ -86,8 +87,14 @@ struct TailInput {
     db: Option<(Db, Vec<Row>)>,
 }
 
-fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    let config = TailConfig::from_props(props)?;
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let mut config = TailConfig::from_props(props)?;
+    config.never_read = ctx.dropped_tags.to_vec();
+    config.limit_dropped = ctx.metrics.counter(
+        "agent_tail_limit_dropped_records_total",
+        "Lines dropped by the tail input's limit_per_file.",
+        ctx.instance,
+    );
     let db = match &config.db {
         None => None,
         Some(c) => Some(Db::open(c.clone()).map_err(|e| ConfigError::Invalid {
@@ -140,6 +147,7 @@ impl Input for TailInput {
                 paused: false,
                 pause_logged: false,
                 rescan: false,
+                never_read: HashSet::new(),
             };
             tail.run(ctx, ack_rx).await
         })
@@ -175,6 +183,8 @@ struct TailFile {
     rewritten: bool,
     last_data: Instant,
     fingerprint: Fingerprint,
+    /// `limit_per_file`: this file's token bucket.
+    limit: Option<KeyedLimiter>,
 }
 
 /// Lines of one file ready to send, covering the file up to `end`.
@@ -216,6 +226,8 @@ struct Tail {
     paused: bool,
     pause_logged: bool,
     rescan: bool,
+    /// Files not read because a limit of 0 applies to them (logged once each).
+    never_read: HashSet<PathBuf>,
 }
 
 /// What woke the idle loop.
@@ -598,6 +610,23 @@ impl Tail {
                 return Ok(());
             }
         }
+        // A limit of 0 on this file (limit_per_file 0, or a limit filter of 0 on its
+        // tag): its lines would all be dropped, so it is not even opened.
+        let tag = scan::compose_tag(&self.tag, &path.to_string_lossy());
+        let zero = self
+            .config
+            .limit_per_file
+            .is_some_and(|(rate, _)| rate <= 0.0);
+        if zero || self.config.never_read.iter().any(|m| m.matches(&tag)) {
+            if self.never_read.insert(path.to_path_buf()) {
+                crate::info!(
+                    "[input:tail:{}] {} is not read: a limit of 0 applies to it (tag {tag})",
+                    self.name,
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let (ino, size) = (meta.ino(), meta.len());
@@ -702,6 +731,9 @@ impl Tail {
                 rewritten: false,
                 last_data: now,
                 fingerprint,
+                limit: c
+                    .limit_per_file
+                    .map(|(_, q)| KeyedLimiter::new(q, KeyBy::None, 1, now)),
             },
         );
         self.db_dirty = true;
@@ -891,7 +923,16 @@ impl Tail {
         let mut records = Vec::with_capacity(n / 64);
         let name = &f.name;
         let keys = 1 + c.path_key.is_some() as usize + c.offset_key.is_some() as usize;
+        let limit = &mut f.limit;
+        let mut limited = 0u64;
         let split = f.lines.split(|line| {
+            // Over limit_per_file: the line is consumed (its offset commits) but dropped.
+            if let Some(l) = limit.as_mut() {
+                if !l.allow(&Vec::new(), now) {
+                    limited += 1;
+                    return;
+                }
+            }
             let mut body = Vec::with_capacity(keys);
             if let Some(k) = &c.path_key {
                 body.push((k.clone(), name.clone()));
@@ -902,6 +943,7 @@ impl Tail {
             body.push((c.key.clone(), line_value(line.bytes)));
             records.push(Record::new(time, body));
         });
+        crate::pipeline::metrics::add(&c.limit_dropped, limited);
         if split.long_lines > 0 && !f.warned_long {
             f.warned_long = true;
             crate::warn!(
