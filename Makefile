@@ -19,7 +19,7 @@ test:
 	$(CARGO) test --all-targets
 
 # Throughput and peak memory of random/dummy -> stdout into /dev/null and -> tcp into a
-# loopback sink.
+# loopback sink, and tail -> stdout.
 bench: release
 	scripts/bench.sh
 	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi

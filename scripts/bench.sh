@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# make bench: throughput and peak RSS of the agent's hot paths (see scripts/bench.py).
+# make bench: throughput and peak RSS of the agent's hot paths (see scripts/bench.py and
+# scripts/bench-tail.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/bench.py
+python3 scripts/bench-tail.py

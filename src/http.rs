@@ -259,6 +259,24 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
             .map(|(n, x)| (named(n), get(&x.records)))
             .collect(),
     );
+    family(
+        "fluentbit_input_ingestion_paused",
+        "Whether the input is paused by mem_buf_limit (1) or not (0).",
+        Gauge,
+        r.inputs
+            .iter()
+            .map(|(n, x)| (named(n), get(&x.paused)))
+            .collect(),
+    );
+    family(
+        "agent_input_buffered_bytes",
+        "Bytes (estimated) of the input's records not yet delivered; kept with mem_buf_limit.",
+        Gauge,
+        r.inputs
+            .iter()
+            .map(|(n, x)| (named(n), get(&x.buffered_bytes)))
+            .collect(),
+    );
     let filters: [Family<crate::pipeline::metrics::FilterMetrics>; 3] = [
         (
             "fluentbit_filter_records_total",

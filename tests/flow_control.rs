@@ -145,3 +145,88 @@ fn keyed_throttle_with_sub_second_interval() {
         o.stderr
     );
 }
+
+/// Watches `path` for opens (IN_OPEN) from any process.
+fn open_watch(path: &std::path::Path) -> inotify::Inotify {
+    let i = inotify::Inotify::init().unwrap();
+    i.watches().add(path, inotify::WatchMask::OPEN).unwrap();
+    i
+}
+
+fn opened(i: &mut inotify::Inotify) -> bool {
+    let mut buf = [0u8; 4096];
+    match i.read_events(&mut buf) {
+        Ok(mut events) => events.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn zero_limits_mean_tail_files_are_never_opened() {
+    let dir = Dir::new();
+    let quiet = dir.file("logs/app_team-a_web.log", "a\nb\n");
+    let noisy = dir.file("logs/app_team-b_batch.log", "x\ny\n");
+    let mut w_noisy = open_watch(&noisy);
+    let mut w_quiet = open_watch(&quiet);
+    // A limit filter of 0 on team-b's tag, and limit_per_file 0 on a second input.
+    let other = dir.file("other/skip.log", "z\n");
+    let mut w_other = open_watch(&other);
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n    log_level debug\n\
+         [INPUT]\n    name tail\n    tag logs.*\n    path {d}/logs/*.log\n    read_from_head on\n\
+         [INPUT]\n    name tail\n    tag other\n    path {d}/other/*.log\n    read_from_head on\n    limit_per_file 0\n\
+         [FILTER]\n    name limit\n    match_regex logs\\..*team-b\n    max_records_per_second 0\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+        d = dir.path().display()
+    );
+    let mut a = Agent::start(&conf);
+    a.wait_lines(2, T);
+    a.wait_log("is not read: a limit of 0 applies to it", T);
+    let o = a.stop(T);
+    assert_eq!(o.stdout, "{\"log\":\"a\"}\n{\"log\":\"b\"}\n");
+    assert!(opened(&mut w_quiet), "the other file is read");
+    assert!(
+        !opened(&mut w_noisy),
+        "a file under a limit of 0 is never opened"
+    );
+    assert!(!opened(&mut w_other), "limit_per_file 0: never opened");
+}
+
+#[test]
+fn limit_per_file_caps_each_file_on_its_own() {
+    let dir = Dir::new();
+    let many: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    dir.file("logs/a.log", &many);
+    dir.file("logs/b.log", &many);
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name tail\n    path {}/logs/*.log\n    path_key file\n    read_from_head on\n    limit_per_file 20\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+        dir.path().display()
+    ));
+    a.wait_until(T, "both files' bursts", |o, _| {
+        o.contains("a.log") && o.contains("b.log")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let o = a.stop(T);
+    let (na, nb) = (
+        o.stdout.matches("a.log").count(),
+        o.stdout.matches("b.log").count(),
+    );
+    // Each file: a burst of 20 (one second's worth) from its own bucket.
+    assert_eq!((na, nb), (20, 20), "{}", o.stdout);
+}
+
+#[test]
+fn the_ignore_example_forwards_no_debug_record() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/limit-ignore.conf");
+    let dir = Dir::new();
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap(), "-f", "0.2"], None);
+    a.wait_lines(3, T);
+    let o = a.stop(T);
+    assert!(
+        o.stdout.lines().all(|l| l.contains("\"level\":\"info\"")),
+        "{}",
+        o.stdout
+    );
+}

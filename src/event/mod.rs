@@ -94,7 +94,32 @@ pub struct Record {
     pub body: Map,
 }
 
+impl Value {
+    /// About the bytes this value takes encoded (msgpack-like), for buffer accounting.
+    pub fn approx_size(&self) -> u64 {
+        match self {
+            Value::Nil | Value::Bool(_) => 1,
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => 9,
+            Value::Str(s) => s.len() as u64 + 5,
+            Value::Bin(b) => b.len() as u64 + 5,
+            Value::Array(a) => 5 + a.iter().map(Value::approx_size).sum::<u64>(),
+            Value::Map(m) => 5 + map_size(m),
+        }
+    }
+}
+
+fn map_size(m: &Map) -> u64 {
+    m.iter()
+        .map(|(k, v)| k.len() as u64 + 5 + v.approx_size())
+        .sum()
+}
+
 impl Record {
+    /// About the bytes this record takes encoded (time, metadata, body).
+    pub fn approx_size(&self) -> u64 {
+        16 + map_size(&self.metadata) + map_size(&self.body)
+    }
+
     pub fn new(time: EventTime, body: Map) -> Self {
         Record {
             time,

@@ -7,6 +7,10 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct InputMetrics {
     pub records: AtomicU64,
+    /// Bytes (estimated) of records not yet finished by outputs; kept with mem_buf_limit.
+    pub buffered_bytes: AtomicU64,
+    /// 1 while paused by mem_buf_limit.
+    pub paused: AtomicU64,
 }
 
 #[derive(Debug, Default)]

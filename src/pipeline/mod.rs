@@ -37,7 +37,7 @@ pub const CORE_COMMON_PROPS: &[PropSpec] = &[
 #[rustfmt::skip]
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
-    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Memory buffer limit of this input (accepted with a warning: not enforced yet)."),
+    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Pause the input while this many bytes of its records are not yet delivered (0 = no limit)."),
     PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
     PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
 ];
@@ -59,7 +59,36 @@ pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
 ];
 
 /// Core keys accepted for compatibility that do not act yet: setting one is warned about.
-const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval", "mem_buf_limit"];
+const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval"];
+
+/// The tags of `limit` filters with `max_records_per_second 0` and no condition: their
+/// records are never forwarded, so inputs need not read them.
+fn zero_limits(config: &Config) -> Vec<Matcher> {
+    config
+        .filters
+        .iter()
+        .filter(|f| f.plugin.eq_ignore_ascii_case("limit"))
+        .filter_map(|f| {
+            let get = |k: &str| {
+                f.entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.key == k)
+                    .map(|e| e.value.as_str())
+            };
+            let zero = get("max_records_per_second")
+                .and_then(crate::config::values::parse_quantity)
+                == Some(0.0);
+            (zero && get("when_key").is_none())
+                .then(|| {
+                    Matcher::new(get("match"), get("match_regex"))
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+        })
+        .collect()
+}
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 64;
@@ -73,6 +102,43 @@ pub struct InputSender {
     tag: Tag,
     tx: mpsc::Sender<InputBatch>,
     metrics: Arc<InputMetrics>,
+    /// `mem_buf_limit`, when set: sends wait while the input's undelivered bytes are over it.
+    membuf: Option<Arc<MemBuf>>,
+    shutdown: Shutdown,
+}
+
+/// `mem_buf_limit`: the bytes of an input's records that outputs have not finished
+/// with. Over the limit the input is paused (its `send` waits; tail stops reading,
+/// network inputs stop reading their sockets) and resumed below it, logged once per
+/// transition. Permissive like Fluent Bit's: the batch that crosses the limit passes.
+pub struct MemBuf {
+    limit: u64,
+    name: Arc<str>,
+    metrics: Arc<InputMetrics>,
+    resumed: tokio::sync::Notify,
+}
+
+impl MemBuf {
+    fn buffered(&self) -> u64 {
+        metrics::get(&self.metrics.buffered_bytes)
+    }
+
+    fn release(&self, bytes: u64) {
+        let left = self
+            .metrics
+            .buffered_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel)
+            - bytes;
+        if left < self.limit && metrics::get(&self.metrics.paused) == 1 {
+            metrics::set(&self.metrics.paused, 0);
+            crate::info!(
+                "[input] {} resume (mem buf overlimit - buffered {left} bytes, limit {})",
+                self.name,
+                self.limit
+            );
+            self.resumed.notify_waiters();
+        }
+    }
 }
 
 impl InputSender {
@@ -107,6 +173,41 @@ impl InputSender {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
+        let ack = match self.membuf.clone() {
+            None => ack,
+            Some(m) => {
+                // Wait below the limit (or for shutdown, which must not hang on it).
+                while m.buffered() >= m.limit && !self.shutdown.is_set() {
+                    let resumed = m.resumed.notified();
+                    tokio::pin!(resumed);
+                    resumed.as_mut().enable();
+                    if metrics::get(&m.metrics.paused) == 0 && m.buffered() >= m.limit {
+                        metrics::set(&m.metrics.paused, 1);
+                        crate::warn!(
+                            "[input] {} paused (mem buf overlimit - buffered {} bytes, limit {})",
+                            m.name,
+                            m.buffered(),
+                            m.limit
+                        );
+                    }
+                    if m.buffered() < m.limit {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = resumed => {}
+                        _ = self.shutdown.wait() => {}
+                    }
+                }
+                let bytes: u64 = records.iter().map(Record::approx_size).sum();
+                metrics::add(&m.metrics.buffered_bytes, bytes);
+                Some(Box::new(move || {
+                    m.release(bytes);
+                    if let Some(a) = ack {
+                        a();
+                    }
+                }) as AckFn)
+            }
+        };
         metrics::add(&self.metrics.records, records.len() as u64);
         self.tx
             .send(InputBatch {
@@ -121,6 +222,8 @@ impl InputSender {
 }
 
 struct InputInstance {
+    /// `mem_buf_limit` in bytes, when set (> 0).
+    mem_buf_limit: Option<u64>,
     name: Arc<str>,
     plugin: &'static str,
     tag: Tag,
@@ -192,6 +295,7 @@ impl Pipeline {
     /// Validates every section against its plugin's table and builds the plugins.
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
         let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
+        let dropped_tags = zero_limits(&config);
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -218,9 +322,11 @@ impl Pipeline {
                     service: &config.service,
                     instance: &name,
                     metrics: &plugin_metrics,
+                    dropped_tags: &dropped_tags,
                 },
             )?;
             inputs.push(InputInstance {
+                mem_buf_limit: p.size("mem_buf_limit").filter(|l| *l > 0),
                 tag: Arc::from(p.str("tag").unwrap_or(&instance)),
                 name,
                 plugin: plugin.name,
@@ -253,6 +359,7 @@ impl Pipeline {
                     service: &config.service,
                     instance: &name,
                     metrics: &plugin_metrics,
+                    dropped_tags: &dropped_tags,
                 },
             )?;
             filters.push(FilterInstance {
@@ -297,6 +404,7 @@ impl Pipeline {
                 service: &config.service,
                 instance: &name,
                 metrics: &plugin_metrics,
+                dropped_tags: &dropped_tags,
             };
             let first = (plugin.build)(&p, &ctx)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
@@ -425,7 +533,16 @@ impl Pipeline {
                     input: i,
                     tag: inp.tag,
                     tx: tx.clone(),
+                    membuf: inp.mem_buf_limit.map(|limit| {
+                        Arc::new(MemBuf {
+                            limit,
+                            name: inp.name.clone(),
+                            metrics: inp.metrics.clone(),
+                            resumed: tokio::sync::Notify::new(),
+                        })
+                    }),
                     metrics: inp.metrics,
+                    shutdown: shutdown.clone(),
                 },
                 shutdown: shutdown.clone(),
             };

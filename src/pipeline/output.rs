@@ -42,6 +42,9 @@ impl RetryPolicy {
     }
 }
 
+/// Chunks a worker holds for retry before it stops taking new ones.
+pub const MAX_RETRIES_HELD: usize = 8;
+
 struct Retry {
     at: Instant,
     chunk: Arc<Routed>,
@@ -75,7 +78,9 @@ impl OutputWorker {
         while open || !retries.is_empty() {
             let next = retries.iter().map(|r| r.at).min();
             tokio::select! {
-                chunk = rx.recv(), if open => match chunk {
+                // While retries pile up (a destination down), take no new chunks: the
+                // queues fill and the inputs wait, so memory stays bounded.
+                chunk = rx.recv(), if open && retries.len() < MAX_RETRIES_HELD => match chunk {
                     Some(chunk) => self.attempt(chunk, 0, &mut retries, &mut rng, stopping).await,
                     None => open = false,
                 },
@@ -114,13 +119,13 @@ impl OutputWorker {
         match self.output.flush(&routed.chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
-                routed.finish();
                 if attempts > 0 {
                     crate::info!(
                         "[engine] flush chunk for {} succeeded at retry {attempts}: {n} records",
                         self.name
                     );
                 }
+                routed.finish();
             }
             FlushResult::Error(e) => {
                 metrics::add(&self.metrics.errors, 1);

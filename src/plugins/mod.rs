@@ -37,6 +37,9 @@ pub struct BuildContext<'a> {
     pub instance: &'a str,
     /// Where the plugin registers its own metrics.
     pub metrics: &'a crate::pipeline::metrics::PluginMetrics,
+    /// Tags that a `limit` of 0 drops entirely: an input need not even read them
+    /// (tail does not open such files).
+    pub dropped_tags: &'a [crate::pipeline::router::Matcher],
 }
 
 /// Everything an input needs to run.
@@ -130,6 +133,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::forward::PLUGIN,
     &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
+    &inputs::tail::PLUGIN,
     &inputs::tcp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[

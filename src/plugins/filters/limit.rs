@@ -8,8 +8,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::ratelimit::{KeyBy, KeyedLimiter, Quota};
+use super::ratelimit::{value_text, KeyBy, KeyedLimiter, Quota};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::event::accessor::Accessor;
 use crate::event::{Chunk, Record};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
@@ -21,6 +22,8 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("burst", PropKind::Int, None, "Records a bucket may pass at once after being idle; default one second's worth."),
     PropSpec::new("policy", PropKind::Enum(&["drop"]), Some("drop"), "What happens to records over the limit: drop (counted)."),
     PropSpec::new("max_keys", PropKind::Int, Some("10000"), "Most buckets tracked at once; records of further keys share one bucket."),
+    PropSpec::new("when_key", PropKind::Str, None, "Limit only records whose value at this key / record accessor matches when_value; others pass untouched."),
+    PropSpec::new("when_value", PropKind::Str, None, "Regular expression (unanchored) on the when_key value, e.g. ^debug$."),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -32,6 +35,8 @@ pub static PLUGIN: FilterPlugin = FilterPlugin {
 
 struct LimitFilter {
     limiter: KeyedLimiter,
+    /// Only records matching this condition are limited.
+    when: Option<(Accessor, regex::Regex)>,
     reported: u64,
     name: String,
     /// `agent_limit_dropped_records_total{name="limit.0"}`.
@@ -61,7 +66,33 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     })?;
     let key_by = KeyBy::parse(props.str("per")).map_err(|e| props.error("per", e))?;
     let max_keys = props.int("max_keys").unwrap_or(10_000).max(1) as usize;
+    let when = match (
+        props.str("when_key").filter(|_| props.is_set("when_key")),
+        props
+            .str("when_value")
+            .filter(|_| props.is_set("when_value")),
+    ) {
+        (None, None) => None,
+        (Some(k), Some(v)) => Some((
+            Accessor::parse(k).map_err(|e| props.error("when_key", e))?,
+            regex::Regex::new(v)
+                .map_err(|e| props.error("when_value", format!("a regular expression ({e})")))?,
+        )),
+        (Some(_), None) => {
+            return Err(props.error(
+                "when_value",
+                "a regular expression: when_key needs when_value",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(props.error(
+                "when_key",
+                "a key or record accessor: when_value needs when_key",
+            ))
+        }
+    };
     Ok(Box::new(LimitFilter {
+        when,
         limiter: KeyedLimiter::new(quota, key_by, max_keys, Instant::now()),
         reported: 0,
         name: ctx.instance.to_string(),
@@ -76,7 +107,16 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
 impl Filter for LimitFilter {
     fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
         let before = records.len();
-        records.retain(|r| self.limiter.allow(&r.body, now));
+        let (when, limiter) = (&self.when, &mut self.limiter);
+        let mut scratch = String::new();
+        records.retain(|r| {
+            let applies = when.as_ref().is_none_or(|(acc, re)| {
+                acc.get(&r.body)
+                    .and_then(|v| value_text(v, &mut scratch))
+                    .is_some_and(|t| re.is_match(t))
+            });
+            !applies || limiter.allow(&r.body, now)
+        });
         metrics::add(&self.dropped, (before - records.len()) as u64);
         if records.len() == before {
             FilterResult::NoTouch

@@ -75,22 +75,25 @@ impl KeyBy {
     /// The bucket of a record; records without the key share the `None` bucket.
     pub fn key<'a>(&self, body: &'a Map, scratch: &'a mut String) -> Option<&'a str> {
         let KeyBy::Field(acc) = self else { return None };
-        match acc.get(body)? {
-            Value::Str(s) => Some(s),
-            other => {
-                scratch.clear();
-                use std::fmt::Write;
-                let _ = match other {
-                    Value::Int(i) => write!(scratch, "{i}"),
-                    Value::UInt(u) => write!(scratch, "{u}"),
-                    Value::Bool(b) => write!(scratch, "{b}"),
-                    Value::Float(f) => write!(scratch, "{f}"),
-                    _ => return None,
-                };
-                Some(scratch.as_str())
-            }
-        }
+        value_text(acc.get(body)?, scratch)
     }
+}
+
+/// A scalar as text for keys and conditions: strings as they are, numbers and booleans
+/// written into `scratch`; other values have no text.
+pub fn value_text<'a>(v: &'a Value, scratch: &'a mut String) -> Option<&'a str> {
+    use std::fmt::Write;
+    scratch.clear();
+    match v {
+        Value::Str(s) => return Some(s),
+        Value::Int(i) => write!(scratch, "{i}"),
+        Value::UInt(u) => write!(scratch, "{u}"),
+        Value::Bool(b) => write!(scratch, "{b}"),
+        Value::Float(f) => write!(scratch, "{f}"),
+        _ => return None,
+    }
+    .ok()?;
+    Some(scratch.as_str())
 }
 
 /// GCRA per key, bounded: idle keys (their bucket full again) are forgotten, and past

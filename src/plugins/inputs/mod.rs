@@ -5,6 +5,7 @@ pub mod dummy;
 pub mod forward;
 pub mod nflog;
 pub mod random;
+pub mod tail;
 pub mod tcp;
 
 use std::time::Duration;

@@ -133,9 +133,20 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
         // A bad file at start is a configuration error; a bad reload keeps the old table.
-        let eps = Endpoints::load(&path, &node).map_err(|e| {
-            props.error("endpoints_file", format!("a readable endpoints file ({e})"))
-        })?;
+        // A file not there yet (written by a sidecar, say) is loaded when it appears.
+        let eps = if path.exists() {
+            Endpoints::load(&path, &node).map_err(|e| {
+                props.error("endpoints_file", format!("a readable endpoints file ({e})"))
+            })?
+        } else {
+            crate::warn!(
+                "{}: [filter:flow_aggregate:{}] endpoints file {} does not exist yet: workloads are unknown until it appears",
+                props.span_of("endpoints_file"),
+                ctx.instance,
+                path.display()
+            );
+            Endpoints::new()
+        };
         f.source = Some(EndpointsSource {
             modified: modified(&path),
             path,

@@ -168,8 +168,10 @@ impl FlowTable {
                 }
             }
         }
-        // Gone from the table without a DESTROY we saw (lost, or filtered): forget them.
-        self.flows.retain(|_, last| last.seen == generation);
+        // Gone from the table without a DESTROY we saw (lost, or filtered): forget them,
+        // one dump later. A dump reaps expired entries itself, so their DESTROY events
+        // may reach us just after it: they still need the last counters.
+        self.flows.retain(|_, last| last.seen + 1 >= generation);
         out
     }
 }
@@ -440,8 +442,17 @@ mod tests {
             t.on_dump(&[flow(7, 1, (1, 10), (0, 0))]),
             vec![Some((d((1, 10), (0, 0)), false))]
         );
-        // Not in the next dump: forgotten.
+        // Not in the next dump: kept one more dump for a late DESTROY, then forgotten.
         assert_eq!(t.on_dump(&[]), vec![]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.on_event(Kind::Destroy, &flow(7, 1, (2, 20), (0, 0))),
+            Some(d((1, 10), (0, 0))),
+            "a late DESTROY still gets its delta"
+        );
+        t.on_event(Kind::New, &flow(8, 1, (0, 0), (0, 0)));
+        t.on_dump(&[]);
+        t.on_dump(&[]);
         assert_eq!(t.len(), 0);
         // Same id, other tuple: another connection.
         t.on_event(Kind::New, &flow(9, 1, (0, 0), (0, 0)));

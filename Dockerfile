@@ -1,0 +1,13 @@
+# Container image for conf/kubernetes/daemonset.yaml: docker build -t agent:0.1.0 .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/agent /usr/local/bin/agent
+COPY conf /etc/agent/examples
+EXPOSE 2020
+ENTRYPOINT ["/usr/local/bin/agent"]
+CMD ["-c", "/etc/agent/fluent-bit.conf"]
