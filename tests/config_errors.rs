@@ -35,12 +35,12 @@ fn unknown_plugin_names() {
     fails(
         &format!("[INPUT]\n    name no_such_plugin\n{OUT}"),
         "c.conf:1: [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist",
-        Some("available input plugins: conntrack, dummy, nflog, random, tail; list them with: agent -h"),
+        Some("available input plugins: conntrack, dummy, forward, nflog, random, tail, tcp; list them with: agent -h"),
     );
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
         "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
-        Some("did you mean 'stdout'? available output plugins: stdout, tcp; list them with: agent -h"),
+        Some("did you mean 'stdout'? available output plugins: forward, stdout, tcp; list them with: agent -h"),
     );
     fails(
         &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),
@@ -226,5 +226,40 @@ fn includes_set_and_env_build_the_pipeline() {
     assert_eq!(
         std::fs::read_to_string(&a.1).unwrap(),
         "{\"who\":\"env-user\"}\n"
+    );
+}
+
+/// The forward and tcp plugins' own checks name the line of the offending key.
+#[test]
+fn forward_and_tcp_values_are_checked_at_their_line() {
+    fails(
+        "[INPUT]\n    name forward\n    buffer_chunk_size 2M\n    buffer_max_size 1M\n[OUTPUT]\n    name stdout\n    match *\n",
+        "c.conf:4: [config] forward: invalid value '1M' for property 'buffer_max_size': expected a size >= buffer_chunk_size (2000000)",
+        None,
+    );
+    fails(
+        "[INPUT]\n    name forward\n    security.users alice\n    shared_key k\n[OUTPUT]\n    name stdout\n    match *\n",
+        "c.conf:3: [config] forward: invalid value 'alice' for property 'security.users': expected 'USERNAME PASSWORD'",
+        None,
+    );
+    fails(
+        "[INPUT]\n    name forward\n    tls on\n[OUTPUT]\n    name stdout\n    match *\n",
+        "c.conf:1: [config] forward: invalid value '' for property 'tls.crt_file': expected a PEM certificate file: a TLS server needs tls.crt_file and tls.key_file",
+        None,
+    );
+    fails(
+        "[INPUT]\n    name random\n[OUTPUT]\n    name forward\n    match *\n    username u\n    password p\n",
+        "c.conf:6: [config] forward: invalid value 'u' for property 'username': expected unset, or a shared_key too: user authentication is part of the shared key handshake",
+        None,
+    );
+    fails(
+        "[INPUT]\n    name random\n[OUTPUT]\n    name forward\n    match *\n    compress zstd\n",
+        "c.conf:6: [config] forward: invalid value 'zstd' for property 'compress': expected one of: gzip",
+        None,
+    );
+    fails(
+        "[INPUT]\n    name tcp\n    chunk_size 64\n    buffer_size 32\n[OUTPUT]\n    name stdout\n    match *\n",
+        "c.conf:4: [config] tcp: invalid value '32' for property 'buffer_size': expected a size >= chunk_size",
+        None,
     );
 }

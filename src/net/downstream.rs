@@ -21,7 +21,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::server::TlsStream;
 
@@ -230,7 +230,6 @@ impl Downstream {
             let pending = Pending {
                 raw,
                 peer,
-                slot,
                 setup: self.setup.clone(),
                 prefix: self.prefix.clone(),
                 rejected: self.rejected.clone(),
@@ -242,6 +241,8 @@ impl Downstream {
                 if let Some(conn) = pending.establish().await {
                     handle(conn).await;
                 }
+                // The slot is free once the handler is done, however it used `conn`.
+                drop(slot);
             });
         }
         drop(self.listener);
@@ -272,7 +273,6 @@ enum RawStream {
 struct Pending {
     raw: RawStream,
     peer: String,
-    slot: OwnedSemaphorePermit,
     setup: Arc<DownstreamSetup>,
     prefix: Arc<str>,
     rejected: Arc<AtomicU64>,
@@ -285,7 +285,6 @@ impl Pending {
         let Pending {
             raw,
             peer,
-            slot,
             setup,
             prefix,
             rejected,
@@ -339,7 +338,6 @@ impl Pending {
             io_timeout: setup.io_timeout,
             prefix,
             rejected,
-            _slot: slot,
         })
     }
 }
@@ -350,8 +348,8 @@ fn reject(prefix: &str, rejected: &AtomicU64, peer: &str, why: &str) {
     crate::warn!("{prefix} closing connection from {peer}: {why}");
 }
 
-/// An established client connection. Dropping it closes the connection and frees its
-/// slot under the input's connection cap.
+/// An established client connection. Dropping it closes the connection; its slot under
+/// the input's connection cap is freed when the handler returns.
 pub struct Conn {
     pub stream: ServerStream,
     /// `127.0.0.1:40312`, or the socket path.
@@ -360,7 +358,6 @@ pub struct Conn {
     pub io_timeout: Option<Duration>,
     prefix: Arc<str>,
     rejected: Arc<AtomicU64>,
-    _slot: OwnedSemaphorePermit,
 }
 
 impl Conn {
@@ -474,5 +471,69 @@ impl AsyncWrite for ServerStream {
             ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn setup(port: u16, share_port: bool, max_connections: usize) -> DownstreamSetup {
+        DownstreamSetup {
+            listen: "127.0.0.1".into(),
+            port,
+            unix_path: None,
+            unix_perm: None,
+            backlog: 16,
+            share_port,
+            accept_timeout: Duration::from_secs(1),
+            accept_timeout_log_error: true,
+            io_timeout: None,
+            tls: None,
+            max_connections,
+        }
+    }
+
+    fn bind(s: DownstreamSetup) -> io::Result<Downstream> {
+        Downstream::bind(s, Arc::from("[test]"), Arc::default())
+    }
+
+    #[tokio::test]
+    async fn share_port_lets_two_listeners_bind_one_port() {
+        let first = bind(setup(0, true, 4)).unwrap();
+        let port = first.local_port().unwrap();
+        assert!(bind(setup(port, true, 4)).is_ok());
+        let e = bind(setup(port, false, 4)).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// At the cap a new client waits in the backlog and is served once a slot frees.
+    #[tokio::test]
+    async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
+        let server = bind(setup(0, false, 1)).unwrap();
+        let port = server.local_port().unwrap();
+        let (trigger, shutdown) = crate::pipeline::shutdown::channel();
+        let task = tokio::spawn(server.serve(shutdown, |mut conn: Conn| async move {
+            // Echo one byte, then hold the connection until the client closes it.
+            let mut b = [0u8; 1];
+            while let Ok(1) = conn.stream.read(&mut b).await {
+                let _ = conn.stream.write_all(&b).await;
+            }
+        }));
+        let mut a = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        a.write_all(b"a").await.unwrap();
+        let mut b1 = [0u8; 1];
+        a.read_exact(&mut b1).await.unwrap();
+        let mut b = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        b.write_all(b"b").await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), b.read_exact(&mut b1)).await;
+        assert!(waited.is_err(), "served beyond the cap: {waited:?}");
+        drop(a);
+        b.read_exact(&mut b1).await.unwrap();
+        assert_eq!(&b1, b"b");
+        trigger.trigger();
+        drop(b);
+        task.await.unwrap();
     }
 }

@@ -300,7 +300,6 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
         }
     }
     let _ = wr.shutdown().await;
-    drop(rejecter);
 }
 
 struct Session {

@@ -230,7 +230,6 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
         .map(|k| (k.clone(), Value::Str(Str::from(conn.source_address()))));
     let rejecter = conn.rejecter();
     let io_timeout = conn.io_timeout;
-    // The rest of `conn` (its slot under the connection cap) lives until we return.
     let mut stream = conn.stream;
     let mut buf = Vec::new();
     let mut bodies = Vec::new();
