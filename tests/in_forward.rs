@@ -83,6 +83,7 @@ fn every_mode_and_gzip_arrive_intact() {
         "    compress gzip\n",
         "    time_as_integer on\n",
         "    send_options on\n",
+        // Message mode; records without the key keep the chunk's tag.
         "    tag $nothing\n",
     ] {
         let port = free_port();
@@ -92,7 +93,6 @@ fn every_mode_and_gzip_arrive_intact() {
         assert_eq!(seen.len(), 50, "{extra}");
         tx.stop(T);
         let o = rx.stop(T);
-        // Message mode with a missing key keeps the chunk's tag.
         assert!(
             !o.stderr.contains("closing connection"),
             "{extra}: {}",

@@ -149,6 +149,8 @@ struct Format {
 }
 
 struct ForwardOutput {
+    /// `[output:forward:forward.0]`, for log lines.
+    prefix: Arc<str>,
     /// Shared by every worker of the instance: one pool, one TLS configuration.
     upstream: Upstream,
     format: Arc<Format>,
@@ -162,7 +164,7 @@ struct ForwardOutput {
     pending: Vec<String>,
 }
 
-fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     let host = props.str("host").unwrap_or("127.0.0.1");
     let port = props
         .int("port")
@@ -214,6 +216,7 @@ fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigEr
     let ack_timeout = net.io_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
     let tls = TlsSetup::from_props(props, host)?;
     Ok(Box::new(ForwardOutput {
+        prefix: Arc::from(format!("[output:forward:{}]", ctx.instance)),
         upstream: Upstream::new(host, port, net, tls),
         format: Arc::new(Format {
             tag,
@@ -417,7 +420,8 @@ impl Output for ForwardOutput {
             if let (Some(auth), true) = (self.auth.clone(), conn.is_new()) {
                 if let Err(e) = self.handshake(&mut conn, &auth).await {
                     crate::error!(
-                        "[output:forward] handshake with {}: {e}",
+                        "{} handshake with {}: {e}",
+                        self.prefix,
                         self.upstream.addr()
                     );
                     return FlushResult::Retry(format!("forward handshake failed: {e}"));
@@ -442,6 +446,7 @@ impl Output for ForwardOutput {
 
     fn fork(&self) -> Box<dyn Output> {
         Box::new(ForwardOutput {
+            prefix: self.prefix.clone(),
             upstream: self.upstream.clone(),
             format: self.format.clone(),
             auth: self.auth.clone(),
