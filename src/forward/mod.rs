@@ -21,8 +21,9 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::event::format::{
-    kind, peek_is_array, read_array_len, read_event_time, read_msgpack_map, read_msgpack_value,
-    write_event_time, write_msgpack_map, DecodeError,
+    kind, peek_is_array, read_array_len, read_event_time, read_msgpack_map,
+    read_msgpack_map_cached, read_msgpack_value, write_event_time, write_msgpack_map, DecodeError,
+    KeyCache,
 };
 use crate::event::{Map, Record, Value};
 
@@ -49,7 +50,7 @@ fn need(r: Result<(), DecodeError>) -> Result<(), DecodeError> {
 }
 
 /// One entry, `[time, record]` or `[[time, metadata], record]`.
-fn read_entry(buf: &[u8], pos: &mut usize) -> Result<Record, DecodeError> {
+fn read_entry(buf: &[u8], pos: &mut usize, keys: &mut KeyCache) -> Result<Record, DecodeError> {
     if read_array_len(buf, pos)? != 2 {
         return invalid("an entry [time, record]");
     }
@@ -59,19 +60,23 @@ fn read_entry(buf: &[u8], pos: &mut usize) -> Result<Record, DecodeError> {
             return invalid("an entry header [time, metadata]");
         }
         rec.time = read_event_time(buf, pos)?;
-        rec.metadata = read_msgpack_map(buf, pos)?;
+        rec.metadata = read_msgpack_map_cached(buf, pos, keys)?;
     } else {
         rec.time = read_event_time(buf, pos)?;
     }
-    rec.body = read_msgpack_map(buf, pos)?;
+    rec.body = read_msgpack_map_cached(buf, pos, keys)?;
     Ok(rec)
 }
 
 /// Entries back to back (PackedForward's payload).
-fn read_packed(bytes: &[u8], out: &mut Vec<Record>) -> Result<(), DecodeError> {
+fn read_packed(
+    bytes: &[u8],
+    out: &mut Vec<Record>,
+    keys: &mut KeyCache,
+) -> Result<(), DecodeError> {
     let mut pos = 0;
     while pos < bytes.len() {
-        out.push(read_entry(bytes, &mut pos)?);
+        out.push(read_entry(bytes, &mut pos, keys)?);
     }
     Ok(())
 }
@@ -97,8 +102,8 @@ fn option<'a>(opts: &'a Map, key: &str) -> Option<&'a Value> {
 }
 
 /// Decodes one complete event frame (its exact bytes). `max` bounds what a compressed
-/// payload may inflate to.
-pub fn decode_events(frame: &[u8], max: usize) -> Result<Events, DecodeError> {
+/// payload may inflate to; `keys` is the connection's cache of record keys.
+pub fn decode_events(frame: &[u8], max: usize, keys: &mut KeyCache) -> Result<Events, DecodeError> {
     let mut pos = 0;
     let n = read_array_len(frame, &mut pos)?;
     if !(2..=4).contains(&n) {
@@ -115,7 +120,7 @@ pub fn decode_events(frame: &[u8], max: usize) -> Result<Events, DecodeError> {
         // Forward: an array of entries.
         let entries = read_array_len(frame, &mut pos)?;
         for _ in 0..entries {
-            need(read_entry(frame, &mut pos).map(|r| records.push(r)))?;
+            need(read_entry(frame, &mut pos, keys).map(|r| records.push(r)))?;
         }
         n - 2
     } else {
@@ -135,7 +140,10 @@ pub fn decode_events(frame: &[u8], max: usize) -> Result<Events, DecodeError> {
                 if n < 3 {
                     return invalid("a message [tag, time, record]");
                 }
-                records.push(Record::new(time, read_msgpack_map(frame, &mut pos)?));
+                records.push(Record::new(
+                    time,
+                    read_msgpack_map_cached(frame, &mut pos, keys)?,
+                ));
                 n - 3
             }
         }
@@ -150,9 +158,9 @@ pub fn decode_events(frame: &[u8], max: usize) -> Result<Events, DecodeError> {
     }
     if let Some(bytes) = packed {
         match option(&opts, "compressed") {
-            None => need(read_packed(&bytes, &mut records))?,
+            None => need(read_packed(&bytes, &mut records, keys))?,
             Some(Value::Str(c)) if &**c == "gzip" => {
-                need(read_packed(&gunzip(&bytes, max)?, &mut records))?
+                need(read_packed(&gunzip(&bytes, max)?, &mut records, keys))?
             }
             Some(other) => return invalid(format!("unknown compression {other:?}")),
         }
@@ -231,7 +239,7 @@ mod tests {
         let mut f = vec![0x93, 0xa3, b'a', b'p', b'p', 0xce];
         f.extend_from_slice(&1_700_000_000u32.to_be_bytes());
         f.extend_from_slice(&[0x81, 0xa1, b'a', 0x01]);
-        let e = decode_events(&f, 1 << 20).unwrap();
+        let e = decode_events(&f, 1 << 20, &mut KeyCache::default()).unwrap();
         assert_eq!(e.tag, "app");
         assert_eq!(e.records, [rec(1_700_000_000, 0, "a", Value::UInt(1))]);
         assert_eq!(e.chunk, None);
@@ -241,7 +249,7 @@ mod tests {
         f.extend_from_slice(&[0x80, 0x81, 0xa5]);
         f.extend_from_slice(b"chunk");
         f.extend_from_slice(&[0xa2, b'i', b'd']);
-        let e = decode_events(&f, 1 << 20).unwrap();
+        let e = decode_events(&f, 1 << 20, &mut KeyCache::default()).unwrap();
         assert_eq!(e.records[0].time, EventTime::new(1, 500_000_000));
         assert_eq!(e.chunk, Some(s("id")));
     }
@@ -254,7 +262,7 @@ mod tests {
         let mut with_meta = r.clone();
         with_meta.metadata = vec![(Arc::from("m"), Value::Bool(true))];
         write_entry(&mut f, &with_meta, TimeFormat::EventTime, true);
-        let e = decode_events(&f, 1 << 20).unwrap();
+        let e = decode_events(&f, 1 << 20, &mut KeyCache::default()).unwrap();
         assert_eq!(e.records, [r, with_meta]);
     }
 
@@ -264,7 +272,12 @@ mod tests {
         let packed = entries(&recs, TimeFormat::Integer);
         let mut f = vec![0x92, 0xa1, b't', 0xc4, packed.len() as u8];
         f.extend_from_slice(&packed);
-        assert_eq!(decode_events(&f, 1 << 20).unwrap().records, recs);
+        assert_eq!(
+            decode_events(&f, 1 << 20, &mut KeyCache::default())
+                .unwrap()
+                .records,
+            recs
+        );
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&packed).unwrap();
@@ -275,9 +288,14 @@ mod tests {
         f.extend_from_slice(b"compressed");
         f.extend_from_slice(&[0xa4]);
         f.extend_from_slice(b"gzip");
-        assert_eq!(decode_events(&f, 1 << 20).unwrap().records, recs);
+        assert_eq!(
+            decode_events(&f, 1 << 20, &mut KeyCache::default())
+                .unwrap()
+                .records,
+            recs
+        );
         // The same frame whose payload inflates past the limit.
-        let e = decode_events(&f, packed.len() - 1).unwrap_err();
+        let e = decode_events(&f, packed.len() - 1, &mut KeyCache::default()).unwrap_err();
         assert!(matches!(e, DecodeError::Invalid(w) if w.contains("buffer_max_size")));
     }
 
@@ -293,7 +311,10 @@ mod tests {
         ];
         for c in cases {
             assert!(
-                matches!(decode_events(c, 1 << 20), Err(DecodeError::Invalid(_))),
+                matches!(
+                    decode_events(c, 1 << 20, &mut KeyCache::default()),
+                    Err(DecodeError::Invalid(_))
+                ),
                 "{c:x?}"
             );
         }

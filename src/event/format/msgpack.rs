@@ -187,7 +187,48 @@ pub fn msgpack_value_len(buf: &[u8]) -> Result<usize, DecodeError> {
 /// EventTime, which has no `Value` form, become their data bytes; an EventTime becomes
 /// a float of seconds.
 pub fn read_msgpack_value(buf: &[u8], pos: &mut usize) -> Result<Value, DecodeError> {
-    read_value(buf, pos, 0)
+    read_value(buf, pos, 0, &mut KeyCache::disabled())
+}
+
+/// Map keys already seen, shared rather than allocated again: records from one client
+/// repeat the same few keys, and an allocation per key is most of the cost of decoding.
+/// Holds at most [`KeyCache::MAX`] keys; others are allocated as usual.
+#[derive(Debug)]
+pub struct KeyCache {
+    keys: Vec<Arc<str>>,
+    max: usize,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            keys: Vec::new(),
+            max: Self::MAX,
+        }
+    }
+}
+
+impl KeyCache {
+    /// Keys kept: lookups are linear, and a record rarely has more distinct keys.
+    pub const MAX: usize = 64;
+
+    fn disabled() -> Self {
+        KeyCache {
+            keys: Vec::new(),
+            max: 0,
+        }
+    }
+
+    fn key(&mut self, bytes: &[u8]) -> Result<Arc<str>, DecodeError> {
+        if let Some(k) = self.keys.iter().find(|k| k.as_bytes() == bytes) {
+            return Ok(k.clone());
+        }
+        let k = text(bytes)?;
+        if self.keys.len() < self.max {
+            self.keys.push(k.clone());
+        }
+        Ok(k)
+    }
 }
 
 fn text(bytes: &[u8]) -> Result<Arc<str>, DecodeError> {
@@ -197,7 +238,12 @@ fn text(bytes: &[u8]) -> Result<Arc<str>, DecodeError> {
     }
 }
 
-fn read_value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, DecodeError> {
+fn read_value(
+    buf: &[u8],
+    pos: &mut usize,
+    depth: usize,
+    keys: &mut KeyCache,
+) -> Result<Value, DecodeError> {
     if depth > MAX_DEPTH {
         return invalid(format!("nested deeper than {MAX_DEPTH} levels"));
     }
@@ -229,11 +275,11 @@ fn read_value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, Decode
             // Never trust n for the allocation: each element takes at least a byte.
             let mut items = Vec::with_capacity((n as usize).min(buf.len() - *pos));
             for _ in 0..n {
-                items.push(read_value(buf, pos, depth + 1)?);
+                items.push(read_value(buf, pos, depth + 1, keys)?);
             }
             Value::Array(items)
         }
-        (_, Head::Map(n)) => Value::Map(read_map_body(buf, pos, n, depth)?),
+        (_, Head::Map(n)) => Value::Map(read_map_body(buf, pos, n, depth, keys)?),
         (_, Head::Scalar { skip }) => {
             // Ext: a type byte, then the data.
             let data = take(buf, pos, skip)?;
@@ -251,15 +297,34 @@ fn read_value(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, Decode
     Ok(v)
 }
 
-fn read_map_body(buf: &[u8], pos: &mut usize, n: u64, depth: usize) -> Result<Map, DecodeError> {
+fn read_map_body(
+    buf: &[u8],
+    pos: &mut usize,
+    n: u64,
+    depth: usize,
+    keys: &mut KeyCache,
+) -> Result<Map, DecodeError> {
     let mut map = Vec::with_capacity((n as usize).min(buf.len() - *pos));
     for _ in 0..n {
-        let key = match read_value(buf, pos, depth + 1)? {
-            Value::Str(s) => s,
-            Value::Bin(b) => text(&b)?,
-            other => return invalid(format!("a map key that is not a string: {other:?}")),
+        let at = *pos;
+        let key = match head(buf, pos)? {
+            (
+                Marker::FixStr(_)
+                | Marker::Str8
+                | Marker::Str16
+                | Marker::Str32
+                | Marker::Bin8
+                | Marker::Bin16
+                | Marker::Bin32,
+                Head::Scalar { skip },
+            ) => keys.key(take(buf, pos, skip)?)?,
+            _ => {
+                *pos = at;
+                let other = read_value(buf, pos, depth + 1, keys)?;
+                return invalid(format!("a map key that is not a string: {other:?}"));
+            }
         };
-        let v = read_value(buf, pos, depth + 1)?;
+        let v = read_value(buf, pos, depth + 1, keys)?;
         map.push((key, v));
     }
     Ok(map)
@@ -285,7 +350,16 @@ pub fn peek_is_array(buf: &[u8], pos: usize) -> bool {
 
 /// Reads a map (a record body, metadata, options).
 pub fn read_msgpack_map(buf: &[u8], pos: &mut usize) -> Result<Map, DecodeError> {
-    match read_msgpack_value(buf, pos)? {
+    read_msgpack_map_cached(buf, pos, &mut KeyCache::disabled())
+}
+
+/// [`read_msgpack_map`] sharing keys through `keys`.
+pub fn read_msgpack_map_cached(
+    buf: &[u8],
+    pos: &mut usize,
+    keys: &mut KeyCache,
+) -> Result<Map, DecodeError> {
+    match read_value(buf, pos, 0, keys)? {
         Value::Map(m) => Ok(m),
         other => invalid(format!("a map, found {}", kind(&other))),
     }
@@ -327,7 +401,7 @@ pub fn read_event_time(buf: &[u8], pos: &mut usize) -> Result<EventTime, DecodeE
         return Ok(EventTime::new(secs, nanos));
     }
     *pos = at;
-    match read_value(buf, pos, MAX_DEPTH)? {
+    match read_value(buf, pos, MAX_DEPTH, &mut KeyCache::disabled())? {
         Value::UInt(u) => Ok(EventTime::new(u.min(i64::MAX as u64) as i64, 0)),
         Value::Int(i) => Ok(EventTime::new(i, 0)),
         Value::Float(f) if f.is_finite() => {
@@ -450,5 +524,99 @@ mod tests {
             enc(&Value::Map(vec![(s("a"), Value::Map(vec![]))])),
             [0x81, 0xa1, b'a', 0x80]
         );
+    }
+
+    #[test]
+    fn read_back_what_is_written() {
+        let v = Value::Map(vec![
+            (
+                s("a"),
+                Value::Array(vec![Value::Int(-33), Value::UInt(70000), Value::Nil]),
+            ),
+            (s("b"), Value::Float(0.5)),
+            (s("c"), Value::Bin(Arc::from(&b"\x00\xff"[..]))),
+            (s("d"), Value::Str(s(&"x".repeat(300)))),
+            (s("e"), Value::Bool(true)),
+        ]);
+        let bytes = enc(&v);
+        assert_eq!(msgpack_value_len(&bytes), Ok(bytes.len()));
+        let mut pos = 0;
+        // Integers come back in msgpack's form: non-negative ones are unsigned.
+        let Value::Map(m) = read_msgpack_value(&bytes, &mut pos).unwrap() else {
+            panic!()
+        };
+        assert_eq!(pos, bytes.len());
+        assert_eq!(
+            m[0].1,
+            Value::Array(vec![Value::Int(-33), Value::UInt(70000), Value::Nil])
+        );
+        assert_eq!(
+            &m[1..],
+            &{
+                let Value::Map(want) = &v else { panic!() };
+                want[1..].to_vec()
+            }[..]
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                msgpack_value_len(&bytes[..cut]),
+                Err(DecodeError::Incomplete),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_and_nesting() {
+        // A map32 declaring 4 billion pairs: incomplete, nothing allocated up front.
+        assert_eq!(
+            msgpack_value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(DecodeError::Incomplete)
+        );
+        let deep = vec![0x91; MAX_DEPTH + 1];
+        assert!(matches!(
+            msgpack_value_len(&deep),
+            Err(DecodeError::Invalid(w)) if w.contains("nested deeper")
+        ));
+        assert!(matches!(
+            msgpack_value_len(&[0xc1]),
+            Err(DecodeError::Invalid(_))
+        ));
+        // A map key that is not a string.
+        let mut pos = 0;
+        assert!(read_msgpack_map(&[0x81, 0x01, 0x02], &mut pos).is_err());
+    }
+
+    #[test]
+    fn event_times_in_every_form() {
+        let t = |b: &[u8]| read_event_time(b, &mut 0);
+        let mut ext = Vec::new();
+        write_event_time(&mut ext, EventTime::new(1_700_000_000, 5));
+        assert_eq!(t(&ext), Ok(EventTime::new(1_700_000_000, 5)));
+        assert_eq!(
+            t(&[0xce, 0x65, 0x53, 0xf1, 0x00]),
+            Ok(EventTime::new(1_700_000_000, 0))
+        );
+        let mut f = vec![0xcb];
+        f.extend_from_slice(&2.25f64.to_bits().to_be_bytes());
+        assert_eq!(t(&f), Ok(EventTime::new(2, 250_000_000)));
+        assert!(
+            t(&[0xd7, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(),
+            "ext type 1"
+        );
+        assert!(t(&[0xa1, b'x']).is_err());
+    }
+
+    #[test]
+    fn the_key_cache_shares_keys_up_to_its_size() {
+        let mut keys = KeyCache::default();
+        let map = enc(&Value::Map(vec![(s("k"), Value::Nil)]));
+        let a = read_msgpack_map_cached(&map, &mut 0, &mut keys).unwrap();
+        let b = read_msgpack_map_cached(&map, &mut 0, &mut keys).unwrap();
+        assert!(Arc::ptr_eq(&a[0].0, &b[0].0));
+        for i in 0..KeyCache::MAX + 10 {
+            keys.key(format!("k{i}").as_bytes()).unwrap();
+        }
+        assert_eq!(keys.keys.len(), KeyCache::MAX);
     }
 }

@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
-use crate::event::format::{msgpack_value_len, DecodeError};
+use crate::event::format::{msgpack_value_len, DecodeError, KeyCache};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
@@ -264,6 +264,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
         buf: Vec::new(),
         helo: None,
         authenticated: false,
+        keys: KeyCache::default(),
     };
     let mut reply = Vec::new();
     if let Some(sec) = &session.cfg.security {
@@ -310,6 +311,8 @@ struct Session {
     buf: Vec<u8>,
     helo: Option<Helo>,
     authenticated: bool,
+    /// Record keys this client sent before.
+    keys: KeyCache,
 }
 
 impl Session {
@@ -416,7 +419,7 @@ impl Session {
                 ))),
             };
         }
-        let events = decode_events(frame, self.cfg.max)
+        let events = decode_events(frame, self.cfg.max, &mut self.keys)
             .map_err(|e| End::Rejected(format!("invalid frame: {}", why(e))))?;
         // Fluent Bit's order: tag_prefix + the frame's tag, else the input's own `tag`,
         // else the frame's tag.

@@ -461,6 +461,7 @@ impl Output for ForwardOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::format::KeyCache;
     use crate::event::EventTime;
     use crate::forward::decode_events;
 
@@ -510,7 +511,7 @@ mod tests {
             let (mut out, mut entries, mut ids) = (Vec::new(), Vec::new(), Vec::new());
             f.render(&c, &mut out, &mut entries, &mut ids);
             assert_eq!(out[0], head);
-            let e = decode_events(&out, 1 << 20).unwrap();
+            let e = decode_events(&out, 1 << 20, &mut KeyCache::default()).unwrap();
             assert_eq!(e.tag, "app");
             assert_eq!(&e.records, want);
             assert_eq!(ids.len(), f.ack as usize);
@@ -530,8 +531,8 @@ mod tests {
         f.render(&chunk(), &mut out, &mut entries, &mut ids);
         assert_eq!(ids.len(), 2);
         let first = msgpack_value_len(&out).unwrap();
-        let a = decode_events(&out[..first], 1 << 20).unwrap();
-        let b = decode_events(&out[first..], 1 << 20).unwrap();
+        let a = decode_events(&out[..first], 1 << 20, &mut KeyCache::default()).unwrap();
+        let b = decode_events(&out[first..], 1 << 20, &mut KeyCache::default()).unwrap();
         assert_eq!((a.tag.as_str(), b.tag.as_str()), ("a", "b"));
         assert_eq!(a.records, chunk().records[..1]);
     }
