@@ -183,3 +183,83 @@ fn a_port_in_use_stops_the_agent_with_the_reason() {
         a.stderr()
     );
 }
+
+#[test]
+fn verify_client_cert_requires_a_certificate_from_the_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "agent test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        (p.signed_by(&key, &issuer).unwrap(), key)
+    };
+    let (server, server_key) = leaf("localhost");
+    let (client, client_key) = leaf("node-1");
+    let dir = Dir::new();
+    let ca_pem = dir.file("ca.pem", &ca.pem());
+    let crt = dir.file("s.pem", &server.pem());
+    let key = dir.file("s.key", &server_key.serialize_pem());
+    let ccrt = dir.file("c.pem", &client.pem());
+    let ckey = dir.file("c.key", &client_key.serialize_pem());
+    let port = free_port();
+    let mut a = tcp_input(
+        port,
+        &format!(
+            "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ca_file {}\n    tls.verify_client_cert on\n",
+            crt.display(),
+            key.display(),
+            ca_pem.display()
+        ),
+    );
+    let client = |with_cert: bool, body: &str| {
+        // With TLS 1.3 the server's verdict on the client certificate arrives after the
+        // client's handshake is done: a refused client waits for it (an alert, or the
+        // close, fails the read); an accepted one just closes.
+        let (cert, wait) = if with_cert {
+            (
+                format!(
+                    "c.load_cert_chain('{}', '{}')\n",
+                    ccrt.display(),
+                    ckey.display()
+                ),
+                "s.close()\n",
+            )
+        } else {
+            (String::new(), "s.settimeout(20)\nassert s.recv(1) != b''\n")
+        };
+        let script = format!(
+            "import socket, ssl\n\
+             c = ssl.create_default_context(cafile='{}')\n\
+             {cert}\
+             s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='localhost')\n\
+             s.sendall(b'{body}')\n\
+             {wait}",
+            ca_pem.display()
+        );
+        Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    };
+    let ok = client(true, "{\"mtls\":1}");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    a.wait_lines(1, T);
+    // Without a certificate the handshake fails (TLS 1.3 reports it on the first read).
+    let refused = client(false, "{\"anon\":1}");
+    assert!(!refused.status.success());
+    a.wait_log("TLS handshake failed", T);
+    let o = a.stop(T);
+    assert_eq!(o.stdout, "{\"mtls\":1}\n");
+}

@@ -361,11 +361,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Closes this client for `why`: one log line and the rejected-connections counter.
-    pub fn reject(&self, why: &str) {
-        reject(&self.prefix, &self.rejected, &self.peer, why);
-    }
-
     /// `tcp://127.0.0.1:40312` (Fluent Bit's user-friendly remote address), or
     /// `unix://PATH`.
     pub fn source_address(&self) -> String {
@@ -375,7 +370,8 @@ impl Conn {
         }
     }
 
-    /// Log prefix and counter, for the halves of a split connection.
+    /// What closing this client for a reason needs (one log line and the
+    /// rejected-connections counter), kept apart from the stream so handlers can split it.
     pub fn rejecter(&self) -> Rejecter {
         Rejecter {
             prefix: self.prefix.clone(),
@@ -385,7 +381,7 @@ impl Conn {
     }
 }
 
-/// What [`Conn::reject`] needs, without the stream.
+/// Turns a client away: [`Rejecter::reject`] logs who and why, and counts it.
 #[derive(Clone)]
 pub struct Rejecter {
     prefix: Arc<str>,
