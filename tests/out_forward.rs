@@ -20,6 +20,8 @@ import gzip, hashlib, io, json, os, socket, sys
 import msgpack
 
 want, key = int(sys.argv[1]), sys.argv[2]
+ack = len(sys.argv) < 4 or sys.argv[3] != "noack"
+
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
 srv.listen(8)
@@ -75,7 +77,7 @@ while got < want:
                 assert len(frame) in (3, 4), frame
                 mode, entries = "message", [entry([frame[1], frame[2]])]
                 opts = frame[3] if len(frame) > 3 else {}
-            if "chunk" in opts:
+            if "chunk" in opts and ack:
                 conn.sendall(msgpack.packb({"ack": opts["chunk"]}))
             got += len(entries)
             print(json.dumps({"tag": tag, "mode": mode, "opts": opts, "entries": entries}), flush=True)
@@ -90,8 +92,13 @@ struct PyServer {
 
 impl PyServer {
     fn start(want: usize, key: &str) -> PyServer {
+        PyServer::with_args(&[&want.to_string(), key])
+    }
+
+    fn with_args(args: &[&str]) -> PyServer {
         let mut child = Command::new("python3")
-            .args(["-c", SERVER, &want.to_string(), key])
+            .args(["-c", SERVER])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -128,7 +135,7 @@ impl Drop for PyServer {
 
 fn agent(port: u16, n: usize, extra: &str) -> Agent {
     Agent::start(&format!(
-        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+        "[SERVICE]\n    flush 0.2\n    grace 5\n    scheduler.base 1\n    scheduler.cap 1\n\
          [INPUT]\n    name dummy\n    tag app.log\n    samples {n}\n    rate 20\n    dummy {{\"msg\":\"hi\",\"k\":\"t1\"}}\n\
          [OUTPUT]\n    name forward\n    match *\n    host 127.0.0.1\n    port {port}\n{extra}"
     ))
@@ -244,5 +251,28 @@ fn a_wrong_key_is_retried_and_logged() {
     a.wait_log("authentication failed: bad key", T);
     a.wait_log("failed to flush chunk for forward.0", T);
     drop(server);
+    a.stop(T);
+}
+
+/// A server that takes the frames but never acks: after `net.io_timeout` the chunk is
+/// retried on a new connection, so the server sees it again.
+#[test]
+fn a_missing_ack_is_a_retry() {
+    let mut server = PyServer::with_args(&["2", "-", "noack"]);
+    let mut a = agent(
+        server.port,
+        1,
+        "    require_ack_response on\n    net.io_timeout 1s\n    retry_limit 1\n",
+    );
+    a.wait_log(
+        &format!(
+            "no ack for 1 records from 127.0.0.1:{}: no reply from 127.0.0.1:{} within 1 seconds",
+            server.port, server.port
+        ),
+        T,
+    );
+    let frames = server.frames();
+    assert_eq!(records(&frames), 2, "the same record, sent twice");
+    assert_eq!(frames[0]["opts"]["chunk"].as_str().unwrap().len(), 32);
     a.stop(T);
 }
