@@ -26,6 +26,8 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_errors_count", PropKind::Int, Some("5"), "Output errors within hc_period above which the agent is unhealthy."),
     PropSpec::new("hc_retry_failure_count", PropKind::Int, Some("5"), "Failed retries within hc_period above which the agent is unhealthy."),
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
+    PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
+    PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
 ];
 
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
@@ -42,15 +44,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "parsers_file",
     "plugins_file",
     "streams_file",
-    "http_server",
-    "http_listen",
-    "http_port",
-    "health_check",
-    "hc_errors_count",
-    "hc_retry_failure_count",
-    "hc_period",
-    "hot_reload",
-    "hot_reload.ensure_thread_safety",
     "hot_reload.timeout",
     "dns.mode",
     "dns.resolver",
@@ -94,6 +87,7 @@ pub struct ServiceConfig {
     pub http: Option<(String, u16)>,
     /// (hc_errors_count, hc_retry_failure_count, hc_period) when `health_check` is on.
     pub health: Option<(u64, u64, u64)>,
+    pub hot_reload: bool,
 }
 
 impl ServiceConfig {
@@ -209,6 +203,7 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            hot_reload: values::parse_bool(text("hot_reload")) == Some(true),
             http,
             health,
             flush: Duration::from_secs_f64(flush),
