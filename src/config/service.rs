@@ -28,6 +28,11 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
+    PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
+    PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
+    PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
+    PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Accepted for compatibility: chunks move through bounded queues, replay streams one file at a time."),
+    PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Accepted for compatibility: replay streams one chunk file at a time through the bounded queues."),
 ];
 
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
@@ -49,12 +54,7 @@ const SERVICE_NOT_YET: &[&str] = &[
     "dns.resolver",
     "dns.prefer_ipv4",
     "dns.prefer_ipv6",
-    "storage.path",
-    "storage.sync",
-    "storage.checksum",
     "storage.metrics",
-    "storage.max_chunks_up",
-    "storage.backlog.mem_limit",
     "storage.backlog.flush_on_shutdown",
     "storage.delete_irrecoverable_chunks",
     "storage.trim_files",
@@ -88,6 +88,8 @@ pub struct ServiceConfig {
     /// (hc_errors_count, hc_retry_failure_count, hc_period) when `health_check` is on.
     pub health: Option<(u64, u64, u64)>,
     pub hot_reload: bool,
+    /// `storage.path`, `storage.sync full`, `storage.checksum`.
+    pub storage: Option<(std::path::PathBuf, bool, bool)>,
 }
 
 impl ServiceConfig {
@@ -203,6 +205,13 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            storage: get("storage.path").map(|e| {
+                (
+                    std::path::PathBuf::from(&e.value),
+                    text("storage.sync").eq_ignore_ascii_case("full"),
+                    values::parse_bool(text("storage.checksum")) == Some(true),
+                )
+            }),
             hot_reload: values::parse_bool(text("hot_reload")) == Some(true),
             http,
             health,
