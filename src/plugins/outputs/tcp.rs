@@ -190,7 +190,24 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     let net = NetSetup::from_props(props)?;
     let tls = TlsSetup::from_props(props, host)?;
     Ok(Box::new(TcpOutput {
-        upstream: Upstream::new(host, port, net, tls),
+        upstream: Upstream::new(host, port, net, tls)
+            .with_metrics(crate::net::upstream::PoolMetrics {
+            opened: ctx.metrics.counter(
+                "agent_output_connections_opened_total",
+                "Connections the output's pool opened.",
+                ctx.instance,
+            ),
+            reused: ctx.metrics.counter(
+                "agent_output_connections_reused_total",
+                "Flushes that reused an idle pooled connection.",
+                ctx.instance,
+            ),
+            closed: ctx.metrics.counter(
+                "agent_output_connections_closed_total",
+                "Connections the output's pool closed (idle timeout, recycle, errors, peer close).",
+                ctx.instance,
+            ),
+        }),
         format,
         buf: Vec::with_capacity(64 * 1024),
     }))
