@@ -226,7 +226,7 @@ fn a_taken_port_is_a_clear_error() {
 fn connection_pool_counters() {
     let port = free_port();
     let c = TcpCollector::start();
-    let mut a = Agent::start(&format!(
+    let a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n\
          [INPUT]\n    name dummy\n    samples 5\n    rate 5\n\
          [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n",

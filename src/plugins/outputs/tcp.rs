@@ -14,7 +14,7 @@ use crate::event::{Chunk, Record, Value};
 use crate::net::{NetSetup, TlsSetup, Upstream};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
 
-use super::{json_options, DATE_FORMATS};
+use super::{json_options, JSON_DATE_FORMAT, JSON_DATE_KEY};
 
 const PROPS: &[PropSpec] = &[
     PropSpec::new(
@@ -30,18 +30,8 @@ const PROPS: &[PropSpec] = &[
         Some("msgpack"),
         "Payload format: msgpack, json, json_lines or json_stream.",
     ),
-    PropSpec::new(
-        "json_date_format",
-        PropKind::Enum(DATE_FORMATS),
-        Some("double"),
-        "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp.",
-    ),
-    PropSpec::new(
-        "json_date_key",
-        PropKind::Str,
-        Some("date"),
-        "Name of the date key in JSON; 'false' leaves it out.",
-    ),
+    JSON_DATE_FORMAT,
+    JSON_DATE_KEY,
     PropSpec::new(
         "raw_message_key",
         PropKind::Str,
