@@ -93,8 +93,8 @@ fn zero_limits(config: &Config) -> Vec<Matcher> {
 }
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
-const INPUT_QUEUE: usize = 64;
-const OUTPUT_QUEUE: usize = 16;
+const INPUT_QUEUE: usize = 16;
+const OUTPUT_QUEUE: usize = 4;
 
 /// How an input hands records to the engine. Dropping it tells the engine the input is done.
 pub struct InputSender {
