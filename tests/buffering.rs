@@ -151,7 +151,7 @@ fn kill_9_with_filesystem_storage_then_restart_delivers_every_accepted_record() 
     let port = free_port();
     let conf = |n: u32| {
         format!(
-            "[SERVICE]\n    flush 0.2\n    storage.path {}\n    storage.sync full\n    storage.checksum on\n\
+            "[SERVICE]\n    flush 0.2\n    storage.path {}\n    storage.sync full\n    storage.checksum on\n    storage.backlog.mem_limit 100\n\
              [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 10000000\n    storage.type filesystem\n\
              [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
             store.path().display()
@@ -237,4 +237,29 @@ fn storage_total_limit_size_drops_the_oldest_chunks_and_counts_them() {
         "each record either delivered or counted as dropped"
     );
     assert!(lost > 0 && got > 0, "got {got}, dropped {lost}");
+}
+
+#[test]
+fn storage_max_chunks_up_pauses_the_input_until_chunks_are_delivered() {
+    let store = Dir::new();
+    let port = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.1\n    storage.path {}\n    storage.max_chunks_up 1\n    scheduler.base 1\n    scheduler.cap 1\n\
+         [INPUT]\n    name random\n    samples 1000\n    interval_sec 0\n    interval_nsec 1000000\n    storage.type filesystem\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+        store.path().display()
+    ));
+    a.wait_log("retry in", T);
+    // One chunk is up and undeliverable: the engine waits, so the input stops being read.
+    let before = stored(store.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stored(store.path());
+    assert!(
+        after < 1000 && after - before < 300,
+        "input kept going: {before} -> {after}"
+    );
+    let c = TcpCollector::on_port(port);
+    c.wait_lines(1000, T);
+    let o = a.stop(T);
+    assert_eq!(values(&c).len(), 1000, "{}", o.stderr);
 }

@@ -31,8 +31,8 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
     PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
-    PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Accepted for compatibility: chunks move through bounded queues, replay streams one file at a time."),
-    PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Accepted for compatibility: replay streams one chunk file at a time through the bounded queues."),
+    PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Most filesystem chunks in memory (handed to outputs, not yet delivered); beyond it the engine waits (inputs pause)."),
+    PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Bytes of replayed chunks in memory at once while the backlog of a previous run is delivered."),
 ];
 
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
@@ -90,6 +90,8 @@ pub struct ServiceConfig {
     pub hot_reload: bool,
     /// `storage.path`, `storage.sync full`, `storage.checksum`.
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
+    /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
+    pub storage_limits: (u64, u64),
 }
 
 impl ServiceConfig {
@@ -205,6 +207,14 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            storage_limits: (
+                values::parse_int(text("storage.max_chunks_up"))
+                    .unwrap_or(128)
+                    .max(1) as u64,
+                values::parse_size(text("storage.backlog.mem_limit"))
+                    .unwrap_or(5_000_000)
+                    .max(1),
+            ),
             storage: get("storage.path").map(|e| {
                 (
                     std::path::PathBuf::from(&e.value),

@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 use super::ack::{self, AckFn, Completion, Routed};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
-use super::storage::{ChunkFile, Store};
+use super::storage::{ChunkFile, Gate, Store};
 use crate::event::{Chunk, Record, Tag};
 use crate::plugins::filters::ratelimit::KeyedLimiter;
 use crate::plugins::Filter;
@@ -84,6 +84,10 @@ pub struct Engine {
     pub fs_inputs: Vec<Option<Arc<str>>>,
     /// Reused frame buffer for chunk files.
     pub frame: Vec<u8>,
+    /// `storage.max_chunks_up`: filesystem chunks in memory at once.
+    pub chunks_up: Option<Arc<Gate>>,
+    /// `storage.backlog.mem_limit`: bytes of replayed chunks in memory at once.
+    pub backlog_mem: Option<Arc<Gate>>,
 }
 
 impl Engine {
@@ -290,6 +294,9 @@ impl Engine {
         let on_disk = p.file.is_some() || p.input == REPLAY;
         // A filesystem chunk is made durable, then deleted once every output is done.
         if let (Some(store), Some(f)) = (&self.storage, p.file.take()) {
+            if let Some(gate) = &self.chunks_up {
+                p.acks.push(gate.acquire(1).await);
+            }
             match store.seal(f) {
                 Ok(path) => p.acks.push(Box::new(move || {
                     let _ = std::fs::remove_file(&path);

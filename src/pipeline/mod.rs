@@ -542,7 +542,10 @@ impl Pipeline {
             .iter()
             .map(|i| i.filesystem.then(|| i.name.clone()))
             .collect();
+        let (chunks_up, backlog_mem) = config.service.storage_limits;
         let engine = Engine {
+            chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
+            backlog_mem: storage.as_ref().map(|_| storage::Gate::new(backlog_mem)),
             storage,
             fs_inputs,
             frame: Vec::new(),

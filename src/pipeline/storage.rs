@@ -43,6 +43,45 @@ pub struct ChunkFile {
     file: File,
 }
 
+/// Bounds what is in memory: chunks (or bytes) handed to outputs and not yet finished.
+/// `acquire` waits while the bound is reached; the returned ack gives the amount back.
+#[derive(Debug)]
+pub struct Gate {
+    limit: u64,
+    held: AtomicU64,
+    freed: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn new(limit: u64) -> Arc<Gate> {
+        Arc::new(Gate {
+            limit,
+            held: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Waits until below the limit (one acquisition may cross it), then takes `amount`.
+    /// Returns what to run once the chunk is finished.
+    pub async fn acquire(self: &Arc<Self>, amount: u64) -> crate::pipeline::AckFn {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.held.load(Ordering::Acquire) < self.limit {
+                break;
+            }
+            freed.await;
+        }
+        self.held.fetch_add(amount, Ordering::AcqRel);
+        let gate = self.clone();
+        Box::new(move || {
+            gate.held.fetch_sub(amount, Ordering::AcqRel);
+            gate.freed.notify_waiters();
+        })
+    }
+}
+
 /// What replay found in one file.
 pub struct Loaded {
     pub tag: Tag,
