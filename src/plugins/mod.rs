@@ -18,11 +18,6 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Why a plugin failed at run time.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
     /// The engine stopped accepting records (shutdown).
     #[error("the engine is shutting down")]
     Closed,
