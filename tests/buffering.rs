@@ -192,6 +192,11 @@ fn kill_9_with_filesystem_storage_then_restart_delivers_every_accepted_record() 
     assert_eq!(v.iter().collect::<HashSet<_>>().len(), 50);
     assert!(o.stderr.contains("[storage] replaying"), "{}", o.stderr);
     assert!(
+        o.stderr.contains("[storage] replayed 50 records"),
+        "{}",
+        o.stderr
+    );
+    assert!(
         o.stderr.contains("0-bad.flb") && o.stderr.contains("quarantine"),
         "{}",
         o.stderr

@@ -263,9 +263,11 @@ impl Engine {
             files.len(),
             store.dir.display()
         );
+        let mut replayed = 0usize;
         for path in files {
             match store.load(&path) {
                 Ok(loaded) => {
+                    replayed += loaded.records.len();
                     if let Some(problem) = &loaded.problem {
                         crate::warn!(
                             "[storage] {}: {problem}; {} records recovered",
@@ -288,6 +290,9 @@ impl Engine {
                 Err(e) => crate::error!("[storage] cannot read {}: {e}", path.display()),
             }
         }
+        // At-least-once: records of chunks in flight at the failure may have been
+        // delivered already and arrive again; this is the most that can repeat.
+        crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
     }
 
     async fn dispatch(&mut self, mut p: Pending, routes: &mut HashMap<Tag, Route>) {
