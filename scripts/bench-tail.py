@@ -19,9 +19,12 @@ AGENT = os.environ.get("AGENT", os.path.join(ROOT, "target/release/agent"))
 N = int(os.environ.get("BENCH_LINES", "2000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LINE_LEN = 200
+STDOUT = "[OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+TCP = "[OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n"
 CASES = {
-    "tail -> stdout json_lines": "",
-    "tail -> stdout json_lines, mem_buf_limit 2M": "    mem_buf_limit 2M\n",
+    "tail -> stdout json_lines": ("", STDOUT),
+    "tail -> stdout json_lines, mem_buf_limit 2M": ("    mem_buf_limit 2M\n", STDOUT),
+    "tail -> tcp json_lines (loopback sink)": ("", TCP),
 }
 
 
@@ -68,12 +71,15 @@ def main():
         cat = statistics.median(timed(f"cat {log}") for _ in range(RUNS))
         wc = statistics.median(timed(f"wc -l {log}") for _ in range(RUNS))
         results = []
-        for name, extra in CASES.items():
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench import Sink
+        sink = Sink()
+        for name, (extra, output) in CASES.items():
             conf = os.path.join(d, "tail.conf")
             with open(conf, "w") as f:
                 f.write("[SERVICE]\n    flush 0.2\n[INPUT]\n    name tail\n"
                         f"    path {log}\n    read_from_head on\n    exit_on_eof on\n{extra}"
-                        "[OUTPUT]\n    name stdout\n    match *\n    format json_lines\n")
+                        + output.format(port=sink.port))
             runs = []
             for i in range(RUNS):
                 # A fresh child per run, so ru_maxrss is that run's peak alone.

@@ -177,6 +177,31 @@ def run_forward_case(extra, n):
     return n / elapsed, n / cpu, max(tx_usage.ru_maxrss, rx_usage.ru_maxrss) / 1024
 
 
+def outage(seconds, rate=10000):
+    """RSS of the agent while its only destination is down for `seconds`, at a fixed
+    input rate: bounded queues and mem_buf_limit must keep it flat."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    conf = ("[SERVICE]\n    flush 1\n    log_level error\n"
+            f"[INPUT]\n    name dummy\n    rate {rate}\n    mem_buf_limit 10M\n"
+            f"[OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "outage.conf")
+        open(path, "w").write(conf)
+        p = subprocess.Popen([AGENT, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples = []
+        for _ in range(seconds):
+            time.sleep(1)
+            for line in open(f"/proc/{p.pid}/status"):
+                if line.startswith("VmRSS:"):
+                    samples.append(int(line.split()[1]) / 1024)
+        p.kill()
+        p.wait()
+    return samples
+
+
 def main():
     if not os.path.exists(AGENT):
         sys.exit(f"{AGENT} not found: run `make release` first")
@@ -191,6 +216,11 @@ def main():
         rate, per_cpu, rss = run_forward_case(extra, N)
         print(f"{name:32s} {rate/1e6:6.2f} M rec/s wall  {per_cpu/1e6:6.2f} M rec/s per CPU-second"
               f"  ({rate/base:5.2f}x baseline)  peak RSS {rss:6.1f} MiB")
+    secs = int(os.environ.get("BENCH_OUTAGE_SECS", "60"))
+    if secs > 0:
+        rss = outage(secs)
+        print(f"outage {secs} s, dummy 10k rec/s -> tcp down, mem_buf_limit 10M: RSS after 1 s {rss[0]:.1f} MiB,"
+              f" peak {max(rss):.1f} MiB, at the end {rss[-1]:.1f} MiB ({max(rss)/rss[0]:.2f}x the first second)")
 
 
 if __name__ == "__main__":

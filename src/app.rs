@@ -57,7 +57,7 @@ pub fn main(args: &[String]) -> u8 {
         eprintln!("configuration test is successful");
         return 0;
     }
-    run(pipeline)
+    run(&cli, pipeline)
 }
 
 fn apply_cli_log_level(cli: &Cli, config: Option<Level>) {
@@ -174,7 +174,7 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
     }
 }
 
-fn run(pipeline: Pipeline) -> u8 {
+fn run(cli: &Cli, pipeline: Pipeline) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -187,30 +187,7 @@ fn run(pipeline: Pipeline) -> u8 {
         }
     };
     crate::info!("[agent] version={VERSION}, pid={}", std::process::id());
-    let report = rt.block_on(async move {
-        let (trigger, _) = shutdown::channel();
-        let trigger = Arc::new(trigger);
-        if let Err(e) = watch_signals(trigger.clone()) {
-            crate::error!("[engine] cannot install signal handlers: {e}");
-            return None;
-        }
-        if let Some((listen, port)) = pipeline.config.service.http.clone() {
-            match crate::http::bind(&listen, port).await {
-                Ok(listener) => {
-                    let monitor = crate::http::Monitor::new(
-                        pipeline.registry(),
-                        pipeline.config.service.health,
-                    );
-                    crate::http::spawn(listener, monitor);
-                }
-                Err(e) => {
-                    crate::error!("{e}");
-                    return None;
-                }
-            }
-        }
-        Some(pipeline.run(trigger).await)
-    });
+    let report = rt.block_on(supervise(cli, pipeline));
     // Tasks still running past the grace period are abandoned here.
     rt.shutdown_background();
     let Some(report) = report else { return 255 };
@@ -225,11 +202,89 @@ fn run(pipeline: Pipeline) -> u8 {
     0
 }
 
+/// Runs pipelines until the process is told to stop. A reload (SIGHUP or
+/// `/api/v2/reload`, with `hot_reload on`) builds the new configuration first: if it is
+/// invalid, the error is logged and the running pipeline keeps going; if it is valid,
+/// the running pipeline stops gracefully (inputs stop, everything buffered is
+/// delivered within `grace`) and the new one starts.
+async fn supervise(cli: &Cli, mut pipeline: Pipeline) -> Option<crate::pipeline::RunReport> {
+    let (stop, _) = shutdown::channel();
+    let stop = Arc::new(stop);
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<()>(4);
+    let hot_reload = pipeline.config.service.hot_reload;
+    if let Err(e) = watch_signals(stop.clone(), hot_reload.then(|| reload_tx.clone())) {
+        crate::error!("[engine] cannot install signal handlers: {e}");
+        return None;
+    }
+    let mut monitor = None;
+    if let Some((listen, port)) = pipeline.config.service.http.clone() {
+        match crate::http::bind(&listen, port).await {
+            Ok(listener) => {
+                let m = crate::http::Monitor::new(
+                    pipeline.registry(),
+                    pipeline.config.service.health,
+                    hot_reload.then(|| reload_tx.clone()),
+                );
+                crate::http::spawn(listener, m.clone());
+                monitor = Some(m);
+            }
+            Err(e) => {
+                crate::error!("{e}");
+                return None;
+            }
+        }
+    }
+    drop(reload_tx);
+    loop {
+        // This pipeline's own stop, fired by the process stop or by a reload.
+        let (current, _) = shutdown::channel();
+        let current = Arc::new(current);
+        let mut process_stop = stop.subscribe();
+        let run = pipeline.run(current.clone());
+        tokio::pin!(run);
+        let next = loop {
+            tokio::select! {
+                report = &mut run => return Some(report),
+                _ = process_stop.wait() => {
+                    current.trigger();
+                    return Some(run.await);
+                }
+                Some(()) = reload_rx.recv() => {
+                    crate::info!("[reload] reloading the configuration");
+                    match load(cli) {
+                        Ok(new) => break new,
+                        Err(e) => {
+                            report(&e);
+                            crate::error!("[reload] the new configuration is invalid: the running one stays");
+                        }
+                    }
+                }
+            }
+        };
+        current.trigger();
+        let report = run.await;
+        if report.pending > 0 {
+            crate::warn!(
+                "[reload] {} records of the previous configuration were not delivered within grace",
+                report.pending
+            );
+        }
+        pipeline = next;
+        if let Some(m) = &monitor {
+            m.reloaded(pipeline.registry());
+        }
+        crate::info!("[reload] the new configuration is running");
+    }
+}
+
 /// SIGINT, SIGTERM and SIGQUIT start a graceful shutdown; a second one exits at once.
-/// SIGHUP would be hot reload, which is not enabled. We use tokio's signal streams rather
-/// than `ctrlc` because Fluent Bit's log names the signal and treats SIGHUP differently,
-/// and `ctrlc` reports every signal alike.
-fn watch_signals(trigger: Arc<shutdown::ShutdownTrigger>) -> std::io::Result<()> {
+/// SIGHUP reloads the configuration when `reload` is given (`hot_reload on`). We use
+/// tokio's signal streams rather than `ctrlc` because Fluent Bit's log names the signal
+/// and treats SIGHUP differently, and `ctrlc` reports every signal alike.
+fn watch_signals(
+    trigger: Arc<shutdown::ShutdownTrigger>,
+    reload: Option<tokio::sync::mpsc::Sender<()>>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -243,7 +298,13 @@ fn watch_signals(trigger: Arc<shutdown::ShutdownTrigger>) -> std::io::Result<()>
                 _ = term.recv() => "SIGTERM",
                 _ = quit.recv() => "SIGQUIT",
                 _ = hup.recv() => {
-                    crate::warn!("[reload] hot reloading is not enabled");
+                    match &reload {
+                        Some(tx) => {
+                            log::raw(format_args!("[engine] caught signal (SIGHUP)"));
+                            let _ = tx.try_send(());
+                        }
+                        None => crate::warn!("[reload] hot reloading is not enabled"),
+                    }
                     continue;
                 }
             };

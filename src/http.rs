@@ -20,7 +20,11 @@ use crate::pipeline::metrics::{get, MetricKind, Registry};
 
 /// What the endpoints read.
 pub struct Monitor {
-    registry: Arc<Registry>,
+    /// The running pipeline's metrics; replaced on a hot reload.
+    registry: Mutex<Arc<Registry>>,
+    /// Asks the supervisor to reload (`hot_reload on`), for `/api/v2/reload`.
+    reload: Option<tokio::sync::mpsc::Sender<()>>,
+    reloads: std::sync::atomic::AtomicU64,
     /// (hc_errors_count, hc_retry_failure_count, hc_period seconds).
     health: Option<(u64, u64, u64)>,
     hostname: String,
@@ -36,19 +40,47 @@ pub async fn bind(listen: &str, port: u16) -> Result<TcpListener, String> {
 }
 
 impl Monitor {
-    pub fn new(registry: Arc<Registry>, health: Option<(u64, u64, u64)>) -> Arc<Monitor> {
+    pub fn new(
+        registry: Arc<Registry>,
+        health: Option<(u64, u64, u64)>,
+        reload: Option<tokio::sync::mpsc::Sender<()>>,
+    ) -> Arc<Monitor> {
         Arc::new(Monitor {
-            registry,
+            registry: Mutex::new(registry),
+            reload,
+            reloads: Default::default(),
             health,
             hostname: crate::config::parser::hostname().unwrap_or_default(),
             history: Mutex::new(VecDeque::new()),
         })
     }
 
+    /// A hot reload replaced the pipeline: serve its metrics from now on.
+    pub fn reloaded(&self, registry: Arc<Registry>) {
+        *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Health counts restart with the new pipeline's counters.
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn totals(&self) -> (u64, u64) {
-        self.registry.outputs.iter().fold((0, 0), |(e, r), (_, m)| {
-            (e + get(&m.errors), r + get(&m.retries_failed))
-        })
+        self.registry()
+            .outputs
+            .iter()
+            .fold((0, 0), |(e, r), (_, m)| {
+                (e + get(&m.errors), r + get(&m.retries_failed))
+            })
     }
 
     fn sample(&self, now: Instant) {
@@ -76,7 +108,7 @@ impl Monitor {
     }
 
     fn uptime(&self) -> u64 {
-        self.registry
+        self.registry()
             .start
             .elapsed()
             .map(|d| d.as_secs())
@@ -137,14 +169,17 @@ fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Resp
 }
 
 fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
+    let json = Some("application/json");
+    if req.uri().path() == "/api/v2/reload" {
+        return reload(m, req.method());
+    }
     if req.method() != Method::GET {
         return respond(StatusCode::METHOD_NOT_ALLOWED, None, String::new());
     }
-    let json = Some("application/json");
     match req.uri().path() {
         "/" => respond(StatusCode::OK, json, serde_json::json!({"fluent-bit": {"version": VERSION, "edition": "agent", "flags": []}}).to_string()),
         "/api/v1/uptime" => respond(StatusCode::OK, json, uptime_json(m.uptime()).to_string()),
-        "/api/v1/metrics" => respond(StatusCode::OK, json, metrics_json(&m.registry).to_string()),
+        "/api/v1/metrics" => respond(StatusCode::OK, json, metrics_json(&m.registry()).to_string()),
         "/api/v1/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, true)),
         "/api/v2/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, false)),
         "/api/v1/health" if m.health.is_some() => {
@@ -162,6 +197,20 @@ fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
             respond(if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }, json, body.to_string())
         }
         _ => respond(StatusCode::NOT_FOUND, None, String::new()),
+    }
+}
+
+/// `/api/v2/reload`: GET the reload count, POST/PUT to reload (`hot_reload on`).
+fn reload(m: &Monitor, method: &Method) -> Response<Full<Bytes>> {
+    let json = Some("application/json");
+    match *method {
+        Method::GET => respond(StatusCode::OK, json, serde_json::json!({"hot_reload_count": m.reloads.load(std::sync::atomic::Ordering::Relaxed)}).to_string()),
+        Method::POST | Method::PUT => match &m.reload {
+            Some(tx) if tx.try_send(()).is_ok() => respond(StatusCode::OK, json, serde_json::json!({"reload": "done", "status": 0}).to_string()),
+            Some(_) => respond(StatusCode::SERVICE_UNAVAILABLE, json, serde_json::json!({"reload": "in progress", "status": -2}).to_string()),
+            None => respond(StatusCode::BAD_REQUEST, json, serde_json::json!({"reload": "not enabled", "status": -1}).to_string()),
+        },
+        _ => respond(StatusCode::METHOD_NOT_ALLOWED, None, String::new()),
     }
 }
 
@@ -211,7 +260,7 @@ fn escape(v: &str) -> String {
 
 /// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps.
 fn prometheus(m: &Monitor, timestamps: bool) -> String {
-    let r = &m.registry;
+    let r = &*m.registry();
     let ts = if timestamps {
         format!(
             " {}",

@@ -113,3 +113,158 @@ fn sigterm_during_a_long_backoff_delivers_within_grace() {
     );
     assert_eq!(values(&c).len(), 20, "{}", a.stderr());
 }
+
+/// Records in the chunk files under `dir` (read with the agent's own reader).
+fn stored(dir: &std::path::Path) -> usize {
+    let copy = tempfile::tempdir().unwrap();
+    // Load copies: loading may quarantine, and must not disturb the agent.
+    let mut n = 0;
+    for f in walk(dir) {
+        let to = copy.path().join("x").join(f.file_name().unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    let s = agent::pipeline::storage::Store::open(copy.path(), false, true).unwrap();
+    for f in s.backlog() {
+        n += s.load(&f).unwrap().records.len();
+    }
+    n
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            if e.file_name() != "quarantine" {
+                out.extend(walk(&e.path()));
+            }
+        } else if e.path().extension().is_some_and(|x| x == "flb") {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn kill_9_with_filesystem_storage_then_restart_delivers_every_accepted_record() {
+    let store = Dir::new();
+    let port = free_port();
+    let conf = |n: u32| {
+        format!(
+            "[SERVICE]\n    flush 0.2\n    storage.path {}\n    storage.sync full\n    storage.checksum on\n    storage.backlog.mem_limit 100\n\
+             [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 10000000\n    storage.type filesystem\n\
+             [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+            store.path().display()
+        )
+    };
+    // The destination is down: 50 records accepted into chunk files, then kill -9.
+    let mut a = Agent::start(&conf(50));
+    let end = Instant::now() + T;
+    while stored(store.path()) < 50 {
+        assert!(
+            Instant::now() < end,
+            "records never reached disk:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal(libc::SIGKILL);
+    a.wait(T);
+    assert_eq!(stored(store.path()), 50);
+    // A damaged file next to them: quarantined with a log line, never a crash.
+    let bad = store.path().join("random.0").join("0-bad.flb");
+    // A well-formed frame whose payload is not msgpack records.
+    std::fs::write(
+        &bad,
+        b"AGCHUNK1\x00\x01x\x00\x00\x00\x04\x00\x00\x00\x00junk",
+    )
+    .unwrap();
+    // Restart with the destination up and no new records: the backlog arrives, once each.
+    let c = TcpCollector::on_port(port);
+    let mut b = Agent::start(&conf(0));
+    c.wait_lines(50, T);
+    b.wait_until(T, "the chunk files deleted once delivered", |_, _| {
+        walk(store.path()).is_empty()
+    });
+    let o = b.stop(T);
+    let v = values(&c);
+    assert_eq!(v.len(), 50);
+    assert_eq!(v.iter().collect::<HashSet<_>>().len(), 50);
+    assert!(o.stderr.contains("[storage] replaying"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("[storage] replayed 50 records"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("0-bad.flb") && o.stderr.contains("quarantine"),
+        "{}",
+        o.stderr
+    );
+    assert!(store.path().join("quarantine/0-bad.flb").exists());
+}
+
+#[test]
+fn storage_total_limit_size_drops_the_oldest_chunks_and_counts_them() {
+    let store = Dir::new();
+    let port = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    storage.path {}\n    scheduler.base 1\n    scheduler.cap 1\n\
+         [INPUT]\n    name random\n    samples 200\n    interval_sec 0\n    interval_nsec 5000000\n    storage.type filesystem\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n    storage.total_limit_size 1k\n",
+        store.path().display()
+    ));
+    a.wait_until(T, "all 200 routed", |_, e| {
+        e.contains("total_limit_size reached")
+    });
+    let c = TcpCollector::on_port(port);
+    let dropped = |e: &str| -> usize {
+        e.lines()
+            .filter(|l| l.contains("storage.total_limit_size reached"))
+            .filter_map(|l| {
+                l.split("chunk (")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    a.wait_until(T, "everything delivered or dropped", |_, e| {
+        values(&c).len() + dropped(e) >= 200
+    });
+    let o = a.stop(T);
+    let (got, lost) = (values(&c).len(), dropped(&o.stderr));
+    assert_eq!(
+        got + lost,
+        200,
+        "each record either delivered or counted as dropped"
+    );
+    assert!(lost > 0 && got > 0, "got {got}, dropped {lost}");
+}
+
+#[test]
+fn storage_max_chunks_up_pauses_the_input_until_chunks_are_delivered() {
+    let store = Dir::new();
+    let port = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.1\n    storage.path {}\n    storage.max_chunks_up 1\n    scheduler.base 1\n    scheduler.cap 1\n\
+         [INPUT]\n    name random\n    samples 1000\n    interval_sec 0\n    interval_nsec 1000000\n    storage.type filesystem\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+        store.path().display()
+    ));
+    a.wait_log("retry in", T);
+    // One chunk is up and undeliverable: the engine waits, so the input stops being read.
+    let before = stored(store.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = stored(store.path());
+    assert!(
+        after < 1000 && after - before < 300,
+        "input kept going: {before} -> {after}"
+    );
+    let c = TcpCollector::on_port(port);
+    c.wait_lines(1000, T);
+    let o = a.stop(T);
+    assert_eq!(values(&c).len(), 1000, "{}", o.stderr);
+}

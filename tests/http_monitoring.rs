@@ -221,3 +221,29 @@ fn a_taken_port_is_a_clear_error() {
     );
     drop(taken);
 }
+
+#[test]
+fn connection_pool_counters() {
+    let port = free_port();
+    let c = TcpCollector::start();
+    let a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n\
+         [INPUT]\n    name dummy\n    samples 5\n    rate 5\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n",
+        c.port()
+    ));
+    c.wait_lines(5, T);
+    let (_, text) = http_get(port, "/api/v2/metrics/prometheus").unwrap();
+    let get = |m: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{m}{{name=\"tcp.0\"}}")))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("{m} missing:\n{text}"))
+    };
+    // Five flushes, one record each, over one kept-alive connection.
+    assert_eq!(get("agent_output_connections_opened_total"), 1, "{text}");
+    assert!(get("agent_output_connections_reused_total") >= 3, "{text}");
+    assert_eq!(get("agent_output_connections_closed_total"), 0);
+    assert_eq!(get("fluentbit_output_proc_records_total"), 5);
+    a.stop(T);
+}

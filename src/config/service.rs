@@ -26,6 +26,13 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_errors_count", PropKind::Int, Some("5"), "Output errors within hc_period above which the agent is unhealthy."),
     PropSpec::new("hc_retry_failure_count", PropKind::Int, Some("5"), "Failed retries within hc_period above which the agent is unhealthy."),
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
+    PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
+    PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
+    PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
+    PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
+    PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
+    PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Most filesystem chunks in memory (handed to outputs, not yet delivered); beyond it the engine waits (inputs pause)."),
+    PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Bytes of replayed chunks in memory at once while the backlog of a previous run is delivered."),
 ];
 
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
@@ -42,26 +49,12 @@ const SERVICE_NOT_YET: &[&str] = &[
     "parsers_file",
     "plugins_file",
     "streams_file",
-    "http_server",
-    "http_listen",
-    "http_port",
-    "health_check",
-    "hc_errors_count",
-    "hc_retry_failure_count",
-    "hc_period",
-    "hot_reload",
-    "hot_reload.ensure_thread_safety",
     "hot_reload.timeout",
     "dns.mode",
     "dns.resolver",
     "dns.prefer_ipv4",
     "dns.prefer_ipv6",
-    "storage.path",
-    "storage.sync",
-    "storage.checksum",
     "storage.metrics",
-    "storage.max_chunks_up",
-    "storage.backlog.mem_limit",
     "storage.backlog.flush_on_shutdown",
     "storage.delete_irrecoverable_chunks",
     "storage.trim_files",
@@ -94,6 +87,11 @@ pub struct ServiceConfig {
     pub http: Option<(String, u16)>,
     /// (hc_errors_count, hc_retry_failure_count, hc_period) when `health_check` is on.
     pub health: Option<(u64, u64, u64)>,
+    pub hot_reload: bool,
+    /// `storage.path`, `storage.sync full`, `storage.checksum`.
+    pub storage: Option<(std::path::PathBuf, bool, bool)>,
+    /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
+    pub storage_limits: (u64, u64),
 }
 
 impl ServiceConfig {
@@ -209,6 +207,22 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            storage_limits: (
+                values::parse_int(text("storage.max_chunks_up"))
+                    .unwrap_or(128)
+                    .max(1) as u64,
+                values::parse_size(text("storage.backlog.mem_limit"))
+                    .unwrap_or(5_000_000)
+                    .max(1),
+            ),
+            storage: get("storage.path").map(|e| {
+                (
+                    std::path::PathBuf::from(&e.value),
+                    text("storage.sync").eq_ignore_ascii_case("full"),
+                    values::parse_bool(text("storage.checksum")) == Some(true),
+                )
+            }),
+            hot_reload: values::parse_bool(text("hot_reload")) == Some(true),
             http,
             health,
             flush: Duration::from_secs_f64(flush),

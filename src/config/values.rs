@@ -15,10 +15,11 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 
 /// A size: number (decimals allowed) with an optional `K|M|G` and optional `B`,
 /// case-insensitive, **decimal** as Fluent Bit computes it (`5M` = 5,000,000).
-/// `false` means 0. `2MiB` and other suffixes are rejected.
+/// `false` (and `off`, as `storage.total_limit_size` takes it) mean 0. `2MiB` and other
+/// suffixes are rejected.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    if s.eq_ignore_ascii_case("false") {
+    if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("off") {
         return Some(0);
     }
     let split = s

@@ -233,6 +233,19 @@ struct Inner {
     reaper: Arc<Notify>,
     reaper_started: std::sync::atomic::AtomicBool,
     health: Mutex<Health>,
+    metrics: PoolMetrics,
+}
+
+/// Connection counters of one output's pool (`agent_output_connections_*_total`).
+#[derive(Clone, Debug, Default)]
+pub struct PoolMetrics {
+    pub opened: Arc<std::sync::atomic::AtomicU64>,
+    pub reused: Arc<std::sync::atomic::AtomicU64>,
+    pub closed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Drop for Inner {
@@ -282,8 +295,17 @@ impl Upstream {
                 reaper: Arc::new(Notify::new()),
                 reaper_started: false.into(),
                 health: Mutex::new(Health::Unknown),
+                metrics: PoolMetrics::default(),
             }),
         }
+    }
+
+    /// Counts opened, reused and closed connections into `metrics`. Call before use.
+    pub fn with_metrics(mut self, metrics: PoolMetrics) -> Upstream {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
     }
 
     /// A connection for one flush: an idle one that is still alive, else a new one.
@@ -300,6 +322,7 @@ impl Upstream {
             match take {
                 Take::Reuse(mut stream, meta) => {
                     if stream.is_alive() {
+                        count(&inner.metrics.reused);
                         crate::debug!(
                             "[upstream] KA connection #{} to {} has been assigned (recycled)",
                             meta.id,
@@ -329,6 +352,7 @@ impl Upstream {
                     return match result {
                         Ok(stream) => {
                             slot.keep();
+                            count(&inner.metrics.opened);
                             inner.report_up();
                             crate::debug!(
                                 "[upstream] KA connection #{} to {} is connected",
@@ -475,6 +499,7 @@ impl Inner {
     }
 
     fn log_close(&self, meta: ConnMeta, reason: CloseReason) {
+        count(&self.metrics.closed);
         crate::debug!(
             "[upstream] drop keepalive connection #{} to {} ({})",
             meta.id,
@@ -704,6 +729,7 @@ impl Drop for PooledConn {
             );
             inner.core().discard(self.meta);
             drop(stream);
+            count(&inner.metrics.closed);
             inner.released.notify_one();
             return;
         }

@@ -16,6 +16,8 @@ pub type AckFn = Box<dyn FnOnce() + Send>;
 pub struct Routed {
     pub chunk: Chunk,
     completion: Option<Arc<Completion>>,
+    /// Given up before delivery (`storage.total_limit_size` dropped it as the oldest).
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 /// Counts the routes of one dispatched batch; the last to finish runs the acks.
@@ -48,7 +50,20 @@ impl Routed {
     /// A chunk for one or more routes sharing `completion` (several routes may get
     /// different chunks, e.g. an output limit passes a subset, with one completion).
     pub fn new(chunk: Chunk, completion: Option<Arc<Completion>>) -> Arc<Routed> {
-        Arc::new(Routed { chunk, completion })
+        Arc::new(Routed {
+            chunk,
+            completion,
+            cancelled: Default::default(),
+        })
+    }
+
+    /// Drops the chunk for its route: the worker gives up on it instead of sending it.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 
     /// One output is done with the chunk (delivered or gave up). Call once per route.

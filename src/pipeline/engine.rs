@@ -13,6 +13,7 @@ use tokio::time::MissedTickBehavior;
 use super::ack::{self, AckFn, Completion, Routed};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
+use super::storage::{ChunkFile, Gate, Store};
 use crate::event::{Chunk, Record, Tag};
 use crate::plugins::filters::ratelimit::KeyedLimiter;
 use crate::plugins::Filter;
@@ -29,6 +30,9 @@ pub struct InputBatch {
 /// A chunk is handed to outputs early once it holds this many records, which bounds
 /// memory at high rates without changing what low-rate inputs see.
 pub const CHUNK_MAX_RECORDS: usize = 4096;
+
+/// The input index of chunks replayed from storage.
+const REPLAY: usize = usize::MAX - 1;
 
 pub struct FilterInstance {
     pub name: Arc<str>,
@@ -48,6 +52,11 @@ pub struct OutputRoute {
     /// `limit.max_records_per_second`: caps this output's whole flow, whatever its
     /// Match shares with other outputs.
     pub limiter: Option<KeyedLimiter>,
+    /// `storage.total_limit_size`: bytes of filesystem chunks queued for this output
+    /// above which the oldest are dropped.
+    pub total_limit: Option<u64>,
+    /// Filesystem chunks queued here, oldest first, with their bytes.
+    pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
@@ -61,12 +70,24 @@ struct Pending {
     tag: Tag,
     records: Vec<Record>,
     acks: Vec<AckFn>,
+    /// The chunk's file, for filesystem-buffered inputs.
+    file: Option<ChunkFile>,
 }
 
 pub struct Engine {
     pub filters: Vec<FilterInstance>,
     pub outputs: Vec<OutputRoute>,
     pub flush: Duration,
+    /// `storage.path`: where filesystem-buffered inputs' chunks are written.
+    pub storage: Option<Store>,
+    /// Per input index: its name when its `storage.type` is filesystem.
+    pub fs_inputs: Vec<Option<Arc<str>>>,
+    /// Reused frame buffer for chunk files.
+    pub frame: Vec<u8>,
+    /// `storage.max_chunks_up`: filesystem chunks in memory at once.
+    pub chunks_up: Option<Arc<Gate>>,
+    /// `storage.backlog.mem_limit`: bytes of replayed chunks in memory at once.
+    pub backlog_mem: Option<Arc<Gate>>,
 }
 
 impl Engine {
@@ -75,6 +96,7 @@ impl Engine {
     pub async fn run(mut self, mut rx: mpsc::Receiver<InputBatch>) {
         let mut routes: HashMap<Tag, Route> = HashMap::new();
         let mut pending: Vec<Pending> = Vec::new();
+        self.replay(&mut routes).await;
         let mut tick = tokio::time::interval(self.flush);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate
@@ -146,21 +168,21 @@ impl Engine {
             .iter()
             .position(|p| p.input == input && p.tag == tag)
         {
-            Some(i) => {
-                pending[i].records.append(&mut records);
-                pending[i].acks.extend(ack);
-                i
-            }
+            Some(i) => i,
             None => {
                 pending.push(Pending {
                     input,
                     tag,
-                    records,
-                    acks: ack.into_iter().collect(),
+                    records: Vec::new(),
+                    acks: Vec::new(),
+                    file: None,
                 });
                 pending.len() - 1
             }
         };
+        self.persist(&mut pending[i], &records);
+        pending[i].records.append(&mut records);
+        pending[i].acks.extend(ack);
         (pending[i].records.len() >= CHUNK_MAX_RECORDS).then_some(i)
     }
 
@@ -187,6 +209,7 @@ impl Engine {
                     tag: chunk.tag,
                     records: chunk.records,
                     acks: Vec::new(),
+                    file: None,
                 },
                 routes,
             )
@@ -199,7 +222,93 @@ impl Engine {
 
     /// Sends one chunk to every matching output; waits when a queue is full
     /// (backpressure reaches the inputs through the bounded input channel).
-    async fn dispatch(&mut self, p: Pending, routes: &mut HashMap<Tag, Route>) {
+    /// Writes accepted records of a filesystem-buffered input to the chunk's file. A
+    /// write error keeps the records in memory (logged): they are still delivered.
+    fn persist(&mut self, p: &mut Pending, records: &[Record]) {
+        let (Some(store), Some(Some(input))) = (&self.storage, self.fs_inputs.get(p.input)) else {
+            return;
+        };
+        if p.file.is_none() {
+            match store.create(input, &p.tag) {
+                Ok(f) => p.file = Some(f),
+                Err(e) => {
+                    crate::error!("[storage] cannot create a chunk file in {}: {e}; records stay in memory only", store.dir.display());
+                    return;
+                }
+            }
+        }
+        let mut buf = std::mem::take(&mut self.frame);
+        if let Some(f) = &mut p.file {
+            if let Err(e) = store.append(f, records, &mut buf) {
+                crate::error!(
+                    "[storage] cannot write {}: {e}; records stay in memory only",
+                    f.path.display()
+                );
+            }
+        }
+        self.frame = buf;
+    }
+
+    /// Replays chunk files a previous run left (a crash, or grace ending first).
+    async fn replay(&mut self, routes: &mut HashMap<Tag, Route>) {
+        let Some(store) = self.storage.clone() else {
+            return;
+        };
+        let files = store.backlog();
+        if files.is_empty() {
+            return;
+        }
+        crate::info!(
+            "[storage] replaying {} chunk files from {}",
+            files.len(),
+            store.dir.display()
+        );
+        let mut replayed = 0usize;
+        for path in files {
+            match store.load(&path) {
+                Ok(loaded) => {
+                    replayed += loaded.records.len();
+                    if let Some(problem) = &loaded.problem {
+                        crate::warn!(
+                            "[storage] {}: {problem}; {} records recovered",
+                            path.display(),
+                            loaded.records.len()
+                        );
+                    }
+                    let delete: AckFn = Box::new(move || {
+                        let _ = std::fs::remove_file(&path);
+                    });
+                    let p = Pending {
+                        input: REPLAY,
+                        tag: loaded.tag,
+                        records: loaded.records,
+                        acks: vec![delete],
+                        file: None,
+                    };
+                    self.dispatch(p, routes).await;
+                }
+                Err(e) => crate::error!("[storage] cannot read {}: {e}", path.display()),
+            }
+        }
+        // At-least-once: records of chunks in flight at the failure may have been
+        // delivered already and arrive again; this is the most that can repeat.
+        crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
+    }
+
+    async fn dispatch(&mut self, mut p: Pending, routes: &mut HashMap<Tag, Route>) {
+        let on_disk = p.file.is_some() || p.input == REPLAY;
+        // A filesystem chunk is made durable, then deleted once every output is done.
+        if let (Some(store), Some(f)) = (&self.storage, p.file.take()) {
+            if let Some(gate) = &self.chunks_up {
+                p.acks.push(gate.acquire(1).await);
+            }
+            match store.seal(f) {
+                Ok(path) => p.acks.push(Box::new(move || {
+                    let _ = std::fs::remove_file(&path);
+                })),
+                Err(e) => crate::error!("[storage] cannot sync a chunk file: {e}"),
+            }
+        }
         if p.records.is_empty() {
             ack::run_now(p.acks);
             return;
@@ -227,7 +336,9 @@ impl Engine {
         let now = Instant::now();
         for i in outputs {
             let o = &mut self.outputs[i];
+            let own_copy = o.total_limit.is_some() && on_disk;
             let routed = match &mut o.limiter {
+                None if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
                 None => full.clone(),
                 Some(limiter) => {
                     let kept: Vec<Record> = full
@@ -253,6 +364,21 @@ impl Engine {
                 }
             };
             let n = routed.chunk.records.len() as u64;
+            if let (true, Some(limit)) = (own_copy, o.total_limit) {
+                // Chunks the workers are done with (only we hold them) leave the count.
+                o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
+                o.held.push_back((
+                    routed.chunk.records.iter().map(Record::approx_size).sum(),
+                    routed.clone(),
+                ));
+                while o.held.iter().map(|(b, _)| b).sum::<u64>() > limit && o.held.len() > 1 {
+                    let (bytes, old) = o.held.pop_front().expect("more than one held");
+                    old.cancel();
+                    let dropped = old.chunk.records.len() as u64;
+                    metrics::add(&o.metrics.dropped_records, dropped);
+                    crate::warn!("[storage] {}: storage.total_limit_size reached: the oldest chunk ({dropped} records, ~{bytes} bytes) is dropped", o.name);
+                }
+            }
             let w = o.next % o.workers.len();
             o.next = o.next.wrapping_add(1);
             metrics::add(&o.metrics.routed_records, n);

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod output;
 pub mod router;
 pub mod shutdown;
+pub mod storage;
 
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -38,7 +39,7 @@ pub const CORE_COMMON_PROPS: &[PropSpec] = &[
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
     PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Pause the input while this many bytes of its records are not yet delivered (0 = no limit)."),
-    PropSpec::new("storage.type", PropKind::Enum(&["memory"]), Some("memory"), "Buffering of this input; only memory is supported yet."),
+    PropSpec::new("storage.type", PropKind::Enum(&["memory", "filesystem"]), Some("memory"), "Buffering of this input: memory, or filesystem (chunks in storage.path survive a crash)."),
     PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
 ];
 
@@ -54,6 +55,7 @@ pub const CORE_MATCH_PROPS: &[PropSpec] = &[
 pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("retry_limit", PropKind::Str, Some("1"), "Retries per chunk: a number > 0, no_limits (or false), or no_retries."),
     PropSpec::new("workers", PropKind::Int, None, "Number of workers; the default depends on the plugin."),
+    PropSpec::new("storage.total_limit_size", PropKind::Size, None, "Bytes of filesystem chunks queued for this output above which the oldest are dropped (counted); off/0 = no limit."),
     PropSpec::new("limit.max_records_per_second", PropKind::Quantity, None, "Cap on records per second this output receives, whatever its Match shares: 100, 1k, 500m; 0 sends nothing."),
     PropSpec::new("limit.burst", PropKind::Int, None, "Records the output limit lets through at once after being idle; default one second's worth."),
 ];
@@ -91,8 +93,8 @@ fn zero_limits(config: &Config) -> Vec<Matcher> {
 }
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
-const INPUT_QUEUE: usize = 64;
-const OUTPUT_QUEUE: usize = 16;
+const INPUT_QUEUE: usize = 16;
+const OUTPUT_QUEUE: usize = 4;
 
 /// How an input hands records to the engine. Dropping every clone tells the engine the
 /// input is done (server inputs hold one per connection).
@@ -222,6 +224,8 @@ impl InputSender {
 }
 
 struct InputInstance {
+    /// `storage.type filesystem`.
+    filesystem: bool,
     /// `mem_buf_limit` in bytes, when set (> 0).
     mem_buf_limit: Option<u64>,
     name: Arc<str>,
@@ -232,6 +236,7 @@ struct InputInstance {
 }
 
 struct OutputInstance {
+    total_limit: Option<u64>,
     limit: Option<crate::plugins::filters::ratelimit::Quota>,
     name: Arc<str>,
     plugin: &'static str,
@@ -325,7 +330,14 @@ impl Pipeline {
                     dropped_tags: &dropped_tags,
                 },
             )?;
+            let filesystem = p
+                .str("storage.type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));
+            if filesystem && config.service.storage.is_none() {
+                return Err(p.error("storage.type", "memory, unless [SERVICE] sets storage.path (where filesystem chunks are written)"));
+            }
             inputs.push(InputInstance {
+                filesystem,
                 mem_buf_limit: p.size("mem_buf_limit").filter(|l| *l > 0),
                 tag: Arc::from(p.str("tag").unwrap_or(&instance)),
                 name,
@@ -410,6 +422,7 @@ impl Pipeline {
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
+                total_limit: p.size("storage.total_limit_size").filter(|l| *l > 0),
                 limit: crate::plugins::filters::limit::quota(
                     &p,
                     "limit.max_records_per_second",
@@ -507,6 +520,8 @@ impl Pipeline {
                 workers: queues,
                 next: 0,
                 metrics: o.metrics,
+                total_limit: o.total_limit,
+                held: Default::default(),
                 limiter: o.limit.map(|q| {
                     crate::plugins::filters::ratelimit::KeyedLimiter::new(
                         q,
@@ -518,7 +533,30 @@ impl Pipeline {
             });
         }
         let mut input_names = Vec::new();
+        let storage = match &config.service.storage {
+            Some((dir, full, checksum)) => match storage::Store::open(dir, *full, *checksum) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    crate::error!(
+                        "[storage] cannot use {}: {e}; filesystem buffering is off",
+                        dir.display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let fs_inputs = inputs
+            .iter()
+            .map(|i| i.filesystem.then(|| i.name.clone()))
+            .collect();
+        let (chunks_up, backlog_mem) = config.service.storage_limits;
         let engine = Engine {
+            chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
+            backlog_mem: storage.as_ref().map(|_| storage::Gate::new(backlog_mem)),
+            storage,
+            fs_inputs,
+            frame: Vec::new(),
             filters,
             outputs: routes,
             flush: config.service.flush,
@@ -578,8 +616,12 @@ impl Pipeline {
                 }
             }
         }
+        let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
+        if let (true, Some((dir, _, _))) = (pending > 0, &config.service.storage) {
+            crate::warn!("[storage] undelivered filesystem chunks stay in {} and are replayed at the next start", dir.display());
+        }
         RunReport {
-            pending: output_metrics.iter().map(|m| m.pending_records()).sum(),
+            pending,
             input_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }

@@ -116,6 +116,11 @@ impl OutputWorker {
         stopping: bool,
     ) {
         let n = routed.chunk.records.len() as u64;
+        if routed.is_cancelled() {
+            // Dropped as the oldest by storage.total_limit_size (counted when dropped).
+            routed.finish();
+            return;
+        }
         match self.output.flush(&routed.chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);

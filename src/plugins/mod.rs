@@ -18,6 +18,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Why a plugin failed at run time.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
+    /// A system call failed (a server input that cannot listen, say).
     #[error("{context}: {source}")]
     Io {
         context: String,

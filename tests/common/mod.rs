@@ -219,10 +219,18 @@ impl Drop for Agent {
 
 /// A plain HTTP/1.0 GET on loopback: (status code, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(port, "GET", path)
+}
+
+/// A plain HTTP/1.0 request without a body on loopback: (status code, body).
+pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp

@@ -11,6 +11,7 @@
 //! Every function appends to a caller-owned `Vec<u8>` and allocates nothing else, so an
 //! output can format a whole flush into one reused buffer.
 
+pub mod decode;
 mod json;
 mod msgpack;
 mod print;

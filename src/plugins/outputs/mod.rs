@@ -6,7 +6,7 @@ pub mod tcp;
 
 use std::sync::Arc;
 
-use crate::config::Props;
+use crate::config::{PropKind, PropSpec, Props};
 use crate::event::format::{DateFormat, JsonOptions};
 
 /// `json_date_format` values, Fluent Bit's spellings.
@@ -21,6 +21,22 @@ pub const DATE_FORMATS: &[&str] = &[
 ];
 
 /// Reads `json_date_key` and `json_date_format` (every output with JSON formats has them).
+/// `json_date_format`, shared by every output that writes JSON.
+pub const JSON_DATE_FORMAT: PropSpec = PropSpec::new(
+    "json_date_format",
+    PropKind::Enum(DATE_FORMATS),
+    Some("double"),
+    "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp.",
+);
+
+/// `json_date_key`, shared by every output that writes JSON.
+pub const JSON_DATE_KEY: PropSpec = PropSpec::new(
+    "json_date_key",
+    PropKind::Str,
+    Some("date"),
+    "Name of the date key in JSON; 'false' leaves it out.",
+);
+
 pub fn json_options(props: &Props, escape_unicode: bool) -> JsonOptions {
     let key = props.str("json_date_key").unwrap_or("date");
     let date_key = match crate::config::values::parse_bool(key) {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{json_options, DATE_FORMATS};
+use super::{json_options, JSON_DATE_FORMAT, JSON_DATE_KEY};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::format::{self, JsonMode, JsonOptions};
 use crate::event::Chunk;
@@ -16,18 +16,8 @@ const PROPS: &[PropSpec] = &[
         Some("msgpack"),
         "Output format: msgpack (Fluent Bit's printed form), json, json_lines or json_stream.",
     ),
-    PropSpec::new(
-        "json_date_format",
-        PropKind::Enum(DATE_FORMATS),
-        Some("double"),
-        "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp.",
-    ),
-    PropSpec::new(
-        "json_date_key",
-        PropKind::Str,
-        Some("date"),
-        "Name of the date key in JSON; 'false' leaves it out.",
-    ),
+    JSON_DATE_FORMAT,
+    JSON_DATE_KEY,
 ];
 
 pub static PLUGIN: OutputPlugin = OutputPlugin {

@@ -14,7 +14,7 @@ use crate::event::{Chunk, Record, Value};
 use crate::net::{NetSetup, TlsSetup, Upstream};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
 
-use super::{json_options, DATE_FORMATS};
+use super::{json_options, JSON_DATE_FORMAT, JSON_DATE_KEY};
 
 const PROPS: &[PropSpec] = &[
     PropSpec::new(
@@ -30,18 +30,8 @@ const PROPS: &[PropSpec] = &[
         Some("msgpack"),
         "Payload format: msgpack, json, json_lines or json_stream.",
     ),
-    PropSpec::new(
-        "json_date_format",
-        PropKind::Enum(DATE_FORMATS),
-        Some("double"),
-        "Date format in JSON: double, epoch, epoch_ms, iso8601 or java_sql_timestamp.",
-    ),
-    PropSpec::new(
-        "json_date_key",
-        PropKind::Str,
-        Some("date"),
-        "Name of the date key in JSON; 'false' leaves it out.",
-    ),
+    JSON_DATE_FORMAT,
+    JSON_DATE_KEY,
     PropSpec::new(
         "raw_message_key",
         PropKind::Str,
@@ -190,7 +180,24 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     let net = NetSetup::from_props(props)?;
     let tls = TlsSetup::from_props(props, host)?;
     Ok(Box::new(TcpOutput {
-        upstream: Upstream::new(host, port, net, tls),
+        upstream: Upstream::new(host, port, net, tls)
+            .with_metrics(crate::net::upstream::PoolMetrics {
+            opened: ctx.metrics.counter(
+                "agent_output_connections_opened_total",
+                "Connections the output's pool opened.",
+                ctx.instance,
+            ),
+            reused: ctx.metrics.counter(
+                "agent_output_connections_reused_total",
+                "Flushes that reused an idle pooled connection.",
+                ctx.instance,
+            ),
+            closed: ctx.metrics.counter(
+                "agent_output_connections_closed_total",
+                "Connections the output's pool closed (idle timeout, recycle, errors, peer close).",
+                ctx.instance,
+            ),
+        }),
         format,
         buf: Vec::with_capacity(64 * 1024),
     }))

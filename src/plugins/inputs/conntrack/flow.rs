@@ -229,6 +229,9 @@ pub fn proto_name(n: u8) -> Option<&'static str> {
 pub struct Schema {
     keys: Vec<Str>,
     host: Value,
+    /// Interned words (event kinds, families, protocols, TCP states, status flags): a
+    /// clone is a refcount, not an allocation per record.
+    words: std::collections::HashMap<&'static str, Value>,
 }
 
 const FIELDS: [&str; 35] = [
@@ -283,10 +286,29 @@ fn ns_time(ns: u64) -> EventTime {
 
 impl Schema {
     pub fn new(host: &str) -> Schema {
+        let kinds = [
+            "new", "update", "destroy", "sample", "ipv4", "ipv6", "other", "UNKNOWN",
+        ];
+        let protos = (0..=255u8).filter_map(proto_name);
+        let words = kinds
+            .into_iter()
+            .chain(protos)
+            .chain(TCP_STATES)
+            .chain(STATUS_BITS)
+            .map(|w| (w, Value::Str(Arc::from(w))))
+            .collect();
         Schema {
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
             host: Value::Str(Arc::from(host)),
+            words,
         }
+    }
+
+    fn word(&self, w: &'static str) -> Value {
+        self.words
+            .get(w)
+            .cloned()
+            .unwrap_or_else(|| Value::Str(Arc::from(w)))
     }
 
     /// One record, fields in `FIELDS` order. `new_flow`: a sample of a connection whose
@@ -312,17 +334,17 @@ impl Schema {
             .iter()
             .enumerate()
             .filter(|(i, _)| f.status & (1 << i) != 0)
-            .map(|(_, s)| Value::Str(Arc::from(*s)))
+            .map(|(_, s)| self.word(s))
             .collect();
         let values = [
-            Value::Str(Arc::from(kind.as_str())),
+            self.word(kind.as_str()),
             opt(f.id, |v| Value::UInt(v as u64)),
-            Value::Str(Arc::from(match f.family {
+            self.word(match f.family {
                 2 => "ipv4",
                 10 => "ipv6",
                 _ => "other",
-            })),
-            opt(proto_name(f.orig.proto), |s| Value::Str(Arc::from(s))),
+            }),
+            opt(proto_name(f.orig.proto), |s| self.word(s)),
             Value::UInt(f.orig.proto as u64),
             ip(f.orig.src),
             port(f.orig.sport),
@@ -339,9 +361,7 @@ impl Schema {
             opt(f.orig.icmp_code, |v| Value::UInt(v as u64)),
             opt(f.orig.icmp_id, |v| Value::UInt(v as u64)),
             opt(f.tcp_state, |s| {
-                Value::Str(Arc::from(
-                    TCP_STATES.get(s as usize).copied().unwrap_or("UNKNOWN"),
-                ))
+                self.word(TCP_STATES.get(s as usize).copied().unwrap_or("UNKNOWN"))
             }),
             Value::Array(status),
             Value::UInt(f.mark.unwrap_or(0) as u64),

@@ -227,6 +227,24 @@ fn check_sysctls(s: &Settings, name: &str) {
     }
 }
 
+/// Runs a reader thread's `setup` and reports the outcome on `ready` (the input waits
+/// for both threads before it says it is watching).
+fn started<T>(
+    ready: &std_mpsc::Sender<Result<(), String>>,
+    setup: impl FnOnce() -> Result<T, String>,
+) -> Option<T> {
+    match setup() {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            Some(v)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            None
+        }
+    }
+}
+
 fn perm_hint(e: &std::io::Error) -> &'static str {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         " (the conntrack input needs CAP_NET_ADMIN: run as root or grant the capability)"
@@ -259,15 +277,8 @@ fn event_thread(
         );
         Ok(sock)
     };
-    let sock = match setup() {
-        Ok(sock) => {
-            let _ = ready.send(Ok(()));
-            sock
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let Some(sock) = started(&ready, setup) else {
+        return;
     };
     let mut buf = Vec::with_capacity(netlink::RECV_BUF);
     let mut msgs = Vec::new();
@@ -349,15 +360,8 @@ fn dump_thread(
             )
         })
     };
-    let sock = match setup() {
-        Ok(sock) => {
-            let _ = ready.send(Ok(()));
-            sock
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let Some(sock) = started(&ready, setup) else {
+        return;
     };
     let every = s.sample.unwrap_or(Duration::from_secs(3600));
     let mut buf = Vec::with_capacity(netlink::RECV_BUF);

@@ -35,7 +35,7 @@
 //! `fstat` per read to catch truncation, inotify to wake up (polling every 250ms with
 //! `inotify_watcher false`), and a check of every file each `watcher_interval`.
 //! Sends wait while the pipeline is full, and reading pauses while more than
-//! `mem_buf_limit` bytes (64 MiB when unset) are read and not delivered, so memory stays
+//! `mem_buf_limit` bytes (16 MiB when unset) are read and not delivered, so memory stays
 //! bounded.
 
 mod config;
@@ -78,7 +78,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Bytes read and not delivered above which reading pauses when `mem_buf_limit` is not
 /// set. The pipeline's queues bound records by count, so long lines across many files
 /// could otherwise hold gigabytes; at 200-byte lines the queues fill well before this.
-const DEFAULT_INFLIGHT: u64 = 64 << 20;
+const DEFAULT_INFLIGHT: u64 = 16 << 20;
 /// Delivered offsets are written at most this often (and at exit): a crash re-reads at
 /// most this much more than what was in flight.
 const DB_SAVE_INTERVAL: Duration = Duration::from_secs(1);

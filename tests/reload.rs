@@ -1,0 +1,97 @@
+//! Hot reload (`hot_reload on`): SIGHUP or POST /api/v2/reload with a valid config swaps
+//! the pipeline without losing buffered records; an invalid config is rejected and the
+//! running one keeps going.
+
+mod common;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn conf(v: u32, extra: &str) -> String {
+    format!(
+        "[SERVICE]\n    flush 30\n    hot_reload on\n    log_level debug\n{extra}\
+         [INPUT]\n    name dummy\n    samples 5\n    rate 50\n    dummy {{\"v\":{v}}}\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n"
+    )
+}
+
+#[test]
+fn sighup_swaps_the_config_and_keeps_buffered_records() {
+    let dir = Dir::new();
+    let path = dir.file("c.conf", &conf(1, ""));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    // The 5 records sit in the buffer: flush is 30 s.
+    a.wait_log("all samples sent", T);
+    assert_eq!(a.stdout(), "");
+    // An invalid config is refused; the running pipeline stays.
+    std::fs::write(&path, "[INPUT]\n    name dummy\n    sample 5\n").unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log(
+        "[reload] the new configuration is invalid: the running one stays",
+        T,
+    );
+    assert!(
+        a.stderr()
+            .contains("unknown configuration property 'sample'"),
+        "{}",
+        a.stderr()
+    );
+    assert_eq!(a.stdout(), "", "nothing was stopped or flushed");
+    // A valid one replaces it: the old pipeline delivers its buffer first.
+    std::fs::write(&path, conf(2, "")).unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log("[reload] the new configuration is running", T);
+    assert_eq!(
+        a.stdout(),
+        "{\"v\":1}\n".repeat(5),
+        "buffered records of the old config delivered"
+    );
+    a.wait_until(T, "the new input's samples", |_, e| {
+        e.matches("all samples sent").count() >= 2
+    });
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0));
+    assert_eq!(
+        o.stdout,
+        format!("{}{}", "{\"v\":1}\n".repeat(5), "{\"v\":2}\n".repeat(5))
+    );
+}
+
+#[test]
+fn reload_over_http() {
+    let dir = Dir::new();
+    let port = free_port();
+    let http = format!("    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n");
+    let path = dir.file("c.conf", &conf(1, &http));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    a.wait_log("all samples sent", T);
+    assert_eq!(
+        http_get(port, "/api/v2/reload").unwrap().1,
+        "{\"hot_reload_count\":0}"
+    );
+    std::fs::write(&path, conf(2, &http)).unwrap();
+    let (code, body) = http_request(port, "POST", "/api/v2/reload").unwrap();
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "{\"reload\":\"done\",\"status\":0}")
+    );
+    a.wait_log("[reload] the new configuration is running", T);
+    assert_eq!(
+        http_get(port, "/api/v2/reload").unwrap().1,
+        "{\"hot_reload_count\":1}"
+    );
+    a.stop(T);
+}
+
+#[test]
+fn sighup_without_hot_reload_only_warns() {
+    let mut a = Agent::start("[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n[OUTPUT]\n    name stdout\n    match *\n");
+    a.wait_lines(1, T);
+    a.signal(libc::SIGHUP);
+    a.wait_log("[reload] hot reloading is not enabled", T);
+    let lines = a.stdout().lines().count();
+    a.wait_lines(lines + 1, T); // still running
+    assert_eq!(a.stop(T).code, Some(0));
+}
