@@ -14,6 +14,23 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
+/// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
+/// never race for one): from its last `listening on 127.0.0.1:PORT` line.
+fn port_of(a: &Agent) -> u16 {
+    let err = a.stderr();
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("listening on 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no listening line\n{err}"));
+    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn receiver(port: u16, extra: &str) -> Agent {
     let mut a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    grace 2\n\
@@ -63,8 +80,8 @@ fn wait_unique(a: &mut Agent, n: usize) -> HashMap<u64, u32> {
 
 #[test]
 fn agent_to_agent_with_acks_delivers_every_record_once() {
-    let port = free_port();
-    let mut rx = receiver(port, "");
+    let mut rx = receiver(0, "");
+    let port = port_of(&rx);
     let tx = sender(port, 500, "    require_ack_response on\n");
     let seen = wait_unique(&mut rx, 500);
     assert!(
@@ -86,8 +103,8 @@ fn every_mode_and_gzip_arrive_intact() {
         // Message mode; records without the key keep the chunk's tag.
         "    tag $nothing\n",
     ] {
-        let port = free_port();
-        let mut rx = receiver(port, "");
+        let mut rx = receiver(0, "");
+        let port = port_of(&rx);
         let tx = sender(port, 50, extra);
         let seen = wait_unique(&mut rx, 50);
         assert_eq!(seen.len(), 50, "{extra}");
@@ -103,8 +120,8 @@ fn every_mode_and_gzip_arrive_intact() {
 
 #[test]
 fn killing_the_receiver_mid_stream_loses_nothing() {
-    let port = free_port();
-    let mut rx = receiver(port, "");
+    let mut rx = receiver(0, "");
+    let port = port_of(&rx);
     let mut tx = sender(port, 3000, "    require_ack_response on\n");
     rx.wait_until(T, "some records", |out, _| out.lines().count() >= 300);
     rx.signal(libc::SIGKILL);
@@ -166,9 +183,8 @@ fn pki() -> Dir {
 fn tls_shared_key_and_users_with_acks() {
     let pki = pki();
     let p = |n: &str| pki.path().join(n).to_str().unwrap().to_string();
-    let port = free_port();
     let mut rx = receiver(
-        port,
+        0,
         &format!(
             "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    shared_key s3cret\n\
              \x20   self_hostname aggregator\n    security.users alice pw1\n",
@@ -176,6 +192,7 @@ fn tls_shared_key_and_users_with_acks() {
             p("server.key")
         ),
     );
+    let port = port_of(&rx);
     let tls = format!(
         "    tls on\n    tls.ca_file {}\n    tls.vhost localhost\n    require_ack_response on\n\
          \x20   shared_key s3cret\n    self_hostname node-1\n",
@@ -208,8 +225,8 @@ fn tls_shared_key_and_users_with_acks() {
 
 #[test]
 fn python_fluent_logger_client_records_all_arrive() {
-    let port = free_port();
-    let mut rx = receiver(port, "");
+    let mut rx = receiver(0, "");
+    let port = port_of(&rx);
     let script = format!(
         r#"
 from fluent import sender
@@ -256,12 +273,12 @@ fn tag_prefix_then_input_tag_then_frame_tag() {
         ("    tag fixed\n", "fixed"),
         ("", "node"),
     ] {
-        let port = free_port();
         let mut rx = Agent::start(&format!(
-            "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+            "[SERVICE]\n    flush 0.2\n[INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
              {props}[OUTPUT]\n    name stdout\n    match *\n"
         ));
         rx.wait_log("listening on", T);
+        let port = port_of(&rx);
         // ["node", 1700000000, {"a": 1}] written by hand (Message mode).
         let mut frame = vec![0x93, 0xa4];
         frame.extend_from_slice(b"node");
@@ -311,19 +328,61 @@ fn unix_socket_with_permissions() {
     assert!(!path.exists(), "the socket file is removed at exit");
 }
 
+/// A hot reload rebinds the same port: the old listener is closed before the new
+/// configuration starts, and a client is served by each.
+#[test]
+fn hot_reload_rebinds_the_port() {
+    let dir = Dir::new();
+    let conf = |v: u32, port: u16| {
+        format!(
+            "[SERVICE]\n    flush 0.2\n    hot_reload on\n\
+             [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n    tag v{v}\n\
+             [OUTPUT]\n    name stdout\n    match *\n"
+        )
+    };
+    let path = dir.file("c.conf", &conf(1, 0));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    a.wait_log("listening on", T);
+    let port = port_of(&a);
+    // ["t", 1, {}] (Message mode).
+    let frame = [0x93, 0xa1, b't', 0x01, 0x80];
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .write_all(&frame)
+        .unwrap();
+    a.wait_lines(1, T);
+    // The same port, still held by the running configuration when the new one is built.
+    std::fs::write(&path, conf(2, port)).unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log("[reload] the new configuration is running", T);
+    a.wait_until(T, "the second listener", |_, e| {
+        e.matches(&format!("listening on 127.0.0.1:{port}")).count() == 2
+    });
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .write_all(&frame)
+        .unwrap();
+    a.wait_lines(2, T);
+    let o = a.stop(T);
+    assert_eq!(
+        o.stdout,
+        "[0] v1: [[1.000000000, {}], {}]\n[0] v2: [[1.000000000, {}], {}]\n"
+    );
+}
+
 /// Hostile clients: each is closed with one log line and counted, and a good client is
 /// served afterwards.
 #[test]
 fn garbage_truncated_huge_and_silent_clients_are_closed() {
-    let port = free_port();
     let http = free_port();
     let mut rx = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
-         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
          \x20   buffer_chunk_size 1k\n    buffer_max_size 4k\n    net.io_timeout 1s\n\
          [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
     ));
     rx.wait_log("listening on", T);
+    let port = port_of(&rx);
     let send = |bytes: &[u8]| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(bytes).unwrap();

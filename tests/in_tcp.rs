@@ -13,6 +13,23 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
+/// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
+/// never race for one): from its last `listening on 127.0.0.1:PORT` line.
+fn port_of(a: &Agent) -> u16 {
+    let err = a.stderr();
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("listening on 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no listening line\n{err}"));
+    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn tcp_input(port: u16, extra: &str) -> Agent {
     let mut a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    grace 2\n\
@@ -25,8 +42,8 @@ fn tcp_input(port: u16, extra: &str) -> Agent {
 
 #[test]
 fn nc_sends_json_objects() {
-    let port = free_port();
-    let mut a = tcp_input(port, "");
+    let mut a = tcp_input(0, "");
+    let port = port_of(&a);
     let mut nc = Command::new("nc")
         .args(["-q", "1", "127.0.0.1", &port.to_string()])
         .stdin(Stdio::piped())
@@ -45,8 +62,8 @@ fn nc_sends_json_objects() {
 
 #[test]
 fn objects_split_across_writes_and_source_address() {
-    let port = free_port();
-    let mut a = tcp_input(port, "    source_address_key src\n");
+    let mut a = tcp_input(0, "    source_address_key src\n");
+    let port = port_of(&a);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let local = s.local_addr().unwrap();
     for piece in [&b"{\"msg\":\"he"[..], b"llo\"}{\"n\"", b":2}\n"] {
@@ -64,8 +81,8 @@ fn objects_split_across_writes_and_source_address() {
 
 #[test]
 fn format_none_splits_on_the_separator() {
-    let port = free_port();
-    let mut a = tcp_input(port, "    format none\n    separator ;\n");
+    let mut a = tcp_input(0, "    format none\n    separator ;\n");
+    let port = port_of(&a);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"one;two;thr").unwrap();
     s.write_all(b"ee;last").unwrap();
@@ -89,15 +106,15 @@ fn tls_clients_are_served() {
     let dir = Dir::new();
     let crt = dir.file("s.pem", &cert.pem());
     let k = dir.file("s.key", &key.serialize_pem());
-    let port = free_port();
     let mut a = tcp_input(
-        port,
+        0,
         &format!(
             "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    net.accept_timeout 1s\n",
             crt.display(),
             k.display()
         ),
     );
+    let port = port_of(&a);
     let script = format!(
         "import socket, ssl\n\
          c = ssl.create_default_context(cafile='{}')\n\
@@ -129,8 +146,8 @@ fn tls_clients_are_served() {
 
 #[test]
 fn limits_garbage_and_random_bytes_close_connections_and_serving_goes_on() {
-    let port = free_port();
-    let mut a = tcp_input(port, "    chunk_size 1\n    buffer_size 2\n");
+    let mut a = tcp_input(0, "    chunk_size 1\n    buffer_size 2\n");
+    let port = port_of(&a);
     // Not JSON.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"]]] not json\n").unwrap();
@@ -209,9 +226,8 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
     let key = dir.file("s.key", &server_key.serialize_pem());
     let ccrt = dir.file("c.pem", &client.pem());
     let ckey = dir.file("c.key", &client_key.serialize_pem());
-    let port = free_port();
     let mut a = tcp_input(
-        port,
+        0,
         &format!(
             "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ca_file {}\n    tls.verify_client_cert on\n",
             crt.display(),
@@ -219,6 +235,7 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
             ca_pem.display()
         ),
     );
+    let port = port_of(&a);
     let client = |with_cert: bool, body: &str| {
         // With TLS 1.3 the server's verdict on the client certificate arrives after the
         // client's handshake is done: a refused client waits for it (an alert, or the

@@ -174,9 +174,13 @@ impl Downstream {
             }
             None => Listener::Tcp(tcp_listener(&setup)?),
         };
+        // The bound address: with `port 0` the log tells which port the kernel chose.
+        let bound = match &listener {
+            Listener::Tcp(l) => l.local_addr()?.to_string(),
+            Listener::Unix(_, path) => path.display().to_string(),
+        };
         crate::info!(
-            "{prefix} listening on {}{}",
-            setup.address(),
+            "{prefix} listening on {bound}{}",
             if setup.tls.is_some() { " (TLS)" } else { "" }
         );
         Ok(Downstream {
