@@ -228,8 +228,8 @@ fn connection_pool_counters() {
     let c = TcpCollector::start();
     let a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n\
-         [INPUT]\n    name dummy\n    samples 5\n    rate 5\n\
-         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n",
+         [INPUT]\n    name dummy\n    samples 5\n    rate 2\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    workers 1\n",
         c.port()
     ));
     c.wait_lines(5, T);
@@ -240,9 +240,10 @@ fn connection_pool_counters() {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or_else(|| panic!("{m} missing:\n{text}"))
     };
-    // Five flushes, one record each, over one kept-alive connection.
+    // Records 0.5 s apart, flushed every 0.2 s: several flushes over one kept-alive
+    // connection (two flushes may still share a record's tick under load).
     assert_eq!(get("agent_output_connections_opened_total"), 1, "{text}");
-    assert!(get("agent_output_connections_reused_total") >= 3, "{text}");
+    assert!(get("agent_output_connections_reused_total") >= 2, "{text}");
     assert_eq!(get("agent_output_connections_closed_total"), 0);
     assert_eq!(get("fluentbit_output_proc_records_total"), 5);
     a.stop(T);

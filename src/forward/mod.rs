@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crate::event::format::{
     kind, peek_is_array, read_array_len, read_event_time, read_msgpack_map,
-    read_msgpack_map_cached, read_msgpack_value, write_event_time, write_msgpack_map, DecodeError,
-    KeyCache,
+    read_msgpack_map_cached, read_msgpack_record, read_msgpack_value, write_event_time,
+    write_msgpack_map, DecodeError, KeyCache,
 };
 use crate::event::{Map, Record, Value};
 
@@ -49,25 +49,6 @@ fn need(r: Result<(), DecodeError>) -> Result<(), DecodeError> {
     })
 }
 
-/// One entry, `[time, record]` or `[[time, metadata], record]`.
-fn read_entry(buf: &[u8], pos: &mut usize, keys: &mut KeyCache) -> Result<Record, DecodeError> {
-    if read_array_len(buf, pos)? != 2 {
-        return invalid("an entry [time, record]");
-    }
-    let mut rec = Record::new(Default::default(), Map::new());
-    if peek_is_array(buf, *pos) {
-        if read_array_len(buf, pos)? != 2 {
-            return invalid("an entry header [time, metadata]");
-        }
-        rec.time = read_event_time(buf, pos)?;
-        rec.metadata = read_msgpack_map_cached(buf, pos, keys)?;
-    } else {
-        rec.time = read_event_time(buf, pos)?;
-    }
-    rec.body = read_msgpack_map_cached(buf, pos, keys)?;
-    Ok(rec)
-}
-
 /// Entries back to back (PackedForward's payload).
 fn read_packed(
     bytes: &[u8],
@@ -76,7 +57,7 @@ fn read_packed(
 ) -> Result<(), DecodeError> {
     let mut pos = 0;
     while pos < bytes.len() {
-        out.push(read_entry(bytes, &mut pos, keys)?);
+        out.push(read_msgpack_record(bytes, &mut pos, keys)?);
     }
     Ok(())
 }
@@ -120,7 +101,7 @@ pub fn decode_events(frame: &[u8], max: usize, keys: &mut KeyCache) -> Result<Ev
         // Forward: an array of entries.
         let entries = read_array_len(frame, &mut pos)?;
         for _ in 0..entries {
-            need(read_entry(frame, &mut pos, keys).map(|r| records.push(r)))?;
+            need(read_msgpack_record(frame, &mut pos, keys).map(|r| records.push(r)))?;
         }
         n - 2
     } else {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::event::format::{decode, write_msgpack_record};
+use crate::event::format::{read_msgpack_record, write_msgpack_record, KeyCache};
 use crate::event::{Record, Tag};
 
 const MAGIC: &[u8; 8] = b"AGCHUNK1";
@@ -248,10 +248,9 @@ fn parse(bytes: &[u8], checksum: bool) -> (Tag, Vec<Record>, Option<(String, boo
                 Some(("a frame fails its checksum".into(), false)),
             );
         }
-        let mut p = payload;
-        let mut frame = Vec::new();
-        while !p.is_empty() {
-            match decode::read_record(&mut p) {
+        let (mut pos, mut frame, mut keys) = (0, Vec::new(), KeyCache::default());
+        while pos < payload.len() {
+            match read_msgpack_record(payload, &mut pos, &mut keys) {
                 Ok(r) => frame.push(r),
                 Err(e) => {
                     return (

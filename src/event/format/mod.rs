@@ -11,7 +11,6 @@
 //! Every function appends to a caller-owned `Vec<u8>` and allocates nothing else, so an
 //! output can format a whole flush into one reused buffer.
 
-pub mod decode;
 mod json;
 mod msgpack;
 mod print;
@@ -22,7 +21,7 @@ pub use json::{
 };
 pub use msgpack::{
     kind, msgpack_value_len, peek_is_array, read_array_len, read_event_time, read_msgpack_map,
-    read_msgpack_map_cached, read_msgpack_value, write_event_time, write_msgpack_map,
-    write_msgpack_record, write_msgpack_value, DecodeError, KeyCache,
+    read_msgpack_map_cached, read_msgpack_record, read_msgpack_value, write_event_time,
+    write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache,
 };
 pub use print::{write_print_record, write_print_value};

@@ -73,11 +73,13 @@ fn write_map(out: &mut Vec<u8>, m: &Map) {
 }
 
 /// Why bytes are not (yet) one msgpack value.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The value continues past the bytes given.
+    #[error("truncated: the value continues past the bytes given")]
     Incomplete,
     /// Not msgpack, or not what was expected here.
+    #[error("{0}")]
     Invalid(String),
 }
 
@@ -377,6 +379,30 @@ pub fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Map(_) => "a map",
     }
+}
+
+/// One record, `[[time, {metadata}], {body}]` (Fluent Bit v2) or `[time, {body}]`: a
+/// Forward entry, and what chunk files hold. `keys` interns record keys per connection.
+pub fn read_msgpack_record(
+    buf: &[u8],
+    pos: &mut usize,
+    keys: &mut KeyCache,
+) -> Result<Record, DecodeError> {
+    if read_array_len(buf, pos)? != 2 {
+        return invalid("an entry [time, record]");
+    }
+    let mut rec = Record::new(Default::default(), Map::new());
+    if peek_is_array(buf, *pos) {
+        if read_array_len(buf, pos)? != 2 {
+            return invalid("an entry header [time, metadata]");
+        }
+        rec.time = read_event_time(buf, pos)?;
+        rec.metadata = read_msgpack_map_cached(buf, pos, keys)?;
+    } else {
+        rec.time = read_event_time(buf, pos)?;
+    }
+    rec.body = read_msgpack_map_cached(buf, pos, keys)?;
+    Ok(rec)
 }
 
 /// An event time as the Forward protocol allows it: EventTime (ext type 0, 8 bytes:
