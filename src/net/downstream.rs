@@ -27,7 +27,8 @@ use tokio_rustls::server::TlsStream;
 
 use super::tls::ServerTls;
 use crate::config::{ConfigError, Props};
-use crate::pipeline::{metrics, Shutdown};
+use crate::pipeline::{metrics, InputSender, Shutdown};
+use crate::plugins::{InputContext, PluginError};
 
 /// Most connections one server input holds at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -115,6 +116,37 @@ impl Drop for Listener {
 }
 
 /// A bound server socket of one input instance.
+/// What a server input holds from build to run: its settings, its log prefix and its
+/// rejected-connections counter. It binds only when it runs (so a hot reload can bind
+/// the same port again).
+pub type ListenSpec = (DownstreamSetup, Arc<str>, Arc<AtomicU64>);
+
+/// Binds `spec` and serves until shutdown; each connection goes to `handle` with the
+/// input's sender. A failure to listen stops the input (and so the agent) with the address.
+pub async fn run_server<F, Fut>(
+    spec: ListenSpec,
+    ctx: InputContext,
+    handle: F,
+) -> Result<(), PluginError>
+where
+    F: Fn(Conn, InputSender, Shutdown) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (setup, prefix, rejected) = spec;
+    let address = setup.address();
+    let server = Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
+        context: format!("cannot listen on {address}"),
+        source,
+    })?;
+    let (out, shutdown) = (ctx.out, ctx.shutdown.clone());
+    server
+        .serve(ctx.shutdown, move |conn| {
+            handle(conn, out.clone(), shutdown.clone())
+        })
+        .await;
+    Ok(())
+}
+
 pub struct Downstream {
     listener: Listener,
     setup: Arc<DownstreamSetup>,

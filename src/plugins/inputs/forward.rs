@@ -28,8 +28,8 @@ use crate::event::format::{msgpack_value_len, DecodeError, KeyCache};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
-use crate::net::downstream::{read_some, Conn};
-use crate::net::{Downstream, DownstreamSetup};
+use crate::net::downstream::{read_some, run_server, Conn, ListenSpec};
+use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
@@ -121,7 +121,7 @@ struct Security {
 struct ForwardInput {
     /// Where to listen, the log prefix and the rejected-connections counter; bound when
     /// the input starts (so `--dry-run` binds nothing).
-    listener: (DownstreamSetup, Arc<str>, Arc<AtomicU64>),
+    listener: ListenSpec,
     cfg: Arc<ConnConfig>,
 }
 
@@ -212,21 +212,10 @@ impl Input for ForwardInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let ForwardInput { listener, cfg } = *self;
-            let (setup, prefix, rejected) = listener;
-            let address = setup.address();
-            let server =
-                Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
-                    context: format!("cannot listen on {address}"),
-                    source,
-                })?;
-            let out = ctx.out;
-            let shutdown = ctx.shutdown.clone();
-            server
-                .serve(ctx.shutdown, move |conn| {
-                    serve_conn(conn, cfg.clone(), out.clone(), shutdown.clone())
-                })
-                .await;
-            Ok(())
+            run_server(listener, ctx, move |conn, out, shutdown| {
+                serve_conn(conn, cfg.clone(), out, shutdown)
+            })
+            .await
         })
     }
 }

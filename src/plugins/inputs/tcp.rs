@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
-use crate::net::downstream::{read_some, Conn};
-use crate::net::{Downstream, DownstreamSetup};
+use crate::net::downstream::{read_some, run_server, Conn, ListenSpec};
+use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
@@ -80,7 +80,7 @@ enum Format {
 struct TcpInput {
     /// Where to listen, the log prefix and the rejected-connections counter; bound when
     /// the input starts (so `--dry-run` binds nothing).
-    listener: (DownstreamSetup, Arc<str>, Arc<AtomicU64>),
+    listener: ListenSpec,
     cfg: Arc<Cfg>,
 }
 
@@ -157,21 +157,10 @@ impl Input for TcpInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let TcpInput { listener, cfg } = *self;
-            let (setup, prefix, rejected) = listener;
-            let address = setup.address();
-            let server =
-                Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
-                    context: format!("cannot listen on {address}"),
-                    source,
-                })?;
-            let out = ctx.out;
-            let shutdown = ctx.shutdown.clone();
-            server
-                .serve(ctx.shutdown, move |conn| {
-                    serve_conn(conn, cfg.clone(), out.clone(), shutdown.clone())
-                })
-                .await;
-            Ok(())
+            run_server(listener, ctx, move |conn, out, shutdown| {
+                serve_conn(conn, cfg.clone(), out, shutdown)
+            })
+            .await
         })
     }
 }
