@@ -477,27 +477,41 @@ impl fmt::Debug for TlsSetup {
     }
 }
 
+/// What client and server TLS read alike: `tls.debug` (0-4), the cipher suites of
+/// `tls.ciphers` on the ring provider, and the version range.
+fn common(
+    props: &Props,
+) -> Result<
+    (
+        i64,
+        Arc<CryptoProvider>,
+        Vec<&'static SupportedProtocolVersion>,
+    ),
+    ConfigError,
+> {
+    let debug = props.int("tls.debug").unwrap_or(1);
+    if !(0..=4).contains(&debug) {
+        return Err(props.error("tls.debug", "a level from 0 to 4"));
+    }
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(list) = props.str("tls.ciphers") {
+        provider.cipher_suites = parse_ciphers(list).map_err(|e| props.error("tls.ciphers", e))?;
+    }
+    let versions = versions(
+        props.str("tls.min_version").unwrap_or("TLSv1.1"),
+        props.str("tls.max_version").unwrap_or("TLSv1.3"),
+    )
+    .map_err(|e| props.error("tls.max_version", e))?;
+    Ok((debug, Arc::new(provider), versions))
+}
+
 impl TlsSetup {
     /// `None` when `tls` is off. Reads the files now, so a bad path is a config error.
     pub fn from_props(props: &Props, host: &str) -> Result<Option<TlsSetup>, ConfigError> {
         if props.bool("tls") != Some(true) {
             return Ok(None);
         }
-        let debug = props.int("tls.debug").unwrap_or(1);
-        if !(0..=4).contains(&debug) {
-            return Err(props.error("tls.debug", "a level from 0 to 4"));
-        }
-        let mut provider = rustls::crypto::ring::default_provider();
-        if let Some(list) = props.str("tls.ciphers") {
-            provider.cipher_suites =
-                parse_ciphers(list).map_err(|e| props.error("tls.ciphers", e))?;
-        }
-        let provider = Arc::new(provider);
-        let versions = versions(
-            props.str("tls.min_version").unwrap_or("TLSv1.1"),
-            props.str("tls.max_version").unwrap_or("TLSv1.3"),
-        )
-        .map_err(|e| props.error("tls.max_version", e))?;
+        let (debug, provider, versions) = common(props)?;
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
             .map_err(|e| {
@@ -572,21 +586,7 @@ impl ServerTls {
         if props.bool("tls") != Some(true) {
             return Ok(None);
         }
-        let debug = props.int("tls.debug").unwrap_or(1);
-        if !(0..=4).contains(&debug) {
-            return Err(props.error("tls.debug", "a level from 0 to 4"));
-        }
-        let mut provider = rustls::crypto::ring::default_provider();
-        if let Some(list) = props.str("tls.ciphers") {
-            provider.cipher_suites =
-                parse_ciphers(list).map_err(|e| props.error("tls.ciphers", e))?;
-        }
-        let provider = Arc::new(provider);
-        let versions = versions(
-            props.str("tls.min_version").unwrap_or("TLSv1.1"),
-            props.str("tls.max_version").unwrap_or("TLSv1.3"),
-        )
-        .map_err(|e| props.error("tls.max_version", e))?;
+        let (debug, provider, versions) = common(props)?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
             .map_err(|e| {
