@@ -121,6 +121,25 @@ impl Drop for Listener {
 /// the same port again).
 pub type ListenSpec = (DownstreamSetup, Arc<str>, Arc<AtomicU64>);
 
+/// A server input's [`ListenSpec`]: its log prefix `[input:PLUGIN:NAME]` and its
+/// `agent_input_rejected_connections_total` counter.
+pub fn listen_spec(
+    setup: DownstreamSetup,
+    plugin: &str,
+    ctx: &crate::plugins::BuildContext,
+) -> ListenSpec {
+    let rejected = ctx.metrics.counter(
+        "agent_input_rejected_connections_total",
+        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
+        ctx.instance,
+    );
+    (
+        setup,
+        Arc::from(format!("[input:{plugin}:{}]", ctx.instance)),
+        rejected,
+    )
+}
+
 /// Binds `spec` and serves until shutdown; each connection goes to `handle` with the
 /// input's sender. A failure to listen stops the input (and so the agent) with the address.
 pub async fn run_server<F, Fut>(

@@ -17,7 +17,6 @@
 //! With `shared_key` (or `empty_shared_key`) or `security.users`, the server sends HELO
 //! on connect and accepts events only after a valid PING ([`crate::forward::auth`]).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
@@ -28,7 +27,7 @@ use crate::event::format::{msgpack_value_len, DecodeError, KeyCache};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
-use crate::net::downstream::{read_some, run_server, Conn, ListenSpec};
+use crate::net::downstream::{listen_spec, read_some, run_server, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
@@ -188,14 +187,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         ),
     };
     setup.unix_perm = perm;
-    let rejected: Arc<AtomicU64> = ctx.metrics.counter(
-        "agent_input_rejected_connections_total",
-        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
-        ctx.instance,
-    );
-    let prefix: Arc<str> = Arc::from(format!("[input:forward:{}]", ctx.instance));
     Ok(Box::new(ForwardInput {
-        listener: (setup, prefix, rejected),
+        listener: listen_spec(setup, "forward", ctx),
         cfg: Arc::new(ConnConfig {
             chunk,
             max,

@@ -8,12 +8,11 @@
 //! JSON objects, close it with one log line and `agent_input_rejected_connections_total`.
 //! `source_address_key` adds the client's address (`tcp://IP:PORT`).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
-use crate::net::downstream::{read_some, run_server, Conn, ListenSpec};
+use crate::net::downstream::{listen_spec, read_some, run_server, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
@@ -136,14 +135,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         return Err(props.error("buffer_size", "a size >= chunk_size"));
     }
     let setup = DownstreamSetup::from_props(props, None)?;
-    let rejected: Arc<AtomicU64> = ctx.metrics.counter(
-        "agent_input_rejected_connections_total",
-        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
-        ctx.instance,
-    );
-    let prefix: Arc<str> = Arc::from(format!("[input:tcp:{}]", ctx.instance));
     Ok(Box::new(TcpInput {
-        listener: (setup, prefix, rejected),
+        listener: listen_spec(setup, "tcp", ctx),
         cfg: Arc::new(Cfg {
             format,
             chunk,
