@@ -14,23 +14,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-/// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
-/// never race for one): from its last `listening on 127.0.0.1:PORT` line.
-fn port_of(a: &Agent) -> u16 {
-    let err = a.stderr();
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.contains("listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listening line\n{err}"));
-    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn receiver(port: u16, extra: &str) -> Agent {
     let mut a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    grace 2\n\
@@ -81,7 +64,7 @@ fn wait_unique(a: &mut Agent, n: usize) -> HashMap<u64, u32> {
 #[test]
 fn agent_to_agent_with_acks_delivers_every_record_once() {
     let mut rx = receiver(0, "");
-    let port = port_of(&rx);
+    let port = bound_port(&rx);
     let tx = sender(port, 500, "    require_ack_response on\n");
     let seen = wait_unique(&mut rx, 500);
     assert!(
@@ -104,7 +87,7 @@ fn every_mode_and_gzip_arrive_intact() {
         "    tag $nothing\n",
     ] {
         let mut rx = receiver(0, "");
-        let port = port_of(&rx);
+        let port = bound_port(&rx);
         let tx = sender(port, 50, extra);
         let seen = wait_unique(&mut rx, 50);
         assert_eq!(seen.len(), 50, "{extra}");
@@ -121,7 +104,7 @@ fn every_mode_and_gzip_arrive_intact() {
 #[test]
 fn killing_the_receiver_mid_stream_loses_nothing() {
     let mut rx = receiver(0, "");
-    let port = port_of(&rx);
+    let port = bound_port(&rx);
     let mut tx = sender(port, 3000, "    require_ack_response on\n");
     rx.wait_until(T, "some records", |out, _| out.lines().count() >= 300);
     rx.signal(libc::SIGKILL);
@@ -192,7 +175,7 @@ fn tls_shared_key_and_users_with_acks() {
             p("server.key")
         ),
     );
-    let port = port_of(&rx);
+    let port = bound_port(&rx);
     let tls = format!(
         "    tls on\n    tls.ca_file {}\n    tls.vhost localhost\n    require_ack_response on\n\
          \x20   shared_key s3cret\n    self_hostname node-1\n",
@@ -226,7 +209,7 @@ fn tls_shared_key_and_users_with_acks() {
 #[test]
 fn python_fluent_logger_client_records_all_arrive() {
     let mut rx = receiver(0, "");
-    let port = port_of(&rx);
+    let port = bound_port(&rx);
     let script = format!(
         r#"
 from fluent import sender
@@ -278,7 +261,7 @@ fn tag_prefix_then_input_tag_then_frame_tag() {
              {props}[OUTPUT]\n    name stdout\n    match *\n"
         ));
         rx.wait_log("listening on", T);
-        let port = port_of(&rx);
+        let port = bound_port(&rx);
         // ["node", 1700000000, {"a": 1}] written by hand (Message mode).
         let mut frame = vec![0x93, 0xa4];
         frame.extend_from_slice(b"node");
@@ -343,7 +326,7 @@ fn hot_reload_rebinds_the_port() {
     let path = dir.file("c.conf", &conf(1, 0));
     let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
     a.wait_log("listening on", T);
-    let port = port_of(&a);
+    let port = bound_port(&a);
     // ["t", 1, {}] (Message mode).
     let frame = [0x93, 0xa1, b't', 0x01, 0x80];
     TcpStream::connect(("127.0.0.1", port))
@@ -382,7 +365,7 @@ fn garbage_truncated_huge_and_silent_clients_are_closed() {
          [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
     ));
     rx.wait_log("listening on", T);
-    let port = port_of(&rx);
+    let port = bound_port(&rx);
     let send = |bytes: &[u8]| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(bytes).unwrap();

@@ -13,23 +13,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-/// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
-/// never race for one): from its last `listening on 127.0.0.1:PORT` line.
-fn port_of(a: &Agent) -> u16 {
-    let err = a.stderr();
-    let line = err
-        .lines()
-        .rev()
-        .find(|l| l.contains("listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listening line\n{err}"));
-    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn tcp_input(port: u16, extra: &str) -> Agent {
     let mut a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    grace 2\n\
@@ -43,7 +26,7 @@ fn tcp_input(port: u16, extra: &str) -> Agent {
 #[test]
 fn nc_sends_json_objects() {
     let mut a = tcp_input(0, "");
-    let port = port_of(&a);
+    let port = bound_port(&a);
     let mut nc = Command::new("nc")
         .args(["-q", "1", "127.0.0.1", &port.to_string()])
         .stdin(Stdio::piped())
@@ -63,7 +46,7 @@ fn nc_sends_json_objects() {
 #[test]
 fn objects_split_across_writes_and_source_address() {
     let mut a = tcp_input(0, "    source_address_key src\n");
-    let port = port_of(&a);
+    let port = bound_port(&a);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let local = s.local_addr().unwrap();
     for piece in [&b"{\"msg\":\"he"[..], b"llo\"}{\"n\"", b":2}\n"] {
@@ -82,7 +65,7 @@ fn objects_split_across_writes_and_source_address() {
 #[test]
 fn format_none_splits_on_the_separator() {
     let mut a = tcp_input(0, "    format none\n    separator ;\n");
-    let port = port_of(&a);
+    let port = bound_port(&a);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"one;two;thr").unwrap();
     s.write_all(b"ee;last").unwrap();
@@ -114,7 +97,7 @@ fn tls_clients_are_served() {
             k.display()
         ),
     );
-    let port = port_of(&a);
+    let port = bound_port(&a);
     let script = format!(
         "import socket, ssl\n\
          c = ssl.create_default_context(cafile='{}')\n\
@@ -147,7 +130,7 @@ fn tls_clients_are_served() {
 #[test]
 fn limits_garbage_and_random_bytes_close_connections_and_serving_goes_on() {
     let mut a = tcp_input(0, "    chunk_size 1\n    buffer_size 2\n");
-    let port = port_of(&a);
+    let port = bound_port(&a);
     // Not JSON.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"]]] not json\n").unwrap();
@@ -235,7 +218,7 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
             ca_pem.display()
         ),
     );
-    let port = port_of(&a);
+    let port = bound_port(&a);
     let client = |with_cert: bool, body: &str| {
         // With TLS 1.3 the server's verdict on the client certificate arrives after the
         // client's handshake is done: a refused client waits for it (an alert, or the

@@ -245,6 +245,23 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16
     Ok((status, body))
 }
 
+/// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
+/// never race for one): from its last `listening on 127.0.0.1:PORT` line.
+pub fn bound_port(a: &Agent) -> u16 {
+    let err = a.stderr();
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("listening on 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no listening line\n{err}"));
+    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A free TCP port on loopback (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

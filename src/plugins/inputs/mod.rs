@@ -12,6 +12,45 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// What a kernel reader thread's [`hand_off`] did with its batch.
+pub(crate) enum HandOff {
+    /// Sent, or kept for the next try (the channel was full).
+    Done,
+    /// More than the backlog bound was held: that many items were dropped.
+    Dropped(u64),
+    /// The input task is gone.
+    Closed,
+}
+
+/// Hands `batch` to the input task without ever waiting on the pipeline (netlink
+/// readers must keep reading): when the channel is full the batch is kept for the next
+/// try, and once more than `max` items are held they are dropped and counted.
+pub(crate) fn hand_off<T, M>(
+    tx: &tokio::sync::mpsc::Sender<M>,
+    batch: &mut Vec<T>,
+    max: usize,
+    wrap: fn(Vec<T>) -> M,
+    unwrap: fn(M) -> Option<Vec<T>>,
+) -> HandOff {
+    use tokio::sync::mpsc::error::TrySendError;
+    if batch.is_empty() {
+        return HandOff::Done;
+    }
+    match tx.try_send(wrap(std::mem::take(batch))) {
+        Ok(()) => HandOff::Done,
+        Err(TrySendError::Full(m)) => {
+            *batch = unwrap(m).unwrap_or_default();
+            if batch.len() > max {
+                let lost = batch.len() as u64;
+                batch.clear();
+                return HandOff::Dropped(lost);
+            }
+            HandOff::Done
+        }
+        Err(TrySendError::Closed(_)) => HandOff::Closed,
+    }
+}
+
 /// Upper bound on records produced per wake-up, so that a fast timer yields bounded batches.
 pub(crate) const MAX_BATCH: u64 = 1024;
 

@@ -257,19 +257,16 @@ fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
                 return;
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        match tx.try_send(FromKernel::Packets(std::mem::take(&mut batch))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(FromKernel::Packets(back))) => {
-                batch = back;
-                if batch.len() > MAX_BACKLOG {
-                    let _ = tx.try_send(FromKernel::Lost(batch.len() as u64));
-                    batch.clear();
-                }
+        let unwrap = |m| match m {
+            FromKernel::Packets(b) => Some(b),
+            _ => None,
+        };
+        match super::hand_off(&tx, &mut batch, MAX_BACKLOG, FromKernel::Packets, unwrap) {
+            super::HandOff::Done => {}
+            super::HandOff::Dropped(lost) => {
+                let _ = tx.try_send(FromKernel::Lost(lost));
             }
-            Err(_) => return,
+            super::HandOff::Closed => return,
         }
     }
 }

@@ -322,21 +322,17 @@ fn event_thread(
                 return;
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        match tx.try_send(FromKernel::Events(std::mem::take(&mut batch))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(FromKernel::Events(back))) => {
-                batch = back;
-                if batch.len() > MAX_BACKLOG {
-                    let lost = batch.len() as u64;
-                    batch.clear();
-                    let _ = tx.try_send(FromKernel::Lost("the pipeline is behind", lost));
-                    let _ = resync.send(());
-                }
+        let unwrap = |m| match m {
+            FromKernel::Events(b) => Some(b),
+            _ => None,
+        };
+        match super::hand_off(&tx, &mut batch, MAX_BACKLOG, FromKernel::Events, unwrap) {
+            super::HandOff::Done => {}
+            super::HandOff::Dropped(lost) => {
+                let _ = tx.try_send(FromKernel::Lost("the pipeline is behind", lost));
+                let _ = resync.send(());
             }
-            Err(_) => return,
+            super::HandOff::Closed => return,
         }
     }
 }
