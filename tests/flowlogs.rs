@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::netns::NetNs;
+use common::netns::{conntrack_counters, NetNs};
 use common::*;
 use serde_json::Value;
 
@@ -27,15 +27,7 @@ fn tool_totals(text: &str) -> ([u64; 4], usize) {
     let mut t = [0u64; 4];
     let mut n = 0;
     for line in text.lines().filter(|l| l.contains("dport=80 ")) {
-        let nums: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| {
-                w.strip_prefix("packets=")
-                    .or_else(|| w.strip_prefix("bytes="))
-            })
-            .map(|x| x.parse().unwrap())
-            .collect();
-        if nums.len() == 4 {
+        if let Some(nums) = conntrack_counters(line) {
             n += 1;
             for i in 0..4 {
                 t[i] += nums[i];
@@ -81,24 +73,7 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
     let mut a = Agent::start(&conf);
     a.wait_log("] receiving NFLOG group 5", T);
     a.wait_log("] watching /var/run/netns/", T);
-    let mut tool = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "conntrack",
-            "-E",
-            "-e",
-            "DESTROY",
-            "-o",
-            "extended",
-            "-p",
-            "tcp",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let tool = ns.watch_tcp_destroys();
     // Three allowed connections from two "access" pods to nginx:80, one denied to :5432.
     ns.run_in(|| {
         let server = TcpListener::bind("10.1.0.7:80").unwrap();
@@ -132,16 +107,7 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
     });
     let udp_truth = ns.exec(&["conntrack", "-L", "-o", "extended", "-p", "udp"]);
     // Wait for the kernel's DESTROY of all three and for flow logs that account for them.
-    let mut raw = String::new();
-    let mut out = tool.stdout.take().unwrap();
-    let end = Instant::now() + T;
-    while tool_totals(&raw).1 < 3 && Instant::now() < end {
-        let mut b = [0u8; 4096];
-        let n = out.read(&mut b).unwrap();
-        raw.push_str(&String::from_utf8_lossy(&b[..n]));
-    }
-    let _ = tool.kill();
-    let _ = tool.wait();
+    let raw = tool.read_until(T, |raw| tool_totals(raw).1 >= 3);
     let (truth, n) = tool_totals(&raw);
     assert_eq!(n, 3, "{raw}");
     let allowed = |recs: &[Value]| -> Vec<Value> {

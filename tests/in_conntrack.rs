@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::netns::NetNs;
+use common::netns::{conntrack_counters, NetNs};
 use common::*;
 use serde_json::Value;
 
@@ -62,15 +62,7 @@ fn tool_counters(text: &str, sport: u16) -> Option<[u64; 4]> {
     let line = text
         .lines()
         .find(|l| l.contains(&format!("sport={sport} ")))?;
-    let nums: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| {
-            w.strip_prefix("packets=")
-                .or_else(|| w.strip_prefix("bytes="))
-        })
-        .map(|n| n.parse().unwrap())
-        .collect();
-    (nums.len() == 4).then(|| [nums[0], nums[1], nums[2], nums[3]])
+    conntrack_counters(line)
 }
 
 fn counters(r: &Value) -> [u64; 4] {
@@ -151,39 +143,13 @@ fn tcp_and_udp_counters_match_the_kernel() {
     assert_eq!(new["dnat"], false);
 
     // The DESTROY the kernel sends to every listener carries the same final counters.
-    let mut tool = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "conntrack",
-            "-E",
-            "-e",
-            "DESTROY",
-            "-o",
-            "extended",
-            "-p",
-            "tcp",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // let the tool subscribe
+    let tool = ns.watch_tcp_destroys();
     drop(conns);
     drop(server);
     let destroy = wait_for(&mut a, "the TCP destroy record", |r| {
         of_port(r, "destroy", 41000).first().cloned()
     });
-    let mut line = String::new();
-    let mut out = tool.stdout.take().unwrap();
-    let end = Instant::now() + T;
-    while tool_counters(&line, 41000).is_none() && Instant::now() < end {
-        let mut b = [0u8; 4096];
-        let n = out.read(&mut b).unwrap();
-        line.push_str(&String::from_utf8_lossy(&b[..n]));
-    }
-    let _ = tool.kill();
-    let _ = tool.wait();
+    let line = tool.read_until(T, |line| tool_counters(line, 41000).is_some());
     assert_eq!(
         counters(&destroy),
         tool_counters(&line, 41000).expect(&line),

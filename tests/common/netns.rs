@@ -2,8 +2,10 @@
 //! that matches `ct state`), accounting and timestamps on and short timeouts; deleted
 //! on drop. Needs root, as the conntrack tests do.
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -75,6 +77,27 @@ impl NetNs {
         String::from_utf8_lossy(&run(&full).stdout).into_owned()
     }
 
+    /// Starts the kernel's own view of TCP flow ends in the namespace
+    /// (`conntrack -E -e DESTROY -o extended -p tcp`), once it has subscribed.
+    pub fn watch_tcp_destroys(&self) -> DestroyWatch {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "conntrack",
+                "-E",
+                "-e",
+                "DESTROY",
+            ])
+            .args(["-o", "extended", "-p", "tcp"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // let the tool subscribe
+        DestroyWatch(child)
+    }
+
     /// Moves the calling thread into the namespace (sockets it opens then live there).
     pub fn enter(&self) {
         let f = std::fs::File::open(self.path()).unwrap();
@@ -112,4 +135,46 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// A running `conntrack -E` (see [`NetNs::watch_tcp_destroys`]); killed on drop.
+pub struct DestroyWatch(Child);
+
+impl DestroyWatch {
+    /// Everything the tool printed, read until `done(text)` holds or `timeout` passes
+    /// (checked between reads); then the tool is stopped.
+    pub fn read_until(mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+        let mut text = String::new();
+        let mut out = self.0.stdout.take().unwrap();
+        let end = Instant::now() + timeout;
+        while !done(&text) && Instant::now() < end {
+            let mut b = [0u8; 4096];
+            let n = out.read(&mut b).unwrap();
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&b[..n]));
+        }
+        text
+    }
+}
+
+impl Drop for DestroyWatch {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `packets=N bytes=M` pairs (orig, reply) of one `conntrack -o extended` line.
+pub fn conntrack_counters(line: &str) -> Option<[u64; 4]> {
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| {
+            w.strip_prefix("packets=")
+                .or_else(|| w.strip_prefix("bytes="))
+        })
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (nums.len() == 4).then(|| [nums[0], nums[1], nums[2], nums[3]])
 }
