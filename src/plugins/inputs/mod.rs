@@ -12,6 +12,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// A kernel reader's receive that found nothing this time (its timeout passed, or a
+/// signal interrupted it): read again.
+pub(crate) fn nothing_yet(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
 /// What a kernel reader thread's [`hand_off`] did with its batch.
 pub(crate) enum HandOff {
     /// Sent, or kept for the next try (the channel was full).

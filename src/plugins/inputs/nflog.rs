@@ -245,13 +245,7 @@ fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 let _ = tx.try_send(FromKernel::Lost(0));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if super::nothing_yet(&e) => {}
             Err(e) => {
                 let _ = tx.blocking_send(FromKernel::Failed(format!("nflog socket failed: {e}")));
                 return;

@@ -308,13 +308,7 @@ fn event_thread(
                 ));
                 let _ = resync.send(());
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if super::nothing_yet(&e) => {}
             Err(e) => {
                 let _ = tx.blocking_send(FromKernel::Failed(format!(
                     "conntrack event socket failed: {e}"
