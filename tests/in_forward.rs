@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -140,32 +141,10 @@ fn killing_the_receiver_mid_stream_loses_nothing() {
     rx2.stop(T);
 }
 
-/// A test CA and a server certificate for localhost, as PEM files.
-fn pki() -> Dir {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "agent test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "localhost");
-    let server = p.signed_by(&key, &issuer).unwrap();
-    let dir = Dir::new();
-    dir.file("ca.pem", &ca.pem());
-    dir.file("server.pem", &server.pem());
-    dir.file("server.key", &key.serialize_pem());
-    dir
-}
-
 #[test]
 fn tls_shared_key_and_users_with_acks() {
-    let pki = pki();
-    let p = |n: &str| pki.path().join(n).to_str().unwrap().to_string();
+    let pki = Pki::new();
+    let p = |n: &str| pki.path(n);
     let mut rx = receiver(
         0,
         &format!(

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -186,36 +187,20 @@ fn a_port_in_use_stops_the_agent_with_the_reason() {
 
 #[test]
 fn verify_client_cert_requires_a_certificate_from_the_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "agent test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        (p.signed_by(&key, &issuer).unwrap(), key)
-    };
-    let (server, server_key) = leaf("localhost");
-    let (client, client_key) = leaf("node-1");
-    let dir = Dir::new();
-    let ca_pem = dir.file("ca.pem", &ca.pem());
-    let crt = dir.file("s.pem", &server.pem());
-    let key = dir.file("s.key", &server_key.serialize_pem());
-    let ccrt = dir.file("c.pem", &client.pem());
-    let ckey = dir.file("c.key", &client_key.serialize_pem());
+    let pki = Pki::new();
+    let (ca_pem, crt, key) = (
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key"),
+    );
+    let (ccrt, ckey) = (pki.path("client.pem"), pki.path("client.key"));
     let mut a = tcp_input(
         0,
         &format!(
             "    tls on\n    tls.crt_file {}\n    tls.key_file {}\n    tls.ca_file {}\n    tls.verify_client_cert on\n",
-            crt.display(),
-            key.display(),
-            ca_pem.display()
+            crt,
+            key,
+            ca_pem
         ),
     );
     let port = bound_port(&a);
@@ -225,11 +210,7 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
         // close, fails the read); an accepted one just closes.
         let (cert, wait) = if with_cert {
             (
-                format!(
-                    "c.load_cert_chain('{}', '{}')\n",
-                    ccrt.display(),
-                    ckey.display()
-                ),
+                format!("c.load_cert_chain('{}', '{}')\n", ccrt, ckey),
                 "s.close()\n",
             )
         } else {
@@ -242,7 +223,7 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
              s = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='localhost')\n\
              s.sendall(b'{body}')\n\
              {wait}",
-            ca_pem.display()
+            ca_pem
         );
         Command::new("python3")
             .args(["-c", &script])

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::*;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::AsyncReadExt;
@@ -549,50 +550,6 @@ fn config_errors_name_the_line() {
 }
 
 // ---- TLS ---------------------------------------------------------------------------
-
-/// A test CA, a server certificate for `localhost` and a client certificate, in files.
-struct Pki {
-    dir: Dir,
-    server: (CertificateDer<'static>, Vec<u8>),
-    ca: CertificateDer<'static>,
-    client_der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "agent test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |name: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            (p.signed_by(&key, &issuer).unwrap(), key)
-        };
-        let (server, server_key) = leaf("localhost");
-        let (client, client_key) = leaf("agent-client");
-        let dir = Dir::new();
-        dir.file("ca.pem", &ca.pem());
-        dir.file("client.pem", &client.pem());
-        dir.file("client.key", &client_key.serialize_pem());
-        Pki {
-            dir,
-            server: (server.der().clone(), server_key.serialize_der()),
-            ca: ca.der().clone(),
-            client_der: client.der().clone(),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-}
 
 /// What a TLS test server saw on one connection.
 #[derive(Clone, Debug, Default)]

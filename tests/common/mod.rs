@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod pki;
 
 use std::fs;
 use std::io::Read;
