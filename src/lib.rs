@@ -22,5 +22,6 @@ pub mod forward;
 pub mod http;
 pub mod log;
 pub mod net;
+pub mod parser;
 pub mod pipeline;
 pub mod plugins;
