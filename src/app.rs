@@ -114,7 +114,17 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
             entries: cli.service.clone(),
         },
     );
-    let config = Config::from_document(&doc)?;
+    let mut config = Config::from_document(&doc)?;
+    let main_dir = cli
+        .config
+        .as_deref()
+        .and_then(|p| Path::new(p).parent())
+        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+    config.parsers = std::sync::Arc::new(crate::parser::Parsers::load(
+        &config.service,
+        &doc.sections,
+        main_dir,
+    )?);
     apply_cli_log_level(cli, Some(config.service.log_level));
     if let Some(file) = &config.service.log_file {
         if let Err(e) = log::set_file(file) {

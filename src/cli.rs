@@ -270,7 +270,7 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
                     "daemon; run agent under a supervisor such as systemd",
                 ))
             }
-            'R' => return Err(unsupported(flag, "parsers file")),
+            'R' => service(&mut cli, "parsers_file", &v),
             'e' => return Err(unsupported(flag, "external plugins")),
             'T' => return Err(unsupported(flag, "stream processor")),
             'C' => return Err(unsupported(flag, "custom plugins")),

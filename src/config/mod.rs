@@ -33,6 +33,9 @@ pub struct Config {
     pub inputs: Vec<InstanceConfig>,
     pub filters: Vec<InstanceConfig>,
     pub outputs: Vec<InstanceConfig>,
+    /// Every parser definition (parsers files, YAML `parsers:`), loaded by
+    /// [`crate::parser::Parsers::load`]; empty until then.
+    pub parsers: std::sync::Arc<crate::parser::Parsers>,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
             inputs,
             filters,
             outputs,
+            parsers: Default::default(),
         })
     }
 }

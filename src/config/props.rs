@@ -30,13 +30,18 @@ pub enum PropKind {
     /// A string that may be given several times; every value is kept, in order
     /// (Fluent Bit's FLB_CONFIG_MAP_MULT: `record`, `regex`, ...).
     Multi,
+    /// Any key that starts with this spec's name (Fluent Bit's FLB_CONFIG_MAP_STR_PREFIX:
+    /// tail's `parser_1`, `parser_2`, ...); each such key may be set once.
+    Prefix,
 }
 
 impl PropKind {
     /// What a valid value looks like, for error messages.
     pub fn expected(self) -> String {
         match self {
-            PropKind::Str | PropKind::CList | PropKind::Multi => "a string".into(),
+            PropKind::Str | PropKind::CList | PropKind::Multi | PropKind::Prefix => {
+                "a string".into()
+            }
             PropKind::Int => "an integer such as 5 or -1".into(),
             PropKind::Bool => "a boolean: on, off, true, false, yes or no".into(),
             PropKind::Double => "a number such as 1 or 0.5".into(),
@@ -63,6 +68,7 @@ impl PropKind {
             PropKind::Json => "json",
             PropKind::Enum(_) => "string",
             PropKind::Multi => "multiple",
+            PropKind::Prefix => "prefix",
             PropKind::Quantity => "quantity",
         }
     }
@@ -70,7 +76,7 @@ impl PropKind {
     /// Whether `text` is a valid value of this kind.
     pub fn check(self, text: &str) -> bool {
         match self {
-            PropKind::Str | PropKind::CList | PropKind::Multi => true,
+            PropKind::Str | PropKind::CList | PropKind::Multi | PropKind::Prefix => true,
             PropKind::Int => values::parse_int(text).is_some(),
             PropKind::Bool => values::parse_bool(text).is_some(),
             PropKind::Double => values::parse_double(text).is_some(),
@@ -143,7 +149,12 @@ impl Props {
             let spec = tables
                 .iter()
                 .flat_map(|t| t.iter())
-                .find(|s| s.name == entry.key);
+                .find(|s| {
+                    s.name == entry.key
+                        || (s.kind == PropKind::Prefix
+                            && entry.key.len() > s.name.len()
+                            && entry.key.starts_with(s.name))
+                });
             let Some(spec) = spec else {
                 let all = tables.iter().flat_map(|t| t.iter()).map(|s| s.name);
                 return Err(ConfigError::UnknownProperty {
@@ -169,7 +180,9 @@ impl Props {
                 });
             }
             let is_own = own.iter().any(|s| std::ptr::eq(s, spec));
-            let repeated = set.iter().position(|(s, _)| std::ptr::eq(*s, spec));
+            let repeated = set
+                .iter()
+                .position(|(s, e)| std::ptr::eq(*s, spec) && e.key == entry.key);
             if let Some(pos) = repeated.filter(|_| spec.kind != PropKind::Multi) {
                 if is_own {
                     return Err(ConfigError::Duplicate {
@@ -232,7 +245,7 @@ impl Props {
     pub fn span_of(&self, name: &str) -> &Span {
         self.set
             .iter()
-            .find(|(s, _)| s.name == name)
+            .find(|(s, e)| s.name == name || e.key == name)
             .map(|(_, e)| &e.span)
             .unwrap_or(&self.span)
     }
@@ -286,6 +299,14 @@ impl Props {
             .iter()
             .filter(|(s, _)| s.name == name)
             .map(|(_, e)| e.value.as_str())
+            .collect()
+    }
+    /// Every `(key, value)` set through a `Prefix` property, in order.
+    pub fn prefixed(&self, name: &str) -> Vec<(&str, &str)> {
+        self.set
+            .iter()
+            .filter(|(s, _)| s.name == name)
+            .map(|(_, e)| (e.key.as_str(), e.value.as_str()))
             .collect()
     }
     pub fn json(&self, name: &str) -> Option<serde_json::Value> {

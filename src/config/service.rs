@@ -28,6 +28,7 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
+    PropSpec::new("parsers_file", PropKind::Multi, None, "A file of [PARSER] and [MULTILINE_PARSER] sections (repeatable); relative paths are tried from the working directory, then from the main config file's directory."),
     PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
     PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
@@ -46,7 +47,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "flush.adaptive.high_pressure",
     "flush.adaptive.up_steps",
     "flush.adaptive.down_steps",
-    "parsers_file",
     "plugins_file",
     "streams_file",
     "hot_reload.timeout",
@@ -92,6 +92,8 @@ pub struct ServiceConfig {
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
     /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
     pub storage_limits: (u64, u64),
+    /// Every `parsers_file` in order, each with the line that named it.
+    pub parsers_files: Vec<(String, Span)>,
 }
 
 impl ServiceConfig {
@@ -110,7 +112,9 @@ impl ServiceConfig {
                         expected: spec.kind.expected(),
                     });
                 }
-                last.retain(|x| x.key != e.key);
+                if spec.kind != PropKind::Multi {
+                    last.retain(|x| x.key != e.key);
+                }
                 last.push(e);
             } else if SERVICE_NOT_YET.contains(&e.key.as_str()) {
                 crate::warn!(
@@ -207,6 +211,11 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            parsers_files: last
+                .iter()
+                .filter(|e| e.key == "parsers_file" && !e.value.is_empty())
+                .map(|e| (e.value.clone(), e.span.clone()))
+                .collect(),
             storage_limits: (
                 values::parse_int(text("storage.max_chunks_up"))
                     .unwrap_or(128)

@@ -19,8 +19,6 @@ use super::model::{Document, Entry, Section, SectionKind, Span};
 
 /// Top-level sections Fluent Bit's YAML has and agent does not support yet.
 const NOT_YET: &[&str] = &[
-    "parsers",
-    "multiline_parsers",
     "plugins",
     "customs",
     "processors",
@@ -28,7 +26,14 @@ const NOT_YET: &[&str] = &[
     "stream_processor",
     "extensions",
 ];
-const KNOWN: &[&str] = &["env", "includes", "service", "pipeline"];
+const KNOWN: &[&str] = &[
+    "env",
+    "includes",
+    "service",
+    "pipeline",
+    "parsers",
+    "multiline_parsers",
+];
 
 /// Whether `path` names a YAML config (`.yaml`/`.yml`, any case), as Fluent Bit decides.
 pub fn is_yaml(path: &Path) -> bool {
@@ -154,6 +159,7 @@ impl Loader {
                     });
                 }
                 "pipeline" => self.pipeline(&label, v)?,
+                "parsers" | "multiline_parsers" => self.parsers(&label, &key, v)?,
                 s if NOT_YET.contains(&s) => {
                     return Err(err(
                         self.span(&label, k),
@@ -163,8 +169,8 @@ impl Loader {
                 }
                 s => {
                     let hint = match closest(s, KNOWN.iter().chain(NOT_YET).copied()) {
-                        Some(c) => format!("did you mean '{c}'? the sections are: env, includes, service, pipeline"),
-                        None => "the sections are: env, includes, service, pipeline".into(),
+                        Some(c) => format!("did you mean '{c}'? the sections are: {}", KNOWN.join(", ")),
+                        None => format!("the sections are: {}", KNOWN.join(", ")),
                     };
                     return Err(err(
                         self.span(&label, k),
@@ -330,6 +336,91 @@ impl Loader {
         Ok(())
     }
 
+    /// `parsers:` and `multiline_parsers:`: lists of definitions, each becoming a
+    /// `[PARSER]`/`[MULTILINE_PARSER]` section. A multiline parser's `rules` (a list of
+    /// `state`/`regex`/`next_state`) become classic `rule "state" "regex" "next"` lines.
+    fn parsers(&mut self, file: &str, key: &str, v: &Node) -> Result<(), ConfigError> {
+        let (kind, header) = match key {
+            "parsers" => (SectionKind::Parser, "parser"),
+            _ => (SectionKind::MultilineParser, "multiline_parser"),
+        };
+        for item in self.list(file, v, key)? {
+            let mut entries = Vec::new();
+            for (k, x) in self.mapping(file, item, key)? {
+                let name = snake_case(&self.key(file, k)?);
+                if name == "rules" && kind == SectionKind::MultilineParser {
+                    for rule in self.list(file, x, "rules")? {
+                        entries.push(self.rule(file, rule)?);
+                    }
+                    continue;
+                }
+                match &x.data {
+                    YamlDataOwned::Sequence(items) => {
+                        for i in items {
+                            entries.push(Entry {
+                                key: name.clone(),
+                                value: self.scalar(file, i, &name)?,
+                                span: self.span(file, i),
+                            });
+                        }
+                    }
+                    _ => entries.push(Entry {
+                        value: self.scalar(file, x, &name)?,
+                        key: name,
+                        span: self.span(file, k),
+                    }),
+                }
+            }
+            if !entries.iter().any(|e| e.key == "name") {
+                return Err(err(
+                    self.span(file, item),
+                    format!("[config] an item of '{key}' has no 'name'"),
+                    "add 'name: <parser name>' to the item",
+                ));
+            }
+            self.doc.sections.push(Section {
+                kind,
+                header: header.into(),
+                span: self.span(file, item),
+                entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// One item of a multiline parser's `rules` as the classic `rule` line.
+    fn rule(&self, file: &str, n: &Node) -> Result<Entry, ConfigError> {
+        let (mut state, mut regex, mut next) = (None, None, None);
+        for (k, x) in self.mapping(file, n, "rules")? {
+            let slot = match self.key(file, k)?.as_str() {
+                "state" => &mut state,
+                "regex" => &mut regex,
+                "next_state" => &mut next,
+                other => {
+                    return Err(err(
+                        self.span(file, k),
+                        format!("[config] multiline parser rule: unknown key '{other}'"),
+                        "a rule has 'state', 'regex' and 'next_state'",
+                    ))
+                }
+            };
+            *slot = Some(self.scalar(file, x, "rules")?);
+        }
+        let (Some(state), Some(regex), Some(next)) = (state, regex, next) else {
+            return Err(err(
+                self.span(file, n),
+                "[config] a multiline parser rule needs 'state', 'regex' and 'next_state'",
+                "write e.g. '- state: start_state' with 'regex: \'/^\\d/\'' and 'next_state: cont'",
+            ));
+        };
+        let quote = |t: &str| format!("\"{}\"", t.replace('"', "\\\""));
+        Ok(Entry {
+            key: "rule".into(),
+            value: format!("{} {} {}", quote(&state), quote(&regex), quote(&next)),
+            span: self.span(file, n),
+        })
+    }
+
     /// A mapping of properties: scalars, or lists of scalars for repeatable properties.
     fn entries(&self, file: &str, n: &Node, what: &str) -> Result<Vec<Entry>, ConfigError> {
         let mut out = Vec::new();
@@ -377,6 +468,43 @@ mod tests {
             let s = e.to_string().replace(&p.display().to_string(), "c.yaml");
             ConfigError::Usage(s)
         })
+    }
+
+    #[test]
+    fn parsers_and_multiline_parsers_become_sections() {
+        let doc = load_text(concat!(
+            "parsers:\n",
+            "  - name: p1\n    format: regex\n    regex: '^(?<a>x)$'\n    decode_field: [json a, escaped b]\n",
+            "multiline_parsers:\n",
+            "  - name: m1\n    type: regex\n    flushTimeout: 1000\n    rules:\n",
+            "      - state: start_state\n        regex: '/^\"a\"/'\n        next_state: cont\n",
+            "      - {state: cont, regex: '/^ /', next_state: cont}\n",
+        ))
+        .unwrap();
+        let kinds: Vec<_> = doc.sections.iter().map(|s| (s.kind, s.header.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [(SectionKind::Parser, "parser"), (SectionKind::MultilineParser, "multiline_parser")]
+        );
+        let kv = |i: usize| -> Vec<(String, String)> {
+            doc.sections[i].entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect()
+        };
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            kv(0),
+            [s("name", "p1"), s("format", "regex"), s("regex", "^(?<a>x)$"), s("decode_field", "json a"), s("decode_field", "escaped b")]
+        );
+        assert_eq!(
+            kv(1),
+            [
+                s("name", "m1"),
+                s("type", "regex"),
+                s("flush_timeout", "1000"),
+                s("rule", r#""start_state" "/^\"a\"/" "cont""#),
+                s("rule", r#""cont" "/^ /" "cont""#),
+            ]
+        );
+        assert_eq!(doc.sections[1].entries[3].span.line, 11);
     }
 
     #[test]
@@ -455,12 +583,18 @@ mod tests {
             e.starts_with("c.yaml:3:7: [config] an item of 'inputs' has no 'name'"),
             "{e}"
         );
-        let e = load_text("parsers:\n  - name: x\n")
+        let e = load_text("parsers:\n  - format: json\n")
             .unwrap_err()
             .to_string();
+        assert_eq!(e, "c.yaml:2:5: [config] an item of 'parsers' has no 'name'");
+        let e = load_text("multiline_parsers:\n  - name: m\n    rules:\n      - state: start_state\n        regex: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:4:9: [config] a multiline parser rule needs"), "{e}");
+        let e = load_text("plugins:\n  - a\n").unwrap_err().to_string();
         assert_eq!(
             e,
-            "c.yaml:1:1: [config] section 'parsers' is not supported by agent yet"
+            "c.yaml:1:1: [config] section 'plugins' is not supported by agent yet"
         );
         let e = load_text("pipline:\n  inputs: []\n")
             .unwrap_err()

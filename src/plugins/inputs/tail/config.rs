@@ -33,20 +33,22 @@ pub(super) const PROPS: &[PropSpec] = &[
     PropSpec::new("inotify_watcher", PropKind::Bool, Some("true"), "Watch files with inotify; false polls them every 250ms."),
     PropSpec::new("exit_on_eof", PropKind::Bool, Some("false"), "Stop this input once every file is read to its end."),
     PropSpec::new("limit_per_file", PropKind::Quantity, None, "Lines per second forwarded per file (per container): 100, 1k, 500m; over it lines are dropped (counted); 0 = files are not read at all."),
-    PropSpec::new("parser", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("tag_regex", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("docker_mode", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("docker_mode_flush", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("docker_mode_parser", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("multiline", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("multiline_flush", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("parser_firstline", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("multiline.parser", PropKind::Str, None, "Not supported yet."),
+    PropSpec::new("parser", PropKind::Str, None, "Name of a [PARSER] applied to each line; a line it does not match is kept as it is, under 'key'."),
+    PropSpec::new("tag_regex", PropKind::Str, None, "Regex with named groups matched against the file's path; <name> in the tag is replaced by the group's text (e.g. kube.<namespace_name>.<pod_name>)."),
+    PropSpec::new("docker_mode", PropKind::Bool, Some("false"), "Join Docker JSON log lines that were split at 16 KiB (a 'log' without a trailing newline) before any parser."),
+    PropSpec::new("docker_mode_flush", PropKind::Int, Some("4"), "Seconds to wait for the rest of a split Docker line before emitting what is held."),
+    PropSpec::new("docker_mode_parser", PropKind::Str, None, "Name of a [PARSER] matching the first line of a multiline Docker message (docker_mode)."),
+    PropSpec::new("multiline", PropKind::Bool, Some("false"), "Old-style multiline: join lines from one matching parser_firstline to the next (use multiline.parser instead where possible)."),
+    PropSpec::new("multiline_flush", PropKind::Time, Some("4"), "Old-style multiline: how long to wait for more lines of a message before emitting it."),
+    PropSpec::new("parser_firstline", PropKind::Str, None, "Old-style multiline: name of the [PARSER] whose regex matches the first line of a message."),
+    PropSpec::new("parser_", PropKind::Prefix, None, "Old-style multiline: parser_1, parser_2, ... name extra parsers tried on the other lines of a message."),
+    PropSpec::new("multiline.parser", PropKind::Multi, None, "Comma-separated multiline parsers tried in order (docker, cri, go, python, java, ruby or a [MULTILINE_PARSER]); repeatable."),
+    PropSpec::new("multiline.key_content", PropKind::Str, None, "Key whose text the multiline parsers join, overriding each parser's key_content."),
     PropSpec::new("unicode.encoding", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("generic.encoding", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("static_batch_size", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("event_batch_size", PropKind::Str, None, "Not supported yet."),
-    PropSpec::new("progress_check_interval", PropKind::Str, None, "Not supported yet (watcher_interval checks every file)."),
+    PropSpec::new("progress_check_interval", PropKind::Time, Some("2s"), "How often files are checked for data that no inotify event announced (the check also runs every watcher_interval)."),
     PropSpec::new("progress_check_interval_nsec", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("ignore_active_older_files", PropKind::Str, None, "Not supported yet."),
     PropSpec::new("file_cache_advise", PropKind::Str, None, "Not supported yet."),
@@ -63,6 +65,21 @@ pub enum LongLines {
     Stop,
     Skip,
     Truncate,
+}
+
+/// How a file's lines are joined into records (Fluent Bit tries them in this order).
+#[derive(Clone, Debug, Default)]
+pub enum Joiner {
+    /// Each line is a record.
+    #[default]
+    Lines,
+    /// `multiline.parser`: multiline parsers tried in order, `multiline.key_content`.
+    Multiline(Vec<Arc<crate::parser::multiline::MlParser>>, Option<Arc<str>>),
+    /// `docker_mode`: split Docker lines joined, flushed after `docker_mode_flush`,
+    /// `docker_mode_parser` matching a first line.
+    Docker(Duration, Option<Arc<crate::parser::Parser>>),
+    /// `multiline on`: `parser_firstline`, `parser_N`s, `multiline_flush`.
+    Legacy(Arc<crate::parser::Parser>, Vec<Arc<crate::parser::Parser>>, Duration),
 }
 
 /// `db.sync`: how hard a db write is pushed to disk.
@@ -110,25 +127,21 @@ pub struct TailConfig {
     pub limit_per_file: Option<(f64, crate::plugins::filters::ratelimit::Quota)>,
     /// Tags a `limit` of 0 drops entirely: such files are never opened.
     pub never_read: Vec<crate::pipeline::router::Matcher>,
+    /// `parser`: applied to each line (or to what docker_mode joined).
+    pub parser: Option<Arc<crate::parser::Parser>>,
+    /// How lines are joined into records before that.
+    pub joiner: Joiner,
+    /// `tag_regex`: named groups of the path fill `<name>`s of the tag.
+    pub tag_regex: Option<regex::Regex>,
     /// `agent_tail_limit_dropped_records_total`: lines dropped by `limit_per_file`.
     pub limit_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 const UNSUPPORTED: &[&str] = &[
-    "parser",
-    "tag_regex",
-    "docker_mode",
-    "docker_mode_flush",
-    "docker_mode_parser",
-    "multiline",
-    "multiline_flush",
-    "parser_firstline",
-    "multiline.parser",
     "unicode.encoding",
     "generic.encoding",
     "static_batch_size",
     "event_batch_size",
-    "progress_check_interval",
     "progress_check_interval_nsec",
     "ignore_active_older_files",
     "file_cache_advise",
@@ -232,7 +245,8 @@ impl TailConfig {
                 .unwrap_or(true),
             refresh_interval: positive(props, "refresh_interval")?,
             rotate_wait: positive(props, "rotate_wait")?,
-            watcher_interval: positive(props, "watcher_interval")?,
+            watcher_interval: positive(props, "watcher_interval")?
+                .min(positive(props, "progress_check_interval")?),
             read_size: (chunk as usize).max(MIN_READ),
             max_line: usize::try_from(max).unwrap_or(usize::MAX),
             long_lines,
@@ -251,6 +265,14 @@ impl TailConfig {
                 )
             }),
             never_read: Vec::new(),
+            parser: None,
+            joiner: Joiner::Lines,
+            tag_regex: match props.str("tag_regex") {
+                None => None,
+                Some(r) => Some(regex::Regex::new(r).map_err(|e| {
+                    props.error("tag_regex", format!("a regular expression ({e})"))
+                })?),
+            },
             limit_dropped: Default::default(),
             mem_buf_limit: props.size("mem_buf_limit").filter(|&l| l > 0),
         })
@@ -328,8 +350,8 @@ mod tests {
     fn errors_name_the_property() {
         let err = |e: &[(&str, &str)]| config(e).err().unwrap().to_string();
         assert_eq!(
-            err(&[("path", "/x"), ("multiline.parser", "docker")]),
-            "t.conf:3: [config] tail: property 'multiline.parser' is not supported yet by agent"
+            err(&[("path", "/x"), ("unicode.encoding", "utf-16le")]),
+            "t.conf:3: [config] tail: property 'unicode.encoding' is not supported yet by agent"
         );
         assert_eq!(
             err(&[("key", "msg")]),

@@ -16,6 +16,8 @@ use super::config::LongLines;
 pub struct Line<'a> {
     pub offset: u64,
     pub bytes: &'a [u8],
+    /// The offset after its `\n`: where reading resumes once this line is done.
+    pub end: u64,
 }
 
 /// What one `split` did besides emitting lines.
@@ -135,6 +137,7 @@ impl LineBuf {
             emit(Line {
                 offset: self.base + start as u64,
                 bytes,
+                end: self.base + pos as u64,
             });
         }
         if self.discarding {
@@ -152,6 +155,7 @@ impl LineBuf {
                     emit(Line {
                         offset: self.base + pos as u64,
                         bytes: &self.buf[pos..pos + self.max_line],
+                        end: self.base + self.filled as u64,
                     });
                     self.discarding = true;
                     pos = self.filled;

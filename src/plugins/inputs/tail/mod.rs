@@ -56,11 +56,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, Props};
-use crate::event::{EventTime, Record, Tag, Value};
+use crate::event::{EventTime, Map, Record, Tag, Value};
 use crate::pipeline::AckFn;
 use crate::plugins::filters::ratelimit::{KeyBy, KeyedLimiter};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
-use config::TailConfig;
+use crate::parser::multiline::{MlRecord, MlStream};
+use config::{Joiner, TailConfig};
 use db::{Db, Row};
 use file::{Change, Fingerprint, Inflight, Lifecycle, LineBuf, Observed, FINGERPRINT_LEN};
 use watch::{Event, InotifyWatcher};
@@ -90,6 +91,8 @@ struct TailInput {
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let mut config = TailConfig::from_props(props)?;
+    config.parser = ctx.parser(props, "parser")?;
+    config.joiner = joiner(props, ctx)?;
     config.never_read = ctx.dropped_tags.to_vec();
     config.limit_dropped = ctx.metrics.counter(
         "agent_tail_limit_dropped_records_total",
@@ -105,6 +108,54 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         })?),
     };
     Ok(Box::new(TailInput { config, db }))
+}
+
+/// How lines are joined, from `multiline.parser`, `docker_mode` or `multiline on`
+/// (Fluent Bit uses the first of these that is set).
+fn joiner(props: &Props, ctx: &BuildContext) -> Result<config::Joiner, ConfigError> {
+    let names: Vec<&str> = props
+        .multi("multiline.parser")
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if !names.is_empty() {
+        let parsers = names
+            .iter()
+            .map(|n| ctx.multiline_named(props, "multiline.parser", n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = props.str("multiline.key_content").map(Arc::from);
+        return Ok(config::Joiner::Multiline(parsers, key));
+    }
+    if props.bool("docker_mode") == Some(true) {
+        let secs = props.int("docker_mode_flush").unwrap_or(4);
+        if secs <= 0 {
+            return Err(props.error("docker_mode_flush", "a number of seconds greater than 0"));
+        }
+        let first = ctx.parser(props, "docker_mode_parser")?;
+        return Ok(config::Joiner::Docker(Duration::from_secs(secs as u64), first));
+    }
+    if props.bool("multiline") == Some(true) {
+        let Some(first) = ctx.parser(props, "parser_firstline")? else {
+            return Err(ConfigError::invalid(
+                props.span_of("multiline"),
+                "[config] tail: 'multiline on' needs 'parser_firstline'",
+                Some("add 'parser_firstline <a [PARSER] whose regex matches the first line of a message>', or use 'multiline.parser'".into()),
+            ));
+        };
+        let mut extra = props.prefixed("parser_");
+        // parser_1, parser_2, ... in their number's order, as Fluent Bit sorts them.
+        extra.sort_by_key(|(k, _)| k["parser_".len()..].parse::<u64>().unwrap_or(u64::MAX));
+        let extra = extra
+            .into_iter()
+            .filter(|(k, _)| *k != "parser_firstline")
+            .map(|(k, v)| ctx.parser_named(props, k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let flush = props.time("multiline_flush").unwrap_or(Duration::from_secs(4));
+        return Ok(config::Joiner::Legacy(first, extra, flush));
+    }
+    Ok(config::Joiner::Lines)
 }
 
 impl Input for TailInput {
@@ -186,6 +237,9 @@ struct TailFile {
     fingerprint: Fingerprint,
     /// `limit_per_file`: this file's token bucket.
     limit: Option<KeyedLimiter>,
+    /// Lines held until their multiline record is complete (`multiline.parser`,
+    /// `docker_mode`, `multiline on`).
+    ml: Option<MlStream>,
 }
 
 /// Lines of one file ready to send, covering the file up to `end`.
@@ -272,6 +326,59 @@ fn read_head(file: &File, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Where a file's committed offset may go: what is consumed, but not past the first
+/// line its multiline parser still holds (that line is read again after a crash).
+fn held_end(f: &TailFile) -> u64 {
+    let consumed = f.lines.consumed();
+    match f.ml.as_ref().and_then(MlStream::pending_from) {
+        Some(p) => p.min(consumed),
+        None => consumed,
+    }
+}
+
+/// A line as a record: parsed by `parser` (its keys, then `path_key` and
+/// `offset_key`), or as it is under `key` (after `path_key` and `offset_key`) when there
+/// is no parser or the line does not match, as Fluent Bit's tail packs them.
+fn line_record(c: &TailConfig, name: &Value, offset: u64, bytes: &[u8], time: EventTime) -> Record {
+    if let Some(p) = &c.parser {
+        let mut body = Vec::with_capacity(8);
+        if let Ok(t) = p.parse(bytes, &mut body) {
+            push_file_keys(c, name, offset, &mut body);
+            return Record::new(t.unwrap_or(time), body);
+        }
+    }
+    let mut body = Vec::with_capacity(3);
+    push_file_keys(c, name, offset, &mut body);
+    body.push((c.key.clone(), line_value(bytes)));
+    Record::new(time, body)
+}
+
+/// A record joined by the multiline stream. docker_mode joins text (one `key`) that
+/// `parser` then reads as a line; the others give the record's keys, to which
+/// `path_key` and `offset_key` (the end of its last line, as Fluent Bit reports it) are
+/// added.
+fn joined_record(c: &TailConfig, name: &Value, r: MlRecord) -> Record {
+    if let Joiner::Docker(..) = c.joiner {
+        if let [(k, Value::Str(text))] = r.body.as_slice() {
+            if *k == c.key {
+                return line_record(c, name, r.first, text.as_bytes(), r.time);
+            }
+        }
+    }
+    let mut body = r.body;
+    push_file_keys(c, name, r.end, &mut body);
+    Record::new(r.time, body)
+}
+
+fn push_file_keys(c: &TailConfig, name: &Value, offset: u64, body: &mut Map) {
+    if let Some(k) = &c.path_key {
+        body.push((k.clone(), name.clone()));
+    }
+    if let Some(k) = &c.offset_key {
+        body.push((k.clone(), Value::UInt(offset)));
+    }
+}
+
 fn line_value(bytes: &[u8]) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(s) => Value::Str(Arc::from(s)),
@@ -331,6 +438,11 @@ impl Tail {
             }
 
             let mut progressed = false;
+            for batch in self.ml_expired(now) {
+                if !self.send(&mut ctx, batch).await {
+                    break 'run Stop::Shutdown;
+                }
+            }
             for batch in self.close_done(now) {
                 progressed = true;
                 if !self.send(&mut ctx, batch).await {
@@ -368,6 +480,9 @@ impl Tail {
                 deadline = deadline.min(next_poll);
             }
             if let Some(t) = self.next_close() {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = self.ml_deadline() {
                 deadline = deadline.min(t);
             }
             let wake = {
@@ -680,6 +795,24 @@ impl Tail {
                 self.name
             ),
         }
+        // A file rotated before we saw it is tagged by the path it had.
+        let tag_path = match how {
+            Discovery::RotatedAway(from) => from.to_string_lossy(),
+            _ => name.clone(),
+        };
+        let tag = match &self.config.tag_regex {
+            None => scan::compose_tag(&self.tag, &tag_path),
+            Some(re) => match scan::compose_tag_regex(&self.tag, re, &tag_path) {
+                Some(t) => t,
+                None => {
+                    crate::error!(
+                        "[input:tail:{}] invalid tag_regex pattern for file {tag_path}: the regex does not match its path (or a '<' in the tag is not closed); the file is not read",
+                        self.name
+                    );
+                    return Ok(());
+                }
+            },
+        };
         let fingerprint = Fingerprint::of(&read_head(&file, FINGERPRINT_LEN)?);
         let id = self.next_id;
         self.next_id += 1;
@@ -703,13 +836,7 @@ impl Tail {
         self.files.insert(
             id,
             TailFile {
-                // A file rotated before we saw it is tagged by the path it had.
-                tag: Arc::from(match how {
-                    Discovery::RotatedAway(from) => {
-                        scan::compose_tag(&self.tag, &from.to_string_lossy())
-                    }
-                    _ => scan::compose_tag(&self.tag, &name),
-                }),
+                tag: Arc::from(tag),
                 name: Value::Str(Arc::from(name.as_ref())),
                 path: path.to_path_buf(),
                 file: Some(file),
@@ -735,6 +862,21 @@ impl Tail {
                 limit: c
                     .limit_per_file
                     .map(|(_, q)| KeyedLimiter::new(q, KeyBy::None, 1, now)),
+                ml: match &c.joiner {
+                    Joiner::Lines => None,
+                    Joiner::Multiline(parsers, key) => {
+                        Some(MlStream::new(parsers.clone(), key.clone()))
+                    }
+                    Joiner::Docker(flush, first) => {
+                        Some(MlStream::docker_mode(*flush, first.clone(), c.key.clone()))
+                    }
+                    Joiner::Legacy(first, parsers, flush) => Some(MlStream::firstline(
+                        first.clone(),
+                        parsers.clone(),
+                        *flush,
+                        c.key.clone(),
+                    )),
+                },
             },
         );
         self.db_dirty = true;
@@ -923,8 +1065,9 @@ impl Tail {
         let c = &self.config;
         let mut records = Vec::with_capacity(n / 64);
         let name = &f.name;
-        let keys = 1 + c.path_key.is_some() as usize + c.offset_key.is_some() as usize;
         let limit = &mut f.limit;
+        let ml = &mut f.ml;
+        let mut joined = Vec::new();
         let mut limited = 0u64;
         let split = f.lines.split(|line| {
             // Over limit_per_file: the line is consumed (its offset commits) but dropped.
@@ -934,16 +1077,14 @@ impl Tail {
                     return;
                 }
             }
-            let mut body = Vec::with_capacity(keys);
-            if let Some(k) = &c.path_key {
-                body.push((k.clone(), name.clone()));
+            match ml {
+                Some(ml) => ml.append_text(line.bytes, time, line.offset, line.end, now, &mut joined),
+                None => records.push(line_record(c, name, line.offset, line.bytes, time)),
             }
-            if let Some(k) = &c.offset_key {
-                body.push((k.clone(), Value::UInt(line.offset)));
-            }
-            body.push((c.key.clone(), line_value(line.bytes)));
-            records.push(Record::new(time, body));
         });
+        for r in joined {
+            records.push(joined_record(c, name, r));
+        }
         crate::pipeline::metrics::add(&c.limit_dropped, limited);
         if split.long_lines > 0 && !f.warned_long {
             f.warned_long = true;
@@ -966,7 +1107,7 @@ impl Tail {
                 f.path.display()
             );
         }
-        let end = f.lines.consumed();
+        let end = held_end(f);
         if records.is_empty() {
             // Only skipped lines or a partial one: nothing to deliver, but the skipped
             // bytes count as done once everything before them is.
@@ -1014,27 +1155,76 @@ impl Tail {
         batch
     }
 
-    /// The held unterminated line of a file that is done, as a batch.
+    /// The held unterminated line of a file that is done, and every record its
+    /// multiline parser still holds, as a batch.
     fn partial(&mut self, id: u64) -> Option<Batch> {
         let f = self.files.get_mut(&id)?;
-        let (offset, bytes) = f.lines.take_partial()?;
         let c = &self.config;
-        let mut body = Vec::with_capacity(3);
-        if let Some(k) = &c.path_key {
-            body.push((k.clone(), f.name.clone()));
+        let now = Instant::now();
+        let time = EventTime::now();
+        let last = f.lines.take_partial();
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        match &mut f.ml {
+            Some(ml) => {
+                let mut joined = Vec::new();
+                if let Some((offset, line)) = &last {
+                    bytes = line.len() as u64;
+                    let end = offset + bytes;
+                    ml.append_text(line, time, *offset, end, now, &mut joined);
+                }
+                ml.flush(&mut joined);
+                records.extend(joined.into_iter().map(|r| joined_record(c, &f.name, r)));
+            }
+            None => {
+                let (offset, line) = last?;
+                bytes = line.len() as u64;
+                records.push(line_record(c, &f.name, offset, &line, time));
+            }
         }
-        if let Some(k) = &c.offset_key {
-            body.push((k.clone(), Value::UInt(offset)));
+        if records.is_empty() {
+            return None;
         }
-        body.push((c.key.clone(), line_value(&bytes)));
         Some(Batch {
             file: id,
             tag: f.tag.clone(),
-            records: vec![Record::new(EventTime::now(), body)],
+            records,
             end: f.lines.consumed(),
-            bytes: bytes.len() as u64,
+            bytes,
             seq: None,
         })
+    }
+
+    /// Records of every file held longer than their multiline parser's flush timeout.
+    fn ml_expired(&mut self, now: Instant) -> Vec<Batch> {
+        let c = &self.config;
+        let mut out = Vec::new();
+        for (id, f) in self.files.iter_mut() {
+            let Some(ml) = &mut f.ml else { continue };
+            if !ml.deadline().is_some_and(|d| d <= now) {
+                continue;
+            }
+            let mut joined = Vec::new();
+            ml.flush_expired(now, &mut joined);
+            if joined.is_empty() {
+                continue;
+            }
+            let records: Vec<Record> = joined.into_iter().map(|r| joined_record(c, &f.name, r)).collect();
+            out.push(Batch {
+                file: *id,
+                tag: f.tag.clone(),
+                records,
+                end: held_end(f),
+                bytes: 0,
+                seq: None,
+            });
+        }
+        out
+    }
+
+    /// When a multiline parser of some file next has records to flush.
+    fn ml_deadline(&self) -> Option<Instant> {
+        self.files.values().filter_map(|f| f.ml.as_ref()?.deadline()).min()
     }
 
     /// Closes files that are done (rotated and drained, deleted) and forgets those

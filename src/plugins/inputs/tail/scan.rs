@@ -94,6 +94,32 @@ pub fn compose_tag(tag: &str, path: &str) -> String {
     tag.replace('*', &expanded)
 }
 
+/// A tag whose `<name>`s are replaced by the named groups of `tag_regex` matched on the
+/// file's path (a name the regex does not have, or a group that did not take part,
+/// becomes `_`), as Fluent Bit composes it. `None`: the path does not match, or a `<`
+/// is not closed.
+pub fn compose_tag_regex(tag: &str, re: &regex::Regex, path: &str) -> Option<String> {
+    let caps = re.captures(path)?;
+    let mut out = String::with_capacity(tag.len() + path.len());
+    let mut rest = tag;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let name = &after[..close];
+        if name.contains('<') {
+            return None;
+        }
+        match caps.name(name) {
+            Some(m) => out.push_str(m.as_str()),
+            None => out.push('_'),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// What is known about a file when it is found.
 pub struct Found<'a> {
     pub size: u64,
@@ -155,6 +181,21 @@ pub fn start(f: &Found, read_from_head: bool, read_new_from_head: bool) -> Start
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_from_tag_regex_groups() {
+        let re = regex::Regex::new(
+            r"(?<pod_name>[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)_(?<namespace_name>[^_]+)_(?<container_name>.+)-(?<docker_id>[a-z0-9]{64})\.log$",
+        )
+        .unwrap();
+        let path = format!("/var/log/containers/web-7d4b9_prod_nginx-{}.log", "a".repeat(64));
+        assert_eq!(
+            compose_tag_regex("kube.<namespace_name>.<pod_name>.<container_name>.<nope>", &re, &path).as_deref(),
+            Some("kube.prod.web-7d4b9.nginx._")
+        );
+        assert_eq!(compose_tag_regex("kube.<namespace_name", &re, &path), None);
+        assert_eq!(compose_tag_regex("k.<pod_name>", &re, "/var/log/other.log"), None);
+    }
     use std::fs;
 
     #[test]
