@@ -8,6 +8,9 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/agent /usr/local/bin/agent
 COPY conf /etc/agent/examples
+# The standard parsers where Fluent Bit's image has them (Helm charts and ConfigMaps
+# name this path in parsers_file).
+COPY conf/parsers.conf conf/parsers_multiline.conf /fluent-bit/etc/
 EXPOSE 2020
 ENTRYPOINT ["/usr/local/bin/agent"]
 CMD ["-c", "/etc/agent/fluent-bit.conf"]

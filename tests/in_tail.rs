@@ -522,13 +522,28 @@ fn unsupported_and_invalid_properties_are_config_errors() {
     let d = Dir::new();
     d.file(
         "c.conf",
+        "[INPUT]\n    name tail\n    path /tmp/*.log\n    unicode.encoding UTF-16LE\n[OUTPUT]\n    name stdout\n    match *\n",
+    );
+    let o = run(&["-c", "c.conf", "--dry-run"], Some(d.path()));
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains(
+            "c.conf:4: [config] tail: property 'unicode.encoding' is not supported yet by agent"
+        ),
+        "{}",
+        o.stderr
+    );
+    // A parser defined nowhere names where it was looked for.
+    d.file(
+        "c.conf",
         "[INPUT]\n    name tail\n    path /tmp/*.log\n    parser json\n[OUTPUT]\n    name stdout\n    match *\n",
     );
     let o = run(&["-c", "c.conf", "--dry-run"], Some(d.path()));
     assert_eq!(o.code, Some(1));
     assert!(
-        o.stderr
-            .contains("c.conf:4: [config] tail: property 'parser' is not supported yet by agent"),
+        o.stderr.contains(
+            "c.conf:4: [config] parser 'json' is not defined (no parsers file is loaded)"
+        ),
         "{}",
         o.stderr
     );

@@ -301,6 +301,15 @@ impl Props {
             .map(|(_, e)| e.value.as_str())
             .collect()
     }
+    /// Every entry of a `Multi` property, in order, with where each was set.
+    pub fn multi_entries(&self, name: &str) -> Vec<&Entry> {
+        self.set
+            .iter()
+            .filter(|(s, _)| s.name == name)
+            .map(|(_, e)| e)
+            .collect()
+    }
+
     /// Every `(key, value)` set through a `Prefix` property, in order.
     pub fn prefixed(&self, name: &str) -> Vec<(&str, &str)> {
         self.set

@@ -192,16 +192,35 @@ impl Engine {
         pending: &mut Vec<Pending>,
         last: bool,
     ) {
-        let mut extra = Vec::new();
         let now = Instant::now();
-        for f in &mut self.filters {
+        let mut emitted: Vec<Chunk> = Vec::new();
+        for i in 0..self.filters.len() {
+            let mut extra = Vec::new();
+            let f = &mut self.filters[i];
             if last {
                 f.filter.shutdown(now, &mut extra);
             } else {
                 f.filter.tick(now, &mut extra);
             }
+            // What filter i emits passes the filters after it that match its tag, as
+            // records of Fluent Bit's emitter input do.
+            for mut chunk in extra {
+                let later: Vec<usize> = self.route(routes, &chunk.tag).filters.iter().copied().filter(|&j| j > i).collect();
+                for j in later {
+                    let f = &mut self.filters[j];
+                    let before = chunk.records.len() as u64;
+                    f.filter.filter(&chunk.tag, &mut chunk.records, now);
+                    let after = chunk.records.len() as u64;
+                    metrics::add(&f.metrics.records, before);
+                    metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
+                    metrics::add(&f.metrics.add_records, after.saturating_sub(before));
+                }
+                if !chunk.records.is_empty() {
+                    emitted.push(chunk);
+                }
+            }
         }
-        for chunk in extra {
+        for chunk in emitted {
             // Records emitted by a filter's tick go to outputs only (input index MAX).
             self.dispatch(
                 Pending {

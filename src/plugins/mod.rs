@@ -168,6 +168,8 @@ pub static INPUTS: &[&InputPlugin] = &[
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
     &filters::limit::PLUGIN,
+    &filters::multiline::PLUGIN,
+    &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,
     &filters::throttle::PLUGIN,
 ];

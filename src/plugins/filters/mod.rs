@@ -2,6 +2,8 @@
 
 pub mod flow_aggregate;
 pub mod limit;
+pub mod multiline;
+pub mod parser;
 pub mod ratelimit;
 pub mod record_modifier;
 pub mod throttle;

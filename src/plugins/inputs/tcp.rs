@@ -55,6 +55,12 @@ const PROPS: &[PropSpec] = &[
         "Largest unfinished record held per connection, in kilobytes.",
     ),
     PropSpec::new(
+        "parser",
+        PropKind::Str,
+        None,
+        "Name of a [PARSER] applied to each line (switches format to none); a line it does not match is kept under 'log'.",
+    ),
+    PropSpec::new(
         "source_address_key",
         PropKind::Str,
         None,
@@ -88,6 +94,7 @@ struct Cfg {
     chunk: usize,
     max: usize,
     source_key: Option<Str>,
+    parser: Option<Arc<crate::parser::Parser>>,
 }
 
 /// `\n`, `\r`, `\t` and `\\` in a configured separator.
@@ -119,8 +126,15 @@ fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+    let parser = ctx.parser(props, "parser")?;
     let format = match props.str("format").unwrap_or("json") {
-        f if f.eq_ignore_ascii_case("none") => {
+        f if f.eq_ignore_ascii_case("none") || parser.is_some() => {
+            if !f.eq_ignore_ascii_case("none") {
+                crate::warn!(
+                    "[input:tcp:{}] 'parser' requires line-delimited payloads; switching format from '{f}' to 'none'",
+                    ctx.instance
+                );
+            }
             let sep = unescape(props.str("separator").unwrap_or("\\n"));
             if sep.is_empty() {
                 return Err(props.error("separator", "at least one byte"));
@@ -142,6 +156,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             chunk,
             max,
             source_key: props.str("source_address_key").map(Str::from),
+            parser,
         }),
     }))
 }
@@ -227,7 +242,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
                     if !buf.is_empty() {
                         let line = String::from_utf8_lossy(&buf).into_owned();
                         bodies.push(vec![(Str::from("log"), Value::Str(Str::from(line)))]);
-                        let _ = send(&mut out, &mut bodies, &source).await;
+                        let _ = send(&mut out, &mut bodies, &source, &cfg.parser).await;
                     }
                 } else if buf.iter().any(|b| !b.is_ascii_whitespace()) {
                     rejecter.reject(&format!(
@@ -244,11 +259,11 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
             }
         }
         if let Err(why) = split(&cfg.format, &mut buf, &mut bodies) {
-            let _ = send(&mut out, &mut bodies, &source).await;
+            let _ = send(&mut out, &mut bodies, &source, &cfg.parser).await;
             rejecter.reject(&why);
             return;
         }
-        if send(&mut out, &mut bodies, &source).await.is_err() {
+        if send(&mut out, &mut bodies, &source, &cfg.parser).await.is_err() {
             return;
         }
         if buf.len() >= cfg.max {
@@ -265,6 +280,7 @@ async fn send(
     out: &mut InputSender,
     bodies: &mut Vec<Map>,
     source: &Option<(Str, Value)>,
+    parser: &Option<Arc<crate::parser::Parser>>,
 ) -> Result<(), PluginError> {
     if bodies.is_empty() {
         return Ok(());
@@ -273,10 +289,20 @@ async fn send(
     let records = bodies
         .drain(..)
         .map(|mut body| {
+            let mut time = now;
+            // A line read with a parser: its keys (then the source address), or the
+            // line under 'log' when it does not match, as Fluent Bit's tcp input packs it.
+            if let (Some(p), [(_, Value::Str(line))]) = (parser, body.as_slice()) {
+                let mut parsed = Map::with_capacity(8);
+                if let Ok(t) = p.parse(line.as_bytes(), &mut parsed) {
+                    time = t.unwrap_or(now);
+                    body = parsed;
+                }
+            }
             if let Some((k, v)) = source {
                 body.push((k.clone(), v.clone()));
             }
-            Record::new(now, body)
+            Record::new(time, body)
         })
         .collect();
     out.send(records).await
