@@ -220,6 +220,11 @@ impl Engine {
                 }
             }
         }
+        // Records held by a filter (a multiline record completed by its timeout) are
+        // newer than what is pending: they go after it.
+        for p in pending.drain(..) {
+            self.dispatch(p, routes).await;
+        }
         for chunk in emitted {
             // Records emitted by a filter's tick go to outputs only (input index MAX).
             self.dispatch(
@@ -233,9 +238,6 @@ impl Engine {
                 routes,
             )
             .await;
-        }
-        for p in pending.drain(..) {
-            self.dispatch(p, routes).await;
         }
     }
 
