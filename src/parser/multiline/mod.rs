@@ -23,13 +23,15 @@ mod engine;
 mod legacy;
 mod regex;
 mod rules;
+#[cfg(test)]
+mod tests;
 mod time;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Section};
-use crate::event::{EventTime, Map, Str};
+use crate::event::{EventTime, Map, Record, Str, Value};
 
 use super::{Parser, Parsers};
 
@@ -102,6 +104,17 @@ pub struct MlRecord {
     /// Cut at the buffer limit: Fluent Bit adds `multiline_truncated: true` to the
     /// record's metadata (and tail warns "multiline message truncated due to buffer limit").
     pub truncated: bool,
+}
+
+impl MlRecord {
+    /// The record, with Fluent Bit's `multiline_truncated: true` metadata when cut.
+    pub fn into_record(self) -> Record {
+        let mut record = Record::new(self.time, self.body);
+        if self.truncated {
+            record.metadata.push((Arc::from("multiline_truncated"), Value::Bool(true)));
+        }
+        record
+    }
 }
 
 /// The state of one stream (a file, a tag): lines held until their record is complete.
