@@ -15,12 +15,21 @@ pub const BUILTINS: &[&str] = &["docker", "cri", "go", "python", "java", "ruby"]
 pub fn builtin(name: &str) -> Option<Arc<MlParser>> {
     static ALL: OnceLock<Vec<Arc<MlParser>>> = OnceLock::new();
     let all = ALL.get_or_init(|| {
-        vec![docker(), cri(), regex("go", GO), regex("python", PYTHON), regex("java", JAVA), regex("ruby", RUBY)]
-            .into_iter()
-            .map(Arc::new)
-            .collect()
+        vec![
+            docker(),
+            cri(),
+            regex("go", GO),
+            regex("python", PYTHON),
+            regex("java", JAVA),
+            regex("ruby", RUBY),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect()
     });
-    all.iter().find(|p| p.name.eq_ignore_ascii_case(name)).cloned()
+    all.iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .cloned()
 }
 
 /// Docker's `json-file`: a `log` that does not end with `\n` is a part (Docker splits
@@ -58,15 +67,31 @@ const GO: &[Def] = &[
     ("start_state", r"/\bpanic: /", "go_after_panic"),
     ("start_state", r"/http: panic serving/", "go_goroutine"),
     ("go_after_panic", r"/^$/", "go_goroutine"),
-    ("go_after_panic, go_after_signal, go_frame_1", r"/^$/", "go_goroutine"),
+    (
+        "go_after_panic, go_after_signal, go_frame_1",
+        r"/^$/",
+        "go_goroutine",
+    ),
     ("go_after_panic", r"/^\[signal /", "go_after_signal"),
-    ("go_goroutine", r"/^goroutine \d+ \[[^\]]+\]:$/", "go_frame_1"),
-    ("go_frame_1", r"/^(?:[^\s.:]+\.)*[^\s.():]+\(|^created by /", "go_frame_2"),
+    (
+        "go_goroutine",
+        r"/^goroutine \d+ \[[^\]]+\]:$/",
+        "go_frame_1",
+    ),
+    (
+        "go_frame_1",
+        r"/^(?:[^\s.:]+\.)*[^\s.():]+\(|^created by /",
+        "go_frame_2",
+    ),
     ("go_frame_2", r"/^\s/", "go_frame_1"),
 ];
 
 const PYTHON: &[Def] = &[
-    ("start_state", r"/^Traceback \(most recent call last\):$/", "python"),
+    (
+        "start_state",
+        r"/^Traceback \(most recent call last\):$/",
+        "python",
+    ),
     ("python", r"/^[\t ]+File /", "python_code"),
     ("python_code", r"/[^\t ]/", "python"),
     ("python", r"/^(?:[^\s.():]+\.)*[^\s.():]+:/", "start_state"),
@@ -78,30 +103,69 @@ const JAVA: &[Def] = &[
         r"/(.)(?:Exception|Error|Throwable|V8 errors stack trace)[:\r\n]/",
         "java_after_exception",
     ),
-    ("java_after_exception", r"/^[\t ]*nested exception is:[\t ]*/", "java_start_exception"),
-    ("java_after_exception", r"/^[\r\n]*$/", "java_after_exception"),
-    ("java_after_exception, java", r"/^[\t ]+(?:eval )?at /", "java"),
+    (
+        "java_after_exception",
+        r"/^[\t ]*nested exception is:[\t ]*/",
+        "java_start_exception",
+    ),
+    (
+        "java_after_exception",
+        r"/^[\r\n]*$/",
+        "java_after_exception",
+    ),
+    (
+        "java_after_exception, java",
+        r"/^[\t ]+(?:eval )?at /",
+        "java",
+    ),
     // C# nested exception
-    ("java_after_exception, java", r"/^[\t ]+--- End of inner exception stack trace ---$/", "java"),
+    (
+        "java_after_exception, java",
+        r"/^[\t ]+--- End of inner exception stack trace ---$/",
+        "java",
+    ),
     // C# exception from async code
     (
         "java_after_exception, java",
         r"/^--- End of stack trace from previous (?x:)location where exception was thrown ---$/",
         "java",
     ),
-    ("java_after_exception, java", r"/^[\t ]*(?:Caused by|Suppressed):/", "java_after_exception"),
-    ("java_after_exception, java", r"/^[\t ]*... \d+ (?:more|common frames omitted)/", "java"),
+    (
+        "java_after_exception, java",
+        r"/^[\t ]*(?:Caused by|Suppressed):/",
+        "java_after_exception",
+    ),
+    (
+        "java_after_exception, java",
+        r"/^[\t ]*... \d+ (?:more|common frames omitted)/",
+        "java",
+    ),
 ];
 
 const RUBY: &[Def] = &[
-    ("start_state, ruby_start_exception", r"/^.+:\d+:in\s+.*/", "ruby_after_exception"),
-    ("ruby_after_exception, ruby", r"/^\s+from\s+.*:\d+:in\s+.*/", "ruby"),
+    (
+        "start_state, ruby_start_exception",
+        r"/^.+:\d+:in\s+.*/",
+        "ruby_after_exception",
+    ),
+    (
+        "ruby_after_exception, ruby",
+        r"/^\s+from\s+.*:\d+:in\s+.*/",
+        "ruby",
+    ),
 ];
 
 /// A rule-based built-in: no line parser, no `key_content` (the text goes to `log`, and
 /// Fluent Bit ends every such record with `\n`).
 fn regex(name: &str, defs: &[Def]) -> MlParser {
-    let defs: Vec<RuleDef> = defs.iter().map(|&(from, regex, to)| RuleDef { from, regex, to: Some(to) }).collect();
+    let defs: Vec<RuleDef> = defs
+        .iter()
+        .map(|&(from, regex, to)| RuleDef {
+            from,
+            regex,
+            to: Some(to),
+        })
+        .collect();
     let rules = Rules::build(&defs).expect("built-in rules compile (tested)");
     MlParser {
         name: Arc::from(name),

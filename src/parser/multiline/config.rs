@@ -53,7 +53,10 @@ pub fn from_section(section: &Section, parsers: &Parsers) -> Result<MlParser, Co
         if let Some(first) = props.iter().find(|p| p.key == e.key) {
             return Err(ConfigError::invalid(
                 &e.span,
-                format!("[multiline_parser] property '{}' is set 2 times (first at {})", e.key, first.span),
+                format!(
+                    "[multiline_parser] property '{}' is set 2 times (first at {})",
+                    e.key, first.span
+                ),
                 Some(format!("remove one of the two '{}' lines", e.key)),
             ));
         }
@@ -81,7 +84,11 @@ pub fn from_section(section: &Section, parsers: &Parsers) -> Result<MlParser, Co
     let negate = match get("negate") {
         None => false,
         Some(e) => parse_bool(&e.value).ok_or_else(|| {
-            ConfigError::invalid(&e.span, format!("{who} invalid 'negate' value '{}'", e.value), Some("use on or off".to_string()))
+            ConfigError::invalid(
+                &e.span,
+                format!("{who} invalid 'negate' value '{}'", e.value),
+                Some("use on or off".to_string()),
+            )
         })?,
     };
     let flush_ms = match get("flush_timeout") {
@@ -107,19 +114,26 @@ pub fn from_section(section: &Section, parsers: &Parsers) -> Result<MlParser, Co
                 .unwrap_or_default();
             ConfigError::invalid(
                 &e.span,
-                format!("multiline parser '{name}' points to an undefined parser '{}'", e.value),
-                Some(format!("{hint}define it in a [PARSER] section before this one")),
+                format!(
+                    "multiline parser '{name}' points to an undefined parser '{}'",
+                    e.value
+                ),
+                Some(format!(
+                    "{hint}define it in a [PARSER] section before this one"
+                )),
             )
         })?),
     };
     let match_string = |kind: &str| {
-        get("match_string").map(|e| Box::from(e.value.as_bytes())).ok_or_else(|| {
-            ConfigError::invalid(
-                &ty.span,
-                format!("{who} type '{kind}' needs a 'match_string'"),
-                Some("add a line such as 'match_string \\'".to_string()),
-            )
-        })
+        get("match_string")
+            .map(|e| Box::from(e.value.as_bytes()))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &ty.span,
+                    format!("{who} type '{kind}' needs a 'match_string'"),
+                    Some("add a line such as 'match_string \\'".to_string()),
+                )
+            })
     };
     let kind = match ty.value.to_ascii_lowercase().as_str() {
         "regex" => Kind::Regex(rule_set(&who, &rules)?),
@@ -151,7 +165,11 @@ fn rule_set(who: &str, entries: &[&Entry]) -> Result<Rules, ConfigError> {
     let tokens: Vec<Vec<String>> = entries.iter().map(|e| split_tokens(&e.value)).collect();
     for (e, t) in entries.iter().zip(&tokens) {
         if t.len() < 2 {
-            let missing = if t.is_empty() { "from_state" } else { "regex_pattern" };
+            let missing = if t.is_empty() {
+                "from_state"
+            } else {
+                "regex_pattern"
+            };
             return Err(ConfigError::invalid(
                 &e.span,
                 format!("{who} '{missing}' is mandatory"),
@@ -161,11 +179,19 @@ fn rule_set(who: &str, entries: &[&Entry]) -> Result<Rules, ConfigError> {
     }
     let defs: Vec<RuleDef> = tokens
         .iter()
-        .map(|t| RuleDef { from: &t[0], regex: &t[1], to: t.get(2).map(String::as_str) })
+        .map(|t| RuleDef {
+            from: &t[0],
+            regex: &t[1],
+            to: t.get(2).map(String::as_str),
+        })
         .collect();
     Rules::build(&defs).map_err(|err| {
         let (i, message, hint) = match err {
-            RuleError::EmptyFrom(i) => (i, "rule is empty or has invalid 'from_states' tokens".to_string(), None),
+            RuleError::EmptyFrom(i) => (
+                i,
+                "rule is empty or has invalid 'from_states' tokens".to_string(),
+                None,
+            ),
             RuleError::NoStart(i) => (
                 i,
                 "rule don't contain a 'start_state'".to_string(),
@@ -181,7 +207,10 @@ fn rule_set(who: &str, entries: &[&Entry]) -> Result<Rules, ConfigError> {
                     .collect();
                 let hint = match closest(&to, states.iter().copied()) {
                     Some(s) => format!("did you mean '{s}'? no rule starts from state '{to}'"),
-                    None => format!("no rule starts from state '{to}'; the states are: {}", states.join(", ")),
+                    None => format!(
+                        "no rule starts from state '{to}'; the states are: {}",
+                        states.join(", ")
+                    ),
                 };
                 (i, format!("to_state='{to}' is not registered"), Some(hint))
             }
@@ -203,7 +232,11 @@ mod tests {
             entries: lines
                 .iter()
                 .enumerate()
-                .map(|(i, (k, v))| Entry { key: k.to_string(), value: v.to_string(), span: Span::new("p.conf", i as u32 + 2) })
+                .map(|(i, (k, v))| Entry {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    span: Span::new("p.conf", i as u32 + 2),
+                })
                 .collect(),
         }
     }
@@ -221,8 +254,14 @@ mod tests {
                 ("type", "Regex"),
                 ("flush_timeout", "1000"),
                 ("key_content", "message"),
-                ("rule", r#""start_state"   "/([a-zA-Z]+ \d+ \d+\:\d+\:\d+)(.*)/"  "cont""#),
-                ("rule", r#""cont"          "/^\s+at.*/"                     "cont""#),
+                (
+                    "rule",
+                    r#""start_state"   "/([a-zA-Z]+ \d+ \d+\:\d+\:\d+)(.*)/"  "cont""#,
+                ),
+                (
+                    "rule",
+                    r#""cont"          "/^\s+at.*/"                     "cont""#,
+                ),
             ]),
             &Parsers::default(),
         )
@@ -238,14 +277,24 @@ mod tests {
     #[test]
     fn reads_endswith_and_equal() {
         let p = from_section(
-            &section(&[("name", "e"), ("type", "endswith"), ("match_string", "\\"), ("negate", "on"), ("flush_timeout", "0")]),
+            &section(&[
+                ("name", "e"),
+                ("type", "endswith"),
+                ("match_string", "\\"),
+                ("negate", "on"),
+                ("flush_timeout", "0"),
+            ]),
             &Parsers::default(),
         )
         .unwrap();
         assert!(matches!(&p.kind, Kind::EndsWith(s) if &**s == b"\\"));
         assert!(p.negate);
         assert_eq!(p.flush_ms, DEFAULT_FLUSH_MS);
-        let p = from_section(&section(&[("name", "q"), ("type", "eq"), ("match_string", "F")]), &Parsers::default()).unwrap();
+        let p = from_section(
+            &section(&[("name", "q"), ("type", "eq"), ("match_string", "F")]),
+            &Parsers::default(),
+        )
+        .unwrap();
         assert!(matches!(&p.kind, Kind::Equal(s) if &**s == b"F"));
     }
 
@@ -260,16 +309,31 @@ mod tests {
         let (e, _) = err(&[("name", "x")]);
         assert_eq!(e, "p.conf:1: [multiline parser: x] no 'type' defined");
         let (e, h) = err(&[("name", "x"), ("type", "regex"), ("flush_timout", "5")]);
-        assert_eq!(e, "p.conf:4: [multiline_parser] unknown property 'flush_timout'");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline_parser] unknown property 'flush_timout'"
+        );
         assert_eq!(h.as_deref(), Some("did you mean 'flush_timeout'?"));
         let (e, _) = err(&[("name", "x"), ("type", "regex"), ("name", "y")]);
-        assert_eq!(e, "p.conf:4: [multiline_parser] property 'name' is set 2 times (first at p.conf:2)");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline_parser] property 'name' is set 2 times (first at p.conf:2)"
+        );
         let (e, _) = err(&[("name", "x"), ("type", "regex"), ("flush_timeout", "1s")]);
-        assert_eq!(e, "p.conf:4: [multiline parser: x] invalid 'flush_timeout' value '1s'");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline parser: x] invalid 'flush_timeout' value '1s'"
+        );
         let (e, _) = err(&[("name", "x"), ("type", "endswith")]);
-        assert_eq!(e, "p.conf:3: [multiline parser: x] type 'endswith' needs a 'match_string'");
+        assert_eq!(
+            e,
+            "p.conf:3: [multiline parser: x] type 'endswith' needs a 'match_string'"
+        );
         let (e, h) = err(&[("name", "x"), ("type", "regex"), ("parser", "nope")]);
-        assert_eq!(e, "p.conf:4: multiline parser 'x' points to an undefined parser 'nope'");
+        assert_eq!(
+            e,
+            "p.conf:4: multiline parser 'x' points to an undefined parser 'nope'"
+        );
         assert!(h.unwrap().contains("[PARSER]"));
     }
 
@@ -282,14 +346,29 @@ mod tests {
             err(&lines)
         };
         let (e, _) = with(&[r#""start_state" "/a/" "cont""#, r#""cont" "/(b/" "cont""#]);
-        assert!(e.starts_with("p.conf:5: [multiline parser: x] invalid regex /(b/: "), "{e}");
+        assert!(
+            e.starts_with("p.conf:5: [multiline parser: x] invalid regex /(b/: "),
+            "{e}"
+        );
         let (e, h) = with(&[r#""start_state" "/a/" "cnt""#, r#""cont" "/b/" "cont""#]);
-        assert_eq!(e, "p.conf:4: [multiline parser: x] to_state='cnt' is not registered");
-        assert_eq!(h.unwrap(), "did you mean 'cont'? no rule starts from state 'cnt'");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline parser: x] to_state='cnt' is not registered"
+        );
+        assert_eq!(
+            h.unwrap(),
+            "did you mean 'cont'? no rule starts from state 'cnt'"
+        );
         let (e, _) = with(&[r#""cont" "/a/" "cont""#]);
-        assert_eq!(e, "p.conf:4: [multiline parser: x] rule don't contain a 'start_state'");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline parser: x] rule don't contain a 'start_state'"
+        );
         let (e, _) = with(&[r#""start_state""#]);
-        assert_eq!(e, "p.conf:4: [multiline parser: x] 'regex_pattern' is mandatory");
+        assert_eq!(
+            e,
+            "p.conf:4: [multiline parser: x] 'regex_pattern' is mandatory"
+        );
         let (e, _) = with(&[r#""start_state" "/a(?=b)/" "start_state""#]);
         assert!(e.contains("look-ahead groups"), "{e}");
     }

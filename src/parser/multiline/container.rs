@@ -182,9 +182,11 @@ fn fast_object(b: &[u8], scratch: &mut Vec<u8>) -> Result<Map, Slow> {
 
 fn slow_object(b: &[u8]) -> Option<Map> {
     match serde_json::from_slice::<serde_json::Value>(b).ok()? {
-        serde_json::Value::Object(o) => {
-            Some(o.iter().map(|(k, v)| (intern_key(k.as_bytes()), Value::from_json(v))).collect())
-        }
+        serde_json::Value::Object(o) => Some(
+            o.iter()
+                .map(|(k, v)| (intern_key(k.as_bytes()), Value::from_json(v)))
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -332,7 +334,10 @@ fn skip_value(b: &[u8], i: usize) -> usize {
         }
         _ => {
             let mut j = i;
-            while !matches!(b.get(j), None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+            while !matches!(
+                b.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
                 j += 1;
             }
             j
@@ -379,15 +384,28 @@ mod tests {
         let keys: Vec<_> = m.iter().map(|(k, _)| &**k).collect();
         assert_eq!(keys, ["time", "stream", "_p", "log"]);
         assert_eq!(s(&m[0].1), "2019-05-07T18:57:50.904275087+00:00");
-        assert_eq!((s(&m[1].1), s(&m[2].1), s(&m[3].1)), ("stdout", "P", "part one, "));
+        assert_eq!(
+            (s(&m[1].1), s(&m[2].1), s(&m[3].1)),
+            ("stdout", "P", "part one, ")
+        );
         assert_eq!(t, EventTime::new(1557255470, 904275087));
         // Empty log; a message that itself looks like CRI; the first match wins.
         let (m, _) = parse_cri(b"t stderr F ").unwrap();
         assert_eq!(s(&m[3].1), "");
         let (m, _) = parse_cri(b"t1 x stdout F a stderr P b").unwrap();
         assert_eq!((s(&m[0].1), s(&m[3].1)), ("t1 x", "a stderr P b"));
-        for bad in [&b"t stdout F"[..], b" stdout F x", b"t stdout X x", b"t stdio F x", b""] {
-            assert!(parse_cri(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"t stdout F"[..],
+            b" stdout F x",
+            b"t stdout X x",
+            b"t stdio F x",
+            b"",
+        ] {
+            assert!(
+                parse_cri(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // `^` after a newline; `.*` stops at the next one.
         let (m, _) = parse_cri(b"junk\nt stdout F a\nb").unwrap();
@@ -413,7 +431,13 @@ mod tests {
         assert_eq!(m[2].1, Value::Int(-1));
         assert_eq!(t, None);
         assert_eq!(parse_docker(b"{}", &mut scratch).unwrap().0, Map::new());
-        for bad in [&b"not json"[..], b"[1]", b"{\"log\":\"x\"", b"{\"log\":\"x\"} {}", b"{\"a\":\"\\q\"}"] {
+        for bad in [
+            &b"not json"[..],
+            b"[1]",
+            b"{\"log\":\"x\"",
+            b"{\"log\":\"x\"} {}",
+            b"{\"a\":\"\\q\"}",
+        ] {
             assert!(parse_docker(bad, &mut scratch).is_none());
         }
     }

@@ -150,7 +150,9 @@ impl Group {
                 }
                 Some(map)
             }
-            None if !self.buf.is_empty() => Some(vec![(content_key(key_content), bytes_value(&self.buf))]),
+            None if !self.buf.is_empty() => {
+                Some(vec![(content_key(key_content), bytes_value(&self.buf))])
+            }
             None => None,
         };
         if let Some(body) = body {
@@ -160,7 +162,13 @@ impl Group {
                 return;
             }
             let (first, end) = self.span.unwrap_or_default();
-            out.push(MlRecord { time: self.time, body, first, end, truncated: self.truncated });
+            out.push(MlRecord {
+                time: self.time,
+                body,
+                first,
+                end,
+                truncated: self.truncated,
+            });
         }
         self.buf.clear();
         self.truncated = false;
@@ -263,20 +271,31 @@ impl Inst {
     }
 
     /// Whether this parser takes the line, and how (no state changes).
-    fn prepare(&self, input: &Input<'_>, time: EventTime, scratch: &mut Vec<u8>) -> Option<Prepared> {
+    fn prepare(
+        &self,
+        input: &Input<'_>,
+        time: EventTime,
+        scratch: &mut Vec<u8>,
+    ) -> Option<Prepared> {
         let p = &*self.parser;
         let (src, time) = match (input, &p.line) {
             (Input::Text(_), LineParser::None) => (Src::None, time),
             (Input::Text(line), lp) => {
                 let (map, t) = run_line_parser(lp, line, scratch)?;
-                (Src::Parsed(map), t.filter(|t| *t != EventTime::default()).unwrap_or(time))
+                (
+                    Src::Parsed(map),
+                    t.filter(|t| *t != EventTime::default()).unwrap_or(time),
+                )
             }
             (Input::Record(_), LineParser::None) => (Src::Input, time),
             (Input::Record(rec), lp) => {
                 let kc = self.key_content.as_ref()?;
                 let (_, v) = rec.iter().find(|(k, _)| **k == **kc)?;
                 let (map, t) = run_line_parser(lp, value_bytes(v)?, scratch)?;
-                (Src::Parsed(map), t.filter(|t| *t != EventTime::default()).unwrap_or(time))
+                (
+                    Src::Parsed(map),
+                    t.filter(|t| *t != EventTime::default()).unwrap_or(time),
+                )
             }
         };
         let (line, map): (&[u8], Option<&Map>) = match (&src, input) {
@@ -287,9 +306,13 @@ impl Inst {
         };
         let lookup = |map: &Map, key: &Option<Str>| -> Option<(usize, Content)> {
             let key = key.as_ref()?;
-            map.iter()
-                .enumerate()
-                .find_map(|(i, (k, v))| if **k == **key { Content::of(v).map(|c| (i, c)) } else { None })
+            map.iter().enumerate().find_map(|(i, (k, v))| {
+                if **k == **key {
+                    Content::of(v).map(|c| (i, c))
+                } else {
+                    None
+                }
+            })
         };
         let (content, first_key_holds, pattern, group) = match map {
             None => (Content::Line, true, None, None),
@@ -327,12 +350,23 @@ impl Inst {
                 Decision::Join((data == &**word) != p.negate)
             }
         };
-        Some(Prepared { src, time, content, first_key_holds, group, decision })
+        Some(Prepared {
+            src,
+            time,
+            content,
+            first_key_holds,
+            group,
+            decision,
+        })
     }
 }
 
 /// The `parser` of a multiline parser on one text.
-fn run_line_parser(lp: &LineParser, text: &[u8], scratch: &mut Vec<u8>) -> Option<(Map, Option<EventTime>)> {
+fn run_line_parser(
+    lp: &LineParser,
+    text: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Option<(Map, Option<EventTime>)> {
     match lp {
         LineParser::None => None,
         LineParser::Docker => parse_docker(text, scratch),
@@ -347,7 +381,11 @@ fn run_line_parser(lp: &LineParser, text: &[u8], scratch: &mut Vec<u8>) -> Optio
 
 impl Engine {
     pub fn new(parsers: Vec<Arc<MlParser>>, key_content: Option<Str>) -> Engine {
-        let period = parsers.iter().map(|p| p.flush_ms).max().unwrap_or(super::DEFAULT_FLUSH_MS);
+        let period = parsers
+            .iter()
+            .map(|p| p.flush_ms)
+            .max()
+            .unwrap_or(super::DEFAULT_FLUSH_MS);
         let insts = parsers
             .into_iter()
             .map(|parser| Inst {
@@ -381,10 +419,16 @@ impl Engine {
 
     pub fn append(&mut self, input: Input<'_>, time: EventTime, at: At, out: &mut Vec<MlRecord>) {
         // Fluent Bit stamps a line without a time when it takes it.
-        let time = if time == EventTime::default() { EventTime::now() } else { time };
+        let time = if time == EventTime::default() {
+            EventTime::now()
+        } else {
+            time
+        };
         self.anchor.get_or_insert(at.now);
         let lru = self.lru;
-        let order = lru.into_iter().chain((0..self.insts.len()).filter(|&i| Some(i) != lru));
+        let order = lru
+            .into_iter()
+            .chain((0..self.insts.len()).filter(|&i| Some(i) != lru));
         let mut taken = None;
         for i in order {
             if let Some(prep) = self.insts[i].prepare(&input, time, &mut self.scratch) {
@@ -399,7 +443,11 @@ impl Engine {
             }
             None => self.alone(input, time, at, out),
         }
-        if self.insts.iter().any(|inst| inst.groups.iter().any(Group::held)) {
+        if self
+            .insts
+            .iter()
+            .any(|inst| inst.groups.iter().any(Group::held))
+        {
             self.pending_since.get_or_insert(at.now);
         } else {
             self.pending_since = None;
@@ -407,7 +455,14 @@ impl Engine {
     }
 
     /// `package_content` and `flb_ml_rule_process` for a line parser `i` takes.
-    fn commit(&mut self, i: usize, prep: Prepared, input: Input<'_>, at: At, out: &mut Vec<MlRecord>) {
+    fn commit(
+        &mut self,
+        i: usize,
+        prep: Prepared,
+        input: Input<'_>,
+        at: At,
+        out: &mut Vec<MlRecord>,
+    ) {
         let limit = self.limit;
         let inst = &mut self.insts[i];
         let (line, record) = match input {
@@ -426,7 +481,9 @@ impl Engine {
         let rules = match &inst.parser.kind {
             Kind::Regex(rules) => rules,
             _ => {
-                let Decision::Join(complete) = prep.decision else { return }; // Swallow
+                let Decision::Join(complete) = prep.decision else {
+                    return;
+                }; // Swallow
                 if complete && !g.held() && prep.first_key_holds && encodable(prep.time) {
                     // The record is this line alone: no buffer, no copy.
                     g.time = prep.time;
@@ -436,7 +493,13 @@ impl Engine {
                         None if text.is_empty() => return,
                         None => vec![(content_key(kc), text_value(text, kc, &mut self.scratch))],
                     };
-                    out.push(MlRecord { time: prep.time, body, first: at.first, end: at.end, truncated: false });
+                    out.push(MlRecord {
+                        time: prep.time,
+                        body,
+                        first: at.first,
+                        end: at.end,
+                        truncated: false,
+                    });
                     return;
                 }
                 if g.context.is_none() {
@@ -484,7 +547,9 @@ impl Engine {
                 }
                 s
             }
-            Decision::Join(_) | Decision::Swallow => unreachable!("regex rules decide Cont or Start"),
+            Decision::Join(_) | Decision::Swallow => {
+                unreachable!("regex rules decide Cont or Start")
+            }
         };
         // try_flushing_buffer
         g.rule = Some(rule);
@@ -514,7 +579,13 @@ impl Engine {
                 Input::Text(line) => vec![(words().log.clone(), bytes_value(line))],
                 Input::Record(map) => map,
             };
-            out.push(MlRecord { time, body, first: at.first, end: at.end, truncated: false });
+            out.push(MlRecord {
+                time,
+                body,
+                first: at.first,
+                end: at.end,
+                truncated: false,
+            });
             return;
         };
         let kc = &inst.key_content;
@@ -523,9 +594,19 @@ impl Engine {
         match input {
             // An empty text makes no record.
             Input::Text(line) if line.is_empty() && !g.held() => {}
-            Input::Text(line) if !g.held() && encodable(time) && (self.limit == 0 || line.len() <= self.limit) => {
+            Input::Text(line)
+                if !g.held()
+                    && encodable(time)
+                    && (self.limit == 0 || line.len() <= self.limit) =>
+            {
                 let body = vec![(content_key(kc), text_value(line, kc, &mut self.scratch))];
-                out.push(MlRecord { time, body, first: at.first, end: at.end, truncated: false });
+                out.push(MlRecord {
+                    time,
+                    body,
+                    first: at.first,
+                    end: at.end,
+                    truncated: false,
+                });
             }
             Input::Text(line) => {
                 g.touch(at);
@@ -544,7 +625,9 @@ impl Engine {
 
     /// Flushes every group when the timer has fired since the stream began holding.
     pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<MlRecord>) {
-        let Some(deadline) = self.deadline() else { return };
+        let Some(deadline) = self.deadline() else {
+            return;
+        };
         if now >= deadline {
             self.flush_groups(out);
             self.pending_since = self.any_held().then_some(deadline);
@@ -567,11 +650,17 @@ impl Engine {
     }
 
     fn any_held(&self) -> bool {
-        self.insts.iter().any(|inst| inst.groups.iter().any(Group::held))
+        self.insts
+            .iter()
+            .any(|inst| inst.groups.iter().any(Group::held))
     }
 
     pub fn pending_from(&self) -> Option<u64> {
-        self.insts.iter().flat_map(|inst| inst.groups.iter()).filter_map(|g| g.span.map(|s| s.0)).min()
+        self.insts
+            .iter()
+            .flat_map(|inst| inst.groups.iter())
+            .filter_map(|g| g.span.map(|s| s.0))
+            .min()
     }
 
     /// The first tick of the flush timer (period `flush_timeout`, phase of the first

@@ -59,8 +59,19 @@ fn is_string(v: &Value) -> bool {
 }
 
 impl Firstline {
-    pub fn new(firstline: Arc<Parser>, parsers: Vec<Arc<Parser>>, flush: Duration, key: Str) -> Firstline {
-        Firstline { firstline, parsers, flush, key, pending: None }
+    pub fn new(
+        firstline: Arc<Parser>,
+        parsers: Vec<Arc<Parser>>,
+        flush: Duration,
+        key: Str,
+    ) -> Firstline {
+        Firstline {
+            firstline,
+            parsers,
+            flush,
+            key,
+            pending: None,
+        }
     }
 
     pub fn period(&self) -> Duration {
@@ -139,7 +150,13 @@ impl Firstline {
             }
         }
         let (first, end) = p.span;
-        out.push(MlRecord { time: p.time, body, first, end, truncated: false });
+        out.push(MlRecord {
+            time: p.time,
+            body,
+            first,
+            end,
+            truncated: false,
+        });
     }
 
     pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<MlRecord>) {
@@ -210,7 +227,13 @@ impl DockerMode {
         let Some((a, z)) = docker_mode_log(line) else {
             self.flush(out);
             let body = vec![(self.key.clone(), bytes_value(line))];
-            out.push(MlRecord { time, body, first: at.first, end: at.end, truncated: false });
+            out.push(MlRecord {
+                time,
+                body,
+                first: at.first,
+                end: at.end,
+                truncated: false,
+            });
             return;
         };
         self.buf.extend_from_slice(&line[a..z]);
@@ -243,7 +266,13 @@ impl DockerMode {
             bytes_value(&joined)
         };
         let (first, end) = self.span.take().unwrap_or_default();
-        out.push(MlRecord { time: self.time, body: vec![(self.key.clone(), text)], first, end, truncated: false });
+        out.push(MlRecord {
+            time: self.time,
+            body: vec![(self.key.clone(), text)],
+            first,
+            end,
+            truncated: false,
+        });
         self.buf.clear();
         self.last.clear();
         self.last_at = None;
@@ -256,7 +285,9 @@ impl DockerMode {
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        self.last_at.filter(|_| !self.last.is_empty()).map(|t| t + self.flush)
+        self.last_at
+            .filter(|_| !self.last.is_empty())
+            .map(|t| t + self.flush)
     }
 
     pub fn pending_from(&self) -> Option<u64> {

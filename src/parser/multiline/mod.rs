@@ -111,7 +111,9 @@ impl MlRecord {
     pub fn into_record(self) -> Record {
         let mut record = Record::new(self.time, self.body);
         if self.truncated {
-            record.metadata.push((Arc::from("multiline_truncated"), Value::Bool(true)));
+            record
+                .metadata
+                .push((Arc::from("multiline_truncated"), Value::Bool(true)));
         }
         record
     }
@@ -138,16 +140,25 @@ impl MlStream {
     /// everything held is flushed and the line goes out alone (as `{"log": line}` for
     /// text, unchanged for a record).
     pub fn new(parsers: Vec<Arc<MlParser>>, key_content: Option<Str>) -> MlStream {
-        MlStream { inner: Inner::Engine(Box::new(engine::Engine::new(parsers, key_content))) }
+        MlStream {
+            inner: Inner::Engine(Box::new(engine::Engine::new(parsers, key_content))),
+        }
     }
 
     /// tail's `multiline on`: a line that `firstline` parses starts a record; a line one
     /// of `parsers` (`parser_1`, ...) parses adds its keys; other lines are appended to
     /// the record's last string value (after `\n`) or go out alone as `{key: line}`.
     /// Held records go out `flush` after their first line (`multiline_flush`).
-    pub fn firstline(firstline: Arc<Parser>, parsers: Vec<Arc<Parser>>, flush: Duration, key: Str) -> MlStream {
+    pub fn firstline(
+        firstline: Arc<Parser>,
+        parsers: Vec<Arc<Parser>>,
+        flush: Duration,
+        key: Str,
+    ) -> MlStream {
         let inner = legacy::Firstline::new(firstline, parsers, flush, key);
-        MlStream { inner: Inner::Firstline(Box::new(inner)) }
+        MlStream {
+            inner: Inner::Firstline(Box::new(inner)),
+        }
     }
 
     /// tail's `docker_mode`: Docker JSON lines whose `log` does not end with a newline
@@ -158,12 +169,22 @@ impl MlStream {
     /// are joined too until a line the parser matches. `flush` is `docker_mode_flush`.
     pub fn docker_mode(flush: Duration, firstline: Option<Arc<Parser>>, key: Str) -> MlStream {
         let inner = legacy::DockerMode::new(flush, firstline, key);
-        MlStream { inner: Inner::DockerMode(Box::new(inner)) }
+        MlStream {
+            inner: Inner::DockerMode(Box::new(inner)),
+        }
     }
 
     /// A line of raw text (tail), without its newline. `first` is the position of its
     /// first byte and `end` the position after it. Completed records go to `out`.
-    pub fn append_text(&mut self, line: &[u8], time: EventTime, first: u64, end: u64, now: Instant, out: &mut Vec<MlRecord>) {
+    pub fn append_text(
+        &mut self,
+        line: &[u8],
+        time: EventTime,
+        first: u64,
+        end: u64,
+        now: Instant,
+        out: &mut Vec<MlRecord>,
+    ) {
         let at = engine::At { first, end, now };
         match &mut self.inner {
             Inner::Engine(e) => e.append(engine::Input::Text(line), time, at, out),
@@ -173,13 +194,27 @@ impl MlStream {
     }
 
     /// A record whose `key_content` holds the text (the multiline filter).
-    pub fn append_record(&mut self, time: EventTime, body: Map, first: u64, end: u64, now: Instant, out: &mut Vec<MlRecord>) {
+    pub fn append_record(
+        &mut self,
+        time: EventTime,
+        body: Map,
+        first: u64,
+        end: u64,
+        now: Instant,
+        out: &mut Vec<MlRecord>,
+    ) {
         let at = engine::At { first, end, now };
         match &mut self.inner {
             Inner::Engine(e) => e.append(engine::Input::Record(body), time, at, out),
             // The legacy modes read text: take the record's `log`, as tail would.
             Inner::Firstline(_) | Inner::DockerMode(_) => {
-                out.push(MlRecord { time, body, first, end, truncated: false });
+                out.push(MlRecord {
+                    time,
+                    body,
+                    first,
+                    end,
+                    truncated: false,
+                });
             }
         }
     }

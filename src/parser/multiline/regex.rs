@@ -22,12 +22,10 @@ struct Opts {
 pub fn compile(pattern: &str) -> Result<Regex, String> {
     let (body, opts) = split_options(pattern);
     let translated = translate(body, opts)?;
-    RegexBuilder::new(&translated)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
-            other => other.to_string(),
-        })
+    RegexBuilder::new(&translated).build().map_err(|e| match e {
+        regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// `str_to_regex` + `check_option`: strip `/.../` and read trailing options. Unknown
@@ -308,17 +306,28 @@ fn escape(c: &[char], i: usize, in_class: bool, out: &mut String) -> Result<usiz
         'e' => out.push_str(r"\x1B"),
         'x' => {
             if c.get(i + 2) == Some(&'{') {
-                let end = (i + 3..c.len()).find(|&j| c[j] == '}').ok_or("invalid code point value")?;
+                let end = (i + 3..c.len())
+                    .find(|&j| c[j] == '}')
+                    .ok_or("invalid code point value")?;
                 out.extend(&c[i..=end]);
                 return Ok(end + 1);
             }
-            let n = (i + 2..c.len().min(i + 4)).take_while(|&j| c[j].is_ascii_hexdigit()).count();
+            let n = (i + 2..c.len().min(i + 4))
+                .take_while(|&j| c[j].is_ascii_hexdigit())
+                .count();
             let hex: String = c[i + 2..i + 2 + n].iter().collect();
-            out.push_str(&format!(r"\x{{{}}}", if hex.is_empty() { "0" } else { &hex }));
+            out.push_str(&format!(
+                r"\x{{{}}}",
+                if hex.is_empty() { "0" } else { &hex }
+            ));
             return Ok(i + 2 + n);
         }
         'u' => {
-            let hex: String = c.get(i + 2..i + 6).ok_or("invalid Unicode escape")?.iter().collect();
+            let hex: String = c
+                .get(i + 2..i + 6)
+                .ok_or("invalid Unicode escape")?
+                .iter()
+                .collect();
             if !hex.chars().all(|h| h.is_ascii_hexdigit()) {
                 return Err("invalid Unicode escape".to_string());
             }
@@ -326,7 +335,9 @@ fn escape(c: &[char], i: usize, in_class: bool, out: &mut String) -> Result<usiz
             return Ok(i + 6);
         }
         '0' => {
-            let n = (i + 2..c.len().min(i + 4)).take_while(|&j| ('0'..='7').contains(&c[j])).count();
+            let n = (i + 2..c.len().min(i + 4))
+                .take_while(|&j| ('0'..='7').contains(&c[j]))
+                .count();
             let oct: String = c[i + 1..i + 2 + n].iter().collect();
             let v = u32::from_str_radix(&oct, 8).map_err(|e| e.to_string())?;
             out.push_str(&format!(r"\x{{{v:X}}}"));
@@ -340,7 +351,9 @@ fn escape(c: &[char], i: usize, in_class: bool, out: &mut String) -> Result<usiz
         'p' | 'P' => {
             // `\p{Alpha}`, `\p{^Alpha}` (negated), `\pL`.
             if c.get(i + 2) == Some(&'{') {
-                let end = (i + 3..c.len()).find(|&j| c[j] == '}').ok_or("invalid character property")?;
+                let end = (i + 3..c.len())
+                    .find(|&j| c[j] == '}')
+                    .ok_or("invalid character property")?;
                 let mut name: String = c[i + 3..end].iter().collect();
                 let mut neg = e == 'P';
                 if let Some(rest) = name.strip_prefix('^') {

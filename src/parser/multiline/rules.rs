@@ -72,8 +72,12 @@ impl Rules {
             });
         }
         for i in 0..rules.len() {
-            let Some(to) = rules[i].to.clone() else { continue };
-            let next: Vec<usize> = (0..rules.len()).filter(|&j| rules[j].from.contains(&to)).collect();
+            let Some(to) = rules[i].to.clone() else {
+                continue;
+            };
+            let next: Vec<usize> = (0..rules.len())
+                .filter(|&j| rules[j].from.contains(&to))
+                .collect();
             if next.is_empty() {
                 return Err(RuleError::UnknownTo(i, to));
             }
@@ -94,7 +98,9 @@ impl Rules {
 
     /// The first start rule the line matches.
     pub fn start(&self, text: &[u8]) -> Option<usize> {
-        self.rules.iter().position(|r| r.start && r.regex.is_match(text))
+        self.rules
+            .iter()
+            .position(|r| r.start && r.regex.is_match(text))
     }
 }
 
@@ -140,7 +146,11 @@ pub fn split_tokens(s: &str) -> Vec<String> {
         }
         if p < b.len() {
             let tok = &s[start..p];
-            out.push(if quoted { tok.replace("\\\"", "\"") } else { tok.to_string() });
+            out.push(if quoted {
+                tok.replace("\\\"", "\"")
+            } else {
+                tok.to_string()
+            });
             p += 1;
         } else {
             if p > start {
@@ -165,19 +175,39 @@ mod tests {
     use super::*;
 
     fn def<'a>(from: &'a str, regex: &'a str, to: &'a str) -> RuleDef<'a> {
-        RuleDef { from, regex, to: Some(to) }
+        RuleDef {
+            from,
+            regex,
+            to: Some(to),
+        }
     }
 
     #[test]
     fn tokens_as_fluent_bit_splits_them() {
         let t = split_tokens(r#""start_state"   "/([a-zA-Z]+ \d+ \d+\:\d+\:\d+)(.*)/"  "cont""#);
-        assert_eq!(t, ["start_state", r"/([a-zA-Z]+ \d+ \d+\:\d+\:\d+)(.*)/", "cont"]);
-        assert_eq!(split_tokens(r"cont /^\s+at.*/ cont"), ["cont", r"/^\s+at.*/", "cont"]);
-        assert_eq!(split_tokens(r#""a" "/say \"hi\"/" "b""#), ["a", r#"/say "hi"/"#, "b"]);
+        assert_eq!(
+            t,
+            [
+                "start_state",
+                r"/([a-zA-Z]+ \d+ \d+\:\d+\:\d+)(.*)/",
+                "cont"
+            ]
+        );
+        assert_eq!(
+            split_tokens(r"cont /^\s+at.*/ cont"),
+            ["cont", r"/^\s+at.*/", "cont"]
+        );
+        assert_eq!(
+            split_tokens(r#""a" "/say \"hi\"/" "b""#),
+            ["a", r#"/say "hi"/"#, "b"]
+        );
         assert_eq!(split_tokens(r#"a "/x/" b c d"#), ["a", "/x/", "b", "c d"]);
         assert_eq!(split_tokens(r#"a "/x/"#), ["a", "/x/"]);
         assert_eq!(split_tokens("  "), Vec::<String>::new());
-        assert_eq!(split_states(" start_state, cont ,,x"), ["start_state", "cont", "x"]);
+        assert_eq!(
+            split_states(" start_state, cont ,,x"),
+            ["start_state", "cont", "x"]
+        );
     }
 
     #[test]
@@ -209,7 +239,14 @@ mod tests {
         let e = Rules::build(&[def("start_state", "/(a/", "start_state")]).unwrap_err();
         assert!(matches!(e, RuleError::Regex(0, _)));
         // Only the first rule must be a start rule; no `to` is allowed.
-        let ok = Rules::build(&[def("start_state", "/a/", "c"), RuleDef { from: "c", regex: "/b/", to: None }]);
+        let ok = Rules::build(&[
+            def("start_state", "/a/", "c"),
+            RuleDef {
+                from: "c",
+                regex: "/b/",
+                to: None,
+            },
+        ]);
         assert!(ok.is_ok());
     }
 }

@@ -52,7 +52,13 @@ fn text(v: &Value) -> String {
 }
 
 fn get(r: &MlRecord, key: &str) -> String {
-    text(&r.body.iter().find(|(k, _)| &**k == key).unwrap_or_else(|| panic!("no {key} in {r:?}")).1)
+    text(
+        &r.body
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .unwrap_or_else(|| panic!("no {key} in {r:?}"))
+            .1,
+    )
 }
 
 fn logs(recs: &[MlRecord]) -> Vec<String> {
@@ -73,18 +79,27 @@ fn conf_sections() -> Vec<crate::config::Section> {
 fn conf_parser(name: &str) -> Arc<MlParser> {
     let s = conf_sections()
         .into_iter()
-        .find(|s| s.kind == SectionKind::MultilineParser && s.entries.iter().any(|e| e.key == "name" && e.value == name))
+        .find(|s| {
+            s.kind == SectionKind::MultilineParser
+                && s.entries.iter().any(|e| e.key == "name" && e.value == name)
+        })
         .unwrap();
     Arc::new(MlParser::from_section(&s, &Parsers::default()).unwrap())
 }
 
 #[test]
 fn docker_joins_16k_partials_of_a_40k_line_per_stream() {
-    let msg: String = (0..40959).map(|i| (b'a' + (i % 26) as u8) as char).collect::<String>() + "\n";
+    let msg: String = (0..40959)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect::<String>()
+        + "\n";
     let parts = [&msg[..16384], &msg[16384..32768], &msg[32768..]];
     let line = |log: &str, stream: &str, n: usize| {
         let log = serde_json::to_string(log).unwrap();
-        format!(r#"{{"log":{log},"stream":"{stream}","time":"2024-01-02T03:04:05.{:09}Z"}}"#, 100_000_000 + n)
+        format!(
+            r#"{{"log":{log},"stream":"{stream}","time":"2024-01-02T03:04:05.{:09}Z"}}"#,
+            100_000_000 + n
+        )
     };
     let input = [
         line(parts[0], "stdout", 0),
@@ -106,7 +121,13 @@ fn docker_joins_16k_partials_of_a_40k_line_per_stream() {
     assert_eq!(get(&recs[1], "time"), "2024-01-02T03:04:05.100000000Z");
     assert_eq!(recs[1].time, EventTime::new(1704164645, 100_000_000));
     let first_line_len = input.find('\n').unwrap() as u64 + 1;
-    assert_eq!((recs[1].first, recs[1].end), (0, input[..input.rfind("{\"log\":\"end").unwrap()].len() as u64));
+    assert_eq!(
+        (recs[1].first, recs[1].end),
+        (
+            0,
+            input[..input.rfind("{\"log\":\"end").unwrap()].len() as u64
+        )
+    );
     assert!(recs[1].first < first_line_len);
     let small: Vec<_> = [0, 2, 3].iter().map(|&i| recs[i].clone()).collect();
     assert_eq!(
@@ -304,7 +325,10 @@ fn go_panic() {
     let recs = feed(&mut builtins(&["go"]), input, Instant::now());
     assert_eq!(
         logs(&recs),
-        ["panic: my panic\n\ngoroutine 1 [running]:\nmain.main()\n\t/tmp/main.go:4 +0x25\n", "exit status 2\n"]
+        [
+            "panic: my panic\n\ngoroutine 1 [running]:\nmain.main()\n\t/tmp/main.go:4 +0x25\n",
+            "exit status 2\n"
+        ]
     );
 }
 
@@ -336,7 +360,14 @@ another line...
     assert_eq!(s.flush_timeout(), Duration::from_millis(1000));
     let recs = feed(&mut s, input, Instant::now());
     let lines: Vec<&str> = input.lines().collect();
-    assert_eq!(logs(&recs), ["single line...\n".to_string(), lines[1..7].join("\n") + "\n", "another line...\n".into()]);
+    assert_eq!(
+        logs(&recs),
+        [
+            "single line...\n".to_string(),
+            lines[1..7].join("\n") + "\n",
+            "another line...\n".into()
+        ]
+    );
 }
 
 #[test]
@@ -361,8 +392,15 @@ fn custom_key_content_keeps_text_without_final_newline() {
 #[test]
 fn custom_endswith_and_equal() {
     let input = "echo a \\\n  b \\\n  c\nsingle\n\\\nx\n";
-    let recs = feed(&mut MlStream::new(vec![conf_parser("backslash-continued")], None), input, Instant::now());
-    assert_eq!(logs(&recs), ["echo a \\\n  b \\\n  c\n", "single\n", "\\\nx\n"]);
+    let recs = feed(
+        &mut MlStream::new(vec![conf_parser("backslash-continued")], None),
+        input,
+        Instant::now(),
+    );
+    assert_eq!(
+        logs(&recs),
+        ["echo a \\\n  b \\\n  c\n", "single\n", "\\\nx\n"]
+    );
     // Text records take the last line's time (endswith/equal register each line).
     assert_eq!(recs[0].time, t(2));
 
@@ -370,7 +408,10 @@ fn custom_endswith_and_equal() {
     let mut s = MlStream::new(vec![conf_parser("end-marker")], None);
     let now = Instant::now();
     let mut recs = feed(&mut s, input, now);
-    assert_eq!(logs(&recs), ["BEGIN\nbody 1\nEND\n", "alone\nEND\n", "END\n"]);
+    assert_eq!(
+        logs(&recs),
+        ["BEGIN\nbody 1\nEND\n", "alone\nEND\n", "END\n"]
+    );
     // "last" waits for the flush timer.
     assert_eq!(s.deadline(), Some(now + Duration::from_millis(1000)));
     s.flush_expired(now + Duration::from_millis(999), &mut recs);
@@ -404,18 +445,42 @@ fn flush_timer_is_periodic_and_states_survive_it() {
     let now = Instant::now();
     let mut s = builtins(&["java"]);
     let mut out = Vec::new();
-    s.append_text(b"java.lang.IllegalStateException: boom", t(0), 0, 10, now, &mut out);
+    s.append_text(
+        b"java.lang.IllegalStateException: boom",
+        t(0),
+        0,
+        10,
+        now,
+        &mut out,
+    );
     assert_eq!(s.deadline(), Some(now + Duration::from_secs(4)));
     // A line 3.9 s later does not move the timer: Fluent Bit flushes every 4 s.
-    s.append_text(b"\tat a.b(C.java:1)", t(1), 10, 20, now + Duration::from_millis(3900), &mut out);
+    s.append_text(
+        b"\tat a.b(C.java:1)",
+        t(1),
+        10,
+        20,
+        now + Duration::from_millis(3900),
+        &mut out,
+    );
     assert_eq!(s.deadline(), Some(now + Duration::from_secs(4)));
     s.flush_expired(now + Duration::from_millis(3999), &mut out);
     assert!(out.is_empty());
     s.flush_expired(now + Duration::from_secs(4), &mut out);
-    assert_eq!(logs(&out), ["java.lang.IllegalStateException: boom\n\tat a.b(C.java:1)\n"]);
+    assert_eq!(
+        logs(&out),
+        ["java.lang.IllegalStateException: boom\n\tat a.b(C.java:1)\n"]
+    );
     assert_eq!((out[0].first, out[0].end), (0, 20));
     // The state is still "java": the next frame starts a record of its own.
-    s.append_text(b"\tat c.d(E.java:2)", t(2), 20, 30, now + Duration::from_secs(5), &mut out);
+    s.append_text(
+        b"\tat c.d(E.java:2)",
+        t(2),
+        20,
+        30,
+        now + Duration::from_secs(5),
+        &mut out,
+    );
     assert_eq!(s.pending_from(), Some(20));
     // Next tick of the same timer.
     assert_eq!(s.deadline(), Some(now + Duration::from_secs(8)));
@@ -431,12 +496,19 @@ fn flush_timer_is_periodic_and_states_survive_it() {
 fn buffer_limit_truncates_regex_records() {
     let mut s = builtins(&["java"]);
     s.set_buffer_limit(50);
-    let input = "java.lang.IllegalStateException: boom\n\tat a.b(C.java:1)\n\tat c.d(E.java:2)\nafter\n";
+    let input =
+        "java.lang.IllegalStateException: boom\n\tat a.b(C.java:1)\n\tat c.d(E.java:2)\nafter\n";
     let recs = feed(&mut s, input, Instant::now());
     // The second frame is cut at 50 bytes and flushes the record at once; the state is
     // reset, so the third frame matches no rule and goes out alone.
     // Fluent Bit 5.1.1 with `multiline_buffer_limit 50` prints the same records.
-    let recs: Vec<MlRecord> = recs.into_iter().map(|r| MlRecord { time: EventTime::new(1, 0), ..r }).collect();
+    let recs: Vec<MlRecord> = recs
+        .into_iter()
+        .map(|r| MlRecord {
+            time: EventTime::new(1, 0),
+            ..r
+        })
+        .collect();
     assert_eq!(
         print(&recs),
         "[0] t: [[1.000000000, {\"multiline_truncated\"=>true}], {\"log\"=>\"java.lang.IllegalStateException: boom\n\tat a.b(C.ja\n\"}]\n\
@@ -453,11 +525,23 @@ fn records_of_the_multiline_filter() {
     let mut s = MlStream::new(vec![builtin("java").unwrap()], Some(Arc::from("log")));
     let now = Instant::now();
     let mut out = Vec::new();
-    let rec = |log: &str, n: i64| vec![(Arc::from("n"), Value::Int(n)), (Arc::from("log"), Value::Str(Arc::from(log)))];
+    let rec = |log: &str, n: i64| {
+        vec![
+            (Arc::from("n"), Value::Int(n)),
+            (Arc::from("log"), Value::Str(Arc::from(log))),
+        ]
+    };
     s.append_record(t(0), rec("plain", 0), 0, 1, now, &mut out);
     s.append_record(t(1), rec("java.lang.Error: x", 1), 1, 2, now, &mut out);
     s.append_record(t(2), rec("\tat a.b(C.java:1)", 2), 2, 3, now, &mut out);
-    s.append_record(t(3), vec![(Arc::from("other"), Value::Int(3))], 3, 4, now, &mut out);
+    s.append_record(
+        t(3),
+        vec![(Arc::from("other"), Value::Int(3))],
+        3,
+        4,
+        now,
+        &mut out,
+    );
     assert_eq!(
         print(&out),
         r#"[0] t: [[1700000000.000000000, {}], {"n"=>0, "log"=>"plain"}]
@@ -476,8 +560,16 @@ fn map_mode_regex_leaves_the_completing_line_registered() {
     //   rule "cont" "/^E/" "start_state"
     // prints S1+E1 with n=1, S2+E2 with n=2 (E1's map), then E2's map again.
     let defs = [
-        rules::RuleDef { from: "start_state", regex: "/^S/", to: Some("cont") },
-        rules::RuleDef { from: "cont", regex: "/^E/", to: Some("start_state") },
+        rules::RuleDef {
+            from: "start_state",
+            regex: "/^S/",
+            to: Some("cont"),
+        },
+        rules::RuleDef {
+            from: "cont",
+            regex: "/^E/",
+            to: Some("start_state"),
+        },
     ];
     let p = MlParser {
         name: Arc::from("t5"),
@@ -493,11 +585,25 @@ fn map_mode_regex_leaves_the_completing_line_registered() {
     let now = Instant::now();
     let mut out = Vec::new();
     for (i, log) in ["S1", "E1", "S2", "E2", "plain"].iter().enumerate() {
-        let body = vec![(Arc::from("log"), Value::Str(Arc::from(*log))), (Arc::from("n"), Value::Int(i as i64 + 1))];
+        let body = vec![
+            (Arc::from("log"), Value::Str(Arc::from(*log))),
+            (Arc::from("n"), Value::Int(i as i64 + 1)),
+        ];
         s.append_record(t(i), body, i as u64, i as u64 + 1, now, &mut out);
     }
-    let bodies: Vec<String> = out.iter().map(|r| format!("{}|{:?}", get(r, "log"), r.body[1].1)).collect();
-    assert_eq!(bodies, ["S1\nE1|Int(1)", "S2\nE2|Int(2)", "E2|Int(4)", "plain|Int(5)"]);
+    let bodies: Vec<String> = out
+        .iter()
+        .map(|r| format!("{}|{:?}", get(r, "log"), r.body[1].1))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "S1\nE1|Int(1)",
+            "S2\nE2|Int(2)",
+            "E2|Int(4)",
+            "plain|Int(5)"
+        ]
+    );
 }
 
 #[test]
@@ -518,13 +624,37 @@ fn conf_file_sections_compile() {
     let names: Vec<String> = sections
         .iter()
         .filter(|s| s.kind == SectionKind::MultilineParser)
-        .map(|s| s.entries.iter().find(|e| e.key == "name").unwrap().value.clone())
+        .map(|s| {
+            s.entries
+                .iter()
+                .find(|e| e.key == "name")
+                .unwrap()
+                .value
+                .clone()
+        })
         .collect();
-    assert_eq!(names, ["multiline-regex-test", "date-first", "backslash-continued", "end-marker", "json-python"]);
+    assert_eq!(
+        names,
+        [
+            "multiline-regex-test",
+            "date-first",
+            "backslash-continued",
+            "end-marker",
+            "json-python"
+        ]
+    );
     // json-python needs its [PARSER]: without it, an error naming the line.
-    let s = sections.iter().filter(|s| s.kind == SectionKind::MultilineParser).last().unwrap();
-    let e = MlParser::from_section(s, &Parsers::default()).unwrap_err().to_string();
-    assert!(e.ends_with("multiline parser 'json-python' points to an undefined parser 'json-time'"), "{e}");
+    let s = sections
+        .iter()
+        .rfind(|s| s.kind == SectionKind::MultilineParser)
+        .unwrap();
+    let e = MlParser::from_section(s, &Parsers::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("multiline parser 'json-python' points to an undefined parser 'json-time'"),
+        "{e}"
+    );
     assert!(e.contains("parsers_multiline.conf:"), "{e}");
 }
 
@@ -532,7 +662,8 @@ fn conf_file_sections_compile() {
 fn docker_mode_joins_raw_json() {
     // Fluent Bit 5.1.1 tail, docker_mode on, no parser: the rebuilt JSON line is the
     // record's `log`; a line that is not JSON flushes and goes out alone.
-    let input = "{\"log\":\"part one \",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:05.1Z\"}\n\
+    let input =
+        "{\"log\":\"part one \",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:05.1Z\"}\n\
         {\"log\":\"two\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:06.2Z\"}\n\
         not json\n\
         {\"log\":\"tail\",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:07Z\"}\n";
@@ -541,7 +672,10 @@ fn docker_mode_joins_raw_json() {
     let mut recs = feed(&mut s, input, now);
     assert_eq!(
         logs(&recs),
-        [r#"{"log":"part one two\n","stream":"stdout","time":"2024-01-02T03:04:06.2Z"}"#, "not json"]
+        [
+            r#"{"log":"part one two\n","stream":"stdout","time":"2024-01-02T03:04:06.2Z"}"#,
+            "not json"
+        ]
     );
     assert_eq!(recs[0].time, t(1));
     let tail_at = input.rfind('{').unwrap() as u64;
@@ -549,7 +683,10 @@ fn docker_mode_joins_raw_json() {
     // The timeout runs from the last line.
     assert_eq!(s.deadline(), Some(now + Duration::from_secs(2)));
     s.flush_expired(now + Duration::from_secs(2), &mut recs);
-    assert_eq!(logs(&recs[2..]), [r#"{"log":"tail","stream":"stdout","time":"2024-01-02T03:04:07Z"}"#]);
+    assert_eq!(
+        logs(&recs[2..]),
+        [r#"{"log":"tail","stream":"stdout","time":"2024-01-02T03:04:07Z"}"#]
+    );
     assert_eq!((recs[2].first, recs[2].end), (tail_at, input.len() as u64));
     assert_eq!(s.pending_from(), None);
 }
@@ -568,7 +705,11 @@ mod with_parsers {
             span: Span::new("test", 1),
             entries: props
                 .iter()
-                .map(|(k, v)| Entry { key: k.to_string(), value: v.to_string(), span: Span::new("test", 2) })
+                .map(|(k, v)| Entry {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    span: Span::new("test", 2),
+                })
                 .collect(),
         };
         match Parser::from_section(&section) {
@@ -584,7 +725,9 @@ mod with_parsers {
         if parser(&[("name", "probe"), ("format", "json")]).is_none() {
             return;
         }
-        parsers.add_sections("parsers_multiline.conf", &conf_sections()).unwrap();
+        parsers
+            .add_sections("parsers_multiline.conf", &conf_sections())
+            .unwrap();
         let mut s = MlStream::new(vec![parsers.multiline("json-python").unwrap()], None);
         let input = r#"{"log":"Traceback (most recent call last):","stream":"stderr","time":"2024-01-02T03:04:05.5+00:00"}
 {"log":"  File \"a.py\", line 1, in <module>","stream":"stderr","time":"2024-01-02T03:04:06+00:00"}
@@ -604,18 +747,29 @@ mod with_parsers {
         let Some(first) = parser(&[
             ("name", "first"),
             ("format", "regex"),
-            ("regex", r"^(?<time>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?<level>[A-Z]+) (?<msg>.*)$"),
+            (
+                "regex",
+                r"^(?<time>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?<level>[A-Z]+) (?<msg>.*)$",
+            ),
             ("time_key", "time"),
             ("time_format", "%Y-%m-%d %H:%M:%S"),
         ]) else {
             return;
         };
-        let kv = parser(&[("name", "kv"), ("format", "regex"), ("regex", r"^\s+(?<k>[a-z]+)=(?<v>\S+)$")]).unwrap();
+        let kv = parser(&[
+            ("name", "kv"),
+            ("format", "regex"),
+            ("regex", r"^\s+(?<k>[a-z]+)=(?<v>\S+)$"),
+        ])
+        .unwrap();
         let now = Instant::now();
         let mut s = MlStream::firstline(first, vec![kv], Duration::from_secs(2), Arc::from("log"));
         let input = "orphan line\n2024-01-02 03:04:05 ERROR boom\n  key=value\nraw continuation\nmore raw\n2024-01-02 03:04:06 INFO next\n  k=v\nafter kv\n";
         let mut recs = feed(&mut s, input, now);
-        assert_eq!(s.pending_from(), Some(input.find("2024-01-02 03:04:06").unwrap() as u64));
+        assert_eq!(
+            s.pending_from(),
+            Some(input.find("2024-01-02 03:04:06").unwrap() as u64)
+        );
         s.flush_expired(now + Duration::from_secs(2), &mut recs);
         // (Fluent Bit prints the orphan after the first record: tail packs the two
         // kinds into different buffers. The records are these.)
@@ -634,8 +788,11 @@ after kv"}]
     #[test]
     fn legacy_docker_mode_with_first_line_parser() {
         // Fluent Bit 5.1.1 tail: docker_mode on, docker_mode_parser on the raw JSON.
-        let Some(first) = parser(&[("name", "dfirst"), ("format", "regex"), ("regex", r#"^\{"log":"(?<d>\d{4}-\d{2}-\d{2})"#)])
-        else {
+        let Some(first) = parser(&[
+            ("name", "dfirst"),
+            ("format", "regex"),
+            ("regex", r#"^\{"log":"(?<d>\d{4}-\d{2}-\d{2})"#),
+        ]) else {
             return;
         };
         let input = "{\"log\":\"2024-01-02 first\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-02T03:04:05.1Z\"}\n\

@@ -28,18 +28,30 @@ pub fn container_time(s: &[u8], with_tz: bool) -> EventTime {
         Some(n) => &s[..n],
         None => s,
     };
-    let mut tm = Tm { year: 1900, mon: 0, mday: 0, hour: 0, min: 0, sec: 0 };
+    let mut tm = Tm {
+        year: 1900,
+        mon: 0,
+        mday: 0,
+        hour: 0,
+        min: 0,
+        sec: 0,
+    };
     let mut p = 0;
     if date_time(s, &mut p, &mut tm).is_none() {
         return EventTime::new(timegm(&tm), 0);
     }
     // %L: up to 9 digits read by strtod("0.<digits>").
     let rest = &s[p..];
-    let k = rest[..rest.len().min(9)].iter().take_while(|b| b.is_ascii_digit()).count();
+    let k = rest[..rest.len().min(9)]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if k == 0 {
         return EventTime::new(timegm(&tm), 0);
     }
-    let n = rest[..k].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let n = rest[..k]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     // n and 10^k are exact doubles, so this is the correctly rounded value strtod gives.
     let frac = n as f64 / 10u64.pow(k as u32) as f64;
     let nanos = (frac * 1_000_000_000.0) as u32;
@@ -70,7 +82,11 @@ fn lit(s: &[u8], p: &mut usize, c: u8) -> Option<()> {
 
 /// `_conv_num`: at least one digit, as many as can stay within `hi`.
 fn conv(s: &[u8], p: &mut usize, lo: i64, hi: i64) -> Option<i64> {
-    let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| i64::from(b - b'0'));
+    let digit = |i: usize| {
+        s.get(i)
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| i64::from(b - b'0'))
+    };
     let mut result = digit(*p)?;
     let mut i = *p + 1;
     let mut rulim = hi / 10;
@@ -164,18 +180,33 @@ mod tests {
     // Expected values printed by Fluent Bit 5.1.1 for these lines (tail + cri/docker).
     #[test]
     fn as_fluent_bit_reads_them() {
-        assert_eq!(cri("2019-05-07T18:57:50.904275087+00:00"), (1557255470, 904275087));
+        assert_eq!(
+            cri("2019-05-07T18:57:50.904275087+00:00"),
+            (1557255470, 904275087)
+        );
         assert_eq!(cri("2019-05-07T18:57:51.0Z"), (1557255471, 0));
-        assert_eq!(cri("2019-05-07T18:57:52.5-02:00"), (1557255472 + 7200, 500_000_000));
+        assert_eq!(
+            cri("2019-05-07T18:57:52.5-02:00"),
+            (1557255472 + 7200, 500_000_000)
+        );
         // No fraction: the fields read before the failing `.`.
         assert_eq!(cri("2019-05-07T18:57:50Z"), (1557255470, 0));
         // Month 13 fails: year 2019, month 0, day 0 = 2018-12-31.
         assert_eq!(cri("2019-13-07T18:57:50.1Z"), (1546214400, 0));
         // A tenth digit stops %z; the 9 digits count.
-        assert_eq!(cri("2019-05-07T18:57:50.1234567891Z"), (1557255470, 123456789));
+        assert_eq!(
+            cri("2019-05-07T18:57:50.1234567891Z"),
+            (1557255470, 123456789)
+        );
         assert_eq!(cri("2019-05-07T18:57:50.1"), (1557255470, 100_000_000));
-        assert_eq!(docker("2019-05-07T18:57:52.53412Z"), (1557255472, 534120000));
-        assert_eq!(docker("2019-05-07T18:57:50.904275087Z"), (1557255470, 904275087));
+        assert_eq!(
+            docker("2019-05-07T18:57:52.53412Z"),
+            (1557255472, 534120000)
+        );
+        assert_eq!(
+            docker("2019-05-07T18:57:50.904275087Z"),
+            (1557255470, 904275087)
+        );
         // Nothing matches: 1900-01-00 = 1899-12-31.
         assert_eq!(cri("garbage").0, -2209075200);
     }
@@ -198,11 +229,18 @@ mod tests {
     fn rollover_and_digits() {
         // Second 60 rolls into the next minute, Feb 30 into March.
         assert_eq!(docker("2019-05-07T18:57:60.0Z").0, 1557255480);
-        assert_eq!(docker("2019-02-30T00:00:00.0Z").0, docker("2019-03-02T00:00:00.0Z").0);
+        assert_eq!(
+            docker("2019-02-30T00:00:00.0Z").0,
+            docker("2019-03-02T00:00:00.0Z").0
+        );
         // One-digit fields are accepted, as strptime does.
         assert_eq!(docker("2019-5-7T18:57:50.0Z").0, 1557255470);
         // Nanoseconds truncate frac * 1e9 as C does.
-        for (s, n) in [("0.1", 100_000_000), ("0.000000001", 1), ("0.999999999", 999_999_999)] {
+        for (s, n) in [
+            ("0.1", 100_000_000),
+            ("0.000000001", 1),
+            ("0.999999999", 999_999_999),
+        ] {
             let t = docker(&format!("2019-05-07T18:57:50.{}Z", &s[2..]));
             assert_eq!(t.1, n);
         }
