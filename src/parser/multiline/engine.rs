@@ -51,7 +51,7 @@ pub struct At {
 /// What is appended: a line of text (tail) or a record (the multiline filter).
 pub enum Input<'a> {
     Text(&'a [u8]),
-    Record(Map),
+    Record { body: Map, metadata: Map },
 }
 
 #[derive(Debug)]
@@ -90,6 +90,8 @@ struct Group {
     truncated: bool,
     /// `first` of the first line held and `end` of the last.
     span: Option<(u64, u64)>,
+    /// The metadata of each record added since the last flush.
+    metadata: Vec<Map>,
 }
 
 impl Group {
@@ -102,7 +104,34 @@ impl Group {
             rule: None,
             truncated: false,
             span: None,
+            metadata: Vec::new(),
         }
+    }
+
+    /// `flb_ml_stream_group_add_metadata`: a snapshot, binary values as hex strings.
+    fn add_metadata(&mut self, metadata: &Map) {
+        if !metadata.is_empty() {
+            self.metadata.push(
+                metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), hex_bins(v)))
+                    .collect(),
+            );
+        }
+    }
+
+    /// `flb_ml_flush_metadata_buffer`: every key/value once, then the truncation mark.
+    fn take_metadata(&mut self) -> Map {
+        let mut md = Map::new();
+        for (k, v) in self.metadata.drain(..).flatten() {
+            if !md.iter().any(|(k2, v2)| *k2 == k && *v2 == v) {
+                md.push((k, v));
+            }
+        }
+        if self.truncated {
+            md.push((Arc::from("multiline_truncated"), Value::Bool(true)));
+        }
+        md
     }
 
     fn touch(&mut self, at: At) {
@@ -159,6 +188,7 @@ impl Group {
             if !encodable(self.time) {
                 // The encoder refuses the time: the record is lost but its text stays.
                 crate::error!("[multiline] error packing event");
+                self.metadata.clear();
                 return;
             }
             let (first, end) = self.span.unwrap_or_default();
@@ -167,9 +197,11 @@ impl Group {
                 body,
                 first,
                 end,
+                metadata: self.take_metadata(),
                 truncated: self.truncated,
             });
         }
+        self.metadata.clear();
         self.buf.clear();
         self.truncated = false;
         self.span = None;
@@ -177,6 +209,19 @@ impl Group {
 
     fn held(&self) -> bool {
         !self.buf.is_empty() || self.context.is_some()
+    }
+}
+
+/// Metadata as Fluent Bit copies it: binary values become lower-case hex strings.
+fn hex_bins(v: &Value) -> Value {
+    match v {
+        Value::Bin(b) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            Value::Str(Arc::from(hex))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(hex_bins).collect()),
+        Value::Map(m) => Value::Map(m.iter().map(|(k, v)| (k.clone(), hex_bins(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -287,8 +332,8 @@ impl Inst {
                     t.filter(|t| *t != EventTime::default()).unwrap_or(time),
                 )
             }
-            (Input::Record(_), LineParser::None) => (Src::Input, time),
-            (Input::Record(rec), lp) => {
+            (Input::Record { .. }, LineParser::None) => (Src::Input, time),
+            (Input::Record { body: rec, .. }, lp) => {
                 let kc = self.key_content.as_ref()?;
                 let (_, v) = rec.iter().find(|(k, _)| **k == **kc)?;
                 let (map, t) = run_line_parser(lp, value_bytes(v)?, scratch)?;
@@ -301,7 +346,7 @@ impl Inst {
         let (line, map): (&[u8], Option<&Map>) = match (&src, input) {
             (Src::None, Input::Text(line)) => (line, None),
             (Src::Parsed(map), _) => (&[], Some(map)),
-            (_, Input::Record(rec)) => (&[], Some(rec)),
+            (_, Input::Record { body: rec, .. }) => (&[], Some(rec)),
             (Src::Input, Input::Text(_)) => unreachable!("records only come as Input::Record"),
         };
         let lookup = |map: &Map, key: &Option<Str>| -> Option<(usize, Content)> {
@@ -465,9 +510,9 @@ impl Engine {
     ) {
         let limit = self.limit;
         let inst = &mut self.insts[i];
-        let (line, record) = match input {
-            Input::Text(line) => (line, None),
-            Input::Record(map) => (&[][..], Some(map)),
+        let (line, record, metadata) = match input {
+            Input::Text(line) => (line, None, None),
+            Input::Record { body, metadata } => (&[][..], Some(body), Some(metadata)),
         };
         let gi = inst.group_or_create(prep.group.as_ref().map(|g| g.bytes(line)));
         let mut map = match prep.src {
@@ -482,35 +527,42 @@ impl Engine {
             Kind::Regex(rules) => rules,
             _ => {
                 let Decision::Join(complete) = prep.decision else {
-                    return;
-                }; // Swallow
+                    return; // Swallow
+                };
                 if complete && !g.held() && prep.first_key_holds && encodable(prep.time) {
                     // The record is this line alone: no buffer, no copy.
                     g.time = prep.time;
                     let body = match map {
-                        Some(map) => map,
+                        Some(map) => Some(map),
                         // An empty text makes no record.
-                        None if text.is_empty() => return,
-                        None => vec![(content_key(kc), text_value(text, kc, &mut self.scratch))],
+                        None if text.is_empty() => None,
+                        None => Some(vec![(
+                            content_key(kc),
+                            text_value(text, kc, &mut self.scratch),
+                        )]),
                     };
-                    out.push(MlRecord {
-                        time: prep.time,
-                        body,
-                        first: at.first,
-                        end: at.end,
-                        truncated: false,
-                    });
-                    return;
+                    if let Some(body) = body {
+                        let md = g.take_metadata();
+                        out.push(MlRecord {
+                            metadata: md,
+                            ..MlRecord::new(prep.time, body, at.first, at.end)
+                        });
+                    }
+                    g.metadata.clear();
+                } else {
+                    if g.context.is_none() {
+                        g.time = prep.time;
+                        g.context = map;
+                    }
+                    g.breakline(kc);
+                    g.buf.extend_from_slice(text);
+                    g.touch(at);
+                    if complete {
+                        g.flush(kc, out);
+                    }
                 }
-                if g.context.is_none() {
-                    g.time = prep.time;
-                    g.context = map;
-                }
-                g.breakline(kc);
-                g.buf.extend_from_slice(text);
-                g.touch(at);
-                if complete {
-                    g.flush(kc, out);
+                if let Some(md) = &metadata {
+                    g.add_metadata(md);
                 }
                 return;
             }
@@ -556,13 +608,16 @@ impl Engine {
         if rules.rules[rule].next_has_start && !g.buf.is_empty() {
             g.flush(kc, out);
         }
-        // package_content registers a line when no map is held.
+        // package_content registers a line when no map is held, then its metadata.
         if g.context.is_none() {
             g.time = prep.time;
             if let Some(map) = map {
                 g.context = Some(map);
                 g.touch(at);
             }
+        }
+        if let Some(md) = &metadata {
+            g.add_metadata(md);
         }
     }
 
@@ -575,17 +630,19 @@ impl Engine {
         }
         let Some(inst) = self.insts.first_mut() else {
             // No parser at all: pass the line through.
-            let body = match input {
-                Input::Text(line) => vec![(words().log.clone(), bytes_value(line))],
-                Input::Record(map) => map,
+            let rec = match input {
+                Input::Text(line) => MlRecord::new(
+                    time,
+                    vec![(words().log.clone(), bytes_value(line))],
+                    at.first,
+                    at.end,
+                ),
+                Input::Record { body, metadata } => MlRecord {
+                    metadata,
+                    ..MlRecord::new(time, body, at.first, at.end)
+                },
             };
-            out.push(MlRecord {
-                time,
-                body,
-                first: at.first,
-                end: at.end,
-                truncated: false,
-            });
+            out.push(rec);
             return;
         };
         let kc = &inst.key_content;
@@ -600,23 +657,18 @@ impl Engine {
                     && (self.limit == 0 || line.len() <= self.limit) =>
             {
                 let body = vec![(content_key(kc), text_value(line, kc, &mut self.scratch))];
-                out.push(MlRecord {
-                    time,
-                    body,
-                    first: at.first,
-                    end: at.end,
-                    truncated: false,
-                });
+                out.push(MlRecord::new(time, body, at.first, at.end));
             }
             Input::Text(line) => {
                 g.touch(at);
                 g.cat(line, self.limit);
                 g.flush(kc, out);
             }
-            Input::Record(map) => {
+            Input::Record { body, metadata } => {
+                g.add_metadata(&metadata);
                 g.touch(at);
                 if g.context.is_none() {
-                    g.context = Some(map);
+                    g.context = Some(body);
                 }
                 g.flush(kc, out);
             }

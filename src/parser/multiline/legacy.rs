@@ -111,13 +111,12 @@ impl Firstline {
                 p.items.push(Item::Raw(Box::from(line)));
                 p.span.1 = at.end;
             }
-            _ => out.push(MlRecord {
+            _ => out.push(MlRecord::new(
                 time,
-                body: vec![(self.key.clone(), bytes_value(line))],
-                first: at.first,
-                end: at.end,
-                truncated: false,
-            }),
+                vec![(self.key.clone(), bytes_value(line))],
+                at.first,
+                at.end,
+            )),
         }
     }
 
@@ -150,13 +149,7 @@ impl Firstline {
             }
         }
         let (first, end) = p.span;
-        out.push(MlRecord {
-            time: p.time,
-            body,
-            first,
-            end,
-            truncated: false,
-        });
+        out.push(MlRecord::new(p.time, body, first, end));
     }
 
     pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<MlRecord>) {
@@ -227,13 +220,7 @@ impl DockerMode {
         let Some((a, z)) = docker_mode_log(line) else {
             self.flush(out);
             let body = vec![(self.key.clone(), bytes_value(line))];
-            out.push(MlRecord {
-                time,
-                body,
-                first: at.first,
-                end: at.end,
-                truncated: false,
-            });
+            out.push(MlRecord::new(time, body, at.first, at.end));
             return;
         };
         self.buf.extend_from_slice(&line[a..z]);
@@ -266,13 +253,12 @@ impl DockerMode {
             bytes_value(&joined)
         };
         let (first, end) = self.span.take().unwrap_or_default();
-        out.push(MlRecord {
-            time: self.time,
-            body: vec![(self.key.clone(), text)],
+        out.push(MlRecord::new(
+            self.time,
+            vec![(self.key.clone(), text)],
             first,
             end,
-            truncated: false,
-        });
+        ));
         self.buf.clear();
         self.last.clear();
         self.last_at = None;

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, Section};
-use crate::event::{EventTime, Map, Record, Str, Value};
+use crate::event::{EventTime, Map, Record, Str};
 
 use super::{Parser, Parsers};
 
@@ -101,21 +101,34 @@ pub struct MlRecord {
     pub body: Map,
     pub first: u64,
     pub end: u64,
-    /// Cut at the buffer limit: Fluent Bit adds `multiline_truncated: true` to the
-    /// record's metadata (and tail warns "multiline message truncated due to buffer limit").
+    /// The metadata of the records joined ([`MlStream::append_event`]), each key/value
+    /// once, then `multiline_truncated: true` when the text was cut; empty for text.
+    pub metadata: Map,
+    /// Cut at the buffer limit (tail warns "multiline message truncated due to buffer
+    /// limit" and counts it).
     pub truncated: bool,
 }
 
 impl MlRecord {
-    /// The record, with Fluent Bit's `multiline_truncated: true` metadata when cut.
-    pub fn into_record(self) -> Record {
-        let mut record = Record::new(self.time, self.body);
-        if self.truncated {
-            record
-                .metadata
-                .push((Arc::from("multiline_truncated"), Value::Bool(true)));
+    /// A record of one line, nothing joined, no metadata.
+    pub fn new(time: EventTime, body: Map, first: u64, end: u64) -> MlRecord {
+        MlRecord {
+            time,
+            body,
+            first,
+            end,
+            metadata: Map::new(),
+            truncated: false,
         }
-        record
+    }
+
+    /// The record as the pipeline carries it.
+    pub fn into_record(self) -> Record {
+        Record {
+            time: self.time,
+            metadata: self.metadata,
+            body: self.body,
+        }
     }
 }
 
@@ -203,17 +216,32 @@ impl MlStream {
         now: Instant,
         out: &mut Vec<MlRecord>,
     ) {
+        self.append_event(time, Map::new(), body, first, end, now, out);
+    }
+
+    /// A record with its metadata. Fluent Bit keeps each line's metadata (binary values
+    /// turned into hex strings) and gives a record those of the lines added since the
+    /// previous flush — a line that completes a record is added after that flush, so its
+    /// metadata goes to the next record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_event(
+        &mut self,
+        time: EventTime,
+        metadata: Map,
+        body: Map,
+        first: u64,
+        end: u64,
+        now: Instant,
+        out: &mut Vec<MlRecord>,
+    ) {
         let at = engine::At { first, end, now };
         match &mut self.inner {
-            Inner::Engine(e) => e.append(engine::Input::Record(body), time, at, out),
-            // The legacy modes read text: take the record's `log`, as tail would.
+            Inner::Engine(e) => e.append(engine::Input::Record { body, metadata }, time, at, out),
+            // The legacy modes read text only: a record passes unchanged.
             Inner::Firstline(_) | Inner::DockerMode(_) => {
                 out.push(MlRecord {
-                    time,
-                    body,
-                    first,
-                    end,
-                    truncated: false,
+                    metadata,
+                    ..MlRecord::new(time, body, first, end)
                 });
             }
         }

@@ -811,3 +811,88 @@ after kv"}]
         );
     }
 }
+
+fn md(pairs: &[(&str, Value)]) -> Map {
+    pairs
+        .iter()
+        .map(|(k, v)| (Arc::from(*k), v.clone()))
+        .collect()
+}
+
+fn log_body(log: &str) -> Map {
+    vec![(Arc::from("log"), Value::Str(Arc::from(log)))]
+}
+
+#[test]
+fn metadata_of_joined_records() {
+    // Read from Fluent Bit's source (flb_ml_stream_group_add_metadata and
+    // flb_ml_flush_metadata_buffer): each line's metadata once, binaries as hex.
+    let mut s = MlStream::new(vec![builtin("java").unwrap()], Some(Arc::from("log")));
+    let now = Instant::now();
+    let mut out = Vec::new();
+    let trace = ("trace_id", Value::Bin(Arc::from(&[0xab, 0xcd][..])));
+    let lines = [
+        ("java.lang.Error: x", md(&[trace.clone()])),
+        (
+            "\tat a.b(C.java:1)",
+            md(&[trace.clone(), ("span", Value::Str(Arc::from("s2")))]),
+        ),
+        ("plain", md(&[("k", Value::Str(Arc::from("v")))])),
+    ];
+    for (i, (log, m)) in lines.into_iter().enumerate() {
+        s.append_event(
+            t(i),
+            m,
+            log_body(log),
+            i as u64,
+            i as u64 + 1,
+            now,
+            &mut out,
+        );
+    }
+    let hex = Value::Str(Arc::from("abcd"));
+    assert_eq!(
+        out[0].metadata,
+        md(&[("trace_id", hex), ("span", Value::Str(Arc::from("s2")))])
+    );
+    assert_eq!(out[1].metadata, md(&[("k", Value::Str(Arc::from("v")))]));
+    assert_eq!(out[1].clone().into_record().metadata, out[1].metadata);
+}
+
+#[test]
+fn metadata_of_the_completing_line_goes_to_the_next_record() {
+    // An endswith record is flushed before the completing line's metadata is added
+    // (package_content in Fluent Bit's flb_ml.c).
+    let p = MlParser {
+        name: Arc::from("dot"),
+        kind: Kind::EndsWith(Box::from(&b"."[..])),
+        negate: false,
+        flush_ms: 1000,
+        key_content: Some(Arc::from("log")),
+        key_pattern: None,
+        key_group: None,
+        line: LineParser::None,
+    };
+    let mut s = MlStream::new(vec![Arc::new(p)], None);
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for (i, log) in ["one.", "two", " three."].iter().enumerate() {
+        let m = md(&[("n", Value::Int(i as i64 + 1))]);
+        s.append_event(
+            t(i),
+            m,
+            log_body(log),
+            i as u64,
+            i as u64 + 1,
+            now,
+            &mut out,
+        );
+    }
+    s.flush(&mut out);
+    assert_eq!(logs(&out), ["one.", "two three."]);
+    assert_eq!(out[0].metadata, Map::new());
+    assert_eq!(
+        out[1].metadata,
+        md(&[("n", Value::Int(1)), ("n", Value::Int(2))])
+    );
+}
