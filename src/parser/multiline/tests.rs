@@ -832,7 +832,7 @@ fn metadata_of_joined_records() {
     let mut out = Vec::new();
     let trace = ("trace_id", Value::Bin(Arc::from(&[0xab, 0xcd][..])));
     let lines = [
-        ("java.lang.Error: x", md(&[trace.clone()])),
+        ("java.lang.Error: x", md(std::slice::from_ref(&trace))),
         (
             "\tat a.b(C.java:1)",
             md(&[trace.clone(), ("span", Value::Str(Arc::from("s2")))]),
