@@ -20,6 +20,8 @@ mod builtin;
 mod config;
 mod container;
 mod engine;
+#[cfg(test)]
+mod golden;
 mod legacy;
 mod regex;
 mod rules;
