@@ -896,3 +896,79 @@ fn metadata_of_the_completing_line_goes_to_the_next_record() {
         md(&[("n", Value::Int(1)), ("n", Value::Int(2))])
     );
 }
+
+#[test]
+fn arbitrary_lines_never_panic() {
+    // Fragments of every format glued at random, times before 1970 included: whatever
+    // comes, nothing panics.
+    let pieces: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"\"log\":",
+        b"\"",
+        b"\\",
+        b"\\n",
+        b"\\u00",
+        b"\\ud83d",
+        b",",
+        b":",
+        b"[",
+        b"]",
+        b"2024-01-02T03:04:05.",
+        b"123456789",
+        b"Z",
+        b"+01:00",
+        b" stdout ",
+        b" stderr ",
+        b"F ",
+        b"P ",
+        b"Traceback (most recent call last):",
+        b"  File \"x\"",
+        b"Error: ",
+        b"panic: ",
+        b"\tat ",
+        b"goroutine 1 [running]:",
+        b"\n",
+        b"\r",
+        b" ",
+        b"\xff",
+        b"\xc3",
+        b"\0",
+        b"x",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let now = Instant::now();
+    let mut streams: Vec<MlStream> = vec![
+        builtins(&["docker", "cri"]),
+        builtins(&["cri"]),
+        builtins(&["go", "python", "java", "ruby"]),
+        MlStream::new(vec![builtin("java").unwrap()], Some(Arc::from("log"))),
+        MlStream::docker_mode(Duration::from_secs(1), None, Arc::from("log")),
+    ];
+    for s in &mut streams {
+        s.set_buffer_limit(300);
+    }
+    let mut out = Vec::new();
+    for i in 0..20_000u64 {
+        let mut line = Vec::new();
+        for _ in 0..rng.usize(0..12) {
+            line.extend_from_slice(pieces[rng.usize(..pieces.len())]);
+        }
+        let t = EventTime::new(rng.i64(-5..2_000_000_000), 0);
+        for s in &mut streams {
+            s.append_text(&line, t, i, i + 1, now, &mut out);
+            let body = vec![(Arc::from("log"), super::container::bytes_value(&line))];
+            if i % 7 == 0 {
+                s.append_record(t, body, i, i + 1, now, &mut out);
+            }
+            if i % 1000 == 0 {
+                s.flush_expired(now + Duration::from_secs(i), &mut out);
+            }
+        }
+        let _ = super::time::container_time(&line, i % 2 == 0);
+        out.clear();
+    }
+    for s in &mut streams {
+        s.flush(&mut out);
+    }
+}
