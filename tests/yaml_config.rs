@@ -32,7 +32,12 @@ fn twins() -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root().join("conf")).unwrap() {
         let conf = entry.unwrap().path();
-        if conf.extension().and_then(|e| e.to_str()) == Some("conf") {
+        // parsers_*.conf are parsers files (parsers_file), not pipelines with a twin.
+        let parsers_file = conf
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("parsers"));
+        if conf.extension().and_then(|e| e.to_str()) == Some("conf") && !parsers_file {
             let twin = conf.with_extension("yaml");
             assert!(twin.exists(), "{} has no YAML twin", conf.display());
             out.push((conf, twin));
