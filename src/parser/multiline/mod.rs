@@ -189,18 +189,6 @@ impl MlStream {
         }
     }
 
-    /// tail's `docker_mode`: Docker lines split at 16 KiB joined; emits the joined JSON
-    /// line as text under `key`. (Built on the multiline branch.)
-    pub fn docker_mode(_flush: std::time::Duration, _firstline: Option<Arc<super::Parser>>, key: Str) -> MlStream {
-        MlStream { _parsers: Vec::new(), _key_content: Some(key) }
-    }
-
-    /// tail's `multiline on`: `parser_firstline`, `parser_N`, `multiline_flush`.
-    /// (Built on the multiline branch.)
-    pub fn firstline(_first: Arc<super::Parser>, _parsers: Vec<Arc<super::Parser>>, _flush: std::time::Duration, key: Str) -> MlStream {
-        MlStream { _parsers: Vec::new(), _key_content: Some(key) }
-    }
-
     /// A line of raw text (tail), without its newline. `first` is the position of its
     /// first byte and `end` the position after it. Completed records go to `out`.
     pub fn append_text(
