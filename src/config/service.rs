@@ -28,6 +28,7 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
+    PropSpec::new("multiline_buffer_limit", PropKind::Size, Some("2MB"), "Longest text a multiline record may join; the rest is cut and the record marked multiline_truncated (0: no limit)."),
     PropSpec::new("parsers_file", PropKind::Multi, None, "A file of [PARSER] and [MULTILINE_PARSER] sections (repeatable); relative paths are tried from the working directory, then from the main config file's directory."),
     PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
@@ -64,7 +65,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "storage.rejected.path",
     "storage.rejected.limit",
     "coro_stack_size",
-    "multiline_buffer_limit",
     "json.convert_nan_to_null",
     "sp.convert_from_str_to_num",
     "security.fips_mode",
@@ -92,6 +92,8 @@ pub struct ServiceConfig {
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
     /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
     pub storage_limits: (u64, u64),
+    /// `multiline_buffer_limit`: the longest joined text of a multiline record.
+    pub multiline_buffer_limit: usize,
     /// Every `parsers_file` in order, each with the line that named it.
     pub parsers_files: Vec<(String, Span)>,
 }
@@ -211,6 +213,8 @@ impl ServiceConfig {
             )
         });
         Ok(ServiceConfig {
+            multiline_buffer_limit: values::parse_size(text("multiline_buffer_limit"))
+                .unwrap_or(2_000_000) as usize,
             parsers_files: last
                 .iter()
                 .filter(|e| e.key == "parsers_file" && !e.value.is_empty())

@@ -48,7 +48,8 @@ struct Partial {
     since: Instant,
 }
 
-/// One multiline stream per tag, with when it last got a record.
+/// One multiline stream per tag (its flush period is `flush_ms`), with when it last got
+/// a record.
 struct TagStream {
     ml: MlStream,
     last: Instant,
@@ -64,6 +65,9 @@ struct MultilineFilter {
     partials: HashMap<(Tag, String), Partial>,
     /// Bytes held (approximately), bounded by `emitter_mem_buf_limit`.
     limit: u64,
+    /// `[SERVICE] multiline_buffer_limit`: the longest joined text.
+    buffer_limit: usize,
+    warned_truncated: bool,
     debug: bool,
 }
 
@@ -111,16 +115,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         streams: HashMap::new(),
         partials: HashMap::new(),
         limit: props.size("emitter_mem_buf_limit").unwrap_or(10_000_000).max(1),
+        buffer_limit: ctx.service.multiline_buffer_limit,
+        warned_truncated: false,
         debug: props.bool("debug_flush").unwrap_or(false),
     }))
-}
-
-fn joined(r: MlRecord, metadata: &Map) -> Record {
-    Record {
-        time: r.time,
-        metadata: metadata.clone(),
-        body: r.body,
-    }
 }
 
 /// A string value's text (`"true"` checks are case-insensitive prefixes, as Fluent Bit's).
@@ -144,27 +142,35 @@ impl MultilineFilter {
         let mut out = Vec::new();
         let input = std::mem::take(records);
         if !self.buffer {
+            // Joined within this batch only; what is held at its end goes out with it.
             let mut ml = MlStream::new(self.parsers.clone(), self.key.clone());
-            let mut metadata = Map::new();
+            ml.set_buffer_limit(self.buffer_limit);
             for r in input {
-                metadata = r.metadata;
-                ml.append_record(r.time, r.body, 0, 0, now, &mut out);
+                ml.append_event(r.time, r.metadata, r.body, 0, 0, now, &mut out);
             }
             ml.flush(&mut out);
-            records.extend(out.into_iter().map(|r| joined(r, &metadata)));
-            return;
+        } else {
+            let (parsers, key, flush, limit) = (&self.parsers, &self.key, self.flush, self.buffer_limit);
+            let stream = self.streams.entry(Arc::from(tag)).or_insert_with(|| {
+                let mut ml = MlStream::new(parsers.clone(), key.clone());
+                ml.set_flush_timeout(flush);
+                ml.set_buffer_limit(limit);
+                TagStream { ml, last: now }
+            });
+            stream.last = now;
+            for r in input {
+                stream.ml.append_event(r.time, r.metadata, r.body, 0, 0, now, &mut out);
+            }
         }
-        let stream = self.streams.entry(Arc::from(tag)).or_insert_with(|| TagStream {
-            ml: MlStream::new(self.parsers.clone(), self.key.clone()),
-            last: now,
-        });
-        stream.last = now;
-        let mut metadata = Map::new();
-        for r in input {
-            metadata = r.metadata;
-            stream.ml.append_record(r.time, r.body, 0, 0, now, &mut out);
+        self.count_truncated(&out);
+        records.extend(out.into_iter().map(MlRecord::into_record));
+    }
+
+    fn count_truncated(&mut self, out: &[MlRecord]) {
+        if out.iter().any(|r| r.truncated) && !self.warned_truncated {
+            self.warned_truncated = true;
+            crate::warn!("[filter:multiline] multiline message truncated due to buffer limit (multiline_buffer_limit in [SERVICE])");
         }
-        records.extend(out.into_iter().map(|r| joined(r, &metadata)));
     }
 
     fn partial_mode(&mut self, tag: &str, records: &mut Vec<Record>, now: Instant) {
@@ -215,26 +221,30 @@ impl MultilineFilter {
 
     /// Emits what waited `flush` or longer (everything with `all`), as chunks by tag.
     fn flush_held(&mut self, now: Instant, all: bool, out: &mut Vec<Chunk>) {
-        let over = self.held_bytes() > self.limit;
+        let mut done = Vec::new();
         for (tag, s) in self.streams.iter_mut() {
-            if all || now.duration_since(s.last) >= self.flush || over {
-                let mut recs = Vec::new();
+            let mut recs = Vec::new();
+            if all {
                 s.ml.flush(&mut recs);
-                if !recs.is_empty() {
-                    if self.debug {
-                        crate::debug!("[filter:multiline] flushing {} held records of {tag}", recs.len());
-                    }
-                    out.push(Chunk { tag: tag.clone(), records: recs.into_iter().map(|r| joined(r, &Map::new())).collect() });
-                }
             } else {
-                let mut recs = Vec::new();
                 s.ml.flush_expired(now, &mut recs);
-                if !recs.is_empty() {
-                    out.push(Chunk { tag: tag.clone(), records: recs.into_iter().map(|r| joined(r, &Map::new())).collect() });
+            }
+            if !recs.is_empty() {
+                if self.debug {
+                    crate::debug!("[filter:multiline] flushing {} held records of {tag}", recs.len());
                 }
+                done.extend(recs.iter().map(|r| r.truncated));
+                out.push(Chunk { tag: tag.clone(), records: recs.into_iter().map(MlRecord::into_record).collect() });
             }
         }
-        self.streams.retain(|_, s| s.ml.pending_from().is_some() || now.duration_since(s.last) < self.flush * 30);
+        if done.iter().any(|t| *t) && !self.warned_truncated {
+            self.warned_truncated = true;
+            crate::warn!("[filter:multiline] multiline message truncated due to buffer limit (multiline_buffer_limit in [SERVICE])");
+        }
+        // Streams of tags that went quiet are forgotten once they hold nothing.
+        let idle = self.flush * 30;
+        self.streams.retain(|_, s| s.ml.pending_from().is_some() || now.duration_since(s.last) < idle);
+        let over = self.held_bytes() > self.limit;
         let due: Vec<(Tag, String)> = self
             .partials
             .iter()

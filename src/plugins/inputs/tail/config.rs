@@ -131,6 +131,10 @@ pub struct TailConfig {
     pub parser: Option<Arc<crate::parser::Parser>>,
     /// How lines are joined into records before that.
     pub joiner: Joiner,
+    /// `[SERVICE] multiline_buffer_limit`.
+    pub ml_buffer_limit: usize,
+    /// `agent_tail_multiline_truncated_total`.
+    pub ml_truncated: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `tag_regex`: named groups of the path fill `<name>`s of the tag.
     pub tag_regex: Option<regex::Regex>,
     /// `agent_tail_limit_dropped_records_total`: lines dropped by `limit_per_file`.
@@ -267,6 +271,8 @@ impl TailConfig {
             never_read: Vec::new(),
             parser: None,
             joiner: Joiner::Lines,
+            ml_buffer_limit: 2_000_000,
+            ml_truncated: Default::default(),
             tag_regex: match props.str("tag_regex") {
                 None => None,
                 Some(r) => Some(regex::Regex::new(r).map_err(|e| {

@@ -93,6 +93,12 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     let mut config = TailConfig::from_props(props)?;
     config.parser = ctx.parser(props, "parser")?;
     config.joiner = joiner(props, ctx)?;
+    config.ml_buffer_limit = ctx.service.multiline_buffer_limit;
+    config.ml_truncated = ctx.metrics.counter(
+        "agent_tail_multiline_truncated_total",
+        "Multiline records cut at multiline_buffer_limit.",
+        ctx.instance,
+    );
     config.never_read = ctx.dropped_tags.to_vec();
     config.limit_dropped = ctx.metrics.counter(
         "agent_tail_limit_dropped_records_total",
@@ -365,9 +371,19 @@ fn joined_record(c: &TailConfig, name: &Value, r: MlRecord) -> Record {
             }
         }
     }
+    if r.truncated {
+        if c.ml_truncated.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            crate::warn!("[input:tail] multiline message truncated due to buffer limit (multiline_buffer_limit in [SERVICE]); counted in agent_tail_multiline_truncated_total");
+        }
+        crate::pipeline::metrics::add(&c.ml_truncated, 1);
+    }
     let mut body = r.body;
     push_file_keys(c, name, r.end, &mut body);
-    Record::new(r.time, body)
+    Record {
+        time: r.time,
+        metadata: r.metadata,
+        body,
+    }
 }
 
 fn push_file_keys(c: &TailConfig, name: &Value, offset: u64, body: &mut Map) {
@@ -865,7 +881,9 @@ impl Tail {
                 ml: match &c.joiner {
                     Joiner::Lines => None,
                     Joiner::Multiline(parsers, key) => {
-                        Some(MlStream::new(parsers.clone(), key.clone()))
+                        let mut ml = MlStream::new(parsers.clone(), key.clone());
+                        ml.set_buffer_limit(c.ml_buffer_limit);
+                        Some(ml)
                     }
                     Joiner::Docker(flush, first) => {
                         Some(MlStream::docker_mode(*flush, first.clone(), c.key.clone()))
