@@ -28,7 +28,10 @@ impl Parsers {
             let p = Parser::from_section(s)?;
             self.parsers.insert(p.name.to_string(), Arc::new(p));
         }
-        for s in sections.iter().filter(|s| s.kind == SectionKind::MultilineParser) {
+        for s in sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::MultilineParser)
+        {
             let p = MlParser::from_section(s, self)?;
             self.multiline.insert(p.name.to_string(), Arc::new(p));
         }
@@ -41,7 +44,10 @@ impl Parsers {
 
     /// A `[MULTILINE_PARSER]` by name, else a built-in one.
     pub fn multiline(&self, name: &str) -> Option<Arc<MlParser>> {
-        self.multiline.get(name).cloned().or_else(|| multiline::builtin(name))
+        self.multiline
+            .get(name)
+            .cloned()
+            .or_else(|| multiline::builtin(name))
     }
 
     /// Names of every parser, for "did you mean".
@@ -51,7 +57,10 @@ impl Parsers {
 
     /// Names of every multiline parser, built-in ones included.
     pub fn multiline_names(&self) -> impl Iterator<Item = &str> {
-        self.multiline.keys().map(String::as_str).chain(multiline::BUILTINS.iter().copied())
+        self.multiline
+            .keys()
+            .map(String::as_str)
+            .chain(multiline::BUILTINS.iter().copied())
     }
 
     /// The sources definitions were read from, for errors ("searched: ...").

@@ -21,7 +21,11 @@ impl MlParser {
     /// Compiles one `[MULTILINE_PARSER]` section; its `parser` is looked up in `parsers`
     /// (defined earlier). Errors name the section's file:line.
     pub fn from_section(section: &Section, _parsers: &Parsers) -> Result<MlParser, ConfigError> {
-        Err(ConfigError::invalid(&section.span, "multiline parsers are not built yet".to_string(), None))
+        Err(ConfigError::invalid(
+            &section.span,
+            "multiline parsers are not built yet".to_string(),
+            None,
+        ))
     }
 }
 
@@ -55,15 +59,36 @@ impl MlStream {
     /// A stream joined by `parsers`, tried in order as Fluent Bit does; `key_content`
     /// overrides each parser's own.
     pub fn new(parsers: Vec<Arc<MlParser>>, key_content: Option<Str>) -> MlStream {
-        MlStream { _parsers: parsers, _key_content: key_content }
+        MlStream {
+            _parsers: parsers,
+            _key_content: key_content,
+        }
     }
 
     /// A line of raw text (tail), without its newline. `first` is the position of its
     /// first byte and `end` the position after it. Completed records go to `out`.
-    pub fn append_text(&mut self, _line: &[u8], _time: EventTime, _first: u64, _end: u64, _now: Instant, _out: &mut Vec<MlRecord>) {}
+    pub fn append_text(
+        &mut self,
+        _line: &[u8],
+        _time: EventTime,
+        _first: u64,
+        _end: u64,
+        _now: Instant,
+        _out: &mut Vec<MlRecord>,
+    ) {
+    }
 
     /// A record whose `key_content` holds the text (the multiline filter).
-    pub fn append_record(&mut self, _time: EventTime, _body: Map, _first: u64, _end: u64, _now: Instant, _out: &mut Vec<MlRecord>) {}
+    pub fn append_record(
+        &mut self,
+        _time: EventTime,
+        _body: Map,
+        _first: u64,
+        _end: u64,
+        _now: Instant,
+        _out: &mut Vec<MlRecord>,
+    ) {
+    }
 
     /// Emits records held longer than their parser's `flush_timeout`.
     pub fn flush_expired(&mut self, _now: Instant, _out: &mut Vec<MlRecord>) {}
