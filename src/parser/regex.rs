@@ -29,14 +29,49 @@ pub struct OnigRegex {
     names: Vec<(Str, usize)>,
     /// Number of capture groups Onigmo would report (`num_regs - 1`).
     groups: usize,
-    /// Reusable capture slots, so a match allocates nothing.
-    slots: Mutex<Vec<regex::bytes::CaptureLocations>>,
 }
 
 #[derive(Debug)]
 enum Engine {
-    Plain(regex::bytes::Regex),
+    Plain {
+        /// For lines without `\n`, where Ruby's line anchors are the text's ends:
+        /// the `regex` crate optimises `^...$` much better than `(?m)^...(?m)$`.
+        single: Plain,
+        /// With `(?m)`, for texts holding newlines; `None` when the pattern has no
+        /// `^`/`$`.
+        multi: Option<Plain>,
+    },
     Fancy(fancy_regex::Regex),
+}
+
+#[derive(Debug)]
+struct Plain {
+    re: regex::bytes::Regex,
+    /// Reusable capture slots, so a match allocates nothing.
+    slots: Mutex<Vec<regex::bytes::CaptureLocations>>,
+}
+
+impl Plain {
+    fn new(pattern: &str) -> Result<Plain, String> {
+        let re = regex::bytes::RegexBuilder::new(pattern)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| {
+                // The crate's message repeats the pattern over several lines; keep the
+                // last line, which says what is wrong.
+                let msg = e.to_string();
+                msg.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(&msg)
+                    .trim()
+                    .to_string()
+            })?;
+        Ok(Plain {
+            re,
+            slots: Mutex::new(Vec::new()),
+        })
+    }
 }
 
 impl OnigRegex {
@@ -44,30 +79,28 @@ impl OnigRegex {
     pub fn new(value: &str) -> Result<OnigRegex, String> {
         let (pattern, opts) = split_slashes(value);
         let tr = translate(pattern, opts)?;
+        let multi = format!("(?m{}){}", tr.flags, tr.body);
         let engine = if tr.fancy {
             Engine::Fancy(
-                fancy_regex::RegexBuilder::new(&tr.pattern)
+                fancy_regex::RegexBuilder::new(&multi)
                     .backtrack_limit(10_000_000)
                     .build()
                     .map_err(|e| e.to_string())?,
             )
         } else {
-            Engine::Plain(
-                regex::bytes::RegexBuilder::new(&tr.pattern)
-                    .size_limit(64 << 20)
-                    .build()
-                    .map_err(|e| {
-                        // The crate's message repeats the pattern over several lines; keep the
-                        // last line, which says what is wrong.
-                        let msg = e.to_string();
-                        msg.lines()
-                            .rev()
-                            .find(|l| !l.trim().is_empty())
-                            .unwrap_or(&msg)
-                            .trim()
-                            .to_string()
-                    })?,
-            )
+            let single = if tr.flags.is_empty() {
+                tr.body.clone()
+            } else {
+                format!("(?{}){}", tr.flags, tr.body)
+            };
+            Engine::Plain {
+                single: Plain::new(&single)?,
+                multi: if tr.anchors {
+                    Some(Plain::new(&multi)?)
+                } else {
+                    None
+                },
+            }
         };
         Ok(OnigRegex {
             engine,
@@ -77,7 +110,6 @@ impl OnigRegex {
                 .map(|(n, i)| (Str::from(n.as_str()), i))
                 .collect(),
             groups: tr.groups,
-            slots: Mutex::new(Vec::new()),
         })
     }
 
@@ -101,19 +133,23 @@ impl OnigRegex {
     /// did not take part). `false` when there is no match.
     pub fn search(&self, input: &[u8], mut f: impl FnMut(&Str, Option<(usize, usize)>)) -> bool {
         match &self.engine {
-            Engine::Plain(re) => {
-                let mut locs = match self.slots.lock() {
+            Engine::Plain { single, multi } => {
+                let plain = match multi {
+                    Some(m) if memchr::memchr(b'\n', input).is_some() => m,
+                    _ => single,
+                };
+                let mut locs = match plain.slots.lock() {
                     Ok(mut pool) => pool.pop(),
                     Err(_) => None,
                 }
-                .unwrap_or_else(|| re.capture_locations());
-                let found = re.captures_read(&mut locs, input).is_some();
+                .unwrap_or_else(|| plain.re.capture_locations());
+                let found = plain.re.captures_read(&mut locs, input).is_some();
                 if found {
                     for (name, i) in &self.names {
                         f(name, locs.get(*i));
                     }
                 }
-                if let Ok(mut pool) = self.slots.lock() {
+                if let Ok(mut pool) = plain.slots.lock() {
                     pool.push(locs);
                 }
                 found
@@ -139,7 +175,10 @@ impl OnigRegex {
     /// Whether `input` matches anywhere.
     pub fn is_match(&self, input: &[u8]) -> bool {
         match &self.engine {
-            Engine::Plain(re) => re.is_match(input),
+            Engine::Plain { single, multi } => match multi {
+                Some(m) if memchr::memchr(b'\n', input).is_some() => m.re.is_match(input),
+                _ => single.re.is_match(input),
+            },
             Engine::Fancy(re) => {
                 std::str::from_utf8(input).is_ok_and(|t| re.is_match(t).unwrap_or(false))
             }
@@ -201,7 +240,11 @@ struct Opts {
 /// A pattern in the `regex` crate's syntax.
 #[derive(Debug)]
 struct Translated {
-    pattern: String,
+    /// Flags for the whole pattern (`i`, `s`), without Ruby's always-on line anchors.
+    flags: String,
+    body: String,
+    /// Whether the pattern has `^` or `$`.
+    anchors: bool,
     names: Vec<(String, usize)>,
     groups: usize,
     fancy: bool,
@@ -222,6 +265,8 @@ struct Tr<'a> {
     fancy: bool,
     /// `x` flag per open group (the innermost last).
     extended: Vec<bool>,
+    /// Whether `^` or `$` was written (Ruby's line anchors).
+    anchors: bool,
 }
 
 fn translate(pattern: &str, opts: Opts) -> Result<Translated, String> {
@@ -236,16 +281,15 @@ fn translate(pattern: &str, opts: Opts) -> Result<Translated, String> {
         defs: Vec::new(),
         fancy: false,
         extended: vec![opts.extended],
+        anchors: false,
     };
-    // Ruby's ^ and $ are line anchors.
-    t.out.push_str("(?m");
+    let mut flags = String::new();
     if opts.icase {
-        t.out.push('i');
+        flags.push('i');
     }
     if opts.dotall {
-        t.out.push('s');
+        flags.push('s');
     }
-    t.out.push(')');
     t.alternation()?;
     if t.i < t.p.len() {
         return Err("unmatched close parenthesis".to_string());
@@ -262,7 +306,9 @@ fn translate(pattern: &str, opts: Opts) -> Result<Translated, String> {
         names.extend(t.defs.iter().filter(|(m, _)| m == n).cloned());
     }
     Ok(Translated {
-        pattern: t.out,
+        flags,
+        body: t.out,
+        anchors: t.anchors,
         names,
         groups: t.groups,
         fancy: t.fancy,
@@ -379,12 +425,9 @@ impl Tr<'_> {
                 self.out.push('.');
                 Ok(true)
             }
-            '^' => {
-                self.out.push('^');
-                Ok(false)
-            }
-            '$' => {
-                self.out.push('$');
+            '^' | '$' => {
+                self.anchors = true;
+                self.out.push(c);
                 Ok(false)
             }
             '*' | '+' | '?' => Err("target of repeat operator is not specified".to_string()),
