@@ -504,3 +504,187 @@ fn keys_are_read_as_fluent_bit_reads_them() {
     assert_eq!(p.format(), "regex");
     assert!(p.regex().is_some());
 }
+
+/// Every `[PARSER]` of a parsers file, compiled.
+fn load_file(path: &std::path::Path) -> Vec<Parser> {
+    let doc = crate::config::parser::load_parsers_file(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    doc.sections
+        .iter()
+        .filter(|s| s.kind == SectionKind::Parser)
+        .map(|s| Parser::from_section(s).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+const STANDARD: &[&str] = &[
+    "apache",
+    "apache2",
+    "apache_error",
+    "nginx",
+    "k8s-nginx-ingress",
+    "json",
+    "logfmt",
+    "docker",
+    "docker-daemon",
+    "syslog-rfc5424",
+    "syslog-rfc3164-local",
+    "syslog-rfc3164",
+    "mongodb",
+    "envoy",
+    "istio-envoy-proxy",
+    "cri",
+    "kube-custom",
+    "kmsg-netfilter-log",
+];
+
+#[test]
+fn fluent_bits_parsers_file_compiles() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/data/parsers.conf");
+    let parsers = load_file(&path);
+    let names: Vec<&str> = parsers.iter().map(|p| &*p.name).collect();
+    for name in STANDARD {
+        assert!(
+            names.contains(name),
+            "{name} missing from {}",
+            path.display()
+        );
+    }
+    // All of them run on the linear-time engine.
+    assert!(parsers
+        .iter()
+        .filter_map(Parser::regex)
+        .all(|r| !r.is_fancy()));
+}
+
+#[test]
+fn our_parsers_file_has_the_standard_parsers_and_reads_lines_as_fluent_bit() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/parsers.conf");
+    let parsers = load_file(&path);
+    let get = |n: &str| {
+        parsers
+            .iter()
+            .find(|p| &*p.name == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    for name in STANDARD {
+        get(name);
+    }
+    assert_eq!(parsers.len(), STANDARD.len());
+    // Fluent Bit's records for these lines (also in testdata/cases.tsv).
+    let cases: &[(&str, &str, Option<(i64, u32)>, Vec<(&str, Value)>)] = &[
+        (
+            "nginx",
+            r#"172.17.0.1 - - [04/Mar/2024:10:10:10 +0000] "GET /index.html?x=1 HTTP/1.1" 200 612 "-" "curl/8.5.0""#,
+            Some((1_709_547_010, 0)),
+            vec![("remote", s("172.17.0.1")), ("host", s("-")), ("user", s("-")), ("method", s("GET")), ("path", s("/index.html?x=1")), ("code", s("200")), ("size", s("612")), ("referer", s("-")), ("agent", s("curl/8.5.0"))],
+        ),
+        (
+            "cri",
+            "2019-05-07T18:57:50.904275087+00:00 stdout F hello world",
+            Some((1_557_255_470, 904_275_087)),
+            vec![("time", s("2019-05-07T18:57:50.904275087+00:00")), ("stream", s("stdout")), ("logtag", s("F")), ("message", s("hello world"))],
+        ),
+        (
+            "syslog-rfc5424",
+            r#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog 1234 ID47 [exampleSDID@32473 iut="3"] An application event"#,
+            Some((1_065_910_455, 3_000_000)),
+            vec![
+                ("pri", s("165")),
+                ("time", s("2003-10-11T22:14:15.003Z")),
+                ("host", s("mymachine.example.com")),
+                ("ident", s("evntslog")),
+                ("pid", s("1234")),
+                ("msgid", s("ID47")),
+                ("extradata", s(r#"[exampleSDID@32473 iut="3"]"#)),
+                ("message", s("An application event")),
+            ],
+        ),
+        (
+            "mongodb",
+            "2014-11-03T18:28:32.450-0500 I NETWORK [initandlisten] waiting for connections on port 27017 12ms",
+            Some((1_415_039_312, 450_000_000)),
+            vec![
+                ("time", s("2014-11-03T18:28:32.450-0500")),
+                ("severity", s("I")),
+                ("component", s("NETWORK")),
+                ("context", s("initandlisten")),
+                ("message", s("waiting for connections on port 27017")),
+                ("ms", s("12")),
+            ],
+        ),
+        (
+            "docker",
+            r#"{"log":"hi\n","stream":"stderr","time":"2024-03-15T01:02:03.5Z"}"#,
+            Some((1_710_464_523, 500_000_000)),
+            vec![("log", s("hi\n")), ("stream", s("stderr")), ("time", s("2024-03-15T01:02:03.5Z"))],
+        ),
+        ("logfmt", "level=info msg=\"started\" ok", None, vec![("level", s("info")), ("msg", s("started")), ("ok", Value::Bool(true))]),
+    ];
+    for (name, line, time, want) in cases {
+        let got = run(get(name), line).unwrap_or_else(|_| panic!("{name}: no match"));
+        assert_eq!(
+            got,
+            (time.map(|(a, b)| EventTime::new(a, b)), kv(want)),
+            "{name}"
+        );
+    }
+}
+
+/// Lines read by Fluent Bit 5.1.1 with the parsers of testdata/props.conf and of our
+/// conf/parsers.conf (tail, then stdout): our records must print the same. Records whose time Fluent Bit did not
+/// parse carry its clock at capture time; for those only the body is compared.
+#[test]
+fn records_match_fluent_bits_for_each_property() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/parser/testdata");
+    let mut parsers = load_file(&dir.join("props.conf"));
+    parsers.extend(load_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/parsers.conf"),
+    ));
+    let text = std::fs::read_to_string(dir.join("cases.tsv")).unwrap();
+    let mut captured_at = 0i64;
+    let mut checked = 0;
+    for row in text.lines() {
+        let cols: Vec<&str> = row.split('\t').collect();
+        if cols[0] == "# captured_at" {
+            captured_at = cols[1].parse().unwrap();
+            continue;
+        }
+        let (name, line, want) = (cols[0], cols[1], cols[2]);
+        let line: String = serde_json::from_str(line).unwrap();
+        let want: String = serde_json::from_str(want).unwrap();
+        let want = want.as_str();
+        let p = parsers.iter().find(|p| &*p.name == name).unwrap();
+        let mut body = Map::new();
+        let time = match p.parse_at(line.as_bytes(), captured_at, &mut body) {
+            Ok(t) => t,
+            Err(NoMatch) => {
+                body.push((Arc::from("log"), s(&line)));
+                None
+            }
+        };
+        let rec = crate::event::Record::new(time.unwrap_or_default(), body);
+        let mut out = Vec::new();
+        crate::event::format::write_print_record(&mut out, 0, "t", &rec);
+        let got = String::from_utf8(out).unwrap();
+        let got = got.trim_end().strip_prefix("[0] t: ").unwrap();
+        // [[secs.nanos, {}], {...}]
+        let split = |r: &str| -> (String, String) {
+            let (t, rest) = r.split_once(", ").unwrap();
+            (t.trim_start_matches('[').to_string(), rest.to_string())
+        };
+        let ((got_t, got_rest), (want_t, want_rest)) = (split(got), split(want));
+        assert_eq!(got_rest, want_rest, "{name}: {line:?}");
+        if time.is_some() {
+            assert_eq!(got_t, want_t, "{name}: {line:?}");
+        } else {
+            let secs: i64 = want_t.split('.').next().unwrap().parse().unwrap();
+            assert!(
+                (secs - captured_at).abs() < 600,
+                "{name}: {line:?}: Fluent Bit parsed a time ({want_t}), we did not"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 60);
+}
