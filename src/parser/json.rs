@@ -266,19 +266,14 @@ impl Reader<'_> {
         let start = self.i + 1;
         let mut i = start;
         // Fast path: no escapes.
-        loop {
-            match memchr::memchr2(b'"', b'\\', &s[i..]) {
-                None => return Err(NotJson),
-                Some(k) if s[i + k] == b'"' => {
-                    let end = i + k;
-                    self.i = end + 1;
-                    return Ok(text_of(&s[start..end]));
-                }
-                Some(k) => {
-                    i += k;
-                    break;
-                }
+        match memchr::memchr2(b'"', b'\\', &s[i..]) {
+            None => return Err(NotJson),
+            Some(k) if s[i + k] == b'"' => {
+                let end = i + k;
+                self.i = end + 1;
+                return Ok(text_of(&s[start..end]));
             }
+            Some(k) => i += k,
         }
         let mut out: Vec<u8> = Vec::with_capacity(i - start + 16);
         out.extend_from_slice(&s[start..i]);

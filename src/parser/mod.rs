@@ -326,14 +326,12 @@ impl Parser {
         let result = match &self.kind {
             Kind::Regex(re) => self.parse_regex(re, input, now, out),
             Kind::Json => self.parse_json(input, now, out),
-            Kind::Logfmt => logfmt::parse(self, input, now, out).map(|t| {
-                self.decoders.apply(out, start);
-                t
-            }),
-            Kind::Ltsv => ltsv::parse(self, input, now, out).map(|t| {
-                self.decoders.apply(out, start);
-                t
-            }),
+            Kind::Logfmt => {
+                logfmt::parse(self, input, now, out).inspect(|_| self.decoders.apply(out, start))
+            }
+            Kind::Ltsv => {
+                ltsv::parse(self, input, now, out).inspect(|_| self.decoders.apply(out, start))
+            }
         };
         match result {
             Ok(t) => Ok(t.get()),

@@ -43,7 +43,9 @@ fn s(v: &str) -> Value {
 // 2024-03-15 12:00:00 UTC
 const NOW: i64 = 1_710_504_000;
 
-fn run(p: &Parser, line: &str) -> Result<(Option<EventTime>, Vec<(String, Value)>), NoMatch> {
+type Parsed = (Option<EventTime>, Vec<(String, Value)>);
+
+fn run(p: &Parser, line: &str) -> Result<Parsed, NoMatch> {
     let mut out = Map::new();
     let t = p.parse_at(line.as_bytes(), NOW, &mut out)?;
     Ok((
@@ -572,7 +574,8 @@ fn our_parsers_file_has_the_standard_parsers_and_reads_lines_as_fluent_bit() {
     }
     assert_eq!(parsers.len(), STANDARD.len());
     // Fluent Bit's records for these lines (also in testdata/cases.tsv).
-    let cases: &[(&str, &str, Option<(i64, u32)>, Vec<(&str, Value)>)] = &[
+    type Case<'a> = (&'a str, &'a str, Option<(i64, u32)>, Vec<(&'a str, Value)>);
+    let cases: &[Case] = &[
         (
             "nginx",
             r#"172.17.0.1 - - [04/Mar/2024:10:10:10 +0000] "GET /index.html?x=1 HTTP/1.1" 200 612 "-" "curl/8.5.0""#,

@@ -299,7 +299,7 @@ fn system_zone_names() -> ([String; 2], i64) {
             }
         };
         let names = [name(tzname[0]), name(tzname[1])];
-        (names, -(timezone as i64))
+        (names, -timezone)
     }
 }
 
@@ -590,15 +590,14 @@ fn strptime(
         if st.fields & FIELD_YDAY == 0 && st.fields & FIELD_MON != 0 && st.fields & FIELD_MDAY != 0
         {
             tm.yday = tm.mday - 1;
-            for m in 0..tm.mon.clamp(0, 12) as usize {
-                tm.yday += lens[m];
-            }
+            tm.yday += lens.iter().take(tm.mon.clamp(0, 12) as usize).sum::<i32>();
             st.fields |= FIELD_YDAY;
         }
         if st.fields & FIELD_YDAY != 0 {
             let mut days = tm.yday;
             if st.fields & FIELD_WDAY == 0 {
-                let w = 4 + ((year - 1970) % 7) * (365 % 7) + leaps_thru_end_of(year - 1)
+                // EPOCH_WDAY + years * (365 % 7) + leap days
+                let w = 4 + (year - 1970) % 7 + leaps_thru_end_of(year - 1)
                     - leaps_thru_end_of(1969)
                     + tm.yday;
                 tm.wday = w.rem_euclid(7);
