@@ -309,7 +309,8 @@ impl Parser {
 
     /// Parses `input`, appending its keys to `out` in Fluent Bit's order (and types).
     /// Returns the record time when the parser has a `time_key` that was found and read,
-    /// `None` when the caller keeps its own time.
+    /// `None` when the caller keeps its own time. A time outside what an event can hold
+    /// (see [`time::is_event_time`]) makes Fluent Bit drop the record.
     pub fn parse(&self, input: &[u8], out: &mut Map) -> Result<Option<EventTime>, NoMatch> {
         self.parse_at(input, EventTime::now().secs, out)
     }

@@ -691,3 +691,121 @@ fn records_match_fluent_bits_for_each_property() {
     }
     assert!(checked >= 60);
 }
+
+/// The oracle of tests/data/fluent-bit (Fluent Bit 5.1.1's stdout for each standard
+/// parser, with our conf/parsers.conf, and each parser property): the lines tail would
+/// read, through our parser, print the same records. Times Fluent Bit stamped with
+/// "now" (capture day) are compared loosely. Cases whose result depends on the process
+/// time zone (TZ=Europe/Berlin with time_system_timezone) are left to the binary-level
+/// test (tests/fluent_bit_parity.rs), which can set TZ.
+#[test]
+fn oracle_parsers_and_props_cases() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("tests/data/fluent-bit");
+    let Ok(cases) = std::fs::read_to_string(data.join("cases.tsv")) else {
+        panic!("tests/data/fluent-bit/cases.tsv is missing");
+    };
+    // 2026-11-30 15:35 UTC, during the capture.
+    const CAPTURED: i64 = 1_796_052_900;
+    let capture_day = CAPTURED / 86_400;
+    let ours = load_file(&root.join("conf/parsers.conf"));
+    let props = load_file(&data.join("props/parsers.conf"));
+    let mut checked = 0;
+    for row in cases.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (dir, case, tz) = (cols[0], cols[1], cols[2]);
+        if dir != "parsers" && dir != "props" {
+            continue;
+        }
+        let conf = std::fs::read_to_string(data.join(dir).join(format!("{case}.conf"))).unwrap();
+        let prop = |k: &str| {
+            conf.lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+        };
+        let (Some(parser_name), Some(tag), Some(path)) =
+            (prop("parser "), prop("tag "), prop("path "))
+        else {
+            continue; // raw tail cases: no parser
+        };
+        if tz != "UTC" && case.contains("system") {
+            continue;
+        }
+        let set = if dir == "parsers" { &ours } else { &props };
+        let parser = set
+            .iter()
+            .find(|p| *p.name == parser_name)
+            .unwrap_or_else(|| panic!("{case}: no parser {parser_name}"));
+        // tail: lines end with \n (an unterminated last line is not read), a trailing
+        // \r is dropped.
+        let input = std::fs::read(data.join(dir).join(&path)).unwrap();
+        let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        lines.pop();
+        let mut got: Vec<(Option<EventTime>, String)> = Vec::new();
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let mut body = Map::new();
+            let time = match parser.parse_at(line, CAPTURED, &mut body) {
+                Ok(t) => t,
+                Err(NoMatch) => {
+                    body.push((Arc::from("log"), types::text_value(line)));
+                    None
+                }
+            };
+            if time.is_some_and(|t| !time::is_event_time(t)) {
+                continue; // Fluent Bit: "error packing event"
+            }
+            let mut out = Vec::new();
+            crate::event::format::write_print_record(
+                &mut out,
+                0,
+                &tag,
+                &crate::event::Record::new(time.unwrap_or_default(), body),
+            );
+            got.push((
+                time,
+                String::from_utf8_lossy(&out)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ));
+        }
+        // Fluent Bit's records: "[N] tag: [[...]]", possibly over several lines.
+        let expected = std::fs::read(data.join(dir).join(format!("{case}.expected"))).unwrap();
+        let expected = String::from_utf8_lossy(&expected);
+        let start = format!("] {tag}: [[");
+        let mut want: Vec<String> = Vec::new();
+        for line in expected.split_inclusive('\n') {
+            let is_start = line.starts_with('[')
+                && line
+                    .find(&start)
+                    .is_some_and(|i| line[1..i].bytes().all(|b| b.is_ascii_digit()));
+            if is_start {
+                want.push(line.to_string());
+            } else if let Some(last) = want.last_mut() {
+                last.push_str(line);
+            }
+        }
+        assert_eq!(got.len(), want.len(), "{dir}/{case}: record count");
+        for ((time, g), w) in got.iter().zip(&want) {
+            let w = w.trim_end_matches('\n');
+            // drop "[N] tag: [[" and split the time off
+            let tail = |r: &str| r[r.find(&start).unwrap() + start.len()..].to_string();
+            let (g, w) = (tail(g), tail(w));
+            let (gt, gb) = g.split_once(", ").unwrap();
+            let (wt, wb) = w.split_once(", ").unwrap();
+            assert_eq!(gb, wb, "{dir}/{case}");
+            if time.is_some() {
+                assert_eq!(gt, wt, "{dir}/{case}: {gb}");
+            } else {
+                let secs: i64 = wt.split('.').next().unwrap().parse().unwrap();
+                assert_eq!(
+                    secs.div_euclid(86_400),
+                    capture_day,
+                    "{dir}/{case}: Fluent Bit parsed a time ({wt}) for {wb}, we did not"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 50, "only {checked} cases");
+}

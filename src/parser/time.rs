@@ -1136,6 +1136,14 @@ impl TimeFormat {
     }
 }
 
+/// Whether Fluent Bit's event encoder accepts `t` (`flb_time_is_valid_eventtime`:
+/// 0 <= secs <= u32::MAX, nanos < 1e9). Fluent Bit drops a record whose parsed time is
+/// outside ("error packing event"), e.g. a `time_strict off` time that did not parse at
+/// all (year 1900); callers of [`super::Parser::parse`] should do the same.
+pub fn is_event_time(t: EventTime) -> bool {
+    (0..=u32::MAX as i64).contains(&t.secs) && t.nanos < 1_000_000_000
+}
+
 /// `tv_nsec = frac * 1e9` in C: a double product truncated toward zero.
 fn nanos_of(frac: f64) -> u32 {
     let n = frac * 1_000_000_000.0;
