@@ -40,6 +40,10 @@ enum Engine {
         /// With `(?m)`, for texts holding newlines; `None` when the pattern has no
         /// `^`/`$`.
         multi: Option<Plain>,
+        /// Byte-wise (`(?-u)`), for texts that are not UTF-8: Onigmo reads a byte that
+        /// starts no valid sequence as one character, which a Unicode class would not
+        /// match. `None` when the pattern needs Unicode (`\p{..}`, POSIX brackets).
+        bytes: Option<Plain>,
     },
     Fancy(fancy_regex::Regex),
 }
@@ -100,6 +104,7 @@ impl OnigRegex {
                 } else {
                     None
                 },
+                bytes: Plain::new(&format!("(?-u:(?m{}){})", tr.flags, tr.body)).ok(),
             }
         };
         Ok(OnigRegex {
@@ -133,9 +138,14 @@ impl OnigRegex {
     /// did not take part). `false` when there is no match.
     pub fn search(&self, input: &[u8], mut f: impl FnMut(&Str, Option<(usize, usize)>)) -> bool {
         match &self.engine {
-            Engine::Plain { single, multi } => {
-                let plain = match multi {
-                    Some(m) if memchr::memchr(b'\n', input).is_some() => m,
+            Engine::Plain {
+                single,
+                multi,
+                bytes,
+            } => {
+                let plain = match (multi, bytes) {
+                    (_, Some(b)) if std::str::from_utf8(input).is_err() => b,
+                    (Some(m), _) if memchr::memchr(b'\n', input).is_some() => m,
                     _ => single,
                 };
                 let mut locs = match plain.slots.lock() {
@@ -175,8 +185,13 @@ impl OnigRegex {
     /// Whether `input` matches anywhere.
     pub fn is_match(&self, input: &[u8]) -> bool {
         match &self.engine {
-            Engine::Plain { single, multi } => match multi {
-                Some(m) if memchr::memchr(b'\n', input).is_some() => m.re.is_match(input),
+            Engine::Plain {
+                single,
+                multi,
+                bytes,
+            } => match (multi, bytes) {
+                (_, Some(b)) if std::str::from_utf8(input).is_err() => b.re.is_match(input),
+                (Some(m), _) if memchr::memchr(b'\n', input).is_some() => m.re.is_match(input),
                 _ => single.re.is_match(input),
             },
             Engine::Fancy(re) => {
@@ -1150,6 +1165,25 @@ mod tests {
             Some(r#"{"log":"2024-01"}"#)
         );
         assert_eq!(one("(?<a>x{a})", "x{a}").as_deref(), Some("x{a}"));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_matched_byte_by_byte_like_onigmo() {
+        // Onigmo reads an invalid byte as one character.
+        let re = OnigRegex::new(r"^(?<a>[^ ]*) (?<b>.*)$").unwrap();
+        let mut got = Vec::new();
+        assert!(re.search(b"caf\xe9 au lait", |n, s| got.push((n.to_string(), s))));
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), Some((0, 4))),
+                ("b".to_string(), Some((5, 12)))
+            ]
+        );
+        let re = OnigRegex::new(r"(?<a>\w+)").unwrap();
+        let mut got = Vec::new();
+        assert!(re.search(b"\xe9t\xe9x", |_, s| got.push(s)));
+        assert_eq!(got, vec![Some((1, 2))]);
     }
 
     #[test]
