@@ -79,7 +79,7 @@ pub struct Parser {
 
 #[derive(Debug)]
 enum Kind {
-    Regex(OnigRegex),
+    Regex(Box<OnigRegex>),
     Json,
     Logfmt,
     Ltsv,
@@ -171,7 +171,7 @@ impl Parser {
                         None,
                     )
                 })?;
-                Kind::Regex(compiled)
+                Kind::Regex(Box::new(compiled))
             }
             "json" => Kind::Json,
             "ltsv" => Kind::Ltsv,
