@@ -62,8 +62,11 @@ fn records(stdout: &str) -> BTreeMap<&'static str, Vec<(usize, String, String)>>
         let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
         let log = v["log"].as_str().unwrap_or_default().to_string();
         let file = v["file"].as_str().unwrap_or_default().to_string();
-        let at = log.find('r').expect("an id");
-        let id: usize = log[at + 1..at + 9].parse().unwrap_or_else(|_| panic!("{log}"));
+        let id = log
+            .find('r')
+            .and_then(|at| log.get(at + 1..at + 9))
+            .and_then(|d| d.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("a record that is not whole: {l}"));
         let stream = if file.contains("cri.log") { "cri" } else { "java" };
         out.entry(stream).or_default().push((id, log, file));
     }

@@ -75,6 +75,8 @@ pub struct Parser {
     no_bare_keys: bool,
     types: Types,
     decoders: Decoders,
+    /// A time outside what an event can hold was logged once.
+    warned_time: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -197,6 +199,7 @@ impl Parser {
                 .map_err(|m| ConfigError::invalid(&e.span, format!("[parser:{name}] {m}"), None))?;
         }
         Ok(Parser {
+            warned_time: Default::default(),
             name: Arc::from(name),
             kind,
             skip_empty: keys.bool("skip_empty_values", true, name)?,
@@ -310,9 +313,23 @@ impl Parser {
     /// Parses `input`, appending its keys to `out` in Fluent Bit's order (and types).
     /// Returns the record time when the parser has a `time_key` that was found and read,
     /// `None` when the caller keeps its own time. A time outside what an event can hold
-    /// (see [`time::is_event_time`]) makes Fluent Bit drop the record.
+    /// (see [`time::is_event_time`]: before 1970 or after 2106) makes Fluent Bit drop the
+    /// record; agent keeps the record with the caller's time and says so once.
     pub fn parse(&self, input: &[u8], out: &mut Map) -> Result<Option<EventTime>, NoMatch> {
-        self.parse_at(input, EventTime::now().secs, out)
+        let t = self.parse_at(input, EventTime::now().secs, out)?;
+        match t {
+            Some(t) if !time::is_event_time(t) => {
+                if !self.warned_time.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    crate::warn!(
+                        "[parser:{}] time {} is outside what a record can carry (1970 to 2106): such records keep their ingestion time (logged once)",
+                        self.name,
+                        t.secs
+                    );
+                }
+                Ok(None)
+            }
+            t => Ok(t),
+        }
     }
 
     /// [`Parser::parse`] with the current time given (it gives the year to time formats

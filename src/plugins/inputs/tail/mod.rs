@@ -332,6 +332,14 @@ fn read_head(file: &File, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Whether a file's held multiline lines may be flushed by their timeout: only once
+/// the file is read to its end (or closed). While it has unread bytes (reading paused by
+/// `mem_buf_limit`, or simply not read yet) the rest of the record is most likely in
+/// them; Fluent Bit's periodic flush would cut the record in two there.
+fn ml_may_flush(f: &TailFile) -> bool {
+    f.at_eof || f.file.is_none() || f.stalled
+}
+
 /// Where a file's committed offset may go: what is consumed, but not past the first
 /// line its multiline parser still holds (that line is read again after a crash).
 fn held_end(f: &TailFile) -> u64 {
@@ -1218,6 +1226,9 @@ impl Tail {
         let c = &self.config;
         let mut out = Vec::new();
         for (id, f) in self.files.iter_mut() {
+            if !ml_may_flush(f) {
+                continue;
+            }
             let Some(ml) = &mut f.ml else { continue };
             if !ml.deadline().is_some_and(|d| d <= now) {
                 continue;
@@ -1242,7 +1253,11 @@ impl Tail {
 
     /// When a multiline parser of some file next has records to flush.
     fn ml_deadline(&self) -> Option<Instant> {
-        self.files.values().filter_map(|f| f.ml.as_ref()?.deadline()).min()
+        self.files
+            .values()
+            .filter(|f| ml_may_flush(f))
+            .filter_map(|f| f.ml.as_ref()?.deadline())
+            .min()
     }
 
     /// Closes files that are done (rotated and drained, deleted) and forgets those
