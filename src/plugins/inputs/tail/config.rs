@@ -136,7 +136,7 @@ pub struct TailConfig {
     /// `agent_tail_multiline_truncated_total`.
     pub ml_truncated: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `tag_regex`: named groups of the path fill `<name>`s of the tag.
-    pub tag_regex: Option<regex::Regex>,
+    pub tag_regex: Option<crate::parser::regex::OnigRegex>,
     /// `agent_tail_limit_dropped_records_total`: lines dropped by `limit_per_file`.
     pub limit_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -275,7 +275,7 @@ impl TailConfig {
             ml_truncated: Default::default(),
             tag_regex: match props.str("tag_regex") {
                 None => None,
-                Some(r) => Some(regex::Regex::new(r).map_err(|e| {
+                Some(r) => Some(crate::parser::regex::OnigRegex::new(r).map_err(|e| {
                     props.error("tag_regex", format!("a regular expression ({e})"))
                 })?),
             },

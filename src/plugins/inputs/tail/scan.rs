@@ -98,8 +98,16 @@ pub fn compose_tag(tag: &str, path: &str) -> String {
 /// file's path (a name the regex does not have, or a group that did not take part,
 /// becomes `_`), as Fluent Bit composes it. `None`: the path does not match, or a `<`
 /// is not closed.
-pub fn compose_tag_regex(tag: &str, re: &regex::Regex, path: &str) -> Option<String> {
-    let caps = re.captures(path)?;
+pub fn compose_tag_regex(tag: &str, re: &crate::parser::regex::OnigRegex, path: &str) -> Option<String> {
+    let mut groups: Vec<(crate::event::Str, &str)> = Vec::new();
+    let matched = re.search(path.as_bytes(), |name, span| {
+        if let Some((a, b)) = span {
+            groups.push((name.clone(), path.get(a..b).unwrap_or_default()));
+        }
+    });
+    if !matched {
+        return None;
+    }
     let mut out = String::with_capacity(tag.len() + path.len());
     let mut rest = tag;
     while let Some(open) = rest.find('<') {
@@ -110,8 +118,8 @@ pub fn compose_tag_regex(tag: &str, re: &regex::Regex, path: &str) -> Option<Str
         if name.contains('<') {
             return None;
         }
-        match caps.name(name) {
-            Some(m) => out.push_str(m.as_str()),
+        match groups.iter().find(|(n, _)| &**n == name) {
+            Some((_, v)) => out.push_str(v),
             None => out.push('_'),
         }
         rest = &after[close + 1..];
@@ -184,7 +192,7 @@ mod tests {
 
     #[test]
     fn tag_from_tag_regex_groups() {
-        let re = regex::Regex::new(
+        let re = crate::parser::regex::OnigRegex::new(
             r"(?<pod_name>[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)_(?<namespace_name>[^_]+)_(?<container_name>.+)-(?<docker_id>[a-z0-9]{64})\.log$",
         )
         .unwrap();
