@@ -119,7 +119,13 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         .config
         .as_deref()
         .and_then(|p| Path::new(p).parent())
-        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        });
     config.parsers = std::sync::Arc::new(crate::parser::Parsers::load(
         &config.service,
         &doc.sections,

@@ -107,7 +107,10 @@ fn the_configmap_config_passes_dry_run() {
         .replace("/var/lib/agent", &format!("{base}/var/lib/agent"))
         .replace("/var/run/agent", &format!("{base}/var/run/agent"))
         // The image installs conf/parsers.conf there.
-        .replace("/fluent-bit/etc/", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/"));
+        .replace(
+            "/fluent-bit/etc/",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/"),
+        );
     let path = dir.file("fluent-bit.conf", &conf);
     let o = std::process::Command::new(BIN)
         .args(["-c", path.to_str().unwrap(), "--dry-run"])

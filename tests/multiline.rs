@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(90);
 
 /// The text record `i` of the CRI stream has once joined.
 fn cri_text(i: usize) -> String {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!("r{i:08} part one|part two|part three|end")
     } else {
         format!("r{i:08} single line {}", "x".repeat(40))
@@ -27,7 +27,7 @@ fn cri_text(i: usize) -> String {
 /// The CRI lines of record `i`: three `P` parts and an `F` for every third record.
 fn cri_lines(i: usize) -> String {
     let ts = format!("2026-11-30T10:00:{:02}.{i:09}Z", i % 60);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!(
             "{ts} stdout P r{i:08} part one|\n{ts} stdout P part two|\n{ts} stdout P part three|\n{ts} stdout F end\n"
         )
@@ -39,7 +39,7 @@ fn cri_lines(i: usize) -> String {
 /// The text record `i` of the Java stream has once joined (Fluent Bit's java parser
 /// keeps each line's newline).
 fn java_text(i: usize) -> String {
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         format!("java.lang.IllegalStateException: r{i:08} failed\n\tat com.example.App.run(App.java:10)\n\tat com.example.App.main(App.java:3)\n")
     } else {
         format!("2026-11-30 10:00:00,000 INFO  [main] r{i:08} served\n")
@@ -47,7 +47,11 @@ fn java_text(i: usize) -> String {
 }
 
 fn write_gen(path: &Path, range: std::ops::Range<usize>, f: fn(usize) -> String) {
-    let file = OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
     for i in range {
         w.write_all(f(i).as_bytes()).unwrap();
@@ -59,7 +63,9 @@ fn write_gen(path: &Path, range: std::ops::Range<usize>, f: fn(usize) -> String)
 fn records(stdout: &str) -> BTreeMap<&'static str, Vec<(usize, String, String)>> {
     let mut out: BTreeMap<&'static str, Vec<(usize, String, String)>> = BTreeMap::new();
     for l in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
         let log = v["log"].as_str().unwrap_or_default().to_string();
         let file = v["file"].as_str().unwrap_or_default().to_string();
         let id = log
@@ -67,7 +73,11 @@ fn records(stdout: &str) -> BTreeMap<&'static str, Vec<(usize, String, String)>>
             .and_then(|at| log.get(at + 1..at + 9))
             .and_then(|d| d.parse::<usize>().ok())
             .unwrap_or_else(|| panic!("a record that is not whole: {l}"));
-        let stream = if file.contains("cri.log") { "cri" } else { "java" };
+        let stream = if file.contains("cri.log") {
+            "cri"
+        } else {
+            "java"
+        };
         out.entry(stream).or_default().push((id, log, file));
     }
     out
@@ -90,7 +100,9 @@ fn cri_partials_and_java_traces_under_rotation_and_kill_9_lose_nothing() {
     fs::write(&cri, "").unwrap();
     fs::write(&java, "").unwrap();
     let mut a = Agent::start(&conf);
-    a.wait_until(T, "both files followed", |_, e| e.matches("following from offset").count() >= 2);
+    a.wait_until(T, "both files followed", |_, e| {
+        e.matches("following from offset").count() >= 2
+    });
     for g in 0..gens {
         write_gen(&cri, g * per_gen..(g + 1) * per_gen, cri_lines);
         write_gen(&java, g * per_gen..(g + 1) * per_gen, java_text);
@@ -118,17 +130,22 @@ fn cri_partials_and_java_traces_under_rotation_and_kill_9_lose_nothing() {
     // Rotated files are read on after the restart too: wait until every record of both
     // streams was printed by one run or the other (the last Java record is held until
     // the java parser's flush timeout).
-    let ids = |run: &BTreeMap<&'static str, Vec<(usize, String, String)>>, s: &str| -> BTreeSet<usize> {
-        run.get(s).into_iter().flatten().map(|r| r.0).collect()
-    };
+    let ids = |run: &BTreeMap<&'static str, Vec<(usize, String, String)>>,
+               s: &str|
+     -> BTreeSet<usize> { run.get(s).into_iter().flatten().map(|r| r.0).collect() };
     a.wait_until(T, "every record", |o, _| {
         let now = records(o);
-        ["cri", "java"].iter().all(|s| ids(&first, s).union(&ids(&now, s)).count() == n)
+        ["cri", "java"]
+            .iter()
+            .all(|s| ids(&first, s).union(&ids(&now, s)).count() == n)
     });
     let second_out = a.stop(T).stdout;
     let second = records(&second_out);
 
-    for (stream, text) in [("cri", cri_text as fn(usize) -> String), ("java", java_text)] {
+    for (stream, text) in [
+        ("cri", cri_text as fn(usize) -> String),
+        ("java", java_text),
+    ] {
         let mut seen = BTreeSet::new();
         for run in [&first, &second] {
             // Within one file, records come in the order they were written.

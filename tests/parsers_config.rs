@@ -5,7 +5,8 @@
 mod common;
 use common::*;
 
-const PARSERS: &str = "[PARSER]\n    name   kv\n    format regex\n    regex  ^(?<k>[a-z]+)=(?<v>.*)$\n";
+const PARSERS: &str =
+    "[PARSER]\n    name   kv\n    format regex\n    regex  ^(?<k>[a-z]+)=(?<v>.*)$\n";
 
 fn dry_run(d: &Dir, args: &[&str]) -> Output {
     let mut all = args.to_vec();
@@ -29,14 +30,20 @@ fn main_conf(service: &str, input: &str) -> String {
 fn parsers_file_is_found_from_the_cwd_then_from_the_main_files_directory() {
     let d = Dir::new();
     d.file("etc/parsers.conf", PARSERS);
-    d.file("etc/c.conf", &main_conf("    parsers_file parsers.conf\n", "    parser kv\n"));
+    d.file(
+        "etc/c.conf",
+        &main_conf("    parsers_file parsers.conf\n", "    parser kv\n"),
+    );
     // From the config's own directory, and from elsewhere (found next to the main file).
     assert_eq!(dry_run(&d, &["-c", "etc/c.conf"]).code, Some(0));
     let o = run(&["-c", "c.conf", "--dry-run"], Some(&d.path().join("etc")));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     // -R adds one, as a [SERVICE] parsers_file would.
     d.file("etc/plain.conf", &main_conf("", "    parser kv\n"));
-    assert_eq!(dry_run(&d, &["-c", "etc/plain.conf", "-R", "etc/parsers.conf"]).code, Some(0));
+    assert_eq!(
+        dry_run(&d, &["-c", "etc/plain.conf", "-R", "etc/parsers.conf"]).code,
+        Some(0)
+    );
 }
 
 #[test]
@@ -56,7 +63,10 @@ fn a_missing_parsers_file_names_every_path_tried() {
 fn an_undefined_parser_names_the_files_searched_and_the_nearest_name() {
     let d = Dir::new();
     d.file("parsers.conf", PARSERS);
-    d.file("c.conf", &main_conf("    parsers_file parsers.conf\n", "    parser kb\n"));
+    d.file(
+        "c.conf",
+        &main_conf("    parsers_file parsers.conf\n", "    parser kb\n"),
+    );
     let o = dry_run(&d, &["-c", "c.conf"]);
     assert_eq!(o.code, Some(1));
     assert_eq!(
@@ -67,7 +77,10 @@ fn an_undefined_parser_names_the_files_searched_and_the_nearest_name() {
         ]
     );
     // Multiline parsers: the built-in ones are always there.
-    d.file("c.conf", &main_conf("", "    multiline.parser docker, jav\n"));
+    d.file(
+        "c.conf",
+        &main_conf("", "    multiline.parser docker, jav\n"),
+    );
     let o = dry_run(&d, &["-c", "c.conf"]);
     assert_eq!(o.code, Some(1));
     assert_eq!(
@@ -83,10 +96,17 @@ fn an_undefined_parser_names_the_files_searched_and_the_nearest_name() {
 fn a_bad_parser_definition_names_its_file_and_line() {
     let d = Dir::new();
     d.file("c.conf", &main_conf("    parsers_file p.conf\n", ""));
-    d.file("p.conf", "[PARSER]\n    name bad\n    format regex\n    regex ^(?<a>[a-z+$\n");
+    d.file(
+        "p.conf",
+        "[PARSER]\n    name bad\n    format regex\n    regex ^(?<a>[a-z+$\n",
+    );
     let o = dry_run(&d, &["-c", "c.conf"]);
     assert_eq!(o.code, Some(1));
-    assert!(errors(&o)[0].starts_with("[error] p.conf:4: "), "{:?}", errors(&o));
+    assert!(
+        errors(&o)[0].starts_with("[error] p.conf:4: "),
+        "{:?}",
+        errors(&o)
+    );
     // Two parsers of one name: an error, as in Fluent Bit.
     d.file("p.conf", &format!("{PARSERS}{PARSERS}"));
     let o = dry_run(&d, &["-c", "c.conf"]);
@@ -99,7 +119,9 @@ fn a_bad_parser_definition_names_its_file_and_line() {
     d.file("c.conf", &format!("{}{PARSERS}", main_conf("", "")));
     let o = dry_run(&d, &["-c", "c.conf"]);
     assert_eq!(o.code, Some(1));
-    assert!(errors(&o)[0].contains("Sections 'multiline_parser' and 'parser' are not valid in the main configuration file"));
+    assert!(errors(&o)[0].contains(
+        "Sections 'multiline_parser' and 'parser' are not valid in the main configuration file"
+    ));
 }
 
 #[test]

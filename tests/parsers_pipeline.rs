@@ -26,17 +26,26 @@ fn tcp_lines_through_a_parser_keep_unmatched_lines_and_add_the_source_after() {
     let mut a = Agent::spawn_in(&d, &["-c", conf.to_str().unwrap()], Some(d.path()));
     a.wait_log("listening on", T);
     // Fluent Bit switches to line mode and says so.
-    assert!(a.stderr().contains("'parser' requires line-delimited payloads; switching format from 'json' to 'none'"));
+    assert!(a.stderr().contains(
+        "'parser' requires line-delimited payloads; switching format from 'json' to 'none'"
+    ));
     let port = bound_port(&a);
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let src = format!("tcp://{}", s.local_addr().unwrap());
-    s.write_all(b"a=1 2024-03-14T10:00:00\nnot matching line\nb=2 2024-03-14T10:00:01\n").unwrap();
+    s.write_all(b"a=1 2024-03-14T10:00:00\nnot matching line\nb=2 2024-03-14T10:00:01\n")
+        .unwrap();
     drop(s);
     a.wait_lines(3, T);
     let o = a.stop(T);
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines[0], format!("{{\"date\":\"2024-03-14T10:00:00.000000Z\",\"key\":\"a\",\"value\":\"1\",\"src\":\"{src}\"}}"));
-    assert!(lines[1].ends_with(&format!("Z\",\"log\":\"not matching line\",\"src\":\"{src}\"}}")), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with(&format!(
+            "Z\",\"log\":\"not matching line\",\"src\":\"{src}\"}}"
+        )),
+        "{}",
+        lines[1]
+    );
     assert_eq!(lines[2], format!("{{\"date\":\"2024-03-14T10:00:01.000000Z\",\"key\":\"b\",\"value\":\"2\",\"src\":\"{src}\"}}"));
 }
 
@@ -46,7 +55,11 @@ fn tag_regex_names_the_tag_from_the_path_and_skips_files_it_does_not_match() {
     let id = "0123456789abcdef".repeat(4);
     let logs = d.path().join("containers");
     std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(logs.join(format!("web-7d4b9_prod_nginx-{id}.log")), "hello\n").unwrap();
+    std::fs::write(
+        logs.join(format!("web-7d4b9_prod_nginx-{id}.log")),
+        "hello\n",
+    )
+    .unwrap();
     std::fs::write(logs.join("not-a-container.log"), "other\n").unwrap();
     let o = run(
         &["-c", d.file(
@@ -61,9 +74,22 @@ fn tag_regex_names_the_tag_from_the_path_and_skips_files_it_does_not_match() {
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let records: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(records.len(), 1, "{}", o.stdout);
-    assert!(records[0].starts_with("[0] kube.prod.web-7d4b9.nginx: [["), "{}", records[0]);
-    assert!(records[0].ends_with(", {}], {\"log\"=>\"hello\"}]"), "{}", records[0]);
-    assert!(o.stderr.contains("invalid tag_regex pattern for file") && o.stderr.contains("not-a-container.log"), "{}", o.stderr);
+    assert!(
+        records[0].starts_with("[0] kube.prod.web-7d4b9.nginx: [["),
+        "{}",
+        records[0]
+    );
+    assert!(
+        records[0].ends_with(", {}], {\"log\"=>\"hello\"}]"),
+        "{}",
+        records[0]
+    );
+    assert!(
+        o.stderr.contains("invalid tag_regex pattern for file")
+            && o.stderr.contains("not-a-container.log"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]

@@ -146,15 +146,12 @@ impl Props {
         tables.extend_from_slice(core);
         let mut set: Vec<(&'static PropSpec, Entry)> = Vec::new();
         for entry in entries {
-            let spec = tables
-                .iter()
-                .flat_map(|t| t.iter())
-                .find(|s| {
-                    s.name == entry.key
-                        || (s.kind == PropKind::Prefix
-                            && entry.key.len() > s.name.len()
-                            && entry.key.starts_with(s.name))
-                });
+            let spec = tables.iter().flat_map(|t| t.iter()).find(|s| {
+                s.name == entry.key
+                    || (s.kind == PropKind::Prefix
+                        && entry.key.len() > s.name.len()
+                        && entry.key.starts_with(s.name))
+            });
             let Some(spec) = spec else {
                 let all = tables.iter().flat_map(|t| t.iter()).map(|s| s.name);
                 return Err(ConfigError::UnknownProperty {

@@ -169,7 +169,9 @@ impl Loader {
                 }
                 s => {
                     let hint = match closest(s, KNOWN.iter().chain(NOT_YET).copied()) {
-                        Some(c) => format!("did you mean '{c}'? the sections are: {}", KNOWN.join(", ")),
+                        Some(c) => {
+                            format!("did you mean '{c}'? the sections are: {}", KNOWN.join(", "))
+                        }
                         None => format!("the sections are: {}", KNOWN.join(", ")),
                     };
                     return Err(err(
@@ -481,18 +483,35 @@ mod tests {
             "      - {state: cont, regex: '/^ /', next_state: cont}\n",
         ))
         .unwrap();
-        let kinds: Vec<_> = doc.sections.iter().map(|s| (s.kind, s.header.as_str())).collect();
+        let kinds: Vec<_> = doc
+            .sections
+            .iter()
+            .map(|s| (s.kind, s.header.as_str()))
+            .collect();
         assert_eq!(
             kinds,
-            [(SectionKind::Parser, "parser"), (SectionKind::MultilineParser, "multiline_parser")]
+            [
+                (SectionKind::Parser, "parser"),
+                (SectionKind::MultilineParser, "multiline_parser")
+            ]
         );
         let kv = |i: usize| -> Vec<(String, String)> {
-            doc.sections[i].entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect()
+            doc.sections[i]
+                .entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect()
         };
         let s = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
             kv(0),
-            [s("name", "p1"), s("format", "regex"), s("regex", "^(?<a>x)$"), s("decode_field", "json a"), s("decode_field", "escaped b")]
+            [
+                s("name", "p1"),
+                s("format", "regex"),
+                s("regex", "^(?<a>x)$"),
+                s("decode_field", "json a"),
+                s("decode_field", "escaped b")
+            ]
         );
         assert_eq!(
             kv(1),
@@ -590,7 +609,10 @@ mod tests {
         let e = load_text("multiline_parsers:\n  - name: m\n    rules:\n      - state: start_state\n        regex: x\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("c.yaml:4:9: [config] a multiline parser rule needs"), "{e}");
+        assert!(
+            e.starts_with("c.yaml:4:9: [config] a multiline parser rule needs"),
+            "{e}"
+        );
         let e = load_text("plugins:\n  - a\n").unwrap_err().to_string();
         assert_eq!(
             e,

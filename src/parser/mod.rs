@@ -319,7 +319,10 @@ impl Parser {
         let t = self.parse_at(input, EventTime::now().secs, out)?;
         match t {
             Some(t) if !time::is_event_time(t) => {
-                if !self.warned_time.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !self
+                    .warned_time
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
                     crate::warn!(
                         "[parser:{}] time {} is outside what a record can carry (1970 to 2106): such records keep their ingestion time (logged once)",
                         self.name,

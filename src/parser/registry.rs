@@ -23,7 +23,11 @@ impl Parsers {
     /// `parsers_file` of `[SERVICE]` (and `-R`), then the `parsers:`/`multiline_parsers:`
     /// of the YAML config itself. A relative `parsers_file` is tried from the working
     /// directory, then from `main_dir` (the main config file's directory).
-    pub fn load(service: &ServiceConfig, sections: &[Section], main_dir: Option<&Path>) -> Result<Parsers, ConfigError> {
+    pub fn load(
+        service: &ServiceConfig,
+        sections: &[Section],
+        main_dir: Option<&Path>,
+    ) -> Result<Parsers, ConfigError> {
         let mut all = Parsers::default();
         for (file, span) in &service.parsers_files {
             let path = resolve(file, main_dir).map_err(|searched| {
@@ -43,7 +47,10 @@ impl Parsers {
             }
             all.add_sections(&path.display().to_string(), &doc.sections)?;
         }
-        if sections.iter().any(|s| matches!(s.kind, SectionKind::Parser | SectionKind::MultilineParser)) {
+        if sections
+            .iter()
+            .any(|s| matches!(s.kind, SectionKind::Parser | SectionKind::MultilineParser))
+        {
             let source = sections
                 .iter()
                 .find(|s| s.kind == SectionKind::Parser || s.kind == SectionKind::MultilineParser)
@@ -67,13 +74,19 @@ impl Parsers {
             if let Some((_, first)) = self.parsers.iter().find(|(q, _)| q.name == p.name) {
                 return Err(ConfigError::invalid(
                     &s.span,
-                    format!("[parser] parser named '{}' already exists (first defined at {first})", p.name),
+                    format!(
+                        "[parser] parser named '{}' already exists (first defined at {first})",
+                        p.name
+                    ),
                     Some("give each [PARSER] its own name, or load each parsers file once".into()),
                 ));
             }
             self.parsers.push((Arc::new(p), s.span.clone()));
         }
-        for s in sections.iter().filter(|s| s.kind == SectionKind::MultilineParser) {
+        for s in sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::MultilineParser)
+        {
             let p = MlParser::from_section(s, self)?;
             self.multiline.push(Arc::new(p));
         }
@@ -82,7 +95,10 @@ impl Parsers {
 
     /// A parser by its exact name (Fluent Bit compares parser names case-sensitively).
     pub fn parser(&self, name: &str) -> Option<Arc<Parser>> {
-        self.parsers.iter().find(|(p, _)| &*p.name == name).map(|(p, _)| p.clone())
+        self.parsers
+            .iter()
+            .find(|(p, _)| &*p.name == name)
+            .map(|(p, _)| p.clone())
     }
 
     /// A multiline parser by name, any case: a built-in one first (Fluent Bit registers
@@ -104,7 +120,10 @@ impl Parsers {
 
     /// Names of every multiline parser, built-in ones included.
     pub fn multiline_names(&self) -> impl Iterator<Item = &str> {
-        multiline::BUILTINS.iter().copied().chain(self.multiline.iter().map(|p| &*p.name))
+        multiline::BUILTINS
+            .iter()
+            .copied()
+            .chain(self.multiline.iter().map(|p| &*p.name))
     }
 
     /// The sources definitions were read from.
@@ -114,12 +133,21 @@ impl Parsers {
 
     /// The error for a `what` (`parser`, `multiline parser`) named `name` that is
     /// defined nowhere: which files were searched, and the nearest name.
-    pub fn unknown<'a>(&self, span: &Span, what: &str, name: &str, names: impl Iterator<Item = &'a str>) -> ConfigError {
+    pub fn unknown<'a>(
+        &self,
+        span: &Span,
+        what: &str,
+        name: &str,
+        names: impl Iterator<Item = &'a str>,
+    ) -> ConfigError {
         let names: Vec<&str> = names.collect();
         let near = crate::config::error::closest(name, names.iter().copied());
         let searched = match (self.sources.is_empty(), what) {
             (true, "parser") => "no parsers file is loaded".to_string(),
-            (true, _) => format!("no parsers file is loaded; built-in: {}", multiline::BUILTINS.join(", ")),
+            (true, _) => format!(
+                "no parsers file is loaded; built-in: {}",
+                multiline::BUILTINS.join(", ")
+            ),
             (false, _) => format!("searched: {}", self.sources.join(", ")),
         };
         let hint = match near {

@@ -205,7 +205,13 @@ impl Engine {
             // What filter i emits passes the filters after it that match its tag, as
             // records of Fluent Bit's emitter input do.
             for mut chunk in extra {
-                let later: Vec<usize> = self.route(routes, &chunk.tag).filters.iter().copied().filter(|&j| j > i).collect();
+                let later: Vec<usize> = self
+                    .route(routes, &chunk.tag)
+                    .filters
+                    .iter()
+                    .copied()
+                    .filter(|&j| j > i)
+                    .collect();
                 for j in later {
                     let f = &mut self.filters[j];
                     let before = chunk.records.len() as u64;

@@ -419,7 +419,7 @@ impl Pipeline {
                 instance: &name,
                 metrics: &plugin_metrics,
                 dropped_tags: &dropped_tags,
-                    parsers: &config.parsers,
+                parsers: &config.parsers,
             };
             let first = (plugin.build)(&p, &ctx)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();

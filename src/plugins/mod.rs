@@ -48,7 +48,11 @@ pub struct BuildContext<'a> {
 impl BuildContext<'_> {
     /// The parser named by property `key` (if set). A name defined nowhere is an error
     /// at that property's line, naming the files searched and the nearest name.
-    pub fn parser(&self, props: &Props, key: &str) -> Result<Option<Arc<crate::parser::Parser>>, ConfigError> {
+    pub fn parser(
+        &self,
+        props: &Props,
+        key: &str,
+    ) -> Result<Option<Arc<crate::parser::Parser>>, ConfigError> {
         match props.str(key) {
             None => Ok(None),
             Some(name) => self.parser_named(props, key, name).map(Some),
@@ -56,17 +60,36 @@ impl BuildContext<'_> {
     }
 
     /// The parser `name`, given in property `key` (one of several names of a list).
-    pub fn parser_named(&self, props: &Props, key: &str, name: &str) -> Result<Arc<crate::parser::Parser>, ConfigError> {
-        self.parsers
-            .parser(name)
-            .ok_or_else(|| self.parsers.unknown(props.span_of(key), "parser", name, self.parsers.parser_names()))
+    pub fn parser_named(
+        &self,
+        props: &Props,
+        key: &str,
+        name: &str,
+    ) -> Result<Arc<crate::parser::Parser>, ConfigError> {
+        self.parsers.parser(name).ok_or_else(|| {
+            self.parsers.unknown(
+                props.span_of(key),
+                "parser",
+                name,
+                self.parsers.parser_names(),
+            )
+        })
     }
 
     /// The multiline parser `name` (a `[MULTILINE_PARSER]` or a built-in one).
-    pub fn multiline_named(&self, props: &Props, key: &str, name: &str) -> Result<Arc<crate::parser::multiline::MlParser>, ConfigError> {
+    pub fn multiline_named(
+        &self,
+        props: &Props,
+        key: &str,
+        name: &str,
+    ) -> Result<Arc<crate::parser::multiline::MlParser>, ConfigError> {
         self.parsers.multiline(name).ok_or_else(|| {
-            self.parsers
-                .unknown(props.span_of(key), "multiline parser", name, self.parsers.multiline_names())
+            self.parsers.unknown(
+                props.span_of(key),
+                "multiline parser",
+                name,
+                self.parsers.multiline_names(),
+            )
         })
     }
 }

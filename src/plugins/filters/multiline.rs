@@ -72,14 +72,21 @@ struct MultilineFilter {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigError> {
-    let partial_mode = props.str("mode").is_some_and(|m| m.eq_ignore_ascii_case("partial_message"));
+    let partial_mode = props
+        .str("mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("partial_message"));
     let buffer = props.bool("buffer").unwrap_or(true);
     let key = props.str("multiline.key_content").map(Arc::<str>::from);
     let mut parsers = Vec::new();
     for e in props.multi_entries("multiline.parser") {
         for name in e.value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let p = ctx.parsers.multiline(name).ok_or_else(|| {
-                ctx.parsers.unknown(&e.span, "multiline parser", name, ctx.parsers.multiline_names())
+                ctx.parsers.unknown(
+                    &e.span,
+                    "multiline parser",
+                    name,
+                    ctx.parsers.multiline_names(),
+                )
             })?;
             parsers.push(p);
         }
@@ -114,7 +121,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         partial_mode,
         streams: HashMap::new(),
         partials: HashMap::new(),
-        limit: props.size("emitter_mem_buf_limit").unwrap_or(10_000_000).max(1),
+        limit: props
+            .size("emitter_mem_buf_limit")
+            .unwrap_or(10_000_000)
+            .max(1),
         buffer_limit: ctx.service.multiline_buffer_limit,
         warned_truncated: false,
         debug: props.bool("debug_flush").unwrap_or(false),
@@ -150,7 +160,8 @@ impl MultilineFilter {
             }
             ml.flush(&mut out);
         } else {
-            let (parsers, key, flush, limit) = (&self.parsers, &self.key, self.flush, self.buffer_limit);
+            let (parsers, key, flush, limit) =
+                (&self.parsers, &self.key, self.flush, self.buffer_limit);
             let stream = self.streams.entry(Arc::from(tag)).or_insert_with(|| {
                 let mut ml = MlStream::new(parsers.clone(), key.clone());
                 ml.set_flush_timeout(flush);
@@ -159,7 +170,9 @@ impl MultilineFilter {
             });
             stream.last = now;
             for r in input {
-                stream.ml.append_event(r.time, r.metadata, r.body, 0, 0, now, &mut out);
+                stream
+                    .ml
+                    .append_event(r.time, r.metadata, r.body, 0, 0, now, &mut out);
             }
         }
         self.count_truncated(&out);
@@ -205,7 +218,13 @@ impl MultilineFilter {
                     .map(|(_, kv)| kv.clone())
                     .collect();
                 body.push((r.body[at].0.clone(), Value::Nil));
-                Partial { time: r.time, metadata: r.metadata.clone(), body, text: String::new(), since: now }
+                Partial {
+                    time: r.time,
+                    metadata: r.metadata.clone(),
+                    body,
+                    text: String::new(),
+                    since: now,
+                }
             });
             p.text.push_str(&piece);
             if last {
@@ -231,10 +250,16 @@ impl MultilineFilter {
             }
             if !recs.is_empty() {
                 if self.debug {
-                    crate::debug!("[filter:multiline] flushing {} held records of {tag}", recs.len());
+                    crate::debug!(
+                        "[filter:multiline] flushing {} held records of {tag}",
+                        recs.len()
+                    );
                 }
                 done.extend(recs.iter().map(|r| r.truncated));
-                out.push(Chunk { tag: tag.clone(), records: recs.into_iter().map(MlRecord::into_record).collect() });
+                out.push(Chunk {
+                    tag: tag.clone(),
+                    records: recs.into_iter().map(MlRecord::into_record).collect(),
+                });
             }
         }
         if done.iter().any(|t| *t) && !self.warned_truncated {
@@ -243,7 +268,8 @@ impl MultilineFilter {
         }
         // Streams of tags that went quiet are forgotten once they hold nothing.
         let idle = self.flush * 30;
-        self.streams.retain(|_, s| s.ml.pending_from().is_some() || now.duration_since(s.last) < idle);
+        self.streams
+            .retain(|_, s| s.ml.pending_from().is_some() || now.duration_since(s.last) < idle);
         let over = self.held_bytes() > self.limit;
         let due: Vec<(Tag, String)> = self
             .partials
@@ -253,7 +279,10 @@ impl MultilineFilter {
             .collect();
         for k in due {
             if let Some(p) = self.partials.remove(&k) {
-                out.push(Chunk { tag: k.0, records: vec![finish(p)] });
+                out.push(Chunk {
+                    tag: k.0,
+                    records: vec![finish(p)],
+                });
             }
         }
     }
@@ -264,7 +293,11 @@ fn finish(mut p: Partial) -> Record {
     if let Some(last) = p.body.last_mut() {
         last.1 = Value::Str(Arc::from(p.text.as_str()));
     }
-    Record { time: p.time, metadata: p.metadata, body: p.body }
+    Record {
+        time: p.time,
+        metadata: p.metadata,
+        body: p.body,
+    }
 }
 
 impl Filter for MultilineFilter {

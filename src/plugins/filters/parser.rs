@@ -53,17 +53,24 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         ));
     };
     let key = if key.starts_with('$') {
-        Key::Accessor(Accessor::parse(key).map_err(|e| props.error("key_name", format!("a key or a record accessor: {e}")))?)
+        Key::Accessor(
+            Accessor::parse(key)
+                .map_err(|e| props.error("key_name", format!("a key or a record accessor: {e}")))?,
+        )
     } else {
         Key::Top(key.to_string())
     };
     if props.is_set("unescape_key") {
-        crate::warn!("{}: [config] parser: 'unescape_key' is deprecated and has no effect", props.span_of("unescape_key"));
+        crate::warn!(
+            "{}: [config] parser: 'unescape_key' is deprecated and has no effect",
+            props.span_of("unescape_key")
+        );
     }
     let mut parsers = Vec::new();
     for e in props.multi_entries("parser") {
         let p = ctx.parsers.parser(&e.value).ok_or_else(|| {
-            ctx.parsers.unknown(&e.span, "parser", &e.value, ctx.parsers.parser_names())
+            ctx.parsers
+                .unknown(&e.span, "parser", &e.value, ctx.parsers.parser_names())
         })?;
         parsers.push(p);
     }
@@ -93,7 +100,11 @@ fn text(v: &Value) -> Option<&[u8]> {
 }
 
 /// Runs `parsers` in order on `input` into `out`; the parsed time if one matched.
-fn parse(parsers: &[Arc<Parser>], input: &[u8], out: &mut Map) -> Option<Option<crate::event::EventTime>> {
+fn parse(
+    parsers: &[Arc<Parser>],
+    input: &[u8],
+    out: &mut Map,
+) -> Option<Option<crate::event::EventTime>> {
     for p in parsers {
         out.clear();
         if let Ok(t) = p.parse(input, out) {
@@ -104,7 +115,6 @@ fn parse(parsers: &[Arc<Parser>], input: &[u8], out: &mut Map) -> Option<Option<
 }
 
 impl ParserFilter {
-
     /// Parses one record in place. Returns whether it changed.
     fn apply(&mut self, rec: &mut Record) -> bool {
         match &self.key {
@@ -138,7 +148,9 @@ impl ParserFilter {
                         found = Some((i, t, std::mem::take(&mut self.scratch)));
                     }
                 }
-                let Some((at, time, mut body)) = found else { return false };
+                let Some((at, time, mut body)) = found else {
+                    return false;
+                };
                 if self.reserve_data {
                     for (i, kv) in std::mem::take(&mut rec.body).into_iter().enumerate() {
                         if i != at || self.preserve_key {

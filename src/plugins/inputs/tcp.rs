@@ -263,7 +263,10 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
             rejecter.reject(&why);
             return;
         }
-        if send(&mut out, &mut bodies, &source, &cfg.parser).await.is_err() {
+        if send(&mut out, &mut bodies, &source, &cfg.parser)
+            .await
+            .is_err()
+        {
             return;
         }
         if buf.len() >= cfg.max {

@@ -74,12 +74,19 @@ pub enum Joiner {
     #[default]
     Lines,
     /// `multiline.parser`: multiline parsers tried in order, `multiline.key_content`.
-    Multiline(Vec<Arc<crate::parser::multiline::MlParser>>, Option<Arc<str>>),
+    Multiline(
+        Vec<Arc<crate::parser::multiline::MlParser>>,
+        Option<Arc<str>>,
+    ),
     /// `docker_mode`: split Docker lines joined, flushed after `docker_mode_flush`,
     /// `docker_mode_parser` matching a first line.
     Docker(Duration, Option<Arc<crate::parser::Parser>>),
     /// `multiline on`: `parser_firstline`, `parser_N`s, `multiline_flush`.
-    Legacy(Arc<crate::parser::Parser>, Vec<Arc<crate::parser::Parser>>, Duration),
+    Legacy(
+        Arc<crate::parser::Parser>,
+        Vec<Arc<crate::parser::Parser>>,
+        Duration,
+    ),
 }
 
 /// `db.sync`: how hard a db write is pushed to disk.

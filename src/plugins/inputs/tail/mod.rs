@@ -57,10 +57,10 @@ use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, Props};
 use crate::event::{EventTime, Map, Record, Tag, Value};
+use crate::parser::multiline::{MlRecord, MlStream};
 use crate::pipeline::AckFn;
 use crate::plugins::filters::ratelimit::{KeyBy, KeyedLimiter};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
-use crate::parser::multiline::{MlRecord, MlStream};
 use config::{Joiner, TailConfig};
 use db::{Db, Row};
 use file::{Change, Fingerprint, Inflight, Lifecycle, LineBuf, Observed, FINGERPRINT_LEN};
@@ -140,7 +140,10 @@ fn joiner(props: &Props, ctx: &BuildContext) -> Result<config::Joiner, ConfigErr
             return Err(props.error("docker_mode_flush", "a number of seconds greater than 0"));
         }
         let first = ctx.parser(props, "docker_mode_parser")?;
-        return Ok(config::Joiner::Docker(Duration::from_secs(secs as u64), first));
+        return Ok(config::Joiner::Docker(
+            Duration::from_secs(secs as u64),
+            first,
+        ));
     }
     if props.bool("multiline") == Some(true) {
         let Some(first) = ctx.parser(props, "parser_firstline")? else {
@@ -158,7 +161,9 @@ fn joiner(props: &Props, ctx: &BuildContext) -> Result<config::Joiner, ConfigErr
             .filter(|(k, _)| *k != "parser_firstline")
             .map(|(k, v)| ctx.parser_named(props, k, v))
             .collect::<Result<Vec<_>, _>>()?;
-        let flush = props.time("multiline_flush").unwrap_or(Duration::from_secs(4));
+        let flush = props
+            .time("multiline_flush")
+            .unwrap_or(Duration::from_secs(4));
         return Ok(config::Joiner::Legacy(first, extra, flush));
     }
     Ok(config::Joiner::Lines)
@@ -1104,7 +1109,9 @@ impl Tail {
                 }
             }
             match ml {
-                Some(ml) => ml.append_text(line.bytes, time, line.offset, line.end, now, &mut joined),
+                Some(ml) => {
+                    ml.append_text(line.bytes, time, line.offset, line.end, now, &mut joined)
+                }
                 None => records.push(line_record(c, name, line.offset, line.bytes, time)),
             }
         });
@@ -1230,7 +1237,7 @@ impl Tail {
                 continue;
             }
             let Some(ml) = &mut f.ml else { continue };
-            if !ml.deadline().is_some_and(|d| d <= now) {
+            if ml.deadline().is_none_or(|d| d > now) {
                 continue;
             }
             let mut joined = Vec::new();
@@ -1238,7 +1245,10 @@ impl Tail {
             if joined.is_empty() {
                 continue;
             }
-            let records: Vec<Record> = joined.into_iter().map(|r| joined_record(c, &f.name, r)).collect();
+            let records: Vec<Record> = joined
+                .into_iter()
+                .map(|r| joined_record(c, &f.name, r))
+                .collect();
             out.push(Batch {
                 file: *id,
                 tag: f.tag.clone(),

@@ -98,7 +98,11 @@ pub fn compose_tag(tag: &str, path: &str) -> String {
 /// file's path (a name the regex does not have, or a group that did not take part,
 /// becomes `_`), as Fluent Bit composes it. `None`: the path does not match, or a `<`
 /// is not closed.
-pub fn compose_tag_regex(tag: &str, re: &crate::parser::regex::OnigRegex, path: &str) -> Option<String> {
+pub fn compose_tag_regex(
+    tag: &str,
+    re: &crate::parser::regex::OnigRegex,
+    path: &str,
+) -> Option<String> {
     let mut groups: Vec<(crate::event::Str, &str)> = Vec::new();
     let matched = re.search(path.as_bytes(), |name, span| {
         if let Some((a, b)) = span {
@@ -196,13 +200,24 @@ mod tests {
             r"(?<pod_name>[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)_(?<namespace_name>[^_]+)_(?<container_name>.+)-(?<docker_id>[a-z0-9]{64})\.log$",
         )
         .unwrap();
-        let path = format!("/var/log/containers/web-7d4b9_prod_nginx-{}.log", "a".repeat(64));
+        let path = format!(
+            "/var/log/containers/web-7d4b9_prod_nginx-{}.log",
+            "a".repeat(64)
+        );
         assert_eq!(
-            compose_tag_regex("kube.<namespace_name>.<pod_name>.<container_name>.<nope>", &re, &path).as_deref(),
+            compose_tag_regex(
+                "kube.<namespace_name>.<pod_name>.<container_name>.<nope>",
+                &re,
+                &path
+            )
+            .as_deref(),
             Some("kube.prod.web-7d4b9.nginx._")
         );
         assert_eq!(compose_tag_regex("kube.<namespace_name", &re, &path), None);
-        assert_eq!(compose_tag_regex("k.<pod_name>", &re, "/var/log/other.log"), None);
+        assert_eq!(
+            compose_tag_regex("k.<pod_name>", &re, "/var/log/other.log"),
+            None
+        );
     }
     use std::fs;
 
