@@ -23,7 +23,6 @@ mod engine;
 #[cfg(test)]
 mod golden;
 mod legacy;
-mod regex;
 mod rules;
 #[cfg(test)]
 mod tests;

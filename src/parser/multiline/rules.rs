@@ -3,7 +3,7 @@
 //!
 //! Fluent Bit: src/multiline/flb_ml_rule.c
 
-use regex::bytes::Regex;
+use crate::parser::regex::OnigRegex;
 
 /// The state every record starts from.
 pub const START_STATE: &str = "start_state";
@@ -14,7 +14,7 @@ pub struct Rule {
     pub from: Vec<String>,
     /// `from` holds `start_state`: the rule can begin a record.
     pub start: bool,
-    pub regex: Regex,
+    pub regex: OnigRegex,
     pub to: Option<String>,
     /// The rules a line may match next (those whose `from` holds `to`), in definition
     /// order: Fluent Bit's `to_state_map`.
@@ -61,7 +61,7 @@ impl Rules {
             if !start && i == 0 {
                 return Err(RuleError::NoStart(i));
             }
-            let regex = super::regex::compile(d.regex).map_err(|e| RuleError::Regex(i, e))?;
+            let regex = OnigRegex::new(d.regex).map_err(|e| RuleError::Regex(i, e))?;
             rules.push(Rule {
                 from,
                 start,
