@@ -66,3 +66,25 @@ fn dummy_json_example_enriches_records() {
         "{first}"
     );
 }
+
+#[test]
+fn container_logs_example_joins_split_lines_and_parses_json() {
+    // Run from the repository's root, as its comment says; records print as they are read.
+    let dir = Dir::new();
+    let mut a = Agent::spawn_in(&dir, &["-c", "conf/container-logs.conf"], Some(root()));
+    a.wait_lines(3, Duration::from_secs(20));
+    let o = a.stop(Duration::from_secs(10));
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", o.stdout);
+    assert_eq!(lines[0]["msg"], "listening");
+    assert_eq!(lines[0]["port"], 8080);
+    assert_eq!(
+        lines[1]["log"],
+        "a line the runtime split at its 16 KiB limit: first part, second part"
+    );
+    assert_eq!(lines[2]["stream"], "stderr");
+}

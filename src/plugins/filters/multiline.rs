@@ -109,6 +109,15 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
             Some("add 'multiline.parser docker, cri' (or go, python, java, ruby, or a [MULTILINE_PARSER] name)".into()),
         ));
     }
+    if props
+        .str("emitter_storage.type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"))
+    {
+        crate::warn!(
+            "{}: [config] multiline: 'emitter_storage.type filesystem' is not supported: held records stay in memory (at most flush_ms of them)",
+            props.span_of("emitter_storage.type")
+        );
+    }
     let flush_ms = props.int("flush_ms").unwrap_or(2000);
     if flush_ms <= 0 {
         return Err(props.error("flush_ms", "a number of milliseconds greater than 0"));
