@@ -52,6 +52,11 @@ impl Accessor {
         Ok(Accessor { path })
     }
 
+    /// The keys from the record body down: `$a['b']` is `["a", "b"]`.
+    pub fn path(&self) -> &[String] {
+        &self.path
+    }
+
     /// The value at the path, if every step is a map holding the key.
     pub fn get<'a>(&self, body: &'a Map) -> Option<&'a Value> {
         let mut map = body;

@@ -191,6 +191,7 @@ pub static INPUTS: &[&InputPlugin] = &[
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
     &filters::limit::PLUGIN,
+    &filters::modify::PLUGIN,
     &filters::multiline::PLUGIN,
     &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,

@@ -2,6 +2,7 @@
 
 pub mod flow_aggregate;
 pub mod limit;
+pub mod modify;
 pub mod multiline;
 pub mod parser;
 pub mod ratelimit;
