@@ -34,6 +34,11 @@ CASES = {
     "dummy -> limit per key -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "    dummy {{\"message\":\"dummy\",\"pod\":\"web-1\"}}\n"
     "[FILTER]\n    name limit\n    match *\n    per pod\n    max_records_per_second 1T\n",
+    # Issue 16's filters against "dummy -> stdout json_lines" above (same run).
+    "dummy -> modify (5 rules) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"dummy\",\"level\":\"info\",\"pod\":\"web-1\"}}\n"
+    "[FILTER]\n    name modify\n    match *\n    condition key_exists message\n    set env prod\n"
+    "    rename level severity\n    copy pod pod_name\n    add team core\n    remove message\n",
 }
 
 
