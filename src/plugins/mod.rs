@@ -195,6 +195,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::multiline::PLUGIN,
     &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,
+    &filters::stdout::PLUGIN,
     &filters::throttle::PLUGIN,
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[

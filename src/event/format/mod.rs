@@ -24,4 +24,4 @@ pub use msgpack::{
     read_msgpack_map_cached, read_msgpack_record, read_msgpack_value, write_event_time,
     write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache,
 };
-pub use print::{write_print_record, write_print_value};
+pub use print::{write_print_map, write_print_record, write_print_value};

@@ -63,7 +63,7 @@ pub fn write_print_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-fn write_print_map(out: &mut Vec<u8>, m: &[(super::super::Str, Value)]) {
+pub fn write_print_map(out: &mut Vec<u8>, m: &[(super::super::Str, Value)]) {
     out.push(b'{');
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {

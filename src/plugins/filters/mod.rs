@@ -7,4 +7,5 @@ pub mod multiline;
 pub mod parser;
 pub mod ratelimit;
 pub mod record_modifier;
+pub mod stdout;
 pub mod throttle;
