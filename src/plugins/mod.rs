@@ -190,8 +190,10 @@ pub static INPUTS: &[&InputPlugin] = &[
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
+    &filters::grep::PLUGIN,
     &filters::limit::PLUGIN,
     &filters::multiline::PLUGIN,
+    &filters::nest::PLUGIN,
     &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,
     &filters::throttle::PLUGIN,
