@@ -307,6 +307,16 @@ impl Props {
             .collect()
     }
 
+    /// Every entry of any of the `Multi` properties `names`, in the order they were
+    /// written, each with the table name it was set through.
+    pub fn multi_entries_of(&self, names: &[&str]) -> Vec<(&'static str, &Entry)> {
+        self.set
+            .iter()
+            .filter(|(s, _)| names.contains(&s.name))
+            .map(|(s, e)| (s.name, e))
+            .collect()
+    }
+
     /// Every `(key, value)` set through a `Prefix` property, in order.
     pub fn prefixed(&self, name: &str) -> Vec<(&str, &str)> {
         self.set

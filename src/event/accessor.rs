@@ -1,13 +1,22 @@
-//! Fluent Bit's record accessor, the subset rate limits need: `$key`,
-//! `$kubernetes['pod_name']`, `$a["b"]['c']`, or a bare top-level `key`.
-//! Fluent Bit: src/flb_record_accessor.c
+//! Fluent Bit's record accessor, the subset filters need: `$key`,
+//! `$kubernetes['pod_name']`, `$a["b"]['c']`, array indexes `$items[0]['name']`, or a
+//! bare top-level `key`.
+//! Fluent Bit: src/flb_record_accessor.c, src/flb_ra_key.c
 
 use super::{Map, Value};
 
 /// A parsed accessor: the path of map keys from the record body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accessor {
-    path: Vec<String>,
+    head: String,
+    subkeys: Vec<Step>,
+}
+
+/// One `[...]` after the head key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
 }
 
 impl Accessor {
@@ -20,7 +29,8 @@ impl Accessor {
                 ));
             }
             return Ok(Accessor {
-                path: vec![t.to_string()],
+                head: t.to_string(),
+                subkeys: Vec::new(),
             });
         };
         let end = rest.find('[').unwrap_or(rest.len());
@@ -28,49 +38,99 @@ impl Accessor {
         if head.is_empty() {
             return Err(format!("'{text}': a record accessor starts with $name"));
         }
-        let mut path = vec![head.to_string()];
+        let mut subkeys = Vec::new();
         let mut s = &rest[end..];
         while !s.is_empty() {
-            let quote = match s.as_bytes() {
-                [b'[', q @ (b'\'' | b'"'), ..] => *q as char,
+            let Some(body) = s.strip_prefix('[') else {
+                return Err(format!(
+                    "'{text}': expected ['key'] or [index] after {head}"
+                ));
+            };
+            let (step, after) = match body.as_bytes().first() {
+                Some(q @ (b'\'' | b'"')) => {
+                    let body = &body[1..];
+                    let close = body
+                        .find(*q as char)
+                        .ok_or_else(|| format!("'{text}': unterminated key"))?;
+                    (Step::Key(body[..close].to_string()), &body[close + 1..])
+                }
                 _ => {
-                    return Err(format!(
-                        "'{text}': expected ['key'] after {}",
-                        path.join(".")
-                    ))
+                    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+                    let index = body[..digits].parse().map_err(|_| {
+                        format!("'{text}': expected ['key'] or [index] after {head}")
+                    })?;
+                    (Step::Index(index), &body[digits..])
                 }
             };
-            let body = &s[2..];
-            let close = body
-                .find(quote)
-                .ok_or_else(|| format!("'{text}': unterminated key"))?;
-            path.push(body[..close].to_string());
-            s = body[close + 1..]
+            subkeys.push(step);
+            s = after
                 .strip_prefix(']')
                 .ok_or_else(|| format!("'{text}': expected ']'"))?;
         }
-        Ok(Accessor { path })
+        Ok(Accessor {
+            head: head.to_string(),
+            subkeys,
+        })
     }
 
-    /// The keys from the record body down: `$a['b']` is `["a", "b"]`.
-    pub fn path(&self) -> &[String] {
-        &self.path
-    }
-
-    /// The value at the path, if every step is a map holding the key.
-    pub fn get<'a>(&self, body: &'a Map) -> Option<&'a Value> {
-        let mut map = body;
-        let (last, init) = self.path.split_last()?;
-        for k in init {
-            match map.iter().rev().find(|(x, _)| **x == **k) {
-                Some((_, Value::Map(m))) => map = m,
-                _ => return None,
+    /// The keys from the record body down (`$a['b']` is `["a", "b"]`); `None` when a
+    /// step is an array index.
+    pub fn path(&self) -> Option<Vec<&str>> {
+        let mut keys = vec![self.head.as_str()];
+        for step in &self.subkeys {
+            match step {
+                Step::Key(k) => keys.push(k),
+                Step::Index(_) => return None,
             }
         }
-        map.iter()
-            .rev()
-            .find(|(x, _)| **x == **last)
-            .map(|(_, v)| v)
+        Some(keys)
+    }
+
+    /// The value at the path, if every step is a map holding the key (the last one
+    /// when a key repeats, as Fluent Bit looks it up) or an array long enough.
+    pub fn get<'a>(&self, body: &'a Map) -> Option<&'a Value> {
+        let mut cur = last(body, &self.head)?;
+        for step in &self.subkeys {
+            cur = step.get(cur)?;
+        }
+        Some(cur)
+    }
+
+    /// The string a regex is matched against, as Fluent Bit's `flb_ra_key_regex_match`
+    /// picks it: the path's value when the head holds a map or an array, but the head's
+    /// own value when it holds a string, whatever subkeys follow (`$log['x']` matches
+    /// against `log` itself). Only strings are matched; numbers, booleans, null, maps,
+    /// arrays and binaries never match.
+    pub fn regex_subject<'a>(&self, body: &'a Map) -> Option<&'a str> {
+        let head = last(body, &self.head)?;
+        let v = match head {
+            Value::Map(_) | Value::Array(_) if !self.subkeys.is_empty() => {
+                let mut cur = head;
+                for step in &self.subkeys {
+                    cur = step.get(cur)?;
+                }
+                cur
+            }
+            v => v,
+        };
+        match v {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn last<'a>(map: &'a Map, key: &str) -> Option<&'a Value> {
+    map.iter().rev().find(|(k, _)| **k == *key).map(|(_, v)| v)
+}
+
+impl Step {
+    fn get<'a>(&self, v: &'a Value) -> Option<&'a Value> {
+        match (self, v) {
+            (Step::Key(k), Value::Map(m)) => last(m, k),
+            (Step::Index(i), Value::Array(a)) => a.get(*i),
+            _ => None,
+        }
     }
 }
 
@@ -119,6 +179,28 @@ mod tests {
         assert_eq!(Accessor::parse("$log['deeper']").unwrap().get(&body), None);
         assert!(Accessor::parse("$").is_err());
         assert!(Accessor::parse("$a[b]").is_err());
+        assert!(Accessor::parse("$a[1").is_err());
         assert!(Accessor::parse("$a['b'").is_err());
+    }
+
+    #[test]
+    fn array_indexes_and_regex_subject() {
+        let body: Map = vec![
+            (
+                Arc::from("arr"),
+                Value::Array(vec![s("x"), Value::Array(vec![s("in")]), Value::Int(3)]),
+            ),
+            (Arc::from("log"), s("plain")),
+            (Arc::from("log"), s("last")),
+        ];
+        let a = |t: &str| Accessor::parse(t).unwrap();
+        assert_eq!(a("$arr[0]").get(&body), Some(&s("x")));
+        assert_eq!(a("$arr[1][0]").get(&body), Some(&s("in")));
+        assert_eq!(a("$arr[9]").get(&body), None);
+        assert_eq!(a("$arr[2]").regex_subject(&body), None);
+        assert_eq!(a("$arr[1][0]").regex_subject(&body), Some("in"));
+        // A string head ignores the subkeys; the last duplicate key wins.
+        assert_eq!(a("$log['x'][0]").regex_subject(&body), Some("last"));
+        assert_eq!(a("$arr").regex_subject(&body), None);
     }
 }

@@ -190,9 +190,11 @@ pub static INPUTS: &[&InputPlugin] = &[
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
+    &filters::grep::PLUGIN,
     &filters::limit::PLUGIN,
     &filters::modify::PLUGIN,
     &filters::multiline::PLUGIN,
+    &filters::nest::PLUGIN,
     &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,
     &filters::stdout::PLUGIN,

@@ -474,3 +474,47 @@ pub fn sockets_of(pid: u32, peer: SocketAddr) -> Vec<socket2::Socket> {
     unsafe { libc::close(pidfd) };
     found
 }
+
+/// Runs every `<case>.conf` with an `<case>.expected` in `dir` and compares stdout
+/// byte for byte; returns how many ran.
+pub fn run_oracle_cases(dir: &Path) -> usize {
+    let mut cases: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let case = name.strip_suffix(".conf")?.to_string();
+            dir.join(format!("{case}.expected"))
+                .exists()
+                .then_some(case)
+        })
+        .collect();
+    cases.sort();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .chunks(cases.len().div_ceil(4).max(1))
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    for case in chunk {
+                        let o = run(&["-c", &format!("{case}.conf")], Some(dir));
+                        let want =
+                            std::fs::read_to_string(dir.join(format!("{case}.expected"))).unwrap();
+                        if o.code != Some(0) || o.stdout != want {
+                            bad.push(format!(
+                                "{case}: exit {:?}\n--- agent\n{}--- fluent-bit\n{}--- stderr\n{}",
+                                o.code, o.stdout, want, o.stderr
+                            ));
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    cases.len()
+}

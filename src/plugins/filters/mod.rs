@@ -1,9 +1,11 @@
 //! Filters, one module per Fluent Bit name.
 
 pub mod flow_aggregate;
+pub mod grep;
 pub mod limit;
 pub mod modify;
 pub mod multiline;
+pub mod nest;
 pub mod parser;
 pub mod ratelimit;
 pub mod record_modifier;

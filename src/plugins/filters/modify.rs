@@ -79,7 +79,7 @@ impl KeyRef {
         KeyRef(
             Accessor::parse(text)
                 .ok()
-                .map(|a| a.path().iter().map(|s| Str::from(s.as_str())).collect()),
+                .and_then(|a| a.path().map(|p| p.iter().map(|s| Str::from(*s)).collect())),
         )
     }
 
