@@ -39,6 +39,13 @@ CASES = {
     "    dummy {{\"message\":\"dummy\",\"level\":\"info\",\"pod\":\"web-1\"}}\n"
     "[FILTER]\n    name modify\n    match *\n    condition key_exists message\n    set env prod\n"
     "    rename level severity\n    copy pod pod_name\n    add team core\n    remove message\n",
+    "dummy -> grep (2 regexes, and) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"GET /api/v1/items 200\",\"level\":\"info\",\"kubernetes\":{{\"labels\":{{\"app\":\"web\"}}}}}}\n"
+    "[FILTER]\n    name grep\n    match *\n    logical_op and\n    regex message ^GET\n"
+    "    regex $kubernetes['labels']['app'] ^web$\n",
+    "dummy -> nest (2 keys) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"hi\",\"pod_name\":\"web-1\",\"pod_ns\":\"prod\"}}\n"
+    "[FILTER]\n    name nest\n    match *\n    operation nest\n    wildcard pod_*\n    nest_under kubernetes\n    remove_prefix pod_\n",
 }
 
 
