@@ -116,6 +116,17 @@ pub enum FilterResult {
     Modified,
 }
 
+impl FilterResult {
+    /// `Modified` when any record changed.
+    pub fn modified_if(changed: bool) -> FilterResult {
+        if changed {
+            FilterResult::Modified
+        } else {
+            FilterResult::NoTouch
+        }
+    }
+}
+
 /// Runs inline on the engine task for every batch whose tag matches. Never blocks; time
 /// comes in as an argument so tests can pass any `Instant`.
 pub trait Filter: Send + 'static {

@@ -490,11 +490,7 @@ impl Filter for ModifyFilter {
         for r in records.iter_mut() {
             changed |= self.apply(&mut r.body);
         }
-        if changed {
-            FilterResult::Modified
-        } else {
-            FilterResult::NoTouch
-        }
+        FilterResult::modified_if(changed)
     }
 }
 

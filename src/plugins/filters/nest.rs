@@ -273,11 +273,7 @@ impl Filter for NestFilter {
                 Operation::Lift => self.lift(&mut r.body),
             };
         }
-        if changed {
-            FilterResult::Modified
-        } else {
-            FilterResult::NoTouch
-        }
+        FilterResult::modified_if(changed)
     }
 }
 

@@ -176,10 +176,6 @@ impl Filter for ParserFilter {
         for rec in records.iter_mut() {
             changed |= self.apply(rec);
         }
-        if changed {
-            FilterResult::Modified
-        } else {
-            FilterResult::NoTouch
-        }
+        FilterResult::modified_if(changed)
     }
 }
