@@ -9,9 +9,11 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(40);
 
+/// The complete JSON lines printed so far (the output is read while the agent writes:
+/// a last line may be cut).
 fn json_lines(out: &str) -> Vec<Value> {
-    out.lines()
-        .filter(|l| l.starts_with('{'))
+    out.split_inclusive('\n')
+        .filter(|l| l.starts_with('{') && l.ends_with('\n'))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
