@@ -118,9 +118,11 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
     };
     let end = Instant::now() + T;
     let logs = loop {
+        // Read while the agent writes: only complete lines.
         let recs: Vec<Value> = a
             .stdout()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let done: u64 = allowed(&recs)
