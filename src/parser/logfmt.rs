@@ -123,20 +123,10 @@ pub(super) fn parse(
     let mut time = TimeResult::default();
     let mut failed = false;
     pairs(input, |pair| {
-        let mut is_time = false;
-        if let Some(fmt) = &p.time {
-            if !pair.value.is_empty() && pair.key == p.time_key.as_bytes() {
-                match fmt.parse_at(pair.value, now) {
-                    Ok(t) => time.set(t),
-                    Err(_) => {
-                        crate::error!("[parser:{}] Invalid time format {}", p.name, fmt.full);
-                        failed = true;
-                        return false;
-                    }
-                }
-                is_time = true;
-            }
-        }
+        let Ok(is_time) = p.time_field(pair.key, pair.value, now, &mut time) else {
+            failed = true;
+            return false;
+        };
         if is_time && !p.time_keep {
             return true;
         }

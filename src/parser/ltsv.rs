@@ -76,20 +76,10 @@ pub(super) fn parse(
     let mut time = TimeResult::default();
     let mut failed = false;
     fields(input, |label, value| {
-        let mut is_time = false;
-        if let Some(fmt) = &p.time {
-            if !value.is_empty() && label == p.time_key.as_bytes() {
-                match fmt.parse_at(value, now) {
-                    Ok(t) => time.set(t),
-                    Err(_) => {
-                        crate::error!("[parser:{}] Invalid time format {}", p.name, fmt.full);
-                        failed = true;
-                        return false;
-                    }
-                }
-                is_time = true;
-            }
-        }
+        let Ok(is_time) = p.time_field(label, value, now, &mut time) else {
+            failed = true;
+            return false;
+        };
         if is_time && !p.time_keep {
             return true;
         }

@@ -372,6 +372,34 @@ impl Parser {
             && key == self.time_key.as_bytes()
     }
 
+    /// logfmt/ltsv: reads `value` into `time` when `key` is the time field. `Ok(true)`:
+    /// it was the time field; `Err`: its time does not parse, which makes the whole
+    /// line unparsed in Fluent Bit (logged).
+    fn time_field(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        now: i64,
+        time: &mut TimeResult,
+    ) -> Result<bool, NoMatch> {
+        let Some(fmt) = &self.time else {
+            return Ok(false);
+        };
+        if value.is_empty() || key != self.time_key.as_bytes() {
+            return Ok(false);
+        }
+        match fmt.parse_at(value, now) {
+            Ok(t) => {
+                time.set(t);
+                Ok(true)
+            }
+            Err(_) => {
+                crate::error!("[parser:{}] Invalid time format {}", self.name, fmt.full);
+                Err(NoMatch)
+            }
+        }
+    }
+
     fn parse_regex(
         &self,
         re: &OnigRegex,
