@@ -184,12 +184,13 @@ impl MultilineFilter {
                     .append_event(r.time, r.metadata, r.body, 0, 0, now, &mut out);
             }
         }
-        self.count_truncated(&out);
+        self.warn_truncated(out.iter().any(|r| r.truncated));
         records.extend(out.into_iter().map(MlRecord::into_record));
     }
 
-    fn count_truncated(&mut self, out: &[MlRecord]) {
-        if out.iter().any(|r| r.truncated) && !self.warned_truncated {
+    /// Logs once that a record was cut at `multiline_buffer_limit`.
+    fn warn_truncated(&mut self, truncated: bool) {
+        if truncated && !self.warned_truncated {
             self.warned_truncated = true;
             crate::warn!("[filter:multiline] multiline message truncated due to buffer limit (multiline_buffer_limit in [SERVICE])");
         }
@@ -249,7 +250,7 @@ impl MultilineFilter {
 
     /// Emits what waited `flush` or longer (everything with `all`), as chunks by tag.
     fn flush_held(&mut self, now: Instant, all: bool, out: &mut Vec<Chunk>) {
-        let mut done = Vec::new();
+        let mut truncated = false;
         for (tag, s) in self.streams.iter_mut() {
             let mut recs = Vec::new();
             if all {
@@ -264,17 +265,14 @@ impl MultilineFilter {
                         recs.len()
                     );
                 }
-                done.extend(recs.iter().map(|r| r.truncated));
+                truncated |= recs.iter().any(|r| r.truncated);
                 out.push(Chunk {
                     tag: tag.clone(),
                     records: recs.into_iter().map(MlRecord::into_record).collect(),
                 });
             }
         }
-        if done.iter().any(|t| *t) && !self.warned_truncated {
-            self.warned_truncated = true;
-            crate::warn!("[filter:multiline] multiline message truncated due to buffer limit (multiline_buffer_limit in [SERVICE])");
-        }
+        self.warn_truncated(truncated);
         // Streams of tags that went quiet are forgotten once they hold nothing.
         let idle = self.flush * 30;
         self.streams
