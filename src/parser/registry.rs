@@ -47,16 +47,12 @@ impl Parsers {
             }
             all.add_sections(&path.display().to_string(), &doc.sections)?;
         }
-        if sections
+        // The YAML config's own definitions, named by the file of the first one.
+        let own = sections
             .iter()
-            .any(|s| matches!(s.kind, SectionKind::Parser | SectionKind::MultilineParser))
-        {
-            let source = sections
-                .iter()
-                .find(|s| s.kind == SectionKind::Parser || s.kind == SectionKind::MultilineParser)
-                .map(|s| s.span.file.to_string())
-                .unwrap_or_default();
-            all.add_sections(&source, sections)?;
+            .find(|s| matches!(s.kind, SectionKind::Parser | SectionKind::MultilineParser));
+        if let Some(first) = own {
+            all.add_sections(&first.span.file, sections)?;
         }
         Ok(all)
     }
