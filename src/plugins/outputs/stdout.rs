@@ -81,8 +81,14 @@ impl Output for StdoutOutput {
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             render(&self.format, chunk, &mut self.buf);
-            let mut out = std::io::stdout().lock();
-            match out.write_all(&self.buf).and_then(|_| out.flush()) {
+            // A write to a full pipe blocks: hand this worker's other tasks (timers, the
+            // shutdown's grace period) to another thread meanwhile.
+            let buf = &self.buf;
+            let written = tokio::task::block_in_place(|| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf).and_then(|_| out.flush())
+            });
+            match written {
                 Ok(()) => FlushResult::Ok,
                 Err(e) => FlushResult::Error(format!("cannot write to stdout: {e}")),
             }
