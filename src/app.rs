@@ -112,6 +112,7 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
             header: "SERVICE".into(),
             span: config::Span::new("command line", 0),
             entries: cli.service.clone(),
+            processors: Vec::new(),
         },
     );
     let mut config = Config::from_document(&doc)?;

@@ -219,6 +219,7 @@ pub fn parse(args: &[String]) -> Result<Cli, UsageError> {
                     header: sk_name(sk).into(),
                     span: sp,
                     entries,
+                    processors: Vec::new(),
                 });
                 last = Some((kind, name));
             }

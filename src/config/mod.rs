@@ -10,7 +10,9 @@ pub mod values;
 pub mod yaml;
 
 pub use error::{ConfigError, PluginKind};
-pub use model::{Document, Entry, Section, SectionKind, Span};
+pub use model::{
+    ConditionSpec, Document, Entry, ProcessorUnit, RuleSpec, Section, SectionKind, Span,
+};
 pub use props::{PropKind, PropSpec, Props};
 pub use service::ServiceConfig;
 
@@ -24,6 +26,8 @@ pub struct InstanceConfig {
     pub span: Span,
     /// Every entry but `name`, in order.
     pub entries: Vec<Entry>,
+    /// YAML `processors:` of an input or output, in order.
+    pub processors: Vec<ProcessorUnit>,
 }
 
 /// A whole configuration, sections in order (command-line ones first).
@@ -78,6 +82,7 @@ impl Config {
                 plugin,
                 span: section.span.clone(),
                 entries,
+                processors: section.processors.clone(),
             };
             match kind {
                 PluginKind::Input => inputs.push(inst),

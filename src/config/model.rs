@@ -73,6 +73,55 @@ pub struct Section {
     pub header: String,
     pub span: Span,
     pub entries: Vec<Entry>,
+    /// YAML `processors:` of an input or output, in order (empty elsewhere).
+    pub processors: Vec<ProcessorUnit>,
+}
+
+impl Section {
+    /// Every entry, those of its processors and their conditions included (for `${VAR}`).
+    pub fn all_entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.entries
+            .iter_mut()
+            .chain(self.processors.iter_mut().flat_map(|p| {
+                p.entries
+                    .iter_mut()
+                    .chain(p.condition.iter_mut().flat_map(|c| {
+                        c.op.iter_mut()
+                            .chain(c.rules.iter_mut().flat_map(|r| r.entries.iter_mut()))
+                    }))
+            }))
+    }
+}
+
+/// One unit of a YAML `processors:` block (Fluent Bit 3+): a filter or a native
+/// processor such as `content_modifier`, run on one input's or output's records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessorUnit {
+    /// `logs`, `metrics`, `traces` or `profiles`: the list it was written in.
+    pub signal: String,
+    pub span: Span,
+    /// Its properties, `name` included, as a section's entries.
+    pub entries: Vec<Entry>,
+    pub condition: Option<ConditionSpec>,
+}
+
+/// A processor's `condition:` (`op: and|or`, `rules:`), as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionSpec {
+    pub span: Span,
+    /// `op`, when given.
+    pub op: Option<Entry>,
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One rule of a condition: entries `field`, `op`, `value` (one per item when the
+/// value is a list) and `context`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub span: Span,
+    pub entries: Vec<Entry>,
+    /// `value` was written as a list (what `in`/`not_in` take).
+    pub value_is_list: bool,
 }
 
 /// A warning found while loading (unset variable, empty section, ...), printed before start.

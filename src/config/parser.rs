@@ -245,6 +245,7 @@ impl Loader {
                         header,
                         span,
                         entries,
+                        processors: Vec::new(),
                     });
                     current = Some(self.doc.sections.len() - 1);
                 }
@@ -435,7 +436,7 @@ fn expand_values_with(doc: &mut Document, vars: &HashMap<String, String>, env: E
         }
     };
     let mut warnings = Vec::new();
-    for entry in doc.sections.iter_mut().flat_map(|s| s.entries.iter_mut()) {
+    for entry in doc.sections.iter_mut().flat_map(|s| s.all_entries_mut()) {
         let mut unset = Vec::new();
         entry.value = expand(&entry.value, &lookup, &mut unset);
         warnings.extend(unset.into_iter().map(|name| Warning {

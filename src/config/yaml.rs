@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
 
 use super::error::{closest, ConfigError};
-use super::model::{Document, Entry, Section, SectionKind, Span};
+use super::model::{
+    ConditionSpec, Document, Entry, ProcessorUnit, RuleSpec, Section, SectionKind, Span,
+};
 
 /// Top-level sections Fluent Bit's YAML has and agent does not support yet.
 const NOT_YET: &[&str] = &[
@@ -156,6 +158,7 @@ impl Loader {
                         header: "service".into(),
                         span: self.span(&label, k),
                         entries,
+                        processors: Vec::new(),
                     });
                 }
                 "pipeline" => self.pipeline(&label, v)?,
@@ -311,7 +314,30 @@ impl Loader {
                 }
             };
             for item in self.list(file, list, &key)? {
-                let entries = self.entries(file, item, &key)?;
+                // `processors:` of an input or output is read apart from its properties.
+                let mut procs = None;
+                let rest = match &item.data {
+                    YamlDataOwned::Mapping(m) if kind != SectionKind::Filter => {
+                        let mut rest = m.clone();
+                        rest.retain(|k, v| {
+                            let is = matches!(&k.data, YamlDataOwned::Value(ScalarOwned::String(s)) if s == "processors");
+                            if is {
+                                procs = Some(v.clone());
+                            }
+                            !is
+                        });
+                        Some(Node {
+                            span: item.span,
+                            data: YamlDataOwned::Mapping(rest),
+                        })
+                    }
+                    _ => None,
+                };
+                let entries = self.entries(file, rest.as_ref().unwrap_or(item), &key)?;
+                let processors = match &procs {
+                    Some(p) => self.processors(file, p)?,
+                    None => Vec::new(),
+                };
                 if !entries.iter().any(|e| e.key == "name") {
                     return Err(err(
                         self.span(file, item),
@@ -332,6 +358,7 @@ impl Loader {
                     header,
                     span: self.span(file, item),
                     entries,
+                    processors,
                 });
             }
         }
@@ -385,9 +412,155 @@ impl Loader {
                 header: header.into(),
                 span: self.span(file, item),
                 entries,
+                processors: Vec::new(),
             });
         }
         Ok(())
+    }
+
+    /// `processors:` of an input or output: `logs:` (and `metrics:`, `traces:`,
+    /// `profiles:`), each a list of units with `name`, properties and an optional
+    /// `condition`.
+    fn processors(&self, file: &str, v: &Node) -> Result<Vec<ProcessorUnit>, ConfigError> {
+        let mut out = Vec::new();
+        for (k, list) in self.mapping(file, v, "processors")? {
+            let signal = self.key(file, k)?;
+            if !["logs", "metrics", "traces", "profiles"].contains(&signal.as_str()) {
+                return Err(err(
+                    self.span(file, k),
+                    format!("[config] processors: unknown signal '{signal}'"),
+                    "processors are listed under 'logs:', 'metrics:', 'traces:' or 'profiles:'",
+                ));
+            }
+            for item in self.list(file, list, &signal)? {
+                let mut entries = Vec::new();
+                let mut condition = None;
+                for (pk, pv) in self.mapping(file, item, &signal)? {
+                    let key = snake_case(&self.key(file, pk)?);
+                    if key == "condition" {
+                        condition = Some(self.condition(file, pk, pv)?);
+                        continue;
+                    }
+                    match &pv.data {
+                        YamlDataOwned::Sequence(items) => {
+                            for i in items {
+                                entries.push(Entry {
+                                    key: key.clone(),
+                                    value: self.scalar(file, i, &key)?,
+                                    span: self.span(file, i),
+                                });
+                            }
+                        }
+                        _ => entries.push(Entry {
+                            value: self.scalar(file, pv, &key)?,
+                            key,
+                            span: self.span(file, pk),
+                        }),
+                    }
+                }
+                if !entries.iter().any(|e| e.key == "name") {
+                    return Err(err(
+                        self.span(file, item),
+                        "[config] a processor has no 'name'",
+                        "add 'name: <processor or filter>' to the item, e.g. '- name: content_modifier'",
+                    ));
+                }
+                out.push(ProcessorUnit {
+                    signal: signal.clone(),
+                    span: self.span(file, item),
+                    entries,
+                    condition,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// A processor's `condition:`: `op` and `rules` (`field`, `op`, `value`, `context`).
+    fn condition(&self, file: &str, k: &Node, v: &Node) -> Result<ConditionSpec, ConfigError> {
+        let mut spec = ConditionSpec {
+            span: self.span(file, k),
+            op: None,
+            rules: Vec::new(),
+        };
+        let mut has_rules = false;
+        for (ck, cv) in self.mapping(file, v, "condition")? {
+            match self.key(file, ck)?.as_str() {
+                "op" => {
+                    spec.op = Some(Entry {
+                        key: "op".into(),
+                        value: self.scalar(file, cv, "op")?,
+                        span: self.span(file, ck),
+                    })
+                }
+                "rules" => {
+                    has_rules = true;
+                    for rule in self.list(file, cv, "rules")? {
+                        let mut r = RuleSpec {
+                            span: self.span(file, rule),
+                            entries: Vec::new(),
+                            value_is_list: false,
+                        };
+                        for (rk, rv) in self.mapping(file, rule, "rules")? {
+                            let key = self.key(file, rk)?;
+                            if !["field", "op", "value", "context"].contains(&key.as_str()) {
+                                return Err(err(
+                                    self.span(file, rk),
+                                    format!("[config] condition rule: unknown key '{key}'"),
+                                    "a rule has 'field', 'op', 'value' and optionally 'context'",
+                                ));
+                            }
+                            if key == "value"
+                                && matches!(
+                                    rv.data,
+                                    YamlDataOwned::Value(
+                                        ScalarOwned::Boolean(_) | ScalarOwned::Null
+                                    )
+                                )
+                            {
+                                return Err(err(
+                                    self.span(file, rv),
+                                    "[processor] unsupported value type for rule (a YAML boolean or null)",
+                                    "quote the value to compare the field's text with, e.g. 'value: \"true\"' or 'value: \"null\"'",
+                                ));
+                            }
+                            if let YamlDataOwned::Sequence(items) = &rv.data {
+                                r.value_is_list = key == "value";
+                                for i in items {
+                                    r.entries.push(Entry {
+                                        key: key.clone(),
+                                        value: self.scalar(file, i, &key)?,
+                                        span: self.span(file, i),
+                                    });
+                                }
+                            } else {
+                                r.entries.push(Entry {
+                                    value: self.scalar(file, rv, &key)?,
+                                    key,
+                                    span: self.span(file, rk),
+                                });
+                            }
+                        }
+                        spec.rules.push(r);
+                    }
+                }
+                other => {
+                    return Err(err(
+                        self.span(file, ck),
+                        format!("[config] condition: unknown key '{other}'"),
+                        "a condition has 'op' (and|or) and 'rules'",
+                    ))
+                }
+            }
+        }
+        if !has_rules || spec.rules.is_empty() {
+            return Err(err(
+                spec.span.clone(),
+                "[config] a condition needs a non-empty 'rules' list",
+                "write 'rules:' with items such as '- {field: \"$level\", op: eq, value: error}'",
+            ));
+        }
+        Ok(spec)
     }
 
     /// One item of a multiline parser's `rules` as the classic `rule` line.
@@ -432,8 +605,8 @@ impl Loader {
             if key == "processors" {
                 return Err(err(
                     span,
-                    "[config] 'processors' are not supported by agent yet",
-                    "remove the 'processors' block; use [FILTER]-style filters under 'filters:'",
+                    format!("[config] 'processors' cannot be used in '{what}'"),
+                    "attach processors to an item of 'inputs' or 'outputs'",
                 ));
             }
             match &v.data {

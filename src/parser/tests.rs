@@ -19,6 +19,7 @@ fn section(lines: &[(&str, &str)]) -> Section {
                 span: Span::new("parsers.conf", i as u32 + 2),
             })
             .collect(),
+        processors: Vec::new(),
     }
 }
 

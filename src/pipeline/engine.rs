@@ -57,6 +57,8 @@ pub struct OutputRoute {
     pub total_limit: Option<u64>,
     /// Filesystem chunks queued here, oldest first, with their bytes.
     pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
+    /// YAML `processors:` of this output: run on its copy of every chunk, in order.
+    pub processors: Vec<FilterInstance>,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
@@ -88,6 +90,37 @@ pub struct Engine {
     pub chunks_up: Option<Arc<Gate>>,
     /// `storage.backlog.mem_limit`: bytes of replayed chunks in memory at once.
     pub backlog_mem: Option<Arc<Gate>>,
+    /// Per input index: its YAML `processors:`, run on its records before any filter.
+    pub input_processors: Vec<Vec<FilterInstance>>,
+}
+
+/// Runs one filter on `records`, counting what it takes, drops and adds.
+fn run_filter(f: &mut FilterInstance, tag: &Tag, records: &mut Vec<Record>, now: Instant) {
+    let before = records.len() as u64;
+    f.filter.filter(tag, records, now);
+    let after = records.len() as u64;
+    metrics::add(&f.metrics.records, before);
+    metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
+    metrics::add(&f.metrics.add_records, after.saturating_sub(before));
+}
+
+/// Runs a chain of filters (processors) in order; stops once nothing is left.
+fn run_chain(chain: &mut [FilterInstance], tag: &Tag, records: &mut Vec<Record>, now: Instant) {
+    for f in chain {
+        if records.is_empty() {
+            return;
+        }
+        run_filter(f, tag, records, now);
+    }
+}
+
+/// Where a chunk goes: every output its tag matches, or one output only (records
+/// released by that output's processor `from - 1` at a tick), skipping its processors
+/// before `from`.
+#[derive(Clone, Copy)]
+enum Target {
+    Routed,
+    Output { index: usize, from: usize },
 }
 
 impl Engine {
@@ -147,21 +180,20 @@ impl Engine {
             mut records,
             ack,
         } = batch;
+        let now = Instant::now();
+        if let Some(chain) = self.input_processors.get_mut(input) {
+            run_chain(chain, &tag, &mut records, now);
+            if records.is_empty() {
+                ack::run_now(ack.into_iter().collect());
+                return None;
+            }
+        }
         let filters = self.route(routes, &tag).filters.clone();
-        if !filters.is_empty() {
-            let now = Instant::now();
-            for i in filters {
-                let f = &mut self.filters[i];
-                let before = records.len() as u64;
-                f.filter.filter(&tag, &mut records, now);
-                let after = records.len() as u64;
-                metrics::add(&f.metrics.records, before);
-                metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
-                metrics::add(&f.metrics.add_records, after.saturating_sub(before));
-                if records.is_empty() {
-                    ack::run_now(ack.into_iter().collect());
-                    return None;
-                }
+        for i in filters {
+            run_filter(&mut self.filters[i], &tag, &mut records, now);
+            if records.is_empty() {
+                ack::run_now(ack.into_iter().collect());
+                return None;
             }
         }
         let i = match pending
@@ -193,7 +225,38 @@ impl Engine {
         last: bool,
     ) {
         let now = Instant::now();
-        let mut emitted: Vec<Chunk> = Vec::new();
+        let mut emitted: Vec<(Chunk, Target)> = Vec::new();
+        // Input processors first: what one releases passes the rest of its chain, then
+        // every filter matching its tag.
+        for input in 0..self.input_processors.len() {
+            for j in 0..self.input_processors[input].len() {
+                let mut extra = Vec::new();
+                let f = &mut self.input_processors[input][j].filter;
+                if last {
+                    f.shutdown(now, &mut extra);
+                } else {
+                    f.tick(now, &mut extra);
+                }
+                for mut chunk in extra {
+                    run_chain(
+                        &mut self.input_processors[input][j + 1..],
+                        &chunk.tag,
+                        &mut chunk.records,
+                        now,
+                    );
+                    let filters = self.route(routes, &chunk.tag).filters.clone();
+                    for i in filters {
+                        if chunk.records.is_empty() {
+                            break;
+                        }
+                        run_filter(&mut self.filters[i], &chunk.tag, &mut chunk.records, now);
+                    }
+                    if !chunk.records.is_empty() {
+                        emitted.push((chunk, Target::Routed));
+                    }
+                }
+            }
+        }
         for i in 0..self.filters.len() {
             let mut extra = Vec::new();
             let f = &mut self.filters[i];
@@ -213,17 +276,35 @@ impl Engine {
                     .filter(|&j| j > i)
                     .collect();
                 for j in later {
-                    let f = &mut self.filters[j];
-                    let before = chunk.records.len() as u64;
-                    f.filter.filter(&chunk.tag, &mut chunk.records, now);
-                    let after = chunk.records.len() as u64;
-                    metrics::add(&f.metrics.records, before);
-                    metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
-                    metrics::add(&f.metrics.add_records, after.saturating_sub(before));
+                    if chunk.records.is_empty() {
+                        break;
+                    }
+                    run_filter(&mut self.filters[j], &chunk.tag, &mut chunk.records, now);
                 }
                 if !chunk.records.is_empty() {
-                    emitted.push(chunk);
+                    emitted.push((chunk, Target::Routed));
                 }
+            }
+        }
+        // Output processors: what one releases goes to its own output only.
+        for o in 0..self.outputs.len() {
+            for j in 0..self.outputs[o].processors.len() {
+                let mut extra = Vec::new();
+                let f = &mut self.outputs[o].processors[j].filter;
+                if last {
+                    f.shutdown(now, &mut extra);
+                } else {
+                    f.tick(now, &mut extra);
+                }
+                emitted.extend(extra.into_iter().map(|c| {
+                    (
+                        c,
+                        Target::Output {
+                            index: o,
+                            from: j + 1,
+                        },
+                    )
+                }));
             }
         }
         // Records held by a filter (a multiline record completed by its timeout) are
@@ -231,19 +312,16 @@ impl Engine {
         for p in pending.drain(..) {
             self.dispatch(p, routes).await;
         }
-        for chunk in emitted {
+        for (chunk, target) in emitted {
             // Records emitted by a filter's tick go to outputs only (input index MAX).
-            self.dispatch(
-                Pending {
-                    input: usize::MAX,
-                    tag: chunk.tag,
-                    records: chunk.records,
-                    acks: Vec::new(),
-                    file: None,
-                },
-                routes,
-            )
-            .await;
+            let p = Pending {
+                input: usize::MAX,
+                tag: chunk.tag,
+                records: chunk.records,
+                acks: Vec::new(),
+                file: None,
+            };
+            self.dispatch_to(p, routes, target).await;
         }
     }
 
@@ -322,7 +400,16 @@ impl Engine {
         crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
     }
 
-    async fn dispatch(&mut self, mut p: Pending, routes: &mut HashMap<Tag, Route>) {
+    async fn dispatch(&mut self, p: Pending, routes: &mut HashMap<Tag, Route>) {
+        self.dispatch_to(p, routes, Target::Routed).await
+    }
+
+    async fn dispatch_to(
+        &mut self,
+        mut p: Pending,
+        routes: &mut HashMap<Tag, Route>,
+        target: Target,
+    ) {
         let on_disk = p.file.is_some() || p.input == REPLAY;
         // A filesystem chunk is made durable, then deleted once every output is done.
         if let (Some(store), Some(f)) = (&self.storage, p.file.take()) {
@@ -340,13 +427,13 @@ impl Engine {
             ack::run_now(p.acks);
             return;
         }
-        let outputs: Vec<usize> = self
-            .route(routes, &p.tag)
-            .outputs
-            .iter()
-            .copied()
-            .filter(|&i| !self.outputs[i].workers.is_empty())
-            .collect();
+        let outputs: Vec<usize> = match target {
+            Target::Routed => self.route(routes, &p.tag).outputs.clone(),
+            Target::Output { index, .. } => vec![index],
+        }
+        .into_iter()
+        .filter(|&i| !self.outputs[i].workers.is_empty())
+        .collect();
         if outputs.is_empty() {
             // No output takes this tag: nothing to deliver (Fluent Bit drops it too).
             ack::run_now(p.acks);
@@ -363,19 +450,48 @@ impl Engine {
         let now = Instant::now();
         for i in outputs {
             let o = &mut self.outputs[i];
+            // This output's processors work on its own copy of the records.
+            let processed = match target {
+                Target::Output { from, .. } => (from < o.processors.len()).then_some(from),
+                Target::Routed => (!o.processors.is_empty()).then_some(0),
+            }
+            .map(|from| {
+                let mut records = full.chunk.records.clone();
+                run_chain(
+                    &mut o.processors[from..],
+                    &full.chunk.tag,
+                    &mut records,
+                    now,
+                );
+                records
+            });
+            if processed.as_ref().is_some_and(Vec::is_empty) {
+                full.finish(); // its processors dropped everything: this route is done
+                continue;
+            }
             let own_copy = o.total_limit.is_some() && on_disk;
-            let routed = match &mut o.limiter {
-                None if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
-                None => full.clone(),
-                Some(limiter) => {
-                    let kept: Vec<Record> = full
-                        .chunk
-                        .records
+            let routed = match (&mut o.limiter, processed) {
+                (None, Some(records)) => Routed::new(
+                    Chunk {
+                        tag: full.chunk.tag.clone(),
+                        records,
+                    },
+                    completion.clone(),
+                ),
+                (None, None) if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
+                (None, None) => full.clone(),
+                (Some(limiter), processed) => {
+                    let kept: Vec<Record> = processed
+                        .as_deref()
+                        .unwrap_or(&full.chunk.records)
                         .iter()
                         .filter(|r| limiter.allow(&r.body, now))
                         .cloned()
                         .collect();
-                    let dropped = (full.chunk.records.len() - kept.len()) as u64;
+                    let dropped = (processed
+                        .as_ref()
+                        .map_or(full.chunk.records.len(), Vec::len)
+                        - kept.len()) as u64;
                     metrics::add(&o.metrics.limit_dropped_records, dropped);
                     if kept.is_empty() {
                         full.finish(); // this route is done: nothing passes its limit

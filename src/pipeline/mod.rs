@@ -19,7 +19,7 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 use crate::config::{Config, ConfigError, InstanceConfig, PropKind, PropSpec, Props};
 use crate::event::{Record, Tag};
 use crate::net::{DOWNSTREAM_NET_PROPS, DOWNSTREAM_TLS_PROPS, NET_PROPS, TLS_PROPS};
-use crate::plugins::{self, BuildContext, Input, InputContext, PluginError};
+use crate::plugins::{self, BuildContext, FilterPlugin, Input, InputContext, PluginError};
 use engine::{Engine, FilterInstance, OutputRoute};
 use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
 use output::{OutputWorker, RetryPolicy};
@@ -233,6 +233,7 @@ struct InputInstance {
     tag: Tag,
     input: Box<dyn Input>,
     metrics: Arc<InputMetrics>,
+    processors: Vec<FilterInstance>,
 }
 
 struct OutputInstance {
@@ -244,6 +245,7 @@ struct OutputInstance {
     workers: Vec<Box<dyn plugins::Output>>,
     retry: RetryPolicy,
     metrics: Arc<OutputMetrics>,
+    processors: Vec<FilterInstance>,
 }
 
 /// A validated, built pipeline, ready to run. Building it is what `--dry-run` checks.
@@ -291,6 +293,95 @@ fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigErro
     }
 }
 
+/// Builds the YAML `processors:` of one input or output. A unit is a filter (looked up
+/// first, as Fluent Bit does) or a native processor; units of other signals than logs
+/// are checked, then left out with a warning (agent carries logs only).
+fn build_processors(
+    owner: &InstanceConfig,
+    ctx: &BuildContext,
+    next_id: &mut usize,
+) -> Result<Vec<FilterInstance>, ConfigError> {
+    let mut chain = Vec::new();
+    for unit in &owner.processors {
+        let name = unit
+            .entries
+            .iter()
+            .find(|e| e.key == "name")
+            .map(|e| e.value.clone())
+            .unwrap_or_default();
+        let inst = InstanceConfig {
+            kind: crate::config::PluginKind::Filter,
+            plugin: name,
+            span: unit.span.clone(),
+            entries: unit
+                .entries
+                .iter()
+                .filter(|e| e.key != "name")
+                .cloned()
+                .collect(),
+            processors: Vec::new(),
+        };
+        let (plugin, core): (&FilterPlugin, &[&'static [PropSpec]]) =
+            match plugins::filter(&inst.plugin) {
+                Some(f) => (f, &[CORE_COMMON_PROPS, CORE_MATCH_PROPS]),
+                None => match plugins::processors::processor(&inst.plugin) {
+                    Some(p) => (p, &[CORE_COMMON_PROPS]),
+                    None => {
+                        let mut known: Vec<&'static str> =
+                            plugins::FILTERS.iter().map(|p| p.name).collect();
+                        known.extend(plugins::processors::PROCESSORS.iter().map(|p| p.name));
+                        return Err(unknown_plugin(&inst, known));
+                    }
+                },
+            };
+        let p = props(&inst, plugin.name, plugin.props, core)?;
+        for key in ["match", "match_regex"].iter().filter(|k| p.is_set(k)) {
+            crate::warn!(
+                "{}: [config] processor {}: '{key}' is ignored: a processor takes every record of its {}",
+                p.span_of(key),
+                plugin.name,
+                owner.plugin
+            );
+        }
+        let id = *next_id;
+        *next_id += 1;
+        let instance = format!("{}.{id}", plugin.name);
+        let alias: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
+        let mut filter = (plugin.build)(
+            &p,
+            &BuildContext {
+                instance: &alias,
+                ..*ctx
+            },
+        )?;
+        if let Some(spec) = &unit.condition {
+            filter = Box::new(plugins::processors::Conditional {
+                condition: plugins::processors::Condition::from_spec(spec)?,
+                inner: filter,
+            });
+        }
+        if unit.signal != "logs" {
+            crate::warn!(
+                "{}: [config] processor {} under '{}' never runs: agent carries logs only",
+                unit.span,
+                plugin.name,
+                unit.signal
+            );
+            continue;
+        }
+        chain.push(FilterInstance {
+            name: alias,
+            matcher: Matcher::new(Some("*"), None)
+                .ok()
+                .flatten()
+                .expect("'*' is a valid match"),
+            filter,
+            metrics: Arc::<FilterMetrics>::default(),
+        });
+    }
+    Ok(chain)
+}
+
 fn matcher(p: &Props) -> Result<Option<Matcher>, ConfigError> {
     Matcher::new(p.str("match"), p.str("match_regex"))
         .map_err(|e| p.error("match_regex", format!("a valid regular expression ({e})")))
@@ -301,6 +392,8 @@ impl Pipeline {
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
         let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
         let dropped_tags = zero_limits(&config);
+        // Processor instances are numbered after the pipeline's filters.
+        let mut processor_id = config.filters.len();
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -321,16 +414,15 @@ impl Pipeline {
             // Input ids are global across inputs, as Fluent Bit numbers them.
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
-            let input = (plugin.build)(
-                &p,
-                &BuildContext {
-                    service: &config.service,
-                    instance: &name,
-                    metrics: &plugin_metrics,
-                    dropped_tags: &dropped_tags,
-                    parsers: &config.parsers,
-                },
-            )?;
+            let ctx = BuildContext {
+                service: &config.service,
+                instance: &name,
+                metrics: &plugin_metrics,
+                dropped_tags: &dropped_tags,
+                parsers: &config.parsers,
+            };
+            let input = (plugin.build)(&p, &ctx)?;
+            let processors = build_processors(inst, &ctx, &mut processor_id)?;
             let filesystem = p
                 .str("storage.type")
                 .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));
@@ -345,6 +437,7 @@ impl Pipeline {
                 plugin: plugin.name,
                 input,
                 metrics: Arc::default(),
+                processors,
             });
         }
         let mut filters = Vec::new();
@@ -422,6 +515,7 @@ impl Pipeline {
                 parsers: &config.parsers,
             };
             let first = (plugin.build)(&p, &ctx)?;
+            let processors = build_processors(inst, &ctx, &mut processor_id)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
@@ -441,6 +535,7 @@ impl Pipeline {
                     cap: config.service.scheduler_cap,
                 },
                 metrics: Arc::default(),
+                processors,
             });
         }
         let registry = Arc::new(metrics::Registry {
@@ -451,6 +546,8 @@ impl Pipeline {
                 .collect(),
             filters: filters
                 .iter()
+                .chain(inputs.iter().flat_map(|i| &i.processors))
+                .chain(outputs.iter().flat_map(|o| &o.processors))
                 .map(|f| (f.name.clone(), f.metrics.clone()))
                 .collect(),
             outputs: outputs
@@ -525,6 +622,7 @@ impl Pipeline {
                 metrics: o.metrics,
                 total_limit: o.total_limit,
                 held: Default::default(),
+                processors: o.processors,
                 limiter: o.limit.map(|q| {
                     crate::plugins::filters::ratelimit::KeyedLimiter::new(
                         q,
@@ -553,6 +651,11 @@ impl Pipeline {
             .iter()
             .map(|i| i.filesystem.then(|| i.name.clone()))
             .collect();
+        let mut inputs = inputs;
+        let input_processors = inputs
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.processors))
+            .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
         let engine = Engine {
             chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
@@ -563,6 +666,7 @@ impl Pipeline {
             filters,
             outputs: routes,
             flush: config.service.flush,
+            input_processors,
         };
         tasks.spawn(engine.run(rx));
         for (i, inp) in inputs.into_iter().enumerate() {

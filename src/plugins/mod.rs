@@ -3,6 +3,7 @@
 pub mod filters;
 pub mod inputs;
 pub mod outputs;
+pub mod processors;
 
 use std::future::Future;
 use std::pin::Pin;

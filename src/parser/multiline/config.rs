@@ -238,6 +238,7 @@ mod tests {
                     span: Span::new("p.conf", i as u32 + 2),
                 })
                 .collect(),
+            processors: Vec::new(),
         }
     }
 

@@ -711,6 +711,7 @@ mod with_parsers {
                     span: Span::new("test", 2),
                 })
                 .collect(),
+            processors: Vec::new(),
         };
         match Parser::from_section(&section) {
             Ok(p) => Some(Arc::new(p)),

@@ -1,0 +1,244 @@
+//! YAML `processors:` and the `content_modifier` processor against Fluent Bit v5.1.1:
+//! every case under tests/data/fluent-bit/processors/ is run with the agent from that
+//! directory and its stdout must equal Fluent Bit's, byte for byte. Output processors
+//! work on their output's copy only; bad processor configs stop the agent with
+//! `file:line:column` and a fix.
+
+mod common;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/fluent-bit/processors"
+);
+
+#[test]
+fn every_case_prints_what_fluent_bit_printed() {
+    let mut names: Vec<String> = fs::read_dir(DATA)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".expected").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 11, "cases missing: {names:?}");
+    let mut failed = Vec::new();
+    for name in &names {
+        let conf = format!("{name}.yaml");
+        let out = run(&["-c", &conf], Some(Path::new(DATA)));
+        let expected =
+            fs::read_to_string(Path::new(DATA).join(format!("{name}.expected"))).unwrap();
+        if out.stdout != expected || out.code != Some(0) {
+            failed.push(format!(
+                "{name} (exit {:?})\n--- fluent-bit\n{expected}--- agent\n{}--- stderr\n{}",
+                out.code, out.stdout, out.stderr
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failed.len(),
+        names.len(),
+        failed.join("\n")
+    );
+}
+
+const LOG: &str = concat!(
+    "{\"level\":\"error\",\"msg\":\"user=bob id=7\"}\n",
+    "{\"level\":\"info\"}\n",
+    "{\"level\":\"warn\",\"msg\":\"user=al id=12\"}\n",
+);
+
+fn yaml(dir: &Dir, outputs: &str, processors: &str) -> String {
+    dir.file("in.log", LOG);
+    dir.file(
+        "c.yaml",
+        &format!(
+            "parsers:\n  - name: json\n    format: json\npipeline:\n  inputs:\n    - name: tail\n      path: in.log\n      read_from_head: true\n      exit_on_eof: true\n      parser: json\n      processors:\n        logs:\n{processors}  outputs:\n{outputs}"
+        ),
+    );
+    "c.yaml".into()
+}
+
+/// Fluent Bit stops a processor at the first record it cannot apply to (the rest of
+/// the chunk is left mixed); agent leaves that record as it is and goes on.
+#[test]
+fn a_record_the_action_cannot_apply_to_is_skipped_not_the_rest() {
+    let dir = Dir::new();
+    let conf = yaml(
+        &dir,
+        "    - name: stdout\n      match: '*'\n      format: json_lines\n      json_date_key: false\n",
+        "          - name: content_modifier\n            action: extract\n            key: msg\n            pattern: 'user=(?<user>\\w+)'\n          - name: content_modifier\n            action: convert\n            key: msg\n            converted_type: int\n          - name: content_modifier\n            action: insert\n            key: seen\n            value: 'yes'\n",
+    );
+    let out = run(&["-c", &conf], Some(dir.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        concat!(
+            "{\"level\":\"error\",\"msg\":\"user=bob id=7\",\"user\":\"bob\",\"seen\":\"yes\"}\n",
+            "{\"level\":\"info\",\"seen\":\"yes\"}\n",
+            "{\"level\":\"warn\",\"msg\":\"user=al id=12\",\"user\":\"al\",\"seen\":\"yes\"}\n",
+        )
+    );
+}
+
+/// Two outputs take the same records; the processors of one change only its copy.
+#[test]
+fn output_processors_change_only_their_outputs_copy() {
+    let dir = Dir::new();
+    let (a, b) = (TcpCollector::start(), TcpCollector::start());
+    let outputs = format!(
+        "    - name: tcp\n      match: '*'\n      host: 127.0.0.1\n      port: {}\n      format: json_lines\n      json_date_key: false\n      processors:\n        logs:\n          - name: content_modifier\n            action: delete\n            key: msg\n          - name: grep\n            exclude: level info\n    - name: tcp\n      match: '*'\n      host: 127.0.0.1\n      port: {}\n      format: json_lines\n      json_date_key: false\n",
+        a.port(),
+        b.port()
+    );
+    let conf = yaml(
+        &dir,
+        &outputs,
+        "          - name: content_modifier\n            action: insert\n            key: in\n            value: 'yes'\n",
+    );
+    let out = run(&["-c", &conf], Some(dir.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let text = |c: &TcpCollector| {
+        c.wait(Duration::from_secs(5), "records", |conns| {
+            conns
+                .iter()
+                .map(|c| c.text())
+                .collect::<String>()
+                .lines()
+                .count()
+                >= 2
+        });
+        c.conns().iter().map(|c| c.text()).collect::<String>()
+    };
+    assert_eq!(
+        text(&a),
+        "{\"level\":\"error\",\"in\":\"yes\"}\n{\"level\":\"warn\",\"in\":\"yes\"}\n"
+    );
+    let all = text(&b);
+    assert_eq!(
+        all,
+        concat!(
+            "{\"level\":\"error\",\"msg\":\"user=bob id=7\",\"in\":\"yes\"}\n",
+            "{\"level\":\"info\",\"in\":\"yes\"}\n",
+            "{\"level\":\"warn\",\"msg\":\"user=al id=12\",\"in\":\"yes\"}\n",
+        )
+    );
+}
+
+#[track_caller]
+fn refused(processors: &str, says: &[&str]) {
+    let dir = Dir::new();
+    let conf = yaml(&dir, "    - name: stdout\n      match: '*'\n", processors);
+    let o = run(&["-c", &conf, "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(1), "{processors}: {}", o.stderr);
+    assert!(o.stderr.contains("c.yaml:"), "no file:line in {}", o.stderr);
+    for s in says {
+        assert!(o.stderr.contains(s), "no '{s}' in {}", o.stderr);
+    }
+}
+
+#[test]
+fn bad_processors_are_config_errors_with_where_and_how() {
+    let cm = "          - name: content_modifier\n";
+    refused("          - name: content_modifer\n", &["content_modifier"]);
+    refused(&format!("{cm}            key: a\n"), &["action"]);
+    refused(
+        &format!("{cm}            action: squash\n            key: a\n"),
+        &["insert, upsert"],
+    );
+    refused(&format!("{cm}            action: insert\n"), &["key"]);
+    refused(
+        &format!("{cm}            action: insert\n            key: a\n"),
+        &["value", "required"],
+    );
+    refused(
+        &format!("{cm}            action: extract\n            key: a\n"),
+        &["pattern"],
+    );
+    refused(
+        &format!(
+            "{cm}            action: extract\n            key: a\n            pattern: '(?<x'\n"
+        ),
+        &["regular expression"],
+    );
+    refused(
+        &format!("{cm}            action: convert\n            key: a\n            converted_type: float\n"),
+        &["string, int, double or boolean"],
+    );
+    refused(
+        &format!("{cm}            action: delete\n            key: a\n            context: span\n"),
+        &["metadata"],
+    );
+    refused(
+        &format!("{cm}            action: delete\n            key: a\n            colour: red\n"),
+        &["colour"],
+    );
+    let cond = |rule: &str| {
+        format!("{cm}            action: delete\n            key: a\n            condition:\n              rules:\n                - {rule}\n")
+    };
+    refused(&cond("{field: $level, op: like, value: x}"), &["'like'"]);
+    refused(&cond("{field: $level, op: in, value: x}"), &["list"]);
+    refused(&cond("{field: level, op: eq, value: x}"), &["'$level'"]);
+    refused(
+        &cond("{field: $level, op: eq, value: true}"),
+        &["unsupported value type", "quote"],
+    );
+    refused(&cond("{field: $level, op: eq}"), &["'value'"]);
+    refused(&cond("{field: $level, op: gt, value: lots}"), &["number"]);
+    refused(
+        &format!("{cm}            action: delete\n            key: a\n            condition:\n              op: xor\n              rules:\n                - {{field: $a, op: eq, value: x}}\n"),
+        &["'xor'"],
+    );
+}
+
+#[test]
+fn processors_under_a_filter_or_an_unknown_signal_are_refused() {
+    let dir = Dir::new();
+    dir.file(
+        "f.yaml",
+        "pipeline:\n  inputs:\n    - name: dummy\n  filters:\n    - name: grep\n      match: '*'\n      regex: a b\n      processors:\n        logs:\n          - name: grep\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    );
+    let o = run(&["-c", "f.yaml", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("f.yaml:8:7") && o.stderr.contains("inputs' or 'outputs'"),
+        "{}",
+        o.stderr
+    );
+    dir.file(
+        "s.yaml",
+        "pipeline:\n  inputs:\n    - name: dummy\n      processors:\n        log:\n          - name: grep\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    );
+    let o = run(&["-c", "s.yaml", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("s.yaml:5:9") && o.stderr.contains("'logs:'"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// `metrics:` and `traces:` units are checked, then left out with a warning: agent
+/// carries logs only (a log input never has metrics in Fluent Bit either).
+#[test]
+fn units_for_other_signals_are_checked_and_warned_about() {
+    let dir = Dir::new();
+    dir.file(
+        "m.yaml",
+        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n      processors:\n        metrics:\n          - name: content_modifier\n            action: delete\n            key: a\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    );
+    let o = run(&["-c", "m.yaml", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("m.yaml:7:13") && o.stderr.contains("logs only"),
+        "{}",
+        o.stderr
+    );
+}
