@@ -18,8 +18,9 @@
 //! * unknown `@DIRECTIVE`s and unknown `[SECTION]`s give a warning (Fluent Bit is silent);
 //!   section kinds are matched case-insensitively on the whole (trimmed) header;
 //! * a key line before any section, an unindented key line and an indented section header
-//!   are errors; processor groups (keys at twice the indentation) are not supported, so
-//!   twice the indentation is `extra indentation level found`.
+//!   are errors. A key line indented exactly twice the file's indentation belongs to its
+//!   section, as in Fluent Bit (which reads it as a group's content, and groups need an
+//!   indented `[GROUP]` line that we refuse); other extra blanks are errors.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -470,8 +471,8 @@ fn section_kind(header: &str) -> Option<SectionKind> {
 
 /// Fluent Bit's `check_indent`: walk the line's blanks along the file's indentation; a
 /// different blank where they differ is a tab/space mix, running out of blanks is too
-/// low, and blanks left over are extra (twice the indentation, allowed by Fluent Bit for
-/// processor groups, is extra too: we have no groups).
+/// low, and blanks left over are extra unless there are exactly as many as the
+/// indentation has (a group's content in Fluent Bit: twice the indentation, any blanks).
 fn check_indent(blanks: &str, indent: &str) -> Result<(), IndentProblem> {
     let same = blanks
         .bytes()
@@ -481,6 +482,7 @@ fn check_indent(blanks: &str, indent: &str) -> Result<(), IndentProblem> {
     match (common < indent.len(), common < blanks.len()) {
         (true, true) => Err(IndentProblem::TabAndSpace),
         (true, false) => Err(IndentProblem::TooLow),
+        (false, true) if blanks.len() - common == indent.len() => Ok(()),
         (false, true) => Err(IndentProblem::Extra),
         (false, false) => Ok(()),
     }
@@ -702,6 +704,14 @@ mod tests {
     }
 
     #[test]
+    fn a_key_at_twice_the_indentation_belongs_to_its_section() {
+        let doc = parse("[A]\n  a 1\n    b 2\n\n[B]\n  c 3\n");
+        assert_eq!(keys(&doc.sections[0]), [("a", "1", 2), ("b", "2", 3)]);
+        let doc = parse("[A]\n\ta 1\n\t\tb 2\n");
+        assert_eq!(keys(&doc.sections[0]), [("a", "1", 2), ("b", "2", 3)]);
+    }
+
+    #[test]
     fn line_errors() {
         let indent = |what, indent, by| {
             format!("[config] {what}: invalid indentation level (this file indents keys with {indent}, set by line {by}; indent every key line of a file the same way)")
@@ -716,8 +726,8 @@ mod tests {
         let cases = [
             // 4 spaces in one section, then 6 in the next.
             ("[A]\n    a 1\n\n[B]\n      b 2\n", 5, indent(extra, "4 spaces", 2)),
-            // Twice the indentation (a processor group in Fluent Bit) is extra too.
-            ("[A]\n  a 1\n    b 2\n", 3, indent(extra, "2 spaces", 2)),
+            // Three times the indentation is extra (twice is a section key).
+            ("[A]\n  a 1\n      b 2\n", 3, indent(extra, "2 spaces", 2)),
             ("[A]\n    a 1\n  b 2\n", 3, indent(low, "4 spaces", 2)),
             ("[A]\n    a 1\n  # c\n", 3, indent(low, "4 spaces", 2)),
             ("[A]\n\ta 1\n    b 2\n", 3, indent(mix, "1 tab", 2)),

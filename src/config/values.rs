@@ -40,11 +40,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// A duration. Fluent Bit's forms first: a number with an optional `s|m|h|d` suffix
 /// (`10`, `5m`, `2h`, `1d`; decimals are honoured, where Fluent Bit truncates `1.5m`
 /// to 60 s). Then humantime forms (`500ms`, `1h 30m`, `250us`), which Fluent Bit
-/// silently misreads (`500ms` as 500 seconds).
+/// silently misreads (`500ms` as 500 seconds). `false` and `off` are 0, the "not
+/// set" of every time property (Fluent Bit reads any word as 0; real configs write
+/// `ignore_older false`); other words are errors.
 pub fn parse_time(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
         return None;
+    }
+    if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("off") {
+        return Some(Duration::ZERO);
     }
     let (num, mult) = match s.as_bytes()[s.len() - 1].to_ascii_lowercase() {
         b's' => (&s[..s.len() - 1], 1.0),
@@ -148,6 +153,8 @@ mod tests {
         assert_eq!(parse_time("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_time("0.25"), Some(Duration::from_millis(250)));
         assert_eq!(parse_time("soon"), None);
+        assert_eq!(parse_time("false"), Some(Duration::ZERO));
+        assert_eq!(parse_time("Off"), Some(Duration::ZERO));
         assert_eq!(parse_time("-1"), None);
     }
 
