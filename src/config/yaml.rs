@@ -12,7 +12,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+use saphyr::{MarkedYamlOwned, ScalarOwned, YamlDataOwned, YamlLoader};
+use saphyr_parser::{Event, ScanError, SpannedEventReceiver};
 
 use super::error::{closest, ConfigError};
 use super::model::{
@@ -48,6 +49,7 @@ pub fn is_yaml(path: &Path) -> bool {
 pub fn load(path: &Path) -> Result<Document, ConfigError> {
     let mut l = Loader {
         doc: Document::default(),
+        service_at: None,
         vars: HashMap::new(),
         seen: HashSet::new(),
     };
@@ -59,11 +61,86 @@ pub fn load(path: &Path) -> Result<Document, ConfigError> {
 
 struct Loader {
     doc: Document,
+    /// Where `service:` was defined: a second one is an error, as in Fluent Bit.
+    service_at: Option<Span>,
     vars: HashMap<String, String>,
     seen: HashSet<PathBuf>,
 }
 
 type Node = MarkedYamlOwned;
+
+/// Marks the nth repeat of a key in one mapping: `pipeline\0 2`.
+const REPEAT: char = '\0';
+
+/// Parses YAML documents keeping every repeated key of a mapping, in order. Fluent Bit
+/// reads YAML as a stream of events: `pipeline:` twice is merged, `add:` twice under a
+/// `modify` is a repeated property. saphyr's loader keeps one value per key, so a
+/// repeated key is renamed `key\0n` on its way in and [`Loader::key`] drops the suffix.
+fn load_keeping_repeats(text: &str) -> Result<Vec<Node>, ScanError> {
+    let mut parser = saphyr_parser::Parser::new_from_str(text);
+    let mut rx = KeepRepeats {
+        inner: YamlLoader::default(),
+        stack: Vec::new(),
+    };
+    parser.load(&mut rx, true)?;
+    if let Some(e) = rx.inner.error() {
+        return Err(e.clone());
+    }
+    Ok(rx.inner.into_documents())
+}
+
+/// Where the event stream is: in a sequence, or in a mapping expecting a key (with the
+/// keys seen so far) or a value.
+enum Open {
+    Sequence,
+    Mapping {
+        expect_key: bool,
+        seen: HashMap<String, usize>,
+    },
+}
+
+struct KeepRepeats<'a> {
+    inner: YamlLoader<'a, Node>,
+    stack: Vec<Open>,
+}
+
+impl<'a> SpannedEventReceiver<'a> for KeepRepeats<'a> {
+    fn on_event(&mut self, ev: Event<'a>, span: saphyr_parser::Span) {
+        let node = matches!(
+            ev,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+        );
+        let mut ev = ev;
+        if let (true, Some(Open::Mapping { expect_key, seen })) = (node, self.stack.last_mut()) {
+            if *expect_key {
+                if let Event::Scalar(text, style, anchor, tag) = &ev {
+                    let n = seen.entry(text.to_string()).or_insert(0);
+                    *n += 1;
+                    if *n > 1 {
+                        let renamed = format!("{text}{REPEAT}{n}");
+                        ev = Event::Scalar(renamed.into(), *style, *anchor, tag.clone());
+                    }
+                }
+            }
+            *expect_key = !*expect_key;
+        }
+        match &ev {
+            Event::SequenceStart(..) => self.stack.push(Open::Sequence),
+            Event::MappingStart(..) => self.stack.push(Open::Mapping {
+                expect_key: true,
+                seen: HashMap::new(),
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+        self.inner.on_event(ev, span);
+    }
+}
 
 fn err(span: Span, message: impl Into<String>, hint: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -118,7 +195,7 @@ impl Loader {
                 "include a file only once",
             ));
         }
-        let docs = Node::load_from_str(&text).map_err(|e| {
+        let docs = load_keeping_repeats(&text).map_err(|e| {
             let m = e.marker();
             err(Span::at(label.as_str(), m.line() as u32, m.col() as u32 + 1), format!("[config] invalid YAML: {}", e.info()), "indent with spaces only, children deeper than their parent, and write 'key: value' with a space after ':'")
         })?;
@@ -152,6 +229,14 @@ impl Loader {
                     }
                 }
                 "service" => {
+                    if let Some(first) = &self.service_at {
+                        return Err(err(
+                            self.span(&label, k),
+                            format!("[config] duplicated definition of 'service' (the first is at {first})"),
+                            "merge the two 'service:' sections into one (Fluent Bit refuses a second one, also in an included file)",
+                        ));
+                    }
+                    self.service_at = Some(self.span(&label, k));
                     let entries = self.entries(&label, v, "service")?;
                     self.doc.sections.push(Section {
                         kind: SectionKind::Service,
@@ -163,6 +248,14 @@ impl Loader {
                 }
                 "pipeline" => self.pipeline(&label, v)?,
                 "parsers" | "multiline_parsers" => self.parsers(&label, &key, v)?,
+                // Empty lists are what charts emit when nothing is configured.
+                s if NOT_YET.contains(&s)
+                    && match &v.data {
+                        YamlDataOwned::Sequence(items) => items.is_empty(),
+                        YamlDataOwned::Mapping(m) => m.is_empty(),
+                        YamlDataOwned::Value(ScalarOwned::Null) => true,
+                        _ => false,
+                    } => {}
                 s if NOT_YET.contains(&s) => {
                     return Err(err(
                         self.span(&label, k),
@@ -190,7 +283,9 @@ impl Loader {
 
     fn key(&self, file: &str, k: &Node) -> Result<String, ConfigError> {
         match &k.data {
-            YamlDataOwned::Value(ScalarOwned::String(s)) => Ok(s.clone()),
+            YamlDataOwned::Value(ScalarOwned::String(s)) => {
+                Ok(s.split(REPEAT).next().unwrap_or_default().to_string())
+            }
             _ => Err(err(
                 self.span(file, k),
                 "[config] a key must be a string",
@@ -808,5 +903,60 @@ mod tests {
             e,
             "c.yaml:1:10: [config] 'service' must be a mapping of keys to values"
         );
+    }
+
+    #[test]
+    fn repeated_keys_merge_as_in_fluent_bit() {
+        let doc = load_text(concat!(
+            "pipeline:\n  inputs:\n    - name: dummy\n      tag: a\n",
+            "  outputs:\n    - name: stdout\n      match: '*'\n",
+            "pipeline:\n  inputs:\n    - name: dummy\n      tag: b\n",
+            "  filters:\n    - name: modify\n      match: '*'\n      add: x 1\n      add: y 2\n",
+            "plugins: []\nupstream_servers: []\ncustoms:\n",
+        ))
+        .unwrap();
+        let got: Vec<Vec<(String, String)>> = doc
+            .sections
+            .iter()
+            .map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect();
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            got,
+            [
+                kv(&[("name", "dummy"), ("tag", "a")]),
+                kv(&[("name", "stdout"), ("match", "*")]),
+                kv(&[("name", "dummy"), ("tag", "b")]),
+                kv(&[
+                    ("name", "modify"),
+                    ("match", "*"),
+                    ("add", "x 1"),
+                    ("add", "y 2")
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_second_service_is_refused_as_in_fluent_bit() {
+        let e = load_text("service:\n  flush: 1\nservice:\n  flush: 2\n").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("c.yaml:3:1") && text.contains("duplicated definition of 'service'"),
+            "{text}"
+        );
+        // A non-empty section agent does not run is still refused.
+        let e = load_text("plugins:\n  - x.so\n").unwrap_err();
+        assert!(e.to_string().contains("'plugins' is not supported"), "{e}");
     }
 }
