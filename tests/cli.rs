@@ -238,3 +238,49 @@ fn tag_quiet_and_log_file_flags() {
     // -q silences the log; only the signal line, which Fluent Bit prints raw, remains.
     assert_eq!(lines, ["[engine] caught signal (SIGTERM)"], "{}", o.stderr);
 }
+
+/// One input and one output: an output without Match takes everything (Fluent Bit's
+/// 1:1 quick setup); with two inputs it takes nothing and says so.
+#[test]
+fn one_input_one_output_routes_without_match() {
+    let dir = Dir::new();
+    let mut a = Agent::spawn_in(
+        &dir,
+        &["-i", "dummy", "-p", "samples=2", "-o", "stdout"],
+        None,
+    );
+    a.wait_lines(2, std::time::Duration::from_secs(10));
+    let out = a.stop(std::time::Duration::from_secs(10));
+    assert_eq!(
+        out.stdout.matches("{\"message\"=>\"dummy\"}").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("NO match"), "{}", out.stderr);
+    let a = Agent::spawn_in(
+        &dir,
+        &[
+            "-i",
+            "dummy",
+            "-p",
+            "samples=1",
+            "-i",
+            "dummy",
+            "-p",
+            "samples=1",
+            "-o",
+            "stdout",
+        ],
+        None,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let out = a.stop(std::time::Duration::from_secs(10));
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .contains("[router] NO match for stdout.0 output instance"),
+        "{}",
+        out.stderr
+    );
+}

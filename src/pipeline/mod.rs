@@ -525,7 +525,14 @@ impl Pipeline {
                     "limit.max_records_per_second",
                     "limit.burst",
                 )?,
-                matcher: matcher(&p)?,
+                // One input and one output: the output takes everything when it has
+                // no Match (Fluent Bit's 1:1 quick setup, `fluent-bit -i dummy -o stdout`).
+                matcher: match matcher(&p)? {
+                    None if config.inputs.len() == 1 && config.outputs.len() == 1 => {
+                        Matcher::new(Some("*"), None).ok().flatten()
+                    }
+                    m => m,
+                },
                 name,
                 plugin: plugin.name,
                 workers,
