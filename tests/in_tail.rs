@@ -559,3 +559,37 @@ fn unsupported_and_invalid_properties_are_config_errors() {
         o.stderr
     );
 }
+
+/// Every line is stamped when it is read, as Fluent Bit stamps each record: 1,000 lines
+/// read at once get (nearly) 1,000 distinct times, not one.
+#[test]
+fn each_line_gets_its_own_time() {
+    let dir = Dir::new();
+    let text: String = (0..1000).map(|i| line(0, i)).collect();
+    let log = dir.file("a.log", &text);
+    let out = run(
+        &[
+            "-c",
+            dir.file(
+                "d.conf",
+                &format!(
+                    "[SERVICE]\n    flush 0.1\n[INPUT]\n    name tail\n    path {}\n    read_from_head on\n    exit_on_eof on\n[OUTPUT]\n    name stdout\n    match *\n",
+                    log.display()
+                ),
+            )
+            .to_str()
+            .unwrap(),
+        ],
+        None,
+    );
+    let times: std::collections::BTreeSet<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("[[").nth(1)?.split(',').next())
+        .collect();
+    assert!(
+        times.len() >= 900,
+        "{} distinct times of 1000 lines",
+        times.len()
+    );
+}

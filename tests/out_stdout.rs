@@ -170,3 +170,22 @@ fn input_ids_are_global_across_inputs() {
         o.stderr
     );
 }
+
+/// Without `fixed_timestamp`, every copy of a dummy event is stamped when it is made.
+#[test]
+fn dummy_copies_get_their_own_times() {
+    let dir = Dir::new();
+    dir.file(
+        "c.conf",
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    samples 1\n    copies 5\n[OUTPUT]\n    name stdout\n    match *\n",
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", "c.conf"], Some(dir.path()));
+    a.wait_lines(5, std::time::Duration::from_secs(10));
+    let out = a.stop(std::time::Duration::from_secs(10));
+    let times: std::collections::BTreeSet<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("[[").nth(1)?.split(',').next())
+        .collect();
+    assert_eq!(times.len(), 5, "{}", out.stdout);
+}

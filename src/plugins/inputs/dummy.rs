@@ -157,12 +157,14 @@ impl DummyInput {
         }
     }
 
-    fn records(&self, events: u64, time: EventTime) -> Vec<Record> {
+    /// `events` events of `copies` records each, every record stamped when it is made,
+    /// as Fluent Bit's dummy does (one time for all with `fixed_timestamp`).
+    fn records(&self, events: u64, began: std::time::Instant, first: EventTime) -> Vec<Record> {
         let n = (events * self.copies) as usize;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(Record {
-                time,
+                time: self.timestamp(began, first),
                 metadata: self.metadata.clone(),
                 body: self.body.clone(),
             });
@@ -178,9 +180,7 @@ impl Input for DummyInput {
             let first = self.start.unwrap_or_else(EventTime::now);
             let mut left = self.samples.unwrap_or(u64::MAX);
             if self.flush_on_startup && left > 0 {
-                ctx.out
-                    .send(self.records(1, self.timestamp(began, first)))
-                    .await?;
+                ctx.out.send(self.records(1, began, first)).await?;
                 left -= 1;
             }
             let mut ticker = Ticker::new(self.interval);
@@ -191,9 +191,7 @@ impl Input for DummyInput {
                     n = ticker.next(max_events.min(left)) => n,
                 };
                 left -= n;
-                ctx.out
-                    .send(self.records(n, self.timestamp(began, first)))
-                    .await?;
+                ctx.out.send(self.records(n, began, first)).await?;
             }
             crate::debug!("[input:dummy:{}] all samples sent", ctx.name);
             ctx.shutdown.wait().await;

@@ -1092,7 +1092,6 @@ impl Tail {
                 f.fingerprint = Fingerprint::of(&head);
             }
         }
-        let time = EventTime::now();
         let c = &self.config;
         let mut records = Vec::with_capacity(n / 64);
         let name = &f.name;
@@ -1108,6 +1107,8 @@ impl Tail {
                     return;
                 }
             }
+            // Each line is stamped when it is read, as Fluent Bit stamps each record.
+            let time = EventTime::now();
             match ml {
                 Some(ml) => {
                     ml.append_text(line.bytes, time, line.offset, line.end, now, &mut joined)
