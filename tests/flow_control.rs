@@ -146,6 +146,16 @@ fn keyed_throttle_with_sub_second_interval() {
         "{}",
         o.stderr
     );
+    // Fluent Bit's ticker logs a status line at start, before any record counts.
+    let first = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("current rate is:"))
+        .unwrap();
+    assert!(
+        first.ends_with("current rate is: 0 per interval"),
+        "{first}"
+    );
 }
 
 /// Watches `path` for opens (IN_OPEN) from any process.

@@ -35,6 +35,8 @@ struct ThrottleFilter {
     interval: Duration,
     interval_text: String,
     print_status: bool,
+    /// The start's status line was logged.
+    started: bool,
     key: KeyBy,
     scratch: String,
     max_keys: usize,
@@ -72,6 +74,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         global: SlidingWindow::new(rate, window, interval, epoch),
         keyed: HashMap::new(),
         last_status: 0,
+        started: false,
         name: ctx.instance.to_string(),
     }))
 }
@@ -101,8 +104,35 @@ impl ThrottleFilter {
     }
 }
 
+impl ThrottleFilter {
+    /// Fluent Bit's status line (its ticker logs one at start and one per interval).
+    fn log_status(&self) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        crate::info!(
+            "[filter:throttle:{}] {ts}: limit is {:.2} per {} with window size of {}, current rate is: {} per interval",
+            self.name,
+            self.rate,
+            self.interval_text,
+            self.window,
+            self.global.current_rate()
+        );
+    }
+
+    /// The status line of the start, before the first record or tick.
+    fn started(&mut self) {
+        if self.print_status && !self.started {
+            self.started = true;
+            self.log_status();
+        }
+    }
+}
+
 impl Filter for ThrottleFilter {
     fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
+        self.started();
         let before = records.len();
         records.retain(|r| self.allow(r, now));
         if records.len() == before {
@@ -113,6 +143,7 @@ impl Filter for ThrottleFilter {
     }
 
     fn tick(&mut self, now: Instant, _out: &mut Vec<Chunk>) {
+        self.started();
         self.global.advance(now);
         // Keyed windows that have slid empty are the same as new ones: forget them.
         self.keyed.retain(|_, w| {
@@ -121,18 +152,7 @@ impl Filter for ThrottleFilter {
         });
         if self.print_status && self.global.pane() != self.last_status {
             self.last_status = self.global.pane();
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            crate::info!(
-                "[filter:throttle:{}] {ts}: limit is {:.2} per {} with window size of {}, current rate is: {} per interval",
-                self.name,
-                self.rate,
-                self.interval_text,
-                self.window,
-                self.global.current_rate()
-            );
+            self.log_status();
         }
     }
 }
