@@ -284,3 +284,28 @@ fn one_input_one_output_routes_without_match() {
         out.stderr
     );
 }
+
+/// A config with only [SERVICE] (FireLens fragments, health checks) passes --dry-run
+/// and runs until stopped, as Fluent Bit does, with a warning that it reads nothing.
+#[test]
+fn a_service_only_config_runs_and_says_it_reads_nothing() {
+    let dir = Dir::new();
+    dir.file("c.conf", "[SERVICE]\n    flush 1\n");
+    let o = run(&["-c", "c.conf", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("no input defined: the agent runs but reads nothing"),
+        "{}",
+        o.stderr
+    );
+    let a = Agent::spawn_in(&dir, &["-c", "c.conf"], Some(dir.path()));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let alive = unsafe { libc::kill(a.pid() as i32, 0) } == 0
+        && !std::fs::read_to_string(format!("/proc/{}/stat", a.pid()))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(alive, "it keeps running until stopped");
+    let o = a.stop(std::time::Duration::from_secs(10));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+}

@@ -263,3 +263,17 @@ fn forward_and_tcp_values_are_checked_at_their_line() {
         None,
     );
 }
+
+/// `storage.type filesystem` without `[SERVICE] storage.path`: Fluent Bit buffers in
+/// memory; agent does too and says which key is missing, also under --dry-run.
+#[test]
+fn filesystem_storage_without_a_path_warns_and_buffers_in_memory() {
+    let (code, lines) = check(&format!(
+        "[INPUT]\n    name random\n    storage.type filesystem\n{OUT}"
+    ));
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("[ warn] c.conf:3: [storage] random.0: storage.type filesystem needs [SERVICE] storage.path")),
+        "{lines:#?}"
+    );
+}

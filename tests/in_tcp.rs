@@ -244,3 +244,32 @@ fn verify_client_cert_requires_a_certificate_from_the_ca() {
     let o = a.stop(T);
     assert_eq!(o.stdout, "{\"mtls\":1}\n");
 }
+
+/// `chunk_size`/`buffer_size` are kilobytes as Fluent Bit reads them (`32`, `512k`);
+/// `buffer_size` defaults to `chunk_size`. Words are refused with the fix.
+#[test]
+fn sizes_read_as_fluent_bit_reads_them() {
+    let dry = |props: &str| {
+        let dir = Dir::new();
+        dir.file(
+            "c.conf",
+            &format!("[INPUT]\n    name tcp\n{props}[OUTPUT]\n    name stdout\n    match *\n"),
+        );
+        run(&["-c", "c.conf", "--dry-run"], Some(dir.path()))
+    };
+    assert_eq!(dry("    chunk_size 512k\n").code, Some(0));
+    assert_eq!(
+        dry("    chunk_size 128\n").code,
+        Some(0),
+        "buffer_size follows chunk_size"
+    );
+    let o = dry("    chunk_size lots\n");
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("c.conf:3") && o.stderr.contains("512k"),
+        "{}",
+        o.stderr
+    );
+    let o = dry("    chunk_size 64\n    buffer_size 32\n");
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+}

@@ -423,11 +423,16 @@ impl Pipeline {
             };
             let input = (plugin.build)(&p, &ctx)?;
             let processors = build_processors(inst, &ctx, &mut processor_id)?;
-            let filesystem = p
+            let mut filesystem = p
                 .str("storage.type")
                 .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));
             if filesystem && config.service.storage.is_none() {
-                return Err(p.error("storage.type", "memory, unless [SERVICE] sets storage.path (where filesystem chunks are written)"));
+                // Fluent Bit accepts it and buffers in memory; say what is missing.
+                crate::warn!(
+                    "{}: [storage] {name}: storage.type filesystem needs [SERVICE] storage.path; without it this input buffers in memory only (a crash loses what is not delivered)",
+                    p.span_of("storage.type")
+                );
+                filesystem = false;
             }
             inputs.push(InputInstance {
                 filesystem,
@@ -710,7 +715,17 @@ impl Pipeline {
                 }
             });
         }
-        drop(tx);
+        if input_names.is_empty() {
+            // No input: the engine would stop at once; it waits for the stop signal, as
+            // Fluent Bit keeps running without inputs.
+            let mut stop = shutdown.clone();
+            tasks.spawn(async move {
+                stop.wait().await;
+                drop(tx);
+            });
+        } else {
+            drop(tx);
+        }
         let input_names = input_names;
 
         let mut waiting = shutdown.clone();

@@ -44,15 +44,15 @@ const PROPS: &[PropSpec] = &[
     ),
     PropSpec::new(
         "chunk_size",
-        PropKind::Int,
+        PropKind::Str,
         Some("32"),
         "Kilobytes read from a connection at a time.",
     ),
     PropSpec::new(
         "buffer_size",
-        PropKind::Int,
-        Some("64"),
-        "Largest unfinished record held per connection, in kilobytes.",
+        PropKind::Str,
+        None,
+        "Largest unfinished record held per connection, in kilobytes; default chunk_size.",
     ),
     PropSpec::new(
         "parser",
@@ -117,12 +117,23 @@ fn unescape(s: &str) -> Vec<u8> {
     out
 }
 
+/// A size in kilobytes, as Fluent Bit reads `chunk_size`/`buffer_size` (`atoi(v) * 1024`):
+/// `32` and `32k` are 32 KiB. `1M` is 1 MiB here (Fluent Bit's `atoi` makes it 1 KiB).
 fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
-    props
-        .int(name)
-        .filter(|&n| n > 0)
-        .map(|n| n as usize * 1024)
-        .ok_or_else(|| props.error(name, "a number of kilobytes > 0"))
+    let text = props.str(name).unwrap_or_default().trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let unit = match text[digits..].to_ascii_lowercase().as_str() {
+        "" | "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => 0,
+    };
+    match text[..digits].parse::<usize>() {
+        Ok(n) if n > 0 && unit > 0 => Ok(n.saturating_mul(unit)),
+        _ => Err(props.error(
+            name,
+            "a number of kilobytes > 0, such as 32 or 512k (or 1M)",
+        )),
+    }
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
@@ -144,7 +155,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         _ => Format::Json,
     };
     let chunk = kb(props, "chunk_size")?;
-    let max = kb(props, "buffer_size")?;
+    let max = match props.is_set("buffer_size") {
+        true => kb(props, "buffer_size")?,
+        false => chunk,
+    };
     if max < chunk {
         return Err(props.error("buffer_size", "a size >= chunk_size"));
     }
