@@ -593,3 +593,33 @@ fn each_line_gets_its_own_time() {
         times.len()
     );
 }
+
+/// `--dry-run` only checks the configuration: it neither creates nor locks the db (its
+/// directory need not exist yet); a real start that cannot open it names the db.
+#[test]
+fn dry_run_does_not_touch_the_db() {
+    let dir = Dir::new();
+    let db = dir.path().join("sub/t.db");
+    dir.file(
+        "c.conf",
+        &format!(
+            "[INPUT]\n    name tail\n    path {}\n    db {}\n    db.locking on\n[OUTPUT]\n    name stdout\n    match *\n",
+            dir.path().join("x.log").display(),
+            db.display()
+        ),
+    );
+    let o = run(&["-c", "c.conf", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["c.conf"], "the dry run created files");
+    let mut a = Agent::spawn_in(&dir, &["-c", "c.conf"], Some(dir.path()));
+    assert_eq!(a.wait(T), Some(255));
+    assert!(
+        a.stderr().contains("db cannot create") && a.stderr().contains("sub/t.db"),
+        "{}",
+        a.stderr()
+    );
+}

@@ -86,7 +86,6 @@ const DB_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 struct TailInput {
     config: TailConfig,
-    db: Option<(Db, Vec<Row>)>,
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
@@ -105,15 +104,9 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         "Lines dropped by the tail input's limit_per_file.",
         ctx.instance,
     );
-    let db = match &config.db {
-        None => None,
-        Some(c) => Some(Db::open(c.clone()).map_err(|e| ConfigError::Invalid {
-            span: props.span_of("db").clone(),
-            message: format!("[config] tail: db {e}"),
-            hint: None,
-        })?),
-    };
-    Ok(Box::new(TailInput { config, db }))
+    // The db is opened (and locked) when the input starts, not here: --dry-run must not
+    // create or lock anything.
+    Ok(Box::new(TailInput { config }))
 }
 
 /// How lines are joined, from `multiline.parser`, `docker_mode` or `multiline on`
@@ -172,10 +165,11 @@ fn joiner(props: &Props, ctx: &BuildContext) -> Result<config::Joiner, ConfigErr
 impl Input for TailInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let TailInput { config, db } = *self;
-            let (db, saved) = match db {
-                Some((db, rows)) => (Some(db), rows),
-                None => (None, Vec::new()),
+            let TailInput { config } = *self;
+            let (db, saved) = match config.db.clone().map(Db::open).transpose() {
+                Ok(Some((db, rows))) => (Some(db), rows),
+                Ok(None) => (None, Vec::new()),
+                Err(e) => return Err(PluginError::Other(format!("db {e}"))),
             };
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             let watcher = if config.inotify {
