@@ -14,9 +14,11 @@ release:
 run: build
 	./target/debug/agent -c $(CONF)
 
-# Unit tests and the integration tests in tests/, which drive the built binary.
+# Unit tests and the integration tests in tests/, which drive the built binary. As root,
+# installs what the kernel and network tests need first; otherwise skips (and names)
+# the tests that need root or missing tools.
 test:
-	$(CARGO) test --all-targets
+	CARGO=$(CARGO) bash scripts/test.sh
 
 # Throughput and peak memory of random/dummy -> stdout into /dev/null and -> tcp into a
 # loopback sink, and tail -> stdout.

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What the kernel and network tests need beyond cargo, in one place (.ci/run and
+# scripts/test.sh use it).
+#   scripts/test-deps.sh --missing   prints the missing Debian/PyPI packages, one line
+#   scripts/test-deps.sh --install   installs them (root; apt-get and pip)
+set -euo pipefail
+
+missing_debian() {
+    local need=()
+    # conntrack tests in network namespaces, the tcp output's SYN-drop namespace
+    command -v nft >/dev/null || need+=(nftables)
+    command -v conntrack >/dev/null || need+=(conntrack)
+    command -v ip >/dev/null || need+=(iproute2)
+    # the monitoring tests check the Prometheus text with promtool and a real Prometheus
+    command -v promtool >/dev/null || need+=(prometheus)
+    # the tcp input's tests send with nc; scripts/netcat-demo.sh listens with it
+    command -v nc >/dev/null || need+=(netcat-openbsd)
+    echo "${need[@]:-}"
+}
+
+missing_pypi() {
+    local need=()
+    # independent msgpack decoder (tcp/forward outputs); a third-party Forward client
+    python3 -c 'import msgpack' 2>/dev/null || need+=(msgpack)
+    python3 -c 'import fluent.sender' 2>/dev/null || need+=(fluent-logger)
+    echo "${need[@]:-}"
+}
+
+case "${1:-}" in
+--missing)
+    echo "$(missing_debian) $(missing_pypi)" | xargs
+    ;;
+--install)
+    read -r -a deb <<<"$(missing_debian)"
+    if [ ${#deb[@]} -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${deb[@]}"
+    fi
+    for p in $(missing_pypi); do
+        python3 -m pip install -q "$p" || python3 -m pip install -q --break-system-packages "$p"
+    done
+    ;;
+*)
+    echo "usage: $0 --missing | --install" >&2
+    exit 2
+    ;;
+esac
