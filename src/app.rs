@@ -127,6 +127,13 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
                 d
             }
         });
+    let service: Vec<config::Entry> = doc
+        .sections
+        .iter()
+        .filter(|s| s.kind == config::SectionKind::Service)
+        .flat_map(|s| s.entries.iter().cloned())
+        .collect();
+    config::service::check_unsupported_files(&service, main_dir)?;
     config.parsers = std::sync::Arc::new(crate::parser::Parsers::load(
         &config.service,
         &doc.sections,

@@ -47,15 +47,103 @@ impl Level {
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+/// The most verbose level anything prints at: the service level or an instance's.
+static GATE: AtomicU8 = AtomicU8::new(Level::Info as u8);
 /// `None` = stderr. Set once at start-up from `log_file`.
 static SINK: Mutex<Option<File>> = Mutex::new(None);
 
-pub fn set_level(level: Level) {
-    LEVEL.store(level as u8, Ordering::Relaxed);
+/// A plugin instance's own `log_level` and `log_suppress_interval`.
+struct InstanceLog {
+    name: String,
+    level: Option<Level>,
+    suppress: Option<std::time::Duration>,
+    /// Messages printed within the suppression interval, with when.
+    recent: std::collections::HashMap<String, std::time::Instant>,
 }
 
+static INSTANCES: Mutex<Vec<InstanceLog>> = Mutex::new(Vec::new());
+
+pub fn set_level(level: Level) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    update_gate();
+}
+
+fn update_gate() {
+    let instances = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    let most = instances
+        .iter()
+        .filter_map(|i| i.level)
+        .map(|l| l as u8)
+        .chain([LEVEL.load(Ordering::Relaxed)])
+        .max()
+        .unwrap_or(Level::Info as u8);
+    GATE.store(most, Ordering::Relaxed);
+}
+
+/// Sets the per-instance settings (`log_level`, `log_suppress_interval`) of every plugin
+/// instance that has them, replacing earlier ones (a reload builds them again).
+pub fn set_instances(settings: Vec<(String, Option<Level>, Option<std::time::Duration>)>) {
+    *INSTANCES.lock().unwrap_or_else(|e| e.into_inner()) = settings
+        .into_iter()
+        .map(|(name, level, suppress)| InstanceLog {
+            name,
+            level,
+            suppress,
+            recent: Default::default(),
+        })
+        .collect();
+    update_gate();
+}
+
+/// Whether anything may print at `level` (the service level, or a more verbose
+/// instance level: the instance's own messages are checked in [`log`]).
 pub fn enabled(level: Level) -> bool {
-    level != Level::Off && level as u8 <= LEVEL.load(Ordering::Relaxed)
+    level != Level::Off && level as u8 <= GATE.load(Ordering::Relaxed)
+}
+
+/// The instance a message is about: `[input:tail:tail.0] ...` → `tail.0`.
+fn instance_of(msg: &str) -> Option<(&str, &str)> {
+    let rest = msg.strip_prefix('[')?;
+    let end = rest.find(']')?;
+    let mut parts = rest[..end].splitn(3, ':');
+    let kind = parts.next()?;
+    if !matches!(kind, "input" | "filter" | "output") {
+        return None;
+    }
+    parts.next()?;
+    Some((parts.next()?, &rest[end + 1..]))
+}
+
+/// Whether a message at `level` prints, by its instance's settings when it has them
+/// (and records it for `log_suppress_interval`).
+fn admit(level: Level, text: &str) -> bool {
+    let global = level as u8 <= LEVEL.load(Ordering::Relaxed);
+    let mut instances = INSTANCES.lock().unwrap_or_else(|e| e.into_inner());
+    if instances.is_empty() {
+        return global;
+    }
+    let Some((name, body)) = instance_of(text) else {
+        return global;
+    };
+    let Some(i) = instances.iter_mut().find(|i| i.name == name) else {
+        return global;
+    };
+    if !i.level.map_or(global, |l| level <= l) {
+        return false;
+    }
+    if let Some(interval) = i.suppress {
+        let now = std::time::Instant::now();
+        if i.recent.len() > 1024 {
+            i.recent.retain(|_, at| now.duration_since(*at) < interval);
+        }
+        if let Some(at) = i.recent.get(body) {
+            if now.duration_since(*at) < interval {
+                return false;
+            }
+        }
+        i.recent.insert(body.to_string(), now);
+    }
+    true
 }
 
 /// Sends log lines to `path` (appending) instead of stderr.
@@ -111,8 +199,12 @@ pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    let text = msg.to_string();
+    if !admit(level, &text) {
+        return;
+    }
     let (ts, ms) = timestamp();
-    write_line(&format!("[{ts}.{ms:03}] [{}] {msg}\n", level.label()));
+    write_line(&format!("[{ts}.{ms:03}] [{}] {text}\n", level.label()));
 }
 
 /// Fluent Bit's `[ help]` line, printed with errors.
@@ -152,6 +244,49 @@ mod tests {
         assert_eq!(Level::parse("nope"), None);
         assert!(Level::Error < Level::Debug);
         assert_eq!(Level::Info.label(), " info");
+    }
+
+    #[test]
+    fn instances_are_found_in_their_messages() {
+        assert_eq!(
+            instance_of("[input:tail:tail.0] file=x"),
+            Some(("tail.0", " file=x"))
+        );
+        assert_eq!(
+            instance_of("[filter:lua:my:alias] x"),
+            Some(("my:alias", " x"))
+        );
+        assert_eq!(instance_of("[engine] x"), None);
+        assert_eq!(instance_of("no prefix"), None);
+    }
+
+    #[test]
+    fn an_instance_has_its_own_level_and_suppression() {
+        set_instances(vec![
+            (
+                "sup.0".into(),
+                None,
+                Some(std::time::Duration::from_secs(3600)),
+            ),
+            ("loud.0".into(), Some(Level::Trace), None),
+            ("quiet.0".into(), Some(Level::Error), None),
+        ]);
+        assert!(enabled(Level::Trace), "an instance at trace opens the gate");
+        assert!(admit(Level::Warn, "[input:x:sup.0] same"));
+        assert!(
+            !admit(Level::Warn, "[input:x:sup.0] same"),
+            "repeated within the interval"
+        );
+        assert!(admit(Level::Warn, "[input:x:sup.0] other"));
+        assert!(admit(Level::Trace, "[filter:x:loud.0] detail"));
+        assert!(!admit(Level::Info, "[output:x:quiet.0] chatter"));
+        assert!(admit(Level::Error, "[output:x:quiet.0] broken"));
+        assert!(!admit(
+            Level::Debug,
+            "[engine] not an instance: the service level"
+        ));
+        set_instances(Vec::new());
+        assert!(!enabled(Level::Trace));
     }
 
     #[test]

@@ -277,3 +277,52 @@ fn filesystem_storage_without_a_path_warns_and_buffers_in_memory() {
         "{lines:#?}"
     );
 }
+
+/// `plugins_file`/`streams_file`: a file that loads nothing is accepted; one with an
+/// external plugin or a stream task is refused at the line naming it (agent runs
+/// neither, and a config must not start doing less than it says); a missing one is
+/// Fluent Bit's "not found".
+#[test]
+fn plugins_and_streams_files_are_refused_when_they_define_anything() {
+    let dir = Dir::new();
+    dir.file(
+        "none.conf",
+        "[PLUGINS]\n    # Path /path/to/out_gstdout.so\n",
+    );
+    dir.file("some.conf", "[PLUGINS]\n    Path /opt/out_x.so\n");
+    dir.file(
+        "sp_none.conf",
+        "[STREAM_TASK]\n    # Exec CREATE STREAM x AS SELECT * FROM TAG:'a';\n",
+    );
+    dir.file(
+        "sp.conf",
+        "[STREAM_TASK]\n    Name t\n    Exec CREATE STREAM x AS SELECT * FROM TAG:'a';\n",
+    );
+    let dry = |service: &str| {
+        dir.file(
+            "c.conf",
+            &format!("[SERVICE]\n    {service}\n[INPUT]\n    name dummy\n{OUT}"),
+        );
+        let o = run(&["-c", "c.conf", "--dry-run"], Some(dir.path()));
+        (o.code, o.stderr)
+    };
+    assert_eq!(dry("plugins_file none.conf").0, Some(0));
+    assert_eq!(dry("streams_file sp_none.conf").0, Some(0));
+    let (code, err) = dry("plugins_file some.conf");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("c.conf:2")
+            && err.contains("external plugins")
+            && err.contains("/opt/out_x.so"),
+        "{err}"
+    );
+    let (code, err) = dry("streams_file sp.conf");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("c.conf:2") && err.contains("stream processor tasks"),
+        "{err}"
+    );
+    let (code, err) = dry("plugins_file nope.conf");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("plugins_file not found"), "{err}");
+}

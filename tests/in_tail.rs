@@ -623,3 +623,39 @@ fn dry_run_does_not_touch_the_db() {
         a.stderr()
     );
 }
+
+/// `log_level` of one instance: its debug messages print while the service logs at
+/// info; another instance set to `error` prints no info lines.
+#[test]
+fn an_instance_log_level_applies_to_its_messages_only() {
+    let dir = Dir::new();
+    let log = dir.file("a.log", "x\n");
+    dir.file(
+        "c.conf",
+        &format!(
+            "[SERVICE]\n    flush 0.1\n    log_level info\n[INPUT]\n    name tail\n    path {}\n    read_from_head on\n    exit_on_eof on\n    log_level debug\n[OUTPUT]\n    name stdout\n    match *\n    log_level error\n",
+            log.display()
+        ),
+    );
+    let o = run(&["-c", "c.conf"], Some(dir.path()));
+    assert!(
+        o.stderr.contains("[debug] [input:tail:tail.0]"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("[debug] [engine]") && !o.stderr.contains("[debug] [output"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("[ info] [output:stdout:stdout.0]"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("[ info] [input:tail:tail.0]"),
+        "{}",
+        o.stderr
+    );
+}

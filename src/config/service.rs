@@ -29,6 +29,8 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
     PropSpec::new("multiline_buffer_limit", PropKind::Size, Some("2MB"), "Longest text a multiline record may join; the rest is cut and the record marked multiline_truncated (0: no limit)."),
+    PropSpec::new("plugins_file", PropKind::Str, None, "Fluent Bit's file of external plugins: accepted when it loads none (agent cannot load .so plugins)."),
+    PropSpec::new("streams_file", PropKind::Str, None, "Fluent Bit's stream processor tasks: accepted when it defines none (agent has no stream processor)."),
     PropSpec::new("parsers_file", PropKind::Multi, None, "A file of [PARSER] and [MULTILINE_PARSER] sections (repeatable); relative paths are tried from the working directory, then from the main config file's directory."),
     PropSpec::new("storage.path", PropKind::Str, None, "Directory of chunk files for inputs with storage.type filesystem; replayed at start."),
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
@@ -48,8 +50,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "flush.adaptive.high_pressure",
     "flush.adaptive.up_steps",
     "flush.adaptive.down_steps",
-    "plugins_file",
-    "streams_file",
     "hot_reload.timeout",
     "dns.mode",
     "dns.resolver",
@@ -299,4 +299,67 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// `plugins_file` and `streams_file` name files of things agent cannot run: external
+/// `.so` plugins and stream processor tasks. A file that defines none is accepted (the
+/// example configs ship one with everything commented out); one that defines any is
+/// refused at the line that names it, so that a config never starts doing less than it
+/// says. Relative paths are found as `parsers_file` ones.
+pub fn check_unsupported_files(
+    entries: &[Entry],
+    main_dir: Option<&std::path::Path>,
+) -> Result<(), ConfigError> {
+    for e in entries {
+        let (section, key, what) = match e.key.as_str() {
+            "plugins_file" => ("plugins", "path", "external plugins (.so files)"),
+            "streams_file" => ("stream_task", "exec", "stream processor tasks"),
+            _ => continue,
+        };
+        let path = crate::parser::registry::resolve(&e.value, main_dir).map_err(|tried| {
+            ConfigError::invalid(
+                &e.span,
+                format!(
+                    "[config] {} not found, aborting (tried {})",
+                    e.key,
+                    tried.join(", ")
+                ),
+                Some(format!("fix the path, or remove the {} line", e.key)),
+            )
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            ConfigError::invalid(
+                &e.span,
+                format!("[config] cannot read {} {}: {err}", e.key, path.display()),
+                None,
+            )
+        })?;
+        let mut current = String::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = h.trim().to_ascii_lowercase();
+                continue;
+            }
+            let k = line.split_whitespace().next().unwrap_or("");
+            if current == section && k.eq_ignore_ascii_case(key) {
+                return Err(ConfigError::invalid(
+                    &e.span,
+                    format!(
+                        "[config] {} defines {what}, which agent cannot run: '{line}' in {}",
+                        e.key,
+                        path.display()
+                    ),
+                    Some(format!(
+                        "remove the {} line (or the entries of {}); nothing of it would run",
+                        e.key,
+                        path.display()
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

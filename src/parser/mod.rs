@@ -28,7 +28,7 @@
 //! them and misbehaves on every record).
 
 pub mod multiline;
-mod registry;
+pub(crate) mod registry;
 
 pub mod decode;
 pub mod json;

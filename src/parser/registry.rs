@@ -165,7 +165,7 @@ impl Parsers {
 
 /// A `parsers_file` path as Fluent Bit finds it: as given, else (relative only) under
 /// the main config file's directory. Err lists what was tried.
-fn resolve(file: &str, main_dir: Option<&Path>) -> Result<PathBuf, Vec<String>> {
+pub(crate) fn resolve(file: &str, main_dir: Option<&Path>) -> Result<PathBuf, Vec<String>> {
     let given = PathBuf::from(file);
     if given.exists() {
         return Ok(given);

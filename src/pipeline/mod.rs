@@ -30,8 +30,8 @@ use router::Matcher;
 #[rustfmt::skip]
 pub const CORE_COMMON_PROPS: &[PropSpec] = &[
     PropSpec::new("alias", PropKind::Str, None, "Name of the instance in logs and metrics."),
-    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance (accepted with a warning: the service log_level applies)."),
-    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Suppress repeated log messages for this long (accepted with a warning: not applied yet)."),
+    PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), None, "Log level of this instance's messages (default: the service log_level)."),
+    PropSpec::new("log_suppress_interval", PropKind::Time, Some("0"), "Print a message of this instance again only after this long (0: always)."),
 ];
 
 /// Properties of every input.
@@ -59,9 +59,6 @@ pub const CORE_OUTPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("limit.max_records_per_second", PropKind::Quantity, None, "Cap on records per second this output receives, whatever its Match shares: 100, 1k, 500m; 0 sends nothing."),
     PropSpec::new("limit.burst", PropKind::Int, None, "Records the output limit lets through at once after being idle; default one second's worth."),
 ];
-
-/// Core keys accepted for compatibility that do not act yet: setting one is warned about.
-const NOT_APPLIED_YET: &[&str] = &["log_level", "log_suppress_interval"];
 
 /// The tags of `limit` filters with `max_records_per_second 0` and no condition: their
 /// records are never forwarded, so inputs need not read them.
@@ -255,6 +252,8 @@ pub struct Pipeline {
     filters: Vec<FilterInstance>,
     outputs: Vec<OutputInstance>,
     registry: Arc<metrics::Registry>,
+    /// Instances' own `log_level`/`log_suppress_interval`, applied when the run starts.
+    log_settings: Vec<LogSetting>,
 }
 
 fn props(
@@ -263,21 +262,30 @@ fn props(
     own: &'static [PropSpec],
     core: &[&'static [PropSpec]],
 ) -> Result<Props, ConfigError> {
-    let p = Props::new(
+    Props::new(
         inst.kind,
         plugin,
         inst.span.clone(),
         own,
         core,
         inst.entries.clone(),
-    )?;
-    for key in NOT_APPLIED_YET.iter().filter(|k| p.is_set(k)) {
-        crate::warn!(
-            "{}: [config] {plugin}: '{key}' is accepted but not applied yet by agent",
-            p.span_of(key)
-        );
-    }
-    Ok(p)
+    )
+}
+
+/// An instance's own `log_level` / `log_suppress_interval`, when it sets either.
+type LogSetting = (
+    String,
+    Option<crate::log::Level>,
+    Option<std::time::Duration>,
+);
+
+fn log_setting(name: &str, p: &Props) -> Option<LogSetting> {
+    let level = p
+        .is_set("log_level")
+        .then(|| p.str("log_level").and_then(crate::log::Level::parse))
+        .flatten();
+    let suppress = p.time("log_suppress_interval").filter(|d| !d.is_zero());
+    (level.is_some() || suppress.is_some()).then(|| (name.to_string(), level, suppress))
 }
 
 fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigError {
@@ -300,6 +308,7 @@ fn build_processors(
     owner: &InstanceConfig,
     ctx: &BuildContext,
     next_id: &mut usize,
+    log_settings: &mut Vec<LogSetting>,
 ) -> Result<Vec<FilterInstance>, ConfigError> {
     let mut chain = Vec::new();
     for unit in &owner.processors {
@@ -347,6 +356,7 @@ fn build_processors(
         *next_id += 1;
         let instance = format!("{}.{id}", plugin.name);
         let alias: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
+        log_settings.extend(log_setting(&alias, &p));
         let mut filter = (plugin.build)(
             &p,
             &BuildContext {
@@ -394,6 +404,7 @@ impl Pipeline {
         let dropped_tags = zero_limits(&config);
         // Processor instances are numbered after the pipeline's filters.
         let mut processor_id = config.filters.len();
+        let mut log_settings = Vec::new();
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -421,8 +432,9 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
             };
+            log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
-            let processors = build_processors(inst, &ctx, &mut processor_id)?;
+            let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
             let mut filesystem = p
                 .str("storage.type")
                 .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));
@@ -458,6 +470,7 @@ impl Pipeline {
             )?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
+            log_settings.extend(log_setting(&name, &p));
             let Some(matcher) = matcher(&p)? else {
                 return Err(ConfigError::NoMatch {
                     span: inst.span.clone(),
@@ -519,8 +532,9 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
             };
+            log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;
-            let processors = build_processors(inst, &ctx, &mut processor_id)?;
+            let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
@@ -574,6 +588,7 @@ impl Pipeline {
             filters,
             outputs,
             registry,
+            log_settings,
         })
     }
 
@@ -593,8 +608,10 @@ impl Pipeline {
             inputs,
             filters,
             outputs,
+            log_settings,
             ..
         } = self;
+        crate::log::set_instances(log_settings);
         let grace = config.service.grace;
         crate::info!(
             "[engine] Shutdown Grace Period={}, Shutdown Input Grace Period={}",
