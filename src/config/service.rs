@@ -249,58 +249,6 @@ impl ServiceConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn e(k: &str, v: &str) -> Entry {
-        Entry {
-            key: k.into(),
-            value: v.into(),
-            span: Span::new("s.conf", 2),
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let s = ServiceConfig::from_entries(&[]).unwrap();
-        assert_eq!(s.flush, Duration::from_secs(1));
-        assert_eq!(s.grace, Some(Duration::from_secs(5)));
-        assert_eq!(s.log_level, Level::Info);
-        assert!(s.escape_unicode);
-    }
-
-    #[test]
-    fn last_wins_and_fractional_flush() {
-        let s =
-            ServiceConfig::from_entries(&[e("flush", "5"), e("flush", "0.25"), e("grace", "-1")])
-                .unwrap();
-        assert_eq!(s.flush, Duration::from_millis(250));
-        assert_eq!(s.grace, None);
-    }
-
-    #[test]
-    fn bad_values() {
-        let err = ServiceConfig::from_entries(&[e("flush", "0")]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "s.conf:2: [config] invalid flush value '0'"
-        );
-        let err = ServiceConfig::from_entries(&[e("log_level", "loud")]).unwrap_err();
-        assert!(
-            err.to_string().contains("expected one of: off, error"),
-            "{err}"
-        );
-        let err = ServiceConfig::from_entries(&[e("grace", "soon")]).unwrap_err();
-        assert!(
-            err.to_string().starts_with(
-                "s.conf:2: [config] service: invalid value 'soon' for property 'grace'"
-            ),
-            "{err}"
-        );
-    }
-}
-
 /// `plugins_file` and `streams_file` name files of things agent cannot run: external
 /// `.so` plugins and stream processor tasks. A file that defines none is accepted (the
 /// example configs ship one with everything commented out); one that defines any is
@@ -362,4 +310,56 @@ pub fn check_unsupported_files(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(k: &str, v: &str) -> Entry {
+        Entry {
+            key: k.into(),
+            value: v.into(),
+            span: Span::new("s.conf", 2),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = ServiceConfig::from_entries(&[]).unwrap();
+        assert_eq!(s.flush, Duration::from_secs(1));
+        assert_eq!(s.grace, Some(Duration::from_secs(5)));
+        assert_eq!(s.log_level, Level::Info);
+        assert!(s.escape_unicode);
+    }
+
+    #[test]
+    fn last_wins_and_fractional_flush() {
+        let s =
+            ServiceConfig::from_entries(&[e("flush", "5"), e("flush", "0.25"), e("grace", "-1")])
+                .unwrap();
+        assert_eq!(s.flush, Duration::from_millis(250));
+        assert_eq!(s.grace, None);
+    }
+
+    #[test]
+    fn bad_values() {
+        let err = ServiceConfig::from_entries(&[e("flush", "0")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "s.conf:2: [config] invalid flush value '0'"
+        );
+        let err = ServiceConfig::from_entries(&[e("log_level", "loud")]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected one of: off, error"),
+            "{err}"
+        );
+        let err = ServiceConfig::from_entries(&[e("grace", "soon")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "s.conf:2: [config] service: invalid value 'soon' for property 'grace'"
+            ),
+            "{err}"
+        );
+    }
 }
