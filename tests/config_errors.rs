@@ -326,3 +326,24 @@ fn plugins_and_streams_files_are_refused_when_they_define_anything() {
     assert_eq!(code, Some(1));
     assert!(err.contains("plugins_file not found"), "{err}");
 }
+
+/// `[SERVICE] dns.*` are the defaults of every networked output's `net.dns.*` (as in
+/// Fluent Bit); a value agent cannot honour is refused at the service's line.
+#[test]
+fn service_dns_settings_are_output_defaults() {
+    let conf = |service: &str, output: &str| {
+        format!("[SERVICE]\n    {service}\n[INPUT]\n    name dummy\n[OUTPUT]\n    name tcp\n    match *\n{output}")
+    };
+    let (code, lines) = check(&conf("dns.prefer_ipv4 on", ""));
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("dns")), "{lines:#?}");
+    let (code, lines) = check(&conf("dns.mode TCP", ""));
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        lines[0].contains("c.conf:2") && lines[0].contains("net.dns.mode"),
+        "{lines:#?}"
+    );
+    // The output's own setting wins.
+    let (code, lines) = check(&conf("dns.mode TCP", "    net.dns.mode UDP\n"));
+    assert_eq!(code, Some(0), "{lines:#?}");
+}

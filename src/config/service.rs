@@ -29,6 +29,10 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
     PropSpec::new("multiline_buffer_limit", PropKind::Size, Some("2MB"), "Longest text a multiline record may join; the rest is cut and the record marked multiline_truncated (0: no limit)."),
+    PropSpec::new("dns.mode", PropKind::Str, None, "Default net.dns.mode of every output (UDP; TCP is refused: the system resolver is used)."),
+    PropSpec::new("dns.resolver", PropKind::Str, None, "Default net.dns.resolver of every output (LEGACY or ASYNC)."),
+    PropSpec::new("dns.prefer_ipv4", PropKind::Bool, None, "Default net.dns.prefer_ipv4 of every output."),
+    PropSpec::new("dns.prefer_ipv6", PropKind::Bool, None, "Default net.dns.prefer_ipv6 of every output."),
     PropSpec::new("plugins_file", PropKind::Str, None, "Fluent Bit's file of external plugins: accepted when it loads none (agent cannot load .so plugins)."),
     PropSpec::new("streams_file", PropKind::Str, None, "Fluent Bit's stream processor tasks: accepted when it defines none (agent has no stream processor)."),
     PropSpec::new("parsers_file", PropKind::Multi, None, "A file of [PARSER] and [MULTILINE_PARSER] sections (repeatable); relative paths are tried from the working directory, then from the main config file's directory."),
@@ -51,10 +55,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "flush.adaptive.up_steps",
     "flush.adaptive.down_steps",
     "hot_reload.timeout",
-    "dns.mode",
-    "dns.resolver",
-    "dns.prefer_ipv4",
-    "dns.prefer_ipv6",
     "storage.metrics",
     "storage.backlog.flush_on_shutdown",
     "storage.delete_irrecoverable_chunks",
@@ -96,6 +96,9 @@ pub struct ServiceConfig {
     pub multiline_buffer_limit: usize,
     /// Every `parsers_file` in order, each with the line that named it.
     pub parsers_files: Vec<(String, Span)>,
+    /// `dns.*`: defaults of the outputs' `net.dns.*`, as `net.dns.*` entries at the
+    /// service's lines.
+    pub dns_defaults: Vec<Entry>,
 }
 
 impl ServiceConfig {
@@ -212,7 +215,22 @@ impl ServiceConfig {
                 count("hc_period").max(1),
             )
         });
+        let dns_defaults = [
+            "dns.mode",
+            "dns.resolver",
+            "dns.prefer_ipv4",
+            "dns.prefer_ipv6",
+        ]
+        .iter()
+        .filter_map(|k| get(k))
+        .map(|e| Entry {
+            key: format!("net.{}", e.key),
+            value: e.value.clone(),
+            span: e.span.clone(),
+        })
+        .collect();
         Ok(ServiceConfig {
+            dns_defaults,
             multiline_buffer_limit: values::parse_size(text("multiline_buffer_limit"))
                 .unwrap_or(2_000_000) as usize,
             parsers_files: last

@@ -510,6 +510,20 @@ impl Pipeline {
             } else {
                 &[CORE_COMMON_PROPS, CORE_MATCH_PROPS, CORE_OUTPUT_PROPS]
             };
+            // [SERVICE] dns.* are the defaults of a networked output's net.dns.*.
+            let with_dns;
+            let inst = if plugin.net && !config.service.dns_defaults.is_empty() {
+                let mut i = inst.clone();
+                for d in &config.service.dns_defaults {
+                    if !i.entries.iter().any(|e| e.key == d.key) {
+                        i.entries.push(d.clone());
+                    }
+                }
+                with_dns = i;
+                &with_dns
+            } else {
+                inst
+            };
             let p = props(inst, plugin.name, plugin.props, core)?;
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
