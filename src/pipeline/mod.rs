@@ -835,7 +835,9 @@ impl Pipeline {
         let all_done = async { while tasks.join_next().await.is_some() {} };
         tokio::pin!(all_done);
         tokio::select! {
-            _ = &mut all_done => {}
+            // A shutdown whose tasks all end at once (an expect filter's exit) is still
+            // a shutdown, and says so.
+            biased;
             _ = waiting.wait() => {
                 crate::warn!("[engine] service will shutdown in max {} seconds", grace.map_or(-1, |g| g.as_secs() as i64));
                 crate::info!("[engine] pausing all inputs..");
@@ -847,6 +849,7 @@ impl Pipeline {
                     None => all_done.await,
                 }
             }
+            _ = &mut all_done => {}
         }
         let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
         if let (true, Some((dir, _, _))) = (pending > 0, &config.service.storage) {
