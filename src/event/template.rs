@@ -24,7 +24,7 @@ enum Part {
     /// `$TAG`.
     Tag,
     /// `$TAG[n]`.
-    TagPart(i64),
+    TagField(i64),
 }
 
 /// A parsed template.
@@ -128,7 +128,7 @@ impl Template {
                         if end == 0 {
                             end = -1;
                         }
-                        parts.push(Part::TagPart(atoi(&b[t as usize + 1..])));
+                        parts.push(Part::TagField(atoi(&b[t as usize + 1..])));
                         i = t + end + 1;
                         pre = i;
                         i += 1;
@@ -156,10 +156,8 @@ impl Template {
             pre = end;
             i = end + 1;
         }
-        if (i - 1 > end && pre < i) || i == 1 {
-            if pre < len {
-                parts.push(lit(pre, len));
-            }
+        if ((i - 1 > end && pre < i) || i == 1) && pre < len {
+            parts.push(lit(pre, len));
         }
         Ok(Template { parts })
     }
@@ -199,7 +197,7 @@ impl Template {
                     }
                 }
                 Part::Tag => out.push_str(tag),
-                Part::TagPart(n) => out.push_str(tag_part(tag, *n)),
+                Part::TagField(n) => out.push_str(tag_part(tag, *n)),
             }
         }
         out
