@@ -95,9 +95,38 @@ fn what_fluent_bit_accepts_silently_is_an_error_here() {
         l[0],
         "[error] fluent-bit.conf:10: [filter:rewrite_tag:rewrite_tag.0] NEW_TAG is empty"
     );
-    let l = config_error("    emitter_storage.type filesystem\n    rule $a ^x$ new true\n");
-    assert!(l[0].starts_with("[error] fluent-bit.conf:10:"), "{l:?}");
-    assert!(l[0].contains("emitter_storage.type"), "{l:?}");
+}
+
+#[test]
+fn rewrite_tag_as_a_processor_is_refused_and_filesystem_without_a_path_is_memory() {
+    let d = Dir::new();
+    let _conf = d.file(
+        "fluent-bit.yaml",
+        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $message ^ new false\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    );
+    let o = run(&["-c", "fluent-bit.yaml"], Some(d.path()));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "[config] processor rewrite_tag: re-emitting records from a processor is not supported"
+        ),
+        "{}",
+        o.stderr
+    );
+    // As an input's storage.type filesystem without storage.path: a warning, memory.
+    let _conf = d.file(
+        "fluent-bit.conf",
+        &format!("{HEAD}    emitter_storage.type filesystem\n    rule $message ^ new false\n{OUT}"),
+    );
+    let mut a = Agent::spawn_in(&d, &["-c", "fluent-bit.conf"], Some(d.path()));
+    a.wait_lines(1, T);
+    let o = a.stop(T);
+    assert_eq!(o.stdout, "{\"message\":\"dummy\"}\n");
+    assert!(
+        o.stderr.contains("fluent-bit.conf:10: [storage] emitter_for_rewrite_tag.0: emitter_storage.type filesystem needs [SERVICE] storage.path"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// Runs `conf` (whose input exits by itself) in a temp dir holding `records.jsonl`.
