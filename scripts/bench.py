@@ -46,6 +46,14 @@ CASES = {
     "dummy -> nest (2 keys) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "    dummy {{\"message\":\"hi\",\"pod_name\":\"web-1\",\"pod_ns\":\"prod\"}}\n"
     "[FILTER]\n    name nest\n    match *\n    operation nest\n    wildcard pod_*\n    nest_under kubernetes\n    remove_prefix pod_\n",
+    # Every record re-emitted under a tag built from a capture and a key, the original
+    # dropped: the emitter's second pass through the engine included.
+    "dummy -> rewrite_tag (move) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"GET /api 200\",\"pod\":\"web-1\"}}\n"
+    "[FILTER]\n    name rewrite_tag\n    match dummy.0\n    rule $message ^([A-Z]+) app.$1.$pod false\n",
+    "dummy -> expect (3 rules, warn) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"GET /api 200\",\"pod\":\"web-1\",\"labels\":{{\"app\":\"web\"}}}}\n"
+    "[FILTER]\n    name expect\n    match *\n    key_exists message\n    key_val_is_not_null $labels['app']\n    key_val_eq pod web-1\n",
 }
 
 

@@ -223,7 +223,7 @@ fn run(cli: &Cli, pipeline: Pipeline) -> u8 {
         crate::error!("[engine] an input failed; see the error above");
         return 255;
     }
-    0
+    report.exit_status.unwrap_or(0)
 }
 
 /// Runs pipelines until the process is told to stop. A reload (SIGHUP or

@@ -236,8 +236,17 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
         );
     }
     let mut filter = serde_json::Map::new();
+    let plugin = r.plugins.all();
     for (name, m) in &r.filters {
-        filter.insert(name.to_string(), serde_json::json!({"drop_records": get(&m.drop_records), "add_records": get(&m.add_records), "records": get(&m.records)}));
+        let mut f = serde_json::json!({"drop_records": get(&m.drop_records), "add_records": get(&m.add_records), "records": get(&m.records)});
+        // rewrite_tag's own counter, which Fluent Bit lists with the filter's.
+        if let Some(e) = plugin
+            .iter()
+            .find(|p| p.metric == "fluentbit_filter_emit_records_total" && p.instance == *name)
+        {
+            f["emit_records"] = get(&e.value).into();
+        }
+        filter.insert(name.to_string(), f);
     }
     let mut output = serde_json::Map::new();
     for (name, m) in &r.outputs {

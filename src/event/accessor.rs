@@ -73,6 +73,15 @@ impl Accessor {
         })
     }
 
+    /// The top-level key `name`, taken as it is (Fluent Bit reads a key without `$` so,
+    /// brackets and all).
+    pub fn key(name: &str) -> Accessor {
+        Accessor {
+            head: name.to_string(),
+            subkeys: Vec::new(),
+        }
+    }
+
     /// The keys from the record body down (`$a['b']` is `["a", "b"]`); `None` when a
     /// step is an array index.
     pub fn path(&self) -> Option<Vec<&str>> {
@@ -102,6 +111,16 @@ impl Accessor {
     /// against `log` itself). Only strings are matched; numbers, booleans, null, maps,
     /// arrays and binaries never match.
     pub fn regex_subject<'a>(&self, body: &'a Map) -> Option<&'a str> {
+        match self.ra_value(body)? {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value Fluent Bit's `flb_ra_key_to_value` finds: the path's value when the
+    /// head holds a map or an array, the head's own value otherwise, whatever subkeys
+    /// follow. An array is no value to it (`None`), wherever it is.
+    pub fn ra_value<'a>(&self, body: &'a Map) -> Option<&'a Value> {
         let head = last(body, &self.head)?;
         let v = match head {
             Value::Map(_) | Value::Array(_) if !self.subkeys.is_empty() => {
@@ -113,10 +132,7 @@ impl Accessor {
             }
             v => v,
         };
-        match v {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
+        (!matches!(v, Value::Array(_))).then_some(v)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod accessor;
 pub mod format;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

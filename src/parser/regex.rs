@@ -137,6 +137,27 @@ impl OnigRegex {
     /// with each named group in report order and where it matched (`None`: the group
     /// did not take part). `false` when there is no match.
     pub fn search(&self, input: &[u8], mut f: impl FnMut(&Str, Option<(usize, usize)>)) -> bool {
+        self.with_match(input, |group| {
+            for (name, i) in &self.names {
+                f(name, group(*i));
+            }
+        })
+        .is_some()
+    }
+
+    /// Searches `input` like `onig_search` with a region: where the match (0) and each
+    /// capture group 1..=`groups()` matched, in Onigmo's numbering (`None`: the group
+    /// took no part). `None` when there is no match.
+    pub fn captures(&self, input: &[u8]) -> Option<Vec<Option<(usize, usize)>>> {
+        self.with_match(input, |group| (0..=self.groups).map(group).collect())
+    }
+
+    /// Runs `f` on the first match, given where group `i` matched.
+    fn with_match<R>(
+        &self,
+        input: &[u8],
+        f: impl FnOnce(&dyn Fn(usize) -> Option<(usize, usize)>) -> R,
+    ) -> Option<R> {
         match &self.engine {
             Engine::Plain {
                 single,
@@ -154,29 +175,18 @@ impl OnigRegex {
                 }
                 .unwrap_or_else(|| plain.re.capture_locations());
                 let found = plain.re.captures_read(&mut locs, input).is_some();
-                if found {
-                    for (name, i) in &self.names {
-                        f(name, locs.get(*i));
-                    }
-                }
+                let out = found.then(|| f(&|i| locs.get(i)));
                 if let Ok(mut pool) = plain.slots.lock() {
                     pool.push(locs);
                 }
-                found
+                out
             }
             Engine::Fancy(re) => {
                 // fancy-regex needs text; a line that is not UTF-8 does not match.
-                let Ok(text) = std::str::from_utf8(input) else {
-                    return false;
-                };
+                let text = std::str::from_utf8(input).ok()?;
                 match re.captures(text) {
-                    Ok(Some(caps)) => {
-                        for (name, i) in &self.names {
-                            f(name, caps.get(*i).map(|m| (m.start(), m.end())));
-                        }
-                        true
-                    }
-                    _ => false,
+                    Ok(Some(caps)) => Some(f(&|i| caps.get(i).map(|m| (m.start(), m.end())))),
+                    _ => None,
                 }
             }
         }
@@ -1192,6 +1202,25 @@ mod tests {
         assert_eq!(re.groups(), 1);
         let re = OnigRegex::new("(x)(y)").unwrap();
         assert_eq!((re.groups(), re.names().count()), (2, 0));
+    }
+
+    #[test]
+    fn captures_are_numbered_as_onigmo_numbers_them() {
+        let re = OnigRegex::new("^(a)(x)?(c)").unwrap();
+        assert_eq!(
+            re.captures(b"acd"),
+            Some(vec![Some((0, 2)), Some((0, 1)), None, Some((1, 2))])
+        );
+        assert_eq!(re.captures(b"zz"), None);
+        // With named groups only those capture, in the order written.
+        let re = OnigRegex::new("(?<b>x)(y)(?<a>z)").unwrap();
+        assert_eq!(
+            re.captures(b"xyz"),
+            Some(vec![Some((0, 3)), Some((0, 1)), Some((2, 3))])
+        );
+        let re = OnigRegex::new(r"(?=x)(x)\1").unwrap();
+        assert!(re.is_fancy());
+        assert_eq!(re.captures(b"xx"), Some(vec![Some((0, 2)), Some((0, 1))]));
     }
 
     #[test]

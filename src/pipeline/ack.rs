@@ -79,6 +79,22 @@ pub fn run_now(acks: Vec<AckFn>) {
     acks.into_iter().for_each(|ack| ack());
 }
 
+/// Splits `ack` into `n` parts (n >= 1); it runs once every part has run. A batch
+/// whose records a filter re-emitted under new tags is done when the records kept and
+/// every re-emitted chunk are.
+pub fn split(ack: AckFn, n: usize) -> Vec<AckFn> {
+    if n <= 1 {
+        return vec![ack];
+    }
+    let shared = Completion::new(n, vec![ack]).expect("one ack");
+    (0..n)
+        .map(|_| {
+            let c = shared.clone();
+            Box::new(move || c.finish()) as AckFn
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +125,26 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         drop(r);
         assert_eq!(hits.load(Ordering::SeqCst), 2, "dropping does not ack");
+    }
+
+    #[test]
+    fn a_split_ack_runs_after_its_last_part() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let mut parts = split(
+            Box::new(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+            }),
+            3,
+        );
+        let last = parts.pop().unwrap();
+        // Parts split again (a re-emitted chunk re-emitted once more) nest.
+        let mut inner = split(parts.pop().unwrap(), 2);
+        parts.pop().unwrap()();
+        inner.pop().unwrap()();
+        last();
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        inner.pop().unwrap()();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 }

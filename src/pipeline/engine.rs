@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::ack::{self, AckFn, Completion, Routed};
+use super::emitter::{Emitter, Refusal, MAX_HOPS};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
 use super::storage::{ChunkFile, Gate, Store};
@@ -33,6 +34,10 @@ pub const CHUNK_MAX_RECORDS: usize = 4096;
 
 /// The input index of chunks replayed from storage.
 const REPLAY: usize = usize::MAX - 1;
+/// The input index of records a filter or processor emits on its tick.
+const TICK: usize = usize::MAX;
+/// The input index of filter i's emitter is `EMITTER + i`.
+const EMITTER: usize = usize::MAX / 2;
 
 pub struct FilterInstance {
     pub name: Arc<str>,
@@ -92,6 +97,8 @@ pub struct Engine {
     pub backlog_mem: Option<Arc<Gate>>,
     /// Per input index: its YAML `processors:`, run on its records before any filter.
     pub input_processors: Vec<Vec<FilterInstance>>,
+    /// Some filter re-emits records (has an emitter).
+    pub has_emitters: bool,
 }
 
 /// Runs one filter on `records`, counting what it takes, drops and adds.
@@ -137,9 +144,11 @@ impl Engine {
             tokio::select! {
                 batch = rx.recv() => {
                     let Some(batch) = batch else { break };
-                    if let Some(i) = self.ingest(batch, &mut routes, &mut pending) {
-                        let p = pending.swap_remove(i);
+                    for p in self.ingest(batch, 0, &mut routes, &mut pending) {
                         self.dispatch(p, &mut routes).await;
+                    }
+                    if self.has_emitters {
+                        self.wait_emitters(&mut routes, &mut pending).await;
                     }
                 }
                 _ = tick.tick() => self.flush_all(&mut routes, &mut pending, false).await,
@@ -166,56 +175,172 @@ impl Engine {
         })
     }
 
-    /// Filters a batch and appends it to its pending chunk; returns that chunk's index
-    /// when it is full.
+    /// Filters a batch and appends it to its pending chunk; returns the chunks that
+    /// are full. Records a filter re-emits under a new tag are filtered again from the
+    /// first filter matching that tag, as a batch of the filter's emitter input
+    /// (`EMITTER + filter index`), after the batch; `hops` counts such re-emissions.
+    /// The batch's ack waits for the re-emitted records too.
     fn ingest(
         &mut self,
         batch: InputBatch,
+        hops: u32,
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
-    ) -> Option<usize> {
-        let InputBatch {
-            input,
-            tag,
-            mut records,
-            ack,
-        } = batch;
+    ) -> Vec<Pending> {
+        let mut queue = std::collections::VecDeque::from([(batch, hops)]);
+        let mut full = Vec::new();
+        while let Some((batch, hops)) = queue.pop_front() {
+            let InputBatch {
+                input,
+                tag,
+                mut records,
+                mut ack,
+            } = batch;
+            if let Some(e) = self.emitter(input) {
+                metrics::add(&e.metrics.records, records.len() as u64);
+                if let Some(m) = &e.membuf {
+                    ack = Some(m.hold(&records, ack));
+                }
+            }
+            if let Some(chain) = self.input_processors.get_mut(input) {
+                run_chain(chain, &tag, &mut records, Instant::now());
+            }
+            let filters = self.route(routes, &tag).filters.clone();
+            let mut emitted = Vec::new();
+            self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted);
+            if !emitted.is_empty() {
+                let mut parts = match ack.take() {
+                    Some(a) => ack::split(a, emitted.len() + 1)
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                ack = parts.pop().flatten();
+                for (i, chunk) in emitted {
+                    let batch = InputBatch {
+                        input: EMITTER + i,
+                        tag: chunk.tag,
+                        records: chunk.records,
+                        ack: parts.pop().flatten(),
+                    };
+                    queue.push_back((batch, hops + 1));
+                }
+            }
+            if records.is_empty() {
+                ack::run_now(ack.into_iter().collect());
+                continue;
+            }
+            let i = match pending
+                .iter()
+                .position(|p| p.input == input && p.tag == tag)
+            {
+                Some(i) => i,
+                None => {
+                    pending.push(Pending {
+                        input,
+                        tag,
+                        records: Vec::new(),
+                        acks: Vec::new(),
+                        file: None,
+                    });
+                    pending.len() - 1
+                }
+            };
+            self.persist(&mut pending[i], &records);
+            pending[i].records.append(&mut records);
+            pending[i].acks.extend(ack);
+            if pending[i].records.len() >= CHUNK_MAX_RECORDS {
+                full.push(pending.swap_remove(i));
+            }
+        }
+        full
+    }
+
+    /// The emitter whose input index is `input`, if it is one.
+    fn emitter(&mut self, input: usize) -> Option<&mut Emitter> {
+        let i = input.checked_sub(EMITTER)?;
+        self.filters.get_mut(i)?.filter.emitter()
+    }
+
+    /// `emitter_mem_buf_limit`: while an emitter's records not yet delivered are over
+    /// its limit, its chunks go out now and the engine waits for them, which pauses
+    /// every input (Fluent Bit pauses the inputs that feed that emitter).
+    async fn wait_emitters(
+        &mut self,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+    ) {
+        for i in 0..self.filters.len() {
+            let Some(m) = self.emitter(EMITTER + i).and_then(|e| e.membuf.clone()) else {
+                continue;
+            };
+            if !m.over() {
+                continue;
+            }
+            let (mine, rest) = std::mem::take(pending)
+                .into_iter()
+                .partition(|p| p.input == EMITTER + i);
+            *pending = rest;
+            for p in mine {
+                self.dispatch(p, routes).await;
+            }
+            m.wait_below(None).await;
+        }
+    }
+
+    /// Runs `filters` in order on records of `input`; collects what they re-emit,
+    /// with the index of the filter that did.
+    fn run_filters(
+        &mut self,
+        filters: &[usize],
+        input: usize,
+        hops: u32,
+        tag: &Tag,
+        records: &mut Vec<Record>,
+        emitted: &mut Vec<(usize, Chunk)>,
+    ) {
         let now = Instant::now();
-        if let Some(chain) = self.input_processors.get_mut(input) {
-            run_chain(chain, &tag, &mut records, now);
+        for &i in filters {
             if records.is_empty() {
-                ack::run_now(ack.into_iter().collect());
-                return None;
+                return;
             }
-        }
-        let filters = self.route(routes, &tag).filters.clone();
-        for i in filters {
-            run_filter(&mut self.filters[i], &tag, &mut records, now);
-            if records.is_empty() {
-                ack::run_now(ack.into_iter().collect());
-                return None;
-            }
-        }
-        let i = match pending
-            .iter()
-            .position(|p| p.input == input && p.tag == tag)
-        {
-            Some(i) => i,
-            None => {
-                pending.push(Pending {
-                    input,
-                    tag,
-                    records: Vec::new(),
-                    acks: Vec::new(),
-                    file: None,
+            let f = &mut self.filters[i];
+            if let Some(e) = f.filter.emitter() {
+                e.set_refusal(if input == EMITTER + i {
+                    Some(Refusal::Cycle)
+                } else if hops >= MAX_HOPS {
+                    Some(Refusal::TooDeep)
+                } else {
+                    None
                 });
-                pending.len() - 1
             }
-        };
-        self.persist(&mut pending[i], &records);
-        pending[i].records.append(&mut records);
-        pending[i].acks.extend(ack);
-        (pending[i].records.len() >= CHUNK_MAX_RECORDS).then_some(i)
+            run_filter(f, tag, records, now);
+            if let Some(e) = f.filter.emitter() {
+                emitted.extend(e.take().into_iter().map(|c| (i, c)));
+            }
+        }
+    }
+
+    /// Ingests what filters re-emitted outside of a batch (from records a tick
+    /// released); returns the chunks that are full.
+    fn reingest(
+        &mut self,
+        emitted: Vec<(usize, Chunk)>,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+    ) -> Vec<Pending> {
+        let mut full = Vec::new();
+        for (i, c) in emitted {
+            let batch = InputBatch {
+                input: EMITTER + i,
+                tag: c.tag,
+                records: c.records,
+                ack: None,
+            };
+            full.extend(self.ingest(batch, 1, routes, pending));
+        }
+        full
     }
 
     async fn flush_all(
@@ -226,6 +351,7 @@ impl Engine {
     ) {
         let now = Instant::now();
         let mut emitted: Vec<(Chunk, Target)> = Vec::new();
+        let mut full = Vec::new();
         // Input processors first: what one releases passes the rest of its chain, then
         // every filter matching its tag.
         for input in 0..self.input_processors.len() {
@@ -245,12 +371,16 @@ impl Engine {
                         now,
                     );
                     let filters = self.route(routes, &chunk.tag).filters.clone();
-                    for i in filters {
-                        if chunk.records.is_empty() {
-                            break;
-                        }
-                        run_filter(&mut self.filters[i], &chunk.tag, &mut chunk.records, now);
-                    }
+                    let mut again = Vec::new();
+                    self.run_filters(
+                        &filters,
+                        TICK,
+                        0,
+                        &chunk.tag,
+                        &mut chunk.records,
+                        &mut again,
+                    );
+                    full.extend(self.reingest(again, routes, pending));
                     if !chunk.records.is_empty() {
                         emitted.push((chunk, Target::Routed));
                     }
@@ -275,12 +405,9 @@ impl Engine {
                     .copied()
                     .filter(|&j| j > i)
                     .collect();
-                for j in later {
-                    if chunk.records.is_empty() {
-                        break;
-                    }
-                    run_filter(&mut self.filters[j], &chunk.tag, &mut chunk.records, now);
-                }
+                let mut again = Vec::new();
+                self.run_filters(&later, TICK, 0, &chunk.tag, &mut chunk.records, &mut again);
+                full.extend(self.reingest(again, routes, pending));
                 if !chunk.records.is_empty() {
                     emitted.push((chunk, Target::Routed));
                 }
@@ -307,15 +434,20 @@ impl Engine {
                 }));
             }
         }
+        for p in full {
+            self.dispatch(p, routes).await;
+        }
         // Records held by a filter (a multiline record completed by its timeout) are
-        // newer than what is pending: they go after it.
+        // newer than what is pending: they go after it. Emitters' chunks go after the
+        // inputs', as Fluent Bit flushes its inputs in order (emitters are the last).
+        pending.sort_by_key(|p| (EMITTER..REPLAY).contains(&p.input).then_some(p.input));
         for p in pending.drain(..) {
             self.dispatch(p, routes).await;
         }
         for (chunk, target) in emitted {
-            // Records emitted by a filter's tick go to outputs only (input index MAX).
+            // Records emitted by a filter's tick go to outputs only.
             let p = Pending {
-                input: usize::MAX,
+                input: TICK,
                 tag: chunk.tag,
                 records: chunk.records,
                 acks: Vec::new(),
@@ -330,11 +462,18 @@ impl Engine {
     /// Writes accepted records of a filesystem-buffered input to the chunk's file. A
     /// write error keeps the records in memory (logged): they are still delivered.
     fn persist(&mut self, p: &mut Pending, records: &[Record]) {
-        let (Some(store), Some(Some(input))) = (&self.storage, self.fs_inputs.get(p.input)) else {
+        if self.storage.is_none() {
+            return;
+        }
+        let input = match self.emitter(p.input) {
+            Some(e) => e.filesystem.then(|| e.name.clone()),
+            None => self.fs_inputs.get(p.input).cloned().flatten(),
+        };
+        let (Some(store), Some(input)) = (&self.storage, input) else {
             return;
         };
         if p.file.is_none() {
-            match store.create(input, &p.tag) {
+            match store.create(&input, &p.tag) {
                 Ok(f) => p.file = Some(f),
                 Err(e) => {
                     crate::error!("[storage] cannot create a chunk file in {}: {e}; records stay in memory only", store.dir.display());

@@ -2,6 +2,7 @@
 //! shutdown: inputs → engine (filters, chunks, routing) → output workers.
 
 pub mod ack;
+pub mod emitter;
 pub mod engine;
 pub mod metrics;
 pub mod output;
@@ -118,8 +119,22 @@ pub struct MemBuf {
 }
 
 impl MemBuf {
+    pub(crate) fn new(limit: u64, name: Arc<str>, metrics: Arc<InputMetrics>) -> MemBuf {
+        MemBuf {
+            limit,
+            name,
+            metrics,
+            resumed: tokio::sync::Notify::new(),
+        }
+    }
+
     fn buffered(&self) -> u64 {
         metrics::get(&self.metrics.buffered_bytes)
+    }
+
+    /// The undelivered bytes are at the limit or over.
+    pub(crate) fn over(&self) -> bool {
+        self.buffered() >= self.limit
     }
 
     fn release(&self, bytes: u64) {
@@ -136,6 +151,48 @@ impl MemBuf {
                 self.limit
             );
             self.resumed.notify_waiters();
+        }
+    }
+
+    /// Counts `records` as buffered until the returned ack runs (then `ack` runs too).
+    pub(crate) fn hold(self: &Arc<Self>, records: &[Record], ack: Option<AckFn>) -> AckFn {
+        let bytes: u64 = records.iter().map(Record::approx_size).sum();
+        metrics::add(&self.metrics.buffered_bytes, bytes);
+        let m = self.clone();
+        Box::new(move || {
+            m.release(bytes);
+            if let Some(a) = ack {
+                a();
+            }
+        })
+    }
+
+    /// Waits (paused, logged once) until the undelivered bytes are below the limit, or
+    /// until `shutdown`, which must not hang on it.
+    pub(crate) async fn wait_below(&self, mut shutdown: Option<&mut Shutdown>) {
+        while self.over() && !shutdown.as_ref().is_some_and(|s| s.is_set()) {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if metrics::get(&self.metrics.paused) == 0 && self.over() {
+                metrics::set(&self.metrics.paused, 1);
+                crate::warn!(
+                    "[input] {} paused (mem buf overlimit - buffered {} bytes, limit {})",
+                    self.name,
+                    self.buffered(),
+                    self.limit
+                );
+            }
+            if !self.over() {
+                break;
+            }
+            match shutdown.as_mut() {
+                Some(s) => tokio::select! {
+                    _ = resumed => {}
+                    _ = s.wait() => {}
+                },
+                None => resumed.await,
+            }
         }
     }
 }
@@ -175,36 +232,8 @@ impl InputSender {
         let ack = match self.membuf.clone() {
             None => ack,
             Some(m) => {
-                // Wait below the limit (or for shutdown, which must not hang on it).
-                while m.buffered() >= m.limit && !self.shutdown.is_set() {
-                    let resumed = m.resumed.notified();
-                    tokio::pin!(resumed);
-                    resumed.as_mut().enable();
-                    if metrics::get(&m.metrics.paused) == 0 && m.buffered() >= m.limit {
-                        metrics::set(&m.metrics.paused, 1);
-                        crate::warn!(
-                            "[input] {} paused (mem buf overlimit - buffered {} bytes, limit {})",
-                            m.name,
-                            m.buffered(),
-                            m.limit
-                        );
-                    }
-                    if m.buffered() < m.limit {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = resumed => {}
-                        _ = self.shutdown.wait() => {}
-                    }
-                }
-                let bytes: u64 = records.iter().map(Record::approx_size).sum();
-                metrics::add(&m.metrics.buffered_bytes, bytes);
-                Some(Box::new(move || {
-                    m.release(bytes);
-                    if let Some(a) = ack {
-                        a();
-                    }
-                }) as AckFn)
+                m.wait_below(Some(&mut self.shutdown)).await;
+                Some(m.hold(&records, ack))
             }
         };
         metrics::add(&self.metrics.records, records.len() as u64);
@@ -254,6 +283,8 @@ pub struct Pipeline {
     registry: Arc<metrics::Registry>,
     /// Instances' own `log_level`/`log_suppress_interval`, applied when the run starts.
     log_settings: Vec<LogSetting>,
+    /// A plugin's request to stop the agent with an exit status.
+    exit: shutdown::ExitRequest,
 }
 
 fn props(
@@ -364,6 +395,21 @@ fn build_processors(
                 ..*ctx
             },
         )?;
+        if filter.emitter().is_some() {
+            // Fluent Bit hands what an input processor re-emits to its next stage; the
+            // engine re-emits only from the pipeline's filters.
+            return Err(ConfigError::invalid(
+                &unit.span,
+                format!(
+                    "[config] processor {}: re-emitting records from a processor is not supported",
+                    plugin.name
+                ),
+                Some(format!(
+                    "use {} as a pipeline filter, with a match",
+                    plugin.name
+                )),
+            ));
+        }
         if let Some(spec) = &unit.condition {
             filter = Box::new(plugins::processors::Conditional {
                 condition: plugins::processors::Condition::from_spec(spec)?,
@@ -402,6 +448,7 @@ impl Pipeline {
     pub fn build(config: Config) -> Result<Pipeline, ConfigError> {
         let plugin_metrics = Arc::new(metrics::PluginMetrics::default());
         let dropped_tags = zero_limits(&config);
+        let exit = shutdown::ExitRequest::new();
         // Processor instances are numbered after the pipeline's filters.
         let mut processor_id = config.filters.len();
         let mut log_settings = Vec::new();
@@ -431,6 +478,7 @@ impl Pipeline {
                 metrics: &plugin_metrics,
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
+                exit: &exit,
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
@@ -458,6 +506,8 @@ impl Pipeline {
             });
         }
         let mut filters = Vec::new();
+        // Filters' emitter inputs (rewrite_tag): name and metrics.
+        let mut emitters: Vec<(Arc<str>, Arc<InputMetrics>)> = Vec::new();
         for (id, inst) in config.filters.iter().enumerate() {
             let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
                 unknown_plugin(inst, plugins::FILTERS.iter().map(|p| p.name).collect())
@@ -485,8 +535,38 @@ impl Pipeline {
                     metrics: &plugin_metrics,
                     dropped_tags: &dropped_tags,
                     parsers: &config.parsers,
+                    exit: &exit,
                 },
             )?;
+            let mut filter = filter;
+            if let Some(e) = filter.emitter() {
+                // An emitter is an input: its name must be unique among them.
+                let taken = inputs.iter().any(|i| i.name == e.name)
+                    || emitters.iter().any(|(n, _)| *n == e.name);
+                if taken {
+                    return Err(ConfigError::invalid(
+                        p.span_of("emitter_name"),
+                        format!(
+                            "[filter:{}:{name}] emitter_name '{}' already exists",
+                            plugin.name, e.name
+                        ),
+                        Some(
+                            "give this filter an emitter_name that no input or other emitter has"
+                                .into(),
+                        ),
+                    ));
+                }
+                if e.filesystem && config.service.storage.is_none() {
+                    // As for an input's storage.type (Fluent Bit buffers in memory).
+                    crate::warn!(
+                        "{}: [storage] {}: emitter_storage.type filesystem needs [SERVICE] storage.path; without it the emitter buffers in memory only (a crash loses what is not delivered)",
+                        p.span_of("emitter_storage.type"),
+                        e.name
+                    );
+                    e.filesystem = false;
+                }
+                emitters.push((e.name.clone(), e.metrics.clone()));
+            }
             filters.push(FilterInstance {
                 name,
                 matcher,
@@ -545,6 +625,7 @@ impl Pipeline {
                 metrics: &plugin_metrics,
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
+                exit: &exit,
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;
@@ -583,6 +664,7 @@ impl Pipeline {
             inputs: inputs
                 .iter()
                 .map(|i| (i.name.clone(), i.metrics.clone()))
+                .chain(emitters)
                 .collect(),
             filters: filters
                 .iter()
@@ -603,6 +685,7 @@ impl Pipeline {
             outputs,
             registry,
             log_settings,
+            exit,
         })
     }
 
@@ -620,12 +703,14 @@ impl Pipeline {
         let Pipeline {
             config,
             inputs,
-            filters,
+            mut filters,
             outputs,
             log_settings,
+            exit,
             ..
         } = self;
         crate::log::set_instances(log_settings);
+        exit.connect(trigger.clone());
         let grace = config.service.grace;
         crate::info!(
             "[engine] Shutdown Grace Period={}, Shutdown Input Grace Period={}",
@@ -700,7 +785,13 @@ impl Pipeline {
             .map(|i| std::mem::take(&mut i.processors))
             .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
+        for f in &mut filters {
+            if let Some(e) = f.filter.emitter() {
+                crate::info!("[input:emitter:{}] initializing", e.name);
+            }
+        }
         let engine = Engine {
+            has_emitters: filters.iter_mut().any(|f| f.filter.emitter().is_some()),
             chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
             backlog_mem: storage.as_ref().map(|_| storage::Gate::new(backlog_mem)),
             storage,
@@ -722,12 +813,7 @@ impl Pipeline {
                     tag: inp.tag,
                     tx: tx.clone(),
                     membuf: inp.mem_buf_limit.map(|limit| {
-                        Arc::new(MemBuf {
-                            limit,
-                            name: inp.name.clone(),
-                            metrics: inp.metrics.clone(),
-                            resumed: tokio::sync::Notify::new(),
-                        })
+                        Arc::new(MemBuf::new(limit, inp.name.clone(), inp.metrics.clone()))
                     }),
                     metrics: inp.metrics,
                     shutdown: shutdown.clone(),
@@ -763,7 +849,9 @@ impl Pipeline {
         let all_done = async { while tasks.join_next().await.is_some() {} };
         tokio::pin!(all_done);
         tokio::select! {
-            _ = &mut all_done => {}
+            // A shutdown whose tasks all end at once (an expect filter's exit) is still
+            // a shutdown, and says so.
+            biased;
             _ = waiting.wait() => {
                 crate::warn!("[engine] service will shutdown in max {} seconds", grace.map_or(-1, |g| g.as_secs() as i64));
                 crate::info!("[engine] pausing all inputs..");
@@ -775,6 +863,7 @@ impl Pipeline {
                     None => all_done.await,
                 }
             }
+            _ = &mut all_done => {}
         }
         let pending: u64 = output_metrics.iter().map(|m| m.pending_records()).sum();
         if let (true, Some((dir, _, _))) = (pending > 0, &config.service.storage) {
@@ -783,6 +872,7 @@ impl Pipeline {
         RunReport {
             pending,
             input_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+            exit_status: exit.status(),
         }
     }
 }
@@ -793,4 +883,6 @@ pub struct RunReport {
     pub pending: u64,
     /// An input stopped with an error.
     pub input_failed: bool,
+    /// A plugin stopped the agent with this exit status (expect's `action exit`).
+    pub exit_status: Option<u8>,
 }

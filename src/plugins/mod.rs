@@ -44,6 +44,8 @@ pub struct BuildContext<'a> {
     pub dropped_tags: &'a [crate::pipeline::router::Matcher],
     /// Every parser and multiline parser of the configuration.
     pub parsers: &'a crate::parser::Parsers,
+    /// Stops the agent with an exit status (the expect filter's `action exit`).
+    pub exit: &'a crate::pipeline::shutdown::ExitRequest,
 }
 
 impl BuildContext<'_> {
@@ -139,6 +141,12 @@ pub trait Filter: Send + 'static {
     fn shutdown(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.tick(now, out)
     }
+    /// The emitter of a filter that re-emits records under new tags (rewrite_tag):
+    /// what `filter` emits there is taken by the engine right after and ingested again
+    /// from the first filter matching the new tag.
+    fn emitter(&mut self) -> Option<&mut crate::pipeline::emitter::Emitter> {
+        None
+    }
 }
 
 /// Fluent Bit's FLB_OK / FLB_RETRY / FLB_ERROR.
@@ -201,6 +209,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::tcp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
+    &filters::expect::PLUGIN,
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
     &filters::limit::PLUGIN,
@@ -209,6 +218,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::nest::PLUGIN,
     &filters::parser::PLUGIN,
     &filters::record_modifier::PLUGIN,
+    &filters::rewrite_tag::PLUGIN,
     &filters::stdout::PLUGIN,
     &filters::throttle::PLUGIN,
 ];

@@ -1,5 +1,6 @@
 //! Filters, one module per Fluent Bit name.
 
+pub mod expect;
 pub mod flow_aggregate;
 pub mod grep;
 pub mod limit;
@@ -9,5 +10,6 @@ pub mod nest;
 pub mod parser;
 pub mod ratelimit;
 pub mod record_modifier;
+pub mod rewrite_tag;
 pub mod stdout;
 pub mod throttle;
