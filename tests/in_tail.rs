@@ -659,3 +659,22 @@ fn an_instance_log_level_applies_to_its_messages_only() {
         o.stderr
     );
 }
+
+/// `exit_on_eof` stops the whole agent once every file is read (Fluent Bit's
+/// `flb_engine_exit`), also when another input would run forever; exit status 0 and
+/// every line delivered.
+#[test]
+fn exit_on_eof_stops_the_agent_with_other_inputs_running() {
+    let dir = Dir::new();
+    let log = dir.file("a.log", "one\ntwo\n");
+    dir.file(
+        "c.conf",
+        &format!(
+            "[SERVICE]\n    flush 0.1\n[INPUT]\n    name tail\n    path {}\n    read_from_head on\n    exit_on_eof on\n    tag t\n[INPUT]\n    name dummy\n    tag d\n[OUTPUT]\n    name stdout\n    match t\n    format json_lines\n    json_date_key false\n",
+            log.display()
+        ),
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", "c.conf"], Some(dir.path()));
+    assert_eq!(a.wait(T), Some(0), "{}", a.stderr());
+    assert_eq!(a.stdout(), "{\"log\":\"one\"}\n{\"log\":\"two\"}\n");
+}

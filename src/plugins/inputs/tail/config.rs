@@ -31,7 +31,7 @@ pub(super) const PROPS: &[PropSpec] = &[
     PropSpec::new("db.journal_mode", PropKind::Enum(&["delete", "truncate", "persist", "memory", "wal", "off"]), Some("wal"), "SQLite journal mode in Fluent Bit; accepted with a warning, agent's db is always replaced atomically."),
     PropSpec::new("db.compare_filename", PropKind::Bool, Some("false"), "Match a db entry by inode and file name instead of inode only."),
     PropSpec::new("inotify_watcher", PropKind::Bool, Some("true"), "Watch files with inotify; false polls them every 250ms."),
-    PropSpec::new("exit_on_eof", PropKind::Bool, Some("false"), "Stop this input once every file is read to its end."),
+    PropSpec::new("exit_on_eof", PropKind::Bool, Some("false"), "Stop the agent (exit status 0) once every file is read to its end."),
     PropSpec::new("limit_per_file", PropKind::Quantity, None, "Lines per second forwarded per file (per container): 100, 1k, 500m; over it lines are dropped (counted); 0 = files are not read at all."),
     PropSpec::new("parser", PropKind::Str, None, "Name of a [PARSER] applied to each line; a line it does not match is kept as it is, under 'key'."),
     PropSpec::new("tag_regex", PropKind::Str, None, "Regex with named groups matched against the file's path; <name> in the tag is replaced by the group's text (e.g. kube.<namespace_name>.<pod_name>)."),

@@ -86,6 +86,8 @@ const DB_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 struct TailInput {
     config: TailConfig,
+    /// `exit_on_eof` stops the whole agent, as Fluent Bit's `flb_engine_exit`.
+    exit: crate::pipeline::shutdown::ExitRequest,
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
@@ -106,7 +108,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     );
     // The db is opened (and locked) when the input starts, not here: --dry-run must not
     // create or lock anything.
-    Ok(Box::new(TailInput { config }))
+    Ok(Box::new(TailInput {
+        config,
+        exit: ctx.exit.clone(),
+    }))
 }
 
 /// How lines are joined, from `multiline.parser`, `docker_mode` or `multiline on`
@@ -165,7 +170,7 @@ fn joiner(props: &Props, ctx: &BuildContext) -> Result<config::Joiner, ConfigErr
 impl Input for TailInput {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let TailInput { config } = *self;
+            let TailInput { config, exit } = *self;
             let (db, saved) = match config.db.clone().map(Db::open).transpose() {
                 Ok(Some((db, rows))) => (Some(db), rows),
                 Ok(None) => (None, Vec::new()),
@@ -187,6 +192,7 @@ impl Input for TailInput {
                 None
             };
             let tail = Tail {
+                exit,
                 name: ctx.name.clone(),
                 tag: ctx.tag.clone(),
                 config,
@@ -259,6 +265,7 @@ struct Batch {
 }
 
 struct Tail {
+    exit: crate::pipeline::shutdown::ExitRequest,
     /// `tail.0`, for logs.
     name: Arc<str>,
     /// The configured tag (may contain `*`).
@@ -565,9 +572,12 @@ impl Tail {
         }
         if stop == Stop::Eof {
             crate::info!(
-                "[input:tail:{}] every file is read to its end (exit_on_eof)",
+                "[input:tail:{}] every file is read to its end (exit_on_eof): stopping",
                 self.name
             );
+            // Fluent Bit stops the engine (every input), exit status 0; what was read
+            // is delivered within the grace period as on SIGTERM.
+            self.exit.exit(0);
         }
         // The engine ends once every input's sender is gone; acks then come as outputs
         // finish, and the channel closes once the last batch is acked or dropped.
