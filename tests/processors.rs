@@ -5,7 +5,6 @@
 //! `file:line:column` and a fix.
 
 mod common;
-use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,35 +17,8 @@ const DATA: &str = concat!(
 
 #[test]
 fn every_case_prints_what_fluent_bit_printed() {
-    let mut names: Vec<String> = fs::read_dir(DATA)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".expected").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    assert!(names.len() >= 11, "cases missing: {names:?}");
-    let mut failed = Vec::new();
-    for name in &names {
-        let conf = format!("{name}.yaml");
-        let out = run(&["-c", &conf], Some(Path::new(DATA)));
-        let expected =
-            fs::read_to_string(Path::new(DATA).join(format!("{name}.expected"))).unwrap();
-        if out.stdout != expected || out.code != Some(0) {
-            failed.push(format!(
-                "{name} (exit {:?})\n--- fluent-bit\n{expected}--- agent\n{}--- stderr\n{}",
-                out.code, out.stdout, out.stderr
-            ));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failed.len(),
-        names.len(),
-        failed.join("\n")
-    );
+    let n = run_oracle_cases(Path::new(DATA));
+    assert!(n >= 11, "only {n} cases");
 }
 
 const LOG: &str = concat!(

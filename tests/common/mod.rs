@@ -475,17 +475,19 @@ pub fn sockets_of(pid: u32, peer: SocketAddr) -> Vec<socket2::Socket> {
     found
 }
 
-/// Runs every `<case>.conf` with an `<case>.expected` in `dir` and compares stdout
-/// byte for byte; returns how many ran.
+/// Runs every case of `dir` — `<case>.expected` (Fluent Bit's stdout) with its config
+/// `<case>.conf` or `<case>.yaml` — and compares stdout byte for byte; returns how many
+/// ran.
 pub fn run_oracle_cases(dir: &Path) -> usize {
     let mut cases: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            let case = name.strip_suffix(".conf")?.to_string();
-            dir.join(format!("{case}.expected"))
-                .exists()
-                .then_some(case)
+            let case = name.strip_suffix(".expected")?;
+            ["conf", "yaml"]
+                .iter()
+                .map(|ext| format!("{case}.{ext}"))
+                .find(|conf| dir.join(conf).exists())
         })
         .collect();
     cases.sort();
@@ -495,8 +497,9 @@ pub fn run_oracle_cases(dir: &Path) -> usize {
             .map(|chunk| {
                 s.spawn(move || {
                     let mut bad = Vec::new();
-                    for case in chunk {
-                        let o = run(&["-c", &format!("{case}.conf")], Some(dir));
+                    for conf in chunk {
+                        let case = conf.rsplit_once('.').map_or(conf.as_str(), |(c, _)| c);
+                        let o = run(&["-c", conf], Some(dir));
                         let want =
                             std::fs::read_to_string(dir.join(format!("{case}.expected"))).unwrap();
                         if o.code != Some(0) || o.stdout != want {
