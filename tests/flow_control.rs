@@ -242,3 +242,29 @@ fn the_ignore_example_forwards_no_debug_record() {
         o.stdout
     );
 }
+
+/// Fluent Bit 5's input rate gate: above `rate_gate.max_records` per `rate_window` the
+/// input pauses (nothing is made up for afterwards) and resumes below the resume
+/// ratio, logged as Fluent Bit logs it. `routable false` discards an input's records.
+#[test]
+fn rate_gate_pauses_an_input_over_its_rate() {
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name dummy\n    rate 200\n    rate_gate on\n    rate_gate.max_records 20\n    rate_window 1s\n    tag gated\n\
+         [INPUT]\n    name dummy\n    rate 50\n    routable false\n    tag discarded\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+    );
+    a.wait_log("[input] dummy.0 resume (rate gate)", T);
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = a.stop(T);
+    let n = o.stdout.lines().count();
+    // ~2.5 s at 20/s (plus the batch that crossed the limit); without the gate ~500.
+    assert!((20..=120).contains(&n), "{n} records");
+    assert!(
+        o.stderr
+            .contains("[ warn] [input] dummy.0 paused (rate gate limit exceeded)"),
+        "{}",
+        o.stderr
+    );
+    assert!(!o.stderr.contains("dummy.1 paused"), "{}", o.stderr);
+}

@@ -42,6 +42,13 @@ pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Pause the input while this many bytes of its records are not yet delivered (0 = no limit)."),
     PropSpec::new("storage.type", PropKind::Enum(&["memory", "filesystem"]), Some("memory"), "Buffering of this input: memory, or filesystem (chunks in storage.path survive a crash)."),
     PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
+    PropSpec::new("routable", PropKind::Bool, Some("true"), "false: the records of this input are discarded instead of routed."),
+    PropSpec::new("rate_window", PropKind::Time, Some("1s"), "Window over which the input's rate is measured (rate_gate)."),
+    PropSpec::new("rate_gate", PropKind::Bool, Some("false"), "Pause the input while its rate over rate_window is above rate_gate.max_records or rate_gate.max_bytes per second."),
+    PropSpec::new("rate_gate.max_bytes", PropKind::Size, Some("0"), "Bytes per second above which the rate gate pauses the input (0: no byte limit)."),
+    PropSpec::new("rate_gate.max_records", PropKind::Int, Some("0"), "Records per second above which the rate gate pauses the input (0: no record limit)."),
+    PropSpec::new("rate_gate.backpressure", PropKind::Bool, Some("true"), "Accepted: agent's bounded queues always slow an input whose records are not delivered."),
+    PropSpec::new("rate_gate.resume_ratio", PropKind::Double, Some("0.80"), "The gate resumes the input once its rate is below this fraction of the limit."),
 ];
 
 /// Properties of every filter and output: which tags they take.
@@ -104,6 +111,10 @@ pub struct InputSender {
     metrics: Arc<InputMetrics>,
     /// `mem_buf_limit`, when set: sends wait while the input's undelivered bytes are over it.
     membuf: Option<Arc<MemBuf>>,
+    /// `rate_gate`, when on.
+    gate: Option<Arc<RateGate>>,
+    /// `routable false`: records are discarded.
+    routable: bool,
     shutdown: Shutdown,
 }
 
@@ -237,6 +248,13 @@ impl InputSender {
             }
         };
         metrics::add(&self.metrics.records, records.len() as u64);
+        if !self.routable {
+            ack::run_now(ack.into_iter().collect());
+            return Ok(());
+        }
+        if let Some(g) = self.gate.clone() {
+            g.pass(&records, &self.shutdown).await;
+        }
         self.tx
             .send(InputBatch {
                 input: self.input,
@@ -249,11 +267,68 @@ impl InputSender {
     }
 }
 
+/// Fluent Bit 5's input rate gate: the input's records and bytes per second over
+/// `rate_window`; above a limit the input is paused (its sends wait) until the rate is
+/// below `resume_ratio` of it, logged once per transition as Fluent Bit logs it.
+pub struct RateGate {
+    max_records: f64,
+    max_bytes: f64,
+    window: std::time::Duration,
+    resume_ratio: f64,
+    name: Arc<str>,
+    /// (when, records, bytes) of the batches within the window.
+    seen: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64, u64)>>,
+}
+
+impl RateGate {
+    /// Whether the rate over the window is above `ratio` of a limit.
+    fn over(&self, ratio: f64, now: std::time::Instant) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        while seen
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) >= self.window)
+        {
+            seen.pop_front();
+        }
+        let secs = self.window.as_secs_f64().max(1e-3);
+        let (r, b) = seen
+            .iter()
+            .fold((0u64, 0u64), |(r, b), (_, n, m)| (r + n, b + m));
+        (self.max_records > 0.0 && r as f64 / secs > self.max_records * ratio)
+            || (self.max_bytes > 0.0 && b as f64 / secs > self.max_bytes * ratio)
+    }
+
+    /// Counts a batch; waits while the input is over its limit (or until shutdown).
+    async fn pass(&self, records: &[Record], shutdown: &Shutdown) {
+        let now = std::time::Instant::now();
+        let bytes = records.iter().map(Record::approx_size).sum();
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((now, records.len() as u64, bytes));
+        if !self.over(1.0, now) {
+            return;
+        }
+        crate::warn!("[input] {} paused (rate gate limit exceeded)", self.name);
+        let step = (self.window / 20).max(std::time::Duration::from_millis(5));
+        while !shutdown.is_set() && self.over(self.resume_ratio, std::time::Instant::now()) {
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = stop.wait() => {}
+            }
+        }
+        crate::info!("[input] {} resume (rate gate)", self.name);
+    }
+}
+
 struct InputInstance {
     /// `storage.type filesystem`.
     filesystem: bool,
     /// `mem_buf_limit` in bytes, when set (> 0).
     mem_buf_limit: Option<u64>,
+    gate: Option<Arc<RateGate>>,
+    routable: bool,
     name: Arc<str>,
     plugin: &'static str,
     tag: Tag,
@@ -497,6 +572,33 @@ impl Pipeline {
             inputs.push(InputInstance {
                 filesystem,
                 mem_buf_limit: p.size("mem_buf_limit").filter(|l| *l > 0),
+                routable: p.bool("routable").unwrap_or(true),
+                gate: match p.bool("rate_gate") {
+                    Some(true) => {
+                        let ratio = p.double("rate_gate.resume_ratio").unwrap_or(0.8);
+                        if !(ratio > 0.0 && ratio <= 1.0) {
+                            return Err(p.error(
+                                "rate_gate.resume_ratio",
+                                "a fraction > 0 and <= 1, such as 0.8",
+                            ));
+                        }
+                        let window = p
+                            .time("rate_window")
+                            .unwrap_or(std::time::Duration::from_secs(1));
+                        if window.is_zero() {
+                            return Err(p.error("rate_window", "a duration > 0, such as 1s"));
+                        }
+                        Some(Arc::new(RateGate {
+                            max_records: p.int("rate_gate.max_records").unwrap_or(0).max(0) as f64,
+                            max_bytes: p.size("rate_gate.max_bytes").unwrap_or(0) as f64,
+                            window,
+                            resume_ratio: ratio,
+                            name: name.clone(),
+                            seen: Default::default(),
+                        }))
+                    }
+                    _ => None,
+                },
                 tag: Arc::from(p.str("tag").unwrap_or(&instance)),
                 name,
                 plugin: plugin.name,
@@ -812,6 +914,8 @@ impl Pipeline {
                     input: i,
                     tag: inp.tag,
                     tx: tx.clone(),
+                    gate: inp.gate,
+                    routable: inp.routable,
                     membuf: inp.mem_buf_limit.map(|limit| {
                         Arc::new(MemBuf::new(limit, inp.name.clone(), inp.metrics.clone()))
                     }),

@@ -191,7 +191,9 @@ impl Input for DummyInput {
                     n = ticker.next(max_events.min(left)) => n,
                 };
                 left -= n;
+                let sent = tokio::time::Instant::now();
                 ctx.out.send(self.records(n, began, first)).await?;
+                ticker.skip_pause(sent.elapsed());
             }
             crate::debug!("[input:dummy:{}] all samples sent", ctx.name);
             ctx.shutdown.wait().await;

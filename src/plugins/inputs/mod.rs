@@ -99,6 +99,18 @@ impl Ticker {
         }
     }
 
+    /// Forgets the ticks missed while the input was paused (a rate gate or
+    /// `mem_buf_limit` holding its sends for longer than `PAUSED`): Fluent Bit's paused
+    /// collectors do not fire, so nothing is made up for afterwards.
+    pub(crate) fn skip_pause(&mut self, waited: Duration) {
+        const PAUSED: Duration = Duration::from_millis(100);
+        if waited >= PAUSED && waited >= self.interval * 2 {
+            let elapsed = Instant::now().saturating_duration_since(self.first);
+            let due = (elapsed.as_nanos() / self.interval.as_nanos()) as u64 + 1;
+            self.done = self.done.max(due);
+        }
+    }
+
     /// Sleeps until the next tick is due, then returns how many are due (1..=max).
     pub(crate) async fn next(&mut self, max: u64) -> u64 {
         let due_at = self.interval.as_nanos() * self.done as u128;

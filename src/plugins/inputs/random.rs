@@ -74,7 +74,9 @@ impl Input for RandomInput {
                     .map(|_| Record::new(time, vec![(key.clone(), Value::UInt(rng.u64(..)))]))
                     .collect();
                 left -= n;
+                let began = tokio::time::Instant::now();
                 ctx.out.send(records).await?;
+                ticker.skip_pause(began.elapsed());
             }
             // Like Fluent Bit, the input goes quiet after its samples; the agent keeps running.
             crate::debug!("[input:random:{}] all samples sent", ctx.name);
