@@ -139,6 +139,7 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         &doc.sections,
         main_dir,
     )?);
+    config.main_dir = main_dir.map(Path::to_path_buf);
     apply_cli_log_level(cli, Some(config.service.log_level));
     if let Some(file) = &config.service.log_file {
         if let Err(e) = log::set_file(file) {

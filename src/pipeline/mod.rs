@@ -554,6 +554,7 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
                 exit: &exit,
+                main_dir: config.main_dir.as_deref(),
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
@@ -638,6 +639,7 @@ impl Pipeline {
                     dropped_tags: &dropped_tags,
                     parsers: &config.parsers,
                     exit: &exit,
+                    main_dir: config.main_dir.as_deref(),
                 },
             )?;
             let mut filter = filter;
@@ -728,6 +730,7 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
                 exit: &exit,
+                main_dir: config.main_dir.as_deref(),
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;

@@ -46,6 +46,8 @@ pub struct BuildContext<'a> {
     pub parsers: &'a crate::parser::Parsers,
     /// Stops the agent with an exit status (the expect filter's `action exit`).
     pub exit: &'a crate::pipeline::shutdown::ExitRequest,
+    /// The main config file's directory (relative files are tried there second).
+    pub main_dir: Option<&'a std::path::Path>,
 }
 
 impl BuildContext<'_> {
@@ -213,6 +215,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
     &filters::limit::PLUGIN,
+    &filters::lua::PLUGIN,
     &filters::modify::PLUGIN,
     &filters::multiline::PLUGIN,
     &filters::nest::PLUGIN,

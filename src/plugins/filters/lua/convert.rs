@@ -1,0 +1,618 @@
+//! Records to Lua tables and back, with Fluent Bit's conversions.
+//! Fluent Bit: src/flb_lua.c (`flb_lua_pushmsgpack`, `flb_lua_tomsgpack`,
+//! `flb_lua_arraylength`)
+//!
+//! Both directions make the same Lua API calls as Fluent Bit, in the same order, so
+//! LuaJIT answers the same: `#t` of an array with holes, `table.maxn`, which keys a table
+//! has after the script ran. What comes back:
+//! - A number that is integral and fits an int64 is an integer (`1.0` comes back `1`),
+//!   any other number a double. Integers reach Lua as doubles (LuaJIT has no integers):
+//!   beyond 2^53 they round, and a uint64 of 2^63 or more becomes -2^63, as in Fluent Bit.
+//! - A table made from a record map or array keeps that type (a metatable
+//!   `{type = 2}` or `{type = 1}` says so), so `{}` and `[]` round-trip. A table the
+//!   script made is an array when its positive integer keys are exactly 1..n (or
+//!   `table.maxn` is > 0: then it is an array of that length, holes as nil, other keys
+//!   dropped), else a map; `{}` is a map.
+//! - `nil` in a record reaches Lua as the global `flb_null` (nil unless
+//!   `enable_flb_null` set it to a null light userdata), so a nil map value is no key at
+//!   all and a nil array slot a hole; `flb_null` comes back as nil.
+//! - Map keys that are not strings come back as text (Fluent Bit keeps them as msgpack
+//!   numbers or booleans, which our string-keyed records cannot hold).
+//!
+//! Key order: Fluent Bit writes a map in the order `lua_next` walks it, which LuaJIT
+//! randomises per process (its string hash is seeded at start), so the same record comes
+//! out in a different order on each run. Here a map that was a record map keeps its keys
+//! in their original order, and keys the script added follow, sorted by their bytes.
+//!
+//! Safety: everything here runs inside one protected call (`Lua::exec_raw`). The push
+//! side holds no value that needs dropping while it calls Lua (which may raise on out
+//! of memory). The read side only calls functions that never raise in LuaJIT
+//! (`lua_next` over an unchanged table, `lua_rawgeti`, `lua_objlen`, `lua_tolstring` on
+//! strings, `lua_checkstack`, which reports failure instead of raising).
+
+use std::ffi::{c_int, CStr};
+use std::sync::Arc;
+
+use mlua::ffi::{self, lua_State};
+
+use crate::event::{Map, Str, Value};
+
+/// Fluent Bit's FLB_LUA_L2C_TYPE_ARRAY / _MAP, the `type` field of the metatable a
+/// record table carries.
+const TYPE_ARRAY: ffi::lua_Integer = 1;
+const TYPE_MAP: ffi::lua_Integer = 2;
+
+/// How deep a returned table may nest (a table that contains itself would recurse
+/// forever; Fluent Bit overflows its C stack on one and aborts).
+pub const MAX_DEPTH: usize = 200;
+/// How many values one returned record may hold in all (a table referenced from many
+/// places is converted once per reference: 30 levels of `{a = t, b = t}` would be 2^30).
+pub const MAX_VALUES: usize = 1 << 20;
+/// How many bytes of strings one returned record may hold in all.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// `type_int_key` / `type_array_key`: record keys whose value is forced to a type.
+#[derive(Clone, Debug, Default)]
+pub struct Forced {
+    /// (key, true for an array, false for an integer), in Fluent Bit's list order.
+    pub keys: Vec<(Vec<u8>, bool)>,
+}
+
+impl Forced {
+    /// Fluent Bit compares with `strncmp(conf_key, record_key, len(record_key))`: a record
+    /// key that is a prefix of a configured key matches.
+    fn forces(&self, key: &[u8], array: bool) -> bool {
+        self.keys
+            .iter()
+            .any(|(conf, a)| *a == array && strncmp_eq(conf, key))
+    }
+}
+
+fn strncmp_eq(conf: &[u8], key: &[u8]) -> bool {
+    for (i, &b) in key.iter().enumerate() {
+        let a = conf.get(i).copied().unwrap_or(0);
+        if a != b {
+            return false;
+        }
+        if a == 0 {
+            return true;
+        }
+    }
+    true
+}
+
+/// C's `(int64_t)d` as x86-64 computes it: truncation, and INT64_MIN when out of range
+/// or NaN.
+pub fn c_f64_to_i64(d: f64) -> i64 {
+    if d.is_nan() || d >= 9_223_372_036_854_775_808.0 || d < -9_223_372_036_854_775_808.0 {
+        i64::MIN
+    } else {
+        d as i64
+    }
+}
+
+/// Why a returned value cannot be a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConvError {
+    /// A function, userdata, thread or non-null light userdata: Fluent Bit cannot
+    /// serialise it and writes a broken map, which it then rejects.
+    Unserializable(&'static str),
+    /// A table used as a map key.
+    TableKey,
+    TooDeep,
+    TooBig,
+}
+
+impl std::fmt::Display for ConvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvError::Unserializable(t) => write!(f, "a {t} value cannot be part of a record"),
+            ConvError::TableKey => write!(f, "a table cannot be a map key"),
+            ConvError::TooDeep => write!(
+                f,
+                "tables nested deeper than {MAX_DEPTH} levels (does a table contain itself?)"
+            ),
+            ConvError::TooBig => write!(
+                f,
+                "more than {MAX_VALUES} values or {} MiB of strings",
+                MAX_BYTES >> 20
+            ),
+        }
+    }
+}
+
+/// Where each record map went: (address of its Lua table, the map), sorted by address
+/// once the function has run, so that a table the script moved elsewhere (or returned
+/// inside another) still finds its original key order.
+#[derive(Default)]
+pub struct Origins(Vec<(usize, *const Map)>);
+
+impl Origins {
+    /// The record map the table at `idx` was made from.
+    ///
+    /// # Safety
+    /// The maps pushed since the last `clear` are alive and unchanged.
+    unsafe fn of<'m>(&self, l: *mut lua_State, idx: c_int) -> Option<&'m Map> {
+        let p = ffi::lua_topointer(l, idx) as usize;
+        let i = self.0.binary_search_by_key(&p, |e| e.0).ok()?;
+        Some(&*self.0[i].1)
+    }
+}
+
+/// Pushes record values onto the Lua stack.
+pub struct Pusher {
+    /// Whether the global `flb_null` may be non-nil (it is looked up for every nil, as
+    /// Fluent Bit does, only when the script or `enable_flb_null` could have set it).
+    lookup_null: bool,
+    pub origins: Origins,
+}
+
+impl Pusher {
+    pub fn new(lookup_null: bool) -> Pusher {
+        Pusher {
+            lookup_null,
+            origins: Origins::default(),
+        }
+    }
+
+    /// Forgets the tables of the previous record.
+    pub fn clear(&mut self) {
+        self.origins.0.clear();
+    }
+
+    /// Makes the tables pushed since `clear` searchable.
+    pub fn sort(&mut self) {
+        self.origins.0.sort_unstable_by_key(|e| e.0);
+    }
+
+    /// Pushes `map` as a Lua table with a map metatable. Stack: +1.
+    ///
+    /// # Safety
+    /// `l` is a valid state inside a protected call; `map` outlives the reading of the
+    /// function's results.
+    pub unsafe fn push_map(&mut self, l: *mut lua_State, map: &Map) {
+        ffi::lua_checkstack(l, 4);
+        ffi::lua_createtable(l, 0, len_c(map.len()));
+        self.origins
+            .0
+            .push((ffi::lua_topointer(l, -1) as usize, map as *const Map));
+        for (k, v) in map {
+            push_bytes(l, k.as_bytes());
+            self.push_value(l, v);
+            ffi::lua_settable(l, -3);
+        }
+        set_type(l, TYPE_MAP);
+    }
+
+    /// # Safety
+    /// As [`Pusher::push_map`].
+    pub unsafe fn push_value(&mut self, l: *mut lua_State, v: &Value) {
+        ffi::lua_checkstack(l, 4);
+        match v {
+            Value::Nil => {
+                if self.lookup_null {
+                    push_bytes(l, b"flb_null");
+                    ffi::lua_rawget(l, ffi::LUA_GLOBALSINDEX);
+                } else {
+                    ffi::lua_pushnil(l);
+                }
+            }
+            Value::Bool(b) => ffi::lua_pushboolean(l, *b as c_int),
+            // Fluent Bit: lua_pushinteger(l, (double) u64): to double, back to int64.
+            Value::Int(i) => ffi::lua_pushnumber(l, c_f64_to_i64(*i as f64) as f64),
+            Value::UInt(u) => ffi::lua_pushnumber(l, c_f64_to_i64(*u as f64) as f64),
+            Value::Float(f) => ffi::lua_pushnumber(l, *f),
+            Value::Str(s) => push_bytes(l, s.as_bytes()),
+            Value::Bin(b) => push_bytes(l, b),
+            Value::Array(a) => {
+                ffi::lua_createtable(l, len_c(a.len()), 0);
+                for (i, item) in a.iter().enumerate() {
+                    self.push_value(l, item);
+                    ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
+                }
+                set_type(l, TYPE_ARRAY);
+            }
+            Value::Map(m) => self.push_map(l, m),
+        }
+    }
+}
+
+fn len_c(n: usize) -> c_int {
+    n.min(c_int::MAX as usize) as c_int
+}
+
+/// # Safety
+/// A valid state with a free stack slot.
+pub unsafe fn push_bytes(l: *mut lua_State, b: &[u8]) {
+    ffi::lua_pushlstring_(l, b.as_ptr().cast(), b.len());
+}
+
+/// Gives the table at the top its own `{type = t}` metatable, as Fluent Bit does (a
+/// script that edits one record's metatable affects no other table).
+unsafe fn set_type(l: *mut lua_State, t: ffi::lua_Integer) {
+    ffi::lua_createtable(l, 0, 1);
+    push_bytes(l, b"type");
+    ffi::lua_pushinteger(l, t);
+    ffi::lua_rawset(l, -3);
+    ffi::lua_setmetatable(l, -2);
+}
+
+/// The bytes of the string at `idx` (which must be a string: no conversion happens).
+///
+/// # Safety
+/// `idx` holds a string that stays on the stack while the slice is used.
+pub unsafe fn str_at<'a>(l: *mut lua_State, idx: c_int) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, idx, &mut len);
+    if p.is_null() {
+        &[]
+    } else {
+        std::slice::from_raw_parts(p.cast(), len)
+    }
+}
+
+/// Whether a number packs as an integer (`flb_lua.c`'s `lua_isinteger`).
+fn integral(n: f64) -> Option<i64> {
+    let i = c_f64_to_i64(n);
+    (i as f64 == n).then_some(i)
+}
+
+fn int_value(i: i64) -> Value {
+    if i >= 0 {
+        Value::UInt(i as u64)
+    } else {
+        Value::Int(i)
+    }
+}
+
+/// Reads Lua values back into record values, within the limits above.
+pub struct Reader<'a> {
+    pub forced: &'a Forced,
+    values: usize,
+    bytes: usize,
+    /// Entries of the maps being read, innermost last: (rank, key, value).
+    scratch: Vec<(usize, Str, Value)>,
+}
+
+/// How a table is written.
+enum Shape {
+    Map,
+    /// An array of this many elements, `t[1]..t[n]`.
+    Array(usize),
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(forced: &'a Forced) -> Reader<'a> {
+        Reader {
+            forced,
+            values: 0,
+            bytes: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Starts a new record: the limits count per record.
+    pub fn reset(&mut self) {
+        self.values = 0;
+        self.bytes = 0;
+    }
+
+    /// Converts the value at `idx`. `hint` is what was at the same place in the record
+    /// that went in: its keys give the order, its strings are reused when equal.
+    ///
+    /// # Safety
+    /// `idx` is a valid index of `l`.
+    pub unsafe fn value(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        hint: Option<&Value>,
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<Value, ConvError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(ConvError::TooBig);
+        }
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TSTRING => Ok(self.string(str_at(l, idx), hint)?),
+            ffi::LUA_TNUMBER => {
+                let n = ffi::lua_tonumber(l, idx);
+                Ok(match integral(n) {
+                    Some(i) => int_value(i),
+                    None => Value::Float(n),
+                })
+            }
+            ffi::LUA_TBOOLEAN => Ok(Value::Bool(ffi::lua_toboolean(l, idx) != 0)),
+            ffi::LUA_TNIL => Ok(Value::Nil),
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, idx).is_null() => Ok(Value::Nil),
+            ffi::LUA_TTABLE => {
+                if depth >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
+                    return Err(ConvError::TooDeep);
+                }
+                let idx = abs_index(l, idx);
+                match shape(l, idx) {
+                    Shape::Array(n) => self.array(l, idx, n, hint, origins, depth),
+                    Shape::Map => {
+                        let hint = match origins.of(l, idx) {
+                            Some(m) => &m[..],
+                            None => match hint {
+                                Some(Value::Map(m)) => &m[..],
+                                _ => &[],
+                            },
+                        };
+                        self.map(l, idx, hint, origins, depth)
+                    }
+                }
+            }
+            t => Err(ConvError::Unserializable(type_name(t))),
+        }
+    }
+
+    fn string(&mut self, b: &[u8], hint: Option<&Value>) -> Result<Value, ConvError> {
+        self.bytes += b.len();
+        if self.bytes > MAX_BYTES {
+            return Err(ConvError::TooBig);
+        }
+        Ok(match (hint, std::str::from_utf8(b)) {
+            (Some(Value::Str(s)), _) if s.as_bytes() == b => Value::Str(s.clone()),
+            (_, Ok(s)) => Value::Str(Arc::from(s)),
+            (Some(Value::Bin(h)), Err(_)) if &h[..] == b => Value::Bin(h.clone()),
+            (_, Err(_)) => Value::Bin(Arc::from(b)),
+        })
+    }
+
+    unsafe fn array(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        n: usize,
+        hint: Option<&Value>,
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<Value, ConvError> {
+        if n > MAX_VALUES - self.values {
+            return Err(ConvError::TooBig);
+        }
+        let hint = match hint {
+            Some(Value::Array(a)) => &a[..],
+            _ => &[],
+        };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            ffi::lua_rawgeti(l, idx, i as ffi::lua_Integer + 1);
+            let v = self.value(l, -1, hint.get(i), origins, depth + 1);
+            ffi::lua_settop(l, -2);
+            out.push(v?);
+        }
+        Ok(Value::Array(out))
+    }
+
+    unsafe fn map(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        hint: &[(Str, Value)],
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<Value, ConvError> {
+        let start = self.scratch.len();
+        let r = self.map_entries(l, idx, hint, origins, depth);
+        if let Err(e) = r {
+            self.scratch.truncate(start);
+            return Err(e);
+        }
+        let entries = &mut self.scratch[start..];
+        // Ranks are unique (keys are), so an unstable sort is exact and needs no buffer.
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let out: Map = self
+            .scratch
+            .drain(start..)
+            .map(|(_, k, v)| (k, v))
+            .collect();
+        Ok(Value::Map(out))
+    }
+
+    unsafe fn map_entries(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        hint: &[(Str, Value)],
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<(), ConvError> {
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, idx) != 0 {
+            let r = self.entry(l, hint, origins, depth);
+            match r {
+                Ok(e) => {
+                    ffi::lua_settop(l, -2);
+                    self.scratch.push(e);
+                }
+                Err(e) => {
+                    ffi::lua_settop(l, -3);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pair at the top (key -2, value -1): (rank, key, value).
+    unsafe fn entry(
+        &mut self,
+        l: *mut lua_State,
+        hint: &[(Str, Value)],
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<(usize, Str, Value), ConvError> {
+        let (key, rank) = match ffi::lua_type(l, -2) {
+            ffi::LUA_TSTRING => {
+                let b = str_at(l, -2);
+                self.bytes += b.len();
+                match hint.iter().position(|(k, _)| k.as_bytes() == b) {
+                    Some(i) => (hint[i].0.clone(), i),
+                    None => (Str::from(String::from_utf8_lossy(b)), usize::MAX),
+                }
+            }
+            ffi::LUA_TNUMBER => {
+                let n = ffi::lua_tonumber(l, -2);
+                let text = match integral(n) {
+                    Some(i) => i.to_string(),
+                    None => {
+                        let mut out = Vec::new();
+                        crate::event::format::write_print_value(&mut out, &Value::Float(n));
+                        String::from_utf8_lossy(&out).into_owned()
+                    }
+                };
+                (Str::from(text), usize::MAX)
+            }
+            ffi::LUA_TBOOLEAN => {
+                let b = ffi::lua_toboolean(l, -2) != 0;
+                (Str::from(if b { "true" } else { "false" }), usize::MAX)
+            }
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -2).is_null() => {
+                (Str::from(""), usize::MAX)
+            }
+            ffi::LUA_TTABLE => return Err(ConvError::TableKey),
+            t => return Err(ConvError::Unserializable(type_name(t))),
+        };
+        let hint_value = (rank != usize::MAX).then(|| &hint[rank].1);
+        let value = match ffi::lua_type(l, -1) {
+            // type_int_key: (int64_t)lua_tonumber, whatever the number.
+            ffi::LUA_TNUMBER if self.forced.forces(key.as_bytes(), false) => {
+                self.values += 1;
+                int_value(c_f64_to_i64(ffi::lua_tonumber(l, -1)))
+            }
+            // type_array_key: `#t` elements, whatever the table holds.
+            ffi::LUA_TTABLE if self.forced.forces(key.as_bytes(), true) => {
+                if depth + 1 >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
+                    return Err(ConvError::TooDeep);
+                }
+                self.values += 1;
+                let idx = ffi::lua_gettop(l);
+                let n = ffi::lua_objlen(l, idx);
+                self.array(l, idx, n, hint_value, origins, depth + 1)?
+            }
+            _ => self.value(l, -1, hint_value, origins, depth + 1)?,
+        };
+        Ok((rank, key, value))
+    }
+}
+
+fn type_name(t: c_int) -> &'static str {
+    match t {
+        ffi::LUA_TFUNCTION => "function",
+        ffi::LUA_TUSERDATA => "userdata",
+        ffi::LUA_TTHREAD => "thread",
+        ffi::LUA_TLIGHTUSERDATA => "light userdata",
+        _ => "non-serialisable",
+    }
+}
+
+unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
+    if idx < 0 && idx > ffi::LUA_REGISTRYINDEX {
+        ffi::lua_gettop(l) + idx + 1
+    } else {
+        idx
+    }
+}
+
+/// The metatable's `type` (Fluent Bit reads it with `lua_next`, taking a numeric `type`
+/// field), or None.
+unsafe fn meta_type(l: *mut lua_State, idx: c_int) -> Option<ffi::lua_Integer> {
+    if ffi::lua_getmetatable(l, idx) == 0 {
+        return None;
+    }
+    let mt = ffi::lua_gettop(l);
+    let mut found = None;
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, mt) != 0 {
+        if ffi::lua_type(l, -2) == ffi::LUA_TSTRING
+            && str_at(l, -2) == b"type"
+            && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER
+        {
+            found = Some(ffi::lua_tointeger_(l, -1) as c_int as ffi::lua_Integer);
+        }
+        ffi::lua_settop(l, -2);
+    }
+    ffi::lua_settop(l, mt - 1);
+    found
+}
+
+/// How Fluent Bit writes the table at `idx` (absolute).
+unsafe fn shape(l: *mut lua_State, idx: c_int) -> Shape {
+    match meta_type(l, idx) {
+        Some(TYPE_ARRAY) => return Shape::Array(ffi::lua_objlen(l, idx)),
+        Some(t) if t >= 0 => return Shape::Map,
+        _ => {}
+    }
+    match array_length(l, idx) {
+        n if n > 0 => Shape::Array(n as usize),
+        _ => Shape::Map,
+    }
+}
+
+/// `flb_lua_arraylength`: `table.maxn` when it is a positive integer (as a C int), else
+/// the largest key when the keys are exactly 1..n, else -1 (a map).
+unsafe fn array_length(l: *mut lua_State, idx: c_int) -> i32 {
+    // table.maxn: the largest numeric key with a value, at least 0.
+    let mut maxn = 0f64;
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, idx) != 0 {
+        if ffi::lua_type(l, -2) == ffi::LUA_TNUMBER {
+            let n = ffi::lua_tonumber(l, -2);
+            if n > maxn {
+                maxn = n;
+            }
+        }
+        ffi::lua_settop(l, -2);
+    }
+    // `ret = lua_tointeger(...)` into an int, when the maximum is integral.
+    let ret = integral(maxn).map_or(0, |i| i as i32);
+    if ret > 0 {
+        return ret;
+    }
+    let (mut max, mut count) = (0i32, 0i32);
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, idx) != 0 {
+        if ffi::lua_type(l, -2) == ffi::LUA_TNUMBER {
+            let n = c_f64_to_i64(ffi::lua_tonumber(l, -2));
+            if n > 0 {
+                if n > max as i64 {
+                    max = n as i32;
+                }
+                count = count.wrapping_add(1);
+                ffi::lua_settop(l, -2);
+                continue;
+            }
+        }
+        ffi::lua_settop(l, -3);
+        return -1;
+    }
+    if max != count {
+        return -1;
+    }
+    max
+}
+
+/// The text of the error value at `idx`, as `lua_tostring` gives it (numbers too).
+///
+/// # Safety
+/// `idx` is valid.
+pub unsafe fn error_text(l: *mut lua_State, idx: c_int) -> String {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TSTRING => String::from_utf8_lossy(str_at(l, idx)).into_owned(),
+        ffi::LUA_TNUMBER => {
+            let n = ffi::lua_tonumber(l, idx);
+            match integral(n) {
+                Some(i) => i.to_string(),
+                None => n.to_string(),
+            }
+        }
+        t => {
+            let name = CStr::from_ptr(ffi::lua_typename(l, t));
+            format!("(error object is a {} value)", name.to_string_lossy())
+        }
+    }
+}
