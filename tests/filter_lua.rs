@@ -93,7 +93,9 @@ fn canonical(stdout: &str) -> Vec<String> {
     stdout
         .lines()
         .map(|line| {
-            let at = line.find(": [[").unwrap_or_else(|| panic!("not a record: {line}"));
+            let at = line
+                .find(": [[")
+                .unwrap_or_else(|| panic!("not a record: {line}"));
             let (head, rest) = line.split_at(at + 2);
             let (v, tail) = parse(rest);
             assert_eq!(tail, "", "left over in {line}");
@@ -238,7 +240,11 @@ fn tables_that_cannot_be_records_never_stop_the_agent() {
             "local t = {1}; for i = 1, 40 do t = {a = t, b = t} end; r.dag = t",
             "more than 1048576 values",
         ),
-        ("a coroutine", "r.co = coroutine.create(print)", "a thread value"),
+        (
+            "a coroutine",
+            "r.co = coroutine.create(print)",
+            "a thread value",
+        ),
         ("a table key", "r[{}] = 1", "a table cannot be a map key"),
     ] {
         let script = format!("function cb(tag, ts, r)\n  {body}\n  return 1, ts, r\nend\n");
@@ -247,7 +253,8 @@ fn tables_that_cannot_be_records_never_stop_the_agent() {
         assert_eq!(out.stdout.lines().count(), 3, "{what}: {}", out.stdout);
         assert!(out.stdout.starts_with(r#"{"k":"a","z":1,"#), "{what}");
         assert!(
-            out.stderr.contains("invalid table returned at cb(), s.lua") && out.stderr.contains(says),
+            out.stderr.contains("invalid table returned at cb(), s.lua")
+                && out.stderr.contains(says),
             "{what}: {}",
             out.stderr
         );
@@ -271,7 +278,10 @@ fn a_relative_script_is_found_next_to_the_config() {
     );
     let out = run(&["-c", conf.to_str().unwrap()], Some(dir.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(out.stdout, "{\"log\":\"{\\\"k\\\":\\\"a\\\"}\",\"found\":true}\n");
+    assert_eq!(
+        out.stdout,
+        "{\"log\":\"{\\\"k\\\":\\\"a\\\"}\",\"found\":true}\n"
+    );
 }
 
 /// `[FILTER] name lua` with `lines` under --dry-run: (exit code, stderr).

@@ -128,6 +128,17 @@ impl std::fmt::Display for ConvError {
 pub struct Origins(Vec<(usize, *const Map)>);
 
 impl Origins {
+    /// Whether the table at `idx` was made from `map`.
+    ///
+    /// # Safety
+    /// `idx` is valid.
+    pub unsafe fn is(&self, l: *mut lua_State, idx: c_int, map: &Map) -> bool {
+        let p = ffi::lua_topointer(l, idx) as usize;
+        self.0
+            .binary_search_by_key(&p, |e| e.0)
+            .is_ok_and(|i| std::ptr::eq(self.0[i].1, map))
+    }
+
     /// The record map the table at `idx` was made from.
     ///
     /// # Safety
@@ -272,6 +283,10 @@ pub struct Reader<'a> {
     bytes: usize,
     /// Entries of the maps being read, innermost last: (rank, key, value).
     scratch: Vec<(usize, Str, Value)>,
+    /// What [`Reader::changes`] found: (index, new value or None if the same).
+    changed: Vec<(usize, Option<Value>)>,
+    added: Vec<(Str, Value)>,
+    seen: Vec<bool>,
 }
 
 /// How a table is written.
@@ -288,6 +303,9 @@ impl<'a> Reader<'a> {
             values: 0,
             bytes: 0,
             scratch: Vec::new(),
+            changed: Vec::new(),
+            added: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -446,57 +464,193 @@ impl<'a> Reader<'a> {
         origins: &Origins,
         depth: usize,
     ) -> Result<(usize, Str, Value), ConvError> {
-        let (key, rank) = match ffi::lua_type(l, -2) {
+        let (rank, key) = match self.key(l, hint)? {
+            Key::Known(i) => (i, hint[i].0.clone()),
+            Key::New(k) => (usize::MAX, k),
+        };
+        let hint_value = (rank != usize::MAX).then(|| &hint[rank].1);
+        let value = self.entry_value(l, key.as_bytes(), hint_value, origins, depth)?;
+        Ok((rank, key, value))
+    }
+
+    /// The key at -2: where it is in `hint` (its first occurrence), or a new key.
+    unsafe fn key(&mut self, l: *mut lua_State, hint: &[(Str, Value)]) -> Result<Key, ConvError> {
+        let text = match ffi::lua_type(l, -2) {
             ffi::LUA_TSTRING => {
                 let b = str_at(l, -2);
                 self.bytes += b.len();
-                match hint.iter().position(|(k, _)| k.as_bytes() == b) {
-                    Some(i) => (hint[i].0.clone(), i),
-                    None => (Str::from(String::from_utf8_lossy(b)), usize::MAX),
-                }
+                return Ok(match hint.iter().position(|(k, _)| k.as_bytes() == b) {
+                    Some(i) => Key::Known(i),
+                    None => Key::New(Str::from(String::from_utf8_lossy(b))),
+                });
             }
             ffi::LUA_TNUMBER => {
                 let n = ffi::lua_tonumber(l, -2);
-                let text = match integral(n) {
+                match integral(n) {
                     Some(i) => i.to_string(),
                     None => {
                         let mut out = Vec::new();
                         crate::event::format::write_print_value(&mut out, &Value::Float(n));
                         String::from_utf8_lossy(&out).into_owned()
                     }
-                };
-                (Str::from(text), usize::MAX)
+                }
             }
             ffi::LUA_TBOOLEAN => {
                 let b = ffi::lua_toboolean(l, -2) != 0;
-                (Str::from(if b { "true" } else { "false" }), usize::MAX)
+                (if b { "true" } else { "false" }).to_string()
             }
-            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -2).is_null() => {
-                (Str::from(""), usize::MAX)
-            }
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -2).is_null() => String::new(),
             ffi::LUA_TTABLE => return Err(ConvError::TableKey),
             t => return Err(ConvError::Unserializable(type_name(t))),
         };
-        let hint_value = (rank != usize::MAX).then(|| &hint[rank].1);
-        let value = match ffi::lua_type(l, -1) {
+        Ok(Key::New(Str::from(text)))
+    }
+
+    /// The value at -1 of the map key `key`, with `type_int_key`/`type_array_key`.
+    unsafe fn entry_value(
+        &mut self,
+        l: *mut lua_State,
+        key: &[u8],
+        hint: Option<&Value>,
+        origins: &Origins,
+        depth: usize,
+    ) -> Result<Value, ConvError> {
+        Ok(match ffi::lua_type(l, -1) {
             // type_int_key: (int64_t)lua_tonumber, whatever the number.
-            ffi::LUA_TNUMBER if self.forced.forces(key.as_bytes(), false) => {
+            ffi::LUA_TNUMBER if self.forced.forces(key, false) => {
                 self.values += 1;
                 int_value(c_f64_to_i64(ffi::lua_tonumber(l, -1)))
             }
             // type_array_key: `#t` elements, whatever the table holds.
-            ffi::LUA_TTABLE if self.forced.forces(key.as_bytes(), true) => {
+            ffi::LUA_TTABLE if self.forced.forces(key, true) => {
                 if depth + 1 >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
                     return Err(ConvError::TooDeep);
                 }
                 self.values += 1;
                 let idx = ffi::lua_gettop(l);
                 let n = ffi::lua_objlen(l, idx);
-                self.array(l, idx, n, hint_value, origins, depth + 1)?
+                self.array(l, idx, n, hint, origins, depth + 1)?
             }
-            _ => self.value(l, -1, hint_value, origins, depth + 1)?,
-        };
-        Ok((rank, key, value))
+            _ => self.value(l, -1, hint, origins, depth + 1)?,
+        })
+    }
+
+    /// Reads the table at `idx`, made from `body`, as changes to `body`: the common
+    /// case (a record given back with a few fields changed or added) then copies and
+    /// frees nothing that stayed the same. Nothing is changed until [`Reader::apply`].
+    ///
+    /// # Safety
+    /// As [`Reader::value`]; `idx` is absolute.
+    pub unsafe fn changes(
+        &mut self,
+        l: *mut lua_State,
+        idx: c_int,
+        body: &Map,
+        origins: &Origins,
+    ) -> Result<(), ConvError> {
+        self.changed.clear();
+        self.added.clear();
+        if ffi::lua_checkstack(l, 6) == 0 {
+            return Err(ConvError::TooDeep);
+        }
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, idx) != 0 {
+            let r = self.change(l, body, origins);
+            ffi::lua_settop(l, -2);
+            if let Err(e) = r {
+                ffi::lua_settop(l, -2);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    unsafe fn change(
+        &mut self,
+        l: *mut lua_State,
+        body: &Map,
+        origins: &Origins,
+    ) -> Result<(), ConvError> {
+        self.values += 1;
+        match self.key(l, body)? {
+            Key::Known(i) => {
+                let (k, old) = &body[i];
+                let forced = !self.forced.keys.is_empty()
+                    && self
+                        .forced
+                        .forces(k.as_bytes(), ffi::lua_type(l, -1) == ffi::LUA_TTABLE);
+                let new = if !forced && same(l, -1, old) {
+                    None
+                } else {
+                    Some(self.entry_value(l, k.as_bytes(), Some(old), origins, 0)?)
+                };
+                self.changed.push((i, new));
+            }
+            Key::New(k) => {
+                let v = self.entry_value(l, k.as_bytes(), None, origins, 0)?;
+                self.added.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies what [`Reader::changes`] read: changed values in place, keys gone from
+    /// the table removed, new keys appended in byte order.
+    pub fn apply(&mut self, body: &mut Map) {
+        self.seen.clear();
+        self.seen.resize(body.len(), false);
+        for (i, v) in self.changed.drain(..) {
+            self.seen[i] = true;
+            if let Some(v) = v {
+                body[i].1 = v;
+            }
+        }
+        if self.seen.iter().any(|s| !s) {
+            let mut i = 0;
+            let seen = &self.seen;
+            body.retain(|_| {
+                i += 1;
+                seen[i - 1]
+            });
+        }
+        self.added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        body.append(&mut self.added);
+    }
+}
+
+enum Key {
+    /// At this index of the map it was made from.
+    Known(usize),
+    New(Str),
+}
+
+/// Whether the value at `idx` converts to `old` exactly (then `old` is kept as it is).
+unsafe fn same(l: *mut lua_State, idx: c_int, old: &Value) -> bool {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TSTRING => {
+            let b = str_at(l, idx);
+            match old {
+                Value::Str(s) => s.as_bytes() == b,
+                Value::Bin(o) => std::str::from_utf8(b).is_err() && &o[..] == b,
+                _ => false,
+            }
+        }
+        ffi::LUA_TNUMBER => {
+            let n = ffi::lua_tonumber(l, idx);
+            match (integral(n), old) {
+                (Some(i), Value::UInt(u)) => i >= 0 && i as u64 == *u,
+                (Some(i), Value::Int(o)) => i < 0 && i == *o,
+                (None, Value::Float(f)) => f.to_bits() == n.to_bits(),
+                _ => false,
+            }
+        }
+        ffi::LUA_TBOOLEAN => {
+            matches!(old, Value::Bool(b) if *b == (ffi::lua_toboolean(l, idx) != 0))
+        }
+        ffi::LUA_TLIGHTUSERDATA => {
+            ffi::lua_touserdata(l, idx).is_null() && matches!(old, Value::Nil)
+        }
+        _ => false,
     }
 }
 

@@ -306,6 +306,8 @@ enum Outcome {
     Drop,
     /// The records (and their times and metadata) that replace it.
     Replace(Vec<Record>),
+    /// Changed in place (the function gave its own record back).
+    Updated,
     /// Kept unchanged, because of this error.
     Failed(String),
 }
@@ -326,7 +328,7 @@ impl Batch<'_> {
     ///
     /// # Safety
     /// Inside `exec_raw`, with the function at stack index 1.
-    unsafe fn run(&mut self, l: *mut ffi::lua_State, rec: &Record) -> Outcome {
+    unsafe fn run(&mut self, l: *mut ffi::lua_State, rec: &mut Record) -> Outcome {
         let base = ffi::lua_gettop(l);
         if ffi::lua_checkstack(l, 12) == 0 {
             return Outcome::Failed("Lua stack overflow".into());
@@ -363,7 +365,7 @@ impl Batch<'_> {
             -1 => Outcome::Drop,
             0 => Outcome::Keep,
             1 | 2 => match self.replacement(l, base, code, rec) {
-                Ok(records) => Outcome::Replace(records),
+                Ok(outcome) => outcome,
                 Err(e) => Outcome::Failed(e),
             },
             c => Outcome::Failed(format!(
@@ -374,14 +376,14 @@ impl Batch<'_> {
         out
     }
 
-    /// The records that code 1 or 2 returned (results at `base + 1..`).
+    /// What code 1 or 2 returned (results at `base + 1..`).
     unsafe fn replacement(
         &mut self,
         l: *mut ffi::lua_State,
         base: c_int,
         code: i32,
-        rec: &Record,
-    ) -> Result<Vec<Record>, String> {
+        rec: &mut Record,
+    ) -> Result<Outcome, String> {
         let ts = base + 2;
         let time = if self.time_as_table {
             if ffi::lua_type(l, ts) != ffi::LUA_TTABLE {
@@ -420,6 +422,21 @@ impl Batch<'_> {
             None
         };
         let record_at = if self.five_args { base + 4 } else { base + 3 };
+        if ffi::lua_type(l, record_at) == ffi::LUA_TTABLE
+            && self.pusher.origins.is(l, record_at, &rec.body)
+            && !matches!(metadata, Some(Value::Array(_)))
+        {
+            // Its own record back: change it where it is.
+            self.reader
+                .changes(l, record_at, &rec.body, &self.pusher.origins)
+                .map_err(|e| self.invalid(&e.to_string()))?;
+            self.reader.apply(&mut rec.body);
+            rec.time = time;
+            if let Some(Value::Map(m)) = metadata {
+                rec.metadata = m;
+            }
+            return Ok(Outcome::Updated);
+        }
         let returned = self
             .reader
             .value(l, record_at, None, &self.pusher.origins, 0)
@@ -461,15 +478,17 @@ impl Batch<'_> {
             Some(Value::Map(m)) => vec![Some(m); n],
             _ => vec![None; n],
         };
-        Ok(bodies
-            .into_iter()
-            .zip(metas.iter_mut())
-            .map(|(body, meta)| Record {
-                time,
-                metadata: meta.take().unwrap_or_else(|| rec.metadata.clone()),
-                body,
-            })
-            .collect())
+        Ok(Outcome::Replace(
+            bodies
+                .into_iter()
+                .zip(metas.iter_mut())
+                .map(|(body, meta)| Record {
+                    time,
+                    metadata: meta.take().unwrap_or_else(|| rec.metadata.clone()),
+                    body,
+                })
+                .collect(),
+        ))
     }
 
     fn invalid(&self, why: &str) -> String {
@@ -533,7 +552,7 @@ impl Filter for LuaFilter {
         let result = unsafe {
             self.lua.exec_raw::<()>(&self.func, |l| {
                 while done < input.len() {
-                    let outcome = batch.run(l, &input[done]);
+                    let outcome = batch.run(l, &mut input[done]);
                     let rec = std::mem::replace(
                         &mut input[done],
                         Record::new(EventTime::default(), Map::new()),
@@ -541,6 +560,10 @@ impl Filter for LuaFilter {
                     done += 1;
                     match outcome {
                         Outcome::Keep => out.push(rec),
+                        Outcome::Updated => {
+                            changed = true;
+                            out.push(rec);
+                        }
                         Outcome::Drop => changed = true,
                         Outcome::Replace(recs) => {
                             changed = true;
