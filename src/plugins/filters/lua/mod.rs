@@ -122,23 +122,28 @@ struct LuaFilter {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigError> {
-    let prefix = format!("[filter] lua ({})", ctx.instance);
-    let Some(call) = props.str("call") else {
-        return Err(ConfigError::invalid(
-            props.span(),
-            format!("{prefix}: function name defined by 'call' is not set"),
-            Some("add 'call NAME', NAME being the Lua function that filters records".into()),
-        ));
-    };
-    let (text, chunk_name, source, key) = if let Some(code) = props.str("code") {
-        (
-            code.as_bytes().to_vec(),
-            "fluentbit.lua".to_string(),
-            "code".to_string(),
-            "code",
-        )
-    } else if let Some(script) = props.str("script") {
-        let path = resolve(script, ctx.main_dir).map_err(|searched| {
+    Ok(Box::new(LuaFilter::new(props, ctx)?))
+}
+
+impl LuaFilter {
+    fn new(props: &Props, ctx: &BuildContext) -> Result<LuaFilter, ConfigError> {
+        let prefix = format!("[filter] lua ({})", ctx.instance);
+        let Some(call) = props.str("call") else {
+            return Err(ConfigError::invalid(
+                props.span(),
+                format!("{prefix}: function name defined by 'call' is not set"),
+                Some("add 'call NAME', NAME being the Lua function that filters records".into()),
+            ));
+        };
+        let (text, chunk_name, source, key) = if let Some(code) = props.str("code") {
+            (
+                code.as_bytes().to_vec(),
+                "fluentbit.lua".to_string(),
+                "code".to_string(),
+                "code",
+            )
+        } else if let Some(script) = props.str("script") {
+            let path = resolve(script, ctx.main_dir).map_err(|searched| {
             ConfigError::invalid(
                 props.span_of("script"),
                 format!(
@@ -148,109 +153,110 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
                 Some("check the path (a relative one is tried from the working directory, then from the main config file's directory)".into()),
             )
         })?;
-        let text = std::fs::read(&path).map_err(|e| {
-            ConfigError::invalid(
-                props.span_of("script"),
-                format!("{prefix}: cannot access script '{}': {e}", path.display()),
-                Some("make the file readable by the agent".into()),
-            )
-        })?;
-        let shown = path.display().to_string();
-        (text, format!("@{shown}"), shown, "script")
-    } else {
-        return Err(ConfigError::invalid(
-            props.span(),
-            format!("{prefix}: no script path defined"),
-            Some("add 'script FILE.lua', or the Lua source itself as 'code'".into()),
-        ));
-    };
-    let at = props.span_of(key);
-    let enable_null = props.bool("enable_flb_null").unwrap_or(false);
+            let text = std::fs::read(&path).map_err(|e| {
+                ConfigError::invalid(
+                    props.span_of("script"),
+                    format!("{prefix}: cannot access script '{}': {e}", path.display()),
+                    Some("make the file readable by the agent".into()),
+                )
+            })?;
+            let shown = path.display().to_string();
+            (text, format!("@{shown}"), shown, "script")
+        } else {
+            return Err(ConfigError::invalid(
+                props.span(),
+                format!("{prefix}: no script path defined"),
+                Some("add 'script FILE.lua', or the Lua source itself as 'code'".into()),
+            ));
+        };
+        let at = props.span_of(key);
+        let enable_null = props.bool("enable_flb_null").unwrap_or(false);
 
-    // Every standard library, C modules included, as Fluent Bit's luaL_openlibs gives.
-    // SAFETY: scripts are configuration, trusted like the agent's own binary.
-    let lua = unsafe { mlua::Lua::unsafe_new() };
-    let setup = || -> mlua::Result<()> {
-        if enable_null {
-            let null = mlua::LightUserData(std::ptr::null_mut());
-            lua.globals().raw_set("flb_null", null)?;
-        }
-        Ok(())
-    };
-    setup().map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
-    let chunk = lua
-        .load(&text[..])
-        .set_name(chunk_name)
-        .into_function()
-        .map_err(|e| {
+        // Every standard library, C modules included, as Fluent Bit's luaL_openlibs gives.
+        // SAFETY: scripts are configuration, trusted like the agent's own binary.
+        let lua = unsafe { mlua::Lua::unsafe_new() };
+        let setup = || -> mlua::Result<()> {
+            if enable_null {
+                let null = mlua::LightUserData(std::ptr::null_mut());
+                lua.globals().raw_set("flb_null", null)?;
+            }
+            Ok(())
+        };
+        setup().map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
+        let chunk = lua
+            .load(&text[..])
+            .set_name(chunk_name)
+            .into_function()
+            .map_err(|e| {
+                lua_error(
+                    at,
+                    &prefix,
+                    "[luajit] error loading script",
+                    &e,
+                    Some("fix the Lua syntax at the line shown"),
+                )
+            })?;
+        chunk.call::<()>(()).map_err(|e| {
             lua_error(
                 at,
                 &prefix,
-                "[luajit] error loading script",
+                "[luajit] invalid lua content, error=2",
                 &e,
-                Some("fix the Lua syntax at the line shown"),
+                Some("the script's top-level code raised an error while it was loaded"),
             )
         })?;
-    chunk.call::<()>(()).map_err(|e| {
-        lua_error(
-            at,
-            &prefix,
-            "[luajit] invalid lua content, error=2",
-            &e,
-            Some("the script's top-level code raised an error while it was loaded"),
-        )
-    })?;
-    let func = match lua.globals().get::<mlua::Value>(call) {
-        Ok(mlua::Value::Function(f)) => f,
-        _ => {
-            let names = global_functions(&lua);
-            let near = crate::config::error::closest(call, names.iter().map(|s| s.as_str()));
-            let hint = match near {
-                Some(n) => format!("did you mean '{n}'? "),
-                None => String::new(),
-            };
-            return Err(ConfigError::invalid(
-                props.span_of("call"),
-                format!("{prefix}: function {call} is not found"),
-                Some(format!(
-                    "{hint}'call' names a global function the {} defines",
-                    if key == "code" { "code" } else { "script" }
-                )),
-            ));
-        }
-    };
-    // Fluent Bit counts the parameters with debug.getinfo(f, "u").nparams.
-    let nparams: i64 = lua
-        .load("local f = ...; return debug.getinfo(f, 'u').nparams or 0")
-        .call(func.clone())
-        .unwrap_or(0);
+        let func = match lua.globals().get::<mlua::Value>(call) {
+            Ok(mlua::Value::Function(f)) => f,
+            _ => {
+                let names = global_functions(&lua);
+                let near = crate::config::error::closest(call, names.iter().map(|s| s.as_str()));
+                let hint = match near {
+                    Some(n) => format!("did you mean '{n}'? "),
+                    None => String::new(),
+                };
+                return Err(ConfigError::invalid(
+                    props.span_of("call"),
+                    format!("{prefix}: function {call} is not found"),
+                    Some(format!(
+                        "{hint}'call' names a global function the {} defines",
+                        if key == "code" { "code" } else { "script" }
+                    )),
+                ));
+            }
+        };
+        // Fluent Bit counts the parameters with debug.getinfo(f, "u").nparams.
+        let nparams: i64 = lua
+            .load("local f = ...; return debug.getinfo(f, 'u').nparams or 0")
+            .call(func.clone())
+            .unwrap_or(0);
 
-    let mut forced = Forced::default();
-    for (prop, array) in [("type_int_key", false), ("type_array_key", true)] {
-        if let Some(list) = props.str(prop) {
-            for k in list.split(' ').filter(|k| !k.is_empty()) {
-                forced.keys.push((k.as_bytes().to_vec(), array));
+        let mut forced = Forced::default();
+        for (prop, array) in [("type_int_key", false), ("type_array_key", true)] {
+            if let Some(list) = props.str(prop) {
+                for k in list.split(' ').filter(|k| !k.is_empty()) {
+                    forced.keys.push((k.as_bytes().to_vec(), array));
+                }
             }
         }
+        Ok(LuaFilter {
+            lookup_null: enable_null || text_mentions(&text, b"flb_null"),
+            lua,
+            func,
+            call: call.to_string(),
+            source,
+            five_args: nparams >= 5,
+            time_as_table: props.bool("time_as_table").unwrap_or(false),
+            forced,
+            name: ctx.instance.to_string(),
+            errors: ctx.metrics.counter(
+                "agent_lua_errors_total",
+                "Records a lua filter passed unchanged because its function failed on them.",
+                ctx.instance,
+            ),
+            reported: HashSet::new(),
+            spare: Vec::new(),
+        })
     }
-    Ok(Box::new(LuaFilter {
-        lookup_null: enable_null || text_mentions(&text, b"flb_null"),
-        lua,
-        func,
-        call: call.to_string(),
-        source,
-        five_args: nparams >= 5,
-        time_as_table: props.bool("time_as_table").unwrap_or(false),
-        forced,
-        name: ctx.instance.to_string(),
-        errors: ctx.metrics.counter(
-            "agent_lua_errors_total",
-            "Records a lua filter passed unchanged because its function failed on them.",
-            ctx.instance,
-        ),
-        reported: HashSet::new(),
-        spare: Vec::new(),
-    }))
 }
 
 /// A Lua load or run error as a config error at `at`, with Lua's own message.
