@@ -99,6 +99,7 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         };
         doc.sections.extend(file.sections);
         doc.warnings.extend(file.warnings);
+        doc.vars = file.vars;
     } else if cli.sections.is_empty() {
         return Err(ConfigError::Usage(
             "agent: no configuration given: use -c FILE, or -i INPUT -o OUTPUT".into(),

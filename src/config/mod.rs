@@ -67,6 +67,8 @@ pub struct Config {
     /// The main config file's directory, where relative files (`parsers_file`, a lua
     /// `script`) are looked for when the working directory does not have them.
     pub main_dir: Option<std::path::PathBuf>,
+    /// `@SET` and YAML `env:` variables, by name.
+    pub vars: Vec<(String, String)>,
 }
 
 impl Config {
@@ -124,6 +126,7 @@ impl Config {
             outputs,
             parsers: Default::default(),
             main_dir: None,
+            vars: doc.vars.clone(),
         })
     }
 }

@@ -555,6 +555,7 @@ impl Pipeline {
                 parsers: &config.parsers,
                 exit: &exit,
                 main_dir: config.main_dir.as_deref(),
+                vars: &config.vars,
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
@@ -640,6 +641,7 @@ impl Pipeline {
                     parsers: &config.parsers,
                     exit: &exit,
                     main_dir: config.main_dir.as_deref(),
+                    vars: &config.vars,
                 },
             )?;
             let mut filter = filter;
@@ -731,6 +733,7 @@ impl Pipeline {
                 parsers: &config.parsers,
                 exit: &exit,
                 main_dir: config.main_dir.as_deref(),
+                vars: &config.vars,
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;

@@ -48,6 +48,8 @@ pub struct BuildContext<'a> {
     pub exit: &'a crate::pipeline::shutdown::ExitRequest,
     /// The main config file's directory (relative files are tried there second).
     pub main_dir: Option<&'a std::path::Path>,
+    /// `@SET` and YAML `env:` variables, by name.
+    pub vars: &'a [(String, String)],
 }
 
 impl BuildContext<'_> {

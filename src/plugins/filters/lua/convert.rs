@@ -84,10 +84,11 @@ fn strncmp_eq(conf: &[u8], key: &[u8]) -> bool {
 /// C's `(int64_t)d` as x86-64 computes it: truncation, and INT64_MIN when out of range
 /// or NaN.
 pub fn c_f64_to_i64(d: f64) -> i64 {
-    if d.is_nan() || d >= 9_223_372_036_854_775_808.0 || d < -9_223_372_036_854_775_808.0 {
-        i64::MIN
-    } else {
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    if (-LIMIT..LIMIT).contains(&d) {
         d as i64
+    } else {
+        i64::MIN // NaN too
     }
 }
 

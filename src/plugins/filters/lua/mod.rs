@@ -176,6 +176,20 @@ impl LuaFilter {
         // SAFETY: scripts are configuration, trusted like the agent's own binary.
         let lua = unsafe { mlua::Lua::unsafe_new() };
         let setup = || -> mlua::Result<()> {
+            // FLB_ENV: the config's variables, plus HOSTNAME when the environment lacks
+            // it (Fluent Bit presets it so), empty values left out.
+            let env = lua.create_table()?;
+            for (k, v) in ctx.vars.iter().filter(|(_, v)| !v.is_empty()) {
+                env.raw_set(k.as_str(), v.as_str())?;
+            }
+            if std::env::var_os("HOSTNAME").is_none()
+                && !ctx.vars.iter().any(|(k, _)| k == "HOSTNAME")
+            {
+                if let Some(h) = crate::config::parser::hostname() {
+                    env.raw_set("HOSTNAME", h)?;
+                }
+            }
+            lua.globals().raw_set("FLB_ENV", env)?;
             if enable_null {
                 let null = mlua::LightUserData(std::ptr::null_mut());
                 lua.globals().raw_set("flb_null", null)?;

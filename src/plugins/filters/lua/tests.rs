@@ -52,6 +52,7 @@ fn lua(code: &str, extra: &[(&str, &str)]) -> (LuaFilter, Arc<PluginMetrics>) {
         dropped_tags: &[],
         parsers: &parsers,
         main_dir: None,
+        vars: &[],
     };
     let f = LuaFilter::new(&p, &ctx).unwrap_or_else(|e| panic!("{e}"));
     (f, metrics)
@@ -405,6 +406,7 @@ fn config_errors_name_the_property_line() {
         dropped_tags: &[],
         parsers: &parsers,
         main_dir: None,
+        vars: &[],
     };
     let err = |entries: &[(&str, &str)]| match build(&props(entries).unwrap(), &ctx) {
         Ok(_) => panic!("{entries:?} accepted"),
@@ -422,5 +424,43 @@ fn config_errors_name_the_property_line() {
     assert!(
         e.starts_with("t.conf:2: ") && e.contains("cannot access script"),
         "{e}"
+    );
+}
+
+#[test]
+fn flb_env_holds_the_config_variables() {
+    let service = ServiceConfig::from_entries(&[]).unwrap();
+    let parsers = crate::parser::Parsers::default();
+    let metrics = PluginMetrics::default();
+    let vars = vec![
+        ("A".to_string(), "aaa".to_string()),
+        ("EMPTY".to_string(), String::new()),
+    ];
+    let ctx = BuildContext {
+        service: &service,
+        instance: "lua.0",
+        metrics: &metrics,
+        dropped_tags: &[],
+        parsers: &parsers,
+        main_dir: None,
+        vars: &vars,
+    };
+    let code = "function cb(tag, ts, r)
+                  r.a = FLB_ENV.A; r.empty = FLB_ENV.EMPTY == nil
+                  r.host = FLB_ENV.HOSTNAME ~= nil
+                  return 2, ts, r
+                end";
+    let p = props(&[("call", "cb"), ("code", code)]).unwrap();
+    let mut f = LuaFilter::new(&p, &ctx).unwrap();
+    let out = run(&mut f, vec![rec(1, 0, Map::new())]);
+    // Fluent Bit presets HOSTNAME only when the environment has none.
+    let host = std::env::var_os("HOSTNAME").is_none();
+    assert_eq!(
+        out[0].body,
+        map(&[
+            ("a", s("aaa")),
+            ("empty", Value::Bool(true)),
+            ("host", Value::Bool(host)),
+        ])
     );
 }
