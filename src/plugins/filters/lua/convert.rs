@@ -288,6 +288,32 @@ pub struct Reader<'a> {
     changed: Vec<(usize, Option<Value>)>,
     added: Vec<(Str, Value)>,
     seen: Vec<bool>,
+    strings: Strings,
+}
+
+/// The strings made from Lua strings lately: a script that adds `env = "prod"` to every
+/// record gives back the same two strings each time, which then cost a reference count
+/// instead of an allocation. Direct-mapped by a hash of the bytes; a slot is checked
+/// byte for byte.
+struct Strings([Option<Str>; 64]);
+
+impl Strings {
+    fn get(&mut self, s: &str) -> Str {
+        // FNV-1a over at most 32 bytes: cheap, and keys differ early.
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in s.as_bytes().iter().take(32) {
+            h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+        }
+        let slot = &mut self.0[(h ^ s.len() as u32) as usize % 64];
+        match slot {
+            Some(k) if **k == *s => k.clone(),
+            _ => {
+                let k = Str::from(s);
+                *slot = Some(k.clone());
+                k
+            }
+        }
+    }
 }
 
 /// How a table is written.
@@ -307,6 +333,7 @@ impl<'a> Reader<'a> {
             changed: Vec::new(),
             added: Vec::new(),
             seen: Vec::new(),
+            strings: Strings(std::array::from_fn(|_| None)),
         }
     }
 
@@ -375,7 +402,7 @@ impl<'a> Reader<'a> {
         }
         Ok(match (hint, std::str::from_utf8(b)) {
             (Some(Value::Str(s)), _) if s.as_bytes() == b => Value::Str(s.clone()),
-            (_, Ok(s)) => Value::Str(Arc::from(s)),
+            (_, Ok(s)) => Value::Str(self.strings.get(s)),
             (Some(Value::Bin(h)), Err(_)) if &h[..] == b => Value::Bin(h.clone()),
             (_, Err(_)) => Value::Bin(Arc::from(b)),
         })
@@ -482,7 +509,10 @@ impl<'a> Reader<'a> {
                 self.bytes += b.len();
                 return Ok(match hint.iter().position(|(k, _)| k.as_bytes() == b) {
                     Some(i) => Key::Known(i),
-                    None => Key::New(Str::from(String::from_utf8_lossy(b))),
+                    None => Key::New(match std::str::from_utf8(b) {
+                        Ok(s) => self.strings.get(s),
+                        Err(_) => Str::from(String::from_utf8_lossy(b)),
+                    }),
                 });
             }
             ffi::LUA_TNUMBER => {
