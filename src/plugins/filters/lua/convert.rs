@@ -467,9 +467,10 @@ impl<'a> Reader<'a> {
         origins: &Origins,
         depth: usize,
     ) -> Result<(), ConvError> {
+        let index = KeyIndex::new(hint);
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, idx) != 0 {
-            let r = self.entry(l, hint, origins, depth);
+            let r = self.entry(l, &index, origins, depth);
             match r {
                 Ok(e) => {
                     ffi::lua_settop(l, -2);
@@ -488,11 +489,12 @@ impl<'a> Reader<'a> {
     unsafe fn entry(
         &mut self,
         l: *mut lua_State,
-        hint: &[(Str, Value)],
+        index: &KeyIndex,
         origins: &Origins,
         depth: usize,
     ) -> Result<(usize, Str, Value), ConvError> {
-        let (rank, key) = match self.key(l, hint)? {
+        let hint = index.keys;
+        let (rank, key) = match self.key(l, index)? {
             Key::Known(i) => (i, hint[i].0.clone()),
             Key::New(k) => (usize::MAX, k),
         };
@@ -502,12 +504,12 @@ impl<'a> Reader<'a> {
     }
 
     /// The key at -2: where it is in `hint` (its first occurrence), or a new key.
-    unsafe fn key(&mut self, l: *mut lua_State, hint: &[(Str, Value)]) -> Result<Key, ConvError> {
+    unsafe fn key(&mut self, l: *mut lua_State, hint: &KeyIndex) -> Result<Key, ConvError> {
         let text = match ffi::lua_type(l, -2) {
             ffi::LUA_TSTRING => {
                 let b = str_at(l, -2);
                 self.bytes += b.len();
-                return Ok(match hint.iter().position(|(k, _)| k.as_bytes() == b) {
+                return Ok(match hint.find(b) {
                     Some(i) => Key::Known(i),
                     None => Key::New(match std::str::from_utf8(b) {
                         Ok(s) => self.strings.get(s),
@@ -584,9 +586,10 @@ impl<'a> Reader<'a> {
         if ffi::lua_checkstack(l, 6) == 0 {
             return Err(ConvError::TooDeep);
         }
+        let index = KeyIndex::new(body);
         ffi::lua_pushnil(l);
         while ffi::lua_next(l, idx) != 0 {
-            let r = self.change(l, body, origins);
+            let r = self.change(l, &index, origins);
             ffi::lua_settop(l, -2);
             if let Err(e) = r {
                 ffi::lua_settop(l, -2);
@@ -599,11 +602,12 @@ impl<'a> Reader<'a> {
     unsafe fn change(
         &mut self,
         l: *mut lua_State,
-        body: &Map,
+        index: &KeyIndex,
         origins: &Origins,
     ) -> Result<(), ConvError> {
         self.values += 1;
-        match self.key(l, body)? {
+        let body = index.keys;
+        match self.key(l, index)? {
             Key::Known(i) => {
                 let (k, old) = &body[i];
                 let forced = !self.forced.keys.is_empty()
@@ -646,6 +650,33 @@ impl<'a> Reader<'a> {
         }
         self.added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         body.append(&mut self.added);
+    }
+}
+
+/// Where each key of a map is (its first occurrence): a scan for small maps, a hash
+/// map for large ones, so that reading a record with many keys stays linear.
+struct KeyIndex<'m> {
+    keys: &'m [(Str, Value)],
+    big: Option<std::collections::HashMap<&'m [u8], usize>>,
+}
+
+impl<'m> KeyIndex<'m> {
+    fn new(keys: &'m [(Str, Value)]) -> KeyIndex<'m> {
+        let big = (keys.len() > 32).then(|| {
+            let mut m = std::collections::HashMap::with_capacity(keys.len());
+            for (i, (k, _)) in keys.iter().enumerate() {
+                m.entry(k.as_bytes()).or_insert(i);
+            }
+            m
+        });
+        KeyIndex { keys, big }
+    }
+
+    fn find(&self, b: &[u8]) -> Option<usize> {
+        match &self.big {
+            Some(m) => m.get(b).copied(),
+            None => self.keys.iter().position(|(k, _)| k.as_bytes() == b),
+        }
     }
 }
 

@@ -464,3 +464,39 @@ fn flb_env_holds_the_config_variables() {
         ])
     );
 }
+
+#[test]
+fn large_records_keep_their_order() {
+    let (mut f, _) = lua(
+        "function cb(tag, ts, r)
+           r.k050 = 'changed'; r.k010 = nil; r.new = 1
+           r.inner = {}
+           for k, v in pairs(r.big) do r.inner[k] = v end
+           return 2, ts, r
+         end",
+        &[],
+    );
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let mut body: Map = keys.iter().map(|k| (Arc::from(k.as_str()), s(k))).collect();
+    let big: Map = keys
+        .iter()
+        .rev()
+        .map(|k| (Arc::from(k.as_str()), Value::UInt(1)))
+        .collect();
+    body.push((Arc::from("big"), Value::Map(big.clone())));
+    let out = run(&mut f, vec![rec(1, 0, body.clone())]);
+    let mut want: Map = body
+        .into_iter()
+        .filter(|(k, _)| &**k != "k010")
+        .map(|(k, v)| {
+            let v = if &*k == "k050" { s("changed") } else { v };
+            (k, v)
+        })
+        .collect();
+    // `inner` is a new table: its keys follow in byte order.
+    let mut sorted = big;
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    want.push((Arc::from("inner"), Value::Map(sorted)));
+    want.push((Arc::from("new"), Value::UInt(1)));
+    assert_eq!(out[0].body, want);
+}
