@@ -152,19 +152,14 @@ impl Origins {
 }
 
 /// Pushes record values onto the Lua stack.
+#[derive(Default)]
 pub struct Pusher {
-    /// Whether the global `flb_null` may be non-nil (it is looked up for every nil, as
-    /// Fluent Bit does, only when the script or `enable_flb_null` could have set it).
-    lookup_null: bool,
     pub origins: Origins,
 }
 
 impl Pusher {
-    pub fn new(lookup_null: bool) -> Pusher {
-        Pusher {
-            lookup_null,
-            origins: Origins::default(),
-        }
+    pub fn new() -> Pusher {
+        Pusher::default()
     }
 
     /// Forgets the tables of the previous record.
@@ -201,13 +196,10 @@ impl Pusher {
     pub unsafe fn push_value(&mut self, l: *mut lua_State, v: &Value) {
         ffi::lua_checkstack(l, 4);
         match v {
+            // The global `flb_null` (read raw, so a strict-mode _G cannot raise here).
             Value::Nil => {
-                if self.lookup_null {
-                    push_bytes(l, b"flb_null");
-                    ffi::lua_rawget(l, ffi::LUA_GLOBALSINDEX);
-                } else {
-                    ffi::lua_pushnil(l);
-                }
+                push_bytes(l, b"flb_null");
+                ffi::lua_rawget(l, ffi::LUA_GLOBALSINDEX);
             }
             Value::Bool(b) => ffi::lua_pushboolean(l, *b as c_int),
             // Fluent Bit: lua_pushinteger(l, (double) u64): to double, back to int64.

@@ -31,7 +31,6 @@ mod convert;
 
 use std::collections::HashSet;
 use std::ffi::c_int;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,7 +111,6 @@ struct LuaFilter {
     five_args: bool,
     time_as_table: bool,
     forced: Forced,
-    lookup_null: bool,
     /// Instance name for logs (`lua.0`, or the alias).
     name: String,
     errors: Arc<AtomicU64>,
@@ -125,6 +123,82 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     Ok(Box::new(LuaFilter::new(props, ctx)?))
 }
 
+/// Where the Lua source came from.
+struct Source {
+    text: Vec<u8>,
+    /// The chunk name Lua's messages show: `@path` (shown as the path) or Fluent Bit's
+    /// `fluentbit.lua` for `code`.
+    chunk_name: String,
+    /// The script path or `code`, for messages.
+    label: String,
+    /// The property that gave it, for error locations.
+    key: &'static str,
+}
+
+const SCRIPT_HELP: &str = "check the path (a relative one is tried from the working directory, then from the main config file's directory)";
+
+fn source(props: &Props, ctx: &BuildContext, prefix: &str) -> Result<Source, ConfigError> {
+    if let Some(code) = props.str("code") {
+        return Ok(Source {
+            text: code.as_bytes().to_vec(),
+            chunk_name: "fluentbit.lua".into(),
+            label: "code".into(),
+            key: "code",
+        });
+    }
+    let Some(script) = props.str("script") else {
+        return Err(ConfigError::invalid(
+            props.span(),
+            format!("{prefix}: no script path defined"),
+            Some("add 'script FILE.lua', or the Lua source itself as 'code'".into()),
+        ));
+    };
+    let at = props.span_of("script");
+    let path = crate::config::resolve_path(script, ctx.main_dir).map_err(|searched| {
+        let msg = format!(
+            "{prefix}: cannot access script '{script}' (searched: {})",
+            searched.join(", ")
+        );
+        ConfigError::invalid(at, msg, Some(SCRIPT_HELP.into()))
+    })?;
+    let text = std::fs::read(&path).map_err(|e| {
+        let msg = format!("{prefix}: cannot access script '{}': {e}", path.display());
+        ConfigError::invalid(at, msg, Some("make the file readable by the agent".into()))
+    })?;
+    let label = path.display().to_string();
+    Ok(Source {
+        text,
+        chunk_name: format!("@{label}"),
+        label,
+        key: "script",
+    })
+}
+
+/// A Lua state as Fluent Bit prepares one: every standard library (C modules too, as
+/// `luaL_openlibs` gives), `FLB_ENV`, and `flb_null` when asked for.
+fn new_state(ctx: &BuildContext, enable_null: bool) -> mlua::Result<mlua::Lua> {
+    // SAFETY: scripts are configuration, trusted like the agent's own binary.
+    let lua = unsafe { mlua::Lua::unsafe_new() };
+    // FLB_ENV: the config's variables, plus HOSTNAME when the environment lacks it
+    // (Fluent Bit presets it so), empty values left out.
+    let env = lua.create_table()?;
+    for (k, v) in ctx.vars.iter().filter(|(_, v)| !v.is_empty()) {
+        env.raw_set(k.as_str(), v.as_str())?;
+    }
+    let host_set = ctx.vars.iter().any(|(k, _)| k == "HOSTNAME");
+    if std::env::var_os("HOSTNAME").is_none() && !host_set {
+        if let Some(h) = crate::config::parser::hostname() {
+            env.raw_set("HOSTNAME", h)?;
+        }
+    }
+    lua.globals().raw_set("FLB_ENV", env)?;
+    if enable_null {
+        let null = mlua::LightUserData(std::ptr::null_mut());
+        lua.globals().raw_set("flb_null", null)?;
+    }
+    Ok(lua)
+}
+
 impl LuaFilter {
     fn new(props: &Props, ctx: &BuildContext) -> Result<LuaFilter, ConfigError> {
         let prefix = format!("[filter] lua ({})", ctx.instance);
@@ -135,129 +209,63 @@ impl LuaFilter {
                 Some("add 'call NAME', NAME being the Lua function that filters records".into()),
             ));
         };
-        let (text, chunk_name, source, key) = if let Some(code) = props.str("code") {
-            (
-                code.as_bytes().to_vec(),
-                "fluentbit.lua".to_string(),
-                "code".to_string(),
-                "code",
-            )
-        } else if let Some(script) = props.str("script") {
-            let path = resolve(script, ctx.main_dir).map_err(|searched| {
-            ConfigError::invalid(
-                props.span_of("script"),
-                format!(
-                    "{prefix}: cannot access script '{script}' (searched: {})",
-                    searched.join(", ")
-                ),
-                Some("check the path (a relative one is tried from the working directory, then from the main config file's directory)".into()),
-            )
-        })?;
-            let text = std::fs::read(&path).map_err(|e| {
-                ConfigError::invalid(
-                    props.span_of("script"),
-                    format!("{prefix}: cannot access script '{}': {e}", path.display()),
-                    Some("make the file readable by the agent".into()),
-                )
-            })?;
-            let shown = path.display().to_string();
-            (text, format!("@{shown}"), shown, "script")
-        } else {
-            return Err(ConfigError::invalid(
-                props.span(),
-                format!("{prefix}: no script path defined"),
-                Some("add 'script FILE.lua', or the Lua source itself as 'code'".into()),
-            ));
-        };
-        let at = props.span_of(key);
+        let src = source(props, ctx, &prefix)?;
+        let at = props.span_of(src.key);
         let enable_null = props.bool("enable_flb_null").unwrap_or(false);
-
-        // Every standard library, C modules included, as Fluent Bit's luaL_openlibs gives.
-        // SAFETY: scripts are configuration, trusted like the agent's own binary.
-        let lua = unsafe { mlua::Lua::unsafe_new() };
-        let setup = || -> mlua::Result<()> {
-            // FLB_ENV: the config's variables, plus HOSTNAME when the environment lacks
-            // it (Fluent Bit presets it so), empty values left out.
-            let env = lua.create_table()?;
-            for (k, v) in ctx.vars.iter().filter(|(_, v)| !v.is_empty()) {
-                env.raw_set(k.as_str(), v.as_str())?;
-            }
-            if std::env::var_os("HOSTNAME").is_none()
-                && !ctx.vars.iter().any(|(k, _)| k == "HOSTNAME")
-            {
-                if let Some(h) = crate::config::parser::hostname() {
-                    env.raw_set("HOSTNAME", h)?;
-                }
-            }
-            lua.globals().raw_set("FLB_ENV", env)?;
-            if enable_null {
-                let null = mlua::LightUserData(std::ptr::null_mut());
-                lua.globals().raw_set("flb_null", null)?;
-            }
-            Ok(())
-        };
-        setup().map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
+        let lua = new_state(ctx, enable_null)
+            .map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
         let chunk = lua
-            .load(&text[..])
-            .set_name(chunk_name)
+            .load(&src.text[..])
+            .set_name(src.chunk_name)
             .into_function()
             .map_err(|e| {
-                lua_error(
-                    at,
-                    &prefix,
-                    "[luajit] error loading script",
-                    &e,
-                    Some("fix the Lua syntax at the line shown"),
-                )
+                let hint = Some("fix the Lua syntax at the line shown");
+                lua_error(at, &prefix, "[luajit] error loading script", &e, hint)
             })?;
         chunk.call::<()>(()).map_err(|e| {
+            let hint = Some("the script's top-level code raised an error while it was loaded");
             lua_error(
                 at,
                 &prefix,
                 "[luajit] invalid lua content, error=2",
                 &e,
-                Some("the script's top-level code raised an error while it was loaded"),
+                hint,
             )
         })?;
-        let func = match lua.globals().get::<mlua::Value>(call) {
-            Ok(mlua::Value::Function(f)) => f,
-            _ => {
-                let names = global_functions(&lua);
-                let near = crate::config::error::closest(call, names.iter().map(|s| s.as_str()));
-                let hint = match near {
-                    Some(n) => format!("did you mean '{n}'? "),
-                    None => String::new(),
-                };
-                return Err(ConfigError::invalid(
-                    props.span_of("call"),
-                    format!("{prefix}: function {call} is not found"),
-                    Some(format!(
-                        "{hint}'call' names a global function the {} defines",
-                        if key == "code" { "code" } else { "script" }
-                    )),
-                ));
-            }
+        let Ok(mlua::Value::Function(func)) = lua.globals().get::<mlua::Value>(call) else {
+            let names = global_functions(&lua);
+            let near = crate::config::error::closest(call, names.iter().map(|s| s.as_str()));
+            let hint = near.map_or(String::new(), |n| format!("did you mean '{n}'? "));
+            return Err(ConfigError::invalid(
+                props.span_of("call"),
+                format!("{prefix}: function {call} is not found"),
+                Some(format!(
+                    "{hint}'call' names a global function the {} defines",
+                    src.key
+                )),
+            ));
         };
         // Fluent Bit counts the parameters with debug.getinfo(f, "u").nparams.
         let nparams: i64 = lua
             .load("local f = ...; return debug.getinfo(f, 'u').nparams or 0")
             .call(func.clone())
             .unwrap_or(0);
-
         let mut forced = Forced::default();
         for (prop, array) in [("type_int_key", false), ("type_array_key", true)] {
-            if let Some(list) = props.str(prop) {
-                for k in list.split(' ').filter(|k| !k.is_empty()) {
-                    forced.keys.push((k.as_bytes().to_vec(), array));
-                }
+            for k in props
+                .str(prop)
+                .unwrap_or("")
+                .split(' ')
+                .filter(|k| !k.is_empty())
+            {
+                forced.keys.push((k.as_bytes().to_vec(), array));
             }
         }
         Ok(LuaFilter {
-            lookup_null: enable_null || text_mentions(&text, b"flb_null"),
             lua,
             func,
             call: call.to_string(),
-            source,
+            source: src.label,
             five_args: nparams >= 5,
             time_as_table: props.bool("time_as_table").unwrap_or(false),
             forced,
@@ -300,16 +308,6 @@ fn global_functions(lua: &mlua::Lua) -> Vec<String> {
     });
     names.sort();
     names
-}
-
-fn text_mentions(text: &[u8], word: &[u8]) -> bool {
-    text.windows(word.len()).any(|w| w == word)
-}
-
-/// The script as Fluent Bit finds it: as given, else (relative only) under the main
-/// config file's directory. Err lists what was tried.
-fn resolve(file: &str, main_dir: Option<&Path>) -> Result<PathBuf, Vec<String>> {
-    crate::config::resolve_path(file, main_dir)
 }
 
 /// Fluent Bit's flb_time_from_double: `(time_t)d` seconds, `(long)((d - sec) * 1e9)`
@@ -561,7 +559,7 @@ impl Filter for LuaFilter {
             tag,
             five_args: self.five_args,
             time_as_table: self.time_as_table,
-            pusher: Pusher::new(self.lookup_null),
+            pusher: Pusher::new(),
             reader: Reader::new(&self.forced),
             call: &self.call,
             source: &self.source,
