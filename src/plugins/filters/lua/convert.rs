@@ -172,29 +172,45 @@ impl Pusher {
         self.origins.0.sort_unstable_by_key(|e| e.0);
     }
 
-    /// Pushes `map` as a Lua table with a map metatable. Stack: +1.
+    /// Pushes `map` as a Lua table with a map metatable, `depth` tables deep. Stack: +1,
+    /// or unchanged on error (a record nested deeper than [`MAX_DEPTH`]).
     ///
     /// # Safety
     /// `l` is a valid state inside a protected call; `map` outlives the reading of the
     /// function's results.
-    pub unsafe fn push_map(&mut self, l: *mut lua_State, map: &Map) {
-        ffi::lua_checkstack(l, 4);
+    pub unsafe fn push_map(
+        &mut self,
+        l: *mut lua_State,
+        map: &Map,
+        depth: usize,
+    ) -> Result<(), ConvError> {
+        if depth >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
+            return Err(ConvError::TooDeep);
+        }
         ffi::lua_createtable(l, 0, len_c(map.len()));
         self.origins
             .0
             .push((ffi::lua_topointer(l, -1) as usize, map as *const Map));
         for (k, v) in map {
             push_bytes(l, k.as_bytes());
-            self.push_value(l, v);
+            if let Err(e) = self.push_value(l, v, depth) {
+                ffi::lua_settop(l, -3);
+                return Err(e);
+            }
             ffi::lua_settable(l, -3);
         }
         set_type(l, TYPE_MAP);
+        Ok(())
     }
 
     /// # Safety
     /// As [`Pusher::push_map`].
-    pub unsafe fn push_value(&mut self, l: *mut lua_State, v: &Value) {
-        ffi::lua_checkstack(l, 4);
+    unsafe fn push_value(
+        &mut self,
+        l: *mut lua_State,
+        v: &Value,
+        depth: usize,
+    ) -> Result<(), ConvError> {
         match v {
             // The global `flb_null` (read raw, so a strict-mode _G cannot raise here).
             Value::Nil => {
@@ -209,15 +225,22 @@ impl Pusher {
             Value::Str(s) => push_bytes(l, s.as_bytes()),
             Value::Bin(b) => push_bytes(l, b),
             Value::Array(a) => {
+                if depth + 1 >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
+                    return Err(ConvError::TooDeep);
+                }
                 ffi::lua_createtable(l, len_c(a.len()), 0);
                 for (i, item) in a.iter().enumerate() {
-                    self.push_value(l, item);
+                    if let Err(e) = self.push_value(l, item, depth + 1) {
+                        ffi::lua_settop(l, -2);
+                        return Err(e);
+                    }
                     ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
                 }
                 set_type(l, TYPE_ARRAY);
             }
-            Value::Map(m) => self.push_map(l, m),
+            Value::Map(m) => self.push_map(l, m, depth + 1)?,
         }
+        Ok(())
     }
 }
 

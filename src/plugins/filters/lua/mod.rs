@@ -365,11 +365,18 @@ impl Batch<'_> {
             ffi::lua_pushnumber(l, rec.time.secs as f64 + rec.time.nanos as f64 / 1e9);
         }
         self.pusher.clear();
+        let mut pushed = Ok(());
         if self.five_args {
             ffi::lua_createtable(l, 0, 0);
-            self.pusher.push_map(l, &rec.metadata);
+            pushed = self.pusher.push_map(l, &rec.metadata, 0);
         }
-        self.pusher.push_map(l, &rec.body);
+        if pushed.is_ok() {
+            pushed = self.pusher.push_map(l, &rec.body, 0);
+        }
+        if let Err(e) = pushed {
+            ffi::lua_settop(l, base);
+            return Outcome::Failed(format!("the record cannot be given to Lua: {e}"));
+        }
         let (nargs, nret) = if self.five_args { (5, 4) } else { (3, 3) };
         let status = ffi::lua_pcall(l, nargs, nret, 0);
         if status != 0 {

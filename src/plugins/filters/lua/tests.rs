@@ -500,3 +500,21 @@ fn large_records_keep_their_order() {
     want.push((Arc::from("new"), Value::UInt(1)));
     assert_eq!(out[0].body, want);
 }
+
+#[test]
+fn a_record_too_deep_for_lua_passes_unchanged() {
+    let (mut f, m) = lua("function cb(tag, ts, r) r.x = 1 return 2, ts, r end", &[]);
+    let mut v = Value::UInt(1);
+    for _ in 0..MAX_DEPTH + 10 {
+        v = Value::Array(vec![v]);
+    }
+    let deep = rec(1, 0, map(&[("d", v)]));
+    let out = run(&mut f, vec![deep.clone(), rec(1, 0, Map::new())]);
+    assert_eq!(out[0], deep);
+    assert_eq!(out[1].body, map(&[("x", Value::UInt(1))]));
+    assert_eq!(errors(&m), 1);
+    assert!(f
+        .reported
+        .iter()
+        .any(|e| e.starts_with("the record cannot be given to Lua")));
+}
