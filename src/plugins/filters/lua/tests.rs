@@ -51,6 +51,7 @@ fn lua(code: &str, extra: &[(&str, &str)]) -> (LuaFilter, Arc<PluginMetrics>) {
         metrics: &metrics,
         dropped_tags: &[],
         parsers: &parsers,
+        exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &[],
     };
@@ -405,6 +406,7 @@ fn config_errors_name_the_property_line() {
         metrics: &metrics,
         dropped_tags: &[],
         parsers: &parsers,
+        exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &[],
     };
@@ -442,6 +444,7 @@ fn flb_env_holds_the_config_variables() {
         metrics: &metrics,
         dropped_tags: &[],
         parsers: &parsers,
+        exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &vars,
     };
