@@ -9,7 +9,10 @@
 //!   any other number a double. Integers reach Lua as doubles (LuaJIT has no integers):
 //!   beyond 2^53 they round, and a uint64 of 2^63 or more becomes -2^63, as in Fluent Bit.
 //! - A table made from a record map or array keeps that type (a metatable
-//!   `{type = 2}` or `{type = 1}` says so), so `{}` and `[]` round-trip. A table the
+//!   `{type = 2}` or `{type = 1}` says so), so `{}` and `[]` round-trip. Fluent Bit
+//!   makes a metatable per table; here all record maps share one and all arrays another
+//!   (a table less per map), checked after every call: a script that changed one is
+//!   read as it left it, then both are replaced. A table the
 //!   script made is an array when its positive integer keys are exactly 1..n (or
 //!   `table.maxn` is > 0: then it is an array of that length, holes as nil, other keys
 //!   dropped), else a map; `{}` is a map.
@@ -254,14 +257,53 @@ pub unsafe fn push_bytes(l: *mut lua_State, b: &[u8]) {
     ffi::lua_pushlstring_(l, b.as_ptr().cast(), b.len());
 }
 
-/// Gives the table at the top its own `{type = t}` metatable, as Fluent Bit does (a
-/// script that edits one record's metatable affects no other table).
+/// Stack indices (inside the batch's protected call) of the two metatables every record
+/// table shares: `{type = 2}` for maps, `{type = 1}` for arrays.
+pub const MT_MAP: c_int = 2;
+pub const MT_ARRAY: c_int = 3;
+
+/// Gives the table at the top the shared metatable of its type. Fluent Bit makes one
+/// per table; sharing two saves a table per map. A script that changes one is caught
+/// by [`shared_metatables_intact`] after its call.
 unsafe fn set_type(l: *mut lua_State, t: ffi::lua_Integer) {
+    ffi::lua_pushvalue(l, if t == TYPE_MAP { MT_MAP } else { MT_ARRAY });
+    ffi::lua_setmetatable(l, -2);
+}
+
+/// A new `{type = t}` table on the stack.
+///
+/// # Safety
+/// A valid state with free stack slots, inside a protected call.
+pub unsafe fn push_type_table(l: *mut lua_State, t: ffi::lua_Integer) {
     ffi::lua_createtable(l, 0, 1);
     push_bytes(l, b"type");
     ffi::lua_pushinteger(l, t);
     ffi::lua_rawset(l, -3);
-    ffi::lua_setmetatable(l, -2);
+}
+
+/// Whether the shared metatables still hold `type` and nothing else.
+///
+/// # Safety
+/// Inside the batch's protected call.
+pub unsafe fn shared_metatables_intact(l: *mut lua_State) -> bool {
+    [(MT_MAP, TYPE_MAP), (MT_ARRAY, TYPE_ARRAY)]
+        .into_iter()
+        .all(|(idx, t)| {
+            ffi::lua_pushnil(l);
+            if ffi::lua_next(l, idx) == 0 {
+                return false;
+            }
+            let ok = ffi::lua_type(l, -2) == ffi::LUA_TSTRING
+                && str_at(l, -2) == b"type"
+                && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER
+                && ffi::lua_tonumber(l, -1) == t as f64;
+            ffi::lua_settop(l, -2);
+            let more = ffi::lua_next(l, idx) != 0;
+            if more {
+                ffi::lua_settop(l, -3);
+            }
+            ok && !more
+        })
 }
 
 /// The bytes of the string at `idx` (which must be a string: no conversion happens).
@@ -295,6 +337,9 @@ fn int_value(i: i64) -> Value {
 /// Reads Lua values back into record values, within the limits above.
 pub struct Reader<'a> {
     pub forced: &'a Forced,
+    /// The shared metatables were left as they were (their type is then known by
+    /// identity).
+    pub intact: bool,
     values: usize,
     bytes: usize,
     /// Entries of the maps being read, innermost last: (rank, key, value).
@@ -342,6 +387,7 @@ impl<'a> Reader<'a> {
     pub fn new(forced: &'a Forced) -> Reader<'a> {
         Reader {
             forced,
+            intact: true,
             values: 0,
             bytes: 0,
             scratch: Vec::new(),
@@ -350,6 +396,14 @@ impl<'a> Reader<'a> {
             seen: Vec::new(),
             strings: Strings(std::array::from_fn(|_| None)),
         }
+    }
+
+    /// Whether the table at `idx` is written as a map (its metatable or its keys say so).
+    ///
+    /// # Safety
+    /// `idx` is a valid absolute index holding a table.
+    pub unsafe fn is_map(&self, l: *mut lua_State, idx: c_int) -> bool {
+        ffi::lua_checkstack(l, 4) != 0 && matches!(shape(l, idx, self.intact), Shape::Map)
     }
 
     /// Starts a new record: the limits count per record.
@@ -392,7 +446,7 @@ impl<'a> Reader<'a> {
                     return Err(ConvError::TooDeep);
                 }
                 let idx = abs_index(l, idx);
-                match shape(l, idx) {
+                match shape(l, idx, self.intact) {
                     Shape::Array(n) => self.array(l, idx, n, hint, origins, depth),
                     Shape::Map => {
                         let hint = match origins.of(l, idx) {
@@ -751,11 +805,24 @@ unsafe fn abs_index(l: *mut lua_State, idx: c_int) -> c_int {
 
 /// The metatable's `type` (Fluent Bit reads it with `lua_next`, taking a numeric `type`
 /// field), or None.
-unsafe fn meta_type(l: *mut lua_State, idx: c_int) -> Option<ffi::lua_Integer> {
+unsafe fn meta_type(l: *mut lua_State, idx: c_int, intact: bool) -> Option<ffi::lua_Integer> {
     if ffi::lua_getmetatable(l, idx) == 0 {
         return None;
     }
     let mt = ffi::lua_gettop(l);
+    if intact {
+        let known = if ffi::lua_rawequal(l, mt, MT_MAP) != 0 {
+            Some(TYPE_MAP)
+        } else if ffi::lua_rawequal(l, mt, MT_ARRAY) != 0 {
+            Some(TYPE_ARRAY)
+        } else {
+            None
+        };
+        if known.is_some() {
+            ffi::lua_settop(l, mt - 1);
+            return known;
+        }
+    }
     let mut found = None;
     ffi::lua_pushnil(l);
     while ffi::lua_next(l, mt) != 0 {
@@ -772,8 +839,8 @@ unsafe fn meta_type(l: *mut lua_State, idx: c_int) -> Option<ffi::lua_Integer> {
 }
 
 /// How Fluent Bit writes the table at `idx` (absolute).
-unsafe fn shape(l: *mut lua_State, idx: c_int) -> Shape {
-    match meta_type(l, idx) {
+unsafe fn shape(l: *mut lua_State, idx: c_int, intact: bool) -> Shape {
+    match meta_type(l, idx, intact) {
         Some(TYPE_ARRAY) => return Shape::Array(ffi::lua_objlen(l, idx)),
         Some(t) if t >= 0 => return Shape::Map,
         _ => {}

@@ -37,7 +37,10 @@ use std::time::Instant;
 
 use mlua::ffi;
 
-use self::convert::{c_f64_to_i64, error_text, push_bytes, Forced, Pusher, Reader};
+use self::convert::{
+    c_f64_to_i64, error_text, push_bytes, push_type_table, shared_metatables_intact, Forced,
+    Pusher, Reader,
+};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Value};
 use crate::pipeline::metrics;
@@ -104,6 +107,10 @@ struct LuaFilter {
     lua: mlua::Lua,
     /// The function named by `call`.
     func: mlua::Function,
+    /// The metatables record maps and arrays share (`{type = 2}`, `{type = 1}`).
+    meta: (mlua::Table, mlua::Table),
+    /// A script changed a shared metatable (warned about once).
+    retyped: bool,
     /// `call`, and the script path (or `code`), for messages.
     call: String,
     source: String,
@@ -261,9 +268,19 @@ impl LuaFilter {
                 forced.keys.push((k.as_bytes().to_vec(), array));
             }
         }
+        let type_table = |t: i64| -> mlua::Result<mlua::Table> {
+            let mt = lua.create_table_with_capacity(0, 1)?;
+            mt.raw_set("type", t)?;
+            Ok(mt)
+        };
+        let meta = type_table(2)
+            .and_then(|m| Ok((m, type_table(1)?)))
+            .map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
         Ok(LuaFilter {
             lua,
             func,
+            meta,
+            retyped: false,
             call: call.to_string(),
             source: src.label,
             five_args: nparams >= 5,
@@ -339,13 +356,18 @@ struct Batch<'a> {
     reader: Reader<'a>,
     call: &'a str,
     source: &'a str,
+    /// The script changed a shared metatable during the current record.
+    tainted: bool,
+    /// How many times the shared metatables were replaced in this batch.
+    retyped: usize,
 }
 
 impl Batch<'_> {
     /// Runs the function on `rec`. `l` has the function at index 1.
     ///
     /// # Safety
-    /// Inside `exec_raw`, with the function at stack index 1.
+    /// Inside `exec_raw`, with the function at stack index 1 and the shared metatables
+    /// at [`convert::MT_MAP`] and [`convert::MT_ARRAY`].
     unsafe fn run(&mut self, l: *mut ffi::lua_State, rec: &mut Record) -> Outcome {
         let base = ffi::lua_gettop(l);
         if ffi::lua_checkstack(l, 12) == 0 {
@@ -385,6 +407,13 @@ impl Batch<'_> {
             return Outcome::Failed(format!("error code {status}: {msg}"));
         }
         self.pusher.sort();
+        self.reader.intact = shared_metatables_intact(l);
+        if !self.reader.intact {
+            // Read this record as the script left it (Fluent Bit would have given each
+            // table its own metatable; here its other tables share the change), then
+            // give later records fresh ones.
+            self.tainted = true;
+        }
         let code = ffi::lua_tointeger_(l, base + 1) as i32;
         let out = match code {
             -1 => Outcome::Drop,
@@ -398,6 +427,14 @@ impl Batch<'_> {
             )),
         };
         ffi::lua_settop(l, base);
+        if self.tainted {
+            push_type_table(l, 2);
+            ffi::lua_replace(l, convert::MT_MAP);
+            push_type_table(l, 1);
+            ffi::lua_replace(l, convert::MT_ARRAY);
+            self.tainted = false;
+            self.retyped += 1;
+        }
         out
     }
 
@@ -449,6 +486,7 @@ impl Batch<'_> {
         let record_at = if self.five_args { base + 4 } else { base + 3 };
         if ffi::lua_type(l, record_at) == ffi::LUA_TTABLE
             && self.pusher.origins.is(l, record_at, &rec.body)
+            && self.reader.is_map(l, record_at)
             && !matches!(metadata, Some(Value::Array(_)))
         {
             // Its own record back: change it where it is.
@@ -570,38 +608,51 @@ impl Filter for LuaFilter {
             reader: Reader::new(&self.forced),
             call: &self.call,
             source: &self.source,
+            tainted: false,
+            retyped: 0,
         };
         let mut done = 0;
         // SAFETY: `run` calls only Lua API functions, with the stack checked; Lua raises
         // nothing there but out-of-memory errors while a record is being pushed.
         let result = unsafe {
-            self.lua.exec_raw::<()>(&self.func, |l| {
-                while done < input.len() {
-                    let outcome = batch.run(l, &mut input[done]);
-                    let rec = std::mem::replace(
-                        &mut input[done],
-                        Record::new(EventTime::default(), Map::new()),
-                    );
-                    done += 1;
-                    match outcome {
-                        Outcome::Keep => out.push(rec),
-                        Outcome::Updated => {
-                            changed = true;
-                            out.push(rec);
-                        }
-                        Outcome::Drop => changed = true,
-                        Outcome::Replace(recs) => {
-                            changed = true;
-                            out.extend(recs);
-                        }
-                        Outcome::Failed(msg) => {
-                            failures.push(msg);
-                            out.push(rec);
+            let args = (&self.func, &self.meta.0, &self.meta.1);
+            self.lua
+                .exec_raw::<(mlua::Function, mlua::Table, mlua::Table)>(args, |l| {
+                    while done < input.len() {
+                        let outcome = batch.run(l, &mut input[done]);
+                        let rec = std::mem::replace(
+                            &mut input[done],
+                            Record::new(EventTime::default(), Map::new()),
+                        );
+                        done += 1;
+                        match outcome {
+                            Outcome::Keep => out.push(rec),
+                            Outcome::Updated => {
+                                changed = true;
+                                out.push(rec);
+                            }
+                            Outcome::Drop => changed = true,
+                            Outcome::Replace(recs) => {
+                                changed = true;
+                                out.extend(recs);
+                            }
+                            Outcome::Failed(msg) => {
+                                failures.push(msg);
+                                out.push(rec);
+                            }
                         }
                     }
-                }
-            })
+                })
         };
+        let retyped = batch.retyped > 0;
+        let result = result.map(|(_, map, array)| self.meta = (map, array));
+        if retyped && !self.retyped {
+            self.retyped = true;
+            crate::warn!(
+                "[filter:lua:{}] the script changed the metatable of a record table; here record tables share two metatables, so the change reached the other tables of that record (not later ones)",
+                self.name
+            );
+        }
         if let Err(e) = result {
             // Only out of memory inside Lua gets here: keep the records not done.
             failures.push(format!("Lua failed: {e}"));

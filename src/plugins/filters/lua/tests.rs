@@ -521,3 +521,28 @@ fn a_record_too_deep_for_lua_passes_unchanged() {
         .iter()
         .any(|e| e.starts_with("the record cannot be given to Lua")));
 }
+
+#[test]
+fn a_script_that_changes_a_record_metatable_affects_that_record_only() {
+    // Fluent Bit's runtime test invalid_metatable: a non-string key is ignored.
+    let (mut f, m) = lua(
+        "function cb(tag, ts, r)
+           if r.k == 'poke' then getmetatable(r)[10] = 'hoge' end
+           if r.k == 'retype' then getmetatable(r).type = 1 end
+           r.seen = true
+           return 2, ts, r
+         end",
+        &[],
+    );
+    let keys = ["poke", "after", "retype", "after"];
+    let input: Vec<Record> = keys
+        .iter()
+        .map(|k| rec(1, 0, map(&[("k", s(k))])))
+        .collect();
+    let out = run(&mut f, input);
+    // `retype` made the record an array (`#r` is 0): no record, as in Fluent Bit.
+    let seen = |k: &str| rec(1, 0, map(&[("k", s(k)), ("seen", Value::Bool(true))]));
+    assert_eq!(out, vec![seen("poke"), seen("after"), seen("after")]);
+    assert_eq!(errors(&m), 0);
+    assert!(f.retyped);
+}
