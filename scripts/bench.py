@@ -13,6 +13,9 @@ The forward cases run an agent pair on loopback: a sender (random -> forward out
 and a receiver (forward input -> stdout json_lines, read by this script); the time runs
 from the sender's start until the receiver has printed all N records; CPU is both
 agents', peak RSS the larger of the two.
+
+BENCH_ONLY=WORD runs only the cases whose name holds WORD (and the dummy baseline);
+BENCH_RECORDS=N sets the records per case.
 """
 import os, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -54,6 +57,11 @@ CASES = {
     "dummy -> expect (3 rules, warn) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "    dummy {{\"message\":\"GET /api 200\",\"pod\":\"web-1\",\"labels\":{{\"app\":\"web\"}}}}\n"
     "[FILTER]\n    name expect\n    match *\n    key_exists message\n    key_val_is_not_null $labels['app']\n    key_val_eq pod web-1\n",
+    # A Lua callback that adds one field (every record goes to Lua and back).
+    "dummy -> lua (add a field) -> stdout": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
+    "    dummy {{\"message\":\"dummy\",\"level\":\"info\",\"pod\":\"web-1\"}}\n"
+    "[FILTER]\n    name lua\n    match *\n    call cb\n"
+    "    code function cb(tag, ts, record) record.env = 'prod' return 2, ts, record end\n",
 }
 
 
@@ -228,16 +236,21 @@ def main():
     base = baseline(N)
     print(f"records per case: {N:,}")
     print(f"baseline  yes|head -> /dev/null: {base/1e6:6.2f} M lines/s")
+    only = os.environ.get("BENCH_ONLY")
     for name, conf in CASES.items():
+        if only and only not in name and not name.startswith("dummy  -> stdout"):
+            continue
         rate, per_cpu, rss = run_case(name, conf, N)
         print(f"{name:32s} {rate/1e6:6.2f} M rec/s wall  {per_cpu/1e6:6.2f} M rec/s per CPU-second"
               f"  ({rate/base:5.2f}x baseline)  peak RSS {rss:6.1f} MiB")
     for name, extra in FORWARD_CASES.items():
+        if only:
+            break
         rate, per_cpu, rss = run_forward_case(extra, N)
         print(f"{name:32s} {rate/1e6:6.2f} M rec/s wall  {per_cpu/1e6:6.2f} M rec/s per CPU-second"
               f"  ({rate/base:5.2f}x baseline)  peak RSS {rss:6.1f} MiB")
     secs = int(os.environ.get("BENCH_OUTAGE_SECS", "60"))
-    if secs > 0:
+    if secs > 0 and not only:
         rss = outage(secs)
         print(f"outage {secs} s, dummy 10k rec/s -> tcp down, mem_buf_limit 10M: RSS after 1 s {rss[0]:.1f} MiB,"
               f" peak {max(rss):.1f} MiB, at the end {rss[-1]:.1f} MiB ({max(rss)/rss[0]:.2f}x the first second)")

@@ -99,6 +99,7 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         };
         doc.sections.extend(file.sections);
         doc.warnings.extend(file.warnings);
+        doc.vars = file.vars;
     } else if cli.sections.is_empty() {
         return Err(ConfigError::Usage(
             "agent: no configuration given: use -c FILE, or -i INPUT -o OUTPUT".into(),
@@ -139,6 +140,7 @@ fn load(cli: &Cli) -> Result<Pipeline, ConfigError> {
         &doc.sections,
         main_dir,
     )?);
+    config.main_dir = main_dir.map(Path::to_path_buf);
     apply_cli_log_level(cli, Some(config.service.log_level));
     if let Some(file) = &config.service.log_file {
         if let Err(e) = log::set_file(file) {

@@ -16,6 +16,30 @@ pub use model::{
 pub use props::{PropKind, PropSpec, Props};
 pub use service::ServiceConfig;
 
+/// A file named in the configuration (`parsers_file`, a lua `script`) as Fluent Bit finds
+/// it: as given (from the working directory), else, for a relative path, under the main
+/// config file's directory. Err lists what was tried.
+pub fn resolve_path(
+    file: &str,
+    main_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, Vec<String>> {
+    let given = std::path::PathBuf::from(file);
+    if given.exists() {
+        return Ok(given);
+    }
+    let mut tried = vec![file.to_string()];
+    if given.is_relative() {
+        if let Some(dir) = main_dir {
+            let p = dir.join(file);
+            if p.exists() {
+                return Ok(p);
+            }
+            tried.push(p.display().to_string());
+        }
+    }
+    Err(tried)
+}
+
 /// One `[INPUT]`/`[FILTER]`/`[OUTPUT]` section, before its plugin validates it.
 #[derive(Clone, Debug)]
 pub struct InstanceConfig {
@@ -40,6 +64,11 @@ pub struct Config {
     /// Every parser definition (parsers files, YAML `parsers:`), loaded by
     /// [`crate::parser::Parsers::load`]; empty until then.
     pub parsers: std::sync::Arc<crate::parser::Parsers>,
+    /// The main config file's directory, where relative files (`parsers_file`, a lua
+    /// `script`) are looked for when the working directory does not have them.
+    pub main_dir: Option<std::path::PathBuf>,
+    /// `@SET` and YAML `env:` variables, by name.
+    pub vars: Vec<(String, String)>,
 }
 
 impl Config {
@@ -96,6 +125,8 @@ impl Config {
             filters,
             outputs,
             parsers: Default::default(),
+            main_dir: None,
+            vars: doc.vars.clone(),
         })
     }
 }

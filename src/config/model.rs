@@ -143,4 +143,7 @@ impl fmt::Display for Warning {
 pub struct Document {
     pub sections: Vec<Section>,
     pub warnings: Vec<Warning>,
+    /// The configuration's own variables (`@SET`, YAML `env:`), by name: the lua filter
+    /// gives them to scripts as `FLB_ENV`, as Fluent Bit does.
+    pub vars: Vec<(String, String)>,
 }

@@ -415,8 +415,16 @@ impl Loader {
     fn finish(self, env: EnvLookup<'_>) -> Document {
         let Loader { vars, mut doc, .. } = self;
         expand_values_with(&mut doc, &vars, env);
+        doc.vars = sorted_vars(&vars);
         doc
     }
+}
+
+/// `vars` by name (a HashMap's order is not stable).
+pub fn sorted_vars(vars: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    out.sort();
+    out
 }
 
 /// Expands `${VAR}` / `${VAR:-default}` in every value of `doc`: `vars` (`@SET`, YAML

@@ -56,6 +56,7 @@ pub fn load(path: &Path) -> Result<Document, ConfigError> {
     l.file(path, &Span::new(path.display().to_string(), 0))?;
     let Loader { mut doc, vars, .. } = l;
     super::parser::expand_values(&mut doc, &vars);
+    doc.vars = super::parser::sorted_vars(&vars);
     Ok(doc)
 }
 

@@ -166,19 +166,5 @@ impl Parsers {
 /// A `parsers_file` path as Fluent Bit finds it: as given, else (relative only) under
 /// the main config file's directory. Err lists what was tried.
 pub(crate) fn resolve(file: &str, main_dir: Option<&Path>) -> Result<PathBuf, Vec<String>> {
-    let given = PathBuf::from(file);
-    if given.exists() {
-        return Ok(given);
-    }
-    let mut tried = vec![file.to_string()];
-    if given.is_relative() {
-        if let Some(dir) = main_dir {
-            let p = dir.join(file);
-            if p.exists() {
-                return Ok(p);
-            }
-            tried.push(p.display().to_string());
-        }
-    }
-    Err(tried)
+    crate::config::resolve_path(file, main_dir)
 }

@@ -554,6 +554,8 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
                 exit: &exit,
+                main_dir: config.main_dir.as_deref(),
+                vars: &config.vars,
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
@@ -638,6 +640,8 @@ impl Pipeline {
                     dropped_tags: &dropped_tags,
                     parsers: &config.parsers,
                     exit: &exit,
+                    main_dir: config.main_dir.as_deref(),
+                    vars: &config.vars,
                 },
             )?;
             let mut filter = filter;
@@ -728,6 +732,8 @@ impl Pipeline {
                 dropped_tags: &dropped_tags,
                 parsers: &config.parsers,
                 exit: &exit,
+                main_dir: config.main_dir.as_deref(),
+                vars: &config.vars,
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;

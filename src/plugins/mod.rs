@@ -46,6 +46,10 @@ pub struct BuildContext<'a> {
     pub parsers: &'a crate::parser::Parsers,
     /// Stops the agent with an exit status (the expect filter's `action exit`).
     pub exit: &'a crate::pipeline::shutdown::ExitRequest,
+    /// The main config file's directory (relative files are tried there second).
+    pub main_dir: Option<&'a std::path::Path>,
+    /// `@SET` and YAML `env:` variables, by name.
+    pub vars: &'a [(String, String)],
 }
 
 impl BuildContext<'_> {
@@ -213,6 +217,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
     &filters::limit::PLUGIN,
+    &filters::lua::PLUGIN,
     &filters::modify::PLUGIN,
     &filters::multiline::PLUGIN,
     &filters::nest::PLUGIN,

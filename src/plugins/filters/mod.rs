@@ -4,6 +4,7 @@ pub mod expect;
 pub mod flow_aggregate;
 pub mod grep;
 pub mod limit;
+pub mod lua;
 pub mod modify;
 pub mod multiline;
 pub mod nest;
