@@ -282,7 +282,7 @@ pub fn check_unsupported_files(
             "streams_file" => ("stream_task", "exec", "stream processor tasks"),
             _ => continue,
         };
-        let path = crate::parser::registry::resolve(&e.value, main_dir).map_err(|tried| {
+        let path = super::resolve_path(&e.value, main_dir).map_err(|tried| {
             ConfigError::invalid(
                 &e.span,
                 format!(

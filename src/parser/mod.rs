@@ -28,7 +28,7 @@
 //! them and misbehaves on every record).
 
 pub mod multiline;
-pub(crate) mod registry;
+mod registry;
 
 pub mod decode;
 pub mod json;

@@ -1,6 +1,6 @@
 //! Every parser definition of one configuration, by name, and where they were read from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::multiline::{self, MlParser};
@@ -30,7 +30,7 @@ impl Parsers {
     ) -> Result<Parsers, ConfigError> {
         let mut all = Parsers::default();
         for (file, span) in &service.parsers_files {
-            let path = resolve(file, main_dir).map_err(|searched| {
+            let path = crate::config::resolve_path(file, main_dir).map_err(|searched| {
                 ConfigError::invalid(
                     span,
                     format!("[config] could not open parsers file '{file}': no such file (searched: {})", searched.join(", ")),
@@ -161,10 +161,4 @@ impl Parsers {
             Some(format!("{hint}{fix}")),
         )
     }
-}
-
-/// A `parsers_file` path as Fluent Bit finds it: as given, else (relative only) under
-/// the main config file's directory. Err lists what was tried.
-pub(crate) fn resolve(file: &str, main_dir: Option<&Path>) -> Result<PathBuf, Vec<String>> {
-    crate::config::resolve_path(file, main_dir)
 }
