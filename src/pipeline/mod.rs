@@ -527,6 +527,17 @@ impl Pipeline {
         // Processor instances are numbered after the pipeline's filters.
         let mut processor_id = config.filters.len();
         let mut log_settings = Vec::new();
+        // What every plugin may read at build time; each gets its own instance name.
+        let shared = BuildContext {
+            service: &config.service,
+            instance: "",
+            metrics: &plugin_metrics,
+            dropped_tags: &dropped_tags,
+            parsers: &config.parsers,
+            exit: &exit,
+            main_dir: config.main_dir.as_deref(),
+            vars: &config.vars,
+        };
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
             let plugin = plugins::input(&inst.plugin).ok_or_else(|| {
@@ -548,14 +559,8 @@ impl Pipeline {
             let instance = format!("{}.{id}", plugin.name);
             let name: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
             let ctx = BuildContext {
-                service: &config.service,
                 instance: &name,
-                metrics: &plugin_metrics,
-                dropped_tags: &dropped_tags,
-                parsers: &config.parsers,
-                exit: &exit,
-                main_dir: config.main_dir.as_deref(),
-                vars: &config.vars,
+                ..shared
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
@@ -634,14 +639,8 @@ impl Pipeline {
             let filter = (plugin.build)(
                 &p,
                 &BuildContext {
-                    service: &config.service,
                     instance: &name,
-                    metrics: &plugin_metrics,
-                    dropped_tags: &dropped_tags,
-                    parsers: &config.parsers,
-                    exit: &exit,
-                    main_dir: config.main_dir.as_deref(),
-                    vars: &config.vars,
+                    ..shared
                 },
             )?;
             let mut filter = filter;
@@ -726,14 +725,8 @@ impl Pipeline {
                 None => plugin.workers,
             };
             let ctx = BuildContext {
-                service: &config.service,
                 instance: &name,
-                metrics: &plugin_metrics,
-                dropped_tags: &dropped_tags,
-                parsers: &config.parsers,
-                exit: &exit,
-                main_dir: config.main_dir.as_deref(),
-                vars: &config.vars,
+                ..shared
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;
