@@ -98,17 +98,17 @@ fn what_fluent_bit_accepts_silently_is_an_error_here() {
 }
 
 #[test]
-fn rewrite_tag_as_a_processor_is_refused_and_filesystem_without_a_path_is_memory() {
+fn rewrite_tag_as_an_output_processor_is_refused_and_filesystem_without_a_path_is_memory() {
     let d = Dir::new();
     let _conf = d.file(
         "fluent-bit.yaml",
-        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $message ^ new false\n  outputs:\n    - name: stdout\n      match: '*'\n",
+        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n  outputs:\n    - name: stdout\n      match: '*'\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $message ^ new false\n",
     );
     let o = run(&["-c", "fluent-bit.yaml"], Some(d.path()));
     assert_eq!(o.code, Some(1), "{}", o.stderr);
     assert!(
         o.stderr.contains(
-            "[config] processor rewrite_tag: re-emitting records from a processor is not supported"
+            "[config] processor rewrite_tag: re-emitting records from an output's processors is not supported"
         ),
         "{}",
         o.stderr

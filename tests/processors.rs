@@ -21,6 +21,29 @@ fn every_case_prints_what_fluent_bit_printed() {
     assert!(n >= 11, "only {n} cases");
 }
 
+/// `rewrite_tag` as an input processor: what it re-emits continues at the next stage
+/// of the same input (then the pipeline's filters for its new tag), as in Fluent Bit
+/// 5.1.1. Same records as Fluent Bit's (captured in `rewrite_tag_input_processor.fluent-bit`);
+/// Fluent Bit prints the re-emitted chunk first, agent after the input's own.
+#[test]
+fn rewrite_tag_as_an_input_processor_continues_at_the_next_stage() {
+    let out = run(
+        &["-c", "rewrite_tag_input_processor.yaml"],
+        Some(Path::new(DATA)),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let fb =
+        std::fs::read_to_string(Path::new(DATA).join("rewrite_tag_input_processor.fluent-bit"))
+            .unwrap();
+    let sorted = |t: &str| {
+        let mut l: Vec<String> = t.lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&out.stdout), sorted(&fb), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 3);
+}
+
 const LOG: &str = concat!(
     "{\"level\":\"error\",\"msg\":\"user=bob id=7\"}\n",
     "{\"level\":\"info\"}\n",

@@ -187,9 +187,10 @@ impl Engine {
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
     ) -> Vec<Pending> {
-        let mut queue = std::collections::VecDeque::from([(batch, hops)]);
+        // (batch, hops, the input processor stage it starts at)
+        let mut queue = std::collections::VecDeque::from([(batch, hops, 0usize)]);
         let mut full = Vec::new();
-        while let Some((batch, hops)) = queue.pop_front() {
+        while let Some((batch, hops, stage)) = queue.pop_front() {
             let InputBatch {
                 input,
                 tag,
@@ -202,12 +203,43 @@ impl Engine {
                     ack = Some(m.hold(&records, ack));
                 }
             }
+            // Input processors; what a processor re-emits (rewrite_tag) continues at the
+            // next stage of the same input under its new tag, as in Fluent Bit.
+            let mut from_processors: Vec<(usize, Chunk)> = Vec::new();
             if let Some(chain) = self.input_processors.get_mut(input) {
-                run_chain(chain, &tag, &mut records, Instant::now());
+                let now = Instant::now();
+                for (j, f) in chain.iter_mut().enumerate().skip(stage) {
+                    if records.is_empty() {
+                        break;
+                    }
+                    run_filter(f, &tag, &mut records, now);
+                    if let Some(e) = f.filter.emitter() {
+                        from_processors.extend(e.take().into_iter().map(|c| (j + 1, c)));
+                    }
+                }
             }
             let filters = self.route(routes, &tag).filters.clone();
             let mut emitted = Vec::new();
             self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted);
+            if !from_processors.is_empty() {
+                let mut parts = match ack.take() {
+                    Some(a) => ack::split(a, from_processors.len() + 1)
+                        .into_iter()
+                        .map(Some)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                ack = parts.pop().flatten();
+                for (next, chunk) in from_processors {
+                    let batch = InputBatch {
+                        input,
+                        tag: chunk.tag,
+                        records: chunk.records,
+                        ack: parts.pop().flatten(),
+                    };
+                    queue.push_back((batch, hops, next));
+                }
+            }
             if !emitted.is_empty() {
                 let mut parts = match ack.take() {
                     Some(a) => ack::split(a, emitted.len() + 1)
@@ -224,7 +256,7 @@ impl Engine {
                         records: chunk.records,
                         ack: parts.pop().flatten(),
                     };
-                    queue.push_back((batch, hops + 1));
+                    queue.push_back((batch, hops + 1, 0));
                 }
             }
             if records.is_empty() {

@@ -470,17 +470,17 @@ fn build_processors(
                 ..*ctx
             },
         )?;
-        if filter.emitter().is_some() {
-            // Fluent Bit hands what an input processor re-emits to its next stage; the
-            // engine re-emits only from the pipeline's filters.
+        if filter.emitter().is_some() && owner.kind != crate::config::PluginKind::Input {
+            // An input processor's re-emitted records continue at its next stage (the
+            // engine does it); an output's have nowhere to go back to.
             return Err(ConfigError::invalid(
                 &unit.span,
                 format!(
-                    "[config] processor {}: re-emitting records from a processor is not supported",
+                    "[config] processor {}: re-emitting records from an output's processors is not supported",
                     plugin.name
                 ),
                 Some(format!(
-                    "use {} as a pipeline filter, with a match",
+                    "use {} as an input processor or as a pipeline filter, with a match",
                     plugin.name
                 )),
             ));

@@ -320,6 +320,10 @@ impl Filter for Conditional {
     fn shutdown(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.inner.shutdown(now, out)
     }
+
+    fn emitter(&mut self) -> Option<&mut crate::pipeline::emitter::Emitter> {
+        self.inner.emitter()
+    }
 }
 
 /// The first pair of `map` whose key is `key` (cfl's kvlist lookup).
