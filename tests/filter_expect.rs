@@ -66,16 +66,9 @@ fn every_captured_case_prints_logs_and_exits_as_fluent_bit() {
 }
 
 fn config_error(filter: &str) -> Vec<String> {
-    let d = Dir::new();
-    let _conf = d.file(
-        "fluent-bit.conf",
-        &format!(
-            "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    samples 1\n[FILTER]\n    name expect\n    match *\n{filter}[OUTPUT]\n    name stdout\n    match *\n"
-        ),
-    );
-    let o = run(&["-c", "fluent-bit.conf"], Some(d.path()));
-    assert_eq!(o.code, Some(1), "{}", o.stderr);
-    log_lines(&o.stderr)
+    refused_config(&format!(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    samples 1\n[FILTER]\n    name expect\n    match *\n{filter}[OUTPUT]\n    name stdout\n    match *\n"
+    ))
 }
 
 #[test]

@@ -68,6 +68,16 @@ pub fn log_lines(stderr: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs the agent on `conf` (written as `fluent-bit.conf` in a temp dir), which must
+/// not start (exit 1); returns its log lines without the `[time]` prefix.
+pub fn refused_config(conf: &str) -> Vec<String> {
+    let d = Dir::new();
+    d.file("fluent-bit.conf", conf);
+    let o = run(&["-c", "fluent-bit.conf"], Some(d.path()));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    log_lines(&o.stderr)
+}
+
 /// A running agent whose stdout and stderr go to files.
 pub struct Agent {
     child: Child,
