@@ -111,6 +111,17 @@ fn run_filter(f: &mut FilterInstance, tag: &Tag, records: &mut Vec<Record>, now:
     metrics::add(&f.metrics.add_records, after.saturating_sub(before));
 }
 
+/// What a filter releases at a flush tick, or at shutdown when `last`.
+fn released(f: &mut dyn Filter, now: Instant, last: bool) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    if last {
+        f.shutdown(now, &mut out);
+    } else {
+        f.tick(now, &mut out);
+    }
+    out
+}
+
 /// Runs a chain of filters (processors) in order; stops once nothing is left.
 fn run_chain(chain: &mut [FilterInstance], tag: &Tag, records: &mut Vec<Record>, now: Instant) {
     for f in chain {
@@ -221,42 +232,34 @@ impl Engine {
             let filters = self.route(routes, &tag).filters.clone();
             let mut emitted = Vec::new();
             self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted);
-            if !from_processors.is_empty() {
+            // Re-emitted chunks, each with a share of the batch's ack: from an input
+            // processor they continue at its next stage, from a filter at its emitter.
+            let again: Vec<(usize, u32, usize, Chunk)> = from_processors
+                .into_iter()
+                .map(|(next, c)| (input, hops, next, c))
+                .chain(
+                    emitted
+                        .into_iter()
+                        .map(|(i, c)| (EMITTER + i, hops + 1, 0, c)),
+                )
+                .collect();
+            if !again.is_empty() {
                 let mut parts = match ack.take() {
-                    Some(a) => ack::split(a, from_processors.len() + 1)
+                    Some(a) => ack::split(a, again.len() + 1)
                         .into_iter()
                         .map(Some)
                         .collect(),
                     None => Vec::new(),
                 };
                 ack = parts.pop().flatten();
-                for (next, chunk) in from_processors {
+                for (input, hops, stage, chunk) in again {
                     let batch = InputBatch {
                         input,
                         tag: chunk.tag,
                         records: chunk.records,
                         ack: parts.pop().flatten(),
                     };
-                    queue.push_back((batch, hops, next));
-                }
-            }
-            if !emitted.is_empty() {
-                let mut parts = match ack.take() {
-                    Some(a) => ack::split(a, emitted.len() + 1)
-                        .into_iter()
-                        .map(Some)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                ack = parts.pop().flatten();
-                for (i, chunk) in emitted {
-                    let batch = InputBatch {
-                        input: EMITTER + i,
-                        tag: chunk.tag,
-                        records: chunk.records,
-                        ack: parts.pop().flatten(),
-                    };
-                    queue.push_back((batch, hops + 1, 0));
+                    queue.push_back((batch, hops, stage));
                 }
             }
             if records.is_empty() {
@@ -388,13 +391,7 @@ impl Engine {
         // every filter matching its tag.
         for input in 0..self.input_processors.len() {
             for j in 0..self.input_processors[input].len() {
-                let mut extra = Vec::new();
-                let f = &mut self.input_processors[input][j].filter;
-                if last {
-                    f.shutdown(now, &mut extra);
-                } else {
-                    f.tick(now, &mut extra);
-                }
+                let extra = released(&mut *self.input_processors[input][j].filter, now, last);
                 for mut chunk in extra {
                     run_chain(
                         &mut self.input_processors[input][j + 1..],
@@ -420,13 +417,7 @@ impl Engine {
             }
         }
         for i in 0..self.filters.len() {
-            let mut extra = Vec::new();
-            let f = &mut self.filters[i];
-            if last {
-                f.filter.shutdown(now, &mut extra);
-            } else {
-                f.filter.tick(now, &mut extra);
-            }
+            let extra = released(&mut *self.filters[i].filter, now, last);
             // What filter i emits passes the filters after it that match its tag, as
             // records of Fluent Bit's emitter input do.
             for mut chunk in extra {
@@ -448,13 +439,7 @@ impl Engine {
         // Output processors: what one releases goes to its own output only.
         for o in 0..self.outputs.len() {
             for j in 0..self.outputs[o].processors.len() {
-                let mut extra = Vec::new();
-                let f = &mut self.outputs[o].processors[j].filter;
-                if last {
-                    f.shutdown(now, &mut extra);
-                } else {
-                    f.tick(now, &mut extra);
-                }
+                let extra = released(&mut *self.outputs[o].processors[j].filter, now, last);
                 emitted.extend(extra.into_iter().map(|c| {
                     (
                         c,
