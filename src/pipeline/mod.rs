@@ -486,10 +486,10 @@ fn build_processors(
             ));
         }
         if let Some(spec) = &unit.condition {
-            filter = Box::new(plugins::processors::Conditional {
-                condition: plugins::processors::Condition::from_spec(spec)?,
-                inner: filter,
-            });
+            filter = Box::new(plugins::processors::Conditional::new(
+                plugins::processors::Condition::from_spec(spec)?,
+                filter,
+            ));
         }
         if unit.signal != "logs" {
             crate::warn!(

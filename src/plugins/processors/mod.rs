@@ -81,9 +81,9 @@ impl Condition {
     }
 
     /// Whether `rec` matches: every rule (`and`) or any rule (`or`).
-    pub fn matches(&self, rec: &Record) -> bool {
-        let mut scratch = String::new();
-        let mut eval = |r: &Rule| r.matches(rec, &mut scratch);
+    /// `scratch` holds each rule's rendered field (reused across records).
+    pub fn matches(&self, rec: &Record, scratch: &mut String) -> bool {
+        let mut eval = |r: &Rule| r.matches(rec, scratch);
         if self.any {
             self.rules.iter().any(&mut eval)
         } else {
@@ -280,22 +280,41 @@ fn atof(s: &str) -> f64 {
 
 /// A unit with a `condition`: records that do not match pass it untouched, in place.
 pub struct Conditional {
-    pub condition: Condition,
-    pub inner: Box<dyn Filter>,
+    condition: Condition,
+    inner: Box<dyn Filter>,
+    scratch: String,
+}
+
+impl Conditional {
+    pub fn new(condition: Condition, inner: Box<dyn Filter>) -> Conditional {
+        Conditional {
+            condition,
+            inner,
+            scratch: String::new(),
+        }
+    }
 }
 
 impl Filter for Conditional {
     fn filter(&mut self, tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
-        if !records.iter().any(|r| self.condition.matches(r)) {
+        let scratch = &mut self.scratch;
+        let hits: Vec<bool> = records
+            .iter()
+            .map(|r| self.condition.matches(r, scratch))
+            .collect();
+        if !hits.contains(&true) {
             return FilterResult::NoTouch;
+        }
+        if !hits.contains(&false) {
+            return self.inner.filter(tag, records, now);
         }
         // Runs of matching records go through the unit together; the rest keep their
         // places between them.
         let mut out = Vec::with_capacity(records.len());
         let mut run = Vec::new();
         let mut changed = false;
-        for rec in records.drain(..) {
-            if self.condition.matches(&rec) {
+        for (rec, hit) in records.drain(..).zip(hits) {
+            if hit {
                 run.push(rec);
                 continue;
             }
@@ -385,8 +404,8 @@ mod tests {
             ("n", Value::UInt(150)),
             ("f", Value::Float(1.5)),
         ]);
-        let yes = |c: Condition| assert!(c.matches(&r));
-        let no = |c: Condition| assert!(!c.matches(&r));
+        let yes = |c: Condition| assert!(c.matches(&r, &mut String::new()));
+        let no = |c: Condition| assert!(!c.matches(&r, &mut String::new()));
         yes(cond("and", vec![rule("$level", "eq", &["error"], false)]).unwrap());
         no(cond("and", vec![rule("$level", "neq", &["error"], false)]).unwrap());
         yes(cond("and", vec![rule("$n", "gt", &["100"], false)]).unwrap());
