@@ -293,12 +293,11 @@ fn hash(v: &Value) -> Option<Value> {
 /// Fluent Bit's `cm_utils_variant_convert`.
 fn convert(v: &Value, t: Type) -> Option<Value> {
     let text = match v {
-        Value::Str(s) => Some(s.as_bytes().to_vec()),
-        Value::Bin(b) => Some(b.to_vec()),
+        Value::Str(s) => Some(std::borrow::Cow::Borrowed(&**s)),
+        Value::Bin(b) => Some(String::from_utf8_lossy(b)),
         _ => None,
     };
-    if let Some(text) = text {
-        let s = String::from_utf8_lossy(&text);
+    if let Some(s) = text {
         return match t {
             Type::String => Some(Value::Str(Arc::from(s.as_ref()))),
             Type::Bool => Some(Value::Bool(s.eq_ignore_ascii_case("true"))),
