@@ -403,3 +403,72 @@ fn garbage_truncated_huge_and_silent_clients_are_closed() {
         1
     );
 }
+
+/// Reads one whole msgpack message `parse` accepts (the server writes each handshake
+/// message at once, but TCP may split it).
+fn read_message<R>(s: &mut TcpStream, parse: impl Fn(&[u8]) -> Option<R>) -> R {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(r) = parse(&buf) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no whole message: {buf:?}");
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "closed before a whole message: {buf:?}");
+        buf.extend_from_slice(&b[..n]);
+    }
+}
+
+/// A client without the key learns nothing it could test a guess against: the refusal
+/// carries neither the server's hostname nor a digest made with the real key (Fluent
+/// Bit's PONG), and the connection is closed. Before, the PONG held
+/// sha512(salt + hostname + nonce + shared_key), which a dictionary recovers offline.
+#[test]
+fn refused_ping_gets_no_digest_of_the_key() {
+    use agent::forward::auth::{read_helo, Ping, Pong};
+    let mut rx = receiver(
+        0,
+        "    shared_key s3cret\n    self_hostname aggregator\n    security.users alice pw1\n",
+    );
+    let port = bound_port(&rx);
+    for (key, user, password, reason) in [
+        ("guess", "alice", "pw1", "shared_key mismatch"),
+        ("s3cret", "alice", "guess", "username/password mismatch"),
+        ("s3cret", "mallory", "pw1", "username/password mismatch"),
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let helo = read_message(&mut s, |b| read_helo(b).ok());
+        let ping = Ping::new(&helo, "prober", key, Some((user, password)));
+        let mut f = Vec::new();
+        ping.write(&mut f);
+        s.write_all(&f).unwrap();
+        let pong = read_message(&mut s, |b| Pong::read(b).ok());
+        assert_eq!(
+            (
+                pong.ok,
+                pong.reason.as_str(),
+                pong.hostname.as_str(),
+                pong.digest.as_str()
+            ),
+            (false, reason, "", ""),
+            "{key} {user} {password}"
+        );
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed after the refusal");
+    }
+    // The right key and user still get the server's proof of the key.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let helo = read_message(&mut s, |b| read_helo(b).ok());
+    let ping = Ping::new(&helo, "node-1", "s3cret", Some(("alice", "pw1")));
+    let mut f = Vec::new();
+    ping.write(&mut f);
+    s.write_all(&f).unwrap();
+    let pong = read_message(&mut s, |b| Pong::read(b).ok());
+    assert_eq!(pong.hostname, "aggregator");
+    assert_eq!(pong.verify(&ping, &helo, "s3cret"), Ok(()));
+    rx.stop(T);
+}

@@ -179,16 +179,17 @@ impl Ping {
             &helo.nonce,
             shared_key.as_bytes(),
         ]);
-        if want != self.digest {
+        if !same_digest(&want, &self.digest) {
             return Err("shared_key mismatch");
         }
         if users.is_empty() {
             return Ok(());
         }
-        let ok = users.iter().any(|(u, p)| {
-            *u == self.username
-                && sha512_hex(&[&helo.auth_salt, u.as_bytes(), p.as_bytes()])
-                    == self.password_digest
+        // Every user is checked (no early exit), each in constant time: how long the
+        // answer takes tells nothing about which user or which byte was wrong.
+        let ok = users.iter().fold(false, |ok, (u, p)| {
+            let want = sha512_hex(&[&helo.auth_salt, u.as_bytes(), p.as_bytes()]);
+            ok | (same_digest(u, &self.username) & same_digest(&want, &self.password_digest))
         });
         if ok {
             Ok(())
@@ -196,6 +197,12 @@ impl Ping {
             Err("username/password mismatch")
         }
     }
+}
+
+/// `a == b` in time that depends on the lengths only, not on where they differ.
+fn same_digest(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// The server's PONG.
@@ -208,6 +215,10 @@ pub struct Pong {
 }
 
 impl Pong {
+    /// The server's answer to `ping`. A refusal carries the reason only, with an empty
+    /// hostname and digest as Fluent Bit sends it: a digest computed with the real key
+    /// for a client that does not know it would let that client recover a weak key
+    /// offline.
     pub fn new(
         ping: &Ping,
         helo: &Helo,
@@ -215,16 +226,24 @@ impl Pong {
         hostname: &str,
         key: &str,
     ) -> Pong {
-        Pong {
-            ok: result.is_ok(),
-            reason: result.err().unwrap_or("").to_string(),
-            hostname: hostname.to_string(),
-            digest: sha512_hex(&[
-                &ping.shared_key_salt,
-                hostname.as_bytes(),
-                &helo.nonce,
-                key.as_bytes(),
-            ]),
+        match result {
+            Ok(()) => Pong {
+                ok: true,
+                reason: String::new(),
+                hostname: hostname.to_string(),
+                digest: sha512_hex(&[
+                    &ping.shared_key_salt,
+                    hostname.as_bytes(),
+                    &helo.nonce,
+                    key.as_bytes(),
+                ]),
+            },
+            Err(reason) => Pong {
+                ok: false,
+                reason: reason.to_string(),
+                hostname: String::new(),
+                digest: String::new(),
+            },
         }
     }
 
@@ -264,7 +283,7 @@ impl Pong {
             &helo.nonce,
             key.as_bytes(),
         ]);
-        if want != self.digest {
+        if !same_digest(&want, &self.digest) {
             return Err("the server's PONG digest does not match shared_key".into());
         }
         Ok(())
@@ -319,6 +338,10 @@ mod tests {
         assert_eq!(back.verify(&ping, &helo, "key"), Ok(()));
         assert!(back.verify(&ping, &helo, "k2").is_err());
         let refused = Pong::new(&got, &helo, Err("shared_key mismatch"), "agg", "key");
+        assert_eq!(
+            (refused.hostname.as_str(), refused.digest.as_str()),
+            ("", "")
+        );
         assert_eq!(
             refused.verify(&ping, &helo, "key").unwrap_err(),
             "authentication failed: shared_key mismatch"
