@@ -228,7 +228,9 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::throttle::PLUGIN,
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
+    &outputs::counter::PLUGIN,
     &outputs::forward::PLUGIN,
+    &outputs::null::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,
 ];

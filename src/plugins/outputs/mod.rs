@@ -1,6 +1,8 @@
 //! Outputs, one module per Fluent Bit name, and what their tables share.
 
+pub mod counter;
 pub mod forward;
+pub mod null;
 pub mod stdout;
 pub mod tcp;
 
