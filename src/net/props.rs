@@ -111,7 +111,7 @@ pub const NET_PROPS: &[PropSpec] = &[
         "net.proxy_env_ignore",
         PropKind::Bool,
         Some("false"),
-        "Ignore HTTP_PROXY/NO_PROXY; raw TCP is never sent through an HTTP proxy.",
+        "Ignore HTTP_PROXY/NO_PROXY (HTTP outputs); raw TCP is never sent through an HTTP proxy.",
     ),
 ];
 
@@ -189,6 +189,8 @@ pub struct NetSetup {
     pub connect_timeout_log_error: bool,
     pub source_address: Option<IpAddr>,
     pub prefer: Prefer,
+    /// `net.proxy_env_ignore`: HTTP clients ignore HTTP_PROXY/NO_PROXY.
+    pub proxy_env_ignore: bool,
 }
 
 fn non_negative(props: &Props, name: &str) -> Result<Option<i64>, ConfigError> {
@@ -265,18 +267,6 @@ impl NetSetup {
                 )
             })?),
         };
-        if props.bool("net.proxy_env_ignore") != Some(true) {
-            let proxied = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-            if proxied {
-                crate::warn!(
-                    "{}: [config] {}: HTTP_PROXY is set, but agent does not tunnel raw TCP through HTTP proxies: connecting directly (set net.proxy_env_ignore on to silence this)",
-                    props.span(),
-                    props.plugin()
-                );
-            }
-        }
         let io_timeout = props.time("net.io_timeout").filter(|d| !d.is_zero());
         Ok(NetSetup {
             keepalive: props.bool("net.keepalive").unwrap_or(true),
@@ -289,7 +279,26 @@ impl NetSetup {
             connect_timeout_log_error: props.bool("net.connect_timeout_log_error").unwrap_or(true),
             source_address,
             prefer,
+            proxy_env_ignore: props.bool("net.proxy_env_ignore") == Some(true),
         })
+    }
+
+    /// For outputs that speak raw TCP (`tcp`, `forward`): says once, at start, that
+    /// `HTTP_PROXY` is not used for them. HTTP outputs use it (see `crate::http_client`).
+    pub fn warn_proxy_env_unused(&self, props: &Props) {
+        if self.proxy_env_ignore {
+            return;
+        }
+        let proxied = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if proxied {
+            crate::warn!(
+                "{}: [config] {}: HTTP_PROXY is set, but agent does not tunnel raw TCP through HTTP proxies: connecting directly (set net.proxy_env_ignore on to silence this)",
+                props.span(),
+                props.plugin()
+            );
+        }
     }
 }
 
@@ -337,6 +346,7 @@ mod tests {
                 connect_timeout_log_error: true,
                 source_address: None,
                 prefer: Prefer::None,
+                proxy_env_ignore: false,
             }
         );
     }

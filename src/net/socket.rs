@@ -109,6 +109,7 @@ mod tests {
             connect_timeout_log_error: true,
             source_address: Some("127.0.0.3".parse().unwrap()),
             prefer: Prefer::None,
+            proxy_env_ignore: false,
         };
         let stream = connect(addr, &net).await.unwrap();
         let (_, peer) = listener.accept().await.unwrap();

@@ -632,6 +632,14 @@ impl PooledConn {
         self.dirty = waiting;
     }
 
+    /// The connection itself, for a protocol that reads and writes on it (the HTTP
+    /// client). It counts as mid-exchange until [`Self::awaiting_reply`]`(false)` says
+    /// the exchange ended cleanly: dropped before that, it is closed, never reused.
+    pub fn io(&mut self) -> Option<&mut Stream> {
+        self.dirty = true;
+        self.stream.as_mut()
+    }
+
     /// Appends the bytes of a reply that arrive within `timeout` to `buf`; `Ok(0)` when
     /// the peer closed the connection.
     pub async fn read_reply(
@@ -768,6 +776,7 @@ mod tests {
             connect_timeout_log_error: true,
             source_address: None,
             prefer: Prefer::None,
+            proxy_env_ignore: false,
         }
     }
 

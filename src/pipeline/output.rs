@@ -121,7 +121,7 @@ impl OutputWorker {
             routed.finish();
             return;
         }
-        match self.output.flush(&routed.chunk).await {
+        let (asked, e) = match self.output.flush(&routed.chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
                 if attempts > 0 {
@@ -131,6 +131,7 @@ impl OutputWorker {
                     );
                 }
                 routed.finish();
+                return;
             }
             FlushResult::Error(e) => {
                 metrics::add(&self.metrics.errors, 1);
@@ -141,37 +142,43 @@ impl OutputWorker {
                     self.name
                 );
                 routed.finish();
+                return;
             }
-            FlushResult::Retry(e) => {
-                if self.retry.limit.is_some_and(|l| attempts >= l) {
-                    metrics::add(&self.metrics.retries_failed, 1);
-                    metrics::add(&self.metrics.dropped_records, n);
-                    crate::error!(
-                        "[engine] chunk for {} cannot be retried after {attempts} retries ({e}): {n} records dropped (raise retry_limit to keep retrying)",
-                        self.name
-                    );
-                    routed.finish();
-                    return;
-                }
-                let wait = if stopping {
-                    Duration::from_secs(1)
-                } else {
-                    self.retry.backoff(attempts + 1, rng)
-                };
-                metrics::add(&self.metrics.retries, 1);
-                metrics::add(&self.metrics.retried_records, n);
-                crate::warn!(
-                    "[engine] failed to flush chunk for {} ({e}), retry in {} seconds: {n} records",
-                    self.name,
-                    wait.as_secs()
+            FlushResult::Retry(e) => (None, e),
+            FlushResult::RetryAfter(d, e) => (Some(d), e),
+        };
+        if self.retry.limit.is_some_and(|l| attempts >= l) {
+            metrics::add(&self.metrics.retries_failed, 1);
+            metrics::add(&self.metrics.dropped_records, n);
+            crate::error!(
+                    "[engine] chunk for {} cannot be retried after {attempts} retries ({e}): {n} records dropped (raise retry_limit to keep retrying)",
+                    self.name
                 );
-                retries.push(Retry {
-                    at: Instant::now() + wait,
-                    chunk: routed,
-                    attempts: attempts + 1,
-                });
-            }
+            routed.finish();
+            return;
         }
+        let wait = if stopping {
+            Duration::from_secs(1)
+        } else {
+            let backoff = self.retry.backoff(attempts + 1, rng);
+            // The destination's own wait, within the scheduler's cap.
+            match asked {
+                Some(d) => backoff.max(d.min(Duration::from_secs(self.retry.cap.max(1)))),
+                None => backoff,
+            }
+        };
+        metrics::add(&self.metrics.retries, 1);
+        metrics::add(&self.metrics.retried_records, n);
+        crate::warn!(
+            "[engine] failed to flush chunk for {} ({e}), retry in {} seconds: {n} records",
+            self.name,
+            wait.as_secs()
+        );
+        retries.push(Retry {
+            at: Instant::now() + wait,
+            chunk: routed,
+            attempts: attempts + 1,
+        });
     }
 }
 

@@ -158,6 +158,9 @@ pub trait Filter: Send + 'static {
 pub enum FlushResult {
     Ok,
     Retry(String),
+    /// A retry the destination asked to wait for (HTTP `Retry-After`): not sooner than
+    /// this, nor later than the scheduler's cap.
+    RetryAfter(std::time::Duration, String),
     Error(String),
 }
 
@@ -230,6 +233,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
 pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
     &outputs::forward::PLUGIN,
+    &outputs::http::PLUGIN,
     &outputs::null::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,

@@ -3,6 +3,7 @@
 //! sleep), stops it with a signal and returns what came out.
 #![allow(dead_code)]
 
+pub mod http_sink;
 pub mod netns;
 pub mod pki;
 
@@ -100,6 +101,18 @@ impl Agent {
         Agent::spawn_wrapped(dir, &[], args, cwd)
     }
 
+    /// Starts `agent -c <conf>` with these environment variables set.
+    pub fn start_with_env(conf: &str, env: &[(&str, &str)]) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut wrapper = vec!["env"];
+        wrapper.extend(vars.iter().map(String::as_str));
+        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        a._own = Some(dir);
+        a
+    }
+
     /// Starts `agent -c <conf>` inside the network namespace `ns`.
     pub fn start_in_netns(conf: &str, ns: &netns::NetNs) -> Agent {
         let dir = Dir::new();
@@ -127,7 +140,12 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
-            .env_remove("FLB_LOG_LEVEL");
+            .env_remove("FLB_LOG_LEVEL")
+            // HTTP outputs honour these: a test's proxy is set by the test only.
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }

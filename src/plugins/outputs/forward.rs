@@ -213,6 +213,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         })
     });
     let net = NetSetup::from_props(props)?;
+    net.warn_proxy_env_unused(props);
     let ack_timeout = net.io_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
     let tls = TlsSetup::from_props(props, host)?;
     Ok(Box::new(ForwardOutput {

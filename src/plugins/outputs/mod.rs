@@ -2,6 +2,7 @@
 
 pub mod counter;
 pub mod forward;
+pub mod http;
 pub mod null;
 pub mod stdout;
 pub mod tcp;
@@ -50,5 +51,27 @@ pub fn json_options(props: &Props, escape_unicode: bool) -> JsonOptions {
         date_format: DateFormat::parse(props.str("json_date_format").unwrap_or("double"))
             .unwrap_or(DateFormat::Double),
         escape_unicode,
+    }
+}
+
+/// The connection counters of a networked output's pool
+/// (`agent_output_connections_{opened,reused,closed}_total`).
+pub fn pool_metrics(ctx: &crate::plugins::BuildContext) -> crate::net::upstream::PoolMetrics {
+    crate::net::upstream::PoolMetrics {
+        opened: ctx.metrics.counter(
+            "agent_output_connections_opened_total",
+            "Connections the output's pool opened.",
+            ctx.instance,
+        ),
+        reused: ctx.metrics.counter(
+            "agent_output_connections_reused_total",
+            "Flushes that reused an idle pooled connection.",
+            ctx.instance,
+        ),
+        closed: ctx.metrics.counter(
+            "agent_output_connections_closed_total",
+            "Connections the output's pool closed (idle timeout, recycle, errors, peer close).",
+            ctx.instance,
+        ),
     }
 }

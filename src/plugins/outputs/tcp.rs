@@ -178,26 +178,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         },
     };
     let net = NetSetup::from_props(props)?;
+    net.warn_proxy_env_unused(props);
     let tls = TlsSetup::from_props(props, host)?;
     Ok(Box::new(TcpOutput {
-        upstream: Upstream::new(host, port, net, tls)
-            .with_metrics(crate::net::upstream::PoolMetrics {
-            opened: ctx.metrics.counter(
-                "agent_output_connections_opened_total",
-                "Connections the output's pool opened.",
-                ctx.instance,
-            ),
-            reused: ctx.metrics.counter(
-                "agent_output_connections_reused_total",
-                "Flushes that reused an idle pooled connection.",
-                ctx.instance,
-            ),
-            closed: ctx.metrics.counter(
-                "agent_output_connections_closed_total",
-                "Connections the output's pool closed (idle timeout, recycle, errors, peer close).",
-                ctx.instance,
-            ),
-        }),
+        upstream: Upstream::new(host, port, net, tls).with_metrics(super::pool_metrics(ctx)),
         format,
         buf: Vec::with_capacity(64 * 1024),
     }))
