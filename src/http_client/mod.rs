@@ -294,7 +294,7 @@ impl HttpClient {
             if tls.is_some() {
                 // An HTTPS destination needs a CONNECT tunnel through the proxy.
                 let msg = format!(
-                    "{}: a TLS destination through the proxy {url} needs a CONNECT tunnel, which agent does not open yet: connecting to {host}:{port} directly",
+                    "{}: a TLS destination through the proxy {url} needs a CONNECT tunnel, which agent does not open yet",
                     props.plugin()
                 );
                 if explicit.is_some() {
@@ -304,7 +304,10 @@ impl HttpClient {
                         Some("remove 'proxy', or 'tls on'".into()),
                     ));
                 }
-                crate::warn!("{}: [config] {msg}", props.span());
+                crate::warn!(
+                    "{}: [config] {msg}: connecting to {host}:{port} directly (set net.proxy_env_ignore on to silence this)",
+                    props.span()
+                );
             } else {
                 upstream_host = phost;
                 upstream_port = pport;
