@@ -31,6 +31,8 @@ CASES = {
     "random -> tcp json_lines": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "dummy  -> tcp json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     "random -> tcp msgpack": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    # Issue 17: POSTed in json_lines to a loopback HTTP server that answers 200.
+    "dummy  -> http json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     # The cost of a rate limit that never drops (every record takes a token).
     "dummy -> limit -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "[FILTER]\n    name limit\n    match *\n    max_records_per_second 1T\n",
@@ -98,6 +100,40 @@ class Sink:
         return self.lines
 
 
+class HttpSink(Sink):
+    """A loopback HTTP/1.1 server: answers each request 200 (keepalive), counts the
+    lines of the bodies."""
+
+    def read(self, conn):
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return
+                buf += data
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v)
+            chunks = [rest]
+            have = len(rest)
+            while have < length:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return
+                chunks.append(data)
+                have += len(data)
+            body = b"".join(chunks)
+            buf = body[length:]
+            with self.lock:
+                self.bytes += length
+                self.lines += body[:length].count(b"\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
 def baseline(n):
     t = time.monotonic()
     subprocess.run(f"yes '{LINE}' | head -n {n} > /dev/null", shell=True, check=True)
@@ -106,9 +142,10 @@ def baseline(n):
 
 def run_case(name, input_conf, n):
     fmt = "msgpack" if "msgpack" in name else "json_lines"
-    sink = Sink() if "tcp" in name else None
+    sink = Sink() if "tcp" in name else HttpSink() if "http" in name else None
     if sink:
-        output = f"[OUTPUT]\n    name tcp\n    match *\n    port {sink.port}\n    format {fmt}\n"
+        kind = "http" if "http" in name else "tcp"
+        output = f"[OUTPUT]\n    name {kind}\n    match *\n    port {sink.port}\n    format {fmt}\n"
     else:
         output = f"[OUTPUT]\n    name stdout\n    match *\n    format {fmt}\n"
     conf = "[SERVICE]\n    flush 0.2\n    log_level debug\n" + input_conf.format(n=n) + output
@@ -135,7 +172,7 @@ def run_case(name, input_conf, n):
             sys.exit(f"records were not all delivered:\n{log}")
     # The agent closed its connections at exit; the sink has read what was written.
     if sink and fmt == "json_lines" and sink.wait_lines(n) != n:
-        sys.exit(f"the tcp sink received {sink.lines} lines, expected {n}")
+        sys.exit(f"the sink received {sink.lines} lines, expected {n}")
     cpu = usage.ru_utime + usage.ru_stime
     return n / elapsed, n / cpu, usage.ru_maxrss / 1024
 
