@@ -40,7 +40,7 @@ fn unknown_plugin_names() {
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
         "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
-        Some("did you mean 'stdout'? available output plugins: forward, stdout, tcp; list them with: agent -h"),
+        Some("did you mean 'stdout'? available output plugins: counter, forward, http, null, stdout, tcp; list them with: agent -h"),
     );
     fails(
         &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),
@@ -346,4 +346,115 @@ fn service_dns_settings_are_output_defaults() {
     // The output's own setting wins.
     let (code, lines) = check(&conf("dns.mode TCP", "    net.dns.mode UDP\n"));
     assert_eq!(code, Some(0), "{lines:#?}");
+}
+
+/// Files that are not regular files, absurd nesting and absurd sizes are refused at
+/// once with the reason: never a hang (`/dev/zero`, a FIFO), a crash (YAML 20,000
+/// levels deep overflowed the stack) or minutes of work (200,000 `${`, a 16 MB key).
+#[test]
+fn hostile_files_and_sizes_are_refused_not_hung() {
+    let o = run(&["-c", "/dev/zero", "--dry-run"], None);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("/dev/zero: could not open configuration file: not a regular file"),
+        "{}",
+        o.stderr
+    );
+
+    let dir = Dir::new();
+    let fifo = dir.path().join("fifo.conf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    dir.file(
+        "inc.conf",
+        &format!(
+            "@INCLUDE {}\n[INPUT]\n    name dummy\n{OUT}",
+            fifo.display()
+        ),
+    );
+    let o = run(&["-c", "inc.conf", "--dry-run"], Some(dir.path()));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("fifo.conf file: not a regular file"),
+        "{}",
+        o.stderr
+    );
+
+    fails(
+        "[INPUT]\n    name dummy\n[OUTPUT]\n    name tcp\n    match *\n    tls on\n    tls.crt_file /dev/zero\n    tls.key_file /dev/zero\n",
+        "c.conf:7: [config] tcp: invalid value '/dev/zero' for property 'tls.crt_file': expected a PEM certificate file (cannot read /dev/zero: not a regular file)",
+        None,
+    );
+
+    for (name, deep) in [
+        (
+            "block.yaml",
+            format!(
+                "pipeline:\n  inputs:\n    - name: dummy\n      x:\n        {}x\n",
+                "- ".repeat(20_000)
+            ),
+        ),
+        (
+            "flow.yaml",
+            format!(
+                "pipeline:\n  inputs:\n    - name: dummy\n      x: {}{}\n",
+                "[".repeat(20_000),
+                "]".repeat(20_000)
+            ),
+        ),
+    ] {
+        dir.file(name, &deep);
+        let o = run(&["-c", name, "--dry-run"], Some(dir.path()));
+        assert_eq!(o.code, Some(1), "{name}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("nested more than 64 levels deep")
+                || o.stderr.contains("recursion limit"),
+            "{name}: {}",
+            o.stderr
+        );
+    }
+
+    // Unclosed `${` are literal text, as in Fluent Bit; the config is valid.
+    let (code, lines) = check(&format!(
+        "[INPUT]\n    name dummy\n    tag {}\n{OUT}",
+        "${".repeat(200_000)
+    ));
+    assert_eq!(code, Some(0), "{lines:?}");
+    let (code, lines) = check(&format!(
+        "[INPUT]\n    name dummy\n    {} v\n{OUT}",
+        "k".repeat(16_000_000)
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        lines[0].contains("unknown configuration property"),
+        "{}",
+        &lines[0][..200]
+    );
+}
+
+/// A tail db that is not a regular file is refused when the input starts (reading
+/// /dev/zero never ended; saving would have replaced the device), exit 255.
+#[test]
+fn tail_db_must_be_a_regular_file() {
+    let dir = Dir::new();
+    dir.file("x.log", "a\n");
+    dir.file(
+        "c.conf",
+        &format!(
+            "[INPUT]\n    name tail\n    path {}\n    db /dev/zero\n{OUT}",
+            dir.path().join("x.log").display()
+        ),
+    );
+    let o = run(&["-c", "c.conf"], Some(dir.path()));
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("db cannot read /dev/zero: not a regular file"),
+        "{}",
+        o.stderr
+    );
 }

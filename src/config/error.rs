@@ -176,7 +176,13 @@ impl fmt::Display for AllowedList<'_> {
 /// The closest candidate by edit distance, if close enough to be a plausible typo.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
+    let len = word.chars().count();
     for c in candidates {
+        // The distance is at least the difference in length: skip what cannot be close
+        // (a 16 MB key is not compared character by character with every name).
+        if len.abs_diff(c.chars().count()) > 2.max(c.len() / 3) {
+            continue;
+        }
         let d = edit_distance(word, c);
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));

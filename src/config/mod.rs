@@ -16,6 +16,55 @@ pub use model::{
 pub use props::{PropKind, PropSpec, Props};
 pub use service::ServiceConfig;
 
+/// Most bytes a file named by the configuration may hold (configs, includes, parsers
+/// files, scripts, certificates, a tail db): far above any real one, far below what
+/// would hang or exhaust the agent.
+pub const MAX_CONFIG_FILE: u64 = 64 << 20;
+
+/// Reads a file the configuration names, refusing what is not a regular file (a FIFO,
+/// `/dev/zero`, a directory: reading them would block or never end) and files larger
+/// than `max` bytes, with the reason in the error.
+pub fn read_regular_file(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// [`read_regular_file`] with [`MAX_CONFIG_FILE`], as UTF-8 text.
+pub fn read_config_text(path: &std::path::Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, MAX_CONFIG_FILE)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// A file named in the configuration (`parsers_file`, a lua `script`) as Fluent Bit finds
 /// it: as given (from the working directory), else, for a relative path, under the main
 /// config file's directory. Err lists what was tried.

@@ -30,11 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nom::branch::alt;
-use nom::bytes::complete::{is_not, tag, take_till, take_till1, take_until, take_while1};
+use nom::bytes::complete::{take_till, take_till1, take_until, take_while1};
 use nom::character::complete::{char, space0};
 use nom::combinator::{all_consuming, cut, map, rest};
-use nom::multi::many0;
-use nom::sequence::{delimited, preceded, separated_pair, terminated};
+use nom::sequence::{preceded, separated_pair, terminated};
 use nom::{IResult, Parser};
 
 use crate::config::model::{Document, Entry, Section, SectionKind, Span, Warning};
@@ -148,7 +147,7 @@ fn load_with(path: &Path, role: Role, env: EnvLookup<'_>) -> Result<Document, Pa
     let open_error =
         |error| ParseError::new(&Span::new(label.as_str(), 0), ParseErrorKind::Open(error));
     let meta = fs::metadata(path).map_err(open_error)?;
-    let bytes = fs::read(path).map_err(open_error)?;
+    let bytes = super::read_regular_file(path, super::MAX_CONFIG_FILE).map_err(open_error)?;
     let mut loader = Loader::new(role, path.parent().map(Path::to_path_buf));
     loader.seen.insert(file_id(&meta));
     loader.parse_file(&label, &bytes)?;
@@ -353,7 +352,8 @@ impl Loader {
             if !self.seen.insert(file_id(&meta)) {
                 return Err(fail(ParseErrorKind::AlreadyIncluded(label)));
             }
-            let bytes = fs::read(&path).map_err(unreadable)?;
+            let bytes =
+                super::read_regular_file(&path, super::MAX_CONFIG_FILE).map_err(unreadable)?;
             self.files += 1;
             self.parse_file(&label, &bytes)?;
         }
@@ -584,28 +584,37 @@ enum Piece<'a> {
     Var(&'a str, Option<&'a str>),
 }
 
-fn var_ref(input: &str) -> IResult<&str, Piece<'_>> {
-    let body = delimited(tag("${"), take_until("}"), char('}'));
-    map(body, |body: &str| match body.split_once(":-") {
-        Some((name, default)) => Piece::Var(name, Some(default)),
-        None => Piece::Var(body, None),
-    })
-    .parse(input)
-}
-
-/// Splits a value into pieces; a `$` that does not start a complete `${...}` is literal.
-fn pieces(value: &str) -> IResult<&str, Vec<Piece<'_>>> {
-    let text = alt((is_not("$"), tag("$")));
-    all_consuming(many0(alt((var_ref, map(text, Piece::Text))))).parse(value)
+/// Splits a value into pieces: `${NAME}` and `${NAME:-default}` (the name runs to the
+/// first `}`), and literal text between; a `$` that does not start a complete `${...}`
+/// is literal. Linear: once a `${` has no `}` after it, neither has any later one.
+fn pieces(value: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        if start > 0 {
+            out.push(Piece::Text(&rest[..start]));
+        }
+        let body = &after[..end];
+        out.push(match body.split_once(":-") {
+            Some((name, default)) => Piece::Var(name, Some(default)),
+            None => Piece::Var(body, None),
+        });
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    out
 }
 
 /// Expands a value; names of unset variables without a default go to `unset`.
 fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>, unset: &mut Vec<String>) -> String {
-    let Ok((_, pieces)) = pieces(value) else {
-        return value.to_string(); // not reached: every character is some piece
-    };
     let mut out = String::with_capacity(value.len());
-    for piece in pieces {
+    for piece in pieces(value) {
         match piece {
             Piece::Text(text) => out.push_str(text),
             Piece::Var(name, default) => match (lookup(name), default) {
@@ -904,9 +913,18 @@ mod tests {
         assert_eq!(line("k v").unwrap().1, Line::Bare("k v"));
         assert!(line("[A").is_err());
         assert_eq!(key_value("k\tv w").unwrap().1, ("k\tv", "w"));
-        let dollar = [Text("a"), Text("$"), Var("B", Some("c")), Text("}}")];
-        assert_eq!(pieces("a$${B:-c}}}").unwrap().1, dollar);
+        let dollar = [Text("a$"), Var("B", Some("c")), Text("}}")];
+        assert_eq!(pieces("a$${B:-c}}}"), dollar);
         let vars = [Var("A", None), Var("", None)];
-        assert_eq!(pieces("${A}${}").unwrap().1, vars);
+        assert_eq!(pieces("${A}${}"), vars);
+        // A name runs to the first `}`; a `${` without one is text, as is what follows.
+        assert_eq!(
+            pieces("x${a${b}y"),
+            [Text("x"), Var("a${b", None), Text("y")]
+        );
+        assert_eq!(pieces("${a ${b"), [Text("${a ${b")]);
+        // 200,000 unclosed `${` are read in one pass (they took minutes).
+        let many = "${".repeat(200_000);
+        assert_eq!(pieces(&many), [Text(many.as_str())]);
     }
 }

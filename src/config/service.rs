@@ -293,7 +293,7 @@ pub fn check_unsupported_files(
                 Some(format!("fix the path, or remove the {} line", e.key)),
             )
         })?;
-        let text = std::fs::read_to_string(&path).map_err(|err| {
+        let text = super::read_config_text(&path).map_err(|err| {
             ConfigError::invalid(
                 &e.span,
                 format!("[config] cannot read {} {}: {err}", e.key, path.display()),

@@ -77,17 +77,42 @@ const REPEAT: char = '\0';
 /// reads YAML as a stream of events: `pipeline:` twice is merged, `add:` twice under a
 /// `modify` is a repeated property. saphyr's loader keeps one value per key, so a
 /// repeated key is renamed `key\0n` on its way in and [`Loader::key`] drops the suffix.
-fn load_keeping_repeats(text: &str) -> Result<Vec<Node>, ScanError> {
+fn load_keeping_repeats(text: &str) -> Result<Vec<Node>, LoadError> {
     let mut parser = saphyr_parser::Parser::new_from_str(text);
     let mut rx = KeepRepeats {
         inner: YamlLoader::default(),
         stack: Vec::new(),
+        too_deep: None,
     };
-    parser.load(&mut rx, true)?;
+    // Events one by one, not `Parser::load`: that walks nested collections by
+    // recursion, and a document 20,000 levels deep overflowed the stack.
+    for item in &mut parser {
+        let (ev, span) = item.map_err(LoadError::Scan)?;
+        rx.on_event(ev, span);
+        if rx.too_deep.is_some() {
+            break;
+        }
+    }
+    if let Some(at) = rx.too_deep {
+        return Err(LoadError::TooDeep(at));
+    }
     if let Some(e) = rx.inner.error() {
-        return Err(e.clone());
+        return Err(LoadError::Scan(e.clone()));
     }
     Ok(rx.inner.into_documents())
+}
+
+/// Deepest nesting of mappings and sequences a config may have. Fluent Bit's deepest
+/// is 5 (`pipeline` → `inputs` → a plugin → `processors` → `logs` → a processor → a
+/// `condition`'s rules); a document 20,000 levels deep would overflow the stack of
+/// anything that walks it.
+const MAX_DEPTH: usize = 64;
+
+/// Why a YAML text could not be loaded.
+enum LoadError {
+    Scan(ScanError),
+    /// Nested deeper than [`MAX_DEPTH`]: where the first too-deep collection starts.
+    TooDeep(saphyr_parser::Marker),
 }
 
 /// Where the event stream is: in a sequence, or in a mapping expecting a key (with the
@@ -103,10 +128,21 @@ enum Open {
 struct KeepRepeats<'a> {
     inner: YamlLoader<'a, Node>,
     stack: Vec<Open>,
+    /// Set once the nesting passes [`MAX_DEPTH`]; later events are not kept.
+    too_deep: Option<saphyr_parser::Marker>,
 }
 
 impl<'a> SpannedEventReceiver<'a> for KeepRepeats<'a> {
     fn on_event(&mut self, ev: Event<'a>, span: saphyr_parser::Span) {
+        if self.too_deep.is_some() {
+            return;
+        }
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= MAX_DEPTH
+        {
+            self.too_deep = Some(span.start);
+            return;
+        }
         let node = matches!(
             ev,
             Event::Scalar(..)
@@ -181,7 +217,7 @@ impl Loader {
 
     fn file(&mut self, path: &Path, from: &Span) -> Result<(), ConfigError> {
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = super::read_config_text(path).map_err(|e| {
             err(
                 from.clone(),
                 format!("could not open configuration file {label}: {e}"),
@@ -196,9 +232,16 @@ impl Loader {
                 "include a file only once",
             ));
         }
-        let docs = load_keeping_repeats(&text).map_err(|e| {
-            let m = e.marker();
-            err(Span::at(label.as_str(), m.line() as u32, m.col() as u32 + 1), format!("[config] invalid YAML: {}", e.info()), "indent with spaces only, children deeper than their parent, and write 'key: value' with a space after ':'")
+        let docs = load_keeping_repeats(&text).map_err(|e| match e {
+            LoadError::Scan(e) => {
+                let m = e.marker();
+                err(Span::at(label.as_str(), m.line() as u32, m.col() as u32 + 1), format!("[config] invalid YAML: {}", e.info()), "indent with spaces only, children deeper than their parent, and write 'key: value' with a space after ':'")
+            }
+            LoadError::TooDeep(m) => err(
+                Span::at(label.as_str(), m.line() as u32, m.col() as u32 + 1),
+                format!("[config] YAML nested more than {MAX_DEPTH} levels deep"),
+                "a Fluent Bit config needs a handful of levels: check the indentation or the brackets",
+            ),
         })?;
         let Some(root) = docs.first() else {
             return Ok(());

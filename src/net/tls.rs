@@ -248,8 +248,10 @@ fn versions(min: &str, max: &str) -> Result<Vec<&'static SupportedProtocolVersio
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    let bytes = crate::config::read_regular_file(path, crate::config::MAX_CONFIG_FILE)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("no PEM certificate in {}", path.display()));
@@ -339,7 +341,7 @@ fn client_cert(
     };
     let certs = read_certs(Path::new(crt))
         .map_err(|e| props.error("tls.crt_file", format!("a PEM certificate file ({e})")))?;
-    let text = std::fs::read(key)
+    let text = crate::config::read_regular_file(Path::new(key), crate::config::MAX_CONFIG_FILE)
         .map_err(|e| props.error("tls.key_file", format!("a readable PEM key file ({e})")))?;
     if text.windows(9).any(|w| w == b"ENCRYPTED") {
         let name = if props.is_set("tls.key_passwd") {

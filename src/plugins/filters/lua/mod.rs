@@ -168,10 +168,11 @@ fn source(props: &Props, ctx: &BuildContext, prefix: &str) -> Result<Source, Con
         );
         ConfigError::invalid(at, msg, Some(SCRIPT_HELP.into()))
     })?;
-    let text = std::fs::read(&path).map_err(|e| {
-        let msg = format!("{prefix}: cannot access script '{}': {e}", path.display());
-        ConfigError::invalid(at, msg, Some("make the file readable by the agent".into()))
-    })?;
+    let text =
+        crate::config::read_regular_file(&path, crate::config::MAX_CONFIG_FILE).map_err(|e| {
+            let msg = format!("{prefix}: cannot access script '{}': {e}", path.display());
+            ConfigError::invalid(at, msg, Some("make the file readable by the agent".into()))
+        })?;
     let label = path.display().to_string();
     Ok(Source {
         text,

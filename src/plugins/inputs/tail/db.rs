@@ -29,6 +29,11 @@ use super::file::{fnv1a, Fingerprint};
 
 const MAGIC: &str = "agent-tail-db 1";
 
+/// Most bytes a db may hold (a row is about a hundred bytes: millions of files). A db
+/// path that is not a regular file (`/dev/zero`, a FIFO) is refused: reading it would
+/// never end, and replacing it on save would replace a device.
+const MAX_DB_FILE: u64 = 1 << 30;
+
 /// One file's saved state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
@@ -93,7 +98,7 @@ impl Db {
         } else {
             None
         };
-        let rows = match fs::read(&config.path) {
+        let rows = match crate::config::read_regular_file(&config.path, MAX_DB_FILE) {
             Ok(bytes) => decode(&bytes).map_err(|why| {
                 if bytes.starts_with(b"SQLite format 3\0") {
                     DbError::Sqlite {
