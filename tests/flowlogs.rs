@@ -231,3 +231,53 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
         "{allow:#?}"
     );
 }
+
+/// Packets logged with a snaplen shorter than their IP header (`snaplen 14`) are
+/// skipped and counted, never indexed past their end (the agent panicked); packets
+/// logged whole by another rule still become records.
+#[test]
+fn packets_cut_shorter_than_their_ip_header_are_skipped_and_counted() {
+    let ns = NetNs::new("nfshort");
+    ns.exec(&["ip", "addr", "add", "10.2.0.5/32", "dev", "lo"]);
+    ns.exec(&["nft", "add table inet fw"]);
+    ns.exec(&[
+        "nft",
+        "add chain inet fw out { type filter hook output priority 0; }",
+    ]);
+    ns.exec(&[
+        "nft",
+        "add rule inet fw out tcp dport 5001 log group 6 snaplen 14 prefix \"D|t/short\" drop",
+    ]);
+    ns.exec(&[
+        "nft",
+        "add rule inet fw out tcp dport 5002 log group 6 prefix \"D|t/whole\" drop",
+    ]);
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name nflog\n    tag nf\n    netns {}\n    group 6\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+        ns.path()
+    );
+    let mut a = Agent::start(&conf);
+    a.wait_log("] receiving NFLOG group 6", T);
+    ns.run_in(|| {
+        for port in [5001, 5001, 5002] {
+            let _ = TcpStream::connect_timeout(
+                &SocketAddr::new("10.2.0.5".parse().unwrap(), port),
+                Duration::from_millis(300),
+            );
+        }
+    });
+    a.wait_log("without a whole IP header were skipped", T);
+    a.wait_until(T, "the whole packet's record", |out, _| {
+        out.contains("t/whole")
+    });
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!o.stdout.contains("t/short"), "{}", o.stdout);
+    let summary = log_lines(&o.stderr)
+        .into_iter()
+        .find(|l| l.contains("without a whole IP header") && l.contains("packets,"))
+        .unwrap_or_else(|| panic!("{}", o.stderr));
+    assert!(!summary.contains(", 0 without"), "{summary}");
+}

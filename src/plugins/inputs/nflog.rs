@@ -94,21 +94,28 @@ pub struct Packet {
 pub fn parse_ip(p: &[u8], out: &mut Packet) -> Option<()> {
     let (l4, proto) = match p.first()? >> 4 {
         4 => {
-            let ihl = ((p[0] & 0x0f) as usize) * 4;
+            // Every index below is within the 20-byte header checked here: a packet
+            // cut short by a small `snaplen` is skipped, never indexed past its end.
+            let h = p.get(..20)?;
+            let ihl = ((h[0] & 0x0f) as usize) * 4;
+            if ihl < 20 {
+                return None;
+            }
             out.family = 2;
-            out.bytes = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]) as u64;
-            out.src = Some(IpAddr::V4(Ipv4Addr::new(*p.get(12)?, p[13], p[14], p[15])));
-            out.dst = Some(IpAddr::V4(Ipv4Addr::new(*p.get(16)?, p[17], p[18], p[19])));
-            (p.get(ihl..)?, p[9])
+            out.bytes = u16::from_be_bytes([h[2], h[3]]) as u64;
+            out.src = Some(IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])));
+            out.dst = Some(IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])));
+            (p.get(ihl..)?, h[9])
         }
         6 => {
+            let h = p.get(..40)?;
             out.family = 10;
-            out.bytes = 40 + u16::from_be_bytes([*p.get(4)?, *p.get(5)?]) as u64;
-            let a: [u8; 16] = p.get(8..24)?.try_into().ok()?;
-            let b: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            out.bytes = 40 + u16::from_be_bytes([h[4], h[5]]) as u64;
+            let a: [u8; 16] = h[8..24].try_into().ok()?;
+            let b: [u8; 16] = h[24..40].try_into().ok()?;
             out.src = Some(IpAddr::V6(Ipv6Addr::from(a)));
             out.dst = Some(IpAddr::V6(Ipv6Addr::from(b)));
-            (p.get(40..)?, p[6])
+            (&p[40..], h[6])
         }
         _ => return None,
     };
@@ -137,7 +144,11 @@ fn action_and_policy<'a>(prefix: &'a str, sep: &str) -> (Option<&'static str>, O
     (action, Some(policy.trim()).filter(|p| !p.is_empty()))
 }
 
-fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<(), String> {
+/// Decodes the packets of one netlink read into `out`; returns how many logged
+/// packets were skipped because their copied bytes hold no whole IP header (a small
+/// `snaplen`, a non-IP payload).
+fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<u64, String> {
+    let mut skipped = 0;
     let mut buf = bytes;
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -166,11 +177,13 @@ fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<(), String> {
             }
             if ok {
                 out.push(p);
+            } else {
+                skipped += 1;
             }
         }
         buf = &buf[((len + 3) & !3).min(buf.len())..];
     }
-    Ok(())
+    Ok(skipped)
 }
 
 fn send_config(
@@ -228,6 +241,8 @@ fn open(s: &NflogInput) -> Result<Socket, String> {
 enum FromKernel {
     Packets(Vec<Packet>),
     Lost(u64),
+    /// Logged packets without a whole IP header.
+    Skipped(u64),
     Failed(String),
 }
 
@@ -237,11 +252,15 @@ fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         buf.clear();
         match sock.recv(&mut buf, 0) {
-            Ok(n) => {
-                if let Err(e) = decode(&buf[..n], &mut batch) {
-                    crate::warn!("[input:nflog] skipped an undecodable netlink message: {e}");
+            Ok(n) => match decode(&buf[..n], &mut batch) {
+                Ok(0) => {}
+                Ok(skipped) => {
+                    let _ = tx.try_send(FromKernel::Skipped(skipped));
                 }
-            }
+                Err(e) => {
+                    crate::warn!("[input:nflog] skipped an undecodable netlink message: {e}")
+                }
+            },
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 let _ = tx.try_send(FromKernel::Lost(0));
             }
@@ -358,7 +377,7 @@ impl Input for NflogInput {
             let host = Value::Str(Arc::from(
                 crate::config::parser::hostname().unwrap_or_default(),
             ));
-            let (mut packets, mut lost) = (0u64, 0u64);
+            let (mut packets, mut lost, mut skipped) = (0u64, 0u64, 0u64);
             let result = loop {
                 let msg = tokio::select! {
                     _ = ctx.shutdown.wait() => break Ok(()),
@@ -370,6 +389,12 @@ impl Input for NflogInput {
                     Some(FromKernel::Lost(n)) => {
                         lost += n;
                         crate::warn!("[input:nflog:{}] logged packets were lost ({}): the socket buffer overflowed or the pipeline is behind; raise rcvbuf", ctx.name, if n == 0 { "ENOBUFS".to_string() } else { format!("{n} packets") });
+                    }
+                    Some(FromKernel::Skipped(n)) => {
+                        if skipped == 0 {
+                            crate::warn!("[input:nflog:{}] logged packets without a whole IP header were skipped (counted in the summary at exit); is the rule's snaplen below 40?", ctx.name);
+                        }
+                        skipped += n;
                     }
                     Some(FromKernel::Packets(ps)) => {
                         packets += ps.len() as u64;
@@ -385,7 +410,10 @@ impl Input for NflogInput {
                 }
             };
             stop.store(true, Ordering::Relaxed);
-            crate::info!("[input:nflog:{}] {packets} packets, {lost} lost", ctx.name);
+            crate::info!(
+                "[input:nflog:{}] {packets} packets, {lost} lost, {skipped} without a whole IP header",
+                ctx.name
+            );
             result
         })
     }
@@ -424,6 +452,19 @@ mod tests {
             parse_ip(&v4[..10], &mut Packet::default()).is_none(),
             "truncated"
         );
+        // Cut anywhere (snaplen 14 and the like): skipped, never a panic.
+        for n in 0..v4.len() {
+            let got = parse_ip(&v4[..n], &mut Packet::default());
+            assert_eq!(got.is_some(), n >= 20, "IPv4 cut at {n}");
+        }
+        for n in 0..v6.len() {
+            let got = parse_ip(&v6[..n], &mut Packet::default());
+            assert_eq!(got.is_some(), n >= 40, "IPv6 cut at {n}");
+        }
+        // A header length below 20 bytes is not IPv4.
+        let mut bad = v4.clone();
+        bad[0] = 0x44;
+        assert!(parse_ip(&bad, &mut Packet::default()).is_none());
     }
 
     #[test]
