@@ -205,8 +205,11 @@ pub struct OutputPlugin {
 
 pub static INPUTS: &[&InputPlugin] = &[
     &inputs::conntrack::PLUGIN,
+    &inputs::cpu::PLUGIN,
     &inputs::dummy::PLUGIN,
     &inputs::forward::PLUGIN,
+    &inputs::head::PLUGIN,
+    &inputs::mem::PLUGIN,
     &inputs::nflog::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::tail::PLUGIN,
