@@ -145,21 +145,7 @@ fn fgets(r: &mut impl BufRead, max: usize, out: &mut Vec<u8>) -> std::io::Result
         if buf.is_empty() {
             break;
         }
-        let room = (max - got).min(buf.len());
-        let (take, ended) = match buf[..room].iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (room, false),
-        };
-        if !nul {
-            let part = &buf[..take];
-            match part.iter().position(|&b| b == 0) {
-                Some(i) => {
-                    out.extend_from_slice(&part[..i]);
-                    nul = true;
-                }
-                None => out.extend_from_slice(part),
-            }
-        }
+        let (take, ended) = super::fgets_step(buf, max - got, out, &mut nul);
         got += take;
         r.consume(take);
         if ended {

@@ -2,12 +2,18 @@
 
 pub mod conntrack;
 pub mod cpu;
+pub mod disk;
 pub mod dummy;
+pub mod exec;
 pub mod forward;
 pub mod head;
+pub mod kmsg;
 pub mod mem;
+pub mod netif;
 pub mod nflog;
+pub mod proc;
 pub mod random;
+pub mod stdin;
 pub mod tail;
 pub mod tcp;
 
@@ -138,6 +144,33 @@ impl Ticker {
             .done
             .max((elapsed.as_nanos() / self.interval.as_nanos()) as u64 + 1);
     }
+}
+
+/// One step of C's `fgets` over buffered bytes: takes from `buf` up to `room` bytes,
+/// stopping after a `\n`; keeps them in `out` unless a NUL was met (a C string ends
+/// there: what follows is read but not kept). Returns (bytes taken, line ended).
+pub(crate) fn fgets_step(
+    buf: &[u8],
+    room: usize,
+    out: &mut Vec<u8>,
+    nul: &mut bool,
+) -> (usize, bool) {
+    let room = room.min(buf.len());
+    let (take, ended) = match buf[..room].iter().position(|&b| b == b'\n') {
+        Some(i) => (i + 1, true),
+        None => (room, false),
+    };
+    if !*nul {
+        let part = &buf[..take];
+        match part.iter().position(|&b| b == 0) {
+            Some(i) => {
+                out.extend_from_slice(&part[..i]);
+                *nul = true;
+            }
+            None => out.extend_from_slice(part),
+        }
+    }
+    (take, ended)
 }
 
 /// A system configuration value (`_SC_CLK_TCK`, `_SC_PAGESIZE`, ...).
