@@ -208,10 +208,19 @@ pub struct OutputPlugin {
 
 pub static INPUTS: &[&InputPlugin] = &[
     &inputs::conntrack::PLUGIN,
+    &inputs::cpu::PLUGIN,
+    &inputs::disk::PLUGIN,
     &inputs::dummy::PLUGIN,
+    &inputs::exec::PLUGIN,
     &inputs::forward::PLUGIN,
+    &inputs::head::PLUGIN,
+    &inputs::kmsg::PLUGIN,
+    &inputs::mem::PLUGIN,
+    &inputs::netif::PLUGIN,
     &inputs::nflog::PLUGIN,
+    &inputs::proc::PLUGIN,
     &inputs::random::PLUGIN,
+    &inputs::stdin::PLUGIN,
     &inputs::tail::PLUGIN,
     &inputs::tcp::PLUGIN,
 ];

@@ -1,16 +1,28 @@
 //! Inputs, one module per Fluent Bit name.
 
 pub mod conntrack;
+pub mod cpu;
+pub mod disk;
 pub mod dummy;
+pub mod exec;
 pub mod forward;
+pub mod head;
+pub mod kmsg;
+pub mod mem;
+pub mod netif;
 pub mod nflog;
+pub mod proc;
 pub mod random;
+pub mod stdin;
 pub mod tail;
 pub mod tcp;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::event::Record;
+use crate::plugins::{InputContext, PluginError};
 
 /// A kernel reader's receive that found nothing this time (its timeout passed, or a
 /// signal interrupted it): read again.
@@ -122,6 +134,83 @@ impl Ticker {
         self.done += n;
         n
     }
+
+    /// Sleeps until the next tick is due and forgets any others already due (a timer
+    /// whose expirations fire one callback, as Fluent Bit's metric collectors).
+    pub(crate) async fn next_one(&mut self) {
+        self.next(1).await;
+        let elapsed = Instant::now().saturating_duration_since(self.first);
+        self.done = self
+            .done
+            .max((elapsed.as_nanos() / self.interval.as_nanos()) as u64 + 1);
+    }
+}
+
+/// One step of C's `fgets` over buffered bytes: takes from `buf` up to `room` bytes,
+/// stopping after a `\n`; keeps them in `out` unless a NUL was met (a C string ends
+/// there: what follows is read but not kept). Returns (bytes taken, line ended).
+pub(crate) fn fgets_step(
+    buf: &[u8],
+    room: usize,
+    out: &mut Vec<u8>,
+    nul: &mut bool,
+) -> (usize, bool) {
+    let room = room.min(buf.len());
+    let (take, ended) = match buf[..room].iter().position(|&b| b == b'\n') {
+        Some(i) => (i + 1, true),
+        None => (room, false),
+    };
+    if !*nul {
+        let part = &buf[..take];
+        match part.iter().position(|&b| b == 0) {
+            Some(i) => {
+                out.extend_from_slice(&part[..i]);
+                *nul = true;
+            }
+            None => out.extend_from_slice(part),
+        }
+    }
+    (take, ended)
+}
+
+/// A system configuration value (`_SC_CLK_TCK`, `_SC_PAGESIZE`, ...).
+pub(crate) fn sysconf(name: libc::c_int) -> i64 {
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(clippy::useless_conversion)] // c_long is i32 on 32-bit targets
+    i64::from(unsafe { libc::sysconf(name) })
+}
+
+/// Fluent Bit's `interval_sec`/`interval_nsec` pair as most collectors read it: both
+/// zero (or less) means the plugin's default of one second.
+pub(crate) fn interval_or_1s(
+    props: &crate::config::Props,
+) -> Result<Duration, crate::config::ConfigError> {
+    let interval = props.interval("interval_sec", "interval_nsec")?;
+    Ok(if interval.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        interval
+    })
+}
+
+/// Runs a Fluent Bit time collector: `collect` at every tick of `interval`, its record
+/// (if any) sent on, until shutdown. As Fluent Bit's timer collectors, ticks missed
+/// while the pipeline held a send are not made up: one sample per wake-up.
+pub(crate) async fn collect_every(
+    ctx: &mut InputContext,
+    interval: Duration,
+    mut collect: impl FnMut() -> Option<Record>,
+) -> Result<(), PluginError> {
+    let mut ticker = Ticker::new(interval);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return Ok(()),
+            _ = ticker.next_one() => {}
+        }
+        if let Some(record) = collect() {
+            ctx.out.send(vec![record]).await?;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +230,19 @@ mod tests {
         assert_eq!(t.next(100).await, 2);
         assert_eq!(t.next(100).await, 1);
         assert_eq!(Instant::now(), start + Duration::from_millis(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_one_drops_the_ticks_missed() {
+        let start = Instant::now();
+        let mut t = Ticker::new(Duration::from_millis(10));
+        t.next_one().await;
+        tokio::time::advance(Duration::from_millis(35)).await;
+        // Ticks at 10, 20 and 30 ms were missed: one wake-up, then the next is at 40 ms.
+        t.next_one().await;
+        assert_eq!(Instant::now(), start + Duration::from_millis(35));
+        t.next_one().await;
+        assert_eq!(Instant::now(), start + Duration::from_millis(40));
     }
 
     #[tokio::test(start_paused = true)]
