@@ -20,6 +20,7 @@ pub mod config;
 pub mod event;
 pub mod forward;
 pub mod http;
+pub mod kubernetes;
 pub mod log;
 pub mod net;
 pub mod parser;

@@ -3,6 +3,7 @@
 //! sleep), stops it with a signal and returns what came out.
 #![allow(dead_code)]
 
+pub mod kube_api;
 pub mod netns;
 pub mod pki;
 
@@ -105,6 +106,19 @@ impl Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);
         let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
+        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        a._own = Some(dir);
+        a
+    }
+
+    /// Starts `agent -c <conf>` with extra environment variables (`env` execs it, so
+    /// the pid is still the agent's).
+    pub fn start_with_env(conf: &str, vars: &[(&str, &str)]) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let assignments: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut wrapper = vec!["env"];
+        wrapper.extend(assignments.iter().map(String::as_str));
         let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
         a._own = Some(dir);
         a
