@@ -335,11 +335,48 @@ fn unbuilt_features_and_bad_values_are_refused_at_their_line() {
         l[0].contains("fluent-bit.conf:9:") && l[0].contains("nope"),
         "{l:?}"
     );
-    let l = config_error("    kube_ca_file /nonexistent/ca.crt\n");
+    let l = config_error("    tls.debug 7\n");
     assert!(
-        l[0].contains("fluent-bit.conf:9:") && l[0].contains("/nonexistent/ca.crt"),
+        l[0].contains("fluent-bit.conf:9:") && l[0].contains("tls.debug"),
         "{l:?}"
     );
+}
+
+/// Fluent Bit itself against the stand-in API server prints the bytes pinned from its
+/// preload-dir run: the stand-in speaks what Fluent Bit expects of a real API server.
+/// Needs a Fluent Bit with the kubernetes filter: FLUENT_BIT=/path/to/fluent-bit.
+#[test]
+#[ignore]
+fn fluent_bit_against_the_stand_in_prints_the_pinned_bytes() {
+    let Ok(fb) = std::env::var("FLUENT_BIT") else {
+        panic!("set FLUENT_BIT to a fluent-bit binary");
+    };
+    let node = Node::new("t1");
+    let api = api_with_pods(&node, 0, "t1");
+    node.log(WEB_APP, &data(&format!("containers/{WEB_APP}")));
+    let conf = node.conf(api.port, "    merge_log on\n").replace(
+        "refresh_interval 1\n",
+        "refresh_interval 1\n    exit_on_eof true\n",
+    );
+    let conf = node.dir.file("fb.conf", &conf);
+    let out = std::process::Command::new(fb)
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        data("merge_log.expected"),
+        "{stderr}"
+    );
+    let gets: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| p == "/api/v1/namespaces/prod/pods/web-7d4b9c5f8-x2k4p")
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].1, "Bearer t1");
 }
 
 #[test]
@@ -354,4 +391,52 @@ fn dummy_meta_adds_the_time_under_dummy() {
     let t = v["kubernetes"]["dummy"].as_str().unwrap();
     assert_eq!(t.len(), 24, "asctime without its newline: {t}");
     assert_eq!(v["kubernetes"].as_object().unwrap().len(), 1);
+}
+
+/// The agent's resident memory with 1,000 pods of this node in the cache (listed from
+/// the stand-in, each like `meta/prod_web-*.meta`: 3 labels, 3 annotations, an owner,
+/// 2 containers), against none. Prints the difference (README, src/kubernetes/mod.rs).
+#[test]
+#[ignore]
+fn cache_memory_per_1000_pods() {
+    fn rss_kb(pid: u32) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+    let measure = |pods: usize| -> u64 {
+        let node = Node::new("t1");
+        let api = KubeApi::start(&node.pki, 0, "t1");
+        let web = data("meta/prod_web-7d4b9c5f8-x2k4p.meta");
+        for i in 0..pods {
+            api.add_pod(
+                &web.replace("web-7d4b9c5f8-x2k4p", &format!("web-7d4b9c5f8-{i:05}"))
+                    .replace(
+                        "7a1e3c52-6f0e-4d2b-9a8c-1b2c3d4e5f60",
+                        &format!("7a1e3c52-6f0e-4d2b-9a8c-{i:012}"),
+                    ),
+            );
+        }
+        node.log(WEB_APP, "{\"log\":\"x\\n\",\"stream\":\"stdout\"}\n");
+        let mut agent = Agent::start_with_env(&node.conf(api.port, ""), &[("NODE_NAME", "node-a")]);
+        agent.wait_lines(1, Duration::from_secs(20));
+        let t = std::time::Instant::now();
+        while api.watchers() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // jemalloc returns freed pages after ~10 s: measure what stays.
+        std::thread::sleep(Duration::from_secs(12));
+        let rss = rss_kb(agent.pid());
+        agent.stop(Duration::from_secs(10));
+        rss
+    };
+    let (none, thousand) = (measure(0), measure(1000));
+    println!(
+        "RSS with 0 pods: {none} kB, with 1000 pods: {thousand} kB, per 1000 pods: {} kB",
+        thousand.saturating_sub(none)
+    );
 }

@@ -137,31 +137,46 @@ impl Pod {
             .any(|c| c.container_id.as_deref() == Some(id))
     }
 
-    /// About the bytes this entry holds, for the cache's memory bound.
-    pub fn approx_size(&self) -> usize {
-        let v = |v: &Option<Value>| v.as_ref().map_or(0, |v| v.approx_size() as usize);
+    /// The heap bytes this pod holds (strings with their `Arc` headers, map and array
+    /// slots), for the cache's documented memory bound.
+    pub fn heap_size(&self) -> usize {
+        let v = |v: &Option<Value>| v.as_ref().map_or(0, value_heap);
         let s = |s: &Option<Str>| s.as_ref().map_or(0, |s| s.len() + 16);
-        std::mem::size_of::<Pod>()
-            + self.namespace.len()
+        self.namespace.len()
+            + 16
             + self.name.len()
+            + 16
             + v(&self.uid)
             + v(&self.labels)
             + v(&self.annotations)
             + v(&self.owner_references)
             + v(&self.node_name)
             + v(&self.pod_ip)
-            + self.resource_version.as_ref().map_or(0, |s| s.len())
+            + self.resource_version.as_ref().map_or(0, |s| s.capacity())
+            + self.containers.capacity() * std::mem::size_of::<ContainerStatus>()
             + self
                 .containers
                 .iter()
-                .map(|c| {
-                    std::mem::size_of::<ContainerStatus>()
-                        + c.name.len()
-                        + s(&c.container_id)
-                        + s(&c.image_id)
-                        + s(&c.image)
-                })
+                .map(|c| c.name.len() + 16 + s(&c.container_id) + s(&c.image_id) + s(&c.image))
                 .sum::<usize>()
+    }
+}
+
+/// Heap bytes of a value (what it points to, not its own slot).
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => s.len() + 16,
+        Value::Bin(b) => b.len() + 16,
+        Value::Array(a) => {
+            a.capacity() * std::mem::size_of::<Value>() + a.iter().map(value_heap).sum::<usize>()
+        }
+        Value::Map(m) => {
+            m.capacity() * std::mem::size_of::<(Str, Value)>()
+                + m.iter()
+                    .map(|(k, v)| k.len() + 16 + value_heap(v))
+                    .sum::<usize>()
+        }
+        _ => 0,
     }
 }
 

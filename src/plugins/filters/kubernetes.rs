@@ -315,14 +315,6 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
                 "a URL such as https://kubernetes.default.svc or http://127.0.0.1:8001",
             )
         })?;
-        // A CA file the user names must exist; the default one exists only in a pod.
-        for key in ["kube_ca_file", "kube_ca_path", "kube_token_file"] {
-            if let Some(p) = props.str(key).filter(|_| props.is_set(key)) {
-                if std::fs::metadata(p).is_err() {
-                    return Err(props.error(key, format!("an existing file ({p} cannot be read)")));
-                }
-            }
-        }
         let buffer_size = props.size("buffer_size").unwrap_or(32_000) as usize;
         let client = |https: bool, host: String, port: u16| ClientConf {
             https,
