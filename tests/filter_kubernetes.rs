@@ -119,13 +119,25 @@ fn namespace_metadata_comes_from_the_api_server() {
     let node = Node::new("t1");
     let api = api_with_pods(&node, 0, "t1");
     node.log(WEB_APP, &data(&format!("containers/{WEB_APP}")));
-    let mut agent = Agent::start(&node.conf(
-        api.port,
-        "    namespace_labels on\n    namespace_annotations on\n    labels off\n    annotations off\n",
-    ));
+    // In a pod: the service account's namespace file exists, HOSTNAME is the pod.
+    let ns_file = node.dir.file("namespace", "prod\n");
+    let filter = format!(
+        "    namespace_labels on\n    namespace_annotations on\n    labels off\n    annotations off\n    kube_namespace_file {}\n",
+        ns_file.display()
+    );
+    let mut agent = Agent::start_with_env(
+        &node.conf(api.port, &filter),
+        &[("HOSTNAME", "web-7d4b9c5f8-x2k4p")],
+    );
     agent.wait_lines(7, Duration::from_secs(15));
     let out = agent.stop(Duration::from_secs(10));
     assert_eq!(out.stdout, data("namespace.expected"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("[filter:kubernetes:kubernetes.0] connectivity OK"),
+        "{}",
+        out.stderr
+    );
     api.wait_request(Duration::from_secs(1), "for the namespace", |p, _| {
         p == "/api/v1/namespaces/prod"
     });

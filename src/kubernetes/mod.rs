@@ -188,6 +188,17 @@ impl KubeMeta {
         }
     }
 
+    /// Asks the API for the agent's own pod (`namespace/name`) and logs whether it
+    /// answered, without waiting.
+    pub fn probe(&self, namespace: &str, name: &str) {
+        let mut st = self.shared.lock();
+        if self.ensure_worker(&mut st) {
+            if let Some(w) = &st.worker {
+                w.send(worker::Req::Probe(Str::from(namespace), Str::from(name)));
+            }
+        }
+    }
+
     fn ensure_worker(&self, st: &mut State) -> bool {
         if matches!(self.shared.conf.source, Source::None) {
             return false;

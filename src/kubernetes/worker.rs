@@ -16,6 +16,9 @@ use crate::event::{Map, Str, Value};
 
 pub(super) enum Req {
     Pod(Str, Str),
+    /// The agent's own pod, at start: logs whether the API answers (Fluent Bit's
+    /// "testing connectivity with API server").
+    Probe(Str, Str),
     Namespace(Str),
 }
 
@@ -78,6 +81,19 @@ async fn run(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Req>) {
                 }
             }
             Req::Namespace(ns) => fetch_namespace(&sh, &mut ns_client, &ns).await,
+            Req::Probe(ns, name) => {
+                let path = format!("/api/v1/namespaces/{}/pods/{}", enc(&ns), enc(&name));
+                sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+                match ns_client.get(&path).await {
+                    Ok(_) => crate::info!("[filter:kubernetes:{}] connectivity OK", sh.conf.name),
+                    Err(e) => {
+                        let mut st = sh.lock();
+                        let what =
+                            format!("testing connectivity with the API server (pod {ns}/{name})");
+                        health_failed(&sh, &mut st.health, &what, &e, ns_client.conf());
+                    }
+                }
+            }
         }
     }
 }

@@ -178,6 +178,9 @@ struct KubernetesFilter {
     rendered: HashMap<TagMeta, Arc<Rendered>>,
     /// Whether the cache's watch was started (at the first records).
     started: bool,
+    /// `kube_namespace_file`: the agent's own namespace, for the start-up test.
+    namespace_file: Option<PathBuf>,
+    use_kubelet: bool,
     bad_tags: AtomicU64,
     last_bad_tag_log: Option<Instant>,
 }
@@ -404,6 +407,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         parsers,
         rendered: HashMap::new(),
         started: false,
+        namespace_file: path("kube_namespace_file"),
+        use_kubelet: bool_of("use_kubelet"),
         bad_tags: AtomicU64::new(0),
         last_bad_tag_log: None,
     }))
@@ -551,6 +556,24 @@ enum Merge {
 }
 
 impl KubernetesFilter {
+    /// When running in a pod (its service account's namespace file exists), tests
+    /// that the API answers for the agent's own pod (`HOSTNAME`), as Fluent Bit does at
+    /// start; the answer is logged, nothing waits for it.
+    fn probe(&self, cache: &KubeMeta) {
+        let Some(file) = &self.namespace_file else {
+            return;
+        };
+        let Ok(ns) = std::fs::read_to_string(file) else {
+            crate::info!("[filter:kubernetes:{}] not running in a pod ({} cannot be read): no connectivity test", self.name, file.display());
+            return;
+        };
+        let ns = ns.trim_end_matches(['\n', '\r']);
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        if !ns.is_empty() && !host.is_empty() && !self.use_kubelet {
+            cache.probe(ns, &host);
+        }
+    }
+
     /// Reads the names in `text` (a tag without its prefix, or a CONTAINER_NAME).
     fn names(&self, text: &[u8]) -> Option<TagMeta> {
         let mut m = TagMeta::default();
@@ -959,6 +982,7 @@ impl Filter for KubernetesFilter {
             self.started = true;
             if let MetaMode::Cache(cache) = &self.mode {
                 cache.start();
+                self.probe(cache);
             }
         }
         if self.use_journal && !matches!(self.mode, MetaMode::Dummy) {
