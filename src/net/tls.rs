@@ -624,6 +624,57 @@ impl ServerTls {
     }
 }
 
+/// A client TLS config for a connection not configured by `tls.*` keys (the
+/// `kubernetes` filter's `kube_ca_file`/`kube_ca_path`): trust anchors read from those
+/// files (else the system store), chain verification unless `verify` is off, and the
+/// host name checked only with `verify_hostname` (Fluent Bit's defaults for both).
+pub fn client_config_from_files(
+    ca_file: Option<&Path>,
+    ca_path: Option<&Path>,
+    verify: bool,
+    verify_hostname: bool,
+) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = if !verify {
+        Arc::new(NoVerify(provider.clone()))
+    } else {
+        let mut store = RootCertStore::empty();
+        if let Some(file) = ca_file {
+            store.add_parsable_certificates(read_certs(file)?);
+        }
+        if let Some(dir) = ca_path {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            for path in entries.flatten().map(|e| e.path()) {
+                if let Ok(certs) = read_certs(&path) {
+                    store.add_parsable_certificates(certs);
+                }
+            }
+        }
+        if ca_file.is_none() && ca_path.is_none() {
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        if store.is_empty() {
+            return Err("no CA certificate to verify the server with".into());
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        if verify_hostname {
+            webpki
+        } else {
+            Arc::new(ChainOnly(webpki))
+        }
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -228,6 +228,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::expect::PLUGIN,
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
+    &filters::kubernetes::PLUGIN,
     &filters::limit::PLUGIN,
     &filters::lua::PLUGIN,
     &filters::modify::PLUGIN,

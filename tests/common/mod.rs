@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http_sink;
+pub mod kube_api;
 pub mod netns;
 pub mod pki;
 
@@ -101,7 +102,8 @@ impl Agent {
         Agent::spawn_wrapped(dir, &[], args, cwd)
     }
 
-    /// Starts `agent -c <conf>` with these environment variables set.
+    /// Starts `agent -c <conf>` with these environment variables set (`env` execs the
+    /// agent, so the pid is still the agent's).
     pub fn start_with_env(conf: &str, env: &[(&str, &str)]) -> Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);

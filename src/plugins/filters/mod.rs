@@ -3,6 +3,7 @@
 pub mod expect;
 pub mod flow_aggregate;
 pub mod grep;
+pub mod kubernetes;
 pub mod limit;
 pub mod lua;
 pub mod modify;
