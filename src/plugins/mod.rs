@@ -229,6 +229,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
+    &outputs::file::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::null::PLUGIN,
     &outputs::stdout::PLUGIN,

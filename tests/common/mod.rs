@@ -97,7 +97,18 @@ impl Agent {
     }
 
     pub fn spawn_in(dir: &Dir, args: &[&str], cwd: Option<&Path>) -> Agent {
-        Agent::spawn_wrapped(dir, &[], args, cwd)
+        Agent::spawn_wrapped(dir, &[], args, cwd, &[])
+    }
+
+    /// As [`Agent::spawn_in`], with these environment variables set (for `${VAR}` in
+    /// configs).
+    pub fn spawn_in_env(
+        dir: &Dir,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Agent {
+        Agent::spawn_wrapped(dir, &[], args, cwd, env)
     }
 
     /// Starts `agent -c <conf>` inside the network namespace `ns`.
@@ -105,14 +116,21 @@ impl Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);
         let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
-        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        let mut a =
+            Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None, &[]);
         a._own = Some(dir);
         a
     }
 
     /// Runs the agent through `wrapper` (a command that execs its arguments, so the pid
     /// is still the agent's), or directly when `wrapper` is empty.
-    fn spawn_wrapped(dir: &Dir, wrapper: &[&str], args: &[&str], cwd: Option<&Path>) -> Agent {
+    fn spawn_wrapped(
+        dir: &Dir,
+        wrapper: &[&str],
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Agent {
         let out = dir.path().join("agent.stdout");
         let err = dir.path().join("agent.stderr");
         let mut cmd = match wrapper.split_first() {
@@ -127,7 +145,8 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
-            .env_remove("FLB_LOG_LEVEL");
+            .env_remove("FLB_LOG_LEVEL")
+            .envs(env.iter().copied());
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
