@@ -428,7 +428,7 @@ fn read_message<R>(s: &mut TcpStream, parse: impl Fn(&[u8]) -> Option<R>) -> R {
 #[test]
 fn refused_ping_gets_no_digest_of_the_key() {
     use agent::forward::auth::{read_helo, Ping, Pong};
-    let mut rx = receiver(
+    let rx = receiver(
         0,
         "    shared_key s3cret\n    self_hostname aggregator\n    security.users alice pw1\n",
     );
