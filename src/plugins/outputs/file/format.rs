@@ -148,7 +148,10 @@ impl FileFormat {
                         if i > 0 {
                             out.extend_from_slice(delimiter.as_bytes());
                         }
-                        write_print_value(out, &Value::Str(k.clone()));
+                        // msgpack_object_print of a string key: quoted, raw.
+                        out.push(b'"');
+                        out.extend_from_slice(k.as_bytes());
+                        out.push(b'"');
                     }
                     out.push(b'\n');
                 }

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 /// Bytes of the source compressed into one gzip member.
 const GZIP_MEMBER: usize = 4 * 1024 * 1024;
@@ -96,13 +96,14 @@ impl Rotation {
         true
     }
 
-    /// `file_rotate_trim`: keeps the newest `max_files` rotated files of `base` (by
-    /// modification time, then name).
+    /// `file_rotate_trim`: keeps the newest `max_files` rotated files of `base`, by
+    /// modification time in whole seconds (`st_mtime`), then name, as Fluent Bit
+    /// sorts them.
     fn trim(&self, dir: &Path, base: &str) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        let mut rotated: Vec<(SystemTime, std::path::PathBuf)> = entries
+        let mut rotated: Vec<(i64, std::path::PathBuf)> = entries
             .filter_map(Result::ok)
             .filter(|e| {
                 e.file_name()
@@ -113,8 +114,7 @@ impl Rotation {
             })
             .filter_map(|e| {
                 let m = std::fs::metadata(e.path()).ok()?;
-                m.is_file()
-                    .then(|| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), e.path()))
+                m.is_file().then(|| (m.mtime(), e.path()))
             })
             .collect();
         if rotated.len() <= self.max_files {
