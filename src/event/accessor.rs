@@ -82,6 +82,11 @@ impl Accessor {
         }
     }
 
+    /// The top-level key.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
     /// The keys from the record body down (`$a['b']` is `["a", "b"]`); `None` when a
     /// step is an array index.
     pub fn path(&self) -> Option<Vec<&str>> {

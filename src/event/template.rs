@@ -204,6 +204,32 @@ impl Template {
     }
 }
 
+impl Template {
+    /// `flb_ra_translate_check` without a regex result: the text for a record appended
+    /// to `out`, or the top-level name of the first key the record lacks (a key holding
+    /// an array counts as lacking). Captures (`$1`) add nothing.
+    pub fn render_checked<'t>(
+        &'t self,
+        tag: &str,
+        body: &Map,
+        out: &mut String,
+    ) -> Result<(), &'t str> {
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Key(a) => match a.ra_value(body) {
+                    Some(v) => push_value(out, v),
+                    None => return Err(a.head()),
+                },
+                Part::Capture(_) => {}
+                Part::Tag => out.push_str(tag),
+                Part::TagField(n) => out.push_str(tag_part(tag, *n)),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `ra_translate_tag_part`: the n-th dot-separated part; a tag without dots is its
 /// own part 0.
 fn tag_part(tag: &str, n: i64) -> &str {

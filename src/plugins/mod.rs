@@ -242,6 +242,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
+    &outputs::file::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::http::PLUGIN,
     &outputs::null::PLUGIN,

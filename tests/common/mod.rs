@@ -99,18 +99,26 @@ impl Agent {
     }
 
     pub fn spawn_in(dir: &Dir, args: &[&str], cwd: Option<&Path>) -> Agent {
-        Agent::spawn_wrapped(dir, &[], args, cwd)
+        Agent::spawn_wrapped(dir, &[], args, cwd, &[])
     }
 
-    /// Starts `agent -c <conf>` with these environment variables set (`env` execs the
-    /// agent, so the pid is still the agent's).
+    /// As [`Agent::spawn_in`], with these environment variables set (for `${VAR}` in
+    /// configs).
+    pub fn spawn_in_env(
+        dir: &Dir,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Agent {
+        Agent::spawn_wrapped(dir, &[], args, cwd, env)
+    }
+
+    /// Starts `agent -c <conf>` with these environment variables set.
     pub fn start_with_env(conf: &str, env: &[(&str, &str)]) -> Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);
-        let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut wrapper = vec!["env"];
-        wrapper.extend(vars.iter().map(String::as_str));
-        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, Path::new(*v))).collect();
+        let mut a = Agent::spawn_wrapped(&dir, &[], &["-c", path.to_str().unwrap()], None, &env);
         a._own = Some(dir);
         a
     }
@@ -120,14 +128,21 @@ impl Agent {
         let dir = Dir::new();
         let path = dir.file("fluent-bit.conf", conf);
         let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
-        let mut a = Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None);
+        let mut a =
+            Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None, &[]);
         a._own = Some(dir);
         a
     }
 
     /// Runs the agent through `wrapper` (a command that execs its arguments, so the pid
     /// is still the agent's), or directly when `wrapper` is empty.
-    fn spawn_wrapped(dir: &Dir, wrapper: &[&str], args: &[&str], cwd: Option<&Path>) -> Agent {
+    fn spawn_wrapped(
+        dir: &Dir,
+        wrapper: &[&str],
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+    ) -> Agent {
         let out = dir.path().join("agent.stdout");
         let err = dir.path().join("agent.stderr");
         let mut cmd = match wrapper.split_first() {
@@ -147,7 +162,8 @@ impl Agent {
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy")
             .env_remove("NO_PROXY")
-            .env_remove("no_proxy");
+            .env_remove("no_proxy")
+            .envs(env.iter().copied());
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }

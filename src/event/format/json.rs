@@ -192,7 +192,8 @@ pub fn write_json_value(out: &mut Vec<u8>, v: &Value, escape_unicode: bool) {
     }
 }
 
-fn write_json_map(out: &mut Vec<u8>, m: &Map, escape_unicode: bool) {
+/// `msgpack2json` for a map (the last of a repeated key wins).
+pub fn write_json_map(out: &mut Vec<u8>, m: &Map, escape_unicode: bool) {
     out.push(b'{');
     let mut first = true;
     write_map_entries(out, m, &mut first, escape_unicode);

@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn fluent_bit_line() {
         assert_eq!(
-            super::line(1796072754.366332, 2),
+            super::line(1_796_072_754.366_332, 2),
             "{\"ts\":1796072754.366332,\"serialized_events\":2,\"log_records\":2,\"total\":2}\n"
         );
     }
