@@ -212,19 +212,6 @@ fn key_occurs_later(m: &Map, i: usize) -> bool {
     m[i + 1..].iter().any(|(k, _)| k.as_bytes() == key)
 }
 
-/// A cheap bucket for the duplicate-key filter of large maps.
-#[inline]
-fn key_bucket(k: &str) -> usize {
-    let b = k.as_bytes();
-    let mut h = b.len() as u32;
-    if let (Some(&f), Some(&l)) = (b.first(), b.last()) {
-        h = h.wrapping_mul(31).wrapping_add(f as u32);
-        h = h.wrapping_mul(31).wrapping_add(l as u32);
-        h = h.wrapping_mul(31).wrapping_add(b[b.len() / 2] as u32);
-    }
-    (h.wrapping_mul(0x9E37_79B9) >> 26) as usize
-}
-
 /// Writes `"k":v` pairs separated by `,`, skipping every key that occurs again later in the
 /// map (`key_exists_in_map` in `msgpack2json`: the last occurrence wins).
 fn write_map_entries(out: &mut Vec<u8>, m: &Map, first: &mut bool, esc: bool) {
@@ -244,16 +231,16 @@ fn write_map_entries(out: &mut Vec<u8>, m: &Map, first: &mut bool, esc: bool) {
             }
         }
     } else {
-        // Counting filter: `later[b]` = keys in bucket `b` at positions after the current
-        // one; only a non-zero count needs the linear scan.
-        let mut later = [0u32; 64];
-        for (k, _) in m.iter() {
-            later[key_bucket(k)] += 1;
+        // Linear for any size (a 200,000-key record took 32 s with a scan per key): the
+        // position of each key's last occurrence, then one pass. SipHash: the keys come
+        // from clients, which must not be able to make the table degrade.
+        let mut last: std::collections::HashMap<&[u8], usize> =
+            std::collections::HashMap::with_capacity(m.len());
+        for (i, (k, _)) in m.iter().enumerate() {
+            last.insert(k.as_bytes(), i);
         }
         for (i, (k, v)) in m.iter().enumerate() {
-            let b = key_bucket(k);
-            later[b] -= 1;
-            if later[b] == 0 || !key_occurs_later(m, i) {
+            if last.get(k.as_bytes()) == Some(&i) {
                 emit(out, k, v);
             }
         }
@@ -1037,7 +1024,7 @@ mod tests {
         let mut out = Vec::new();
         write_json_value(&mut out, &v, true);
         assert_eq!(out, br#"{"k":true,"j":false}"#);
-        // Large maps take the counting-filter path.
+        // Large maps take the table path.
         let mut m: Map = (0..40)
             .map(|i| (Str::from(format!("k{i}")), Value::Int(i)))
             .collect();
@@ -1052,6 +1039,25 @@ mod tests {
         }
         want.push_str(r#""k7":"last","k39":"end"}"#);
         assert_eq!(got, want);
+        // 200,000 keys, every tenth repeated at the end: one pass (a scan per key took
+        // 32 s in a release build, far longer here).
+        let n = 200_000;
+        let mut m: Map = (0..n)
+            .map(|i| (Str::from(format!("k{i}")), Value::Int(i)))
+            .collect();
+        m.extend(
+            (0..n)
+                .step_by(10)
+                .map(|i| (Str::from(format!("k{i}")), Value::Nil)),
+        );
+        let mut out = Vec::new();
+        write_json_value(&mut out, &Value::Map(m), true);
+        let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(got.len(), n as usize);
+        assert_eq!(got["k10"], serde_json::Value::Null);
+        assert_eq!(got["k11"], 11);
+        let keys: Vec<&String> = got.keys().collect();
+        assert_eq!((keys[0], keys[1]), (&"k1".to_string(), &"k2".to_string()));
     }
 
     #[test]

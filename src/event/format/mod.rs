@@ -22,6 +22,6 @@ pub use json::{
 pub use msgpack::{
     kind, msgpack_value_len, peek_is_array, read_array_len, read_event_time, read_msgpack_map,
     read_msgpack_map_cached, read_msgpack_record, read_msgpack_value, write_event_time,
-    write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache,
+    write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache, ValueLen,
 };
 pub use print::{write_print_map, write_print_record, write_print_value};

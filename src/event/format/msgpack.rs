@@ -161,28 +161,73 @@ fn head(buf: &[u8], pos: &mut usize) -> Result<(Marker, Head), DecodeError> {
 /// The length of the msgpack value at the start of `buf`, found without building it or
 /// allocating anything but a stack of [`MAX_DEPTH`] counters.
 pub fn msgpack_value_len(buf: &[u8]) -> Result<usize, DecodeError> {
-    let mut pos = 0;
-    // Values still to read at each open level.
-    let mut open: Vec<u64> = vec![1];
-    while let Some(left) = open.last_mut() {
-        if *left == 0 {
-            open.pop();
-            continue;
+    ValueLen::default()
+        .advance(buf)?
+        .ok_or(DecodeError::Incomplete)
+}
+
+/// [`msgpack_value_len`] that resumes where it stopped: a server reading a large value in
+/// small pieces measures each byte once, not the whole buffer again on every read (a
+/// 3 MB frame in 1 KB pieces cost the forward input 5.7 s of CPU).
+#[derive(Debug, Default)]
+pub struct ValueLen {
+    /// Bytes of the value measured so far (whole elements only).
+    pos: usize,
+    /// Values still to read at each open level; empty between values.
+    open: Vec<u64>,
+    /// Elements measured (tests check that nothing is measured twice).
+    #[cfg(test)]
+    steps: u64,
+}
+
+impl ValueLen {
+    /// Measures on from where the last call stopped. `buf` holds the value from its
+    /// first byte, as last time plus what arrived since. `Some(len)` once the value is
+    /// complete (the next call starts a new value); `None` until then.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        if self.open.is_empty() {
+            self.open.push(1);
+            self.pos = 0;
         }
-        *left -= 1;
-        match head(buf, &mut pos)?.1 {
-            Head::Scalar { skip } => {
-                take(buf, &mut pos, skip)?;
+        while let Some(&left) = self.open.last() {
+            if left == 0 {
+                self.open.pop();
+                continue;
             }
-            Head::Array(n) | Head::Map(n) if n == 0 => {}
-            Head::Array(n) => open.push(n),
-            Head::Map(n) => open.push(n * 2),
+            // An element cut short is measured again, whole, once more bytes are here.
+            let mut pos = self.pos;
+            let step = head(buf, &mut pos).and_then(|(_, h)| match h {
+                Head::Scalar { skip } => take(buf, &mut pos, skip).map(|_| None),
+                Head::Array(n) | Head::Map(n) if n == 0 => Ok(None),
+                Head::Array(n) => Ok(Some(n)),
+                Head::Map(n) => Ok(Some(n.saturating_mul(2))),
+            });
+            let nested = match step {
+                Ok(nested) => nested,
+                Err(DecodeError::Incomplete) => return Ok(None),
+                Err(e) => {
+                    self.open.clear();
+                    return Err(e);
+                }
+            };
+            #[cfg(test)]
+            {
+                self.steps += 1;
+            }
+            self.pos = pos;
+            if let Some(top) = self.open.last_mut() {
+                *top -= 1;
+            }
+            if let Some(n) = nested {
+                self.open.push(n);
+                if self.open.len() > MAX_DEPTH {
+                    self.open.clear();
+                    return invalid(format!("nested deeper than {MAX_DEPTH} levels"));
+                }
+            }
         }
-        if open.len() > MAX_DEPTH {
-            return invalid(format!("nested deeper than {MAX_DEPTH} levels"));
-        }
+        Ok(Some(std::mem::take(&mut self.pos)))
     }
-    Ok(pos)
 }
 
 /// Reads one value at `*pos` (a map key must be a string). Ext values other than an
@@ -467,6 +512,47 @@ mod tests {
         let mut out = Vec::new();
         write_msgpack_value(&mut out, v);
         out
+    }
+
+    /// A 3 MB frame read 1 KB at a time is measured once overall, not once per read.
+    #[test]
+    fn value_len_resumes_where_it_stopped() {
+        let items: Vec<Value> = (0..300_000)
+            .map(|i| Value::Str(Arc::from(format!("item{i:06}"))))
+            .collect();
+        let n_items = items.len() as u64;
+        let frame = enc(&Value::Array(vec![
+            Value::Str(Arc::from("tag")),
+            Value::Array(items),
+        ]));
+        assert!(frame.len() > 3_000_000);
+        let mut len = ValueLen::default();
+        let mut reads = 0u64;
+        let mut got = None;
+        for end in (1024..frame.len()).step_by(1024).chain([frame.len()]) {
+            reads += 1;
+            if let Some(n) = len.advance(&frame[..end]).unwrap() {
+                got = Some((n, end));
+                break;
+            }
+        }
+        assert_eq!(got, Some((frame.len(), frame.len())));
+        // Every element once (1 outer array + tag + inner array + items), plus at most
+        // one element cut short per read measured again.
+        let elements = 3 + n_items;
+        assert!(
+            len.steps >= elements && len.steps <= elements + reads,
+            "{} steps for {elements} elements in {reads} reads",
+            len.steps
+        );
+        // The same value followed by the start of another: the first is found whole.
+        let mut two = frame.clone();
+        two.extend_from_slice(&[0x92, 0xa1]);
+        assert_eq!(ValueLen::default().advance(&two), Ok(Some(frame.len())));
+        assert_eq!(
+            msgpack_value_len(&frame[..100]),
+            Err(DecodeError::Incomplete)
+        );
     }
 
     #[test]

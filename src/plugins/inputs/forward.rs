@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
-use crate::event::format::{msgpack_value_len, DecodeError, KeyCache};
+use crate::event::format::{DecodeError, KeyCache, ValueLen};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
@@ -221,14 +221,15 @@ enum End {
     Rejected(String),
 }
 
-/// Takes the next complete frame off the front of `buf`, if there is one.
-fn next_frame(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
-    match msgpack_value_len(buf) {
-        Ok(n) => Ok(Some(n)),
-        Err(DecodeError::Incomplete) if buf.len() >= max => {
+/// The length of the complete frame at the front of `buf`, if there is one; `len`
+/// keeps what was measured of an incomplete frame for the next call.
+fn next_frame(len: &mut ValueLen, buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+    match len.advance(buf) {
+        Ok(Some(n)) => Ok(Some(n)),
+        Ok(None) if buf.len() >= max => {
             Err(format!("frame larger than buffer_max_size ({max} bytes)"))
         }
-        Err(DecodeError::Incomplete) => Ok(None),
+        Ok(None) | Err(DecodeError::Incomplete) => Ok(None),
         Err(DecodeError::Invalid(why)) => Err(format!("invalid msgpack: {why}")),
     }
 }
@@ -244,6 +245,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
         out: Some(out),
         ack_tx,
         buf: Vec::new(),
+        frame_len: ValueLen::default(),
         helo: None,
         authenticated: false,
         keys: KeyCache::default(),
@@ -291,6 +293,8 @@ struct Session {
     out: Option<InputSender>,
     ack_tx: mpsc::UnboundedSender<Value>,
     buf: Vec<u8>,
+    /// How much of the frame at the front of `buf` was measured already.
+    frame_len: ValueLen,
     helo: Option<Helo>,
     authenticated: bool,
     /// Record keys this client sent before.
@@ -354,7 +358,7 @@ impl Session {
     {
         let mut start = 0;
         let result = loop {
-            let n = match next_frame(&self.buf[start..], self.cfg.max) {
+            let n = match next_frame(&mut self.frame_len, &self.buf[start..], self.cfg.max) {
                 Ok(Some(n)) => n,
                 Ok(None) => break Ok(()),
                 Err(why) => break Err(End::Rejected(why)),
@@ -446,15 +450,16 @@ mod tests {
     fn frames_are_cut_at_their_length_and_limits_hold() {
         // Two complete frames and the start of a third.
         let buf = [0x92, 0xa1, b't', 0x90, 0x92, 0xa1, b'u', 0x90, 0x92];
-        assert_eq!(next_frame(&buf, 100), Ok(Some(4)));
-        assert_eq!(next_frame(&buf[8..], 100), Ok(None));
+        let fresh = || ValueLen::default();
+        assert_eq!(next_frame(&mut fresh(), &buf, 100), Ok(Some(4)));
+        assert_eq!(next_frame(&mut fresh(), &buf[8..], 100), Ok(None));
         // A str32 declaring 4 GB: incomplete, never allocated, refused at the limit.
         let huge = [0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
-        assert_eq!(next_frame(&huge, 100), Ok(None));
-        assert!(next_frame(&huge, 9)
+        assert_eq!(next_frame(&mut fresh(), &huge, 100), Ok(None));
+        assert!(next_frame(&mut fresh(), &huge, 9)
             .unwrap_err()
             .contains("buffer_max_size"));
-        assert!(next_frame(&[0xc1], 100)
+        assert!(next_frame(&mut fresh(), &[0xc1], 100)
             .unwrap_err()
             .starts_with("invalid msgpack"));
     }
