@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::ack::Routed;
 use super::metrics::{self, OutputMetrics};
 use super::Shutdown;
+use crate::event::Chunk;
 use crate::plugins::{FlushResult, Output};
 
 /// `retry_limit` and the backoff scheduler.
@@ -48,6 +49,9 @@ pub const MAX_RETRIES_HELD: usize = 8;
 struct Retry {
     at: Instant,
     chunk: Arc<Routed>,
+    /// After a partial delivery: only the records still to send (`chunk` is kept for
+    /// its completion and accounting).
+    rest: Option<Chunk>,
     attempts: u32,
 }
 
@@ -81,7 +85,7 @@ impl OutputWorker {
                 // While retries pile up (a destination down), take no new chunks: the
                 // queues fill and the inputs wait, so memory stays bounded.
                 chunk = rx.recv(), if open && retries.len() < MAX_RETRIES_HELD => match chunk {
-                    Some(chunk) => self.attempt(chunk, 0, &mut retries, &mut rng, stopping).await,
+                    Some(chunk) => self.attempt(chunk, None, 0, &mut retries, &mut rng, stopping).await,
                     None => open = false,
                 },
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -89,7 +93,7 @@ impl OutputWorker {
                     let due = retries.iter().position(|r| r.at <= now);
                     if let Some(i) = due {
                         let r = retries.swap_remove(i);
-                        self.attempt(r.chunk, r.attempts, &mut retries, &mut rng, stopping).await;
+                        self.attempt(r.chunk, r.rest, r.attempts, &mut retries, &mut rng, stopping).await;
                     }
                 }
                 _ = shutdown.wait(), if !stopping => {
@@ -110,18 +114,21 @@ impl OutputWorker {
     async fn attempt(
         &mut self,
         routed: Arc<Routed>,
+        rest: Option<Chunk>,
         attempts: u32,
         retries: &mut Vec<Retry>,
         rng: &mut fastrand::Rng,
         stopping: bool,
     ) {
-        let n = routed.chunk.records.len() as u64;
+        let chunk = rest.as_ref().unwrap_or(&routed.chunk);
+        let mut n = chunk.records.len() as u64;
         if routed.is_cancelled() {
             // Dropped as the oldest by storage.total_limit_size (counted when dropped).
             routed.finish();
             return;
         }
-        let (asked, e) = match self.output.flush(&routed.chunk).await {
+        let mut rest_next = None;
+        let (asked, e) = match self.output.flush(chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
                 if attempts > 0 {
@@ -146,6 +153,30 @@ impl OutputWorker {
             }
             FlushResult::Retry(e) => (None, e),
             FlushResult::RetryAfter(d, e) => (Some(d), e),
+            FlushResult::Partial(p) => {
+                let again = p.retry.len() as u64;
+                let delivered = n.saturating_sub(again + p.dropped);
+                metrics::add(&self.metrics.proc_records, delivered);
+                metrics::add(&self.metrics.dropped_records, p.dropped);
+                if again == 0 {
+                    routed.finish();
+                    return;
+                }
+                rest_next = Some(Chunk {
+                    tag: chunk.tag.clone(),
+                    records: p
+                        .retry
+                        .iter()
+                        .filter_map(|&i| chunk.records.get(i).cloned())
+                        .collect(),
+                });
+                n = again;
+                (p.after, p.reason)
+            }
+        };
+        let rest = match rest_next {
+            Some(r) => Some(r),
+            None => rest,
         };
         if self.retry.limit.is_some_and(|l| attempts >= l) {
             metrics::add(&self.metrics.retries_failed, 1);
@@ -177,6 +208,7 @@ impl OutputWorker {
         retries.push(Retry {
             at: Instant::now() + wait,
             chunk: routed,
+            rest,
             attempts: attempts + 1,
         });
     }
