@@ -320,3 +320,47 @@ fn bad_settings_are_refused() {
         );
     }
 }
+
+/// `index` is strftime'd with the flush's time (records from 2023 go to today's index);
+/// `current_time_index` dates logstash indices and `@timestamp` with it too.
+#[test]
+fn index_dates_come_from_the_flush_time() {
+    let today = |fmt: &str| {
+        let o = std::process::Command::new("date")
+            .args(["-u", fmt])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    for (extra, index, stamp_today) in [
+        (
+            "    index logs-%Y.%m.%d\n",
+            format!("logs-{}", today("+%Y.%m.%d")),
+            false,
+        ),
+        (
+            "    logstash_format on\n    current_time_index on\n",
+            format!("logstash-{}", today("+%Y.%m.%d")),
+            true,
+        ),
+    ] {
+        let sink = HttpSink::scripted(|_, _| Answer::ok().body(BULK_OK));
+        let agent = Agent::start(&format!(
+            "[SERVICE]\n    flush 0.2\n\
+             [INPUT]\n    name dummy\n    dummy {{\"seq\":1}}\n    samples 1\n    fixed_timestamp on\n    start_time_sec 1700000000\n\
+             [OUTPUT]\n    name es\n    match *\n    host 127.0.0.1\n    port {}\n{extra}",
+            sink.port()
+        ));
+        let reqs = sink.wait(T, "a request", |r| !r.is_empty());
+        agent.stop(T);
+        let docs = documents(&reqs[0].text());
+        assert_eq!(docs[0].1["_index"], index.as_str(), "{extra}");
+        let stamp = docs[0].2["@timestamp"].as_str().unwrap();
+        let want = if stamp_today {
+            today("+%Y-%m-%dT")
+        } else {
+            "2023-11-14T22:13:20".to_string()
+        };
+        assert!(stamp.starts_with(&want), "{extra}: {stamp}");
+    }
+}

@@ -218,6 +218,88 @@ impl OutputWorker {
 mod tests {
     use super::*;
 
+    /// An output that reports a partial delivery once, then records what it is given.
+    struct PartlyRefusing {
+        seen: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Output for PartlyRefusing {
+        fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> crate::plugins::BoxFuture<'a, FlushResult> {
+            Box::pin(async move {
+                let ids: Vec<i64> = chunk
+                    .records
+                    .iter()
+                    .map(|r| match r.body[0].1 {
+                        crate::event::Value::Int(i) => i,
+                        _ => -1,
+                    })
+                    .collect();
+                let first = {
+                    let mut seen = self.seen.lock().unwrap();
+                    seen.push(ids);
+                    seen.len() == 1
+                };
+                if first {
+                    // Of 5: positions 1 and 3 again, one dropped, two delivered.
+                    FlushResult::Partial(crate::plugins::Partial {
+                        retry: vec![1, 3],
+                        dropped: 1,
+                        after: None,
+                        reason: "2 items busy".into(),
+                    })
+                } else {
+                    FlushResult::Ok
+                }
+            })
+        }
+        fn fork(&self) -> Box<dyn Output> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_delivery_retries_only_the_rest_and_counts_the_others() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let metrics = Arc::new(OutputMetrics::default());
+        let worker = OutputWorker {
+            name: Arc::from("es.0"),
+            plugin: "es",
+            id: 0,
+            output: Box::new(PartlyRefusing { seen: seen.clone() }),
+            retry: RetryPolicy {
+                limit: None,
+                base: 1,
+                cap: 2,
+            },
+            metrics: metrics.clone(),
+        };
+        let records = (0..5)
+            .map(|i| {
+                crate::event::Record::new(
+                    crate::event::EventTime::new(1, 0),
+                    vec![(Arc::from("i"), crate::event::Value::Int(i))],
+                )
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Routed::new(
+            Chunk {
+                tag: Arc::from("t"),
+                records,
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+        drop(tx);
+        let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
+        worker.run(rx, shutdown).await;
+        assert_eq!(*seen.lock().unwrap(), vec![vec![0, 1, 2, 3, 4], vec![1, 3]]);
+        assert_eq!(metrics::get(&metrics.proc_records), 4);
+        assert_eq!(metrics::get(&metrics.dropped_records), 1);
+        assert_eq!(metrics::get(&metrics.retried_records), 2);
+    }
+
     #[test]
     fn retry_limit_values() {
         assert_eq!(RetryPolicy::parse_limit("3"), Some(Some(3)));
