@@ -334,7 +334,7 @@ fn index_dates_come_from_the_flush_time() {
     };
     for (extra, index, stamp_today) in [
         (
-            "    index logs-%Y.%m.%d\n",
+            "    index logs-%Y.%m.%d\n    trace_output on\n",
             format!("logs-{}", today("+%Y.%m.%d")),
             false,
         ),
@@ -352,7 +352,14 @@ fn index_dates_come_from_the_flush_time() {
             sink.port()
         ));
         let reqs = sink.wait(T, "a request", |r| !r.is_empty());
-        agent.stop(T);
+        let o = agent.stop(T);
+        // trace_output prints each bulk body to stdout.
+        assert_eq!(
+            o.stdout.contains(&reqs[0].text()),
+            extra.contains("trace_output"),
+            "{}",
+            o.stdout
+        );
         let docs = documents(&reqs[0].text());
         assert_eq!(docs[0].1["_index"], index.as_str(), "{extra}");
         let stamp = docs[0].2["@timestamp"].as_str().unwrap();
