@@ -212,7 +212,9 @@ fn a_refused_item_is_dropped_and_counted_the_rest_delivered_once() {
     assert_eq!(all.len(), 100, "nothing sent twice: {all:?}");
     assert_eq!(reqs.len(), 1);
     assert!(
-        o.stderr.contains("refused 1 of 100") && o.stderr.contains("failed to parse field [seq]"),
+        o.stderr
+            .contains("1 document(s) refused for good and dropped")
+            && o.stderr.contains("failed to parse field [seq]"),
         "{}",
         o.stderr
     );

@@ -10,7 +10,7 @@
 //! 429 and 5xx retried, other 4xx dropped and counted); then the bulk reply item by
 //! item ([`reply`]): delivered items are done, items refused for good (mapping errors)
 //! are dropped, counted in `fluentbit_output_dropped_records_total` and logged with
-//! their reasons (one line per flush), and only the items worth another try (429, 5xx)
+//! their reasons (at once, then at most one summing line every 10 s), and only the items worth another try (429, 5xx)
 //! are sent again, through the engine's partial retry ([`FlushResult::Partial`]).
 //! Fluent Bit instead retries the whole chunk (duplicates of every accepted record
 //! unless `generate_id` is on) until `retry_limit`, then drops all of it.
@@ -287,6 +287,60 @@ struct Setup {
     trace_error: bool,
     /// `host:port`, for log lines.
     dest: String,
+    drops: std::sync::Arc<DropLog>,
+}
+
+/// The log of dropped documents, shared by the workers: the first drop is logged at
+/// once, later ones at most every [`DropLog::EVERY`], summed with their reasons (the
+/// dropped-records metric counts every one as it happens).
+#[derive(Default)]
+struct DropLog(std::sync::Mutex<DropState>);
+
+#[derive(Default)]
+struct DropState {
+    last: Option<std::time::Instant>,
+    dropped: u64,
+    /// Up to 5 distinct reasons, each with its count.
+    reasons: Vec<(String, u64)>,
+}
+
+impl DropLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn report(&self, dest: &str, dropped: u64, reasons: Vec<(String, u64)>) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.dropped += dropped;
+        for (why, n) in reasons {
+            if let Some((_, c)) = st.reasons.iter_mut().find(|(r, _)| *r == why) {
+                *c += n;
+            } else if st.reasons.len() < 5 {
+                st.reasons.push((why, n));
+            }
+        }
+        let now = std::time::Instant::now();
+        if st.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            return;
+        }
+        let list: Vec<String> = st
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n} × {r}"))
+            .collect();
+        crate::error!(
+            "[output:es] {dest}: {} document(s) refused for good and dropped{}: {}",
+            st.dropped,
+            if st.last.is_some() {
+                format!(" in the last {} s", Self::EVERY.as_secs())
+            } else {
+                String::new()
+            },
+            list.join("; ")
+        );
+        *st = DropState {
+            last: Some(now),
+            ..DropState::default()
+        };
+    }
 }
 
 struct EsOutput {
@@ -479,6 +533,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             trace_output: props.bool("trace_output") == Some(true),
             trace_error: props.bool("trace_error") == Some(true),
             dest: format!("{host}:{port}"),
+            drops: Default::default(),
         },
         bulk: Bulk::default(),
     }))
@@ -608,13 +663,7 @@ impl Setup {
             }
         }
         if dropped > 0 {
-            let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} × {r}")).collect();
-            crate::error!(
-                "[output:es] {}: Elasticsearch refused {dropped} of {} documents for good, dropped: {}",
-                self.dest,
-                sent.len(),
-                list.join("; ")
-            );
+            self.drops.report(&self.dest, dropped, reasons);
         }
         let reason = match &retry_reason {
             Some(r) => format!(
@@ -676,6 +725,28 @@ impl Output for EsOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_are_logged_at_once_then_summed() {
+        let log = DropLog::default();
+        log.report("h:1", 1, vec![("status 400: a".into(), 1)]);
+        {
+            let st = log.0.lock().unwrap();
+            assert!(st.last.is_some());
+            assert_eq!((st.dropped, st.reasons.len()), (0, 0), "logged and reset");
+        }
+        log.report("h:1", 2, vec![("status 400: a".into(), 2)]);
+        log.report("h:1", 1, vec![("status 404: b".into(), 1)]);
+        let st = log.0.lock().unwrap();
+        assert_eq!(st.dropped, 3, "held for the next line");
+        assert_eq!(
+            st.reasons,
+            vec![
+                ("status 400: a".to_string(), 2),
+                ("status 404: b".to_string(), 1)
+            ]
+        );
+    }
 
     #[test]
     fn cloud_ids_as_fluent_bit_reads_them() {
