@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::ack::Routed;
 use super::metrics::{self, OutputMetrics};
 use super::Shutdown;
+use crate::event::Chunk;
 use crate::plugins::{FlushResult, Output};
 
 /// `retry_limit` and the backoff scheduler.
@@ -48,6 +49,9 @@ pub const MAX_RETRIES_HELD: usize = 8;
 struct Retry {
     at: Instant,
     chunk: Arc<Routed>,
+    /// After a partial delivery: only the records still to send (`chunk` is kept for
+    /// its completion and accounting).
+    rest: Option<Chunk>,
     attempts: u32,
 }
 
@@ -81,7 +85,7 @@ impl OutputWorker {
                 // While retries pile up (a destination down), take no new chunks: the
                 // queues fill and the inputs wait, so memory stays bounded.
                 chunk = rx.recv(), if open && retries.len() < MAX_RETRIES_HELD => match chunk {
-                    Some(chunk) => self.attempt(chunk, 0, &mut retries, &mut rng, stopping).await,
+                    Some(chunk) => self.attempt(chunk, None, 0, &mut retries, &mut rng, stopping).await,
                     None => open = false,
                 },
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -89,7 +93,7 @@ impl OutputWorker {
                     let due = retries.iter().position(|r| r.at <= now);
                     if let Some(i) = due {
                         let r = retries.swap_remove(i);
-                        self.attempt(r.chunk, r.attempts, &mut retries, &mut rng, stopping).await;
+                        self.attempt(r.chunk, r.rest, r.attempts, &mut retries, &mut rng, stopping).await;
                     }
                 }
                 _ = shutdown.wait(), if !stopping => {
@@ -110,18 +114,21 @@ impl OutputWorker {
     async fn attempt(
         &mut self,
         routed: Arc<Routed>,
+        rest: Option<Chunk>,
         attempts: u32,
         retries: &mut Vec<Retry>,
         rng: &mut fastrand::Rng,
         stopping: bool,
     ) {
-        let n = routed.chunk.records.len() as u64;
+        let chunk = rest.as_ref().unwrap_or(&routed.chunk);
+        let mut n = chunk.records.len() as u64;
         if routed.is_cancelled() {
             // Dropped as the oldest by storage.total_limit_size (counted when dropped).
             routed.finish();
             return;
         }
-        let (asked, e) = match self.output.flush(&routed.chunk).await {
+        let mut rest_next = None;
+        let (asked, e) = match self.output.flush(chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
                 if attempts > 0 {
@@ -146,7 +153,28 @@ impl OutputWorker {
             }
             FlushResult::Retry(e) => (None, e),
             FlushResult::RetryAfter(d, e) => (Some(d), e),
+            FlushResult::Partial(p) => {
+                let again = p.retry.len() as u64;
+                let delivered = n.saturating_sub(again + p.dropped);
+                metrics::add(&self.metrics.proc_records, delivered);
+                metrics::add(&self.metrics.dropped_records, p.dropped);
+                if again == 0 {
+                    routed.finish();
+                    return;
+                }
+                rest_next = Some(Chunk {
+                    tag: chunk.tag.clone(),
+                    records: p
+                        .retry
+                        .iter()
+                        .filter_map(|&i| chunk.records.get(i).cloned())
+                        .collect(),
+                });
+                n = again;
+                (p.after, p.reason)
+            }
         };
+        let rest = rest_next.or(rest);
         if self.retry.limit.is_some_and(|l| attempts >= l) {
             metrics::add(&self.metrics.retries_failed, 1);
             metrics::add(&self.metrics.dropped_records, n);
@@ -177,6 +205,7 @@ impl OutputWorker {
         retries.push(Retry {
             at: Instant::now() + wait,
             chunk: routed,
+            rest,
             attempts: attempts + 1,
         });
     }
@@ -185,6 +214,88 @@ impl OutputWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An output that reports a partial delivery once, then records what it is given.
+    struct PartlyRefusing {
+        seen: Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
+    }
+
+    impl Output for PartlyRefusing {
+        fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> crate::plugins::BoxFuture<'a, FlushResult> {
+            Box::pin(async move {
+                let ids: Vec<i64> = chunk
+                    .records
+                    .iter()
+                    .map(|r| match r.body[0].1 {
+                        crate::event::Value::Int(i) => i,
+                        _ => -1,
+                    })
+                    .collect();
+                let first = {
+                    let mut seen = self.seen.lock().unwrap();
+                    seen.push(ids);
+                    seen.len() == 1
+                };
+                if first {
+                    // Of 5: positions 1 and 3 again, one dropped, two delivered.
+                    FlushResult::Partial(crate::plugins::Partial {
+                        retry: vec![1, 3],
+                        dropped: 1,
+                        after: None,
+                        reason: "2 items busy".into(),
+                    })
+                } else {
+                    FlushResult::Ok
+                }
+            })
+        }
+        fn fork(&self) -> Box<dyn Output> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_delivery_retries_only_the_rest_and_counts_the_others() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let metrics = Arc::new(OutputMetrics::default());
+        let worker = OutputWorker {
+            name: Arc::from("es.0"),
+            plugin: "es",
+            id: 0,
+            output: Box::new(PartlyRefusing { seen: seen.clone() }),
+            retry: RetryPolicy {
+                limit: None,
+                base: 1,
+                cap: 2,
+            },
+            metrics: metrics.clone(),
+        };
+        let records = (0..5)
+            .map(|i| {
+                crate::event::Record::new(
+                    crate::event::EventTime::new(1, 0),
+                    vec![(Arc::from("i"), crate::event::Value::Int(i))],
+                )
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Routed::new(
+            Chunk {
+                tag: Arc::from("t"),
+                records,
+            },
+            None,
+        ))
+        .await
+        .unwrap();
+        drop(tx);
+        let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
+        worker.run(rx, shutdown).await;
+        assert_eq!(*seen.lock().unwrap(), vec![vec![0, 1, 2, 3, 4], vec![1, 3]]);
+        assert_eq!(metrics::get(&metrics.proc_records), 4);
+        assert_eq!(metrics::get(&metrics.dropped_records), 1);
+        assert_eq!(metrics::get(&metrics.retried_records), 2);
+    }
 
     #[test]
     fn retry_limit_values() {

@@ -162,6 +162,24 @@ pub enum FlushResult {
     /// this, nor later than the scheduler's cap.
     RetryAfter(std::time::Duration, String),
     Error(String),
+    /// Some records were delivered, some given up on, and the rest should be sent again
+    /// (an Elasticsearch bulk reply that accepted most items): the next attempt flushes
+    /// a chunk of only the records in `retry`.
+    Partial(Partial),
+}
+
+/// What [`FlushResult::Partial`] reports about the chunk just flushed.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// Indexes into the flushed chunk's records of those to send again, ascending.
+    /// Empty: nothing left to retry (the chunk is done).
+    pub retry: Vec<usize>,
+    /// Records given up on (counted in `dropped_records`; the output logs why).
+    pub dropped: u64,
+    /// The destination asked to wait at least this long before the retry.
+    pub after: Option<std::time::Duration>,
+    /// Why the rest is retried, for the engine's log line.
+    pub reason: String,
 }
 
 /// A destination. The engine owns retries and backoff; the output reports what happened.
@@ -242,6 +260,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
+    &outputs::es::PLUGIN,
     &outputs::file::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::http::PLUGIN,

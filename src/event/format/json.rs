@@ -214,7 +214,7 @@ fn key_occurs_later(m: &Map, i: usize) -> bool {
 
 /// Writes `"k":v` pairs separated by `,`, skipping every key that occurs again later in the
 /// map (`key_exists_in_map` in `msgpack2json`: the last occurrence wins).
-fn write_map_entries(out: &mut Vec<u8>, m: &Map, first: &mut bool, esc: bool) {
+pub fn write_map_entries(out: &mut Vec<u8>, m: &Map, first: &mut bool, esc: bool) {
     let mut emit = |out: &mut Vec<u8>, k: &Str, v: &Value| {
         if !*first {
             out.push(b',');

@@ -1,6 +1,7 @@
 //! Outputs, one module per Fluent Bit name, and what their tables share.
 
 pub mod counter;
+pub mod es;
 pub mod file;
 pub mod forward;
 pub mod http;
