@@ -234,6 +234,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::http::PLUGIN,
+    &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,

@@ -3,6 +3,7 @@
 pub mod counter;
 pub mod forward;
 pub mod http;
+pub mod loki;
 pub mod null;
 pub mod stdout;
 pub mod tcp;
