@@ -236,14 +236,12 @@ fn bad_request_is_dropped_and_counted() {
         "{}",
         o.stderr
     );
-    // Each request carried a different record: the refused one was not sent again.
-    let bodies: Vec<&Vec<u8>> = reqs.iter().map(|r| &r.body).collect();
-    assert_eq!(bodies.len(), reqs.len());
+    // The refused chunk was not sent again: every later body is another record's.
+    assert!(reqs[1..].iter().all(|r| r.body != reqs[0].body), "{reqs:?}");
     assert_eq!(sink.reqs().len(), 3, "{:?}", sink.reqs());
 }
 
-/// Records of a json_lines-free config: `{"i": n}` from a counter, to see loss and
-/// duplicates.
+/// `rand_value` of every line from request `from` on, to see loss and duplicates.
 fn lines_of(reqs: &[Req], from: usize) -> Vec<u64> {
     reqs[from..]
         .iter()
@@ -324,54 +322,61 @@ fn receiver_down_then_up_loses_nothing() {
     assert!(o.stderr.contains("Connection refused"), "{}", o.stderr);
 }
 
-/// tenant_id_key: one request per tenant; with partial_error a chunk whose other
-/// tenant failed is retried whole, with partial_success it is not.
+/// tenant_id_key: one request per tenant. A tenant refused with 400: with
+/// partial_success the chunk counts as delivered (nothing is sent again), with
+/// partial_error the whole chunk is retried, the delivered tenants again too.
 #[test]
 fn tenant_groups_and_partial_failures() {
-    for (mode, retried) in [("partial_error", true), ("partial_success", false)] {
-        let sink = HttpSink::scripted(|_, r| {
-            if r.header("x-scope-orgid") == Some("b") && r.conn == 0 {
-                Answer::status(400).body("bad tenant")
-            } else {
-                Answer::ok()
-            }
+    for (mode, retried) in [("partial_success", false), ("partial_error", true)] {
+        let sink = HttpSink::scripted(|_, r| match r.header("x-scope-orgid") {
+            Some("b") => Answer::status(400).body("bad tenant"),
+            _ => Answer::ok(),
         });
-        let conf = loki_conf(
-            sink.port(),
-            &[r#"{"tenant":"a","x":1}"#],
-            &format!(
-                "    tenant_id b\n    tenant_id_key $tenant\n    tenant_id_key_error_handling {mode}\n"
+        let conf = oracle_conf("tenant_id_key", sink.port())
+            .replace(
+                "    labels job=t\n",
+                &format!(
+                "    labels job=t\n    tenant_id_key_error_handling {mode}\n    retry_limit 1\n"
             ),
-        )
-        .replace("    samples 1\n", "    samples 1\n    copies 1\n");
-        // A second input without the key: its records go to tenant_id b, in the
-        // same chunk only if both share a tag, so give them one.
-        let conf = conf.replace("tag t0", "tag same")
-            + "[INPUT]\n    name dummy\n    tag same\n    dummy {\"x\":2}\n    samples 1\n";
+            )
+            .replace(
+                "[SERVICE]\n",
+                "[SERVICE]\n    scheduler.base 1\n    scheduler.cap 2\n",
+            );
         let agent = Agent::start(&conf);
-        std::thread::sleep(Duration::from_secs(3));
+        if retried {
+            sink.wait(T, "the chunk sent twice", |r| r.len() >= 6);
+        } else {
+            sink.wait(T, "3 tenants", |r| r.len() >= 3);
+            std::thread::sleep(Duration::from_secs(4));
+        }
         let o = agent.stop(T);
         let reqs = sink.reqs();
-        let a = reqs
+        let tenants: Vec<&str> = reqs
             .iter()
-            .filter(|r| r.header("x-scope-orgid") == Some("a"))
-            .count();
-        assert!(a >= 1, "{reqs:?}\n{}", o.stderr);
-        let b: Vec<&Req> = reqs
-            .iter()
-            .filter(|r| r.header("x-scope-orgid") == Some("b"))
+            .map(|r| r.header("x-scope-orgid").unwrap())
             .collect();
-        assert!(!b.is_empty(), "{reqs:?}");
-        for r in &b {
-            let s = streams(r);
-            assert!(
-                s.iter()
-                    .flat_map(|x| &x.1)
-                    .all(|(_, l, _)| l == "{\"x\":2}"),
-                "{s:?}"
-            );
-        }
-        let _ = retried;
+        let want: &[&str] = if retried {
+            &["a", "b", "dflt", "a", "b", "dflt"]
+        } else {
+            &["a", "b", "dflt"]
+        };
+        assert_eq!(tenants, want, "{mode}\n{}", o.stderr);
+        assert!(o.stderr.contains("bad tenant"), "{}", o.stderr);
+        // Each request holds only its tenant's records.
+        let lines: Vec<Vec<String>> = reqs[..3]
+            .iter()
+            .map(|r| {
+                streams(r)
+                    .into_iter()
+                    .flat_map(|s| s.1)
+                    .map(|v| v.1)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lines[0], ["{\"tenant\":\"a\"}", "{\"tenant\":\"a\"}"]);
+        assert_eq!(lines[1], ["{\"tenant\":\"b\"}"]);
+        assert_eq!(lines[2], ["{\"other\":\"x\"}", "{\"tenant\":5}"]);
     }
 }
 
