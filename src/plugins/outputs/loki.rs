@@ -1171,4 +1171,38 @@ mod tests {
         let t = Template::parse("$kubernetes['labels']['app']").unwrap();
         assert_eq!(t.joined_name(), "kubernetes_labels_app");
     }
+
+    fn kv(v: Value) -> String {
+        let t = Targets {
+            paths: &[],
+            targets: &[],
+        };
+        let mut out = Vec::new();
+        kv_value(&mut out, &v, &t, &mut Vec::new());
+        String::from_utf8(out).unwrap()
+    }
+
+    /// `pack_format_line_value`: `%.1f` for integral floats, `%.16g` otherwise (C's
+    /// printf spellings of NaN and infinities), nested values quoted but not escaped.
+    #[test]
+    fn key_value_rendering() {
+        assert_eq!(kv(Value::Float(3.0)), "3.0");
+        assert_eq!(kv(Value::Float(-0.5)), "-0.5");
+        assert_eq!(kv(Value::Float(0.1)), "0.1");
+        assert_eq!(kv(Value::Float(1e20)), "1e+20");
+        assert_eq!(kv(Value::Float(1.0 / 3.0)), "0.3333333333333333");
+        assert_eq!(kv(Value::Float(f64::NAN)), "nan");
+        assert_eq!(kv(Value::Float(f64::NEG_INFINITY)), "-inf");
+        assert_eq!(kv(Value::UInt(u64::MAX)), "18446744073709551615");
+        assert_eq!(kv(Value::Bin(std::sync::Arc::from(&b"x"[..]))), "");
+        let s = |x: &str| Value::Str(std::sync::Arc::from(x));
+        assert_eq!(
+            kv(Value::Array(vec![
+                s("a\"b"),
+                Value::Nil,
+                Value::Map(vec![(std::sync::Arc::from("k"), Value::Bool(false))])
+            ])),
+            "\"[\"a\"b\" null \"map[k:false]\"]\""
+        );
+    }
 }
