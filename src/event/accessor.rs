@@ -139,6 +139,67 @@ impl Accessor {
         };
         (!matches!(v, Value::Array(_))).then_some(v)
     }
+    /// Where `flb_ra_get_kv_pair` finds the pair, as indexes from the body down (each
+    /// a map entry's or an array element's position): the last top-level key of the
+    /// name; its subkeys only when it holds a map or an array, and then every step
+    /// must match; otherwise the top-level key itself, whatever subkeys follow.
+    /// Returns whether the last step is a map key (`false` for an array element).
+    /// `path` is cleared first; `None` when nothing matches.
+    pub fn kv_pair_path(&self, body: &Map, path: &mut Vec<usize>) -> Option<bool> {
+        path.clear();
+        let top = body.iter().rposition(|(k, _)| **k == *self.head)?;
+        path.push(top);
+        let v = &body[top].1;
+        if self.subkeys.is_empty() || !matches!(v, Value::Map(_) | Value::Array(_)) {
+            return Some(true);
+        }
+        let mut cur = v;
+        let mut is_key = true;
+        for step in &self.subkeys {
+            match (step, cur) {
+                (Step::Key(k), Value::Map(m)) => {
+                    let i = m.iter().rposition(|(x, _)| **x == **k)?;
+                    path.push(i);
+                    cur = &m[i].1;
+                    is_key = true;
+                }
+                (Step::Index(i), Value::Array(a)) if *i < a.len() => {
+                    path.push(*i);
+                    cur = &a[*i];
+                    is_key = false;
+                }
+                _ => return None,
+            }
+        }
+        Some(is_key)
+    }
+
+    /// The value at a path from [`Accessor::kv_pair_path`].
+    pub fn at_path<'a>(body: &'a Map, path: &[usize]) -> Option<&'a Value> {
+        let (first, rest) = path.split_first()?;
+        let mut cur = &body.get(*first)?.1;
+        for &i in rest {
+            cur = match cur {
+                Value::Map(m) => &m.get(i)?.1,
+                Value::Array(a) => a.get(i)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// The head and the subkeys joined with `_` (indexes as numbers), as Fluent Bit's
+    /// loki output names a label from `$kubernetes['pod_name']`: `kubernetes_pod_name`.
+    pub fn joined_name(&self, out: &mut String) {
+        out.push_str(&self.head);
+        for step in &self.subkeys {
+            out.push('_');
+            match step {
+                Step::Key(k) => out.push_str(k),
+                Step::Index(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            }
+        }
+    }
 }
 
 fn last<'a>(map: &'a Map, key: &str) -> Option<&'a Value> {

@@ -183,12 +183,25 @@ impl Template {
         captures: &[Option<(usize, usize)>],
     ) -> String {
         let mut out = String::new();
+        self.render_into(&mut out, tag, body, subject, captures);
+        out
+    }
+
+    /// [`Template::render`] appended to `out` (no allocation of its own).
+    pub fn render_into(
+        &self,
+        out: &mut String,
+        tag: &str,
+        body: &Map,
+        subject: &str,
+        captures: &[Option<(usize, usize)>],
+    ) {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Key(a) => {
                     if let Some(v) = a.ra_value(body) {
-                        push_value(&mut out, v);
+                        push_value(out, v);
                     }
                 }
                 Part::Capture(n) => {
@@ -198,6 +211,32 @@ impl Template {
                 }
                 Part::Tag => out.push_str(tag),
                 Part::TagField(n) => out.push_str(tag_part(tag, *n)),
+            }
+        }
+    }
+
+    /// The first piece when it is a record key (`$a['b']`), as `flb_ra_get_kv_pair`
+    /// and `flb_mp_accessor` use a pattern: `$TAG`, `$1` or text first match nothing.
+    pub fn first_record_key(&self) -> Option<&Accessor> {
+        match self.parts.first()? {
+            Part::Key(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Fluent Bit's loki `normalize_ra_key_name`: each piece's name joined with `_`
+    /// (a key as its head and subkeys joined with `_`, text as it is, `$TAG` and
+    /// captures as nothing): `$kubernetes['pod_name']` is `kubernetes_pod_name`.
+    pub fn joined_name(&self) -> String {
+        let mut out = String::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push('_');
+            }
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Key(a) => a.joined_name(&mut out),
+                Part::Capture(_) | Part::Tag | Part::TagField(_) => {}
             }
         }
         out

@@ -264,6 +264,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::file::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::http::PLUGIN,
+    &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,
