@@ -458,3 +458,46 @@ fn tail_db_must_be_a_regular_file() {
         o.stderr
     );
 }
+
+/// Absurd numbers are refused at their line with the range (issue 21 item 7): each of
+/// these passed `--dry-run`, then panicked or ran doing nothing.
+#[test]
+fn absurd_numbers_are_refused_with_their_range() {
+    let dummy = "[INPUT]\n    name dummy\n";
+    for (conf, error) in [
+        (format!("[SERVICE]\n    flush 1e20\n{dummy}{OUT}"), "c.conf:2: [config] invalid flush value '1e20'"),
+        (format!("[SERVICE]\n    flush 1e-10\n{dummy}{OUT}"), "c.conf:2: [config] invalid flush value '1e-10'"),
+        (
+            format!("[SERVICE]\n    scheduler.base 9223372036854775807\n{dummy}{OUT}"),
+            "c.conf:2: [config] service: invalid value '9223372036854775807' for property 'scheduler.base': expected a value from 1 to 315360000",
+        ),
+        (
+            format!("{dummy}[OUTPUT]\n    name tcp\n    match *\n    net.connect_timeout 18000000000000000000\n"),
+            "c.conf:6: [config] tcp: invalid value '18000000000000000000' for property 'net.connect_timeout': expected a duration such as 10 (seconds), 5m, 2h, 1d or 500ms, at most 10 years",
+        ),
+        (
+            format!("[INPUT]\n    name tail\n    path /x\n    refresh_interval 9223372036854775807\n{OUT}"),
+            "c.conf:4: [config] tail: invalid value '9223372036854775807' for property 'refresh_interval': expected a duration such as 10 (seconds), 5m, 2h, 1d or 500ms, at most 10 years",
+        ),
+        (
+            format!("[INPUT]\n    name tail\n    path /x\n    watcher_interval 9223372036854775807\n{OUT}"),
+            "c.conf:4: [config] tail: invalid value '9223372036854775807' for property 'watcher_interval': expected a duration such as 10 (seconds), 5m, 2h, 1d or 500ms, at most 10 years",
+        ),
+        (
+            format!("{dummy}    copies 9223372036854775807\n{OUT}"),
+            "c.conf:3: [config] dummy: invalid value '9223372036854775807' for property 'copies': expected a value from 1 to 1000000",
+        ),
+        (
+            format!("{dummy}[FILTER]\n    name throttle\n    match *\n    window 9223372036854775807\n{OUT}"),
+            "c.conf:6: [config] throttle: invalid value '9223372036854775807' for property 'window': expected a value from 0 to 1000000",
+        ),
+        (
+            format!("[INPUT]\n    name tail\n    path /x\n    buffer_chunk_size 100G\n    buffer_max_size 100G\n{OUT}"),
+            "c.conf:4: [config] tail: invalid value '100G' for property 'buffer_chunk_size': expected a value from 1 to 1073741824 bytes",
+        ),
+    ] {
+        let (code, lines) = check(&conf);
+        assert_eq!(code, Some(1), "{conf}\n{lines:#?}");
+        assert_eq!(lines[0], format!("[error] {error}"), "{lines:#?}");
+    }
+}

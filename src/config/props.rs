@@ -46,7 +46,9 @@ impl PropKind {
             PropKind::Bool => "a boolean: on, off, true, false, yes or no".into(),
             PropKind::Double => "a number such as 1 or 0.5".into(),
             PropKind::Size => "a size such as 512, 32k, 5M or 1G (decimal units)".into(),
-            PropKind::Time => "a duration such as 10 (seconds), 5m, 2h, 1d or 500ms".into(),
+            PropKind::Time => {
+                "a duration such as 10 (seconds), 5m, 2h, 1d or 500ms, at most 10 years".into()
+            }
             PropKind::Json => "a JSON object such as {\"message\":\"dummy\"}".into(),
             PropKind::Enum(words) => format!("one of: {}", words.join(", ")),
             PropKind::Quantity => {
@@ -102,6 +104,10 @@ pub struct PropSpec {
     pub default: Option<&'static str>,
     /// One sentence for `agent -i NAME -h`.
     pub desc: &'static str,
+    /// For `Int` and `Size`: the values allowed, inclusive (a size in bytes). Absurd
+    /// values (a copy count or a buffer that cannot be allocated) are refused at their
+    /// line instead of crashing the plugin.
+    pub range: Option<(i64, i64)>,
 }
 
 impl PropSpec {
@@ -116,7 +122,39 @@ impl PropSpec {
             kind,
             default,
             desc,
+            range: None,
         }
+    }
+
+    /// The same row with the values allowed (inclusive).
+    pub const fn range(mut self, min: i64, max: i64) -> Self {
+        self.range = Some((min, max));
+        self
+    }
+
+    /// Checks a value against this row's kind and range: `Err(what was expected)`.
+    pub fn validate(&self, text: &str) -> Result<(), String> {
+        if !self.kind.check(text) {
+            return Err(self.kind.expected());
+        }
+        match self.out_of_range(text) {
+            Some(expected) => Err(expected),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a value that is of this row's kind is also within its range; the
+    /// expected text when it is not.
+    fn out_of_range(&self, text: &str) -> Option<String> {
+        let (min, max) = self.range?;
+        let (value, unit) = match self.kind {
+            PropKind::Int => (values::parse_int(text).map(i128::from), ""),
+            PropKind::Size => (values::parse_size(text).map(i128::from), " bytes"),
+            _ => return None,
+        };
+        let value = value?;
+        (value < i128::from(min) || value > i128::from(max))
+            .then(|| format!("a value from {min} to {max}{unit}"))
     }
 }
 
@@ -167,13 +205,13 @@ impl Props {
                 // Fluent Bit: a value that expands to nothing leaves the default.
                 continue;
             }
-            if !spec.kind.check(&entry.value) {
+            if let Err(expected) = spec.validate(&entry.value) {
                 return Err(ConfigError::BadValue {
                     span: entry.span,
                     plugin,
                     key: entry.key,
                     value: entry.value,
-                    expected: spec.kind.expected(),
+                    expected,
                 });
             }
             let is_own = own.iter().any(|s| std::ptr::eq(s, spec));

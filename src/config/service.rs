@@ -12,13 +12,13 @@ use crate::log::Level;
 /// The `[SERVICE]` keys `agent` honours.
 pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("flush", PropKind::Double, Some("1"), "Interval in seconds between flushes of buffered records to outputs (fractions allowed)."),
-    PropSpec::new("grace", PropKind::Int, Some("5"), "Seconds to wait on shutdown for outputs to deliver what is buffered; -1 waits until everything is delivered."),
+    PropSpec::new("grace", PropKind::Int, Some("5"), "Seconds to wait on shutdown for outputs to deliver what is buffered; -1 waits until everything is delivered.").range(-1, 315_360_000),
     PropSpec::new("log_level", PropKind::Enum(&["off", "error", "warn", "warning", "info", "debug", "trace"]), Some("info"), "Minimum level of log messages printed."),
     PropSpec::new("log_file", PropKind::Str, None, "Write log messages to this file instead of stderr."),
     PropSpec::new("json.escape_unicode", PropKind::Bool, Some("on"), "Escape non-ASCII characters as \\uXXXX in JSON output."),
     PropSpec::new("json.convert_nan_to_null", PropKind::Bool, Some("off"), "Accepted: agent always writes NaN and infinities as null, so JSON output stays valid (Fluent Bit writes nan/inf unless this is on)."),
-    PropSpec::new("scheduler.base", PropKind::Int, Some("5"), "Base in seconds of the exponential retry backoff."),
-    PropSpec::new("scheduler.cap", PropKind::Int, Some("2000"), "Maximum retry backoff in seconds."),
+    PropSpec::new("scheduler.base", PropKind::Int, Some("5"), "Base in seconds of the exponential retry backoff.").range(1, 315_360_000),
+    PropSpec::new("scheduler.cap", PropKind::Int, Some("2000"), "Maximum retry backoff in seconds.").range(1, 315_360_000),
     PropSpec::new("daemon", PropKind::Bool, Some("off"), "Fork to the background (not supported: run agent under a supervisor such as systemd)."),
     PropSpec::new("http_server", PropKind::Bool, Some("off"), "Serve Fluent Bit's monitoring HTTP API (metrics, health)."),
     PropSpec::new("http_listen", PropKind::Str, Some("0.0.0.0"), "Address the HTTP server listens on."),
@@ -108,13 +108,17 @@ impl ServiceConfig {
         let mut last: Vec<&Entry> = Vec::new();
         for e in entries {
             if let Some(spec) = SERVICE_PROPS.iter().find(|s| s.name == e.key) {
-                if !e.value.is_empty() && !spec.kind.check(&e.value) {
+                let checked = match e.value.is_empty() {
+                    true => Ok(()),
+                    false => spec.validate(&e.value),
+                };
+                if let Err(expected) = checked {
                     return Err(ConfigError::BadValue {
                         span: e.span.clone(),
                         plugin: "service",
                         key: e.key.clone(),
                         value: e.value.clone(),
-                        expected: spec.kind.expected(),
+                        expected,
                     });
                 }
                 if spec.kind != PropKind::Multi {
@@ -162,11 +166,14 @@ impl ServiceConfig {
         };
 
         let flush = values::parse_double(text("flush")).unwrap_or(1.0);
-        if flush <= 0.0 {
+        // From 1 ms to a day: 1e-10 made a zero timer period (a panic), 1e20 overflowed.
+        if !(0.001..=86400.0).contains(&flush) {
             return Err(ConfigError::invalid(
                 &span("flush"),
                 format!("[config] invalid flush value '{}'", text("flush")),
-                Some("set 'flush' to a number of seconds greater than 0, e.g. 1 or 0.5".into()),
+                Some(
+                    "set 'flush' to a number of seconds from 0.001 to 86400, e.g. 1 or 0.5".into(),
+                ),
             ));
         }
         let grace = values::parse_int(text("grace")).unwrap_or(5);

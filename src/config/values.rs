@@ -43,7 +43,17 @@ pub fn parse_size(s: &str) -> Option<u64> {
 /// silently misreads (`500ms` as 500 seconds). `false` and `off` are 0, the "not
 /// set" of every time property (Fluent Bit reads any word as 0; real configs write
 /// `ignore_older false`); other words are errors.
+/// The longest duration a property may be: every timer and deadline stays far from
+/// overflowing the clock (`net.connect_timeout 18000000000000000000` panicked).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86400);
+
+/// A duration as Fluent Bit writes them (see [`parse_time_unbounded`]), at most
+/// [`MAX_DURATION`].
 pub fn parse_time(s: &str) -> Option<Duration> {
+    parse_time_unbounded(s).filter(|d| *d <= MAX_DURATION)
+}
+
+fn parse_time_unbounded(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
         return None;

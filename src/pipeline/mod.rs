@@ -949,7 +949,7 @@ impl Pipeline {
         let input_names = input_names;
 
         let mut waiting = shutdown.clone();
-        let all_done = async { while tasks.join_next().await.is_some() {} };
+        let all_done = join_all(&mut tasks, &failed, &trigger);
         tokio::pin!(all_done);
         tokio::select! {
             // A shutdown whose tasks all end at once (an expect filter's exit) is still
@@ -980,12 +980,67 @@ impl Pipeline {
     }
 }
 
+/// Waits for every task. One that panicked (a plugin's bug) is logged, marks the run
+/// failed and starts the shutdown: the agent then exits 255, never quietly with 0.
+async fn join_all(
+    tasks: &mut tokio::task::JoinSet<()>,
+    failed: &std::sync::atomic::AtomicBool,
+    trigger: &ShutdownTrigger,
+) {
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(e) = ended {
+            if e.is_panic() {
+                crate::error!("[engine] a pipeline task panicked: {}", panic_text(e));
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                trigger.trigger();
+            }
+        }
+    }
+}
+
+/// The message a panic carried.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
 /// How a run ended.
 pub struct RunReport {
     /// Records routed to outputs and neither delivered nor given up on.
     pub pending: u64,
-    /// An input stopped with an error.
+    /// An input stopped with an error, or a pipeline task panicked.
     pub input_failed: bool,
     /// A plugin stopped the agent with this exit status (expect's `action exit`).
     pub exit_status: Option<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_fails_the_run_and_starts_the_shutdown() {
+        let (trigger, mut shutdown) = shutdown::channel();
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async {});
+        tasks.spawn(async { panic!("a plugin bug") });
+        join_all(&mut tasks, &failed, &trigger).await;
+        assert!(failed.load(std::sync::atomic::Ordering::Relaxed));
+        shutdown.wait().await;
+
+        let (trigger, shutdown) = shutdown::channel();
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async {});
+        join_all(&mut tasks, &failed, &trigger).await;
+        assert!(!failed.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(!shutdown.is_set());
+    }
 }

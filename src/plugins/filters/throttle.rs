@@ -15,7 +15,7 @@ use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 #[rustfmt::skip]
 const PROPS: &[PropSpec] = &[
     PropSpec::new("rate", PropKind::Double, Some("1"), "Records allowed per interval, on average over the window (values <= 1 mean 1, as in Fluent Bit)."),
-    PropSpec::new("window", PropKind::Int, Some("5"), "Number of intervals (panes) the average is taken over (values <= 1 mean 5, as in Fluent Bit)."),
+    PropSpec::new("window", PropKind::Int, Some("5"), "Number of intervals (panes) the average is taken over (values <= 1 mean 5, as in Fluent Bit).").range(0, 1_000_000),
     PropSpec::new("interval", PropKind::Time, Some("1"), "Length of a pane: 1, 1s, 5m, or sub-second such as 500ms."),
     PropSpec::new("print_status", PropKind::Bool, Some("false"), "Log the limit and the current rate at every pane."),
     PropSpec::new("key", PropKind::Str, None, "Give each value of this key its own window (a top-level key or $a['b']); one window when unset."),

@@ -50,7 +50,8 @@ const PROPS: &[PropSpec] = &[
         PropKind::Int,
         Some("1"),
         "Number of copies of the record generated per event.",
-    ),
+    )
+    .range(1, 1_000_000),
     PropSpec::new(
         "start_time_sec",
         PropKind::Int,

@@ -68,13 +68,15 @@ const PROPS: &[PropSpec] = &[
         PropKind::Size,
         Some("1024000"),
         "Bytes read from a connection at a time.",
-    ),
+    )
+    .range(1, 1 << 30),
     PropSpec::new(
         "buffer_max_size",
         PropKind::Size,
         Some("6144000"),
         "Largest frame accepted; a larger one closes the connection.",
-    ),
+    )
+    .range(1, 1 << 30),
     PropSpec::new(
         "shared_key",
         PropKind::Str,

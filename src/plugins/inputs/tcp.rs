@@ -128,10 +128,11 @@ fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
         _ => 0,
     };
     match text[..digits].parse::<usize>() {
-        Ok(n) if n > 0 && unit > 0 => Ok(n.saturating_mul(unit)),
+        // At most 1 GiB: the buffer is allocated per connection.
+        Ok(n) if n > 0 && unit > 0 && n.saturating_mul(unit) <= 1 << 30 => Ok(n * unit),
         _ => Err(props.error(
             name,
-            "a number of kilobytes > 0, such as 32 or 512k (or 1M)",
+            "a number of kilobytes from 1 to 1048576, such as 32 or 512k (or 1M)",
         )),
     }
 }
