@@ -222,7 +222,7 @@ fn run(cli: &Cli, pipeline: Pipeline) -> u8 {
         n => crate::error!("[engine] service has stopped with {n} records not delivered: the grace period ended first (raise 'grace' in [SERVICE], or -1 to wait until delivered)"),
     }
     if report.input_failed {
-        crate::error!("[engine] an input failed or a task stopped on a bug; see the error above");
+        crate::error!("[engine] the pipeline could not run as configured; see the error above");
         return 255;
     }
     report.exit_status.unwrap_or(0)

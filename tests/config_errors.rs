@@ -501,3 +501,46 @@ fn absurd_numbers_are_refused_with_their_range() {
         assert_eq!(lines[0], format!("[error] {error}"), "{lines:#?}");
     }
 }
+
+/// Durability the config asks for is there, or the agent does not start (exit 255,
+/// issue 21 item 14): a tail db in a missing directory ran without saving offsets, and
+/// filesystem buffering on a read-only storage.path ran in memory.
+#[test]
+fn missing_durability_stops_the_start() {
+    let dir = Dir::new();
+    dir.file("x.log", "a\n");
+    dir.file(
+        "c.conf",
+        &format!(
+            "[INPUT]\n    name tail\n    path {}\n    db {}/missing/t.db\n{OUT}",
+            dir.path().join("x.log").display(),
+            dir.path().display()
+        ),
+    );
+    let o = run(&["-c", "c.conf"], Some(dir.path()));
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("missing/t.db.tmp: No such file or directory"),
+        "{}",
+        o.stderr
+    );
+
+    // A read-only directory (root ignores permissions: a file where a directory must be).
+    dir.file("notadir", "x");
+    dir.file(
+        "s.conf",
+        &format!(
+            "[SERVICE]\n    storage.path {}/notadir/st\n[INPUT]\n    name dummy\n    storage.type filesystem\n{OUT}",
+            dir.path().display()
+        ),
+    );
+    let o = run(&["-c", "s.conf"], Some(dir.path()));
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("inputs with storage.type filesystem need it"),
+        "{}",
+        o.stderr
+    );
+}

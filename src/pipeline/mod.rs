@@ -811,6 +811,32 @@ impl Pipeline {
             ..
         } = self;
         crate::log::set_instances(log_settings);
+        // Opened before anything runs: an input that asks for filesystem buffering
+        // never runs without it (a read-only or unwritable storage.path stops the start).
+        let storage = match &config.service.storage {
+            Some((dir, full, checksum)) => match storage::Store::open(dir, *full, *checksum) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if inputs.iter().any(|i| i.filesystem) => {
+                    crate::error!(
+                        "[storage] cannot use storage.path {}: {e}; inputs with storage.type filesystem need it (fix storage.path, or use storage.type memory)",
+                        dir.display()
+                    );
+                    Err(RunReport {
+                        pending: 0,
+                        input_failed: true,
+                        exit_status: None,
+                    })
+                }
+                Err(e) => {
+                    crate::warn!(
+                        "[storage] cannot use storage.path {}: {e}; no input uses storage.type filesystem",
+                        dir.display()
+                    );
+                    Ok(None)
+                }
+            },
+            None => Ok(None),
+        };
         exit.connect(trigger.clone());
         let grace = config.service.grace;
         crate::info!(
@@ -863,18 +889,9 @@ impl Pipeline {
             });
         }
         let mut input_names = Vec::new();
-        let storage = match &config.service.storage {
-            Some((dir, full, checksum)) => match storage::Store::open(dir, *full, *checksum) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    crate::error!(
-                        "[storage] cannot use {}: {e}; filesystem buffering is off",
-                        dir.display()
-                    );
-                    None
-                }
-            },
-            None => None,
+        let storage = match storage {
+            Ok(s) => s,
+            Err(report) => return report,
         };
         let fs_inputs = inputs
             .iter()

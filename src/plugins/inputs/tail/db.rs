@@ -120,7 +120,15 @@ impl Db {
                 })
             }
         };
+        // Saves go through this file: it must be creatable where the db is, or offsets
+        // would be lost at every save (a db in a missing directory ran without them).
         let tmp = with_suffix(&config.path, ".tmp");
+        File::create(&tmp).map_err(|source| DbError::Io {
+            what: "create",
+            path: tmp.clone(),
+            source,
+        })?;
+        let _ = fs::remove_file(&tmp);
         Ok((
             Db {
                 config,
