@@ -268,3 +268,53 @@ fn storage_max_chunks_up_pauses_the_input_until_chunks_are_delivered() {
     let o = a.stop(T);
     assert_eq!(values(&c).len(), 1000, "{}", o.stderr);
 }
+
+/// Replayed chunks whose tag no output takes any more (the config changed between
+/// runs) stay on disk, said so, and are delivered by a later start whose config takes
+/// them (issue 21 item 13: they were deleted, "replayed 1000 records", 0 delivered).
+#[test]
+fn replayed_chunks_no_output_takes_are_kept_not_deleted() {
+    let store = Dir::new();
+    let port = free_port();
+    let conf = |n: u32, m: &str| {
+        format!(
+            "[SERVICE]\n    flush 0.2\n    storage.path {}\n    storage.sync full\n\
+             [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 10000000\n    storage.type filesystem\n\
+             [OUTPUT]\n    name tcp\n    match {m}\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+            store.path().display()
+        )
+    };
+    let mut a = Agent::start(&conf(20, "*"));
+    let end = Instant::now() + T;
+    while stored(store.path()) < 20 {
+        assert!(
+            Instant::now() < end,
+            "records never reached disk:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal(libc::SIGKILL);
+    a.wait(T);
+    // A config whose only output takes another tag: nothing replayed, nothing deleted.
+    let c = TcpCollector::on_port(port);
+    let mut b = Agent::start(&conf(0, "other.*"));
+    b.wait_log("match no output; the file is kept", T);
+    let o = b.stop(T);
+    assert!(
+        o.stderr
+            .contains("20 records matching no output were kept on disk"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(stored(store.path()), 20);
+    assert!(values(&c).is_empty());
+    // The original config again: all 20 arrive, and the files go.
+    let mut d = Agent::start(&conf(0, "*"));
+    c.wait_lines(20, T);
+    d.wait_until(T, "the chunk files deleted once delivered", |_, _| {
+        walk(store.path()).is_empty()
+    });
+    d.stop(T);
+    assert_eq!(values(&c).iter().collect::<HashSet<_>>().len(), 20);
+}

@@ -525,8 +525,20 @@ impl Engine {
             store.dir.display()
         );
         let mut replayed = 0usize;
+        let mut kept = 0usize;
         for path in files {
             match store.load(&path) {
+                Ok(loaded) if self.route(routes, &loaded.tag).outputs.is_empty() => {
+                    // No output takes this tag any more (the config changed): the file
+                    // stays for a start whose config does, never deleted unsent.
+                    kept += loaded.records.len();
+                    crate::warn!(
+                        "[storage] {}: {} records with tag '{}' match no output; the file is kept for a later start (delete it to drop them)",
+                        path.display(),
+                        loaded.records.len(),
+                        loaded.tag
+                    );
+                }
                 Ok(loaded) => {
                     replayed += loaded.records.len();
                     if let Some(problem) = &loaded.problem {
@@ -554,6 +566,9 @@ impl Engine {
         // At-least-once: records of chunks in flight at the failure may have been
         // delivered already and arrive again; this is the most that can repeat.
         crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
+        if kept > 0 {
+            crate::warn!("[storage] {kept} records matching no output were kept on disk");
+        }
     }
 
     async fn dispatch(&mut self, p: Pending, routes: &mut HashMap<Tag, Route>) {
