@@ -472,3 +472,54 @@ fn refused_ping_gets_no_digest_of_the_key() {
     assert_eq!(pong.verify(&ping, &helo, "s3cret"), Ok(()));
     rx.stop(T);
 }
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// A connection holds memory for what it sent, not a whole buffer_chunk_size each
+/// (issue 21 item 4): 400 clients sending one byte took 400 MB (1,000 took 1 GB).
+#[test]
+fn one_byte_connections_hold_little_memory() {
+    let rx = receiver(0, "");
+    let port = bound_port(&rx);
+    let before = rss_mib(rx.pid());
+    let conns: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(&[0x92]).unwrap();
+            s
+        })
+        .collect();
+    // Every connection accepted (the agent holds a descriptor for each), then its
+    // memory sampled for a while: the old code reserved on the connection's first read.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", rx.pid()))
+            .unwrap()
+            .count()
+    };
+    let deadline = Instant::now() + T;
+    while fds() < conns.len() {
+        assert!(Instant::now() < deadline, "{} descriptors", fds());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..20 {
+        let grew = rss_mib(rx.pid()).saturating_sub(before);
+        assert!(
+            grew < 64,
+            "RSS grew {grew} MiB for {} one-byte connections",
+            conns.len()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    drop(conns);
+    rx.stop(T);
+}

@@ -461,10 +461,15 @@ pub async fn read_some<R: AsyncRead + Unpin>(
 ) -> io::Result<usize> {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
-    buf.reserve(max);
-    let mut limited = (&mut *buf).limit(max);
+    // Room grows with what the connection sends: 4 KiB at first, doubled each time a
+    // read fills it, up to `max`. A client that sends one byte holds 4 KiB, not a
+    // whole buffer_chunk_size (1,000 such connections to forward took 1 GB), and a busy
+    // one soon reads `max` at a time.
+    let room = max.min(buf.capacity().saturating_sub(buf.len()).max(4096));
+    buf.reserve(room);
+    let mut limited = (&mut *buf).limit(room);
     let read = r.read_buf(&mut limited);
-    match io_timeout {
+    let n = match io_timeout {
         Some(t) => match tokio::time::timeout(t, read).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
@@ -473,7 +478,11 @@ pub async fn read_some<R: AsyncRead + Unpin>(
             )),
         },
         None => read.await,
+    }?;
+    if n == room && room < max {
+        buf.reserve(2 * room);
     }
+    Ok(n)
 }
 
 /// A client connection: TCP, TLS over TCP, or a Unix socket.
