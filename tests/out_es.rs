@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::http_sink::{canonical, parse, Answer, HttpSink, Req};
+use common::http_sink::{run_request_oracle_cases, Answer, HttpSink, Req};
 use common::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -20,16 +20,6 @@ fn oracle_dir() -> std::path::PathBuf {
 /// The reply Elasticsearch gives when every document was accepted.
 const BULK_OK: &str = r#"{"took":1,"errors":false,"items":[{"create":{"status":201}}]}"#;
 
-fn count(raw: &[u8]) -> usize {
-    let mut n = 0;
-    let mut rest = raw;
-    while let Some((_, used)) = parse(rest) {
-        rest = &rest[used..];
-        n += 1;
-    }
-    n
-}
-
 /// `cloud_id` for a deployment whose Elasticsearch host is `127.0.0` in region `1`,
 /// i.e. 127.0.0.1:`port`.
 fn cloud_id(port: u16) -> String {
@@ -39,39 +29,15 @@ fn cloud_id(port: u16) -> String {
 
 #[test]
 fn requests_are_fluent_bits() {
-    let dir = oracle_dir();
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".conf").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 10, "{cases:?}");
-    let mut bad = Vec::new();
-    for case in &cases {
-        let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
-        let n = count(&want);
-        assert!(n >= 1, "{case}: an empty capture");
-        let sink = HttpSink::scripted(|_, _| Answer::ok().body(BULK_OK));
-        let conf = std::fs::read_to_string(dir.join(format!("{case}.conf")))
-            .unwrap()
-            .replace("${HTTP_PORT}", &sink.port().to_string())
-            .replace("${CLOUD_ID}", &cloud_id(sink.port()));
-        let agent = Agent::start(&conf);
-        let reqs = sink.wait(T, case, |r| r.len() >= n);
-        let o = agent.stop(T);
-        let got: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
-        let (got, want) = (canonical(&got), canonical(&want));
-        if got != want || sink.reqs().len() != n {
-            bad.push(format!(
-                "{case}:\n--- agent\n{got}--- fluent-bit\n{want}--- stderr\n{}",
-                o.stderr
-            ));
-        }
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let n = run_request_oracle_cases(
+        &oracle_dir(),
+        || Answer::ok().body(BULK_OK),
+        |text, port| {
+            text.replace("${HTTP_PORT}", &port.to_string())
+                .replace("${CLOUD_ID}", &cloud_id(port))
+        },
+    );
+    assert!(n >= 10, "{n} cases");
 }
 
 /// A bulk body's (action, metadata, document) triples, checked as the Bulk API reads

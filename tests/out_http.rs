@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::http_sink::{canonical, parse, Answer, HttpSink};
+use common::http_sink::{run_request_oracle_cases, Answer, HttpSink};
 use common::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -17,50 +17,12 @@ fn oracle_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fluent-bit/http")
 }
 
-/// How many requests a capture holds.
-fn count(raw: &[u8]) -> usize {
-    let mut n = 0;
-    let mut rest = raw;
-    while let Some((_, used)) = parse(rest) {
-        rest = &rest[used..];
-        n += 1;
-    }
-    n
-}
-
 #[test]
 fn requests_are_fluent_bits() {
-    let dir = oracle_dir();
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".conf").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 9, "{cases:?}");
-    let mut bad = Vec::new();
-    for case in &cases {
-        let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
-        let n = count(&want);
-        let sink = HttpSink::start();
-        let conf = std::fs::read_to_string(dir.join(format!("{case}.conf")))
-            .unwrap()
-            .replace("${HTTP_PORT}", &sink.port().to_string());
-        let agent = Agent::start(&conf);
-        let reqs = sink.wait(T, case, |r| r.len() >= n);
-        let o = agent.stop(T);
-        let got: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
-        let (got, want) = (canonical(&got), canonical(&want));
-        if got != want || sink.reqs().len() != n {
-            bad.push(format!(
-                "{case}:\n--- agent\n{got}--- fluent-bit\n{want}--- stderr\n{}",
-                o.stderr
-            ));
-        }
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let n = run_request_oracle_cases(&oracle_dir(), Answer::ok, |text, port| {
+        text.replace("${HTTP_PORT}", &port.to_string())
+    });
+    assert!(n >= 9, "{n} cases");
 }
 
 /// `rand_value` of every record in a json_lines body.

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::http_sink::{canonical, parse, Answer, HttpSink, Req};
+use common::http_sink::{run_request_oracle_cases, Answer, HttpSink, Req};
 use common::*;
 use serde_json::{json, Value};
 
@@ -16,17 +16,6 @@ const T: Duration = Duration::from_secs(30);
 
 fn oracle_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fluent-bit/loki")
-}
-
-/// How many requests a capture holds.
-fn count(raw: &[u8]) -> usize {
-    let mut n = 0;
-    let mut rest = raw;
-    while let Some((_, used)) = parse(rest) {
-        rest = &rest[used..];
-        n += 1;
-    }
-    n
 }
 
 fn oracle_conf(case: &str, port: u16) -> String {
@@ -39,35 +28,11 @@ fn oracle_conf(case: &str, port: u16) -> String {
 
 #[test]
 fn requests_are_fluent_bits() {
-    let dir = oracle_dir();
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".conf").map(str::to_string)
-        })
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 9, "{cases:?}");
-    let mut bad = Vec::new();
-    for case in &cases {
-        let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
-        let n = count(&want);
-        assert!(n >= 1, "{case}: an empty capture");
-        let sink = HttpSink::start();
-        let agent = Agent::start(&oracle_conf(case, sink.port()));
-        let reqs = sink.wait(T, case, |r| r.len() >= n);
-        let o = agent.stop(T);
-        let got: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
-        let (got, want) = (canonical(&got), canonical(&want));
-        if got != want || sink.reqs().len() != n {
-            bad.push(format!(
-                "{case}:\n--- agent\n{got}--- fluent-bit\n{want}--- stderr\n{}",
-                o.stderr
-            ));
-        }
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let n = run_request_oracle_cases(&oracle_dir(), Answer::ok, |text, port| {
+        text.replace("${HTTP_PORT}", &port.to_string())
+            .replace("${LOKI_DATA}", oracle_dir().to_str().unwrap())
+    });
+    assert!(n >= 9, "{n} cases");
 }
 
 /// The push JSON as Loki reads it: `(labels, [(ns, line, metadata)])` per stream.

@@ -284,3 +284,56 @@ pub fn canonical(raw: &[u8]) -> String {
     }
     out
 }
+
+/// How many requests a capture holds.
+pub fn count(raw: &[u8]) -> usize {
+    let mut n = 0;
+    let mut rest = raw;
+    while let Some((_, used)) = parse(rest) {
+        rest = &rest[used..];
+        n += 1;
+    }
+    n
+}
+
+/// Runs each `<case>.conf` of `dir` (its text passed through `conf` with the sink's
+/// port) against a fresh sink answering every request with `answer()`, and compares
+/// the requests with Fluent Bit's `<case>.expected` after [`canonical`]. Returns the
+/// number of cases; panics with every difference.
+pub fn run_request_oracle_cases(
+    dir: &std::path::Path,
+    answer: impl Fn() -> Answer + Send + Sync + Clone + 'static,
+    conf: impl Fn(&str, u16) -> String,
+) -> usize {
+    let t = Duration::from_secs(30);
+    let mut cases: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".conf").map(str::to_string)
+        })
+        .collect();
+    cases.sort();
+    let mut bad = Vec::new();
+    for case in &cases {
+        let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
+        let n = count(&want);
+        assert!(n >= 1, "{case}: an empty capture");
+        let answer = answer.clone();
+        let sink = HttpSink::scripted(move |_, _| answer());
+        let text = std::fs::read_to_string(dir.join(format!("{case}.conf"))).unwrap();
+        let agent = super::Agent::start(&conf(&text, sink.port()));
+        let reqs = sink.wait(t, case, |r| r.len() >= n);
+        let o = agent.stop(t);
+        let got: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
+        let (got, want) = (canonical(&got), canonical(&want));
+        if got != want || sink.reqs().len() != n {
+            bad.push(format!(
+                "{case}:\n--- agent\n{got}--- fluent-bit\n{want}--- stderr\n{}",
+                o.stderr
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    cases.len()
+}

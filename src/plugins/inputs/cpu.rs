@@ -22,18 +22,8 @@ const PROPS: &[PropSpec] = &[
         Some("-1"),
         "Measure the CPU usage of this process only (-1: the whole system).",
     ),
-    PropSpec::new(
-        "interval_sec",
-        PropKind::Int,
-        Some("1"),
-        "Set the collector interval.",
-    ),
-    PropSpec::new(
-        "interval_nsec",
-        PropKind::Int,
-        Some("0"),
-        "Set the collector interval (sub seconds).",
-    ),
+    super::INTERVAL_SEC,
+    super::INTERVAL_NSEC,
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {

@@ -16,18 +16,8 @@ use crate::event::{EventTime, Record, Str, Value};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new(
-        "interval_sec",
-        PropKind::Int,
-        Some("1"),
-        "Set the collector interval.",
-    ),
-    PropSpec::new(
-        "interval_nsec",
-        PropKind::Int,
-        Some("0"),
-        "Set the collector interval (nanoseconds).",
-    ),
+    super::INTERVAL_SEC,
+    super::INTERVAL_NSEC,
     PropSpec::new(
         "dev_name",
         PropKind::Str,

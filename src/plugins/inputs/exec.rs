@@ -38,18 +38,8 @@ const PROPS: &[PropSpec] = &[
         None,
         "Set a parser for each line of output.",
     ),
-    PropSpec::new(
-        "interval_sec",
-        PropKind::Int,
-        Some("1"),
-        "Set the collector interval.",
-    ),
-    PropSpec::new(
-        "interval_nsec",
-        PropKind::Int,
-        Some("0"),
-        "Set the collector interval (nanoseconds).",
-    ),
+    super::INTERVAL_SEC,
+    super::INTERVAL_NSEC,
     PropSpec::new(
         "buf_size",
         PropKind::Size,

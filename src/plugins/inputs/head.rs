@@ -49,18 +49,8 @@ const PROPS: &[PropSpec] = &[
         Some("false"),
         "Append the file path to records under the key 'path'.",
     ),
-    PropSpec::new(
-        "interval_sec",
-        PropKind::Int,
-        Some("1"),
-        "Set the collector interval.",
-    ),
-    PropSpec::new(
-        "interval_nsec",
-        PropKind::Int,
-        Some("0"),
-        "Set the collector interval (nanoseconds).",
-    ),
+    super::INTERVAL_SEC,
+    super::INTERVAL_NSEC,
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {

@@ -24,6 +24,23 @@ use tokio::time::Instant;
 use crate::event::Record;
 use crate::plugins::{InputContext, PluginError};
 
+/// `interval_sec` of Fluent Bit's time collectors (cpu, mem, disk, netif, proc, head,
+/// exec): with `interval_nsec`, the time between two samples; both 0 mean 1 second.
+pub(crate) const INTERVAL_SEC: crate::config::PropSpec = crate::config::PropSpec::new(
+    "interval_sec",
+    crate::config::PropKind::Int,
+    Some("1"),
+    "Set the collector interval.",
+);
+
+/// `interval_nsec`, the sub-second part of [`INTERVAL_SEC`].
+pub(crate) const INTERVAL_NSEC: crate::config::PropSpec = crate::config::PropSpec::new(
+    "interval_nsec",
+    crate::config::PropKind::Int,
+    Some("0"),
+    "Set the collector interval (nanoseconds).",
+);
+
 /// A kernel reader's receive that found nothing this time (its timeout passed, or a
 /// signal interrupted it): read again.
 pub(crate) fn nothing_yet(e: &std::io::Error) -> bool {

@@ -22,18 +22,8 @@ const PROPS: &[PropSpec] = &[
         None,
         "Set the interface, eg: eth0 or enp1s0.",
     ),
-    PropSpec::new(
-        "interval_sec",
-        PropKind::Int,
-        Some("1"),
-        "Set the collector interval.",
-    ),
-    PropSpec::new(
-        "interval_nsec",
-        PropKind::Int,
-        Some("0"),
-        "Set the collector interval (nanoseconds).",
-    ),
+    super::INTERVAL_SEC,
+    super::INTERVAL_NSEC,
     PropSpec::new(
         "verbose",
         PropKind::Bool,
