@@ -261,16 +261,34 @@ async fn supervise(cli: &Cli, mut pipeline: Pipeline) -> Option<crate::pipeline:
         }
     }
     drop(reload_tx);
+    // After a reload: the configuration that ran before, to go back to if the new one
+    // cannot start (a port another process holds): a reload never stops the agent.
+    let mut previous: Option<crate::config::Config> = None;
     loop {
         // This pipeline's own stop, fired by the process stop or by a reload.
         let (current, _) = shutdown::channel();
         let current = Arc::new(current);
         let mut process_stop = stop.subscribe();
+        let started = std::time::Instant::now();
+        let config = pipeline.config.clone();
         let run = pipeline.run(current.clone());
         tokio::pin!(run);
         let next = loop {
             tokio::select! {
-                report = &mut run => return Some(report),
+                ended = &mut run => {
+                    let at_start = ended.input_failed && started.elapsed() < ROLLBACK_WINDOW;
+                    match previous.take().filter(|_| at_start).map(Pipeline::build) {
+                        Some(Ok(old)) => {
+                            crate::error!("[reload] the new configuration failed to start: the previous one runs again");
+                            break Next::RollBack(old);
+                        }
+                        Some(Err(e)) => {
+                            report(&e);
+                            return Some(ended);
+                        }
+                        None => return Some(ended),
+                    }
+                }
                 _ = process_stop.wait() => {
                     current.trigger();
                     return Some(run.await);
@@ -278,7 +296,7 @@ async fn supervise(cli: &Cli, mut pipeline: Pipeline) -> Option<crate::pipeline:
                 Some(()) = reload_rx.recv() => {
                     crate::info!("[reload] reloading the configuration");
                     match load(cli) {
-                        Ok(new) => break new,
+                        Ok(new) => break Next::Reload(new),
                         Err(e) => {
                             report(&e);
                             crate::error!("[reload] the new configuration is invalid: the running one stays");
@@ -287,21 +305,39 @@ async fn supervise(cli: &Cli, mut pipeline: Pipeline) -> Option<crate::pipeline:
                 }
             }
         };
-        current.trigger();
-        let report = run.await;
-        if report.pending > 0 {
-            crate::warn!(
-                "[reload] {} records of the previous configuration were not delivered within grace",
-                report.pending
-            );
+        match next {
+            Next::RollBack(old) => pipeline = old,
+            Next::Reload(new) => {
+                current.trigger();
+                let ended = run.await;
+                if ended.pending > 0 {
+                    crate::warn!(
+                        "[reload] {} records of the previous configuration were not delivered within grace",
+                        ended.pending
+                    );
+                }
+                previous = Some(config);
+                pipeline = new;
+                crate::info!("[reload] the new configuration is running");
+            }
         }
-        pipeline = next;
         if let Some(m) = &monitor {
             m.reloaded(pipeline.registry());
         }
-        crate::info!("[reload] the new configuration is running");
     }
 }
+
+/// What runs after the current pipeline.
+enum Next {
+    /// The reloaded configuration.
+    Reload(Pipeline),
+    /// The previous configuration again: the reloaded one failed to start.
+    RollBack(Pipeline),
+}
+
+/// How soon after a reload a failed start sends the agent back to the previous
+/// configuration (binding a listener, opening a db: the first moments of a run).
+const ROLLBACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// SIGINT, SIGTERM and SIGQUIT start a graceful shutdown; a second one exits at once.
 /// SIGHUP reloads the configuration when `reload` is given (`hot_reload on`). We use

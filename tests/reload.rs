@@ -95,3 +95,42 @@ fn sighup_without_hot_reload_only_warns() {
     a.wait_lines(lines + 1, T); // still running
     assert_eq!(a.stop(T).code, Some(0));
 }
+
+/// A reloaded config that cannot start (its port is another process's) never stops
+/// the agent: the previous configuration runs again and still takes records (issue 21
+/// item 9: the agent exited 255).
+#[test]
+fn a_reload_that_cannot_start_rolls_back() {
+    let dir = Dir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let good = free_port();
+    let forward = |port: u16| {
+        format!(
+            "[SERVICE]\n    flush 0.2\n    hot_reload on\n\
+             [INPUT]\n    name forward\n    listen 127.0.0.1\n    port {port}\n\
+             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n"
+        )
+    };
+    let path = dir.file("c.conf", &forward(good));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    a.wait_log("listening on", T);
+    std::fs::write(&path, forward(busy)).unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log(
+        "[reload] the new configuration failed to start: the previous one runs again",
+        T,
+    );
+    a.wait_until(T, "the previous listener back", |_, e| {
+        e.matches("listening on").count() >= 2
+    });
+    // Still serving on the previous port: a Forward message arrives.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", good)).unwrap();
+    use std::io::Write;
+    s.write_all(&[0x93, 0xa1, b't', 0x01, 0x81, 0xa1, b'k', 0xa1, b'v'])
+        .unwrap();
+    a.wait_until(T, "the record", |out, _| out.contains("{\"k\":\"v\"}"));
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    drop(taken);
+}
