@@ -184,6 +184,9 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     };
     let max_fields = int("max_fields", 8000, 0)?;
     let max_entries = int("max_entries", 5000, 1)?;
+    if let Some(p) = &path {
+        warn_unreadable_files(p, name);
+    }
     let mut journal = Journal::open(path.as_deref()).map_err(|e| match e {
         OpenError::Library(why) => ConfigError::invalid(
             props.span(),
@@ -284,6 +287,33 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         },
         db,
     }))
+}
+
+/// Logs the files of `dir` named as journal files that are not (libsystemd skips them
+/// silently: a damaged or foreign file would otherwise look like an empty journal).
+fn warn_unreadable_files(dir: &std::path::Path, name: &str) {
+    use std::io::Read;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if !(n.ends_with(".journal") || n.ends_with(".journal~")) {
+            continue;
+        }
+        let mut magic = [0u8; 8];
+        let ok = std::fs::File::open(&p)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok_and(|()| &magic == b"LPKSHHRH");
+        if !ok {
+            crate::warn!(
+                "[input:systemd:{name}] {} is not a readable journal file (damaged, or not a journal): its entries are skipped",
+                p.display()
+            );
+        }
+    }
 }
 
 /// Positions the journal so that the next entry read is the one after `cursor`.
@@ -424,6 +454,8 @@ fn reader(
     tx: mpsc::Sender<Read>,
 ) {
     let mut at_end = false;
+    let mut read = 0u64;
+    let mut end_logged = false;
     while !stop.load(Ordering::Relaxed) {
         if at_end {
             match j.wait(WAIT_US) {
@@ -499,6 +531,12 @@ fn reader(
                 return;
             }
         }
+        // Said once every entry read so far is handed to the input task.
+        read += rows as u64;
+        if at_end && (!end_logged || rows > 0) {
+            end_logged = true;
+            crate::debug!("[input:systemd:{name}] at the end of the journal ({read} entries read)");
+        }
     }
 }
 
@@ -570,6 +608,29 @@ impl Saver {
     }
 }
 
+/// Sends a batch, its acknowledgement tied to its place in `inflight`; false once the
+/// engine is gone.
+async fn send(
+    ctx: &mut InputContext,
+    inflight: &mut Inflight,
+    ack_tx: &mpsc::UnboundedSender<u64>,
+    b: Batch,
+) -> bool {
+    if b.broken > 0 {
+        crate::error!(
+            "[input:systemd:{}] Skip {} broken entries",
+            ctx.name,
+            b.broken
+        );
+    }
+    let seq = inflight.push(b.cursor);
+    let tx = ack_tx.clone();
+    let ack: AckFn = Box::new(move || {
+        let _ = tx.send(seq);
+    });
+    ctx.out.send_acked(b.tag, b.records, ack).await.is_ok()
+}
+
 impl Input for SystemdInput {
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
@@ -609,15 +670,7 @@ impl Input for SystemdInput {
                 tokio::select! {
                     r = rx.recv() => match r {
                         Some(Read::Batch(b)) => {
-                            if b.broken > 0 {
-                                crate::error!("[input:systemd:{name}] Skip {} broken entries", b.broken);
-                            }
-                            let seq = inflight.push(b.cursor);
-                            let tx = ack_tx.clone();
-                            let ack: AckFn = Box::new(move || {
-                                let _ = tx.send(seq);
-                            });
-                            if ctx.out.send_acked(b.tag, b.records, ack).await.is_err() {
+                            if !send(&mut ctx, &mut inflight, &ack_tx, b).await {
                                 break;
                             }
                         }
@@ -644,9 +697,17 @@ impl Input for SystemdInput {
                     _ = ctx.shutdown.wait() => break,
                 }
             }
-            // Batches read and not sent are dropped: their entries are after the saved
-            // cursor, so they are read again on the next start.
+            // What the reader already read is sent (it stops after the batches of its
+            // current round): a shutdown delivers every entry read, within the grace
+            // period, as tail's lines.
             stop.store(true, Ordering::Relaxed);
+            if failed.is_none() {
+                while let Some(Read::Batch(b)) = rx.recv().await {
+                    if !send(&mut ctx, &mut inflight, &ack_tx, b).await {
+                        break;
+                    }
+                }
+            }
             drop(rx);
             drop(ctx.out);
             drop(ack_tx);
