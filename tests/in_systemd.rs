@@ -7,8 +7,9 @@
 //! * the cursor db is saved only once records are delivered: after `kill -9` a restart
 //!   reads from the entry after the saved cursor, nothing skipped;
 //! * 100,000 entries are read once each, in order;
-//! * a missing path, a file as path, a bad filter, a damaged db are refused at
-//!   file:line; a damaged journal file is named and skipped, the good ones read.
+//! * a missing path, a file as path, a bad filter, a damaged db stop the agent at start
+//!   naming file:line (`--dry-run` accepts them, as Fluent Bit's); bad values are refused
+//!   at file:line; a damaged journal file is named and skipped, the good ones read.
 //!
 //! Skipped, with the reason printed, when systemd-journal-remote is not installed
 //! (scripts/test-deps.sh installs it; scripts/test.sh names the skip).
@@ -301,40 +302,58 @@ fn a_hundred_thousand_entries_are_read_once() {
     assert_eq!(by_unit[1], (1..N).step_by(2).collect::<Vec<_>>());
 }
 
+/// A config whose input cannot start (as Fluent Bit's init failing): exit 255, the
+/// error logged; `--dry-run` accepts it, as Fluent Bit's (it checks the config alone).
+fn fails_to_start(conf: &str) -> String {
+    let d = Dir::new();
+    d.file("fluent-bit.conf", conf);
+    let dry = run(&["-c", "fluent-bit.conf", "--dry-run"], Some(d.path()));
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let o = run(&["-c", "fluent-bit.conf"], Some(d.path()));
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    o.stderr
+}
+
 #[test]
-fn bad_settings_are_refused_at_file_line() {
+fn what_cannot_start_is_refused_at_file_line() {
     let _ = needs_journal_remote!();
     let d = Dir::new();
     let missing = d.path().join("nope");
-    let l = refused_config(&conf(&missing, ""));
-    let l = l.join("\n");
-    assert!(l.contains("fluent-bit.conf:6"), "{l}");
-    assert!(l.contains("given path") && l.contains("is invalid"), "{l}");
+    let l = fails_to_start(&conf(&missing, ""));
+    assert!(l.contains("fluent-bit.conf:6: given path"), "{l}");
+    assert!(l.contains("is invalid"), "{l}");
 
     let f = d.file("file.journal", "x");
-    let l = refused_config(&conf(&f, "")).join("\n");
-    assert!(l.contains("given path is not a directory"), "{l}");
-
-    let l = refused_config(&conf(d.path(), "    systemd_filter nofield\n")).join("\n");
-    assert!(l.contains("fluent-bit.conf:7"), "{l}");
+    let l = fails_to_start(&conf(&f, ""));
     assert!(
-        l.contains("systemd_filter error: invalid input 'nofield'"),
+        l.contains("fluent-bit.conf:6: given path is not a directory"),
         "{l}"
     );
 
-    let l = refused_config(&conf(d.path(), "    systemd_filter_type xor\n")).join("\n");
-    assert!(l.contains("fluent-bit.conf:7"), "{l}");
-
-    let l = refused_config(&conf(d.path(), "    interval_sec 1\n")).join("\n");
-    assert!(l.contains("fluent-bit.conf:7"), "{l}");
-
-    let l = refused_config(&conf(d.path(), "    max_entries 0\n")).join("\n");
-    assert!(l.contains("fluent-bit.conf:7"), "{l}");
+    let l = fails_to_start(&conf(d.path(), "    systemd_filter nofield\n"));
+    assert!(
+        l.contains("fluent-bit.conf:7: systemd_filter error: invalid input 'nofield'"),
+        "{l}"
+    );
 
     let db = d.file("bad.db", "agent-systemd-db 1\ns=1\nend 00000000\n");
-    let l = refused_config(&conf(d.path(), &format!("    db {}\n", db.display()))).join("\n");
-    assert!(l.contains("fluent-bit.conf:7"), "{l}");
+    let l = fails_to_start(&conf(d.path(), &format!("    db {}\n", db.display())));
+    assert!(l.contains("fluent-bit.conf:7: db "), "{l}");
     assert!(l.contains("is damaged (checksum mismatch)"), "{l}");
+}
+
+#[test]
+fn bad_settings_are_refused_at_file_line() {
+    let d = Dir::new();
+    for extra in [
+        "    systemd_filter_type xor\n",
+        "    interval_sec 1\n",
+        "    max_entries 0\n",
+        "    db.sync sometimes\n",
+    ] {
+        let l = refused_config(&conf(d.path(), extra)).join("\n");
+        assert!(l.contains("fluent-bit.conf:7"), "{extra}: {l}");
+    }
 }
 
 #[test]

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::config::{ConfigError, PropKind, PropSpec, Props};
+use crate::config::{ConfigError, PropKind, PropSpec, Props, Span};
 use crate::event::{EventTime, Map, Record, Str, Tag, Value};
 use crate::parser::types::text_value;
 use crate::pipeline::AckFn;
@@ -148,33 +148,23 @@ struct Shape {
 }
 
 struct SystemdInput {
-    journal: Journal,
+    setup: Setup,
     shape: Shape,
-    db: Option<Db>,
 }
 
-fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    let name = ctx.instance;
-    let path = props.str("path").map(PathBuf::from);
-    if let Some(p) = &path {
-        match std::fs::metadata(p) {
-            Err(e) => {
-                return Err(ConfigError::invalid(
-                    props.span_of("path"),
-                    format!("[input:systemd:{name}] given path {} is invalid: {e}", p.display()),
-                    Some("set 'path' to a directory of journal files, e.g. /var/log/journal, or remove it to read this machine's journal".into()),
-                ))
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(ConfigError::invalid(
-                    props.span_of("path"),
-                    format!("[input:systemd:{name}] given path is not a directory: {}", p.display()),
-                    Some("set 'path' to the directory that holds the *.journal files".into()),
-                ))
-            }
-            Ok(_) => {}
-        }
-    }
+/// What opening the journal needs, with the config lines its errors name.
+struct Setup {
+    path: Option<PathBuf>,
+    path_span: Span,
+    section: Span,
+    filters: Vec<String>,
+    filter_span: Span,
+    and: bool,
+    read_from_tail: bool,
+    db: Option<(PathBuf, DbSync, Span)>,
+}
+
+fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let int = |key: &str, default: i64, min: i64| -> Result<usize, ConfigError> {
         let v = props.int(key).unwrap_or(default);
         if v < min || v > i32::MAX as i64 {
@@ -184,39 +174,95 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     };
     let max_fields = int("max_fields", 8000, 0)?;
     let max_entries = int("max_entries", 5000, 1)?;
-    if let Some(p) = &path {
-        warn_unreadable_files(p, name);
+    let setup = Setup {
+        path: props.str("path").map(PathBuf::from),
+        path_span: props.span_of("path").clone(),
+        section: props.span().clone(),
+        filters: props
+            .multi("systemd_filter")
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        filter_span: props.span_of("systemd_filter").clone(),
+        and: props
+            .str("systemd_filter_type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("and")),
+        read_from_tail: props.bool("read_from_tail").unwrap_or(false),
+        db: props.str("db").map(|p| {
+            let sync =
+                DbSync::parse(props.str("db.sync").unwrap_or("normal")).unwrap_or(DbSync::Normal);
+            (PathBuf::from(p), sync, props.span_of("db").clone())
+        }),
+    };
+    Ok(Box::new(SystemdInput {
+        setup,
+        shape: Shape {
+            // Set from the input's context when it runs.
+            dynamic_tag: None,
+            tag: Tag::from(""),
+            max_fields,
+            max_entries,
+            strip_underscores: props.bool("strip_underscores").unwrap_or(false),
+            lowercase: props.bool("lowercase").unwrap_or(false),
+        },
+    }))
+}
+
+/// Opens the journal as the config says: path, filters, start position, saved cursor.
+///
+/// Done when the input starts, as Fluent Bit's init, not when the config is read: so
+/// `--dry-run` checks the config alone (a node's config validates on a machine without
+/// its journal or libsystemd, as with Fluent Bit), and a failure stops the agent with
+/// the config line and a fix.
+fn open(s: &Setup, name: &str) -> Result<(Journal, Option<Db>), String> {
+    let err = |span: &Span, msg: String, hint: &str| format!("{span}: {msg}; {hint}");
+    if let Some(p) = &s.path {
+        match std::fs::metadata(p) {
+            Err(e) => {
+                return Err(err(
+                    &s.path_span,
+                    format!("given path {} is invalid: {e}", p.display()),
+                    "set 'path' to a directory of journal files, e.g. /var/log/journal, or remove it to read this machine's journal",
+                ))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(err(
+                    &s.path_span,
+                    format!("given path is not a directory: {}", p.display()),
+                    "set 'path' to the directory that holds the *.journal files",
+                ))
+            }
+            Ok(_) => warn_unreadable_files(p, name),
+        }
     }
-    let mut journal = Journal::open(path.as_deref()).map_err(|e| match e {
-        OpenError::Library(why) => ConfigError::invalid(
-            props.span(),
+    let mut journal = Journal::open(s.path.as_deref()).map_err(|e| match e {
+        OpenError::Library(why) => err(
+            &s.section,
             format!(
-                "[input:systemd:{name}] cannot load {} ({why}): the systemd input reads the journal through libsystemd",
+                "cannot load {} ({why}): the systemd input reads the journal through libsystemd",
                 journal::LIBRARY
             ),
-            Some("install the libsystemd0 package (Debian, Ubuntu: apt-get install libsystemd0; Fedora, RHEL: systemd-libs), or remove this input".into()),
+            "install the libsystemd0 package (Debian, Ubuntu: apt-get install libsystemd0; Fedora, RHEL: systemd-libs), or remove this input",
         ),
-        OpenError::Open(r) => ConfigError::invalid(
-            match &path {
-                Some(_) => props.span_of("path"),
-                None => props.span(),
+        OpenError::Open(r) => err(
+            match &s.path {
+                Some(_) => &s.path_span,
+                None => &s.section,
             },
             format!(
-                "[input:systemd:{name}] could not open the Journal{}: {}",
-                path.as_ref()
+                "could not open the Journal{}: {}",
+                s.path
+                    .as_ref()
                     .map(|p| format!(" in {}", p.display()))
                     .unwrap_or_default(),
                 journal::errno_text(r)
             ),
-            Some("check that the agent may read the journal (root, or the systemd-journal group)".into()),
+            "check that the agent may read the journal (root, or the systemd-journal group)",
         ),
     })?;
-    let and = props
-        .str("systemd_filter_type")
-        .is_some_and(|t| t.eq_ignore_ascii_case("and"));
-    for f in props.multi("systemd_filter") {
+    for f in &s.filters {
         let added = journal.add_match(f.as_bytes()).and_then(|()| {
-            if and {
+            if s.and {
                 journal.add_conjunction()
             } else {
                 journal.add_disjunction()
@@ -228,14 +274,14 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             } else {
                 format!("status={r} ({}) input '{f}'", journal::errno_text(r))
             };
-            return Err(ConfigError::invalid(
-                props.span_of("systemd_filter"),
-                format!("[input:systemd:{name}] systemd_filter error: {why}"),
-                Some("write a filter as FIELD=value, the field in capitals, digits and '_', e.g. 'systemd_filter _SYSTEMD_UNIT=kubelet.service'".into()),
+            return Err(err(
+                &s.filter_span,
+                format!("systemd_filter error: {why}"),
+                "write a filter as FIELD=value, the field in capitals, digits and '_', e.g. 'systemd_filter _SYSTEMD_UNIT=kubelet.service'",
             ));
         }
     }
-    let seek = if props.bool("read_from_tail").unwrap_or(false) {
+    let seek = if s.read_from_tail {
         // As Fluent Bit: past the last entry, skipping up to 350 more (libsystemd could
         // return the last entries of each file again, systemd issue 9934).
         journal
@@ -247,46 +293,23 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         journal.seek_head()
     };
     if let Err(r) = seek {
-        return Err(ConfigError::invalid(
-            props.span(),
-            format!(
-                "[input:systemd:{name}] cannot seek in the journal: {}",
-                journal::errno_text(r)
-            ),
-            None,
+        return Err(format!(
+            "{}: cannot seek in the journal: {}",
+            s.section,
+            journal::errno_text(r)
         ));
     }
-    let db = match props.str("db") {
+    let db = match &s.db {
         None => None,
-        Some(p) => {
-            let sync =
-                DbSync::parse(props.str("db.sync").unwrap_or("normal")).unwrap_or(DbSync::Normal);
-            let (db, cursor) = db::open(std::path::Path::new(p), sync).map_err(|e| {
-                ConfigError::invalid(
-                    props.span_of("db"),
-                    format!("[input:systemd:{name}] db {e}"),
-                    None,
-                )
-            })?;
+        Some((p, sync, span)) => {
+            let (db, cursor) = db::open(p, *sync).map_err(|e| format!("{span}: db {e}"))?;
             if let Some(c) = cursor {
                 seek_after(&mut journal, &c, name);
             }
             Some(db)
         }
     };
-    Ok(Box::new(SystemdInput {
-        journal,
-        shape: Shape {
-            // Set from the input's context when it runs.
-            dynamic_tag: None,
-            tag: Tag::from(""),
-            max_fields,
-            max_entries,
-            strip_underscores: props.bool("strip_underscores").unwrap_or(false),
-            lowercase: props.bool("lowercase").unwrap_or(false),
-        },
-        db,
-    }))
+    Ok((journal, db))
 }
 
 /// Logs the files of `dir` named as journal files that are not (libsystemd skips them
@@ -634,11 +657,7 @@ async fn send(
 impl Input for SystemdInput {
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let SystemdInput {
-                journal,
-                mut shape,
-                db,
-            } = *self;
+            let SystemdInput { setup, mut shape } = *self;
             let name = ctx.name.clone();
             shape.tag = ctx.tag.clone();
             shape.dynamic_tag = ctx
@@ -647,14 +666,30 @@ impl Input for SystemdInput {
                 .map(|(a, b)| (a.to_string(), b.to_string()));
             let stop = Arc::new(AtomicBool::new(false));
             let (tx, mut rx) = mpsc::channel::<Read>(2);
+            // The journal is opened on the reader thread (opening reads every file's
+            // header: blocking work), which hands back the db or the error.
+            let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
             let thread = {
                 let (stop, name) = (stop.clone(), name.clone());
                 std::thread::Builder::new()
                     .name("systemd-journal".into())
-                    .spawn(move || reader(journal, shape, name, stop, tx))
+                    .spawn(move || match open(&setup, &name) {
+                        Ok((journal, db)) => {
+                            let _ = opened_tx.send(Ok(db));
+                            reader(journal, shape, name, stop, tx)
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                        }
+                    })
                     .map_err(|e| {
                         PluginError::Other(format!("cannot start the journal reader: {e}"))
                     })?
+            };
+            let db = match opened_rx.await {
+                Ok(Ok(db)) => db,
+                Ok(Err(e)) => return Err(PluginError::Other(e)),
+                Err(_) => return Err(PluginError::Other("the journal reader ended".into())),
             };
             let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<u64>();
             let mut inflight = Inflight::default();
