@@ -207,10 +207,9 @@ fn the_cursor_waits_for_delivery() {
         db.display()
     ));
     a.wait_log(&format!("{END}10 entries read)"), T);
-    // Two failed flushes, more than the db's save interval apart.
-    a.wait_until(T, "failed flushes", |_, e| {
-        e.matches("127.0.0.1:").count() >= 2
-    });
+    // A failed flush, then longer than the db's save interval (1 s): a cursor saved
+    // for these records would be on disk by now.
+    a.wait_log("failed to flush chunk", T);
     std::thread::sleep(Duration::from_millis(1500));
     a.signal(libc::SIGKILL);
     a.wait(T);

@@ -23,8 +23,8 @@
 //! `sd_journal_add_disjunction` (`or`, the default), in the order given, as Fluent Bit.
 //!
 //! Reading: a thread owns the journal; it reads up to `max_entries` entries at a time
-//! (less when they pass about 1 MB, or the tag changes), hands each batch to the input
-//! task and, at the end of the journal, waits on it (inotify, `sd_journal_wait`). The
+//! (less once they pass about 1 MB), in batches of one tag each, hands each batch to
+//! the input task and, at the end of the journal, waits on it (inotify, `sd_journal_wait`). The
 //! input task sends the batches with an acknowledgement: with `db`, the cursor of a
 //! batch's last entry is saved once every output is done with that batch and every
 //! batch before it, at most once a second and at exit. A restart, even after
