@@ -15,6 +15,11 @@ missing_debian() {
     command -v promtool >/dev/null || need+=(prometheus)
     # the tcp input's tests send with nc; scripts/netcat-demo.sh listens with it
     command -v nc >/dev/null || need+=(netcat-openbsd)
+    # the systemd input's tests write real journal files with systemd-journal-remote;
+    # the input loads libsystemd.so.0 at run time
+    [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] ||
+        need+=(systemd-journal-remote)
+    [ -n "$(/sbin/ldconfig -p 2>/dev/null | grep 'libsystemd\.so\.0 ')" ] || need+=(libsystemd0)
     echo "${need[@]:-}"
 }
 

@@ -27,6 +27,7 @@ declare -A needs=(
     [in_tcp]="netcat-openbsd"
     [in_forward]="fluent-logger msgpack"
     [out_forward]="msgpack"
+    [in_systemd]="systemd-journal-remote libsystemd0"
 )
 have() {
     local want

@@ -239,6 +239,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::proc::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::stdin::PLUGIN,
+    &inputs::systemd::PLUGIN,
     &inputs::tail::PLUGIN,
     &inputs::tcp::PLUGIN,
 ];

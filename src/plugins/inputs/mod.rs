@@ -14,6 +14,7 @@ pub mod nflog;
 pub mod proc;
 pub mod random;
 pub mod stdin;
+pub mod systemd;
 pub mod tail;
 pub mod tcp;
 
