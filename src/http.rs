@@ -135,6 +135,8 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
         }
     });
     tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut refused = 0u64;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -144,6 +146,18 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                     continue;
                 }
             };
+            // Full: the new connection is closed at once (the others free their slot
+            // within HEADER_TIMEOUT when they send nothing), so idle clients can hold
+            // neither unbounded descriptors nor the server for long.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused += 1;
+                if refused.is_power_of_two() {
+                    crate::warn!(
+                        "[http_server] {refused} connections refused: {MAX_CONNECTIONS} are open"
+                    );
+                }
+                continue;
+            };
             let m = monitor.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -152,12 +166,22 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(io, svc)
                     .await;
+                drop(slot);
             });
         }
     });
 }
+
+/// Most connections the monitoring server keeps open at once.
+const MAX_CONNECTIONS: usize = 256;
+
+/// A connection must send a whole request head within this long of opening, and of
+/// its previous response (keepalive): idle and half-sent requests are closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
     let mut b = Response::builder().status(status).header("server", "agent");

@@ -248,3 +248,55 @@ fn connection_pool_counters() {
     assert_eq!(get("fluentbit_output_proc_records_total"), 5);
     a.stop(T);
 }
+
+/// Idle and half-sent connections cannot hold the monitoring server (issue 21 item 3):
+/// at most 256 are kept, each must send its request head within 10 s, and a good client
+/// gets its answer once the idle ones are closed. Before, 3,000 stayed open for ever.
+#[test]
+fn idle_and_half_sent_connections_are_closed_and_capped() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let a = start(port, "");
+    let mut idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /api/v1/uptime HTTP/1.1\r\nHost: x\r\n")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", a.pid()))
+            .unwrap()
+            .count()
+    };
+    // A good client is answered within the header timeout and a margin.
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok((200, _)) = http_get(port, "/api/v1/uptime") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never answered; {} descriptors",
+            fds()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Never more than the cap held open, and every idle connection is closed.
+    assert!(fds() < 256 + 64, "{} descriptors", fds());
+    for s in idle.iter_mut() {
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut b = [0u8; 1];
+        let closed = match s.read(&mut b) {
+            Ok(0) => true,
+            // A close with the half-sent request unread resets the connection.
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        assert!(closed, "an idle connection still open after {T:?}");
+    }
+    a.stop(T);
+}
