@@ -13,6 +13,7 @@ pub mod netif;
 pub mod nflog;
 pub mod proc;
 pub mod random;
+pub mod state_file;
 pub mod stdin;
 pub mod systemd;
 pub mod tail;

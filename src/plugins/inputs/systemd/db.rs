@@ -14,8 +14,7 @@
 //! the new db; the checksum catches a file damaged otherwise, which is refused at start
 //! rather than read as "no cursor" (that would read the whole journal again).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &str = "agent-systemd-db 1";
@@ -23,25 +22,7 @@ const MAGIC: &str = "agent-systemd-db 1";
 /// A cursor is about 130 bytes; anything much larger is not our db.
 const MAX_DB_FILE: u64 = 64 << 10;
 
-/// `db.sync`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbSync {
-    Off,
-    Normal,
-    /// `full` and `extra`: the directory is synced too (the rename is durable).
-    Full,
-}
-
-impl DbSync {
-    pub fn parse(s: &str) -> Option<DbSync> {
-        match s.to_ascii_lowercase().as_str() {
-            "off" => Some(DbSync::Off),
-            "normal" => Some(DbSync::Normal),
-            "full" | "extra" => Some(DbSync::Full),
-            _ => None,
-        }
-    }
-}
+pub use crate::plugins::inputs::state_file::DbSync;
 
 #[derive(Debug)]
 pub struct Db {
@@ -81,28 +62,13 @@ pub fn open(path: &Path, sync: DbSync) -> Result<(Db, Option<String>), String> {
 impl Db {
     /// Replaces the db with `cursor`, atomically.
     pub fn save(&self, cursor: &str) -> Result<(), String> {
-        let io = |what: &str, p: &Path| {
-            let msg = format!("cannot {what} {}", p.display());
-            move |e: io::Error| format!("{msg}: {e}")
-        };
-        let mut f = File::create(&self.tmp).map_err(io("create", &self.tmp))?;
-        f.write_all(&encode(cursor))
-            .map_err(io("write", &self.tmp))?;
-        if self.sync != DbSync::Off {
-            f.sync_data().map_err(io("fsync", &self.tmp))?;
-        }
-        drop(f);
-        fs::rename(&self.tmp, &self.path).map_err(io("replace", &self.path))?;
-        if self.sync == DbSync::Full {
-            let dir = match self.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync", dir))?;
-        }
-        Ok(())
+        crate::plugins::inputs::state_file::replace_atomically(
+            &self.path,
+            &self.tmp,
+            &encode(cursor),
+            self.sync,
+        )
+        .map_err(|(what, path, e)| format!("cannot {what} {}: {e}", path.display()))
     }
 }
 
@@ -140,6 +106,7 @@ pub fn decode(bytes: &[u8]) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     const CURSOR: &str = "s=e86521689cd54cdeb8d63f9b40bc9721;i=2;b=0123456789abcdef0123456789abcdef;m=3e9;t=60a24182f6481;x=6c0b093cc858e2f6";
 

@@ -89,13 +89,7 @@ pub enum Joiner {
     ),
 }
 
-/// `db.sync`: how hard a db write is pushed to disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbSync {
-    Off,
-    Normal,
-    Full,
-}
+pub use crate::plugins::inputs::state_file::DbSync;
 
 /// The `db` settings.
 #[derive(Clone, Debug)]
@@ -228,16 +222,8 @@ impl TailConfig {
                 }
                 Some(DbConfig {
                     path: PathBuf::from(path),
-                    sync: match props
-                        .str("db.sync")
-                        .unwrap_or("normal")
-                        .to_ascii_lowercase()
-                        .as_str()
-                    {
-                        "off" => DbSync::Off,
-                        "normal" => DbSync::Normal,
-                        _ => DbSync::Full,
-                    },
+                    sync: DbSync::parse(props.str("db.sync").unwrap_or("normal"))
+                        .unwrap_or(DbSync::Full),
                     locking: props.bool("db.locking").unwrap_or(false),
                     compare_filename: props.bool("db.compare_filename").unwrap_or(false),
                 })

@@ -20,12 +20,13 @@
 //! restart re-reads what was in flight (at-least-once) and never skips a line.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::config::{DbConfig, DbSync};
+use super::config::DbConfig;
 use super::file::{fnv1a, Fingerprint};
+use crate::plugins::inputs::state_file::replace_atomically;
 
 const MAGIC: &str = "agent-tail-db 1";
 
@@ -145,28 +146,13 @@ impl Db {
 
     /// Replaces the db with `rows`, atomically.
     pub fn save(&self, rows: &[Row]) -> Result<(), DbError> {
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DbError::Io { what, path, source }
-        };
-        let bytes = encode(rows);
-        let mut f = File::create(&self.tmp).map_err(io("create", &self.tmp))?;
-        f.write_all(&bytes).map_err(io("write", &self.tmp))?;
-        if self.config.sync != DbSync::Off {
-            f.sync_data().map_err(io("fsync", &self.tmp))?;
-        }
-        drop(f);
-        fs::rename(&self.tmp, &self.config.path).map_err(io("replace", &self.config.path))?;
-        if self.config.sync == DbSync::Full {
-            let dir = match self.config.path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync", dir))?;
-        }
-        Ok(())
+        replace_atomically(
+            &self.config.path,
+            &self.tmp,
+            &encode(rows),
+            self.config.sync,
+        )
+        .map_err(|(what, path, source)| DbError::Io { what, path, source })
     }
 }
 
@@ -271,6 +257,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Row>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::inputs::state_file::DbSync;
 
     fn rows() -> Vec<Row> {
         vec![
