@@ -340,6 +340,17 @@ fn health_ok(sh: &Shared, h: &mut super::Health) {
 
 /// Records a failure: counts it, schedules the next try, and logs it when the error
 /// changes (else once a minute, with how many were not logged). Returns the next try.
+/// Records a failed request of the pod watch and sleeps until its retry time,
+/// without holding the shared state (or keeping it alive) meanwhile.
+async fn wait_after_failure(sh: Arc<Shared>, what: &str, e: &ApiError, conf: &ClientConf) {
+    let retry = {
+        let mut st = sh.lock();
+        health_failed(&sh, &mut st.health, what, e, conf)
+    };
+    drop(sh);
+    tokio::time::sleep_until(retry.into()).await;
+}
+
 fn health_failed(
     sh: &Shared,
     h: &mut super::Health,
@@ -422,18 +433,13 @@ async fn watch(shared: Weak<Shared>, conf: ClientConf, node: String) {
             }
         };
         if let Err(e) = listed_ok {
-            let retry = {
-                let mut st = sh.lock();
-                health_failed(
-                    &sh,
-                    &mut st.health,
-                    &format!("cannot list the pods of node {node}"),
-                    &e,
-                    &conf,
-                )
-            };
-            drop(sh);
-            tokio::time::sleep_until(retry.into()).await;
+            wait_after_failure(
+                sh,
+                &format!("cannot list the pods of node {node}"),
+                &e,
+                &conf,
+            )
+            .await;
             continue 'relist;
         }
         {
@@ -474,18 +480,13 @@ async fn watch(shared: Weak<Shared>, conf: ClientConf, node: String) {
                 Ok(l) => l,
                 Err(e) => {
                     let Some(sh) = shared.upgrade() else { return };
-                    let retry = {
-                        let mut st = sh.lock();
-                        health_failed(
-                            &sh,
-                            &mut st.health,
-                            &format!("cannot watch the pods of node {node}"),
-                            &e,
-                            &conf,
-                        )
-                    };
-                    drop(sh);
-                    tokio::time::sleep_until(retry.into()).await;
+                    wait_after_failure(
+                        sh,
+                        &format!("cannot watch the pods of node {node}"),
+                        &e,
+                        &conf,
+                    )
+                    .await;
                     continue 'relist;
                 }
             };
@@ -529,18 +530,7 @@ async fn watch(shared: Weak<Shared>, conf: ClientConf, node: String) {
                             code as u16,
                             text(field(obj, &["message"])).unwrap_or_default(),
                         );
-                        let retry = {
-                            let mut st = sh.lock();
-                            health_failed(
-                                &sh,
-                                &mut st.health,
-                                &format!("watch of node {node}"),
-                                &e,
-                                &conf,
-                            )
-                        };
-                        drop(sh);
-                        tokio::time::sleep_until(retry.into()).await;
+                        wait_after_failure(sh, &format!("watch of node {node}"), &e, &conf).await;
                         continue 'relist;
                     }
                     "ADDED" | "MODIFIED" | "DELETED" => {
