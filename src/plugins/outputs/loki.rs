@@ -805,25 +805,7 @@ impl LokiOutput {
         }
         match self.setup.line_format {
             LineFormat::Json => json_map(out, body, t, prefix, esc),
-            LineFormat::KeyValue => {
-                let mut first = true;
-                for (i, (k, v)) in body.iter().enumerate() {
-                    prefix.push(i);
-                    match t.status(prefix) {
-                        Status::Removed => {}
-                        _ => {
-                            if !first {
-                                out.push(b' ');
-                            }
-                            first = false;
-                            out.extend_from_slice(k.as_bytes());
-                            out.push(b'=');
-                            kv_value(out, v, t, prefix);
-                        }
-                    }
-                    prefix.pop();
-                }
-            }
+            LineFormat::KeyValue => kv_pairs(out, body, b'=', t, prefix),
         }
         Line::Scratch
     }
@@ -1012,6 +994,25 @@ fn json_value(out: &mut Vec<u8>, v: &Value, t: &Targets, prefix: &mut Vec<usize>
 /// Fluent Bit's `pack_format_line_value`: strings quoted (not escaped), arrays as
 /// `"[a b]"`, maps as `"map[k:v ...]"`, floats `%.1f` when integral else `%.16g`;
 /// binaries give nothing.
+/// `k<sep>v` pairs of a map, space-separated, leaving out removed keys: the line's
+/// top level (`=`) and nested maps (`:`) of `line_format key_value`.
+fn kv_pairs(out: &mut Vec<u8>, m: &Map, sep: u8, t: &Targets, prefix: &mut Vec<usize>) {
+    let mut first = true;
+    for (i, (k, v)) in m.iter().enumerate() {
+        prefix.push(i);
+        if t.status(prefix) != Status::Removed {
+            if !first {
+                out.push(b' ');
+            }
+            first = false;
+            out.extend_from_slice(k.as_bytes());
+            out.push(sep);
+            kv_value(out, v, t, prefix);
+        }
+        prefix.pop();
+    }
+}
+
 fn kv_value(out: &mut Vec<u8>, v: &Value, t: &Targets, prefix: &mut Vec<usize>) {
     match v {
         Value::Str(s) => {
@@ -1047,20 +1048,7 @@ fn kv_value(out: &mut Vec<u8>, v: &Value, t: &Targets, prefix: &mut Vec<usize>) 
         }
         Value::Map(m) => {
             out.extend_from_slice(b"\"map[");
-            let mut first = true;
-            for (i, (k, v)) in m.iter().enumerate() {
-                prefix.push(i);
-                if t.status(prefix) != Status::Removed {
-                    if !first {
-                        out.push(b' ');
-                    }
-                    first = false;
-                    out.extend_from_slice(k.as_bytes());
-                    out.push(b':');
-                    kv_value(out, v, t, prefix);
-                }
-                prefix.pop();
-            }
+            kv_pairs(out, m, b':', t, prefix);
             out.extend_from_slice(b"]\"");
         }
     }
