@@ -7,6 +7,7 @@ pub mod dummy;
 pub mod exec;
 pub mod forward;
 pub mod head;
+pub mod kafka;
 pub mod kmsg;
 pub mod mem;
 pub mod netif;

@@ -5,6 +5,7 @@ pub mod es;
 pub mod file;
 pub mod forward;
 pub mod http;
+pub mod kafka;
 pub mod loki;
 pub mod null;
 pub mod stdout;
