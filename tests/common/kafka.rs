@@ -47,7 +47,6 @@ pub fn needs() -> Option<PathBuf> {
 pub struct Broker {
     bin: PathBuf,
     pub port: u16,
-    metrics_port: u16,
     dir: Dir,
     child: Option<Child>,
 }
@@ -62,7 +61,6 @@ impl Broker {
         let mut b = Broker {
             bin: bin.to_path_buf(),
             port,
-            metrics_port: free_port(),
             dir: Dir::new(),
             child: None,
         };
@@ -89,12 +87,9 @@ impl Broker {
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args([
-                "--prometheus-listener-url",
-                &format!("tcp://127.0.0.1:{}", self.metrics_port),
-            ])
-            .args([
                 "--storage-engine",
-                &format!("sqlite://{}", self.dir.path().join("tansu.db").display()),
+                // Relative to the working directory (tansu joins it to the cwd).
+                "sqlite://tansu.db",
             ])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -105,6 +100,8 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(self.addr()).is_err() {
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "tansu exited ({exited:?}): {}", self.log());
             assert!(Instant::now() < deadline, "tansu did not listen: {}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -251,10 +251,6 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         return Err(props.error("topics", "one or more topic names, comma-separated"));
     }
     let prefix = format!("[output:kafka:{}]", ctx.instance);
-    crate::info!(
-        "{prefix} brokers='{brokers}' topics='{}'",
-        props.str("topics").unwrap_or("fluent-bit")
-    );
     Ok(Box::new(KafkaOutput {
         shared: Arc::new(Shared {
             config,
@@ -375,6 +371,13 @@ impl Shared {
     fn producer(&self) -> Result<&FutureProducer<Context>, String> {
         self.producer
             .get_or_init(|| {
+                let topics: Vec<&str> = self.topics.iter().map(|t| &**t).collect();
+                crate::info!(
+                    "{} brokers='{}' topics='{}'",
+                    self.prefix,
+                    self.brokers,
+                    topics.join(",")
+                );
                 self.config
                     .create_with_context(self.context.clone())
                     .map_err(|e| format!("cannot create the Kafka producer: {e}"))
