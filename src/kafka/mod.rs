@@ -127,11 +127,30 @@ impl Inner {
     /// that differ only in details (a broker address, a count).
     pub fn problem(&self, class: &str, line: impl FnOnce() -> String) {
         let mut st = self.state();
+        // A refused login or handshake also makes the brokers "down": the cause stays
+        // the problem reported until things work again.
+        let cause = matches!(st.problem.as_deref(), Some("auth" | "tls" | "acl"));
+        if cause && class == "unreachable" {
+            return;
+        }
         if st.problem.as_deref() != Some(class) {
             st.problem = Some(class.to_string());
             drop(st);
             crate::error!("{} {}", self.prefix, line());
         }
+    }
+
+    /// A topic the brokers do not have (checked when a producer starts): said once,
+    /// with the fix, as its deliveries wait for it.
+    pub fn missing_topic(&self, topic: &str) {
+        self.problem("topic", || {
+            format!(
+                "topic '{topic}' does not exist on the brokers '{}' and they do not create it on \
+                 use: create it (or enable the brokers' auto.create.topics.enable), or fix \
+                 'topics'; its records are kept and retried",
+                self.brokers
+            )
+        });
     }
 
     /// Things work again (a delivery acknowledged, a fetch answered): says so once if a
@@ -261,16 +280,12 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => crate::info!(
-                "{} partitions assigned: {}",
-                self.prefix,
-                partitions(tpl)
-            ),
-            Rebalance::Revoke(tpl) => crate::info!(
-                "{} partitions revoked: {}",
-                self.prefix,
-                partitions(tpl)
-            ),
+            Rebalance::Assign(tpl) => {
+                crate::info!("{} partitions assigned: {}", self.prefix, partitions(tpl))
+            }
+            Rebalance::Revoke(tpl) => {
+                crate::info!("{} partitions revoked: {}", self.prefix, partitions(tpl))
+            }
             Rebalance::Error(e) => crate::warn!("{} rebalance failed: {e}", self.prefix),
         }
     }
@@ -317,7 +332,11 @@ mod tests {
         let bad = settings(vec![("acks", "1"), ("no.such.key", "1")]);
         let e = bad.client_config(&[]).unwrap_err();
         assert_eq!(e.key, "no.such.key");
-        assert!(e.reason.contains("No such configuration property"), "{}", e.reason);
+        assert!(
+            e.reason.contains("No such configuration property"),
+            "{}",
+            e.reason
+        );
 
         let bad = settings(vec![("request.required.acks", "lots")]);
         let e = bad.client_config(&[]).unwrap_err();

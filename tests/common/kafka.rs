@@ -20,7 +20,9 @@ pub fn tansu() -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join("tansu")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file())
 }
 
 /// Whether the independent client can run.
@@ -34,7 +36,9 @@ pub fn have_client() -> bool {
 /// Prints why a test is skipped and returns `None`, or the broker binary.
 pub fn needs() -> Option<PathBuf> {
     let Some(t) = tansu() else {
-        eprintln!("skipped: needs the tansu broker (scripts/test-deps.sh --install: cargo install tansu)");
+        eprintln!(
+            "skipped: needs the tansu broker (scripts/test-deps.sh --install: cargo install tansu)"
+        );
         return None;
     };
     if !have_client() {
@@ -100,9 +104,20 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(self.addr()).is_err() {
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none(), "tansu exited ({exited:?}): {}", self.log());
-            assert!(Instant::now() < deadline, "tansu did not listen: {}", self.log());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "tansu exited ({exited:?}): {}",
+                self.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -144,7 +159,11 @@ impl Broker {
             .args(["produce", &self.addr(), topic, f.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "produce: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "produce: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Reads `topic` from the beginning with a fresh group until `count` messages or
@@ -161,7 +180,11 @@ impl Broker {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "consume: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "consume: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| {

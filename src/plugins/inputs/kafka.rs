@@ -117,7 +117,10 @@ fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErr
         return Err(ConfigError::invalid(
             props.span_of("aws_msk_iam"),
             "[config] kafka: aws_msk_iam: AWS MSK IAM authentication is not available in agent",
-            Some("use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster".into()),
+            Some(
+                "use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster"
+                    .into(),
+            ),
         ));
     }
     let topics: Vec<String> = props
@@ -137,7 +140,10 @@ fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErr
     let auto_commit = props.bool("enable_auto_commit") == Some(true);
     let max_bytes = props.size("buffer_max_size").unwrap_or(4_000_000);
     if max_bytes > 0 && max_bytes <= 1024 {
-        return Err(props.error("buffer_max_size", "a size above 1k (e.g. 4M), or 0 for no limit"));
+        return Err(props.error(
+            "buffer_max_size",
+            "a size above 1k (e.g. 4M), or 0 for no limit",
+        ));
     }
     let fetch_max = (max_bytes.saturating_sub(512)).to_string();
     let receive_max = max_bytes.to_string();
@@ -152,12 +158,18 @@ fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErr
         forced.push(("fetch.max.bytes", &fetch_max));
         forced.push(("receive.message.max.bytes", &receive_max));
     }
-    let config = client_config(props, Some(props.str("group_id").unwrap_or("fluent-bit")), &forced)?;
+    let config = client_config(
+        props,
+        Some(props.str("group_id").unwrap_or("fluent-bit")),
+        &forced,
+    )?;
     Ok(Box::new(KafkaInput {
         config,
         brokers: props.str("brokers").unwrap_or_default().to_string(),
         topics,
-        json: props.str("format").is_some_and(|f| f.eq_ignore_ascii_case("json")),
+        json: props
+            .str("format")
+            .is_some_and(|f| f.eq_ignore_ascii_case("json")),
         max_bytes: if max_bytes == 0 { u64::MAX } else { max_bytes },
         auto_commit,
     }))
@@ -171,7 +183,10 @@ fn record(msg: &impl Message, json: bool, topic: &Str) -> Record {
     };
     let payload = match msg.payload() {
         None => Value::Nil,
-        Some(p) => match json.then(|| serde_json::from_slice::<serde_json::Value>(p).ok()).flatten() {
+        Some(p) => match json
+            .then(|| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .flatten()
+        {
             Some(v) => Value::from_json(&v),
             None => Value::Str(Str::from(String::from_utf8_lossy(p))),
         },
@@ -195,13 +210,19 @@ fn record(msg: &impl Message, json: bool, topic: &Str) -> Record {
 #[derive(Default)]
 struct Offsets {
     next_batch: u64,
-    partitions: HashMap<(Str, i32), VecDeque<(u64, i64, bool)>>,
-    batches: HashMap<u64, Vec<(Str, i32)>>,
+    partitions: HashMap<Partition, VecDeque<Pending>>,
+    batches: HashMap<u64, Vec<Partition>>,
 }
+
+/// A topic's partition.
+type Partition = (Str, i32);
+
+/// A batch's part of a partition: (batch id, offset after its last message, done).
+type Pending = (u64, i64, bool);
 
 impl Offsets {
     /// Registers a batch that read up to (and including) `last` on each partition.
-    fn read(&mut self, last: &HashMap<(Str, i32), i64>) -> u64 {
+    fn read(&mut self, last: &HashMap<Partition, i64>) -> u64 {
         let id = self.next_batch;
         self.next_batch += 1;
         for (tp, off) in last {
@@ -215,10 +236,12 @@ impl Offsets {
     }
 
     /// A batch is done with: the offsets that may now be committed.
-    fn done(&mut self, id: u64) -> Vec<((Str, i32), i64)> {
+    fn done(&mut self, id: u64) -> Vec<(Partition, i64)> {
         let mut commit = Vec::new();
         for tp in self.batches.remove(&id).unwrap_or_default() {
-            let Some(q) = self.partitions.get_mut(&tp) else { continue };
+            let Some(q) = self.partitions.get_mut(&tp) else {
+                continue;
+            };
             if let Some(e) = q.iter_mut().find(|e| e.0 == id) {
                 e.2 = true;
             }
@@ -241,7 +264,7 @@ impl Offsets {
     }
 }
 
-fn commit(consumer: &StreamConsumer<Context>, offsets: &[((Str, i32), i64)], mode: CommitMode) {
+fn commit(consumer: &StreamConsumer<Context>, offsets: &[(Partition, i64)], mode: CommitMode) {
     if offsets.is_empty() {
         return;
     }
@@ -266,7 +289,9 @@ impl Input for KafkaInput {
             let consumer: StreamConsumer<Context> = self
                 .config
                 .create_with_context(context.clone())
-                .map_err(|e| PluginError::Other(format!("cannot create the Kafka consumer: {e}")))?;
+                .map_err(|e| {
+                    PluginError::Other(format!("cannot create the Kafka consumer: {e}"))
+                })?;
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer
                 .subscribe(&topics)
@@ -300,7 +325,7 @@ impl Input for KafkaInput {
                 context.recovered("reading from the brokers again");
                 // Take what is ready now, up to the batch limits.
                 let mut records = Vec::new();
-                let mut last: HashMap<(Str, i32), i64> = HashMap::new();
+                let mut last: HashMap<Partition, i64> = HashMap::new();
                 let mut bytes = 0u64;
                 let mut next = Some(msg);
                 while let Some(m) = next.take() {

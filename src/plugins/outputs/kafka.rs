@@ -194,19 +194,29 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         return Err(ConfigError::invalid(
             props.span_of("aws_msk_iam"),
             "[config] kafka: aws_msk_iam: AWS MSK IAM authentication is not available in agent",
-            Some("use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster".into()),
+            Some(
+                "use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster"
+                    .into(),
+            ),
         ));
     }
     let config = client_config(props, None, &[])?;
     let brokers = props.str("brokers").unwrap_or_default().to_string();
-    let format = match props.str("format").unwrap_or("json").to_ascii_lowercase().as_str() {
+    let format = match props
+        .str("format")
+        .unwrap_or("json")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "json" => Format::Json,
         "msgpack" => Format::Msgpack,
         "raw" => Format::Raw,
         f @ ("gelf" | "avro" | "otlp_json" | "otlp_proto") => {
             return Err(props.error(
                 "format",
-                format!("json, msgpack or raw (format {f} is not available in agent's kafka output)"),
+                format!(
+                    "json, msgpack or raw (format {f} is not available in agent's kafka output)"
+                ),
             ))
         }
         other => {
@@ -266,7 +276,9 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             message_key_field: props.str("message_key_field").map(Str::from),
             raw_log_key,
             json: JsonOptions {
-                date_key: Some(Str::from(props.str("timestamp_key").unwrap_or("@timestamp"))),
+                date_key: Some(Str::from(
+                    props.str("timestamp_key").unwrap_or("@timestamp"),
+                )),
                 date_format,
                 escape_unicode: ctx.service.escape_unicode,
             },
@@ -320,7 +332,11 @@ pub fn client_config(
         if bad.key.is_empty() {
             ConfigError::invalid(
                 props.span(),
-                format!("[config] {}: librdkafka refuses these settings: {}", props.plugin(), bad.reason),
+                format!(
+                    "[config] {}: librdkafka refuses these settings: {}",
+                    props.plugin(),
+                    bad.reason
+                ),
                 Some(hint),
             )
         } else {
@@ -343,7 +359,9 @@ enum Outcome {
 }
 
 /// A delivery report (`Err(_)`: the producer went away before reporting).
-fn outcome<E>(result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>) -> Outcome {
+fn outcome<E>(
+    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>,
+) -> Outcome {
     match result {
         Ok(Ok(_)) => Outcome::Delivered,
         Ok(Err((e, _))) if is_permanent(&e) => Outcome::Refused(e),
@@ -378,12 +396,51 @@ impl Shared {
                     self.brokers,
                     topics.join(",")
                 );
-                self.config
+                let producer: FutureProducer<Context> = self
+                    .config
                     .create_with_context(self.context.clone())
-                    .map_err(|e| format!("cannot create the Kafka producer: {e}"))
+                    .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+                self.check_topics(&producer);
+                Ok(producer)
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// Asks the brokers, off the flush path, whether the configured topics exist: a
+    /// missing one is said at once (its messages would otherwise wait silently for
+    /// `message.timeout.ms`).
+    fn check_topics(&self, producer: &FutureProducer<Context>) {
+        let producer = producer.clone();
+        let topics: Vec<Str> = self.topics.clone();
+        let context = self.context.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-topics".into())
+            .spawn(move || {
+                use rdkafka::producer::Producer;
+                for topic in topics {
+                    let md = producer
+                        .client()
+                        .fetch_metadata(Some(&topic), Duration::from_secs(30));
+                    let Ok(md) = md else { return };
+                    let missing = md.topics().iter().any(|t| {
+                        t.name() == &*topic
+                            && matches!(
+                                t.error().map(RDKafkaErrorCode::from),
+                                Some(
+                                    RDKafkaErrorCode::UnknownTopicOrPartition
+                                        | RDKafkaErrorCode::UnknownTopic
+                                )
+                            )
+                    });
+                    if missing {
+                        context.missing_topic(&topic);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            crate::debug!("{} topic check not started: {e}", self.prefix);
+        }
     }
 
     /// The first string value of `key` in the body.
@@ -419,7 +476,9 @@ impl Shared {
                 format::write_json_object(out, rec.time, &Map::new(), &rec.body, &self.json)
             }
             Format::Msgpack => self.write_msgpack(rec, out),
-            Format::Raw => out.extend_from_slice(Self::string_of(&rec.body, &self.raw_log_key)?.as_bytes()),
+            Format::Raw => {
+                out.extend_from_slice(Self::string_of(&rec.body, &self.raw_log_key)?.as_bytes())
+            }
         }
         Some(())
     }
@@ -467,9 +526,10 @@ impl KafkaOutput {
     fn settle(&self, idx: usize, outcome: Outcome, tally: &mut Tally) {
         let sh = &self.shared;
         match outcome {
-            Outcome::Delivered => sh
-                .context
-                .recovered(&format!("the brokers '{}' acknowledge messages again", sh.brokers)),
+            Outcome::Delivered => sh.context.recovered(&format!(
+                "the brokers '{}' acknowledge messages again",
+                sh.brokers
+            )),
             Outcome::Resend(e) => {
                 let (class, line) = sh.context.describe(&e);
                 sh.context.problem(class, || line.clone());
@@ -506,8 +566,8 @@ impl KafkaOutput {
                 i += 1;
                 continue;
             }
-            let key = Shared::string_of(&rec.body, &sh.message_key_field)
-                .or(sh.message_key.as_deref());
+            let key =
+                Shared::string_of(&rec.body, &sh.message_key_field).or(sh.message_key.as_deref());
             let mut msg: FutureRecord<'_, str, [u8]> =
                 FutureRecord::to(sh.topic(&rec.body)).payload(&self.buf[..]);
             if let Some(k) = key {
