@@ -31,6 +31,7 @@ fn messages_are_written_as_fluent_bit_writes_them() {
         "t-json",
         "t-msgpack",
         "t-raw",
+        "t-gelf",
         "t-default",
         "audit",
         "t-fallback",
@@ -46,6 +47,7 @@ fn messages_are_written_as_fluent_bit_writes_them() {
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-json\n    message_key_field svc\n\
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-msgpack\n    format msgpack\n    message_key fixed-key\n    timestamp_format iso8601\n\
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-raw\n    format raw\n    raw_log_key message\n\
+         [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-gelf\n    format gelf\n    gelf_short_message_key message\n    gelf_host_key svc\n\
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-default,audit\n    topic_key dest\n    timestamp_key ts\n    timestamp_format iso8601_ns\n\
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-fallback\n    topic_key dyn\n\
          [OUTPUT]\n    name kafka\n    match app\n    brokers {b}\n    topics t-default\n    topic_key dyn\n    dynamic_topic on\n"
@@ -55,6 +57,7 @@ fn messages_are_written_as_fluent_bit_writes_them() {
     let json = broker.consume("t-json", 2, q);
     let msgpack = broker.consume("t-msgpack", 2, q);
     let raw = broker.consume("t-raw", 2, q);
+    let gelf = broker.consume("t-gelf", 2, q);
     let audit = broker.consume("audit", 2, q);
     let fallback = broker.consume("t-fallback", 2, q);
     let dynamic = broker.consume("dyn-topic", 4, Duration::from_secs(3));
@@ -85,6 +88,12 @@ fn messages_are_written_as_fluent_bit_writes_them() {
     assert_eq!(raw.len(), 2);
     assert_eq!(raw[0].value, "hello é".as_bytes());
     assert_eq!(raw[0].key, None);
+    // gelf: Fluent Bit's GELF writer (tests/data/fluent-bit/http/gelf*.expected pin it).
+    assert_eq!(gelf.len(), 2, "{}\n{}", out.stderr, broker.log());
+    assert_eq!(
+        gelf[0].text(),
+        r#"{"version":"1.1", "short_message":"hello \u00e9", "_n":1, "host":"billing", "_dest":"audit", "_dyn":"dyn-topic", "timestamp":1700000000.123}"#
+    );
     // topic_key naming one of `topics`; iso8601_ns under another key.
     assert_eq!(audit.len(), 2);
     assert_eq!(

@@ -3,8 +3,9 @@
 //!
 //! Messages as Fluent Bit writes them: `format json` (the default) is the record with
 //! `timestamp_key` (`@timestamp`) first, as a double, `iso8601` (microseconds) or
-//! `iso8601_ns` string; `msgpack` is the same map in msgpack; `raw` is the string value
-//! of `raw_log_key` alone. The message key is the first string value of
+//! `iso8601_ns` string; `msgpack` is the same map in msgpack; `gelf` is GELF 1.1 as
+//! Fluent Bit writes it (`gelf_*_key`); `raw` is the string value of `raw_log_key`
+//! alone. The message key is the first string value of
 //! `message_key_field`, else `message_key`; the topic is the first of `topics`
 //! (`fluent-bit` when unset), or the record's `topic_key` string when it names one of
 //! `topics` (any name with `dynamic_topic on`). Every `rdkafka.*` property goes to
@@ -16,7 +17,8 @@
 //! (librdkafka's delivery reports); messages not acknowledged are sent again on the
 //! engine's retry — only those, and counted in `agent_output_kafka_resent_records_total`
 //! (each may reach the topic twice). A record that cannot become a message (no
-//! `raw_log_key` string, too large for the broker) is dropped and counted, not the chunk.
+//! `raw_log_key` string, no GELF short message, too large for the broker) is dropped and
+//! counted, not the chunk.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -26,6 +28,10 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
+use super::{
+    gelf_fields, GELF_FULL_MESSAGE_KEY, GELF_HOST_KEY, GELF_LEVEL_KEY, GELF_SHORT_MESSAGE_KEY,
+    GELF_TIMESTAMP_KEY,
+};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::format::{self, DateFormat, JsonOptions};
 use crate::event::{Chunk, Map, Record, Str, Value};
@@ -77,7 +83,7 @@ const PROPS: &[PropSpec] = &[
         "format",
         PropKind::Str,
         Some("json"),
-        "Message format: json, msgpack or raw.",
+        "Message format: json, msgpack, gelf or raw.",
     ),
     PropSpec::new(
         "message_key",
@@ -126,11 +132,11 @@ const PROPS: &[PropSpec] = &[
         Some("false"),
         "Only with the OTLP formats, which agent does not offer.",
     ),
-    PropSpec::new("gelf_timestamp_key", PropKind::Str, None, "GELF format (not available in agent)."),
-    PropSpec::new("gelf_host_key", PropKind::Str, None, "GELF format (not available in agent)."),
-    PropSpec::new("gelf_short_message_key", PropKind::Str, None, "GELF format (not available in agent)."),
-    PropSpec::new("gelf_full_message_key", PropKind::Str, None, "GELF format (not available in agent)."),
-    PropSpec::new("gelf_level_key", PropKind::Str, None, "GELF format (not available in agent)."),
+    GELF_TIMESTAMP_KEY,
+    GELF_HOST_KEY,
+    GELF_SHORT_MESSAGE_KEY,
+    GELF_FULL_MESSAGE_KEY,
+    GELF_LEVEL_KEY,
     PropSpec::new(
         "aws_msk_iam",
         PropKind::Bool,
@@ -160,6 +166,7 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
 enum Format {
     Json,
     Msgpack,
+    Gelf,
     Raw,
 }
 
@@ -179,6 +186,7 @@ struct Shared {
     message_key_field: Option<Str>,
     raw_log_key: Option<Str>,
     json: JsonOptions,
+    gelf: format::GelfFields,
     queue_full_retries: u32,
     /// Records not acknowledged by the broker and sent again.
     resent: Arc<AtomicU64>,
@@ -211,14 +219,13 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         "json" => Format::Json,
         "msgpack" => Format::Msgpack,
         "raw" => Format::Raw,
-        f @ ("gelf" | "avro" | "otlp_json" | "otlp_proto") => {
-            return Err(props.error(
-                "format",
-                format!(
-                    "json, msgpack or raw (format {f} is not available in agent's kafka output)"
-                ),
-            ))
-        }
+        "gelf" => Format::Gelf,
+        f @ ("avro" | "otlp_json" | "otlp_proto") => return Err(props.error(
+            "format",
+            format!(
+                "json, msgpack, gelf or raw (format {f} is not available in agent's kafka output)"
+            ),
+        )),
         other => {
             // Fluent Bit reads any other word as json.
             crate::warn!(
@@ -275,6 +282,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             message_key: props.str("message_key").map(Str::from),
             message_key_field: props.str("message_key_field").map(Str::from),
             raw_log_key,
+            gelf: gelf_fields(props),
             json: JsonOptions {
                 date_key: Some(Str::from(
                     props.str("timestamp_key").unwrap_or("@timestamp"),
@@ -467,20 +475,28 @@ impl Shared {
         default
     }
 
-    /// The message of `rec` into `out`; `None` when the record has none (format raw
-    /// without a string `raw_log_key`).
-    fn encode(&self, rec: &Record, out: &mut Vec<u8>) -> Option<()> {
+    /// The message of `rec` into `out`; `Err` says why the record has none (format
+    /// raw without a string `raw_log_key`, gelf without a short message).
+    fn encode(&self, rec: &Record, out: &mut Vec<u8>) -> Result<(), String> {
         out.clear();
         match self.format {
             Format::Json => {
                 format::write_json_object(out, rec.time, &Map::new(), &rec.body, &self.json)
             }
             Format::Msgpack => self.write_msgpack(rec, out),
-            Format::Raw => {
-                out.extend_from_slice(Self::string_of(&rec.body, &self.raw_log_key)?.as_bytes())
-            }
+            Format::Gelf => format::write_gelf_record(out, rec.time, &rec.body, &self.gelf)
+                .map_err(|e| format!("no GELF form: {e} (see gelf_short_message_key)"))?,
+            Format::Raw => match Self::string_of(&rec.body, &self.raw_log_key) {
+                Some(s) => out.extend_from_slice(s.as_bytes()),
+                None => {
+                    return Err(format!(
+                        "no string '{}' (format raw sends that key's value)",
+                        self.raw_log_key.as_deref().unwrap_or("")
+                    ))
+                }
+            },
         }
-        Some(())
+        Ok(())
     }
 
     /// The record with the timestamp key first, every key kept (msgpack_pack_object).
@@ -556,13 +572,15 @@ impl KafkaOutput {
         let records = &chunk.records;
         let mut tally = Tally::default();
         let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
-        let mut missing_raw = 0u64;
+        let mut unformatted = 0u64;
+        let mut why = String::new();
         let mut i = 0;
         let mut full_waits = 0u32;
         while i < records.len() {
             let rec = &records[i];
-            if sh.encode(rec, &mut self.buf).is_none() {
-                missing_raw += 1;
+            if let Err(e) = sh.encode(rec, &mut self.buf) {
+                unformatted += 1;
+                why = e;
                 i += 1;
                 continue;
             }
@@ -617,14 +635,9 @@ impl KafkaOutput {
             let o = outcome(d.await);
             self.settle(idx, o, &mut tally);
         }
-        if missing_raw > 0 {
-            crate::warn!(
-                "{} {missing_raw} record(s) without a string '{}' dropped (format raw sends that \
-                 key's value)",
-                sh.prefix,
-                sh.raw_log_key.as_deref().unwrap_or("")
-            );
-            tally.dropped += missing_raw;
+        if unformatted > 0 {
+            crate::warn!("{} {unformatted} record(s) dropped: {why}", sh.prefix);
+            tally.dropped += unformatted;
         }
         tally.resend.sort_unstable();
         if tally.resend.is_empty() && tally.dropped == 0 {
