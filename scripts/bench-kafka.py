@@ -57,7 +57,8 @@ def metric(port, name):
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics/prometheus", timeout=2).read().decode()
     except OSError:
         return 0
-    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + "{"))
+    # `name{labels} value timestamp`
+    return sum(float(l.split()[1]) for l in text.splitlines() if l.startswith(name + "{"))
 
 
 def run_agent(conf, tmp, stdout=subprocess.DEVNULL):
