@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -291,8 +291,9 @@ pub struct Activity {
     last: AtomicU64,
     progressed: AtomicBool,
     busy: AtomicU32,
-    /// Set when picked for eviction, until the connection is gone or refuses.
-    marked: AtomicBool,
+    /// Why it was picked for eviction ([`CAP_FULL`] or [`FDS_SHORT`]; 0 = not picked),
+    /// until the connection is gone or refuses.
+    marked: AtomicU8,
     evict: tokio::sync::Notify,
 }
 
@@ -307,7 +308,7 @@ impl Activity {
             last: AtomicU64::new(born),
             progressed: AtomicBool::new(false),
             busy: AtomicU32::new(0),
-            marked: AtomicBool::new(false),
+            marked: AtomicU8::new(0),
             evict: tokio::sync::Notify::new(),
         }
     }
@@ -402,22 +403,19 @@ impl Shared {
         }
     }
 
-    /// Asks the connection that made progress longest ago, and has no work in hand, to
-    /// close; false when every connection is busy.
-    fn evict_oldest(&self) -> bool {
+    /// The connection that made progress longest ago and has no work in hand.
+    fn idlest(&self) -> Option<Arc<Activity>> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = open
-            .values()
-            .filter(|a| !a.busy() && !a.marked.load(Relaxed))
-            .min_by_key(|a| (a.last.load(Relaxed), a.id));
-        match victim {
-            Some(a) => {
-                a.marked.store(true, Relaxed);
-                a.evict.notify_one();
-                true
-            }
-            None => false,
-        }
+        open.values()
+            .filter(|a| !a.busy() && a.marked.load(Relaxed) == 0)
+            .min_by_key(|a| (a.last.load(Relaxed), a.id))
+            .cloned()
+    }
+
+    /// Asks this listener's idlest connection to close, to make room for a new client;
+    /// false when every connection is busy.
+    fn evict_oldest(&self) -> bool {
+        evict(self.idlest(), CAP_FULL)
     }
 
     /// Runs a connection's `work` until it ends, the connection is evicted, or it makes
@@ -435,19 +433,25 @@ impl Shared {
             tokio::select! {
                 _ = &mut work => return,
                 _ = act.evict.notified() => {
-                    if act.busy() {
-                        act.marked.store(false, Relaxed);
+                    let why = act.marked.swap(0, Relaxed);
+                    if act.busy() || why == 0 {
                         continue;
                     }
                     metrics::add(&self.counters.evicted, 1);
                     let idle = act.now().saturating_sub(act.last.load(Relaxed));
+                    let need = match why {
+                        CAP_FULL => format!(
+                            "a new client needs its place ({} connections open)",
+                            self.setup.max_connections
+                        ),
+                        _ => "the agent is out of file descriptors".to_string(),
+                    };
                     self.log_evictions.warn(|skipped| format!(
-                        "{} closing connection from {}: no whole {} for {:.1} seconds, and a new client needs its place ({} connections open){}",
+                        "{} closing connection from {}: no whole {} for {:.1} seconds, and {need}{}",
                         self.prefix,
                         act.peer,
                         self.unit,
                         idle as f64 / 1e6,
-                        self.setup.max_connections,
                         more(skipped)
                     ));
                     return;
@@ -535,20 +539,25 @@ impl Downstream {
             "{prefix} listening on {bound}{}",
             if setup.tls.is_some() { " (TLS)" } else { "" }
         );
+        let shared = Arc::new(Shared {
+            setup,
+            prefix,
+            unit,
+            counters,
+            epoch: Instant::now(),
+            open: Mutex::default(),
+            log_timeouts: Throttle::default(),
+            log_evictions: Throttle::default(),
+            log_accept: Throttle::default(),
+        });
+        LISTENERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&shared));
         Ok(Downstream {
             listener,
-            slots: Arc::new(Semaphore::new(setup.max_connections)),
-            shared: Arc::new(Shared {
-                setup,
-                prefix,
-                unit,
-                counters,
-                epoch: Instant::now(),
-                open: Mutex::default(),
-                log_timeouts: Throttle::default(),
-                log_evictions: Throttle::default(),
-                log_accept: Throttle::default(),
-            }),
+            slots: Arc::new(Semaphore::new(shared.setup.max_connections)),
+            shared,
         })
     }
 
@@ -647,10 +656,7 @@ impl Downstream {
         }
         let shared = &self.shared;
         metrics::add(&shared.counters.accept_errors, 1);
-        let fds_short = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-        let freed = fds_short && shared.evict_oldest();
-        let wait = if freed { ACCEPT_BACKOFF_MIN } else { *backoff };
-        *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+        let (freed, wait) = accept_backoff(e, backoff);
         shared.log_accept.warn(|skipped| {
             format!(
                 "{} accept failed: {e}; {}{}",
@@ -682,8 +688,53 @@ impl Downstream {
 }
 
 /// The first wait after a failed accept, doubled on each failure in a row up to the max.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// After a failed accept of any listener (server inputs, the HTTP server): out of file
+/// descriptors, the idlest connection of any server input is closed to give one back.
+/// Returns (whether one was, how long to wait before accepting again), doubling
+/// `backoff` for the next failure in a row.
+pub fn accept_backoff(e: &io::Error, backoff: &mut Duration) -> (bool, Duration) {
+    let fds_short = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    let freed = fds_short && free_a_descriptor();
+    let wait = if freed { ACCEPT_BACKOFF_MIN } else { *backoff };
+    *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+    (freed, wait)
+}
+
+/// Why a connection is asked to go: its listener's cap is full, or the process is out
+/// of file descriptors.
+const CAP_FULL: u8 = 1;
+const FDS_SHORT: u8 = 2;
+
+/// Every running server input, so that any listener short of descriptors can take one
+/// from the idlest connection of any of them.
+static LISTENERS: Mutex<Vec<std::sync::Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Asks `victim` (if any) to close, for `why`; whether there was one.
+fn evict(victim: Option<Arc<Activity>>, why: u8) -> bool {
+    match victim {
+        Some(a) => {
+            a.marked.store(why, Relaxed);
+            a.evict.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Closes the connection, of all server inputs, that made progress longest ago and has
+/// no work in hand; false when there is none.
+pub fn free_a_descriptor() -> bool {
+    let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|w| w.strong_count() > 0);
+    let victim = all
+        .iter()
+        .filter_map(|w| w.upgrade()?.idlest())
+        .min_by_key(|a| a.epoch + Duration::from_micros(a.last.load(Relaxed)));
+    evict(victim, FDS_SHORT)
+}
 
 enum RawStream {
     Tcp(TcpStream),
