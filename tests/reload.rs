@@ -138,7 +138,10 @@ fn a_reload_that_cannot_start_rolls_back() {
 /// This host's first non-loopback IPv4 address (the agent sees a client connecting to
 /// it as remote), or `None`.
 fn non_loopback_ip() -> Option<std::net::Ipv4Addr> {
-    let out = std::process::Command::new("hostname").arg("-I").output().ok()?;
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|w| w.parse::<std::net::Ipv4Addr>().ok())

@@ -377,3 +377,79 @@ fn idle_and_slowloris_crowds_do_not_lock_out_a_good_client() {
         .count();
     assert!((1..100).contains(&lines), "{lines} eviction lines");
 }
+
+/// Sends one forward frame (Message mode, `{"src":"fwd","id":id}`), retrying the
+/// connection until `T`.
+fn send_forward_message(addr: SocketAddr, id: u32) {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "good.fwd").unwrap();
+    rmp::encode::write_uint(&mut f, 1_700_000_000).unwrap();
+    rmp::encode::write_map_len(&mut f, 2).unwrap();
+    rmp::encode::write_str(&mut f, "src").unwrap();
+    rmp::encode::write_str(&mut f, "fwd").unwrap();
+    rmp::encode::write_str(&mut f, "id").unwrap();
+    rmp::encode::write_uint(&mut f, u64::from(id)).unwrap();
+    let mut failures = 0;
+    connect(addr, &mut failures).write_all(&f).unwrap();
+}
+
+/// With the agent's descriptors used up by idle clients of one input (`ulimit -n 200`,
+/// which it cannot raise), every listener still serves (issue 21 item 3): the accept
+/// loops back off, count the failures, and close the idlest connection to get a
+/// descriptor back. Before, forward retried EMFILE every 100 ms for as long as the idle
+/// clients stayed, and the other listeners starved with it.
+#[test]
+fn listeners_keep_serving_when_descriptors_run_out() {
+    let http = free_port();
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n    grace 2\n\
+         \x20   http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
+         [INPUT]\n    name tcp\n    listen 127.0.0.1\n    port 0\n    tag good.tcp\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n"
+    );
+    let mut a = Agent::start_wrapped(&conf, &["prlimit", "--nofile=200:200"]);
+    a.wait_until(T, "both listeners", |_, e| {
+        e.matches("listening on 127.0.0.1:").count() >= 2
+    });
+    let fwd: SocketAddr = ([127, 0, 0, 1], port_of(&a, "forward")).into();
+    let tcp: SocketAddr = ([127, 0, 0, 1], port_of(&a, "tcp")).into();
+    // 300 idle clients of forward, reconnecting when closed: more than the agent has
+    // descriptors.
+    let crowd = Crowd::start(fwd, 300, b"", Duration::from_secs(1));
+    a.wait_log("accept failed: Too many open files", T);
+    send_forward_message(fwd, 1);
+    let mut failures = 0;
+    connect(tcp, &mut failures)
+        .write_all(b"{\"src\":\"tcp\",\"id\":2}\n")
+        .unwrap();
+    a.wait_until(T, "a record through each input", |out, _| {
+        let (f, t) = delivered(out);
+        f.contains(&1) && t.contains(&2)
+    });
+    // The monitoring server answers too (retried: the crowd takes descriptors back).
+    let deadline = Instant::now() + T;
+    let errors = loop {
+        if let Ok((200, body)) = http_get(http, "/api/v2/metrics/prometheus") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the HTTP server never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let count = |name: &str| -> u64 {
+        errors
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{name=\"forward.0\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}\n{errors}"))
+    };
+    assert!(count("agent_input_accept_errors_total") > 0, "{errors}");
+    assert!(
+        count("agent_input_evicted_connections_total") > 0,
+        "{errors}"
+    );
+    drop(crowd);
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+}

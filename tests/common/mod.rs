@@ -123,6 +123,16 @@ impl Agent {
         a
     }
 
+    /// Starts `agent -c <conf>` through `wrapper` (a command that execs its arguments,
+    /// such as `prlimit --nofile=200:200`).
+    pub fn start_wrapped(conf: &str, wrapper: &[&str]) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let mut a = Agent::spawn_wrapped(&dir, wrapper, &["-c", path.to_str().unwrap()], None, &[]);
+        a._own = Some(dir);
+        a
+    }
+
     /// Starts `agent -c <conf>` inside the network namespace `ns`.
     pub fn start_in_netns(conf: &str, ns: &netns::NetNs) -> Agent {
         let dir = Dir::new();
