@@ -808,14 +808,17 @@ impl Pipeline {
             outputs,
             log_settings,
             exit,
-            ..
+            registry,
         } = self;
         crate::log::set_instances(log_settings);
         // Opened before anything runs: an input that asks for filesystem buffering
         // never runs without it (a read-only or unwritable storage.path stops the start).
         let storage = match &config.service.storage {
             Some((dir, full, checksum)) => match storage::Store::open(dir, *full, *checksum) {
-                Ok(s) => Ok(Some(s)),
+                Ok(mut s) => {
+                    s.counters = storage::StorageCounters::register(&registry.plugins);
+                    Ok(Some(s))
+                }
                 Err(e) if inputs.iter().any(|i| i.filesystem) => {
                     crate::error!(
                         "[storage] cannot use storage.path {}: {e}; inputs with storage.type filesystem need it (fix storage.path, or use storage.type memory)",
