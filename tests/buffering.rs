@@ -318,3 +318,86 @@ fn replayed_chunks_no_output_takes_are_kept_not_deleted() {
     d.stop(T);
     assert_eq!(values(&c).iter().collect::<HashSet<_>>().len(), 20);
 }
+
+/// Offsets of the frame headers of a chunk file (magic, tag, then u32 length + u32 CRC
+/// + payload per frame).
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 10 + u16::from_be_bytes([bytes[8], bytes[9]]) as usize;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        out.push(at);
+        at += 8 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+/// A damaged length field in a frame that is not the last of its chunk file (issue 21
+/// item 12): the frames after it were read as "the last frame is cut short", dropped,
+/// and the file deleted. Now every record of the file is replayed, the file is kept in
+/// quarantine, and the replay says so.
+#[test]
+fn a_damaged_length_in_a_chunk_file_loses_no_record_and_keeps_the_file() {
+    for checksum in ["off", "on"] {
+        let store = Dir::new();
+        let port = free_port();
+        let http = free_port();
+        let conf = |n: u32| {
+            format!(
+                "[SERVICE]\n    flush 30\n    storage.path {}\n    storage.sync full\n    storage.checksum {checksum}\n\
+                 \x20   http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+                 [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 10000000\n    storage.type filesystem\n\
+                 [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+                store.path().display()
+            )
+        };
+        // flush 30: the 40 records stay in one chunk file, a frame each.
+        let mut a = Agent::start(&conf(40));
+        let end = Instant::now() + T;
+        while stored(store.path()) < 40 {
+            assert!(
+                Instant::now() < end,
+                "records never reached disk:\n{}",
+                a.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a.signal(libc::SIGKILL);
+        a.wait(T);
+        let files = walk(store.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let offsets = frame_offsets(&bytes);
+        assert!(offsets.len() >= 3, "{} frames", offsets.len());
+        let at = offsets[1];
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&files[0], &bytes).unwrap();
+
+        let c = TcpCollector::on_port(port);
+        let mut b = Agent::start(&conf(0));
+        c.wait_lines(40, T);
+        b.wait_log("[storage] replayed 40 records", T);
+        let (_, metrics) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
+        let o = b.stop(T);
+        assert_eq!(
+            values(&c).iter().collect::<HashSet<_>>().len(),
+            40,
+            "checksum {checksum}: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr
+                .contains("frames follow it; 0 bytes could not be read: moved to"),
+            "{}",
+            o.stderr
+        );
+        let kept = store
+            .path()
+            .join("quarantine")
+            .join(files[0].file_name().unwrap());
+        assert_eq!(std::fs::read(kept).unwrap(), bytes, "kept as it was");
+        assert!(
+            metrics.contains("agent_storage_quarantined_files_total{name=\"storage\"} 1"),
+            "{metrics}"
+        );
+    }
+}
