@@ -401,3 +401,104 @@ fn a_damaged_length_in_a_chunk_file_loses_no_record_and_keeps_the_file() {
         );
     }
 }
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A forward receiver without `mem_buf_limit` whose only output never reads, and the
+/// HTTP port of its monitoring server.
+fn stalled_forward_receiver(c: &TcpCollector) -> (Agent, u16) {
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    retry_limit no_limits\n    workers 1\n",
+        c.port()
+    ));
+    a.wait_log("listening on", T);
+    (a, http)
+}
+
+/// Writes `frames` forward frames from `frame(i)` until done or the agent stops reading
+/// for 5 s; returns how many were written whole.
+fn push_frames(port: u16, frames: usize, frame: impl Fn(usize) -> Vec<u8>) -> usize {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..frames {
+        if s.write_all(&frame(i)).is_err() {
+            return i;
+        }
+    }
+    frames
+}
+
+/// A stalled output bounds the memory of an input without `mem_buf_limit` (issue 21
+/// item 5): the queues between stages counted chunks, not bytes, so a forward client
+/// sending 5 MB records grew the agent by gigabytes until an allocation failed. Now
+/// the default `mem_buf_limit` (64M) pauses the input and the sender is held back.
+#[test]
+fn five_mb_records_to_a_stalled_output_keep_memory_bounded() {
+    let c = TcpCollector::with_mode(Mode::Stalled);
+    let (mut a, http) = stalled_forward_receiver(&c);
+    let port = bound_port(&a);
+    let big = "x".repeat(5_000_000);
+    // 120 records of 5 MB: 600 MB if nothing held them back.
+    let sent = push_frames(port, 120, |i| {
+        let mut f = Vec::new();
+        rmp::encode::write_array_len(&mut f, 3).unwrap();
+        rmp::encode::write_str(&mut f, "big").unwrap();
+        rmp::encode::write_uint(&mut f, 1_700_000_000 + i as u64).unwrap();
+        rmp::encode::write_map_len(&mut f, 1).unwrap();
+        rmp::encode::write_str(&mut f, "pad").unwrap();
+        rmp::encode::write_str(&mut f, &big).unwrap();
+        f
+    });
+    a.wait_log("[input] forward.0 paused (mem buf overlimit", T);
+    let peak = peak_rss_mib(a.pid());
+    let (_, metrics) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
+    eprintln!(
+        "5 MB records: {sent} of 120 written before the agent held back; peak RSS {peak} MiB"
+    );
+    assert!(sent < 120, "the sender was never held back");
+    assert!(peak < 300, "peak RSS {peak} MiB");
+    assert!(
+        metrics.contains("fluentbit_input_ingestion_paused{name=\"forward.0\"} 1"),
+        "{metrics}"
+    );
+    a.stop(T);
+}
+
+/// The same with small records: 9.9 M of them offered in frames of 10,000 (the chunk
+/// bounds hold these before the byte limit does; either way the sender is held back).
+#[test]
+fn many_small_records_to_a_stalled_output_keep_memory_bounded() {
+    let c = TcpCollector::with_mode(Mode::Stalled);
+    let (a, _) = stalled_forward_receiver(&c);
+    let port = bound_port(&a);
+    let mut frame = Vec::new();
+    rmp::encode::write_array_len(&mut frame, 2).unwrap();
+    rmp::encode::write_str(&mut frame, "small").unwrap();
+    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
+    for j in 0..10_000u64 {
+        rmp::encode::write_array_len(&mut frame, 2).unwrap();
+        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
+        rmp::encode::write_map_len(&mut frame, 1).unwrap();
+        rmp::encode::write_str(&mut frame, "n").unwrap();
+        rmp::encode::write_uint(&mut frame, j).unwrap();
+    }
+    let sent = push_frames(port, 990, |_| frame.clone());
+    let peak = peak_rss_mib(a.pid());
+    eprintln!("small records: {sent} of 990 frames of 10,000 written before the agent held back; peak RSS {peak} MiB");
+    assert!(sent < 990, "the sender was never held back");
+    assert!(peak < 300, "peak RSS {peak} MiB");
+    a.stop(T);
+}
