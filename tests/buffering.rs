@@ -131,6 +131,23 @@ fn stored(dir: &std::path::Path) -> usize {
     n
 }
 
+/// Runs an agent on `conf` until `n` records are in chunk files under `dir`, then
+/// kills it with SIGKILL.
+fn kill_once_stored(conf: &str, dir: &std::path::Path, n: usize) {
+    let mut a = Agent::start(conf);
+    let end = Instant::now() + T;
+    while stored(dir) < n {
+        assert!(
+            Instant::now() < end,
+            "records never reached disk:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal(libc::SIGKILL);
+    a.wait(T);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -158,18 +175,7 @@ fn kill_9_with_filesystem_storage_then_restart_delivers_every_accepted_record() 
         )
     };
     // The destination is down: 50 records accepted into chunk files, then kill -9.
-    let mut a = Agent::start(&conf(50));
-    let end = Instant::now() + T;
-    while stored(store.path()) < 50 {
-        assert!(
-            Instant::now() < end,
-            "records never reached disk:\n{}",
-            a.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    a.signal(libc::SIGKILL);
-    a.wait(T);
+    kill_once_stored(&conf(50), store.path(), 50);
     assert_eq!(stored(store.path()), 50);
     // A damaged file next to them: quarantined with a log line, never a crash.
     let bad = store.path().join("random.0").join("0-bad.flb");
@@ -284,18 +290,7 @@ fn replayed_chunks_no_output_takes_are_kept_not_deleted() {
             store.path().display()
         )
     };
-    let mut a = Agent::start(&conf(20, "*"));
-    let end = Instant::now() + T;
-    while stored(store.path()) < 20 {
-        assert!(
-            Instant::now() < end,
-            "records never reached disk:\n{}",
-            a.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    a.signal(libc::SIGKILL);
-    a.wait(T);
+    kill_once_stored(&conf(20, "*"), store.path(), 20);
     // A config whose only output takes another tag: nothing replayed, nothing deleted.
     let c = TcpCollector::on_port(port);
     let mut b = Agent::start(&conf(0, "other.*"));
@@ -351,18 +346,7 @@ fn a_damaged_length_in_a_chunk_file_loses_no_record_and_keeps_the_file() {
             )
         };
         // flush 30: the 40 records stay in one chunk file, a frame each.
-        let mut a = Agent::start(&conf(40));
-        let end = Instant::now() + T;
-        while stored(store.path()) < 40 {
-            assert!(
-                Instant::now() < end,
-                "records never reached disk:\n{}",
-                a.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        a.signal(libc::SIGKILL);
-        a.wait(T);
+        kill_once_stored(&conf(40), store.path(), 40);
         let files = walk(store.path());
         assert_eq!(files.len(), 1, "{files:?}");
         let mut bytes = std::fs::read(&files[0]).unwrap();

@@ -150,6 +150,16 @@ fn connect(addr: SocketAddr, failures: &mut u32) -> TcpStream {
     }
 }
 
+/// An event time and the record `{"src":"fwd","id":id}`.
+fn write_time_and_record(f: &mut Vec<u8>, id: u32) {
+    rmp::encode::write_uint(f, 1_700_000_000).unwrap();
+    rmp::encode::write_map_len(f, 2).unwrap();
+    rmp::encode::write_str(f, "src").unwrap();
+    rmp::encode::write_str(f, "fwd").unwrap();
+    rmp::encode::write_str(f, "id").unwrap();
+    rmp::encode::write_uint(f, u64::from(id)).unwrap();
+}
+
 /// A forward frame (Forward mode) of records `{"src":"fwd","id":i}` for `ids`, with a
 /// `chunk` option so the server acks it.
 fn forward_frame(ids: std::ops::Range<u32>, chunk: &str) -> Vec<u8> {
@@ -159,12 +169,7 @@ fn forward_frame(ids: std::ops::Range<u32>, chunk: &str) -> Vec<u8> {
     rmp::encode::write_array_len(&mut f, ids.len() as u32).unwrap();
     for i in ids {
         rmp::encode::write_array_len(&mut f, 2).unwrap();
-        rmp::encode::write_uint(&mut f, 1_700_000_000).unwrap();
-        rmp::encode::write_map_len(&mut f, 2).unwrap();
-        rmp::encode::write_str(&mut f, "src").unwrap();
-        rmp::encode::write_str(&mut f, "fwd").unwrap();
-        rmp::encode::write_str(&mut f, "id").unwrap();
-        rmp::encode::write_uint(&mut f, u64::from(i)).unwrap();
+        write_time_and_record(&mut f, i);
     }
     rmp::encode::write_map_len(&mut f, 1).unwrap();
     rmp::encode::write_str(&mut f, "chunk").unwrap();
@@ -224,18 +229,7 @@ fn good_tcp_client(addr: SocketAddr, n: u32) -> u32 {
 
 /// The port the input `[input:PLUGIN:...]` bound.
 fn port_of(a: &Agent, plugin: &str) -> u16 {
-    let err = a.stderr();
-    let tag = format!("[input:{plugin}:");
-    let line = err
-        .lines()
-        .find(|l| l.contains(&tag) && l.contains("listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no {plugin} listening line\n{err}"));
-    let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    bound_port_of(a, &format!("[input:{plugin}:"))
 }
 
 /// (ids from forward, ids from tcp) in the agent's stdout.
@@ -384,12 +378,7 @@ fn send_forward_message(addr: SocketAddr, id: u32) {
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 3).unwrap();
     rmp::encode::write_str(&mut f, "good.fwd").unwrap();
-    rmp::encode::write_uint(&mut f, 1_700_000_000).unwrap();
-    rmp::encode::write_map_len(&mut f, 2).unwrap();
-    rmp::encode::write_str(&mut f, "src").unwrap();
-    rmp::encode::write_str(&mut f, "fwd").unwrap();
-    rmp::encode::write_str(&mut f, "id").unwrap();
-    rmp::encode::write_uint(&mut f, u64::from(id)).unwrap();
+    write_time_and_record(&mut f, id);
     let mut failures = 0;
     connect(addr, &mut failures).write_all(&f).unwrap();
 }

@@ -305,12 +305,18 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16
 /// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
 /// never race for one): from its last `listening on 127.0.0.1:PORT` line.
 pub fn bound_port(a: &Agent) -> u16 {
+    bound_port_of(a, "")
+}
+
+/// As [`bound_port`], from the last such line that also contains `prefix` (a log
+/// prefix such as `[input:tcp:`, when several inputs listen).
+pub fn bound_port_of(a: &Agent, prefix: &str) -> u16 {
     let err = a.stderr();
     let line = err
         .lines()
         .rev()
-        .find(|l| l.contains("listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listening line\n{err}"));
+        .find(|l| l.contains("listening on 127.0.0.1:") && l.contains(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} listening line\n{err}"));
     let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()
