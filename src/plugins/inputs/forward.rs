@@ -225,12 +225,16 @@ enum End {
 
 /// The length of the complete frame at the front of `buf`, if there is one; `len`
 /// keeps what was measured of an incomplete frame for the next call.
-fn next_frame(len: &mut ValueLen, buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+/// `limit` names what `max` is, for the message.
+fn next_frame(
+    len: &mut ValueLen,
+    buf: &[u8],
+    max: usize,
+    limit: &str,
+) -> Result<Option<usize>, String> {
     match len.advance(buf) {
         Ok(Some(n)) => Ok(Some(n)),
-        Ok(None) if buf.len() >= max => {
-            Err(format!("frame larger than buffer_max_size ({max} bytes)"))
-        }
+        Ok(None) if buf.len() >= max => Err(format!("frame larger than {limit} ({max} bytes)")),
         Ok(None) | Err(DecodeError::Incomplete) => Ok(None),
         Err(DecodeError::Invalid(why)) => Err(format!("invalid msgpack: {why}")),
     }
@@ -381,7 +385,11 @@ impl Session {
         let mut start = 0;
         let result = loop {
             let limit = self.limit();
-            let n = match next_frame(&mut self.frame_len, &self.buf[start..], limit) {
+            let name = match limit < self.cfg.max {
+                true => "what a client may send before the handshake",
+                false => "buffer_max_size",
+            };
+            let n = match next_frame(&mut self.frame_len, &self.buf[start..], limit, name) {
                 Ok(Some(n)) => n,
                 Ok(None) => break Ok(()),
                 Err(why) => break Err(End::Rejected(why)),
@@ -479,15 +487,24 @@ mod tests {
         // Two complete frames and the start of a third.
         let buf = [0x92, 0xa1, b't', 0x90, 0x92, 0xa1, b'u', 0x90, 0x92];
         let fresh = || ValueLen::default();
-        assert_eq!(next_frame(&mut fresh(), &buf, 100), Ok(Some(4)));
-        assert_eq!(next_frame(&mut fresh(), &buf[8..], 100), Ok(None));
+        assert_eq!(
+            next_frame(&mut fresh(), &buf, 100, "buffer_max_size"),
+            Ok(Some(4))
+        );
+        assert_eq!(
+            next_frame(&mut fresh(), &buf[8..], 100, "buffer_max_size"),
+            Ok(None)
+        );
         // A str32 declaring 4 GB: incomplete, never allocated, refused at the limit.
         let huge = [0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
-        assert_eq!(next_frame(&mut fresh(), &huge, 100), Ok(None));
-        assert!(next_frame(&mut fresh(), &huge, 9)
+        assert_eq!(
+            next_frame(&mut fresh(), &huge, 100, "buffer_max_size"),
+            Ok(None)
+        );
+        assert!(next_frame(&mut fresh(), &huge, 9, "buffer_max_size")
             .unwrap_err()
             .contains("buffer_max_size"));
-        assert!(next_frame(&mut fresh(), &[0xc1], 100)
+        assert!(next_frame(&mut fresh(), &[0xc1], 100, "buffer_max_size")
             .unwrap_err()
             .starts_with("invalid msgpack"));
     }
