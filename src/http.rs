@@ -4,7 +4,7 @@
 //! its own tasks; it only reads atomic counters, so it never blocks the pipeline.
 //! Fluent Bit: src/http_server/api/v1/*.c, src/http_server/api/v2/*.c
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,6 +29,10 @@ pub struct Monitor {
     accept_errors: std::sync::atomic::AtomicU64,
     /// `agent_http_refused_connections_total`: connections closed at once at the cap.
     refused: std::sync::atomic::AtomicU64,
+    /// `agent_http_evicted_connections_total`: idle connections closed for a new one.
+    evicted: std::sync::atomic::AtomicU64,
+    /// When the server was created, for the connections' last-answered times.
+    started: Instant,
     /// `agent_http_refused_reloads_total`: reload requests without the right to reload.
     reloads_refused: std::sync::atomic::AtomicU64,
     reloads: std::sync::atomic::AtomicU64,
@@ -65,6 +69,8 @@ impl Monitor {
             reload,
             accept_errors: Default::default(),
             refused: Default::default(),
+            evicted: Default::default(),
+            started: Instant::now(),
             reloads_refused: Default::default(),
             reloads: Default::default(),
             health,
@@ -154,6 +160,7 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
     });
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let open = Open::default();
         let mut backoff = crate::net::downstream::ACCEPT_BACKOFF_MIN;
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -180,10 +187,23 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                     continue;
                 }
             };
-            // Full: the new connection is closed at once (the others free their slot
-            // within HEADER_TIMEOUT when they send nothing), so idle clients can hold
-            // neither unbounded descriptors nor the server for long.
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: the connection that was answered longest ago (or never) makes room,
+            // so idle and half-sent clients can neither hold unbounded descriptors nor
+            // keep a good client out; a new one is refused only if none goes in time.
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    if let Some(victim) = open.idlest() {
+                        victim.notify_one();
+                        monitor.evicted.fetch_add(1, Relaxed);
+                    }
+                    tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            };
+            let Some(slot) = slot else {
                 let refused = monitor.refused.fetch_add(1, Relaxed) + 1;
                 if refused.is_power_of_two() {
                     crate::warn!(
@@ -193,23 +213,76 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 continue;
             };
             let m = monitor.clone();
+            let (entry, last, evict) = open.add();
             tokio::spawn(async move {
                 let loopback = peer.ip().is_loopback()
                     || matches!(peer.ip(), std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
                 let svc = hyper::service::service_fn(move |req| {
                     let m = m.clone();
+                    last.store(m.started.elapsed().as_millis() as u64, Relaxed);
                     async move { Ok::<_, Infallible>(handle(&m, &req, loopback)) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
+                let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(io, svc)
-                    .await;
+                    .serve_connection(io, svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = evict.notified() => {}
+                }
+                drop(entry);
                 drop(slot);
             });
         }
     });
+}
+
+/// The monitoring server's open connections: when each was last answered (ms since the
+/// server started; its open time until then), and how to ask it to close.
+#[derive(Default)]
+struct Open(Arc<Mutex<(u64, HashMap<u64, OpenConn>)>>);
+
+type OpenConn = (Arc<std::sync::atomic::AtomicU64>, Arc<tokio::sync::Notify>);
+
+/// A connection's place in [`Open`]; leaves it when dropped.
+struct OpenEntry(Arc<Mutex<(u64, HashMap<u64, OpenConn>)>>, u64);
+
+impl Drop for OpenEntry {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .remove(&self.1);
+    }
+}
+
+impl Open {
+    fn add(
+        &self,
+    ) -> (
+        OpenEntry,
+        Arc<std::sync::atomic::AtomicU64>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let id = g.0;
+        // Opened now: ordered after every connection answered before.
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let evict = Arc::new(tokio::sync::Notify::new());
+        g.1.insert(id, (last.clone(), evict.clone()));
+        (OpenEntry(self.0.clone(), id), last, evict)
+    }
+
+    /// The connection answered longest ago, oldest first among those never answered.
+    fn idlest(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.iter()
+            .min_by_key(|(id, (last, _))| (last.load(Relaxed), **id))
+            .map(|(_, (_, evict))| evict.clone())
+    }
 }
 
 /// Most connections the monitoring server keeps open at once.
@@ -446,6 +519,11 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
             "agent_http_refused_connections_total",
             "Connections to the monitoring HTTP server closed at once because it held its maximum.",
             &m.refused,
+        ),
+        (
+            "agent_http_evicted_connections_total",
+            "Idle connections to the monitoring HTTP server closed to make room for a new one.",
+            &m.evicted,
         ),
         (
             "agent_http_refused_reloads_total",

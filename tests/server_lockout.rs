@@ -267,8 +267,13 @@ fn open_fds(pid: u32) -> usize {
 
 /// A counter of the monitoring endpoint for one instance.
 fn metric(http: u16, name: &str, instance: &str) -> u64 {
-    let (_, body) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
-    let prefix = format!("{name}{{name=\"{instance}\"}} ");
+    let (status, body) = http_get(http, "/api/v2/metrics/prometheus")
+        .unwrap_or_else(|e| panic!("the monitoring server did not answer: {e}"));
+    assert_eq!(status, 200, "{body}");
+    let prefix = match instance {
+        "" => format!("{name} "),
+        _ => format!("{name}{{name=\"{instance}\"}} "),
+    };
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
@@ -278,14 +283,15 @@ fn metric(http: u16, name: &str, instance: &str) -> u64 {
 const RECORDS: u32 = 10_000;
 
 /// 1,100 idle sockets and 1,030 slowloris clients (a byte every 2 s, reconnecting when
-/// closed) against each of `forward` and `tcp`, while a good client sends 10,000
-/// records to each: every record arrives, the evictions are counted, and the agent's
-/// peak RSS stays under 128 MiB.
+/// closed) against each of `forward` and `tcp`, and 600 against the monitoring server,
+/// while a good client sends 10,000 records to each input: every record arrives, the
+/// monitoring server answers, the evictions are counted, and the agent's peak RSS stays
+/// under 128 MiB.
 #[test]
 fn idle_and_slowloris_crowds_do_not_lock_out_a_good_client() {
     // Per listener 2,130 hostile sockets here plus the good clients.
-    if !raise_nofile(12_000) {
-        return skip("RLIMIT_NOFILE cannot be raised to 12000 (hard limit too low)");
+    if !raise_nofile(14_000) {
+        return skip("RLIMIT_NOFILE cannot be raised to 14000 (hard limit too low)");
     }
     let http = free_port();
     let mut a = Agent::start(&format!(
@@ -300,6 +306,7 @@ fn idle_and_slowloris_crowds_do_not_lock_out_a_good_client() {
     });
     let fwd: SocketAddr = ([127, 0, 0, 1], port_of(&a, "forward")).into();
     let tcp: SocketAddr = ([127, 0, 0, 1], port_of(&a, "tcp")).into();
+    let web: SocketAddr = ([127, 0, 0, 1], http).into();
     let every = Duration::from_secs(2);
     // Slowloris: a frame (a str32 of 1 MB) or a JSON string that never ends.
     let crowds = [
@@ -307,6 +314,9 @@ fn idle_and_slowloris_crowds_do_not_lock_out_a_good_client() {
         Crowd::start(fwd, 1030, b"\x92\xdb\x00\x10\x00\x00x", every),
         Crowd::start(tcp, 1100, b"", Duration::from_secs(1)),
         Crowd::start(tcp, 1030, b"{\"a\":\"x", every),
+        // And the monitoring server: idle, and a request head that never ends.
+        Crowd::start(web, 300, b"", Duration::from_secs(1)),
+        Crowd::start(web, 300, b"GET / HTTP/1.1\r\nX-Slow: x", every),
     ];
     // Both caps full (1,024 descriptors each) before the good clients come.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -344,16 +354,18 @@ fn idle_and_slowloris_crowds_do_not_lock_out_a_good_client() {
         .iter()
         .map(|c| c.reconnects.load(Ordering::Relaxed))
         .collect();
-    drop(crowds);
+    // The monitoring server answers during the attack.
     let evicted = [
         metric(http, "agent_input_evicted_connections_total", "forward.0"),
         metric(http, "agent_input_evicted_connections_total", "tcp.1"),
+        metric(http, "agent_http_evicted_connections_total", ""),
     ];
+    drop(crowds);
     eprintln!(
         "soak: {RECORDS} records each to forward and tcp in {took:?}; peak RSS {peak_mib} MiB; \
-         evicted forward {} tcp {}; crowd reconnects {reconnects:?}; good client connect \
+         evicted forward {} tcp {} http {}; crowd reconnects {reconnects:?}; good client connect \
          failures forward {fwd_failures} tcp {tcp_failures}, forward frames resent {resends}",
-        evicted[0], evicted[1]
+        evicted[0], evicted[1], evicted[2]
     );
     assert_eq!(got_fwd, (0..u64::from(RECORDS)).collect());
     assert_eq!(got_tcp, (0..u64::from(RECORDS)).collect());
