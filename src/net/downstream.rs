@@ -550,10 +550,12 @@ impl Downstream {
             log_evictions: Throttle::default(),
             log_accept: Throttle::default(),
         });
-        LISTENERS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&shared));
+        {
+            let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+            // Listeners of pipelines a hot reload replaced are gone.
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&shared));
+        }
         Ok(Downstream {
             listener,
             slots: Arc::new(Semaphore::new(shared.setup.max_connections)),
