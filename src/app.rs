@@ -57,6 +57,7 @@ pub fn main(args: &[String]) -> u8 {
         eprintln!("configuration test is successful");
         return 0;
     }
+    raise_nofile_limit();
     run(&cli, pipeline)
 }
 
@@ -249,7 +250,10 @@ async fn supervise(cli: &Cli, mut pipeline: Pipeline) -> Option<crate::pipeline:
                 let m = crate::http::Monitor::new(
                     pipeline.registry(),
                     pipeline.config.service.health,
-                    hot_reload.then(|| reload_tx.clone()),
+                    hot_reload.then(|| crate::http::Reload {
+                        tx: reload_tx.clone(),
+                        token: pipeline.config.service.reload_token.clone(),
+                    }),
                 );
                 crate::http::spawn(listener, m.clone());
                 monitor = Some(m);
@@ -382,4 +386,30 @@ fn watch_signals(
         }
     });
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs and most
+/// servers do: every client of a server input, output connection and watched file is a
+/// descriptor, and the usual soft limit of 1,024 is what one server input's connection
+/// cap alone may take. What is still short is handled at accept (see
+/// `crate::net::downstream`).
+fn raise_nofile_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 || r.rlim_cur >= r.rlim_max {
+            return;
+        }
+        let soft = r.rlim_cur;
+        r.rlim_cur = r.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+            crate::debug!(
+                "[engine] open files limit raised from {soft} to {}",
+                r.rlim_max
+            );
+        }
+    }
 }

@@ -4,9 +4,10 @@
 //! its own tasks; it only reads atomic counters, so it never blocks the pipeline.
 //! Fluent Bit: src/http_server/api/v1/*.c, src/http_server/api/v2/*.c
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +24,17 @@ pub struct Monitor {
     /// The running pipeline's metrics; replaced on a hot reload.
     registry: Mutex<Arc<Registry>>,
     /// Asks the supervisor to reload (`hot_reload on`), for `/api/v2/reload`.
-    reload: Option<tokio::sync::mpsc::Sender<()>>,
+    reload: Option<Reload>,
+    /// `agent_http_accept_errors_total`: failed accepts (out of descriptors and the like).
+    accept_errors: std::sync::atomic::AtomicU64,
+    /// `agent_http_refused_connections_total`: connections closed at once at the cap.
+    refused: std::sync::atomic::AtomicU64,
+    /// `agent_http_evicted_connections_total`: idle connections closed for a new one.
+    evicted: std::sync::atomic::AtomicU64,
+    /// When the server was created, for the connections' last-answered times.
+    started: Instant,
+    /// `agent_http_refused_reloads_total`: reload requests without the right to reload.
+    reloads_refused: std::sync::atomic::AtomicU64,
     reloads: std::sync::atomic::AtomicU64,
     /// (hc_errors_count, hc_retry_failure_count, hc_period seconds).
     health: Option<(u64, u64, u64)>,
@@ -39,15 +50,28 @@ pub async fn bind(listen: &str, port: u16) -> Result<TcpListener, String> {
     })
 }
 
+/// `POST /api/v2/reload`: where it goes, and who may ask.
+pub struct Reload {
+    pub tx: tokio::sync::mpsc::Sender<()>,
+    /// `hot_reload.token`: required as `Authorization: Bearer TOKEN` from every client;
+    /// `None`: only loopback clients may reload.
+    pub token: Option<String>,
+}
+
 impl Monitor {
     pub fn new(
         registry: Arc<Registry>,
         health: Option<(u64, u64, u64)>,
-        reload: Option<tokio::sync::mpsc::Sender<()>>,
+        reload: Option<Reload>,
     ) -> Arc<Monitor> {
         Arc::new(Monitor {
             registry: Mutex::new(registry),
             reload,
+            accept_errors: Default::default(),
+            refused: Default::default(),
+            evicted: Default::default(),
+            started: Instant::now(),
+            reloads_refused: Default::default(),
             reloads: Default::default(),
             health,
             hostname: crate::config::parser::hostname().unwrap_or_default(),
@@ -136,21 +160,51 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
     });
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let mut refused = 0u64;
+        let open = Open::default();
+        let mut backoff = crate::net::downstream::ACCEPT_BACKOFF_MIN;
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => {
+                    backoff = crate::net::downstream::ACCEPT_BACKOFF_MIN;
+                    a
+                }
                 Err(e) => {
-                    crate::warn!("[http_server] accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of descriptors: back off (and take one from the idlest
+                    // client of a server input) instead of spinning or giving up.
+                    let n = monitor.accept_errors.fetch_add(1, Relaxed) + 1;
+                    let (freed, wait) = crate::net::downstream::accept_backoff(&e, &mut backoff);
+                    if n.is_power_of_two() {
+                        crate::warn!(
+                            "[http_server] accept failed: {e} ({n} failures so far){}",
+                            if freed {
+                                "; closed the idlest input connection to free a descriptor"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
-            // Full: the new connection is closed at once (the others free their slot
-            // within HEADER_TIMEOUT when they send nothing), so idle clients can hold
-            // neither unbounded descriptors nor the server for long.
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                refused += 1;
+            // Full: the connection that was answered longest ago (or never) makes room,
+            // so idle and half-sent clients can neither hold unbounded descriptors nor
+            // keep a good client out; a new one is refused only if none goes in time.
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    if let Some(victim) = open.idlest() {
+                        victim.notify_one();
+                        monitor.evicted.fetch_add(1, Relaxed);
+                    }
+                    tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            };
+            let Some(slot) = slot else {
+                let refused = monitor.refused.fetch_add(1, Relaxed) + 1;
                 if refused.is_power_of_two() {
                     crate::warn!(
                         "[http_server] {refused} connections refused: {MAX_CONNECTIONS} are open"
@@ -159,21 +213,76 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 continue;
             };
             let m = monitor.clone();
+            let (entry, last, evict) = open.add();
             tokio::spawn(async move {
+                let loopback = peer.ip().is_loopback()
+                    || matches!(peer.ip(), std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
                 let svc = hyper::service::service_fn(move |req| {
                     let m = m.clone();
-                    async move { Ok::<_, Infallible>(handle(&m, &req)) }
+                    last.store(m.started.elapsed().as_millis() as u64, Relaxed);
+                    async move { Ok::<_, Infallible>(handle(&m, &req, loopback)) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
+                let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(io, svc)
-                    .await;
+                    .serve_connection(io, svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = evict.notified() => {}
+                }
+                drop(entry);
                 drop(slot);
             });
         }
     });
+}
+
+/// The monitoring server's open connections: when each was last answered (ms since the
+/// server started; its open time until then), and how to ask it to close.
+#[derive(Default)]
+struct Open(Arc<Mutex<(u64, HashMap<u64, OpenConn>)>>);
+
+type OpenConn = (Arc<std::sync::atomic::AtomicU64>, Arc<tokio::sync::Notify>);
+
+/// A connection's place in [`Open`]; leaves it when dropped.
+struct OpenEntry(Arc<Mutex<(u64, HashMap<u64, OpenConn>)>>, u64);
+
+impl Drop for OpenEntry {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .remove(&self.1);
+    }
+}
+
+impl Open {
+    fn add(
+        &self,
+    ) -> (
+        OpenEntry,
+        Arc<std::sync::atomic::AtomicU64>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let id = g.0;
+        // Opened now: ordered after every connection answered before.
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let evict = Arc::new(tokio::sync::Notify::new());
+        g.1.insert(id, (last.clone(), evict.clone()));
+        (OpenEntry(self.0.clone(), id), last, evict)
+    }
+
+    /// The connection answered longest ago, oldest first among those never answered.
+    fn idlest(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.iter()
+            .min_by_key(|(id, (last, _))| (last.load(Relaxed), **id))
+            .map(|(_, (_, evict))| evict.clone())
+    }
 }
 
 /// Most connections the monitoring server keeps open at once.
@@ -192,10 +301,10 @@ fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Resp
         .expect("static headers are valid")
 }
 
-fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
+fn handle<B>(m: &Monitor, req: &Request<B>, loopback: bool) -> Response<Full<Bytes>> {
     let json = Some("application/json");
     if req.uri().path() == "/api/v2/reload" {
-        return reload(m, req.method());
+        return reload(m, req, loopback);
     }
     if req.method() != Method::GET {
         return respond(StatusCode::METHOD_NOT_ALLOWED, None, String::new());
@@ -224,14 +333,55 @@ fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-/// `/api/v2/reload`: GET the reload count, POST/PUT to reload (`hot_reload on`).
-fn reload(m: &Monitor, method: &Method) -> Response<Full<Bytes>> {
+/// Whether a reload request may reload: with `hot_reload.token`, it must carry
+/// `Authorization: Bearer TOKEN` (compared in constant time); without, it must come
+/// from loopback. `Err(why)` for the refusal.
+fn reload_allowed<B>(r: &Reload, req: &Request<B>, loopback: bool) -> Result<(), &'static str> {
+    match &r.token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let same = given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if same {
+                Ok(())
+            } else {
+                Err("a valid 'Authorization: Bearer' token (hot_reload.token) is required")
+            }
+        }
+        None if loopback => Ok(()),
+        None => Err(
+            "reloads are accepted from loopback only (set hot_reload.token to allow other clients)",
+        ),
+    }
+}
+
+/// `/api/v2/reload`: GET the reload count, POST/PUT to reload (`hot_reload on`), from
+/// loopback or with the token.
+fn reload<B>(m: &Monitor, req: &Request<B>, loopback: bool) -> Response<Full<Bytes>> {
     let json = Some("application/json");
-    match *method {
+    match *req.method() {
         Method::GET => respond(StatusCode::OK, json, serde_json::json!({"hot_reload_count": m.reloads.load(std::sync::atomic::Ordering::Relaxed)}).to_string()),
         Method::POST | Method::PUT => match &m.reload {
-            Some(tx) if tx.try_send(()).is_ok() => respond(StatusCode::OK, json, serde_json::json!({"reload": "done", "status": 0}).to_string()),
-            Some(_) => respond(StatusCode::SERVICE_UNAVAILABLE, json, serde_json::json!({"reload": "in progress", "status": -2}).to_string()),
+            Some(r) => match reload_allowed(r, req, loopback) {
+                Err(why) => {
+                    let n = m.reloads_refused.fetch_add(1, Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        crate::warn!("[http_server] POST /api/v2/reload refused: {why} ({n} refused so far)");
+                    }
+                    respond(StatusCode::FORBIDDEN, json, serde_json::json!({"reload": why, "status": -3}).to_string())
+                }
+                Ok(()) if r.tx.try_send(()).is_ok() => respond(StatusCode::OK, json, serde_json::json!({"reload": "done", "status": 0}).to_string()),
+                Ok(()) => respond(StatusCode::SERVICE_UNAVAILABLE, json, serde_json::json!({"reload": "in progress", "status": -2}).to_string()),
+            },
             None => respond(StatusCode::BAD_REQUEST, json, serde_json::json!({"reload": "not enabled", "status": -1}).to_string()),
         },
         _ => respond(StatusCode::METHOD_NOT_ALLOWED, None, String::new()),
@@ -359,6 +509,35 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
             .map(|(n, x)| (named(n), get(&x.buffered_bytes)))
             .collect(),
     );
+    for (name, help, value) in [
+        (
+            "agent_http_accept_errors_total",
+            "Failed accepts of the monitoring HTTP server (out of file descriptors and the like).",
+            &m.accept_errors,
+        ),
+        (
+            "agent_http_refused_connections_total",
+            "Connections to the monitoring HTTP server closed at once because it held its maximum.",
+            &m.refused,
+        ),
+        (
+            "agent_http_evicted_connections_total",
+            "Idle connections to the monitoring HTTP server closed to make room for a new one.",
+            &m.evicted,
+        ),
+        (
+            "agent_http_refused_reloads_total",
+            "POST/PUT /api/v2/reload refused: not from loopback, or without hot_reload.token.",
+            &m.reloads_refused,
+        ),
+    ] {
+        family(
+            name,
+            help,
+            Counter,
+            vec![(String::new(), value.load(Relaxed))],
+        );
+    }
     let filters: [Family<crate::pipeline::metrics::FilterMetrics>; 3] = [
         (
             "fluentbit_filter_records_total",

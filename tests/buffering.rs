@@ -131,6 +131,23 @@ fn stored(dir: &std::path::Path) -> usize {
     n
 }
 
+/// Runs an agent on `conf` until `n` records are in chunk files under `dir`, then
+/// kills it with SIGKILL.
+fn kill_once_stored(conf: &str, dir: &std::path::Path, n: usize) {
+    let mut a = Agent::start(conf);
+    let end = Instant::now() + T;
+    while stored(dir) < n {
+        assert!(
+            Instant::now() < end,
+            "records never reached disk:\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal(libc::SIGKILL);
+    a.wait(T);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -158,18 +175,7 @@ fn kill_9_with_filesystem_storage_then_restart_delivers_every_accepted_record() 
         )
     };
     // The destination is down: 50 records accepted into chunk files, then kill -9.
-    let mut a = Agent::start(&conf(50));
-    let end = Instant::now() + T;
-    while stored(store.path()) < 50 {
-        assert!(
-            Instant::now() < end,
-            "records never reached disk:\n{}",
-            a.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    a.signal(libc::SIGKILL);
-    a.wait(T);
+    kill_once_stored(&conf(50), store.path(), 50);
     assert_eq!(stored(store.path()), 50);
     // A damaged file next to them: quarantined with a log line, never a crash.
     let bad = store.path().join("random.0").join("0-bad.flb");
@@ -284,18 +290,7 @@ fn replayed_chunks_no_output_takes_are_kept_not_deleted() {
             store.path().display()
         )
     };
-    let mut a = Agent::start(&conf(20, "*"));
-    let end = Instant::now() + T;
-    while stored(store.path()) < 20 {
-        assert!(
-            Instant::now() < end,
-            "records never reached disk:\n{}",
-            a.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    a.signal(libc::SIGKILL);
-    a.wait(T);
+    kill_once_stored(&conf(20, "*"), store.path(), 20);
     // A config whose only output takes another tag: nothing replayed, nothing deleted.
     let c = TcpCollector::on_port(port);
     let mut b = Agent::start(&conf(0, "other.*"));
@@ -317,4 +312,177 @@ fn replayed_chunks_no_output_takes_are_kept_not_deleted() {
     });
     d.stop(T);
     assert_eq!(values(&c).iter().collect::<HashSet<_>>().len(), 20);
+}
+
+/// Offsets of the frame headers of a chunk file (magic, tag, then u32 length + u32 CRC
+/// + payload per frame).
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 10 + u16::from_be_bytes([bytes[8], bytes[9]]) as usize;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        out.push(at);
+        at += 8 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+/// A damaged length field in a frame that is not the last of its chunk file (issue 21
+/// item 12): the frames after it were read as "the last frame is cut short", dropped,
+/// and the file deleted. Now every record of the file is replayed, the file is kept in
+/// quarantine, and the replay says so.
+#[test]
+fn a_damaged_length_in_a_chunk_file_loses_no_record_and_keeps_the_file() {
+    for checksum in ["off", "on"] {
+        let store = Dir::new();
+        let port = free_port();
+        let http = free_port();
+        let conf = |n: u32| {
+            format!(
+                "[SERVICE]\n    flush 30\n    storage.path {}\n    storage.sync full\n    storage.checksum {checksum}\n\
+                 \x20   http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+                 [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 10000000\n    storage.type filesystem\n\
+                 [OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n    retry_limit no_limits\n",
+                store.path().display()
+            )
+        };
+        // flush 30: the 40 records stay in one chunk file, a frame each.
+        kill_once_stored(&conf(40), store.path(), 40);
+        let files = walk(store.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        let offsets = frame_offsets(&bytes);
+        assert!(offsets.len() >= 3, "{} frames", offsets.len());
+        let at = offsets[1];
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&files[0], &bytes).unwrap();
+
+        let c = TcpCollector::on_port(port);
+        let mut b = Agent::start(&conf(0));
+        c.wait_lines(40, T);
+        b.wait_log("[storage] replayed 40 records", T);
+        let (_, metrics) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
+        let o = b.stop(T);
+        assert_eq!(
+            values(&c).iter().collect::<HashSet<_>>().len(),
+            40,
+            "checksum {checksum}: {}",
+            o.stderr
+        );
+        assert!(
+            o.stderr
+                .contains("frames follow it; 0 bytes could not be read: moved to"),
+            "{}",
+            o.stderr
+        );
+        let kept = store
+            .path()
+            .join("quarantine")
+            .join(files[0].file_name().unwrap());
+        assert_eq!(std::fs::read(kept).unwrap(), bytes, "kept as it was");
+        assert!(
+            metrics.contains("agent_storage_quarantined_files_total{name=\"storage\"} 1"),
+            "{metrics}"
+        );
+    }
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// A forward receiver without `mem_buf_limit` whose only output never reads, and the
+/// HTTP port of its monitoring server.
+fn stalled_forward_receiver(c: &TcpCollector) -> (Agent, u16) {
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    retry_limit no_limits\n    workers 1\n",
+        c.port()
+    ));
+    a.wait_log("listening on", T);
+    (a, http)
+}
+
+/// Writes `frames` forward frames from `frame(i)` until done or the agent stops reading
+/// for 5 s; returns how many were written whole.
+fn push_frames(port: u16, frames: usize, frame: impl Fn(usize) -> Vec<u8>) -> usize {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..frames {
+        if s.write_all(&frame(i)).is_err() {
+            return i;
+        }
+    }
+    frames
+}
+
+/// A stalled output bounds the memory of an input without `mem_buf_limit` (issue 21
+/// item 5): the queues between stages counted chunks, not bytes, so a forward client
+/// sending 5 MB records grew the agent by gigabytes until an allocation failed. Now
+/// the default `mem_buf_limit` (64M) pauses the input and the sender is held back.
+#[test]
+fn five_mb_records_to_a_stalled_output_keep_memory_bounded() {
+    let c = TcpCollector::with_mode(Mode::Stalled);
+    let (mut a, http) = stalled_forward_receiver(&c);
+    let port = bound_port(&a);
+    let big = "x".repeat(5_000_000);
+    // 120 records of 5 MB: 600 MB if nothing held them back.
+    let sent = push_frames(port, 120, |i| {
+        let mut f = Vec::new();
+        rmp::encode::write_array_len(&mut f, 3).unwrap();
+        rmp::encode::write_str(&mut f, "big").unwrap();
+        rmp::encode::write_uint(&mut f, 1_700_000_000 + i as u64).unwrap();
+        rmp::encode::write_map_len(&mut f, 1).unwrap();
+        rmp::encode::write_str(&mut f, "pad").unwrap();
+        rmp::encode::write_str(&mut f, &big).unwrap();
+        f
+    });
+    a.wait_log("[input] forward.0 paused (mem buf overlimit", T);
+    let peak = peak_rss_mib(a.pid());
+    let (_, metrics) = http_get(http, "/api/v2/metrics/prometheus").unwrap();
+    eprintln!(
+        "5 MB records: {sent} of 120 written before the agent held back; peak RSS {peak} MiB"
+    );
+    assert!(sent < 120, "the sender was never held back");
+    assert!(peak < 300, "peak RSS {peak} MiB");
+    assert!(
+        metrics.contains("fluentbit_input_ingestion_paused{name=\"forward.0\"} 1"),
+        "{metrics}"
+    );
+    a.stop(T);
+}
+
+/// The same with small records: 9.9 M of them offered in frames of 10,000 (the chunk
+/// bounds hold these before the byte limit does; either way the sender is held back).
+#[test]
+fn many_small_records_to_a_stalled_output_keep_memory_bounded() {
+    let c = TcpCollector::with_mode(Mode::Stalled);
+    let (a, _) = stalled_forward_receiver(&c);
+    let port = bound_port(&a);
+    let mut frame = Vec::new();
+    rmp::encode::write_array_len(&mut frame, 2).unwrap();
+    rmp::encode::write_str(&mut frame, "small").unwrap();
+    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
+    for j in 0..10_000u64 {
+        rmp::encode::write_array_len(&mut frame, 2).unwrap();
+        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
+        rmp::encode::write_map_len(&mut frame, 1).unwrap();
+        rmp::encode::write_str(&mut frame, "n").unwrap();
+        rmp::encode::write_uint(&mut frame, j).unwrap();
+    }
+    let sent = push_frames(port, 990, |_| frame.clone());
+    let peak = peak_rss_mib(a.pid());
+    eprintln!("small records: {sent} of 990 frames of 10,000 written before the agent held back; peak RSS {peak} MiB");
+    assert!(sent < 990, "the sender was never held back");
+    assert!(peak < 300, "peak RSS {peak} MiB");
+    a.stop(T);
 }

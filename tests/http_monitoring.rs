@@ -251,7 +251,7 @@ fn connection_pool_counters() {
 
 /// Idle and half-sent connections cannot hold the monitoring server (issue 21 item 3):
 /// at most 256 are kept, each must send its request head within 10 s, and a good client
-/// gets its answer once the idle ones are closed. Before, 3,000 stayed open for ever.
+/// gets its answer (an idle one makes room for it). Before, 3,000 stayed open for ever.
 #[test]
 fn idle_and_half_sent_connections_are_closed_and_capped() {
     use std::io::{Read, Write};

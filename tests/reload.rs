@@ -134,3 +134,108 @@ fn a_reload_that_cannot_start_rolls_back() {
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     drop(taken);
 }
+
+/// This host's first non-loopback IPv4 address (the agent sees a client connecting to
+/// it as remote), or `None`.
+fn non_loopback_ip() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.parse::<std::net::Ipv4Addr>().ok())
+        .find(|ip| !ip.is_loopback())
+}
+
+/// `POST /api/v2/reload` to `ip:port` with extra header lines: (status, body).
+fn post_reload(ip: std::net::Ipv4Addr, port: u16, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(
+        s,
+        "POST /api/v2/reload HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+/// Who may reload over HTTP (issue 21 item 3): without `hot_reload.token`, loopback
+/// clients only (anyone who reached `http_listen 0.0.0.0` could reload before); with
+/// it, whoever sends `Authorization: Bearer TOKEN`, and nobody without it. Refusals are
+/// 403, logged and counted, and reload nothing.
+#[test]
+fn reload_over_http_is_restricted_to_loopback_or_the_token() {
+    let Some(remote) = non_loopback_ip() else {
+        eprintln!("SKIPPED: this host has no non-loopback IPv4 address");
+        return;
+    };
+    let local = std::net::Ipv4Addr::LOCALHOST;
+    let port = free_port();
+    let http = format!("    http_server on\n    http_listen 0.0.0.0\n    http_port {port}\n");
+    let dir = Dir::new();
+    let path = dir.file("c.conf", &conf(1, &http));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    a.wait_log("all samples sent", T);
+    let (code, body) = post_reload(remote, port, "");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("loopback only"), "{body}");
+    a.wait_log("POST /api/v2/reload refused", T);
+    assert_eq!(
+        http_get(port, "/api/v2/reload").unwrap().1,
+        "{\"hot_reload_count\":0}"
+    );
+    let (_, metrics) = http_get(port, "/api/v2/metrics/prometheus").unwrap();
+    assert!(
+        metrics.contains("\nagent_http_refused_reloads_total 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(post_reload(local, port, "").0, 200);
+    a.wait_log("[reload] the new configuration is running", T);
+    a.stop(T);
+
+    // With a token: required from everyone, loopback included.
+    let token = "    hot_reload.token s3cret-token\n";
+    let path = dir.file("t.conf", &conf(1, &format!("{http}{token}")));
+    let mut a = Agent::spawn_in(&dir, &["-c", path.to_str().unwrap()], None);
+    a.wait_log("all samples sent", T);
+    for (ip, header) in [
+        (local, ""),
+        (remote, "Authorization: Bearer wrong-token!\r\n"),
+        (remote, "Authorization: Basic s3cret-token\r\n"),
+    ] {
+        let (code, body) = post_reload(ip, port, header);
+        assert_eq!(code, 403, "{ip} {header}: {body}");
+        assert!(body.contains("hot_reload.token"), "{body}");
+    }
+    let ok = post_reload(remote, port, "Authorization: Bearer s3cret-token\r\n");
+    assert_eq!(ok, (200, "{\"reload\":\"done\",\"status\":0}".to_string()));
+    a.wait_log("[reload] the new configuration is running", T);
+    a.stop(T);
+}
+
+#[test]
+fn an_empty_reload_token_is_refused_at_its_line() {
+    let d = Dir::new();
+    d.file(
+        "c.yaml",
+        "service:\n  hot_reload: on\n  hot_reload.token: \"   \"\n\
+         pipeline:\n  inputs:\n    - name: dummy\n  outputs:\n    - name: stdout\n      match: '*'\n",
+    );
+    let o = run(&["-c", "c.yaml"], Some(d.path()));
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("c.yaml:3") && o.stderr.contains("hot_reload.token"),
+        "{}",
+        o.stderr
+    );
+}

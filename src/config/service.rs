@@ -28,6 +28,7 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("hc_retry_failure_count", PropKind::Int, Some("5"), "Failed retries within hc_period above which the agent is unhealthy."),
     PropSpec::new("hc_period", PropKind::Int, Some("60"), "Seconds over which health counts errors and failed retries."),
     PropSpec::new("hot_reload", PropKind::Bool, Some("off"), "Reload the configuration on SIGHUP or POST /api/v2/reload, keeping buffered records."),
+    PropSpec::new("hot_reload.token", PropKind::Str, None, "A secret that POST/PUT /api/v2/reload must carry as 'Authorization: Bearer TOKEN'; without it, reloads are accepted only from loopback clients. Not in Fluent Bit."),
     PropSpec::new("hot_reload.ensure_thread_safety", PropKind::Bool, Some("on"), "Accepted for compatibility: a reload always stops the running pipeline gracefully first."),
     PropSpec::new("multiline_buffer_limit", PropKind::Size, Some("2MB"), "Longest text a multiline record may join; the rest is cut and the record marked multiline_truncated (0: no limit)."),
     PropSpec::new("dns.mode", PropKind::Str, None, "Default net.dns.mode of every output (UDP; TCP is refused: the system resolver is used)."),
@@ -88,6 +89,8 @@ pub struct ServiceConfig {
     /// (hc_errors_count, hc_retry_failure_count, hc_period) when `health_check` is on.
     pub health: Option<(u64, u64, u64)>,
     pub hot_reload: bool,
+    /// `hot_reload.token`: what `POST /api/v2/reload` must carry; `None` = loopback only.
+    pub reload_token: Option<String>,
     /// `storage.path`, `storage.sync full`, `storage.checksum`.
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
     /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
@@ -261,6 +264,19 @@ impl ServiceConfig {
                 )
             }),
             hot_reload: values::parse_bool(text("hot_reload")) == Some(true),
+            reload_token: match get("hot_reload.token") {
+                Some(e) if e.value.trim().is_empty() => {
+                    return Err(ConfigError::BadValue {
+                        span: e.span.clone(),
+                        plugin: "service",
+                        key: e.key.clone(),
+                        value: e.value.clone(),
+                        expected: "a secret of at least one character (or remove the key to accept reloads from loopback only)".into(),
+                    })
+                }
+                Some(e) => Some(e.value.trim().to_string()),
+                None => None,
+            },
             http,
             health,
             flush: Duration::from_secs_f64(flush),

@@ -6,17 +6,27 @@
 //!
 //! Each connection runs in its own task with its own buffer; the number of connections is
 //! capped ([`MAX_CONNECTIONS`]), so the memory of a server input is bounded by the cap
-//! times the plugin's per-connection buffer limit. At the cap, accepting waits (the
-//! kernel's backlog holds new clients) rather than accepting and dropping.
+//! times the plugin's per-connection buffer limit.
+//!
+//! Idle and trickling clients cannot lock a server out (issue 21 item 2). Progress is a
+//! completed frame (forward) or record (tcp), reported by the handler through
+//! [`Activity`]; bytes that never complete one are not progress. A connection must make
+//! progress within `net.first_frame_timeout` of connecting and then at least every
+//! `net.idle_timeout`, and when the cap is full a new client takes the place of the
+//! connection that made progress longest ago (never one handing records to the engine
+//! or owed an ack), counted in `agent_input_evicted_connections_total`. Accept errors
+//! (EMFILE, ENFILE) back off and retry, counted in `agent_input_accept_errors_total`;
+//! out of descriptors, the connection idle longest is closed to give one back.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,6 +62,12 @@ pub struct DownstreamSetup {
     pub accept_timeout_log_error: bool,
     /// `net.io_timeout`: a connection with no byte for this long is closed; `None` = never.
     pub io_timeout: Option<Duration>,
+    /// `net.first_frame_timeout`: the first frame or record must be complete this soon
+    /// after accept; `None` = no limit.
+    pub first_frame_timeout: Option<Duration>,
+    /// `net.idle_timeout`: a connection that completes no frame or record for this long
+    /// is closed; `None` = never.
+    pub idle_timeout: Option<Duration>,
     pub tls: Option<ServerTls>,
     pub max_connections: usize,
 }
@@ -87,6 +103,10 @@ impl DownstreamSetup {
             accept_timeout,
             accept_timeout_log_error: props.bool("net.accept_timeout_log_error").unwrap_or(true),
             io_timeout: props.time("net.io_timeout").filter(|d| !d.is_zero()),
+            first_frame_timeout: props
+                .time("net.first_frame_timeout")
+                .filter(|d| !d.is_zero()),
+            idle_timeout: props.time("net.idle_timeout").filter(|d| !d.is_zero()),
             tls,
             max_connections: MAX_CONNECTIONS,
         })
@@ -115,29 +135,61 @@ impl Drop for Listener {
     }
 }
 
-/// A bound server socket of one input instance.
-/// What a server input holds from build to run: its settings, its log prefix and its
-/// rejected-connections counter. It binds only when it runs (so a hot reload can bind
-/// the same port again).
-pub type ListenSpec = (DownstreamSetup, Arc<str>, Arc<AtomicU64>);
+/// What a server input holds from build to run: its settings, its log prefix, what it
+/// calls a unit of progress and its counters. It binds only when it runs (so a hot
+/// reload can bind the same port again).
+pub struct ListenSpec {
+    pub setup: DownstreamSetup,
+    /// `[input:forward:forward.0]`, the prefix of this input's log lines.
+    pub prefix: Arc<str>,
+    /// "frame" (forward) or "record" (tcp), for the timeout log lines.
+    pub unit: &'static str,
+    pub counters: Counters,
+}
+
+/// A server input's connection counters, on the monitoring endpoint by instance name.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// `agent_input_rejected_connections_total`.
+    pub rejected: Arc<AtomicU64>,
+    /// `agent_input_evicted_connections_total`.
+    pub evicted: Arc<AtomicU64>,
+    /// `agent_input_accept_errors_total`.
+    pub accept_errors: Arc<AtomicU64>,
+}
 
 /// A server input's [`ListenSpec`]: its log prefix `[input:PLUGIN:NAME]` and its
-/// `agent_input_rejected_connections_total` counter.
+/// connection counters.
 pub fn listen_spec(
     setup: DownstreamSetup,
     plugin: &str,
+    unit: &'static str,
     ctx: &crate::plugins::BuildContext,
 ) -> ListenSpec {
-    let rejected = ctx.metrics.counter(
-        "agent_input_rejected_connections_total",
-        "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
-        ctx.instance,
-    );
-    (
+    let m = &ctx.metrics;
+    let counters = Counters {
+        rejected: m.counter(
+            "agent_input_rejected_connections_total",
+            "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
+            ctx.instance,
+        ),
+        evicted: m.counter(
+            "agent_input_evicted_connections_total",
+            "Idle client connections closed to make room for a new client at the connection cap.",
+            ctx.instance,
+        ),
+        accept_errors: m.counter(
+            "agent_input_accept_errors_total",
+            "Failed accepts (out of file descriptors and the like), each followed by a back-off.",
+            ctx.instance,
+        ),
+    };
+    ListenSpec {
         setup,
-        Arc::from(format!("[input:{plugin}:{}]", ctx.instance)),
-        rejected,
-    )
+        prefix: Arc::from(format!("[input:{plugin}:{}]", ctx.instance)),
+        unit,
+        counters,
+    }
 }
 
 /// Binds `spec` and serves until shutdown; each connection goes to `handle` with the
@@ -151,9 +203,8 @@ where
     F: Fn(Conn, InputSender, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (setup, prefix, rejected) = spec;
-    let address = setup.address();
-    let server = Downstream::bind(setup, prefix, rejected).map_err(|source| PluginError::Io {
+    let address = spec.setup.address();
+    let server = Downstream::bind(spec).map_err(|source| PluginError::Io {
         context: format!("cannot listen on {address}"),
         source,
     })?;
@@ -168,12 +219,264 @@ where
 
 pub struct Downstream {
     listener: Listener,
-    setup: Arc<DownstreamSetup>,
-    /// `[input:forward:forward.0]`, the prefix of this input's log lines.
-    pub prefix: Arc<str>,
-    /// `agent_input_rejected_connections_total` of this instance.
-    rejected: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     slots: Arc<Semaphore>,
+}
+
+/// How often at most a line that a flood of clients would repeat is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line a flood of clients could repeat without end (evictions, timeouts, accept
+/// errors): the first is written, then at most one per [`LOG_EVERY`] saying how many
+/// were left out. The counters count every one.
+#[derive(Default)]
+struct Throttle(Mutex<(Option<Instant>, u64)>);
+
+impl Throttle {
+    /// Logs `line(left out since the last line)` unless one was logged recently.
+    fn warn(&self, line: impl FnOnce(u64) -> String) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if g.0.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            g.1 += 1;
+            return;
+        }
+        let skipped = std::mem::take(&mut g.1);
+        g.0 = Some(now);
+        drop(g);
+        crate::warn!("{}", line(skipped));
+    }
+}
+
+/// ` (and N more like it in the last 10 s)` when lines were left out.
+fn more(skipped: u64) -> String {
+    if skipped == 0 {
+        String::new()
+    } else {
+        format!(
+            " (and {skipped} more like it in the last {} s)",
+            LOG_EVERY.as_secs()
+        )
+    }
+}
+
+/// What the accept loop and every connection task of one listener share.
+struct Shared {
+    setup: DownstreamSetup,
+    prefix: Arc<str>,
+    unit: &'static str,
+    counters: Counters,
+    /// Activity times are milliseconds since this.
+    epoch: Instant,
+    /// Open connections, for eviction.
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    log_timeouts: Throttle,
+    log_evictions: Throttle,
+    log_accept: Throttle,
+}
+
+/// What a connection's handler reports, so that a connection making no progress can be
+/// closed: [`Activity::progress`] after each completed frame or record, and
+/// [`Activity::hold`]/[`Activity::release`] around work in hand (records handed to the
+/// engine, an ack owed), during which the connection is never closed as idle.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    peer: String,
+    /// Accept order, to break ties between equal times.
+    id: u64,
+    /// When the connection was accepted, in µs since `epoch`.
+    born: u64,
+    /// The last progress (or `born`), in µs since `epoch`.
+    last: AtomicU64,
+    progressed: AtomicBool,
+    busy: AtomicU32,
+    /// Why it was picked for eviction ([`CAP_FULL`] or [`FDS_SHORT`]; 0 = not picked),
+    /// until the connection is gone or refuses.
+    marked: AtomicU8,
+    evict: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(epoch: Instant, id: u64, peer: String) -> Activity {
+        let born = epoch.elapsed().as_micros() as u64;
+        Activity {
+            epoch,
+            id,
+            peer,
+            born,
+            last: AtomicU64::new(born),
+            progressed: AtomicBool::new(false),
+            busy: AtomicU32::new(0),
+            marked: AtomicU8::new(0),
+            evict: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A frame or record was completed.
+    pub fn progress(&self) {
+        self.last.store(self.now(), Relaxed);
+        self.progressed.store(true, Relaxed);
+    }
+
+    /// Work in hand begins: the connection is not idle until the matching release.
+    pub fn hold(&self) {
+        self.busy.fetch_add(1, Relaxed);
+    }
+
+    /// Work in hand is done (counts as progress).
+    pub fn release(&self) {
+        self.progress();
+        self.busy.fetch_sub(1, Relaxed);
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Relaxed) > 0
+    }
+
+    /// When the connection is to be closed if it makes no progress, and why.
+    fn deadline(&self, setup: &DownstreamSetup, unit: &str) -> Option<(Instant, String)> {
+        let at = |us: u64, d: Duration| self.epoch + Duration::from_micros(us) + d;
+        if self.busy() {
+            // Checked again once it could have expired, counting from now.
+            return setup
+                .idle_timeout
+                .or(setup.first_frame_timeout)
+                .map(|d| (at(self.now(), d), String::new()));
+        }
+        let idle = setup.idle_timeout.map(|d| {
+            let why = format!(
+                "no whole {unit} for {} seconds (net.idle_timeout)",
+                d.as_secs_f64()
+            );
+            (at(self.last.load(Relaxed), d), why)
+        });
+        let first = setup
+            .first_frame_timeout
+            .filter(|_| !self.progressed.load(Relaxed))
+            .map(|d| {
+                let why = format!(
+                    "no whole {unit} within {} seconds of connecting (net.first_frame_timeout)",
+                    d.as_secs_f64()
+                );
+                (at(self.born, d), why)
+            });
+        match (idle, first) {
+            (Some(i), Some(f)) => Some(if f.0 <= i.0 { f } else { i }),
+            (i, f) => i.or(f),
+        }
+    }
+}
+
+/// An open connection in its listener's table; leaves it when dropped.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Shared {
+    fn register(self: &Arc<Self>, id: u64, peer: String) -> Registered {
+        let activity = Arc::new(Activity::new(self.epoch, id, peer));
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, activity.clone());
+        Registered {
+            shared: self.clone(),
+            id,
+            activity,
+        }
+    }
+
+    /// The connection that made progress longest ago and has no work in hand.
+    fn idlest(&self) -> Option<Arc<Activity>> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.values()
+            .filter(|a| !a.busy() && a.marked.load(Relaxed) == 0)
+            .min_by_key(|a| (a.last.load(Relaxed), a.id))
+            .cloned()
+    }
+
+    /// Asks this listener's idlest connection to close, to make room for a new client;
+    /// false when every connection is busy.
+    fn evict_oldest(&self) -> bool {
+        evict(self.idlest(), CAP_FULL)
+    }
+
+    /// Runs a connection's `work` until it ends, the connection is evicted, or it makes
+    /// no progress in time (logged, counted as rejected).
+    async fn supervise<W: std::future::Future<Output = ()>>(&self, work: W, act: &Activity) {
+        tokio::pin!(work);
+        loop {
+            let deadline = act.deadline(&self.setup, self.unit);
+            let expired = async {
+                match &deadline {
+                    Some((at, _)) => tokio::time::sleep_until((*at).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut work => return,
+                _ = act.evict.notified() => {
+                    let why = act.marked.swap(0, Relaxed);
+                    if act.busy() || why == 0 {
+                        continue;
+                    }
+                    metrics::add(&self.counters.evicted, 1);
+                    let idle = act.now().saturating_sub(act.last.load(Relaxed));
+                    let need = match why {
+                        CAP_FULL => format!(
+                            "a new client needs its place ({} connections open)",
+                            self.setup.max_connections
+                        ),
+                        _ => "the agent is out of file descriptors".to_string(),
+                    };
+                    self.log_evictions.warn(|skipped| format!(
+                        "{} closing connection from {}: no whole {} for {:.1} seconds, and {need}{}",
+                        self.prefix,
+                        act.peer,
+                        self.unit,
+                        idle as f64 / 1e6,
+                        more(skipped)
+                    ));
+                    return;
+                }
+                _ = expired => {
+                    let Some((at, why)) = deadline else { continue };
+                    if act.busy() || Instant::now() < at || why.is_empty() {
+                        continue;
+                    }
+                    // Progress since the deadline was computed moves it.
+                    if act.deadline(&self.setup, self.unit).is_some_and(|(later, _)| later > at) {
+                        continue;
+                    }
+                    metrics::add(&self.counters.rejected, 1);
+                    self.log_timeouts.warn(|skipped| format!(
+                        "{} closing connection from {}: {why}{}",
+                        self.prefix,
+                        act.peer,
+                        more(skipped)
+                    ));
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn tcp_listener(setup: &DownstreamSetup) -> io::Result<TcpListener> {
@@ -203,11 +506,13 @@ fn tcp_listener(setup: &DownstreamSetup) -> io::Result<TcpListener> {
 
 impl Downstream {
     /// Binds now, so that a port in use stops the agent at start with the reason.
-    pub fn bind(
-        setup: DownstreamSetup,
-        prefix: Arc<str>,
-        rejected: Arc<AtomicU64>,
-    ) -> io::Result<Downstream> {
+    pub fn bind(spec: ListenSpec) -> io::Result<Downstream> {
+        let ListenSpec {
+            setup,
+            prefix,
+            unit,
+            counters,
+        } = spec;
         let listener = match &setup.unix_path {
             Some(path) => {
                 // A socket file left by a previous run would make bind fail.
@@ -234,12 +539,27 @@ impl Downstream {
             "{prefix} listening on {bound}{}",
             if setup.tls.is_some() { " (TLS)" } else { "" }
         );
+        let shared = Arc::new(Shared {
+            setup,
+            prefix,
+            unit,
+            counters,
+            epoch: Instant::now(),
+            open: Mutex::default(),
+            log_timeouts: Throttle::default(),
+            log_evictions: Throttle::default(),
+            log_accept: Throttle::default(),
+        });
+        {
+            let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+            // Listeners of pipelines a hot reload replaced are gone.
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&shared));
+        }
         Ok(Downstream {
             listener,
-            slots: Arc::new(Semaphore::new(setup.max_connections)),
-            setup: Arc::new(setup),
-            prefix,
-            rejected,
+            slots: Arc::new(Semaphore::new(shared.setup.max_connections)),
+            shared,
         })
     }
 
@@ -261,12 +581,9 @@ impl Downstream {
     {
         let handle = Arc::new(handle);
         let mut tasks = JoinSet::new();
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut next_id = 0u64;
         loop {
-            let slot = tokio::select! {
-                _ = shutdown.wait() => break,
-                slot = self.slots.clone().acquire_owned() => slot,
-            };
-            let Ok(slot) = slot else { break };
             let accepted = tokio::select! {
                 _ = shutdown.wait() => break,
                 a = self.accept() => a,
@@ -274,34 +591,87 @@ impl Downstream {
             // Reap finished connection tasks as we go.
             while tasks.try_join_next().is_some() {}
             let (raw, peer) = match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off a little instead of spinning.
-                    crate::error!("{} accept failed: {e}", self.prefix);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    let wait = self.accept_failed(&e, &mut backoff);
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
             };
+            // A free slot, or the place of the connection idle longest.
+            let slot = loop {
+                if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                    break Some(slot);
+                }
+                self.shared.evict_oldest();
+                // Every connection busy (or the one asked slow to go): wait, ask again.
+                let wait = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    self.slots.clone().acquire_owned(),
+                );
+                tokio::select! {
+                    _ = shutdown.wait() => break None,
+                    s = wait => if let Ok(Ok(slot)) = s { break Some(slot) },
+                }
+            };
+            let Some(slot) = slot else { break };
+            next_id += 1;
+            let registered = self.shared.register(next_id, peer.clone());
             let pending = Pending {
                 raw,
                 peer,
-                setup: self.setup.clone(),
-                prefix: self.prefix.clone(),
-                rejected: self.rejected.clone(),
+                shared: self.shared.clone(),
+                activity: registered.activity.clone(),
             };
             let handle = handle.clone();
             // The handshake runs in the connection's task, so a slow client never
             // holds up the accept loop.
             tasks.spawn(async move {
-                if let Some(conn) = pending.establish().await {
-                    handle(conn).await;
-                }
+                let work = async move {
+                    if let Some(conn) = pending.establish().await {
+                        handle(conn).await;
+                    }
+                };
+                let shared = registered.shared.clone();
+                shared.supervise(work, &registered.activity).await;
+                drop(registered);
                 // The slot is free once the handler is done, however it used `conn`.
                 drop(slot);
             });
         }
         drop(self.listener);
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Counts and logs (throttled) a failed accept; returns how long to wait before the
+    /// next. Out of descriptors, the connection idle longest is closed to give one back,
+    /// so a listener is never starved by idle clients of its own.
+    fn accept_failed(&self, e: &io::Error, backoff: &mut Duration) -> Duration {
+        if e.kind() == io::ErrorKind::ConnectionAborted {
+            // The client went away before it was accepted: nothing to wait for.
+            return Duration::ZERO;
+        }
+        let shared = &self.shared;
+        metrics::add(&shared.counters.accept_errors, 1);
+        let (freed, wait) = accept_backoff(e, backoff);
+        shared.log_accept.warn(|skipped| {
+            format!(
+                "{} accept failed: {e}; {}{}",
+                shared.prefix,
+                if freed {
+                    "closing the connection idle longest to free a descriptor".to_string()
+                } else {
+                    format!("retrying in {} ms", wait.as_millis())
+                },
+                more(skipped)
+            )
+        });
+        wait
     }
 
     async fn accept(&self) -> io::Result<(RawStream, String)> {
@@ -319,6 +689,55 @@ impl Downstream {
     }
 }
 
+/// The first wait after a failed accept, doubled on each failure in a row up to the max.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// After a failed accept of any listener (server inputs, the HTTP server): out of file
+/// descriptors, the idlest connection of any server input is closed to give one back.
+/// Returns (whether one was, how long to wait before accepting again), doubling
+/// `backoff` for the next failure in a row.
+pub fn accept_backoff(e: &io::Error, backoff: &mut Duration) -> (bool, Duration) {
+    let fds_short = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    let freed = fds_short && free_a_descriptor();
+    let wait = if freed { ACCEPT_BACKOFF_MIN } else { *backoff };
+    *backoff = (*backoff * 2).min(ACCEPT_BACKOFF_MAX);
+    (freed, wait)
+}
+
+/// Why a connection is asked to go: its listener's cap is full, or the process is out
+/// of file descriptors.
+const CAP_FULL: u8 = 1;
+const FDS_SHORT: u8 = 2;
+
+/// Every running server input, so that any listener short of descriptors can take one
+/// from the idlest connection of any of them.
+static LISTENERS: Mutex<Vec<std::sync::Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Asks `victim` (if any) to close, for `why`; whether there was one.
+fn evict(victim: Option<Arc<Activity>>, why: u8) -> bool {
+    match victim {
+        Some(a) => {
+            a.marked.store(why, Relaxed);
+            a.evict.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Closes the connection, of all server inputs, that made progress longest ago and has
+/// no work in hand; false when there is none.
+pub fn free_a_descriptor() -> bool {
+    let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|w| w.strong_count() > 0);
+    let victim = all
+        .iter()
+        .filter_map(|w| w.upgrade()?.idlest())
+        .min_by_key(|a| a.epoch + Duration::from_micros(a.last.load(Relaxed)));
+    evict(victim, FDS_SHORT)
+}
+
 enum RawStream {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -328,9 +747,8 @@ enum RawStream {
 struct Pending {
     raw: RawStream,
     peer: String,
-    setup: Arc<DownstreamSetup>,
-    prefix: Arc<str>,
-    rejected: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    activity: Arc<Activity>,
 }
 
 impl Pending {
@@ -340,10 +758,10 @@ impl Pending {
         let Pending {
             raw,
             peer,
-            setup,
-            prefix,
-            rejected,
+            shared,
+            activity,
         } = self;
+        let (setup, prefix, rejected) = (&shared.setup, &shared.prefix, &shared.counters.rejected);
         let stream = match (raw, &setup.tls) {
             (RawStream::Tcp(s), Some(tls)) => {
                 match tokio::time::timeout(setup.accept_timeout, tls.acceptor.accept(s)).await {
@@ -362,8 +780,8 @@ impl Pending {
                     }
                     Ok(Err(e)) => {
                         reject(
-                            &prefix,
-                            &rejected,
+                            prefix,
+                            rejected,
                             &peer,
                             &format!("TLS handshake failed: {e}"),
                         );
@@ -375,9 +793,9 @@ impl Pending {
                             setup.accept_timeout.as_secs_f64()
                         );
                         if setup.accept_timeout_log_error {
-                            reject(&prefix, &rejected, &peer, &why);
+                            reject(prefix, rejected, &peer, &why);
                         } else {
-                            metrics::add(&rejected, 1);
+                            metrics::add(rejected, 1);
                             crate::debug!("{prefix} closing connection from {peer}: {why}");
                         }
                         return None;
@@ -391,8 +809,9 @@ impl Pending {
             stream,
             peer,
             io_timeout: setup.io_timeout,
-            prefix,
-            rejected,
+            activity,
+            prefix: prefix.clone(),
+            rejected: rejected.clone(),
         })
     }
 }
@@ -411,6 +830,8 @@ pub struct Conn {
     pub peer: String,
     /// `net.io_timeout`.
     pub io_timeout: Option<Duration>,
+    /// Where the handler reports progress and work in hand (see [`Activity`]).
+    pub activity: Arc<Activity>,
     prefix: Arc<str>,
     rejected: Arc<AtomicU64>,
 }
@@ -550,13 +971,24 @@ mod tests {
             accept_timeout: Duration::from_secs(1),
             accept_timeout_log_error: true,
             io_timeout: None,
+            first_frame_timeout: None,
+            idle_timeout: None,
             tls: None,
             max_connections,
         }
     }
 
+    fn spec(setup: DownstreamSetup) -> ListenSpec {
+        ListenSpec {
+            setup,
+            prefix: Arc::from("[test]"),
+            unit: "frame",
+            counters: Counters::default(),
+        }
+    }
+
     fn bind(s: DownstreamSetup) -> io::Result<Downstream> {
-        Downstream::bind(s, Arc::from("[test]"), Arc::default())
+        Downstream::bind(spec(s))
     }
 
     #[tokio::test]
@@ -568,32 +1000,123 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
     }
 
-    /// At the cap a new client waits in the backlog and is served once a slot frees.
-    #[tokio::test]
-    async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
-        let server = bind(setup(0, false, 1)).unwrap();
+    /// A test server: echoes each byte; `p` reports progress, `h` holds work in hand
+    /// (never released), anything else is a trickle that completes nothing.
+    fn echo_server(
+        setup: DownstreamSetup,
+    ) -> (
+        u16,
+        Counters,
+        crate::pipeline::shutdown::ShutdownTrigger,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let mut spec = spec(setup);
+        let counters = spec.counters.clone();
+        spec.prefix = Arc::from("[test]");
+        let server = Downstream::bind(spec).unwrap();
         let port = server.local_port().unwrap();
         let (trigger, shutdown) = crate::pipeline::shutdown::channel();
         let task = tokio::spawn(server.serve(shutdown, |mut conn: Conn| async move {
-            // Echo one byte, then hold the connection until the client closes it.
             let mut b = [0u8; 1];
             while let Ok(1) = conn.stream.read(&mut b).await {
+                match b[0] {
+                    b'p' => conn.activity.progress(),
+                    b'h' => conn.activity.hold(),
+                    _ => {}
+                }
                 let _ = conn.stream.write_all(&b).await;
             }
         }));
-        let mut a = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        a.write_all(b"a").await.unwrap();
-        let mut b1 = [0u8; 1];
-        a.read_exact(&mut b1).await.unwrap();
-        let mut b = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        b.write_all(b"b").await.unwrap();
-        let waited = tokio::time::timeout(Duration::from_millis(300), b.read_exact(&mut b1)).await;
-        assert!(waited.is_err(), "served beyond the cap: {waited:?}");
-        drop(a);
-        b.read_exact(&mut b1).await.unwrap();
-        assert_eq!(&b1, b"b");
+        (port, counters, trigger, task)
+    }
+
+    async fn echo(s: &mut TcpStream, byte: u8) -> io::Result<()> {
+        s.write_all(&[byte]).await?;
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+            Ok(Ok(1)) if b[0] == byte => Ok(()),
+            other => Err(io::Error::other(format!("{other:?}"))),
+        }
+    }
+
+    /// Closed by the server: EOF (or a reset) within a generous bound.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// At the cap, a new client takes the place of the connection that made progress
+    /// longest ago (issue 21 item 2: idle clients held the cap and a good client
+    /// waited for as long as they liked); the eviction is counted.
+    #[tokio::test]
+    async fn at_the_cap_a_new_client_takes_the_place_of_the_idlest() {
+        let (port, counters, trigger, task) = echo_server(setup(0, false, 2));
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        echo(&mut idle, b'x').await.unwrap();
+        let mut good = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        echo(&mut good, b'p').await.unwrap();
+        let mut new = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        echo(&mut new, b'p').await.unwrap();
+        assert!(closed(&mut idle).await, "the idle connection stays");
+        echo(&mut good, b'p').await.unwrap();
+        assert_eq!(metrics::get(&counters.evicted), 1);
         trigger.trigger();
-        drop(b);
+        drop((good, new));
+        task.await.unwrap();
+    }
+
+    /// A connection with work in hand (records with the engine, an ack owed) is never
+    /// evicted: at the cap a new client waits until it is done.
+    #[tokio::test]
+    async fn a_busy_connection_is_not_evicted() {
+        let (port, counters, trigger, task) = echo_server(setup(0, false, 1));
+        let mut busy = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        echo(&mut busy, b'h').await.unwrap();
+        let mut new = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        new.write_all(b"p").await.unwrap();
+        let mut b = [0u8; 1];
+        let waited = tokio::time::timeout(Duration::from_millis(1500), new.read(&mut b)).await;
+        assert!(waited.is_err(), "served beyond the cap: {waited:?}");
+        echo(&mut busy, b'x').await.unwrap();
+        drop(busy);
+        new.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"p");
+        assert_eq!(metrics::get(&counters.evicted), 0);
+        trigger.trigger();
+        drop(new);
+        task.await.unwrap();
+    }
+
+    /// A client that completes nothing within net.first_frame_timeout, or nothing more
+    /// for net.idle_timeout, is closed and counted as rejected; a trickle of bytes is no
+    /// progress, and a client that makes progress stays.
+    #[tokio::test]
+    async fn no_progress_in_time_closes_the_connection() {
+        let mut s = setup(0, false, 8);
+        s.first_frame_timeout = Some(Duration::from_millis(300));
+        s.idle_timeout = Some(Duration::from_secs(2));
+        let (port, counters, trigger, task) = echo_server(s);
+        let mut silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut trickle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut good = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        echo(&mut good, b'p').await.unwrap();
+        for _ in 0..3 {
+            let _ = echo(&mut trickle, b'x').await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(closed(&mut silent).await, "silent");
+        assert!(closed(&mut trickle).await, "trickle");
+        // Progress every 100 ms for 3 s: longer than net.idle_timeout, never idle for it.
+        for _ in 0..30 {
+            echo(&mut good, b'p').await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(closed(&mut good).await, "idle after its last progress");
+        assert_eq!(metrics::get(&counters.rejected), 3);
+        trigger.trigger();
         task.await.unwrap();
     }
 }

@@ -142,6 +142,18 @@ pub const DOWNSTREAM_NET_PROPS: &[PropSpec] = &[
         "Time allowed to accept a connection, TLS handshake included.",
     ),
     PropSpec::new(
+        "net.first_frame_timeout",
+        PropKind::Time,
+        Some("30s"),
+        "A client must complete its first frame (forward: the handshake) or record (tcp) this soon after connecting; 0 = no limit. Not in Fluent Bit.",
+    ),
+    PropSpec::new(
+        "net.idle_timeout",
+        PropKind::Time,
+        Some("300s"),
+        "Close a client connection that completed no frame or record for this long (a trickle of bytes does not count); 0 = never. Not in Fluent Bit.",
+    ),
+    PropSpec::new(
         "net.accept_timeout_log_error",
         PropKind::Bool,
         Some("true"),
@@ -435,6 +447,9 @@ mod tests {
         assert_eq!(d("net.keepalive"), Some("true"));
         assert_eq!(d("net.share_port"), Some("false"));
         assert_eq!(d("net.accept_timeout_log_error"), Some("true"));
+        // agent's own bounds on idle and trickling clients (issue 21 item 2).
+        assert_eq!(d("net.first_frame_timeout"), Some("30s"));
+        assert_eq!(d("net.idle_timeout"), Some("300s"));
         for spec in DOWNSTREAM_NET_PROPS.iter().chain(NET_PROPS) {
             if let Some(def) = spec.default {
                 assert!(spec.kind.check(def), "{} default '{def}'", spec.name);

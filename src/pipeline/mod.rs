@@ -39,7 +39,7 @@ pub const CORE_COMMON_PROPS: &[PropSpec] = &[
 #[rustfmt::skip]
 pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
-    PropSpec::new("mem_buf_limit", PropKind::Size, Some("0"), "Pause the input while this many bytes of its records are not yet delivered (0 = no limit)."),
+    PropSpec::new("mem_buf_limit", PropKind::Size, Some("64M"), "Pause the input while this many bytes of its records are not yet delivered; 0 = no limit (Fluent Bit's default, which agent does not share: a stalled output would grow memory without bound)."),
     PropSpec::new("storage.type", PropKind::Enum(&["memory", "filesystem"]), Some("memory"), "Buffering of this input: memory, or filesystem (chunks in storage.path survive a crash)."),
     PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
     PropSpec::new("routable", PropKind::Bool, Some("true"), "false: the records of this input are discarded instead of routed."),
@@ -96,6 +96,11 @@ fn zero_limits(config: &Config) -> Vec<Matcher> {
         })
         .collect()
 }
+
+/// `mem_buf_limit` of an input that does not set it (issue 21 item 5): the chunk and
+/// queue bounds count chunks, and a chunk of 5 MB records is gigabytes, so bytes are
+/// bounded too, for every input. Fluent Bit's default is no limit.
+pub const DEFAULT_MEM_BUF_LIMIT: u64 = 64 * 1000 * 1000;
 
 /// Bounded queues: a slow stage makes the previous one wait instead of growing memory.
 const INPUT_QUEUE: usize = 16;
@@ -178,6 +183,40 @@ impl MemBuf {
         })
     }
 
+    /// Waits until below the limit, then counts `records` as buffered until the returned
+    /// ack runs (then `ack` runs too). Of senders that wait together (a server input's
+    /// connections) only one crosses the limit: the limit is exceeded by one batch at
+    /// most, not one per sender.
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        records: &[Record],
+        ack: Option<AckFn>,
+        shutdown: &mut Shutdown,
+    ) -> AckFn {
+        let bytes: u64 = records.iter().map(Record::approx_size).sum();
+        loop {
+            self.wait_below(Some(&mut *shutdown)).await;
+            let before = self
+                .metrics
+                .buffered_bytes
+                .fetch_add(bytes, std::sync::atomic::Ordering::AcqRel);
+            if before < self.limit || shutdown.is_set() {
+                break;
+            }
+            // Another sender crossed first: give the bytes back and wait again.
+            self.metrics
+                .buffered_bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+        }
+        let m = self.clone();
+        Box::new(move || {
+            m.release(bytes);
+            if let Some(a) = ack {
+                a();
+            }
+        })
+    }
+
     /// Waits (paused, logged once) until the undelivered bytes are below the limit, or
     /// until `shutdown`, which must not hang on it.
     pub(crate) async fn wait_below(&self, mut shutdown: Option<&mut Shutdown>) {
@@ -242,10 +281,7 @@ impl InputSender {
         }
         let ack = match self.membuf.clone() {
             None => ack,
-            Some(m) => {
-                m.wait_below(Some(&mut self.shutdown)).await;
-                Some(m.hold(&records, ack))
-            }
+            Some(m) => Some(m.admit(&records, ack, &mut self.shutdown).await),
         };
         metrics::add(&self.metrics.records, records.len() as u64);
         if !self.routable {
@@ -578,7 +614,16 @@ impl Pipeline {
             }
             inputs.push(InputInstance {
                 filesystem,
-                mem_buf_limit: p.size("mem_buf_limit").filter(|l| *l > 0),
+                mem_buf_limit: match p.size("mem_buf_limit") {
+                    Some(0) => {
+                        crate::warn!(
+                            "{}: [config] {name}: mem_buf_limit 0: nothing bounds the memory of this input's undelivered records, and a stalled output can exhaust the host's memory (remove the line for the default 64M, or set a size)",
+                            p.span_of("mem_buf_limit")
+                        );
+                        None
+                    }
+                    limit => Some(limit.unwrap_or(DEFAULT_MEM_BUF_LIMIT)),
+                },
                 routable: p.bool("routable").unwrap_or(true),
                 gate: match p.bool("rate_gate") {
                     Some(true) => {
@@ -808,14 +853,17 @@ impl Pipeline {
             outputs,
             log_settings,
             exit,
-            ..
+            registry,
         } = self;
         crate::log::set_instances(log_settings);
         // Opened before anything runs: an input that asks for filesystem buffering
         // never runs without it (a read-only or unwritable storage.path stops the start).
         let storage = match &config.service.storage {
             Some((dir, full, checksum)) => match storage::Store::open(dir, *full, *checksum) {
-                Ok(s) => Ok(Some(s)),
+                Ok(mut s) => {
+                    s.counters = storage::StorageCounters::register(&registry.plugins);
+                    Ok(Some(s))
+                }
                 Err(e) if inputs.iter().any(|i| i.filesystem) => {
                     crate::error!(
                         "[storage] cannot use storage.path {}: {e}; inputs with storage.type filesystem need it (fix storage.path, or use storage.type memory)",

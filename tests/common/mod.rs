@@ -124,6 +124,16 @@ impl Agent {
         a
     }
 
+    /// Starts `agent -c <conf>` through `wrapper` (a command that execs its arguments,
+    /// such as `prlimit --nofile=200:200`).
+    pub fn start_wrapped(conf: &str, wrapper: &[&str]) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let mut a = Agent::spawn_wrapped(&dir, wrapper, &["-c", path.to_str().unwrap()], None, &[]);
+        a._own = Some(dir);
+        a
+    }
+
     /// Starts `agent -c <conf>` inside the network namespace `ns`.
     pub fn start_in_netns(conf: &str, ns: &netns::NetNs) -> Agent {
         let dir = Dir::new();
@@ -296,12 +306,18 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16
 /// The port a server input bound (`port 0` lets the kernel choose, so parallel tests
 /// never race for one): from its last `listening on 127.0.0.1:PORT` line.
 pub fn bound_port(a: &Agent) -> u16 {
+    bound_port_of(a, "")
+}
+
+/// As [`bound_port`], from the last such line that also contains `prefix` (a log
+/// prefix such as `[input:tcp:`, when several inputs listen).
+pub fn bound_port_of(a: &Agent, prefix: &str) -> u16 {
     let err = a.stderr();
     let line = err
         .lines()
         .rev()
-        .find(|l| l.contains("listening on 127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no listening line\n{err}"));
+        .find(|l| l.contains("listening on 127.0.0.1:") && l.contains(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} listening line\n{err}"));
     let rest = &line[line.find("127.0.0.1:").unwrap() + 10..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()

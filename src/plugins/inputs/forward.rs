@@ -27,7 +27,7 @@ use crate::event::format::{DecodeError, KeyCache, ValueLen};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
-use crate::net::downstream::{listen_spec, read_some, run_server, Conn, ListenSpec};
+use crate::net::downstream::{listen_spec, read_some, run_server, Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
@@ -190,7 +190,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     };
     setup.unix_perm = perm;
     Ok(Box::new(ForwardInput {
-        listener: listen_spec(setup, "forward", ctx),
+        listener: listen_spec(setup, "forward", "frame", ctx),
         cfg: Arc::new(ConnConfig {
             chunk,
             max,
@@ -225,12 +225,16 @@ enum End {
 
 /// The length of the complete frame at the front of `buf`, if there is one; `len`
 /// keeps what was measured of an incomplete frame for the next call.
-fn next_frame(len: &mut ValueLen, buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+/// `limit` names what `max` is, for the message.
+fn next_frame(
+    len: &mut ValueLen,
+    buf: &[u8],
+    max: usize,
+    limit: &str,
+) -> Result<Option<usize>, String> {
     match len.advance(buf) {
         Ok(Some(n)) => Ok(Some(n)),
-        Ok(None) if buf.len() >= max => {
-            Err(format!("frame larger than buffer_max_size ({max} bytes)"))
-        }
+        Ok(None) if buf.len() >= max => Err(format!("frame larger than {limit} ({max} bytes)")),
         Ok(None) | Err(DecodeError::Incomplete) => Ok(None),
         Err(DecodeError::Invalid(why)) => Err(format!("invalid msgpack: {why}")),
     }
@@ -240,6 +244,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
     let rejecter = conn.rejecter();
     let peer = conn.peer.clone();
     let io_timeout = conn.io_timeout;
+    let activity = conn.activity.clone();
     let (mut rd, mut wr) = tokio::io::split(conn.stream);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Value>();
     let mut session = Session {
@@ -251,6 +256,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
         helo: None,
         authenticated: false,
         keys: KeyCache::default(),
+        activity,
     };
     let mut reply = Vec::new();
     if let Some(sec) = &session.cfg.security {
@@ -285,6 +291,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<ConnConfig>, out: InputSender, shutdown
         if wr.write_all(&reply).await.is_err() {
             return;
         }
+        session.activity.release();
     }
     let _ = wr.shutdown().await;
 }
@@ -301,7 +308,14 @@ struct Session {
     authenticated: bool,
     /// Record keys this client sent before.
     keys: KeyCache,
+    /// Progress (each frame) and work in hand (records with the engine, acks owed), so
+    /// that only connections making no progress are closed as idle.
+    activity: Arc<Activity>,
 }
+
+/// Largest frame before the handshake: a PING is a few hundred bytes, so a client that
+/// has not proven the key holds no more than this.
+const UNAUTHENTICATED_MAX: usize = 64 * 1024;
 
 impl Session {
     async fn run<R, W>(
@@ -322,7 +336,7 @@ impl Session {
             let room = self
                 .cfg
                 .chunk
-                .min(self.cfg.max.saturating_sub(self.buf.len()).max(1));
+                .min(self.limit().saturating_sub(self.buf.len()).max(1));
             tokio::select! {
                 _ = shutdown.wait() => return End::Done,
                 Some(chunk) = acks.recv() => {
@@ -331,6 +345,7 @@ impl Session {
                     if wr.write_all(&reply).await.is_err() {
                         return End::Done;
                     }
+                    self.activity.release();
                 }
                 n = read_some(rd, &mut self.buf, room, io_timeout) => match n {
                     Ok(0) => {
@@ -353,6 +368,15 @@ impl Session {
         }
     }
 
+    /// Largest frame accepted now: `buffer_max_size`, or [`UNAUTHENTICATED_MAX`] until a
+    /// client required to authenticate has.
+    fn limit(&self) -> usize {
+        match (&self.cfg.security, self.authenticated) {
+            (Some(_), false) => self.cfg.max.min(UNAUTHENTICATED_MAX),
+            _ => self.cfg.max,
+        }
+    }
+
     /// Handles every complete frame in the buffer.
     async fn frames<W>(&mut self, wr: &mut W, peer: &str) -> Result<(), End>
     where
@@ -360,7 +384,12 @@ impl Session {
     {
         let mut start = 0;
         let result = loop {
-            let n = match next_frame(&mut self.frame_len, &self.buf[start..], self.cfg.max) {
+            let limit = self.limit();
+            let name = match limit < self.cfg.max {
+                true => "what a client may send before the handshake",
+                false => "buffer_max_size",
+            };
+            let n = match next_frame(&mut self.frame_len, &self.buf[start..], limit, name) {
                 Ok(Some(n)) => n,
                 Ok(None) => break Ok(()),
                 Err(why) => break Err(End::Rejected(why)),
@@ -370,6 +399,7 @@ impl Session {
             if let Err(e) = self.frame(frame, wr, peer).await {
                 break Err(e);
             }
+            self.activity.progress();
         };
         self.buf.drain(..start);
         result
@@ -419,8 +449,11 @@ impl Session {
         let Some(out) = self.out.as_mut() else {
             return Err(End::Done);
         };
+        self.activity.hold();
         let sent = match events.chunk {
             Some(chunk) => {
+                // Owed until the ack is written.
+                self.activity.hold();
                 let tx = self.ack_tx.clone();
                 let ack = Box::new(move || {
                     let _ = tx.send(chunk);
@@ -429,6 +462,7 @@ impl Session {
             }
             None => out.send_tagged(tag, events.records).await,
         };
+        self.activity.release();
         if sent.is_err() {
             crate::debug!("[input:forward] {peer}: the engine is shutting down");
             return Err(End::Done);
@@ -453,15 +487,24 @@ mod tests {
         // Two complete frames and the start of a third.
         let buf = [0x92, 0xa1, b't', 0x90, 0x92, 0xa1, b'u', 0x90, 0x92];
         let fresh = || ValueLen::default();
-        assert_eq!(next_frame(&mut fresh(), &buf, 100), Ok(Some(4)));
-        assert_eq!(next_frame(&mut fresh(), &buf[8..], 100), Ok(None));
+        assert_eq!(
+            next_frame(&mut fresh(), &buf, 100, "buffer_max_size"),
+            Ok(Some(4))
+        );
+        assert_eq!(
+            next_frame(&mut fresh(), &buf[8..], 100, "buffer_max_size"),
+            Ok(None)
+        );
         // A str32 declaring 4 GB: incomplete, never allocated, refused at the limit.
         let huge = [0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff, b'x'];
-        assert_eq!(next_frame(&mut fresh(), &huge, 100), Ok(None));
-        assert!(next_frame(&mut fresh(), &huge, 9)
+        assert_eq!(
+            next_frame(&mut fresh(), &huge, 100, "buffer_max_size"),
+            Ok(None)
+        );
+        assert!(next_frame(&mut fresh(), &huge, 9, "buffer_max_size")
             .unwrap_err()
             .contains("buffer_max_size"));
-        assert!(next_frame(&mut fresh(), &[0xc1], 100)
+        assert!(next_frame(&mut fresh(), &[0xc1], 100, "buffer_max_size")
             .unwrap_err()
             .starts_with("invalid msgpack"));
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
-use crate::net::downstream::{listen_spec, read_some, run_server, Conn, ListenSpec};
+use crate::net::downstream::{listen_spec, read_some, run_server, Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
@@ -165,7 +165,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     }
     let setup = DownstreamSetup::from_props(props, None)?;
     Ok(Box::new(TcpInput {
-        listener: listen_spec(setup, "tcp", ctx),
+        listener: listen_spec(setup, "tcp", "record", ctx),
         cfg: Arc::new(Cfg {
             format,
             chunk,
@@ -242,6 +242,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
         .map(|k| (k.clone(), Value::Str(Str::from(conn.source_address()))));
     let rejecter = conn.rejecter();
     let io_timeout = conn.io_timeout;
+    let activity = conn.activity.clone();
     let mut stream = conn.stream;
     let mut buf = Vec::new();
     let mut bodies = Vec::new();
@@ -257,7 +258,7 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
                     if !buf.is_empty() {
                         let line = String::from_utf8_lossy(&buf).into_owned();
                         bodies.push(vec![(Str::from("log"), Value::Str(Str::from(line)))]);
-                        let _ = send(&mut out, &mut bodies, &source, &cfg.parser).await;
+                        let _ = send(&mut out, &mut bodies, &source, &cfg.parser, &activity).await;
                     }
                 } else if buf.iter().any(|b| !b.is_ascii_whitespace()) {
                     rejecter.reject(&format!(
@@ -274,11 +275,11 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
             }
         }
         if let Err(why) = split(&cfg.format, &mut buf, &mut bodies) {
-            let _ = send(&mut out, &mut bodies, &source, &cfg.parser).await;
+            let _ = send(&mut out, &mut bodies, &source, &cfg.parser, &activity).await;
             rejecter.reject(&why);
             return;
         }
-        if send(&mut out, &mut bodies, &source, &cfg.parser)
+        if send(&mut out, &mut bodies, &source, &cfg.parser, &activity)
             .await
             .is_err()
         {
@@ -299,10 +300,24 @@ async fn send(
     bodies: &mut Vec<Map>,
     source: &Option<(Str, Value)>,
     parser: &Option<Arc<crate::parser::Parser>>,
+    activity: &Activity,
 ) -> Result<(), PluginError> {
     if bodies.is_empty() {
         return Ok(());
     }
+    // Whole records are progress; the wait for the engine is work in hand, never idle.
+    activity.hold();
+    let sent = send_records(out, bodies, source, parser).await;
+    activity.release();
+    sent
+}
+
+async fn send_records(
+    out: &mut InputSender,
+    bodies: &mut Vec<Map>,
+    source: &Option<(Str, Value)>,
+    parser: &Option<Arc<crate::parser::Parser>>,
+) -> Result<(), PluginError> {
     let now = EventTime::now();
     let records = bodies
         .drain(..)

@@ -273,7 +273,13 @@ impl TailConfig {
                 })?),
             },
             limit_dropped: Default::default(),
-            mem_buf_limit: props.size("mem_buf_limit").filter(|&l| l > 0),
+            // Set by the user only: unset, tail's own window applies (the table's
+            // default is the engine's byte bound for inputs).
+            mem_buf_limit: props
+                .is_set("mem_buf_limit")
+                .then(|| props.size("mem_buf_limit"))
+                .flatten()
+                .filter(|&l| l > 0),
         })
     }
 }
