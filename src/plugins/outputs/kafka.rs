@@ -220,12 +220,14 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         "msgpack" => Format::Msgpack,
         "raw" => Format::Raw,
         "gelf" => Format::Gelf,
-        f @ ("avro" | "otlp_json" | "otlp_proto") => return Err(props.error(
-            "format",
-            format!(
+        f @ ("avro" | "otlp_json" | "otlp_proto") => {
+            return Err(props.error(
+                "format",
+                format!(
                 "json, msgpack, gelf or raw (format {f} is not available in agent's kafka output)"
             ),
-        )),
+            ))
+        }
         other => {
             // Fluent Bit reads any other word as json.
             crate::warn!(
