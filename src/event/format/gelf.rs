@@ -14,6 +14,7 @@
 
 use super::super::{EventTime, Map, Str, Value};
 use super::json::write_json_str;
+use super::print::write_c_f;
 
 /// The `gelf_*_key` properties: which record keys are GELF's fields.
 #[derive(Clone, Debug, Default)]
@@ -90,21 +91,6 @@ fn write_json_str_body(out: &mut Vec<u8>, text: &[u8]) {
     out.pop();
 }
 
-/// C's `%f`.
-fn write_float(out: &mut Vec<u8>, f: f64) {
-    if f.is_nan() {
-        out.extend_from_slice(if f.is_sign_negative() {
-            b"-nan"
-        } else {
-            b"nan"
-        });
-    } else if f.is_infinite() {
-        out.extend_from_slice(if f < 0.0 { b"-inf" } else { b"inf" });
-    } else {
-        out.extend_from_slice(format!("{f:.6}").as_bytes());
-    }
-}
-
 fn write_int(out: &mut Vec<u8>, v: &Value) {
     let mut b = itoa::Buffer::new();
     match v {
@@ -120,7 +106,7 @@ fn flatten(out: &mut Vec<u8>, v: &Value, prefix: &[u8], in_array: bool) {
         Value::Nil => out.extend_from_slice(b"null"),
         Value::Bool(b) => write_text(out, !in_array, if *b { b"true" } else { b"false" }),
         Value::Int(_) | Value::UInt(_) => write_int(out, v),
-        Value::Float(f) => write_float(out, *f),
+        Value::Float(f) => write_c_f(out, *f),
         Value::Str(s) => write_text(out, !in_array, s.as_bytes()),
         Value::Bin(b) => write_text(out, !in_array, b),
         Value::Array(items) => {
@@ -264,7 +250,7 @@ fn write_gelf(
             }
             Value::Float(f) => {
                 write_key(out, false, prefix, false, key.as_bytes());
-                write_float(out, *f);
+                write_c_f(out, *f);
             }
             Value::Str(s) => {
                 write_key(out, false, prefix, false, key.as_bytes());

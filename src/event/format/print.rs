@@ -93,7 +93,7 @@ fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// C's `%f` (glibc): six decimals, exact rounding; `nan`/`-nan`, `inf`/`-inf`.
-fn write_c_f(out: &mut Vec<u8>, f: f64) {
+pub(super) fn write_c_f(out: &mut Vec<u8>, f: f64) {
     if f.is_nan() {
         out.extend_from_slice(if f.is_sign_negative() {
             b"-nan"
