@@ -30,7 +30,9 @@ use super::MAX_BATCH;
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Record, Str, Value};
 use crate::kafka::Context;
-use crate::plugins::outputs::kafka::{client_config, BROKERS, CLIENT_ID, RDKAFKA};
+use crate::plugins::outputs::kafka::{
+    client_config, AWS_MSK_IAM, AWS_MSK_IAM_CLUSTER_ARN, BROKERS, CLIENT_ID, RDKAFKA,
+};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
 const PROPS: &[PropSpec] = &[
@@ -81,18 +83,8 @@ const PROPS: &[PropSpec] = &[
         "Let librdkafka commit what was read; off: commit only what outputs are done with.",
     ),
     RDKAFKA,
-    PropSpec::new(
-        "aws_msk_iam",
-        PropKind::Bool,
-        Some("false"),
-        "AWS MSK IAM authentication (not available in agent: 'on' is a config error).",
-    ),
-    PropSpec::new(
-        "aws_msk_iam_cluster_arn",
-        PropKind::Str,
-        None,
-        "The MSK cluster's ARN (with aws_msk_iam).",
-    ),
+    AWS_MSK_IAM,
+    AWS_MSK_IAM_CLUSTER_ARN,
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -113,16 +105,6 @@ struct KafkaInput {
 }
 
 fn build(props: &Props, _ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    if props.bool("aws_msk_iam") == Some(true) {
-        return Err(ConfigError::invalid(
-            props.span_of("aws_msk_iam"),
-            "[config] kafka: aws_msk_iam: AWS MSK IAM authentication is not available in agent",
-            Some(
-                "use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster"
-                    .into(),
-            ),
-        ));
-    }
     let topics: Vec<String> = props
         .str("topics")
         .unwrap_or("")

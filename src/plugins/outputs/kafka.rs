@@ -52,6 +52,18 @@ pub const CLIENT_ID: PropSpec = PropSpec::new(
     Some("fluent-bit"),
     "The Kafka client.id.",
 );
+pub const AWS_MSK_IAM: PropSpec = PropSpec::new(
+    "aws_msk_iam",
+    PropKind::Bool,
+    Some("false"),
+    "AWS MSK IAM authentication (not available in agent: 'on' is a config error).",
+);
+pub const AWS_MSK_IAM_CLUSTER_ARN: PropSpec = PropSpec::new(
+    "aws_msk_iam_cluster_arn",
+    PropKind::Str,
+    None,
+    "The MSK cluster's ARN (with aws_msk_iam).",
+);
 pub const RDKAFKA: PropSpec = PropSpec::new(
     "rdkafka.",
     PropKind::Prefix,
@@ -137,18 +149,8 @@ const PROPS: &[PropSpec] = &[
     GELF_SHORT_MESSAGE_KEY,
     GELF_FULL_MESSAGE_KEY,
     GELF_LEVEL_KEY,
-    PropSpec::new(
-        "aws_msk_iam",
-        PropKind::Bool,
-        Some("false"),
-        "AWS MSK IAM authentication (not available in agent: 'on' is a config error).",
-    ),
-    PropSpec::new(
-        "aws_msk_iam_cluster_arn",
-        PropKind::Str,
-        None,
-        "The MSK cluster's ARN (with aws_msk_iam).",
-    ),
+    AWS_MSK_IAM,
+    AWS_MSK_IAM_CLUSTER_ARN,
 ];
 
 pub static PLUGIN: OutputPlugin = OutputPlugin {
@@ -198,16 +200,6 @@ struct KafkaOutput {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
-    if props.bool("aws_msk_iam") == Some(true) {
-        return Err(ConfigError::invalid(
-            props.span_of("aws_msk_iam"),
-            "[config] kafka: aws_msk_iam: AWS MSK IAM authentication is not available in agent",
-            Some(
-                "use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster"
-                    .into(),
-            ),
-        ));
-    }
     let config = client_config(props, None, &[])?;
     let brokers = props.str("brokers").unwrap_or_default().to_string();
     let format = match props
@@ -310,6 +302,16 @@ pub fn client_config(
     group_id: Option<&str>,
     forced: &[(&str, &str)],
 ) -> Result<rdkafka::ClientConfig, ConfigError> {
+    if props.bool("aws_msk_iam") == Some(true) {
+        return Err(ConfigError::invalid(
+            props.span_of("aws_msk_iam"),
+            "[config] kafka: aws_msk_iam: AWS MSK IAM authentication is not available in agent",
+            Some(
+                "use SASL/SCRAM (rdkafka.sasl.mechanism SCRAM-SHA-512) or mTLS on the cluster"
+                    .into(),
+            ),
+        ));
+    }
     let Some(brokers) = props.str("brokers") else {
         return Err(ConfigError::invalid(
             props.span(),
