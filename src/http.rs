@@ -6,9 +6,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -16,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::app::VERSION;
-use crate::pipeline::metrics::{get, MetricKind, Registry};
+use crate::pipeline::metrics::{get, Registry};
 
 /// What the endpoints read.
 pub struct Monitor {
@@ -134,6 +133,18 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
             m.sample(Instant::now());
         }
     });
+    serve(listener, "http_server", move |req| handle(&monitor, req));
+}
+
+/// Serves HTTP/1 on `listener` with `handle` until the returned task is aborted: at
+/// most [`MAX_CONNECTIONS`] at once (more are closed at once, counted in the log), and
+/// a connection that sends no request head within [`HEADER_TIMEOUT`] is closed. Shared
+/// by the monitoring server and the prometheus_exporter output; `who` prefixes logs.
+pub fn serve<F>(listener: TcpListener, who: &'static str, handle: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(&Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut refused = 0u64;
@@ -141,7 +152,7 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    crate::warn!("[http_server] accept failed: {e}");
+                    crate::warn!("[{who}] accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -153,16 +164,16 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 refused += 1;
                 if refused.is_power_of_two() {
                     crate::warn!(
-                        "[http_server] {refused} connections refused: {MAX_CONNECTIONS} are open"
+                        "[{who}] {refused} connections refused: {MAX_CONNECTIONS} are open"
                     );
                 }
                 continue;
             };
-            let m = monitor.clone();
+            let h = handle.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let m = m.clone();
-                    async move { Ok::<_, Infallible>(handle(&m, &req)) }
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(&req)) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -173,22 +184,26 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 drop(slot);
             });
         }
-    });
+    })
 }
 
 /// Most connections the monitoring server keeps open at once.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A connection must send a whole request head within this long of opening, and of
 /// its previous response (keepalive): idle and half-sent requests are closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
+pub fn respond(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut b = Response::builder().status(status).header("server", "agent");
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
     }
-    b.body(Full::new(Bytes::from(body)))
+    b.body(Full::new(body.into()))
         .expect("static headers are valid")
 }
 
@@ -209,9 +224,9 @@ fn handle<B>(m: &Monitor, req: &Request<B>) -> Response<Full<Bytes>> {
         "/api/v1/health" if m.health.is_some() => {
             let (ok, _, _) = m.health();
             if ok {
-                respond(StatusCode::OK, None, "ok\n".into())
+                respond(StatusCode::OK, None, "ok\n")
             } else {
-                respond(StatusCode::INTERNAL_SERVER_ERROR, None, "error\n".into())
+                respond(StatusCode::INTERNAL_SERVER_ERROR, None, "error\n")
             }
         }
         "/api/v2/health" if m.health.is_some() => {
@@ -282,207 +297,21 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
     serde_json::json!({"input": input, "filter": filter, "output": output})
 }
 
-/// A metric family read off each instance's counters: (name, help, kind, read).
-type Family<T> = (&'static str, &'static str, MetricKind, fn(&T) -> u64);
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps.
+/// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps. The
+/// fluentbit_metrics input sends the same set (`Registry::metric_set`).
 fn prometheus(m: &Monitor, timestamps: bool) -> String {
-    let r = &*m.registry();
-    let ts = if timestamps {
-        format!(
-            " {}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0)
-        )
-    } else {
-        String::new()
-    };
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: MetricKind, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(
-            out,
-            "# TYPE {name} {}",
-            if kind == MetricKind::Counter {
-                "counter"
-            } else {
-                "gauge"
-            }
-        );
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}{ts}");
-        }
-    };
-    let named = |n: &str| format!("{{name=\"{}\"}}", escape(n));
-    use MetricKind::{Counter, Gauge};
-    family(
-        "fluentbit_uptime",
-        "Number of seconds that Fluent Bit has been running.",
-        Counter,
-        vec![(
-            format!("{{hostname=\"{}\"}}", escape(&m.hostname)),
-            m.uptime(),
-        )],
+    let set = m.registry().metric_set(&m.hostname, SystemTime::now());
+    let mut out = Vec::with_capacity(4096);
+    crate::event::format::write_prometheus(
+        &mut out,
+        &set,
+        crate::event::format::PromOptions {
+            timestamps,
+            extra_labels: &[],
+            endpoint: true,
+        },
     );
-    family(
-        "fluentbit_input_records_total",
-        "Number of input records.",
-        Counter,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.records)))
-            .collect(),
-    );
-    family(
-        "fluentbit_input_ingestion_paused",
-        "Whether the input is paused by mem_buf_limit (1) or not (0).",
-        Gauge,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.paused)))
-            .collect(),
-    );
-    family(
-        "agent_input_buffered_bytes",
-        "Bytes (estimated) of the input's records not yet delivered; kept with mem_buf_limit.",
-        Gauge,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.buffered_bytes)))
-            .collect(),
-    );
-    let filters: [Family<crate::pipeline::metrics::FilterMetrics>; 3] = [
-        (
-            "fluentbit_filter_records_total",
-            "Total number of new records processed.",
-            Counter,
-            |x| get(&x.records),
-        ),
-        (
-            "fluentbit_filter_drop_records_total",
-            "Fluentbit metrics.",
-            Counter,
-            |x| get(&x.drop_records),
-        ),
-        (
-            "fluentbit_filter_added_records_total",
-            "Fluentbit metrics.",
-            Counter,
-            |x| get(&x.add_records),
-        ),
-    ];
-    for (name, help, kind, f) in filters {
-        family(
-            name,
-            help,
-            kind,
-            r.filters.iter().map(|(n, x)| (named(n), f(x))).collect(),
-        );
-    }
-    let outputs: [Family<crate::pipeline::metrics::OutputMetrics>; 8] = [
-        (
-            "fluentbit_output_proc_records_total",
-            "Number of processed output records.",
-            Counter,
-            |x| get(&x.proc_records),
-        ),
-        (
-            "fluentbit_output_errors_total",
-            "Number of output errors.",
-            Counter,
-            |x| get(&x.errors),
-        ),
-        (
-            "fluentbit_output_retries_total",
-            "Number of output retries.",
-            Counter,
-            |x| get(&x.retries),
-        ),
-        (
-            "fluentbit_output_retries_failed_total",
-            "Number of abandoned batches because the maximum number of re-tries was reached.",
-            Counter,
-            |x| get(&x.retries_failed),
-        ),
-        (
-            "fluentbit_output_dropped_records_total",
-            "Number of dropped records.",
-            Counter,
-            |x| get(&x.dropped_records),
-        ),
-        (
-            "fluentbit_output_retried_records_total",
-            "Number of retried records.",
-            Counter,
-            |x| get(&x.retried_records),
-        ),
-        (
-            "agent_output_limit_dropped_records_total",
-            "Records the output's limit.max_records_per_second dropped.",
-            Counter,
-            |x| get(&x.limit_dropped_records),
-        ),
-        (
-            "agent_output_pending_records",
-            "Records routed to the output and not yet delivered or given up.",
-            Gauge,
-            |x| x.pending_records(),
-        ),
-    ];
-    for (name, help, kind, f) in outputs {
-        family(
-            name,
-            help,
-            kind,
-            r.outputs.iter().map(|(n, x)| (named(n), f(x))).collect(),
-        );
-    }
-    // Plugins' own metrics, one family per metric name.
-    let mut plugin = r.plugins.all();
-    plugin.sort_by(|a, b| a.metric.cmp(b.metric));
-    for group in plugin.chunk_by(|a, b| a.metric == b.metric) {
-        family(
-            group[0].metric,
-            group[0].help,
-            group[0].kind,
-            group
-                .iter()
-                .map(|p| (named(&p.instance), get(&p.value)))
-                .collect(),
-        );
-    }
-    let start = r
-        .start
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    family(
-        "fluentbit_process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        Gauge,
-        vec![(format!("{{hostname=\"{}\"}}", escape(&m.hostname)), start)],
-    );
-    family(
-        "fluentbit_build_info",
-        "Build version information.",
-        Gauge,
-        vec![(
-            format!(
-                "{{hostname=\"{}\",version=\"{VERSION}\",edition=\"agent\"}}",
-                escape(&m.hostname)
-            ),
-            1,
-        )],
-    );
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl OutputWorker {
         stopping: bool,
     ) {
         let chunk = rest.as_ref().unwrap_or(&routed.chunk);
-        let mut n = chunk.records.len() as u64;
+        let mut n = chunk.events() as u64;
         if routed.is_cancelled() {
             // Dropped as the oldest by storage.total_limit_size (counted when dropped).
             routed.finish();
@@ -162,14 +162,13 @@ impl OutputWorker {
                     routed.finish();
                     return;
                 }
-                rest_next = Some(Chunk {
-                    tag: chunk.tag.clone(),
-                    records: p
-                        .retry
+                rest_next = Some(Chunk::new(
+                    chunk.tag.clone(),
+                    p.retry
                         .iter()
                         .filter_map(|&i| chunk.records.get(i).cloned())
                         .collect(),
-                });
+                ));
                 n = again;
                 (p.after, p.reason)
             }
@@ -279,15 +278,9 @@ mod tests {
             })
             .collect();
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Routed::new(
-            Chunk {
-                tag: Arc::from("t"),
-                records,
-            },
-            None,
-        ))
-        .await
-        .unwrap();
+        tx.send(Routed::new(Chunk::new(Arc::from("t"), records), None))
+            .await
+            .unwrap();
         drop(tx);
         let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
         worker.run(rx, shutdown).await;

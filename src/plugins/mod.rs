@@ -50,6 +50,9 @@ pub struct BuildContext<'a> {
     pub main_dir: Option<&'a std::path::Path>,
     /// `@SET` and YAML `env:` variables, by name.
     pub vars: &'a [(String, String)],
+    /// Every instance's counters, set once the whole pipeline is built (the
+    /// fluentbit_metrics input reads them at run time).
+    pub registry: &'a Arc<std::sync::OnceLock<Arc<crate::pipeline::metrics::Registry>>>,
 }
 
 impl BuildContext<'_> {
@@ -188,6 +191,15 @@ pub trait Output: Send + 'static {
     /// Another worker of the same instance (`workers N`). Workers may share state such
     /// as a connection pool; each owns its buffers.
     fn fork(&self) -> Box<dyn Output>;
+    /// The signals it takes (Fluent Bit's `event_type`): logs unless it says otherwise.
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS
+    }
+    /// Called once on the first worker when the pipeline starts, before any flush
+    /// (a server output binds its port here). An error stops the pipeline's start.
+    fn start(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// How a plugin is built from its validated properties.
@@ -230,12 +242,14 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::disk::PLUGIN,
     &inputs::dummy::PLUGIN,
     &inputs::exec::PLUGIN,
+    &inputs::fluentbit_metrics::PLUGIN,
     &inputs::forward::PLUGIN,
     &inputs::head::PLUGIN,
     &inputs::kmsg::PLUGIN,
     &inputs::mem::PLUGIN,
     &inputs::netif::PLUGIN,
     &inputs::nflog::PLUGIN,
+    &inputs::node_exporter_metrics::PLUGIN,
     &inputs::proc::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::stdin::PLUGIN,
@@ -267,6 +281,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::http::PLUGIN,
     &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
+    &outputs::prometheus_exporter::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,
 ];

@@ -14,6 +14,7 @@
 mod json;
 mod msgpack;
 mod print;
+mod prometheus;
 
 pub use json::{
     iso8601, write_double, write_json_chunk, write_json_map, write_json_record, write_json_str,
@@ -25,3 +26,4 @@ pub use msgpack::{
     write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache, ValueLen,
 };
 pub use print::{write_print_map, write_print_record, write_print_value};
+pub use prometheus::{write_g, write_metrics_text, write_prometheus, PromOptions};

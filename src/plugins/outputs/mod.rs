@@ -7,6 +7,7 @@ pub mod forward;
 pub mod http;
 pub mod loki;
 pub mod null;
+pub mod prometheus_exporter;
 pub mod stdout;
 pub mod tcp;
 
