@@ -218,13 +218,14 @@ impl Registry {
             ),
             (
                 "fluentbit_filter_drop_records_total",
-                "Fluentbit metrics.",
+                "Total number of dropped records.",
                 Counter,
                 |x| get(&x.drop_records),
             ),
             (
-                "fluentbit_filter_added_records_total",
-                "Fluentbit metrics.",
+                // Fluent Bit's name (it was `added` here before: no series matched).
+                "fluentbit_filter_add_records_total",
+                "Total number of new added records.",
                 Counter,
                 |x| get(&x.add_records),
             ),
@@ -328,8 +329,9 @@ impl Registry {
             "fluentbit_build_info",
             "Build version information.",
             Gauge,
-            &["hostname", "version", "edition"],
-            vec![(vec![hostname, crate::app::VERSION, "agent"], 1)],
+            // Fluent Bit's v2 label set (its fluentbit_metrics input sends these).
+            &["hostname", "version", "os"],
+            vec![(vec![hostname, crate::app::VERSION, std::env::consts::OS], 1)],
         );
         set
     }

@@ -7,6 +7,7 @@ pub mod http_sink;
 pub mod kube_api;
 pub mod netns;
 pub mod pki;
+pub mod prometheus;
 
 use std::fs;
 use std::io::Read;

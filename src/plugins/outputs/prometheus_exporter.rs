@@ -100,6 +100,7 @@ impl Drop for Shared {
 }
 
 struct PrometheusExporter {
+    name: String,
     host: String,
     port: u16,
     timestamps: bool,
@@ -108,11 +109,12 @@ struct PrometheusExporter {
     buf: Vec<u8>,
 }
 
-fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     let port = props.int("port").unwrap_or(2021);
     let port =
         u16::try_from(port).map_err(|_| props.error("port", "a TCP port from 0 to 65535"))?;
     Ok(Box::new(PrometheusExporter {
+        name: ctx.instance.to_string(),
         host: props.str("host").unwrap_or("0.0.0.0").to_string(),
         port,
         timestamps: props.bool("add_timestamp").unwrap_or(false),
@@ -168,9 +170,8 @@ impl Output for PrometheusExporter {
             };
             if let Ok(addr) = listener.local_addr() {
                 crate::info!(
-                    "[output:prometheus_exporter] listening iface={} tcp_port={}",
-                    addr.ip(),
-                    addr.port()
+                    "[output:prometheus_exporter:{}] listening on {addr}",
+                    self.name
                 );
             }
             // The server holds a weak reference: the output's end stops it (Drop).
@@ -222,6 +223,7 @@ impl Output for PrometheusExporter {
 
     fn fork(&self) -> Box<dyn Output> {
         Box::new(PrometheusExporter {
+            name: self.name.clone(),
             host: self.host.clone(),
             port: self.port,
             timestamps: self.timestamps,
