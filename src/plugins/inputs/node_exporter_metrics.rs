@@ -639,3 +639,237 @@ impl Input for NodeExporter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A procfs/sysfs tree with the files each collector reads.
+    fn fixture() -> (tempfile::TempDir, NodeExporter) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("proc/loadavg", "0.42 0.17 0.05 2/345 6789\n");
+        w(
+            "proc/stat",
+            "cpu  10 20 30 40 50 60 70 80 90 100\ncpu0 100 200 300 400 500 600 700 800 900\n\
+             intr 12345 0 1\nctxt 999\nbtime 1700000000\nprocesses 4242\nprocs_running 3\nprocs_blocked 1\n",
+        );
+        w(
+            "proc/meminfo",
+            "MemTotal:        2000 kB\nActive(anon):     10 kB\nHugePages_Total:       4\n",
+        );
+        w(
+            "proc/diskstats",
+            "   8       0 sda 10 20 30 40 50 60 70 80 1 90 100 0 0 0 0 5 6\n   8       1 sda1 1 2 3 4 5 6 7 8 9 10 11\n   7       0 loop0 1 1 1 1 1 1 1 1 1 1 1\n",
+        );
+        w(
+            "proc/net/dev",
+            "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+             \x20   lo:    1000      10    0    0    0     0          0         0     2000      20    0    0    0     0       0          0\n\
+             \x20 eth0:    3000      30    1    2    0     0          0         7     4000      40    0    0    0     0       0          0\n",
+        );
+        w(
+            "proc/vmstat",
+            "nr_free_pages 5\npgpgin 11\npgfault 22\npgmajfault 3\noom_kill 0\npswpin 1\n",
+        );
+        w("proc/sys/fs/file-nr", "1024\t0\t9223372036854775807\n");
+        w(
+            "proc/1/mounts",
+            "/dev/root / ext4 rw 0 0\nproc /proc proc rw 0 0\n",
+        );
+        w("sys/devices/system/cpu/cpu0/topology/core_id", "0\n");
+        w(
+            "sys/devices/system/cpu/cpu0/topology/physical_package_id",
+            "0\n",
+        );
+        w(
+            "sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count",
+            "7\n",
+        );
+        w(
+            "sys/devices/system/cpu/cpu0/thermal_throttle/package_throttle_count",
+            "8\n",
+        );
+        let ne = NodeExporter {
+            interval: Duration::from_secs(5),
+            collectors: COLLECTORS.to_vec(),
+            procfs: dir.path().join("proc").display().to_string(),
+            sysfs: dir.path().join("sys").display().to_string(),
+            skip_devices: regex::Regex::new(IGNORED_DEVICES).unwrap(),
+            skip_mounts: regex::Regex::new(IGNORED_MOUNT_POINTS).unwrap(),
+            skip_fs_types: regex::Regex::new(IGNORED_FS_TYPES).unwrap(),
+            clock_ticks: 100.0,
+        };
+        (dir, ne)
+    }
+
+    #[test]
+    fn collectors_read_procfs_into_fluent_bits_names_labels_and_units() {
+        let (_dir, ne) = fixture();
+        let set = ne.scrape();
+        let v = |name: &str, labels: &[&str]| {
+            set.family(name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .value(labels)
+                .unwrap_or_else(|| panic!("{name}{labels:?} has no sample"))
+        };
+        let keys = |name: &str| -> Vec<&str> {
+            set.family(name)
+                .unwrap()
+                .label_keys
+                .iter()
+                .map(|k| &**k)
+                .collect()
+        };
+        assert_eq!(v("node_load1", &[]), 0.42);
+        assert_eq!(v("node_load5", &[]), 0.17);
+        assert_eq!(v("node_load15", &[]), 0.05);
+        // cpu: ticks / USER_HZ per mode; the all-CPUs line is left out.
+        assert_eq!(keys("node_cpu_seconds_total"), ["cpu", "mode"]);
+        assert_eq!(v("node_cpu_seconds_total", &["0", "user"]), 1.0);
+        assert_eq!(v("node_cpu_seconds_total", &["0", "idle"]), 4.0);
+        assert_eq!(v("node_cpu_seconds_total", &["0", "steal"]), 8.0);
+        assert_eq!(v("node_cpu_guest_seconds_total", &["0", "user"]), 9.0);
+        assert_eq!(v("node_cpu_guest_seconds_total", &["0", "nice"]), 0.0);
+        assert_eq!(
+            set.family("node_cpu_seconds_total").unwrap().samples.len(),
+            8
+        );
+        assert_eq!(v("node_cpu_core_throttles_total", &["0", "0"]), 7.0);
+        assert_eq!(v("node_cpu_package_throttles_total", &["0"]), 8.0);
+        // meminfo: kB lines in bytes with _bytes, plain counts as they are.
+        assert_eq!(v("node_memory_MemTotal_bytes", &[]), 2_048_000.0);
+        assert_eq!(v("node_memory_HugePages_Total", &[]), 4.0);
+        assert_eq!(
+            &*set.family("node_memory_MemTotal_bytes").unwrap().help,
+            "Memory information field MemTotal_bytes."
+        );
+        assert!(!set.families.iter().any(|f| f.name.contains('(')));
+        // diskstats: sectors in bytes, milliseconds in seconds; partitions and loop
+        // devices left out by the default regex.
+        assert_eq!(v("node_disk_reads_completed_total", &["sda"]), 10.0);
+        assert_eq!(v("node_disk_read_bytes_total", &["sda"]), 30.0 * 512.0);
+        assert_eq!(v("node_disk_read_time_seconds_total", &["sda"]), 0.04);
+        assert_eq!(v("node_disk_io_now", &["sda"]), 1.0);
+        assert_eq!(v("node_disk_flush_requests_total", &["sda"]), 5.0);
+        assert_eq!(
+            set.family("node_disk_io_now").unwrap().kind,
+            MetricType::Gauge
+        );
+        assert_eq!(
+            set.family("node_disk_reads_completed_total")
+                .unwrap()
+                .samples
+                .len(),
+            1
+        );
+        // netdev: one family per column, a sample per device.
+        assert_eq!(v("node_network_receive_bytes_total", &["eth0"]), 3000.0);
+        assert_eq!(v("node_network_receive_multicast_total", &["eth0"]), 7.0);
+        assert_eq!(v("node_network_transmit_packets_total", &["lo"]), 20.0);
+        assert_eq!(keys("node_network_transmit_colls_total"), ["device"]);
+        // stat, vmstat (only Fluent Bit's fields), filefd, uname, time.
+        assert_eq!(v("node_intr_total", &[]), 12345.0);
+        assert_eq!(v("node_context_switches_total", &[]), 999.0);
+        assert_eq!(v("node_forks_total", &[]), 4242.0);
+        assert_eq!(v("node_boot_time_seconds", &[]), 1.7e9);
+        assert_eq!(v("node_procs_running", &[]), 3.0);
+        assert_eq!(v("node_procs_blocked", &[]), 1.0);
+        assert_eq!(v("node_vmstat_pgpgin", &[]), 11.0);
+        assert_eq!(v("node_vmstat_pgmajfault", &[]), 3.0);
+        assert_eq!(v("node_vmstat_oom_kill", &[]), 0.0);
+        assert!(set.family("node_vmstat_nr_free_pages").is_none());
+        assert_eq!(v("node_filefd_allocated", &[]), 1024.0);
+        assert_eq!(v("node_filefd_maximum", &[]), 9223372036854775807.0);
+        assert_eq!(
+            keys("node_uname_info"),
+            [
+                "sysname",
+                "release",
+                "version",
+                "machine",
+                "nodename",
+                "domainname"
+            ]
+        );
+        assert_eq!(
+            set.family("node_uname_info").unwrap().samples[0].labels[0].as_ref(),
+            "Linux"
+        );
+        assert!(v("node_time_seconds", &[]) > 1.7e9);
+        // filesystem: the root mount (statvfs of the real /), /proc left out.
+        let fs = set.family("node_filesystem_size_bytes").unwrap();
+        assert_eq!(
+            keys("node_filesystem_size_bytes"),
+            ["device", "fstype", "mountpoint"]
+        );
+        assert_eq!(fs.samples.len(), 1);
+        assert!(v("node_filesystem_size_bytes", &["/dev/root", "ext4", "/"]) > 0.0);
+        assert_eq!(
+            v("node_filesystem_device_error", &["/dev/root", "ext4", "/"]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn every_name_is_one_of_fluent_bits() {
+        // Fluent Bit's names (plugins/in_node_exporter_metrics/ne_*_linux.c): a family
+        // outside these would be an invented name.
+        let fixed = [
+            "node_cpu_core_throttles_total",
+            "node_cpu_package_throttles_total",
+            "node_cpu_seconds_total",
+            "node_cpu_guest_seconds_total",
+            "node_disk_reads_completed_total",
+            "node_disk_reads_merged_total",
+            "node_disk_read_bytes_total",
+            "node_disk_read_time_seconds_total",
+            "node_disk_writes_completed_total",
+            "node_disk_writes_merged_total",
+            "node_disk_written_bytes_total",
+            "node_disk_write_time_seconds_total",
+            "node_disk_io_now",
+            "node_disk_io_time_seconds_total",
+            "node_disk_io_time_weighted_seconds_total",
+            "node_disk_discards_completed_total",
+            "node_disk_discards_merged_total",
+            "node_disk_discarded_sectors_total",
+            "node_disk_discard_time_seconds_total",
+            "node_disk_flush_requests_total",
+            "node_disk_flush_requests_time_seconds_total",
+            "node_filesystem_avail_bytes",
+            "node_filesystem_device_error",
+            "node_filesystem_files",
+            "node_filesystem_files_free",
+            "node_filesystem_free_bytes",
+            "node_filesystem_readonly",
+            "node_filesystem_size_bytes",
+            "node_uname_info",
+            "node_intr_total",
+            "node_context_switches_total",
+            "node_forks_total",
+            "node_boot_time_seconds",
+            "node_procs_running",
+            "node_procs_blocked",
+            "node_time_seconds",
+            "node_load1",
+            "node_load5",
+            "node_load15",
+            "node_filefd_allocated",
+            "node_filefd_maximum",
+        ];
+        let (_dir, ne) = fixture();
+        for f in ne.scrape().families {
+            let name = &*f.name;
+            let derived = name.starts_with("node_memory_")
+                || name.starts_with("node_vmstat_")
+                || (name.starts_with("node_network_") && name.ends_with("_total"));
+            assert!(fixed.contains(&name) || derived, "{name}");
+        }
+    }
+}
