@@ -79,12 +79,18 @@ impl OutputWorker {
         let mut rng = fastrand::Rng::new();
         let mut open = true;
         let mut stopping = shutdown.is_set();
+        // An ordered output sends nothing newer while a chunk waits for its retry.
+        let held_max = if self.output.ordered() {
+            1
+        } else {
+            MAX_RETRIES_HELD
+        };
         while open || !retries.is_empty() {
             let next = retries.iter().map(|r| r.at).min();
             tokio::select! {
                 // While retries pile up (a destination down), take no new chunks: the
                 // queues fill and the inputs wait, so memory stays bounded.
-                chunk = rx.recv(), if open && retries.len() < MAX_RETRIES_HELD => match chunk {
+                chunk = rx.recv(), if open && retries.len() < held_max => match chunk {
                     Some(chunk) => self.attempt(chunk, None, 0, &mut retries, &mut rng, stopping).await,
                     None => open = false,
                 },

@@ -195,6 +195,12 @@ pub trait Output: Send + 'static {
     fn signals(&self) -> crate::event::metrics::Signals {
         crate::event::metrics::Signals::LOGS
     }
+    /// Chunks must reach the destination in the order they were routed (Prometheus
+    /// refuses a series' older samples after newer ones): while a chunk waits for a
+    /// retry, the worker takes no newer one.
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Called once on the first worker when the pipeline starts, before any flush
     /// (a server output binds its port here). An error stops the pipeline's start.
     fn start(&mut self) -> BoxFuture<'_, Result<(), String>> {
@@ -282,6 +288,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
     &outputs::prometheus_exporter::PLUGIN,
+    &outputs::prometheus_remote_write::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,
 ];

@@ -17,6 +17,20 @@ impl Prometheus {
     /// Starts Prometheus with `config` (its YAML) and `extra` flags, and waits until
     /// it is ready. `None` when `prometheus` is not installed.
     pub fn start(config: &str, extra: &[&str]) -> Option<Prometheus> {
+        Prometheus::start_on(free_port(), config, extra)
+    }
+
+    /// Whether the `prometheus` binary is installed (prints why a test skips if not).
+    pub fn installed() -> bool {
+        let ok = Command::new("prometheus").arg("--version").output().is_ok();
+        if !ok {
+            eprintln!("skipped: needs prometheus (Debian package prometheus)");
+        }
+        ok
+    }
+
+    /// As [`Prometheus::start`], listening on `port`.
+    pub fn start_on(port: u16, config: &str, extra: &[&str]) -> Option<Prometheus> {
         if Command::new("prometheus")
             .arg("--version")
             .output()
@@ -27,7 +41,6 @@ impl Prometheus {
         }
         let dir = Dir::new();
         let cfg = dir.file("prometheus.yml", config);
-        let port = free_port();
         let child = Command::new("prometheus")
             .args([
                 &format!("--config.file={}", cfg.display()),

@@ -8,6 +8,7 @@ pub mod http;
 pub mod loki;
 pub mod null;
 pub mod prometheus_exporter;
+pub mod prometheus_remote_write;
 pub mod stdout;
 pub mod tcp;
 
