@@ -68,23 +68,12 @@ fn wait_scrape(port: u16, what: &str, ok: impl Fn(&str) -> bool) -> String {
 }
 
 fn promtool_ok(text: &str) {
-    let Ok(mut p) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("skipped promtool: needs promtool (Debian package prometheus)");
+    let Some((code, lint)) = common::prometheus::promtool(text) else {
         return;
     };
-    use std::io::Write;
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let o = p.wait_with_output().unwrap();
-    let lint = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     // Exit 3: lint remarks only. Fluent Bit's own names draw two (fluentbit_uptime is
     // a counter without _total, /proc/meminfo's names are CamelCase).
-    assert!(matches!(o.status.code(), Some(0) | Some(3)), "{lint}");
+    assert!(matches!(code, Some(0) | Some(3)), "{lint}");
     for l in lint.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
             l.starts_with("fluentbit_uptime ") || l.starts_with("node_memory_"),

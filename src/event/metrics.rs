@@ -59,6 +59,48 @@ pub struct Sample {
     pub value: SampleValue,
 }
 
+impl Sample {
+    /// The series Prometheus knows this sample as, each given to `out` as (name
+    /// suffix, first label, value): a number is one series; a histogram one `_bucket`
+    /// per bound (`le`; `None`: `+Inf`), `_sum` and `_count`; a summary one per quantile
+    /// (`quantile`), `_sum` and `_count`. Shared by the text and remote write encoders.
+    pub fn for_each_series(
+        &self,
+        family: &Family,
+        mut out: impl FnMut(&'static str, Option<(&'static str, Option<f64>)>, f64),
+    ) {
+        match &self.value {
+            SampleValue::Number(v) => out("", None, *v),
+            SampleValue::Histogram {
+                buckets,
+                sum,
+                count,
+            } => {
+                for (i, n) in buckets.iter().enumerate() {
+                    out(
+                        "_bucket",
+                        Some(("le", family.bounds.get(i).copied())),
+                        *n as f64,
+                    );
+                }
+                out("_sum", None, *sum);
+                out("_count", None, *count as f64);
+            }
+            SampleValue::Summary {
+                quantiles,
+                sum,
+                count,
+            } => {
+                for (q, v) in family.bounds.iter().zip(quantiles) {
+                    out("", Some(("quantile", Some(*q))), *v);
+                }
+                out("_sum", None, *sum);
+                out("_count", None, *count as f64);
+            }
+        }
+    }
+}
+
 /// A metric family: `node_cpu_seconds_total{cpu,mode}`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Family {

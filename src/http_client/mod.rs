@@ -84,6 +84,14 @@ pub const READ_IDLE_TIMEOUT: PropSpec = PropSpec::new(
     "Fail a response that sends nothing for this long (0 = net.io_timeout).",
 );
 
+/// `log_response_payload`: the response body in the log line of a response.
+pub const LOG_RESPONSE_PAYLOAD: PropSpec = PropSpec::new(
+    "log_response_payload",
+    PropKind::Bool,
+    Some("true"),
+    "Include the response body in the log line of each response.",
+);
+
 /// Most of a response body kept (the rest is read and thrown away): enough for any
 /// error message and for an Elasticsearch bulk reply of thousands of items.
 pub const MAX_KEPT_BODY: usize = 64 << 20;
@@ -131,6 +139,17 @@ impl Reply {
             .to_str()
             .ok()?;
         v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    }
+
+    /// Fluent Bit's log line of a response: `host:port, HTTP status=N`, then the body
+    /// on the next line when `with_body` and there is one.
+    pub fn status_line(&self, dest: &str, with_body: bool) -> String {
+        let status = self.status.as_u16();
+        if with_body && !self.body.is_empty() {
+            format!("{dest}, HTTP status={status}\n{}", self.body_text())
+        } else {
+            format!("{dest}, HTTP status={status}")
+        }
     }
 
     /// The body as text for a log line, cut at 1,024 bytes.
@@ -552,6 +571,24 @@ impl AsyncWrite for IdleGuard<'_> {
 }
 
 /// `header NAME VALUE` entries of a section, checked (names and values HTTP allows).
+/// The headers Fluent Bit's HTTP outputs send after their own: `Authorization`
+/// (`http_user`/`http_passwd`), `User-Agent: Fluent-Bit`, then each `header`.
+pub fn tail_headers(props: &Props) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(user) = props.str("http_user") {
+        out.push((
+            hyper::header::AUTHORIZATION,
+            basic_auth(user, props.str("http_passwd").unwrap_or("")),
+        ));
+    }
+    out.push((
+        hyper::header::USER_AGENT,
+        HeaderValue::from_static("Fluent-Bit"),
+    ));
+    out.extend(headers_from_props(props)?);
+    Ok(out)
+}
+
 pub fn headers_from_props(props: &Props) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
     let mut out = Vec::new();
     for entry in props.multi_entries("header") {

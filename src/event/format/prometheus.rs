@@ -69,32 +69,7 @@ pub fn write_prometheus(out: &mut Vec<u8>, set: &MetricSet, opts: PromOptions) {
                 statics: &statics,
                 timestamps: opts.timestamps,
             };
-            match &s.value {
-                SampleValue::Number(v) => line.write(out, "", None, *v),
-                SampleValue::Histogram {
-                    buckets,
-                    sum,
-                    count,
-                } => {
-                    for (i, n) in buckets.iter().enumerate() {
-                        let le = f.bounds.get(i).copied();
-                        line.write(out, "_bucket", Some(("le", le)), *n as f64);
-                    }
-                    line.write(out, "_sum", None, *sum);
-                    line.write(out, "_count", None, *count as f64);
-                }
-                SampleValue::Summary {
-                    quantiles,
-                    sum,
-                    count,
-                } => {
-                    for (q, v) in f.bounds.iter().zip(quantiles) {
-                        line.write(out, "", Some(("quantile", Some(*q))), *v);
-                    }
-                    line.write(out, "_sum", None, *sum);
-                    line.write(out, "_count", None, *count as f64);
-                }
-            }
+            s.for_each_series(f, |suffix, first, v| line.write(out, suffix, first, v));
         }
     }
 }
@@ -325,19 +300,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn g_matches_libc() {
-        use std::ffi::{c_char, c_int};
-        extern "C" {
-            fn snprintf(buf: *mut c_char, n: usize, fmt: *const c_char, ...) -> c_int;
-        }
         let c = |f: f64, p: usize| {
-            let mut buf = vec![0u8; 400];
-            let fmt = if p == 17 { c"%.17g" } else { c"%g" };
-            let n =
-                unsafe { snprintf(buf.as_mut_ptr() as *mut c_char, buf.len(), fmt.as_ptr(), f) };
-            buf.truncate(n as usize);
-            String::from_utf8(buf).unwrap()
+            crate::event::format::libc_format(if p == 17 { c"%.17g" } else { c"%g" }, f)
         };
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut vals = vec![
             0.1,
             1.0,
@@ -358,18 +323,13 @@ mod tests {
             1e-300,
             f64::MAX,
             f64::MIN_POSITIVE,
+            999_999_999_999_999.0,
+            1_000_000_000_000_001.0,
+            123_456_789_012_345_680.0,
+            -42.0,
         ];
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let f = f64::from_bits(x);
-            if f.is_finite() {
-                vals.push(f);
-            }
-            vals.push((x % 100_000_000) as f64 / 1e7);
-            vals.push((x % 1_000_000_000_000) as f64);
-        }
+        vals.extend(crate::event::format::test_doubles(20_000));
+        vals.extend((0..20_000u64).map(|i| (i * 7919 % 1_000_000_000_000) as f64));
         for f in vals {
             assert_eq!(g(f, 17), c(f, 17), "{f:e}");
             assert_eq!(g(f, 6), c(f, 6), "{f:e}");

@@ -83,10 +83,17 @@ pub(crate) fn add_labels(props: &Props) -> Result<Vec<(Str, Str)>, ConfigError> 
         .collect()
 }
 
+/// The exposition text kept: per source input (in order of arrival) its latest sets
+/// encoded, and all of them joined, which a scrape gets.
+#[derive(Default)]
+struct Latest {
+    by_source: Vec<(Str, Vec<u8>)>,
+    all: Bytes,
+}
+
 /// What the server answers and the flushes update, shared by the output's workers.
 struct Shared {
-    /// Per source input, in order of arrival: its latest sets, encoded.
-    latest: Mutex<(Vec<(Str, Vec<u8>)>, Bytes)>,
+    latest: Mutex<Latest>,
     /// The accept loop, stopped when the output goes away (a reload, the end).
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -120,7 +127,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         timestamps: props.bool("add_timestamp").unwrap_or(false),
         labels: add_labels(props)?.into(),
         shared: Arc::new(Shared {
-            latest: Mutex::new((Vec::new(), Bytes::new())),
+            latest: Mutex::default(),
             server: Mutex::new(None),
         }),
         buf: Vec::new(),
@@ -135,7 +142,7 @@ fn answer(shared: &Shared, path: &str) -> hyper::Response<http_body_util::Full<B
                 .latest
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .1
+                .all
                 .clone();
             crate::http::respond(StatusCode::OK, Some("text/plain; version=0.0.4"), body)
         }
@@ -204,19 +211,19 @@ impl Output for PrometheusExporter {
                 if self.buf.is_empty() {
                     continue; // a set without samples keeps the previous one
                 }
-                match latest.0.iter_mut().find(|(s, _)| *s == set.source) {
+                match latest.by_source.iter_mut().find(|(s, _)| *s == set.source) {
                     Some((_, text)) => std::mem::swap(text, &mut self.buf),
                     None => latest
-                        .0
+                        .by_source
                         .push((set.source.clone(), std::mem::take(&mut self.buf))),
                 }
             }
             let all: Vec<u8> = latest
-                .0
+                .by_source
                 .iter()
                 .flat_map(|(_, t)| t.iter().copied())
                 .collect();
-            latest.1 = Bytes::from(all);
+            latest.all = Bytes::from(all);
             FlushResult::Ok
         })
     }

@@ -25,7 +25,7 @@ use prost::Message;
 use super::pool_metrics;
 use super::prometheus_exporter::{add_labels, ADD_LABEL};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
-use crate::event::metrics::{MetricSet, MetricType, SampleValue, Signals};
+use crate::event::metrics::{MetricSet, MetricType, Signals};
 use crate::event::{Chunk, Str};
 use crate::http_client::{self, Compression, HttpClient};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
@@ -57,12 +57,7 @@ const PROPS: &[PropSpec] = &[
     http_client::PROXY,
     http_client::RESPONSE_TIMEOUT,
     http_client::READ_IDLE_TIMEOUT,
-    PropSpec::new(
-        "log_response_payload",
-        PropKind::Bool,
-        Some("true"),
-        "Include the response body in the log line of a refused request.",
-    ),
+    http_client::LOG_RESPONSE_PAYLOAD,
 ];
 
 pub static PLUGIN: OutputPlugin = OutputPlugin {
@@ -180,32 +175,10 @@ pub fn append_write_request(req: &mut WriteRequest, set: &MetricSet, extra: &[(S
                     }],
                 });
             };
-            match &s.value {
-                SampleValue::Number(v) => series("", None, *v),
-                SampleValue::Histogram {
-                    buckets,
-                    sum,
-                    count,
-                } => {
-                    for (i, n) in buckets.iter().enumerate() {
-                        let le = f.bounds.get(i).map_or("+Inf".to_string(), |b| bound(*b));
-                        series("_bucket", Some(("le", le)), *n as f64);
-                    }
-                    series("_sum", None, *sum);
-                    series("_count", None, *count as f64);
-                }
-                SampleValue::Summary {
-                    quantiles,
-                    sum,
-                    count,
-                } => {
-                    for (q, v) in f.bounds.iter().zip(quantiles) {
-                        series("", Some(("quantile", bound(*q))), *v);
-                    }
-                    series("_sum", None, *sum);
-                    series("_count", None, *count as f64);
-                }
-            }
+            s.for_each_series(f, |suffix, first, v| {
+                let first = first.map(|(k, b)| (k, b.map_or_else(|| "+Inf".to_string(), bound)));
+                series(suffix, first, v)
+            });
         }
     }
 }
@@ -254,17 +227,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             HeaderValue::from_static(compression.encoding()),
         ),
     ];
-    if let Some(user) = props.str("http_user") {
-        headers.push((
-            hyper::header::AUTHORIZATION,
-            http_client::basic_auth(user, props.str("http_passwd").unwrap_or("")),
-        ));
-    }
-    headers.push((
-        hyper::header::USER_AGENT,
-        HeaderValue::from_static("Fluent-Bit"),
-    ));
-    headers.extend(http_client::headers_from_props(props)?);
+    headers.extend(http_client::tail_headers(props)?);
     let client = HttpClient::from_props(props, &host, port)?.with_metrics(pool_metrics(ctx));
     Ok(Box::new(RemoteWrite {
         dest: format!("{host}:{port}"),
@@ -279,21 +242,13 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
 
 impl RemoteWrite {
     fn judge(&self, reply: &http_client::Reply) -> FlushResult {
-        let status = reply.status.as_u16();
-        let line = if self.log_response_payload && !reply.body.is_empty() {
-            format!("{}, HTTP status={status}\n{}", self.dest, reply.body_text())
-        } else {
-            format!("{}, HTTP status={status}", self.dest)
-        };
-        match status {
+        let line = reply.status_line(&self.dest, self.log_response_payload);
+        match reply.status.as_u16() {
             200..=205 => FlushResult::Ok,
             400 => FlushResult::Error(format!(
                 "{line}: the server refused the samples (400), they will not be retried"
             )),
-            _ => match reply.retry_after() {
-                Some(after) => FlushResult::RetryAfter(after, line),
-                None => FlushResult::Retry(line),
-            },
+            _ => super::retry(reply, line),
         }
     }
 }
@@ -339,7 +294,7 @@ impl Output for RemoteWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::metrics::{Family, Sample as MSample};
+    use crate::event::metrics::{Family, Sample as MSample, SampleValue};
     use std::sync::Arc;
 
     #[test]
