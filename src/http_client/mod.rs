@@ -84,6 +84,31 @@ pub const READ_IDLE_TIMEOUT: PropSpec = PropSpec::new(
     "Fail a response that sends nothing for this long (0 = net.io_timeout).",
 );
 
+/// `bearer_token`, for the plugins that offer it beside basic authentication.
+pub const BEARER_TOKEN: PropSpec = PropSpec::new(
+    "bearer_token",
+    PropKind::Str,
+    None,
+    "Send 'Authorization: Bearer TOKEN' (when http_user is not set).",
+);
+
+/// `Authorization` from `http_user`/`http_passwd`, else from `bearer_token` (when the
+/// plugin's table has it).
+pub fn authorization(props: &Props, bearer: bool) -> Result<Option<HeaderValue>, ConfigError> {
+    if let Some(user) = props.str("http_user") {
+        return Ok(Some(basic_auth(
+            user,
+            props.str("http_passwd").unwrap_or(""),
+        )));
+    }
+    match bearer.then(|| props.str("bearer_token")).flatten() {
+        Some(token) => HeaderValue::from_str(&format!("Bearer {token}"))
+            .map(Some)
+            .map_err(|_| props.error("bearer_token", "a token of printable characters")),
+        None => Ok(None),
+    }
+}
+
 /// `log_response_payload`: the response body in the log line of a response.
 pub const LOG_RESPONSE_PAYLOAD: PropSpec = PropSpec::new(
     "log_response_payload",
@@ -575,11 +600,8 @@ impl AsyncWrite for IdleGuard<'_> {
 /// (`http_user`/`http_passwd`), `User-Agent: Fluent-Bit`, then each `header`.
 pub fn tail_headers(props: &Props) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
     let mut out = Vec::new();
-    if let Some(user) = props.str("http_user") {
-        out.push((
-            hyper::header::AUTHORIZATION,
-            basic_auth(user, props.str("http_passwd").unwrap_or("")),
-        ));
+    if let Some(auth) = authorization(props, false)? {
+        out.push((hyper::header::AUTHORIZATION, auth));
     }
     out.push((
         hyper::header::USER_AGENT,

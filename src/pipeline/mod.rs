@@ -597,6 +597,8 @@ impl Pipeline {
                     TLS_PROPS,
                     DOWNSTREAM_TLS_PROPS,
                 ]
+            } else if plugin.upstream {
+                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS, NET_PROPS, TLS_PROPS]
             } else {
                 &[CORE_COMMON_PROPS, CORE_INPUT_PROPS]
             };

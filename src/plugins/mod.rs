@@ -219,6 +219,9 @@ pub struct InputPlugin {
     /// A server: the downstream `net.*` table and the `tls.*` tables (with
     /// `tls.verify_client_cert`) are merged into its own.
     pub net: bool,
+    /// A client of a server (prometheus_scrape): the upstream `net.*` and `tls.*`
+    /// tables are merged into its own, as for a networked output.
+    pub upstream: bool,
     pub build: BuildFn<dyn Input>,
 }
 
@@ -257,6 +260,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::nflog::PLUGIN,
     &inputs::node_exporter_metrics::PLUGIN,
     &inputs::proc::PLUGIN,
+    &inputs::prometheus_scrape::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::stdin::PLUGIN,
     &inputs::systemd::PLUGIN,

@@ -26,7 +26,9 @@ pub use msgpack::{
     write_msgpack_map, write_msgpack_record, write_msgpack_value, DecodeError, KeyCache, ValueLen,
 };
 pub use print::{write_print_map, write_print_record, write_print_value};
-pub use prometheus::{write_g, write_metrics_text, write_prometheus, PromOptions};
+pub use prometheus::{
+    parse_prometheus, write_g, write_metrics_text, write_prometheus, PromOptions,
+};
 
 /// C's `snprintf(fmt, f)` of the platform's libc, the reference the number writers are
 /// tested against.

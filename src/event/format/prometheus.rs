@@ -105,6 +105,9 @@ impl Line<'_> {
         }
         let own = self.family.label_keys.iter().zip(&self.sample.labels);
         for (k, v) in self.statics.iter().map(|(k, v)| (k, v)).chain(own) {
+            if v.is_empty() {
+                continue; // an empty value is no label (Prometheus reads it so)
+            }
             sep(out);
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"=\"");
@@ -286,6 +289,321 @@ pub fn write_metrics_text(out: &mut Vec<u8>, set: &MetricSet) {
     }
 }
 
+/// A family while its text is read: its series by label set.
+struct Reading {
+    family: Family,
+    series: Vec<ReadSeries>,
+    by_labels: std::collections::HashMap<Vec<(Str, Str)>, usize>,
+}
+
+/// One series of a family while read: a histogram's or summary's parts gather here.
+struct ReadSeries {
+    labels: Vec<(Str, Str)>,
+    timestamp: u64,
+    value: f64,
+    /// `le` or `quantile` and its value.
+    parts: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+/// Reads the Prometheus text exposition format (what a `/metrics` endpoint serves)
+/// into a set, samples without a timestamp stamped `now` (nanoseconds). Lines that are
+/// not valid are skipped and counted: the second value.
+/// Fluent Bit: lib/cmetrics/src/cmt_decode_prometheus.c
+pub fn parse_prometheus(text: &str, now: u64) -> (MetricSet, usize) {
+    let mut fams: Vec<Reading> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut skipped = 0;
+    let family_at = |fams: &mut Vec<Reading>,
+                     index: &mut std::collections::HashMap<String, usize>,
+                     name: &str|
+     -> usize {
+        *index.entry(name.to_string()).or_insert_with(|| {
+            fams.push(Reading {
+                family: Family::new(name, "", MetricType::Untyped, &[]),
+                series: Vec::new(),
+                by_labels: Default::default(),
+            });
+            fams.len() - 1
+        })
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.trim_start().splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("HELP"), Some(name), help) => {
+                    let i = family_at(&mut fams, &mut index, name);
+                    fams[i].family.help = Str::from(unescape(help.unwrap_or(""), false).as_str());
+                }
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    let kind = match kind.trim() {
+                        "counter" => MetricType::Counter,
+                        "gauge" => MetricType::Gauge,
+                        "histogram" => MetricType::Histogram,
+                        "summary" => MetricType::Summary,
+                        "untyped" => MetricType::Untyped,
+                        _ => {
+                            skipped += 1;
+                            continue;
+                        }
+                    };
+                    let i = family_at(&mut fams, &mut index, name);
+                    fams[i].family.kind = kind;
+                }
+                _ => {} // another comment
+            }
+            continue;
+        }
+        let Some((name, mut labels, value, ts)) = sample_line(line) else {
+            skipped += 1;
+            continue;
+        };
+        // `x_bucket`, `x_sum`, `x_count` of a histogram or summary `x`.
+        let (i, suffix) = match ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let base = name.strip_suffix(suffix)?;
+            let i = *index.get(base)?;
+            matches!(
+                fams[i].family.kind,
+                MetricType::Histogram | MetricType::Summary
+            )
+            .then_some((i, *suffix))
+        }) {
+            Some(found) => found,
+            None => (family_at(&mut fams, &mut index, name), ""),
+        };
+        let kind = fams[i].family.kind;
+        let part_key = match (kind, suffix) {
+            (MetricType::Histogram, "_bucket") => Some("le"),
+            (MetricType::Summary, "") => Some("quantile"),
+            (MetricType::Histogram, "") => {
+                skipped += 1; // a histogram has no plain series
+                continue;
+            }
+            _ => None,
+        };
+        let part = match part_key {
+            Some(key) => {
+                let Some(at) = labels.iter().position(|(k, _)| &**k == key) else {
+                    skipped += 1;
+                    continue;
+                };
+                let (_, v) = labels.remove(at);
+                match parse_value(&v) {
+                    Some(b) => Some(b),
+                    None => {
+                        skipped += 1;
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        let r = &mut fams[i];
+        for (k, _) in &labels {
+            if !r.family.label_keys.contains(k) {
+                r.family.label_keys.push(k.clone());
+            }
+        }
+        let timestamp = ts.map_or(now, |ms| ms.max(0) as u64 * 1_000_000);
+        let at = match r.by_labels.get(&labels) {
+            Some(at) => *at,
+            None => {
+                r.series.push(ReadSeries {
+                    labels: labels.clone(),
+                    timestamp,
+                    value: 0.0,
+                    parts: Vec::new(),
+                    sum: 0.0,
+                    count: 0.0,
+                });
+                r.by_labels.insert(labels, r.series.len() - 1);
+                r.series.len() - 1
+            }
+        };
+        let s = &mut r.series[at];
+        s.timestamp = timestamp;
+        match (part, suffix) {
+            (Some(bound), _) => s.parts.push((bound, value)),
+            (None, "_sum") => s.sum = value,
+            (None, "_count") => s.count = value,
+            _ => s.value = value,
+        }
+    }
+    let families = fams
+        .into_iter()
+        .filter(|r| !r.series.is_empty())
+        .map(|r| {
+            let mut f = r.family;
+            // Bounds: every finite `le` (or quantile) seen, ascending.
+            let mut bounds: Vec<f64> = r
+                .series
+                .iter()
+                .flat_map(|s| s.parts.iter().map(|p| p.0))
+                .filter(|b| b.is_finite())
+                .collect();
+            bounds.sort_by(f64::total_cmp);
+            bounds.dedup();
+            let keys = f.label_keys.clone();
+            f.samples = r
+                .series
+                .into_iter()
+                .map(|s| {
+                    let part = |b: f64| s.parts.iter().find(|p| p.0 == b).map(|p| p.1);
+                    let value = match f.kind {
+                        MetricType::Histogram => SampleValue::Histogram {
+                            buckets: bounds
+                                .iter()
+                                .map(|b| part(*b).unwrap_or(0.0) as u64)
+                                .chain([part(f64::INFINITY).unwrap_or(s.count) as u64])
+                                .collect(),
+                            sum: s.sum,
+                            count: s.count as u64,
+                        },
+                        MetricType::Summary => SampleValue::Summary {
+                            quantiles: bounds
+                                .iter()
+                                .map(|b| part(*b).unwrap_or(f64::NAN))
+                                .collect(),
+                            sum: s.sum,
+                            count: s.count as u64,
+                        },
+                        _ => SampleValue::Number(s.value),
+                    };
+                    Sample {
+                        // In the family's key order; a key this series lacks is empty
+                        // (what Prometheus reads as no label).
+                        labels: keys
+                            .iter()
+                            .map(|k| {
+                                s.labels
+                                    .iter()
+                                    .find(|(sk, _)| sk == k)
+                                    .map_or_else(|| Str::from(""), |(_, v)| v.clone())
+                            })
+                            .collect(),
+                        timestamp: s.timestamp,
+                        value,
+                    }
+                })
+                .collect();
+            if matches!(f.kind, MetricType::Histogram | MetricType::Summary) {
+                f.bounds = bounds;
+            }
+            f
+        })
+        .collect();
+    (
+        MetricSet {
+            families,
+            ..MetricSet::default()
+        },
+        skipped,
+    )
+}
+
+/// A sample line read: name, labels, value, timestamp in milliseconds.
+type SampleLine<'a> = (&'a str, Vec<(Str, Str)>, f64, Option<i64>);
+
+/// `name{labels} value [timestamp]`.
+fn sample_line(line: &str) -> Option<SampleLine<'_>> {
+    let end = line
+        .find(|c: char| c == '{' || c.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..end];
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    if !valid_name(name) {
+        return None;
+    }
+    let mut rest = &line[end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let mut r = after.trim_start();
+        loop {
+            if let Some(after) = r.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = r.find('=')?;
+            let key = r[..eq].trim();
+            if !valid_name(key) || key.contains(':') {
+                return None;
+            }
+            r = r[eq + 1..].trim_start().strip_prefix('"')?;
+            // The value ends at the first quote not escaped.
+            let mut close = None;
+            let mut escaped = false;
+            for (i, c) in r.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        close = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let close = close?;
+            labels.push((
+                Str::from(key),
+                Str::from(unescape(&r[..close], true).as_str()),
+            ));
+            r = r[close + 1..].trim_start();
+            r = r.strip_prefix(',').unwrap_or(r).trim_start();
+        }
+    }
+    let mut words = rest.split_ascii_whitespace();
+    let value = parse_value(words.next()?)?;
+    let ts = match words.next() {
+        Some(t) => Some(t.parse::<i64>().ok()?),
+        None => None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    Some((name, labels, value, ts))
+}
+
+/// A sample value: a float, `NaN`, `+Inf`, `-Inf`.
+fn parse_value(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok()
+}
+
+/// Undoes the format's escapes: `\\` and `\n`, and `\"` in label values.
+fn unescape(s: &str, quote: bool) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('\\') => out.push('\\'),
+            Some('"') if quote => out.push('"'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +770,98 @@ mod tests {
              2023-11-14T22:13:20.000000000Z node_load1{host=\"vm\"} = 0.25\n\
              2023-11-14T22:13:20.000000000Z rpc{host=\"vm\"} = { quantiles = { 0.5=1, 0.9=2 }, sum=3, count=2 }\n\
              2023-11-14T22:13:20.000000000Z lat_seconds{host=\"vm\",name=\"a\"b\"} = { buckets = { 0.5=1, 1=2, 2.5=3, +Inf=4 }, sum=7.5, count=4 }\n"
+        );
+    }
+
+    #[test]
+    fn exposition_text_reads_back_into_the_same_set() {
+        let mut original = set();
+        original.families.retain(|f| !f.samples.is_empty());
+        let mut text = Vec::new();
+        write_prometheus(
+            &mut text,
+            &original,
+            PromOptions {
+                timestamps: true,
+                extra_labels: &[],
+                endpoint: false,
+            },
+        );
+        let text = String::from_utf8(text).unwrap();
+        let (read, skipped) = parse_prometheus(&text, 0);
+        assert_eq!(skipped, 0);
+        // Timestamps go through milliseconds.
+        let mut want = original.clone();
+        for f in &mut want.families {
+            for s in &mut f.samples {
+                s.timestamp = s.timestamp / 1_000_000 * 1_000_000;
+            }
+        }
+        let mut text2 = Vec::new();
+        write_prometheus(
+            &mut text2,
+            &read,
+            PromOptions {
+                timestamps: true,
+                extra_labels: &[],
+                endpoint: false,
+            },
+        );
+        assert_eq!(String::from_utf8(text2).unwrap(), text);
+        for f in &want.families {
+            let got = read.family(&f.name).unwrap_or_else(|| panic!("{}", f.name));
+            assert_eq!(
+                (got.kind, &got.help, &got.label_keys, &got.bounds),
+                (f.kind, &f.help, &f.label_keys, &f.bounds)
+            );
+            assert_eq!(got.samples, f.samples, "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn what_a_scrape_can_hold() {
+        let text = "# A comment\n\
+            # HELP up Whether up.\n\
+            # TYPE up gauge\n\
+            up{job=\"a\",path=\"C:\\\\x\\n\\\"q\\\"\"} 1 1700000000000\n\
+            up{job=\"b\",} NaN\n\
+            no_type_total +Inf\n\
+            up{job=\"c\" 1\n\
+            2bad 1\n\
+            up{job=\"d\"} one\n\
+            mixed{a=\"1\"} 1\n\
+            mixed{b=\"2\"} 2\n";
+        let (set, skipped) = parse_prometheus(text, 42);
+        assert_eq!(skipped, 3);
+        let up = set.family("up").unwrap();
+        assert_eq!(up.kind, MetricType::Gauge);
+        assert_eq!(&*up.help, "Whether up.");
+        assert_eq!(up.samples.len(), 2);
+        assert_eq!(&*up.samples[0].labels[1], "C:\\x\n\"q\"");
+        assert_eq!(up.samples[0].timestamp, 1_700_000_000_000_000_000);
+        assert_eq!(up.samples[1].timestamp, 42);
+        assert!(matches!(up.samples[1].value, SampleValue::Number(v) if v.is_nan()));
+        assert_eq!(
+            set.family("no_type_total").unwrap().kind,
+            MetricType::Untyped
+        );
+        let mixed = set.family("mixed").unwrap();
+        assert_eq!(mixed.label_keys.len(), 2);
+        assert_eq!(
+            mixed.samples[0]
+                .labels
+                .iter()
+                .map(|l| &**l)
+                .collect::<Vec<_>>(),
+            ["1", ""]
+        );
+        // Empty label values are absent labels: not written.
+        let mut out = Vec::new();
+        write_prometheus(&mut out, &set, PromOptions::default());
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("mixed{a=\"1\"} 1\nmixed{b=\"2\"} 2\n"),
+            "{out}"
         );
     }
 }

@@ -25,6 +25,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Fluent Bit internal metrics",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 
@@ -49,8 +50,10 @@ impl Input for FluentbitMetrics {
             let hostname = crate::config::parser::hostname().unwrap_or_default();
             let registry = self.registry.clone();
             super::scrape_every(&mut ctx, self.interval, self.on_start, move || {
-                let r = registry.get()?;
-                Some(r.metric_set(&hostname, std::time::SystemTime::now()))
+                let set = registry
+                    .get()
+                    .map(|r| r.metric_set(&hostname, std::time::SystemTime::now()));
+                std::future::ready(set)
             })
             .await
         })

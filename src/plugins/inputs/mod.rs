@@ -14,6 +14,7 @@ pub mod netif;
 pub mod nflog;
 pub mod node_exporter_metrics;
 pub mod proc;
+pub mod prometheus_scrape;
 pub mod random;
 pub mod state_file;
 pub mod stdin;
@@ -271,12 +272,15 @@ pub(crate) fn warn_metrics_storage(props: &crate::config::Props) {
 
 /// A metrics input's loop: one set every `interval` (the first at once when
 /// `on_start`), until shutdown. A scrape that yields nothing sends nothing.
-pub(crate) async fn scrape_every(
+pub(crate) async fn scrape_every<F>(
     ctx: &mut InputContext,
     interval: Duration,
     on_start: bool,
-    mut scrape: impl FnMut() -> Option<crate::event::metrics::MetricSet>,
-) -> Result<(), PluginError> {
+    mut scrape: impl FnMut() -> F,
+) -> Result<(), PluginError>
+where
+    F: std::future::Future<Output = Option<crate::event::metrics::MetricSet>>,
+{
     let mut ticker = Ticker::new(interval);
     if !on_start {
         ticker.next_one().await; // the immediate first tick
@@ -286,7 +290,7 @@ pub(crate) async fn scrape_every(
             _ = ctx.shutdown.wait() => return Ok(()),
             _ = ticker.next_one() => {}
         }
-        if let Some(set) = scrape() {
+        if let Some(set) = scrape().await {
             ctx.out.send_metrics(set).await?;
         }
     }

@@ -86,6 +86,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Node Exporter Metrics (Prometheus Compatible)",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 
@@ -635,7 +636,10 @@ impl Input for NodeExporter {
         Box::pin(async move {
             let interval = self.interval;
             // Fluent Bit's node exporter scrapes once an interval has passed.
-            super::scrape_every(&mut ctx, interval, false, move || Some(self.scrape())).await
+            super::scrape_every(&mut ctx, interval, false, move || {
+                std::future::ready(Some(self.scrape()))
+            })
+            .await
         })
     }
 }

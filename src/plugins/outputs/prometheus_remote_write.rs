@@ -142,6 +142,7 @@ pub fn append_write_request(req: &mut WriteRequest, set: &MetricSet, extra: &[(S
                     .chain(extra)
                     .map(|(k, v)| (k, v))
                     .chain(f.label_keys.iter().zip(&s.labels))
+                    .filter(|(_, v)| !v.is_empty())
                     .map(|(k, v)| Label {
                         name: k.to_string(),
                         value: v.to_string(),
