@@ -3,9 +3,10 @@
 //! scrape with every collector of `metrics`, in that order (as Fluent Bit creates them).
 //! Fluent Bit: plugins/in_node_exporter_metrics/ne.c, ne_*_linux.c
 //!
-//! Collectors: cpu, meminfo, diskstats, filesystem, uname, stat, time, loadavg, vmstat,
-//! netdev, filefd. Fluent Bit's other collector names (cpufreq, timex, netstat, ...)
-//! are accepted and warned about at their line: they collect nothing here yet.
+//! Collectors: cpu, cpufreq, meminfo, diskstats, filesystem, uname, stat, time, loadavg,
+//! vmstat, netdev, filefd, textfile (`collector.textfile.path`). Fluent Bit's other
+//! collector names (timex, netstat, sockstat, ...) are accepted and warned about at
+//! their line: they collect nothing here yet.
 //! Differences kept on purpose: netdev makes one family per counter with a sample per
 //! device (Fluent Bit repeats a family per device, which Prometheus refuses), and the
 //! filesystem mount table is read under `path.procfs` (Fluent Bit reads /proc).
@@ -19,6 +20,7 @@ use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, 
 /// The collectors done here, in Fluent Bit's order.
 const COLLECTORS: &[&str] = &[
     "cpu",
+    "cpufreq",
     "meminfo",
     "diskstats",
     "filesystem",
@@ -29,15 +31,14 @@ const COLLECTORS: &[&str] = &[
     "vmstat",
     "netdev",
     "filefd",
+    "textfile",
 ];
 
 /// Fluent Bit's collectors not done here: accepted, warned about.
 const NOT_YET: &[&str] = &[
-    "cpufreq",
     "timex",
     "netstat",
     "sockstat",
-    "textfile",
     "systemd",
     "processes",
     "nvme",
@@ -51,8 +52,14 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new(
         "metrics",
         PropKind::CList,
-        Some("cpu,meminfo,diskstats,filesystem,uname,stat,time,loadavg,vmstat,netdev,filefd"),
-        "Collectors to run, comma separated: cpu, meminfo, diskstats, filesystem, uname, stat, time, loadavg, vmstat, netdev, filefd.",
+        Some("cpu,cpufreq,meminfo,diskstats,filesystem,uname,stat,time,loadavg,vmstat,netdev,filefd"),
+        "Collectors to run, comma separated: cpu, cpufreq, meminfo, diskstats, filesystem, uname, stat, time, loadavg, vmstat, netdev, filefd, textfile.",
+    ),
+    PropSpec::new(
+        "collector.textfile.path",
+        PropKind::Str,
+        None,
+        "The textfile collector's .prom file, or a directory whose *.prom files it reads.",
     ),
     PropSpec::new("path.procfs", PropKind::Str, Some("/proc"), "procfs mount point."),
     PropSpec::new("path.sysfs", PropKind::Str, Some("/sys"), "sysfs mount point."),
@@ -99,6 +106,7 @@ pub(crate) struct NodeExporter {
     skip_mounts: regex::Regex,
     skip_fs_types: regex::Regex,
     clock_ticks: f64,
+    textfile: Option<String>,
 }
 
 fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
@@ -141,7 +149,24 @@ impl NodeExporter {
                 t if t > 0 => t as f64,
                 _ => 100.0,
             },
+            textfile: props.str("collector.textfile.path").map(str::to_string),
         })
+    }
+
+    /// `path.sysfs`/devices/system/cpu/cpuN directories, with N, by N.
+    fn cpu_dirs(&self) -> Vec<(String, std::path::PathBuf)> {
+        let mut cpus: Vec<(u64, String, std::path::PathBuf)> =
+            std::fs::read_dir(format!("{}/devices/system/cpu", self.sysfs))
+                .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| {
+                    let id = p.file_name()?.to_str()?.strip_prefix("cpu")?.to_string();
+                    Some((id.parse().ok()?, id, p))
+                })
+                .collect();
+        cpus.sort();
+        cpus.into_iter().map(|(_, id, p)| (id, p)).collect()
     }
 
     fn read(&self, rel: &str) -> Option<String> {
@@ -177,6 +202,8 @@ impl NodeExporter {
                 "vmstat" => self.vmstat(f, now),
                 "netdev" => self.netdev(f, now),
                 "filefd" => self.filefd(f, now),
+                "cpufreq" => self.cpufreq(f, now),
+                "textfile" => self.textfile(f, now),
                 _ => {}
             }
         }
@@ -194,23 +221,7 @@ impl NodeExporter {
             "Number of times this CPU package has been throttled.",
             &["package"],
         );
-        let cpus = std::fs::read_dir(format!("{}/devices/system/cpu", self.sysfs))
-            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let mut cpus: Vec<_> = cpus
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix("cpu"))
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            })
-            .collect();
-        cpus.sort();
-        let num = |p: std::path::PathBuf| -> Option<u64> {
-            std::fs::read_to_string(p).ok()?.trim().parse().ok()
-        };
-        for dir in cpus {
+        for (_, dir) in self.cpu_dirs() {
             let (Some(core_id), Some(pkg)) = (
                 num(dir.join("topology/core_id")),
                 num(dir.join("topology/physical_package_id")),
@@ -554,6 +565,80 @@ impl NodeExporter {
         out.extend(families);
     }
 
+    fn cpufreq(&self, out: &mut Vec<Family>, now: u64) {
+        // (name, help, file under cpufreq/), kHz in the files.
+        #[rustfmt::skip]
+        const FILES: [(&str, &str, &str); 6] = [
+            ("node_cpu_frequency_hertz", "Current cpu thread frequency in hertz.", "cpuinfo_cur_freq"),
+            ("node_cpu_frequency_max_hertz", "Maximum cpu thread frequency in hertz.", "cpuinfo_max_freq"),
+            ("node_cpu_frequency_min_hertz", "Minimum cpu thread frequency in hertz.", "cpuinfo_min_freq"),
+            ("node_cpu_scaling_frequency_hertz", "Current scaled CPU thread frequency in hertz.", "scaling_cur_freq"),
+            ("node_cpu_scaling_frequency_max_hertz", "Maximum scaled CPU thread frequency in hertz.", "scaling_max_freq"),
+            ("node_cpu_scaling_frequency_min_hertz", "Minimum scaled CPU thread frequency in hertz.", "scaling_min_freq"),
+        ];
+        let mut families: Vec<Family> = FILES
+            .iter()
+            .map(|(n, h, _)| gauge(n, h, &["cpu"]))
+            .collect();
+        for (id, dir) in self.cpu_dirs() {
+            for (i, (_, _, file)) in FILES.iter().enumerate() {
+                if let Some(khz) = num(dir.join("cpufreq").join(file)) {
+                    families[i].push(&[&id], now, khz as f64 * 1000.0);
+                }
+            }
+        }
+        out.extend(families);
+    }
+
+    /// The `.prom` file, or every `*.prom` file of the directory, of
+    /// `collector.textfile.path`, read as the Prometheus text format.
+    fn textfile(&self, out: &mut Vec<Family>, now: u64) {
+        let mut errors = counter(
+            // Fluent Bit's name (its namespace and subsystem are prefixed twice).
+            "node_textfile_node_textfile_scrape_error",
+            "Greater equal than 1 if there was an error opening, reading, or parsing a file, 0 otherwise.",
+            &["reason"],
+        );
+        let Some(path) = &self.textfile else {
+            out.push(errors);
+            return;
+        };
+        let files: Vec<std::path::PathBuf> = if path.ends_with(".prom") {
+            vec![path.into()]
+        } else {
+            let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            v.retain(|p| p.extension().is_some_and(|e| e == "prom"));
+            v.sort();
+            v
+        };
+        let mut failed = None;
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                failed = Some("could not read file");
+                continue;
+            };
+            let (set, skipped) = crate::event::format::parse_prometheus(&text, now);
+            if skipped > 0 {
+                failed = Some("parse value failed");
+            }
+            for f in set.families {
+                match out.iter_mut().find(|o| o.name == f.name) {
+                    Some(o) if o.kind == f.kind && o.label_keys == f.label_keys => {
+                        o.samples.extend(f.samples)
+                    }
+                    Some(_) => failed = Some("cmt set error"),
+                    None => out.push(f),
+                }
+            }
+        }
+        if let Some(reason) = failed {
+            errors.push(&[reason], now, 1.0);
+        }
+        out.push(errors);
+    }
+
     fn filefd(&self, out: &mut Vec<Family>, now: u64) {
         let mut allocated = gauge(
             "node_filefd_allocated",
@@ -614,6 +699,11 @@ fn uname(out: &mut Vec<Family>, now: u64) {
         g.push(&labels, now, 1.0);
     }
     out.push(g);
+}
+
+/// A file's number (sysfs values).
+fn num(p: std::path::PathBuf) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
 fn statvfs(path: &str) -> Option<libc::statvfs> {
@@ -699,6 +789,24 @@ mod tests {
             "sys/devices/system/cpu/cpu0/thermal_throttle/package_throttle_count",
             "8\n",
         );
+        w(
+            "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq",
+            "2400000\n",
+        );
+        w(
+            "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",
+            "3000000\n",
+        );
+        w("sys/devices/system/cpu/cpufreq/ondemand/x", "not a cpu\n");
+        w(
+            "textfile/a.prom",
+            "# HELP job_last_success Last success.\n# TYPE job_last_success gauge\njob_last_success{job=\"backup\"} 1700000000\n",
+        );
+        w(
+            "textfile/b.prom",
+            "# TYPE job_last_success gauge\njob_last_success{job=\"sync\"} 1700000100\nbroken line here\n",
+        );
+        w("textfile/c.txt", "ignored 1\n");
         let ne = NodeExporter {
             interval: Duration::from_secs(5),
             collectors: COLLECTORS.to_vec(),
@@ -708,6 +816,7 @@ mod tests {
             skip_mounts: regex::Regex::new(IGNORED_MOUNT_POINTS).unwrap(),
             skip_fs_types: regex::Regex::new(IGNORED_FS_TYPES).unwrap(),
             clock_ticks: 100.0,
+            textfile: Some(dir.path().join("textfile").display().to_string()),
         };
         (dir, ne)
     }
@@ -806,6 +915,24 @@ mod tests {
             "Linux"
         );
         assert!(v("node_time_seconds", &[]) > 1.7e9);
+        // cpufreq: kHz in hertz; textfile: the .prom files' samples, a bad line counted.
+        assert_eq!(v("node_cpu_scaling_frequency_hertz", &["0"]), 2.4e9);
+        assert_eq!(v("node_cpu_frequency_max_hertz", &["0"]), 3e9);
+        assert!(set
+            .family("node_cpu_frequency_hertz")
+            .unwrap()
+            .samples
+            .is_empty());
+        assert_eq!(v("job_last_success", &["backup"]), 1.7e9);
+        assert_eq!(v("job_last_success", &["sync"]), 1_700_000_100.0);
+        assert!(set.family("ignored").is_none());
+        assert_eq!(
+            v(
+                "node_textfile_node_textfile_scrape_error",
+                &["parse value failed"]
+            ),
+            1.0
+        );
         // filesystem: the root mount (statvfs of the real /), /proc left out.
         let fs = set.family("node_filesystem_size_bytes").unwrap();
         assert_eq!(
@@ -866,6 +993,15 @@ mod tests {
             "node_load15",
             "node_filefd_allocated",
             "node_filefd_maximum",
+            "node_cpu_frequency_hertz",
+            "node_cpu_frequency_max_hertz",
+            "node_cpu_frequency_min_hertz",
+            "node_cpu_scaling_frequency_hertz",
+            "node_cpu_scaling_frequency_max_hertz",
+            "node_cpu_scaling_frequency_min_hertz",
+            "node_textfile_node_textfile_scrape_error",
+            // from the fixture's textfile
+            "job_last_success",
         ];
         let (_dir, ne) = fixture();
         for f in ne.scrape().families {
