@@ -2,7 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release
+# kafka-ssl: Kafka over TLS and SASL SCRAM (the build image has libssl-dev and pkg-config).
+RUN cargo build --release --features kafka-ssl
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*

@@ -2,7 +2,7 @@
 # What the kernel and network tests need beyond cargo, in one place (.ci/run and
 # scripts/test.sh use it).
 #   scripts/test-deps.sh --missing   prints the missing Debian/PyPI packages, one line
-#   scripts/test-deps.sh --install   installs them (root; apt-get and pip)
+#   scripts/test-deps.sh --install   installs them (root; apt-get, pip and cargo install)
 set -euo pipefail
 
 missing_debian() {
@@ -23,17 +23,31 @@ missing_debian() {
     echo "${need[@]:-}"
 }
 
+# The kafka tests' broker: tansu, a Kafka-compatible broker from crates.io, with its
+# SQLite storage (a broker killed and restarted keeps what it acknowledged). About 8
+# minutes to build on 2 cores, once per machine: skipped when present.
+TANSU_VERSION=0.6.0
+have_tansu() {
+    command -v tansu >/dev/null || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]
+}
+
+missing_crates() {
+    have_tansu || echo tansu
+}
+
 missing_pypi() {
     local need=()
     # independent msgpack decoder (tcp/forward outputs); a third-party Forward client
     python3 -c 'import msgpack' 2>/dev/null || need+=(msgpack)
     python3 -c 'import fluent.sender' 2>/dev/null || need+=(fluent-logger)
+    # the kafka tests' independent client (librdkafka 2.x in the wheel)
+    python3 -c 'import confluent_kafka' 2>/dev/null || need+=(confluent-kafka)
     echo "${need[@]:-}"
 }
 
 case "${1:-}" in
 --missing)
-    echo "$(missing_debian) $(missing_pypi)" | xargs
+    echo "$(missing_debian) $(missing_pypi) $(missing_crates)" | xargs
     ;;
 --install)
     read -r -a deb <<<"$(missing_debian)"
@@ -44,6 +58,10 @@ case "${1:-}" in
     for p in $(missing_pypi); do
         python3 -m pip install -q "$p" || python3 -m pip install -q --break-system-packages "$p"
     done
+    if ! have_tansu; then
+        echo "test-deps: building the tansu broker $TANSU_VERSION (about 8 minutes on 2 cores, once)"
+        cargo install -q --locked tansu --version "$TANSU_VERSION" --no-default-features --features libsql
+    fi
     ;;
 *)
     echo "usage: $0 --missing | --install" >&2

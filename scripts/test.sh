@@ -28,6 +28,7 @@ declare -A needs=(
     [in_forward]="fluent-logger msgpack"
     [out_forward]="msgpack"
     [in_systemd]="systemd-journal-remote libsystemd0"
+    [kafka]="tansu confluent-kafka"
 )
 have() {
     local want

@@ -21,6 +21,7 @@ pub mod event;
 pub mod forward;
 pub mod http;
 pub mod http_client;
+pub mod kafka;
 pub mod kubernetes;
 pub mod log;
 pub mod net;

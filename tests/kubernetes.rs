@@ -91,38 +91,44 @@ fn manifests_carry_what_a_node_agent_needs() {
 }
 
 #[test]
-fn the_configmap_config_passes_dry_run() {
+fn the_configmap_configs_pass_dry_run() {
     let cm = docs("configmap.yaml");
-    let conf = kind(&cm, "ConfigMap")["data"]["fluent-bit.conf"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let data = &kind(&cm, "ConfigMap")["data"];
     // The node's paths, moved into a temp dir.
     let dir = Dir::new();
     let base = dir.path().display().to_string();
     std::fs::create_dir_all(dir.path().join("var/log/containers")).unwrap();
     std::fs::create_dir_all(dir.path().join("var/lib/agent")).unwrap();
-    let conf = conf
-        .replace("/var/log/", &format!("{base}/var/log/"))
-        .replace("/var/lib/agent", &format!("{base}/var/lib/agent"))
-        .replace("/var/run/agent", &format!("{base}/var/run/agent"))
-        // The image installs conf/parsers.conf there.
-        .replace(
-            "/fluent-bit/etc/",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/"),
+    for key in ["pipeline.conf", "fluent-bit.conf", "fluent-bit-kafka.conf"] {
+        let conf = data[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in the ConfigMap"))
+            .replace("/var/log/", &format!("{base}/var/log/"))
+            .replace("/var/lib/agent", &format!("{base}/var/lib/agent"))
+            .replace("/var/run/agent", &format!("{base}/var/run/agent"))
+            // The image installs conf/parsers.conf there.
+            .replace(
+                "/fluent-bit/etc/",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/conf/"),
+            );
+        dir.file(key, &conf);
+    }
+    // Each main file, as the DaemonSet runs it (pipeline.conf is found beside it).
+    for main in ["fluent-bit.conf", "fluent-bit-kafka.conf"] {
+        let o = std::process::Command::new(BIN)
+            .args(["-c", dir.path().join(main).to_str().unwrap(), "--dry-run"])
+            .current_dir("/")
+            .env("NODE_NAME", "node-1")
+            .env("FLOW_COLLECTOR_HOST", "127.0.0.1")
+            .env("LOG_COLLECTOR_HOST", "127.0.0.1")
+            .env("KAFKA_BROKERS", "127.0.0.1:9092")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{main}: {err}");
+        assert!(
+            err.contains("endpoints file") && err.contains("does not exist yet"),
+            "{main}: the sidecar writes it later: {err}"
         );
-    let path = dir.file("fluent-bit.conf", &conf);
-    let o = std::process::Command::new(BIN)
-        .args(["-c", path.to_str().unwrap(), "--dry-run"])
-        .env("NODE_NAME", "node-1")
-        .env("FLOW_COLLECTOR_HOST", "127.0.0.1")
-        .env("LOG_COLLECTOR_HOST", "127.0.0.1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(
-        err.contains("endpoints file") && err.contains("does not exist yet"),
-        "the sidecar writes it later: {err}"
-    );
+    }
 }

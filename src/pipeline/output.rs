@@ -296,6 +296,70 @@ mod tests {
         assert_eq!(metrics::get(&metrics.retried_records), 2);
     }
 
+    /// Fails its first flush, then delivers; records the tag of every attempt.
+    struct FailsOnce {
+        ordered: bool,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Output for FailsOnce {
+        fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> crate::plugins::BoxFuture<'a, FlushResult> {
+            Box::pin(async move {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push(chunk.tag.to_string());
+                if seen.len() == 1 {
+                    FlushResult::Retry("down".into())
+                } else {
+                    FlushResult::Ok
+                }
+            })
+        }
+        fn fork(&self) -> Box<dyn Output> {
+            unreachable!()
+        }
+        fn ordered(&self) -> bool {
+            self.ordered
+        }
+    }
+
+    async fn attempts(ordered: bool) -> Vec<String> {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let worker = OutputWorker {
+            name: Arc::from("out.0"),
+            plugin: "out",
+            id: 0,
+            output: Box::new(FailsOnce {
+                ordered,
+                seen: seen.clone(),
+            }),
+            retry: RetryPolicy {
+                limit: None,
+                base: 1,
+                cap: 2,
+            },
+            metrics: Arc::default(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        for tag in ["a", "b"] {
+            tx.send(Routed::new(Chunk::new(Arc::from(tag), Vec::new()), None))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
+        worker.run(rx, shutdown).await;
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ordered_output_sends_nothing_newer_while_a_chunk_waits_for_its_retry() {
+        // Prometheus refuses a series' older samples after newer ones.
+        assert_eq!(attempts(true).await, ["a", "a", "b"]);
+        // Other outputs keep sending while a chunk waits.
+        assert_eq!(attempts(false).await, ["a", "b", "a"]);
+    }
+
     #[test]
     fn retry_limit_values() {
         assert_eq!(RetryPolicy::parse_limit("3"), Some(Some(3)));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http_sink;
+pub mod kafka;
 pub mod kube_api;
 pub mod netns;
 pub mod pki;

@@ -21,6 +21,9 @@ pub enum DateFormat {
     Iso8601,
     /// `"%Y-%m-%d %H:%M:%S.%06lu"` (UTC, microseconds).
     JavaSqlTimestamp,
+    /// `"%Y-%m-%dT%H:%M:%S.%09luZ"` (UTC, nanoseconds): the `kafka` output's
+    /// `timestamp_format iso8601_ns`; not a `json_date_format` value.
+    Iso8601Ns,
 }
 
 impl DateFormat {
@@ -134,9 +137,20 @@ pub fn write_json_chunk(out: &mut Vec<u8>, records: &[Record], mode: JsonMode, o
 /// As in Fluent Bit, when a key occurs more than once only its last occurrence is written,
 /// so a body key equal to the date key replaces the date.
 pub fn write_json_record(out: &mut Vec<u8>, rec: &Record, opts: &JsonOptions) {
+    write_json_object(out, rec.time, &rec.metadata, &rec.body, opts)
+}
+
+/// [`write_json_record`] from its parts: outputs that send the body alone (the `kafka`
+/// output's messages) pass empty `metadata`.
+pub fn write_json_object(
+    out: &mut Vec<u8>,
+    time: EventTime,
+    metadata: &Map,
+    body: &Map,
+    opts: &JsonOptions,
+) {
     let esc = opts.escape_unicode;
-    let body = &rec.body;
-    let has_meta = !rec.metadata.is_empty();
+    let has_meta = !metadata.is_empty();
     let mut first = true;
     out.push(b'{');
 
@@ -146,7 +160,7 @@ pub fn write_json_record(out: &mut Vec<u8>, rec: &Record, opts: &JsonOptions) {
             first = false;
             write_json_str(out, date_key.as_bytes(), esc);
             out.push(b':');
-            write_date(out, rec.time, opts.date_format);
+            write_date(out, time, opts.date_format);
         }
     }
 
@@ -159,7 +173,7 @@ pub fn write_json_record(out: &mut Vec<u8>, rec: &Record, opts: &JsonOptions) {
         out.extend_from_slice(b":{");
         write_json_str(out, LOG_METADATA_KEY.as_bytes(), esc);
         out.push(b':');
-        write_json_map(out, &rec.metadata, esc);
+        write_json_map(out, metadata, esc);
         out.push(b'}');
     }
 
@@ -251,7 +265,7 @@ pub fn write_map_entries(out: &mut Vec<u8>, m: &Map, first: &mut bool, esc: bool
 // Dates
 // ---------------------------------------------------------------------------------------
 
-fn write_date(out: &mut Vec<u8>, t: EventTime, fmt: DateFormat) {
+pub fn write_date(out: &mut Vec<u8>, t: EventTime, fmt: DateFormat) {
     match fmt {
         DateFormat::Double => write_double(out, t.as_f64()),
         // `(long long unsigned) tv_sec`
@@ -265,16 +279,30 @@ fn write_date(out: &mut Vec<u8>, t: EventTime, fmt: DateFormat) {
                 .wrapping_add(t.nanos as u64 / 1_000_000);
             out.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes())
         }
+        DateFormat::Iso8601 | DateFormat::Iso8601Ns | DateFormat::JavaSqlTimestamp => {
+            out.push(b'"');
+            write_date_text(out, t, fmt);
+            out.push(b'"');
+        }
+    }
+}
+
+/// The text of a date written as a string (no quotes): `iso8601`, `iso8601_ns`,
+/// `java_sql_timestamp`; nothing for the numeric formats.
+pub fn write_date_text(out: &mut Vec<u8>, t: EventTime, fmt: DateFormat) {
+    match fmt {
         DateFormat::Iso8601 => {
-            out.push(b'"');
             write_utc_datetime(out, t, b'T');
-            out.extend_from_slice(b"Z\"");
+            out.push(b'Z');
         }
-        DateFormat::JavaSqlTimestamp => {
-            out.push(b'"');
-            write_utc_datetime(out, t, b' ');
-            out.push(b'"');
+        DateFormat::Iso8601Ns => {
+            write_utc_seconds(out, t, b'T');
+            out.push(b'.');
+            write_padded(out, t.nanos as u64, 9);
+            out.push(b'Z');
         }
+        DateFormat::JavaSqlTimestamp => write_utc_datetime(out, t, b' '),
+        DateFormat::Double | DateFormat::Epoch | DateFormat::EpochMs => {}
     }
 }
 
@@ -287,7 +315,14 @@ pub fn iso8601(t: EventTime) -> String {
 }
 
 /// `gmtime_r` + `strftime("%Y-%m-%d?%H:%M:%S")` + `".%06" PRIu64` of `nsec / 1000`.
-pub(super) fn write_utc_datetime(out: &mut Vec<u8>, t: EventTime, sep: u8) {
+fn write_utc_datetime(out: &mut Vec<u8>, t: EventTime, sep: u8) {
+    write_utc_seconds(out, t, sep);
+    out.push(b'.');
+    write_padded(out, (t.nanos / 1000) as u64, 6);
+}
+
+/// `gmtime_r` + `strftime("%Y-%m-%d?%H:%M:%S")`.
+pub(super) fn write_utc_seconds(out: &mut Vec<u8>, t: EventTime, sep: u8) {
     let days = t.secs.div_euclid(86_400);
     let sod = t.secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
@@ -305,8 +340,6 @@ pub(super) fn write_utc_datetime(out: &mut Vec<u8>, t: EventTime, sep: u8) {
     write_padded(out, (sod / 60 % 60) as u64, 2);
     out.push(b':');
     write_padded(out, (sod % 60) as u64, 2);
-    out.push(b'.');
-    write_padded(out, (t.nanos / 1000) as u64, 6);
 }
 
 /// Decimal `v` zero-padded to at least `width` digits (`%0*lu`).

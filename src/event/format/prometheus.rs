@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use super::json::{write_padded, write_utc_datetime};
+use super::json::{write_padded, write_utc_seconds};
 use crate::event::metrics::{Family, MetricSet, MetricType, Sample, SampleValue};
 use crate::event::{EventTime, Str};
 
@@ -224,8 +224,8 @@ pub fn write_metrics_text(out: &mut Vec<u8>, set: &MetricSet) {
                 (s.timestamp / 1_000_000_000) as i64,
                 (s.timestamp % 1_000_000_000) as u32,
             );
-            write_utc_datetime(out, t, b'T');
-            out.truncate(out.len() - 6); // the microseconds: nanoseconds are written
+            write_utc_seconds(out, t, b'T');
+            out.push(b'.');
             write_padded(out, t.nanos as u64, 9);
             out.extend_from_slice(b"Z ");
             out.extend_from_slice(f.name.as_bytes());

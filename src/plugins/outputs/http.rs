@@ -3,7 +3,9 @@
 //!
 //! Formats: `json` (the default: one array of records), `json_lines`, `json_stream`
 //! (as `stdout` writes them, `json_date_key`/`json_date_format` included), `msgpack`
-//! (Fluent Bit's event bytes, `[[time, {metadata}], {body}]` per record). With
+//! (Fluent Bit's event bytes, `[[time, {metadata}], {body}]` per record), `gelf` (one
+//! GELF object per line, `gelf_*_key`; a record without a short message is dropped and
+//! counted, where Fluent Bit drops the whole chunk). With
 //! `body_key` and `headers_key` each record is its own request: the body is that
 //! key's string, the headers that key's map of strings.
 //!
@@ -19,13 +21,16 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::Method;
 
-use super::{json_options, pool_metrics, JSON_DATE_FORMAT, JSON_DATE_KEY};
+use super::{
+    gelf_fields, json_options, pool_metrics, GELF_FULL_MESSAGE_KEY, GELF_HOST_KEY, GELF_LEVEL_KEY,
+    GELF_SHORT_MESSAGE_KEY, GELF_TIMESTAMP_KEY, JSON_DATE_FORMAT, JSON_DATE_KEY,
+};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::accessor::Accessor;
 use crate::event::format::{self, JsonMode, JsonOptions};
 use crate::event::{Chunk, Record, Value};
 use crate::http_client::{self, Compression, HttpClient, HttpError, Reply, Verdict};
-use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
+use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin, Partial};
 
 const PROPS: &[PropSpec] = &[
     PropSpec::new("host", PropKind::Str, Some("127.0.0.1"), "Destination host name or IP address."),
@@ -39,9 +44,9 @@ const PROPS: &[PropSpec] = &[
     ),
     PropSpec::new(
         "format",
-        PropKind::Enum(&["json", "json_lines", "json_stream", "msgpack"]),
+        PropKind::Enum(&["json", "json_lines", "json_stream", "msgpack", "gelf"]),
         Some("json"),
-        "Payload format: json, json_lines, json_stream or msgpack.",
+        "Payload format: json, json_lines, json_stream, msgpack or gelf.",
     ),
     JSON_DATE_FORMAT,
     JSON_DATE_KEY,
@@ -82,26 +87,11 @@ const PROPS: &[PropSpec] = &[
         None,
         "With body_key: the key whose map of strings are the request's headers.",
     ),
-    PropSpec::new(
-        "gelf_timestamp_key",
-        PropKind::Str,
-        None,
-        "GELF format (not available in agent): the key of 'timestamp'.",
-    ),
-    PropSpec::new("gelf_host_key", PropKind::Str, None, "GELF format (not available in agent): the key of 'host'."),
-    PropSpec::new(
-        "gelf_short_message_key",
-        PropKind::Str,
-        None,
-        "GELF format (not available in agent): the key of 'short_message'.",
-    ),
-    PropSpec::new(
-        "gelf_full_message_key",
-        PropKind::Str,
-        None,
-        "GELF format (not available in agent): the key of 'full_message'.",
-    ),
-    PropSpec::new("gelf_level_key", PropKind::Str, None, "GELF format (not available in agent): the key of 'level'."),
+    GELF_TIMESTAMP_KEY,
+    GELF_HOST_KEY,
+    GELF_SHORT_MESSAGE_KEY,
+    GELF_FULL_MESSAGE_KEY,
+    GELF_LEVEL_KEY,
     PropSpec::new(
         "oauth2.enable",
         PropKind::Bool,
@@ -151,6 +141,8 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
 enum Payload {
     Json(JsonMode, JsonOptions),
     Msgpack,
+    /// One GELF object per record, each followed by a newline.
+    Gelf(format::GelfFields),
     /// One request per record: `body_key`'s value, `headers_key`'s headers.
     PerRecord {
         body: Accessor,
@@ -235,6 +227,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         }
         (None, None) => match props.str("format").unwrap_or("json") {
             f if f.eq_ignore_ascii_case("msgpack") => Payload::Msgpack,
+            f if f.eq_ignore_ascii_case("gelf") => Payload::Gelf(gelf_fields(props)),
             f => Payload::Json(
                 JsonMode::parse(f).unwrap_or(JsonMode::Json),
                 json_options(props, ctx.service.escape_unicode),
@@ -243,7 +236,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     };
     let content_type = match &payload {
         Payload::Json(JsonMode::JsonLines, _) => Some("application/x-ndjson"),
-        Payload::Json(_, _) => Some("application/json"),
+        Payload::Json(_, _) | Payload::Gelf(_) => Some("application/json"),
         Payload::Msgpack => Some("application/msgpack"),
         Payload::PerRecord { .. } => None,
     }
@@ -421,8 +414,11 @@ impl HttpOutput {
     }
 }
 
-fn render(payload: &Payload, records: &[Record], buf: &mut Vec<u8>) {
+/// The chunk's body; returns how many records had no form in it (GELF without a
+/// short message), which are left out.
+fn render(payload: &Payload, records: &[Record], buf: &mut Vec<u8>) -> u64 {
     buf.clear();
+    let mut skipped = 0;
     match payload {
         Payload::Json(mode, opts) => {
             format::write_json_chunk(buf, records, *mode, opts);
@@ -435,8 +431,20 @@ fn render(payload: &Payload, records: &[Record], buf: &mut Vec<u8>) {
         Payload::Msgpack => records
             .iter()
             .for_each(|r| format::write_msgpack_record(buf, r)),
+        Payload::Gelf(fields) => {
+            for r in records {
+                match format::write_gelf_record(buf, r.time, &r.body, fields) {
+                    Ok(()) => buf.push(b'\n'),
+                    Err(e) => {
+                        skipped += 1;
+                        crate::debug!("[output:http] a record has no GELF form: {e}");
+                    }
+                }
+            }
+        }
         Payload::PerRecord { .. } => {}
     }
+    skipped
 }
 
 impl Output for HttpOutput {
@@ -446,8 +454,27 @@ impl Output for HttpOutput {
                 let (body, headers) = (body.clone(), headers.clone());
                 return self.per_record(chunk, &body, &headers).await;
             }
-            render(&self.setup.payload, &chunk.records, &mut self.buf);
-            self.setup.request(&chunk.tag, &self.buf, None).await
+            let skipped = render(&self.setup.payload, &chunk.records, &mut self.buf);
+            if skipped == 0 {
+                return self.setup.request(&chunk.tag, &self.buf, None).await;
+            }
+            crate::warn!(
+                "[output:http] {skipped} record(s) without a GELF form (no short_message key, \
+                 or a level that is not a number or a string) dropped; set gelf_short_message_key"
+            );
+            if self.buf.is_empty() {
+                return FlushResult::Partial(Partial {
+                    dropped: skipped,
+                    ..Partial::default()
+                });
+            }
+            match self.setup.request(&chunk.tag, &self.buf, None).await {
+                FlushResult::Ok => FlushResult::Partial(Partial {
+                    dropped: skipped,
+                    ..Partial::default()
+                }),
+                other => other,
+            }
         })
     }
 

@@ -5,6 +5,7 @@ pub mod es;
 pub mod file;
 pub mod forward;
 pub mod http;
+pub mod kafka;
 pub mod loki;
 pub mod null;
 pub mod prometheus_exporter;
@@ -52,6 +53,50 @@ pub const JSON_DATE_KEY: PropSpec = PropSpec::new(
     Some("date"),
     "Name of the date key in JSON; 'false' leaves it out.",
 );
+
+/// The `gelf_*_key` properties of the outputs with `format gelf`.
+pub const GELF_TIMESTAMP_KEY: PropSpec = PropSpec::new(
+    "gelf_timestamp_key",
+    PropKind::Str,
+    None,
+    "GELF format: the record key used as 'timestamp'.",
+);
+pub const GELF_HOST_KEY: PropSpec = PropSpec::new(
+    "gelf_host_key",
+    PropKind::Str,
+    None,
+    "GELF format: the record key used as 'host'.",
+);
+pub const GELF_SHORT_MESSAGE_KEY: PropSpec = PropSpec::new(
+    "gelf_short_message_key",
+    PropKind::Str,
+    None,
+    "GELF format: the record key used as 'short_message'.",
+);
+pub const GELF_FULL_MESSAGE_KEY: PropSpec = PropSpec::new(
+    "gelf_full_message_key",
+    PropKind::Str,
+    None,
+    "GELF format: the record key used as 'full_message'.",
+);
+pub const GELF_LEVEL_KEY: PropSpec = PropSpec::new(
+    "gelf_level_key",
+    PropKind::Str,
+    None,
+    "GELF format: the record key used as 'level'.",
+);
+
+/// The `gelf_*_key` properties as the GELF writer takes them.
+pub fn gelf_fields(props: &Props) -> crate::event::format::GelfFields {
+    let key = |name: &str| props.str(name).map(crate::event::Str::from);
+    crate::event::format::GelfFields {
+        host_key: key("gelf_host_key"),
+        short_message_key: key("gelf_short_message_key"),
+        timestamp_key: key("gelf_timestamp_key"),
+        level_key: key("gelf_level_key"),
+        full_message_key: key("gelf_full_message_key"),
+    }
+}
 
 pub fn json_options(props: &Props, escape_unicode: bool) -> JsonOptions {
     let key = props.str("json_date_key").unwrap_or("date");
