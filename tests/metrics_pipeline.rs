@@ -315,3 +315,21 @@ fn bad_metrics_properties_name_their_line() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn mem_buf_limit_pauses_a_metrics_input_whose_sets_are_not_delivered() {
+    // Nothing listens on the destination: the first sets wait for their retries and the
+    // input is paused at its limit instead of piling sets up.
+    let closed = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    scheduler.base 1\n    scheduler.cap 2\n\
+         [INPUT]\n    name fluentbit_metrics\n    scrape_interval 0.2\n    scrape_on_start on\n    mem_buf_limit 2k\n\
+         [OUTPUT]\n    name prometheus_remote_write\n    match *\n    host 127.0.0.1\n    port {closed}\n    retry_limit no_limits\n"
+    ));
+    a.wait_log(
+        "[input] fluentbit_metrics.0 paused (mem buf overlimit - buffered ",
+        T,
+    );
+    a.wait_log("failed to flush chunk for prometheus_remote_write.0", T);
+    a.stop(T);
+}
