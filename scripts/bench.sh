@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 python3 scripts/bench.py
 python3 scripts/bench-tail.py
 python3 scripts/bench-parsers.py
+python3 scripts/bench-metrics.py
 python3 scripts/bench-kafka.py

@@ -169,7 +169,8 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
         PluginKind::Filter => plugins::filter(name).map(|p| (p.name, p.description, p.props)),
         PluginKind::Output => plugins::output(name).map(|p| (p.name, p.description, p.props)),
     };
-    let upstream = kind == PluginKind::Output && plugins::output(name).is_some_and(|p| p.net);
+    let upstream = (kind == PluginKind::Output && plugins::output(name).is_some_and(|p| p.net))
+        || (kind == PluginKind::Input && plugins::input(name).is_some_and(|p| p.upstream));
     let downstream = kind == PluginKind::Input && plugins::input(name).is_some_and(|p| p.net);
     match found {
         Some((n, d, props)) => {

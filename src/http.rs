@@ -6,10 +6,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -17,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::app::VERSION;
-use crate::pipeline::metrics::{get, MetricKind, Registry};
+use crate::pipeline::metrics::{get, Registry};
 
 /// What the endpoints read.
 pub struct Monitor {
@@ -25,14 +24,8 @@ pub struct Monitor {
     registry: Mutex<Arc<Registry>>,
     /// Asks the supervisor to reload (`hot_reload on`), for `/api/v2/reload`.
     reload: Option<Reload>,
-    /// `agent_http_accept_errors_total`: failed accepts (out of descriptors and the like).
-    accept_errors: std::sync::atomic::AtomicU64,
-    /// `agent_http_refused_connections_total`: connections closed at once at the cap.
-    refused: std::sync::atomic::AtomicU64,
-    /// `agent_http_evicted_connections_total`: idle connections closed for a new one.
-    evicted: std::sync::atomic::AtomicU64,
-    /// When the server was created, for the connections' last-answered times.
-    started: Instant,
+    /// The server's accept/eviction counters.
+    server: Arc<ServerCounters>,
     /// `agent_http_refused_reloads_total`: reload requests without the right to reload.
     reloads_refused: std::sync::atomic::AtomicU64,
     reloads: std::sync::atomic::AtomicU64,
@@ -48,6 +41,29 @@ pub async fn bind(listen: &str, port: u16) -> Result<TcpListener, String> {
     TcpListener::bind((listen, port)).await.map_err(|e| {
         format!("[http_server] could not start HTTP server on {listen}:{port}: {e} (set another http_port in [SERVICE], or -P)")
     })
+}
+
+/// What [`serve`] counts, for the monitoring server's `agent_http_*` metrics.
+pub struct ServerCounters {
+    /// `agent_http_accept_errors_total`: failed accepts (out of descriptors and the like).
+    pub accept_errors: AtomicU64,
+    /// `agent_http_refused_connections_total`: connections closed at once at the cap.
+    pub refused: AtomicU64,
+    /// `agent_http_evicted_connections_total`: idle connections closed for a new one.
+    pub evicted: AtomicU64,
+    /// When the server was created, for the connections' last-answered times.
+    started: Instant,
+}
+
+impl Default for ServerCounters {
+    fn default() -> Self {
+        ServerCounters {
+            accept_errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// `POST /api/v2/reload`: where it goes, and who may ask.
@@ -67,10 +83,7 @@ impl Monitor {
         Arc::new(Monitor {
             registry: Mutex::new(registry),
             reload,
-            accept_errors: Default::default(),
-            refused: Default::default(),
-            evicted: Default::default(),
-            started: Instant::now(),
+            server: Arc::new(ServerCounters::default()),
             reloads_refused: Default::default(),
             reloads: Default::default(),
             health,
@@ -158,6 +171,28 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
             m.sample(Instant::now());
         }
     });
+    let counters = monitor.server.clone();
+    serve(listener, "http_server", counters, move |req, loopback| {
+        handle(&monitor, req, loopback)
+    });
+}
+
+/// Serves HTTP/1 on `listener` with `handle(request, from_loopback)` until the returned
+/// task is aborted: at most [`MAX_CONNECTIONS`] at once (at the cap the idlest one is
+/// closed for the new one), a connection that sends no request head within
+/// [`HEADER_TIMEOUT`] is closed, and failed accepts back off; all counted in `counters`.
+/// Shared by the monitoring server and the prometheus_exporter output; `who` prefixes
+/// logs.
+pub fn serve<F>(
+    listener: TcpListener,
+    who: &'static str,
+    counters: Arc<ServerCounters>,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(&Request<hyper::body::Incoming>, bool) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let open = Open::default();
@@ -171,11 +206,11 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 Err(e) => {
                     // Out of descriptors: back off (and take one from the idlest
                     // client of a server input) instead of spinning or giving up.
-                    let n = monitor.accept_errors.fetch_add(1, Relaxed) + 1;
+                    let n = counters.accept_errors.fetch_add(1, Relaxed) + 1;
                     let (freed, wait) = crate::net::downstream::accept_backoff(&e, &mut backoff);
                     if n.is_power_of_two() {
                         crate::warn!(
-                            "[http_server] accept failed: {e} ({n} failures so far){}",
+                            "[{who}] accept failed: {e} ({n} failures so far){}",
                             if freed {
                                 "; closed the idlest input connection to free a descriptor"
                             } else {
@@ -195,7 +230,7 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 Err(_) => {
                     if let Some(victim) = open.idlest() {
                         victim.notify_one();
-                        monitor.evicted.fetch_add(1, Relaxed);
+                        counters.evicted.fetch_add(1, Relaxed);
                     }
                     tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
                         .await
@@ -204,23 +239,24 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 }
             };
             let Some(slot) = slot else {
-                let refused = monitor.refused.fetch_add(1, Relaxed) + 1;
+                let refused = counters.refused.fetch_add(1, Relaxed) + 1;
                 if refused.is_power_of_two() {
                     crate::warn!(
-                        "[http_server] {refused} connections refused: {MAX_CONNECTIONS} are open"
+                        "[{who}] {refused} connections refused: {MAX_CONNECTIONS} are open"
                     );
                 }
                 continue;
             };
-            let m = monitor.clone();
+            let h = handle.clone();
+            let counters = counters.clone();
             let (entry, last, evict) = open.add();
             tokio::spawn(async move {
                 let loopback = peer.ip().is_loopback()
                     || matches!(peer.ip(), std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
                 let svc = hyper::service::service_fn(move |req| {
-                    let m = m.clone();
-                    last.store(m.started.elapsed().as_millis() as u64, Relaxed);
-                    async move { Ok::<_, Infallible>(handle(&m, &req, loopback)) }
+                    let h = h.clone();
+                    last.store(counters.started.elapsed().as_millis() as u64, Relaxed);
+                    async move { Ok::<_, Infallible>(h(&req, loopback)) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -235,7 +271,7 @@ pub fn spawn(listener: TcpListener, monitor: Arc<Monitor>) {
                 drop(slot);
             });
         }
-    });
+    })
 }
 
 /// The monitoring server's open connections: when each was last answered (ms since the
@@ -286,18 +322,22 @@ impl Open {
 }
 
 /// Most connections the monitoring server keeps open at once.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A connection must send a whole request head within this long of opening, and of
 /// its previous response (keepalive): idle and half-sent requests are closed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn respond(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
+pub fn respond(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut b = Response::builder().status(status).header("server", "agent");
     if let Some(ct) = content_type {
         b = b.header("content-type", ct);
     }
-    b.body(Full::new(Bytes::from(body)))
+    b.body(Full::new(body.into()))
         .expect("static headers are valid")
 }
 
@@ -318,9 +358,9 @@ fn handle<B>(m: &Monitor, req: &Request<B>, loopback: bool) -> Response<Full<Byt
         "/api/v1/health" if m.health.is_some() => {
             let (ok, _, _) = m.health();
             if ok {
-                respond(StatusCode::OK, None, "ok\n".into())
+                respond(StatusCode::OK, None, "ok\n")
             } else {
-                respond(StatusCode::INTERNAL_SERVER_ERROR, None, "error\n".into())
+                respond(StatusCode::INTERNAL_SERVER_ERROR, None, "error\n")
             }
         }
         "/api/v2/health" if m.health.is_some() => {
@@ -432,98 +472,32 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
     serde_json::json!({"input": input, "filter": filter, "output": output})
 }
 
-/// A metric family read off each instance's counters: (name, help, kind, read).
-type Family<T> = (&'static str, &'static str, MetricKind, fn(&T) -> u64);
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps.
+/// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps. The
+/// fluentbit_metrics input sends the same set (`Registry::metric_set`).
 fn prometheus(m: &Monitor, timestamps: bool) -> String {
-    let r = &*m.registry();
-    let ts = if timestamps {
-        format!(
-            " {}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0)
-        )
-    } else {
-        String::new()
-    };
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: MetricKind, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(
-            out,
-            "# TYPE {name} {}",
-            if kind == MetricKind::Counter {
-                "counter"
-            } else {
-                "gauge"
-            }
-        );
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}{ts}");
-        }
-    };
-    let named = |n: &str| format!("{{name=\"{}\"}}", escape(n));
-    use MetricKind::{Counter, Gauge};
-    family(
-        "fluentbit_uptime",
-        "Number of seconds that Fluent Bit has been running.",
-        Counter,
-        vec![(
-            format!("{{hostname=\"{}\"}}", escape(&m.hostname)),
-            m.uptime(),
-        )],
-    );
-    family(
-        "fluentbit_input_records_total",
-        "Number of input records.",
-        Counter,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.records)))
-            .collect(),
-    );
-    family(
-        "fluentbit_input_ingestion_paused",
-        "Whether the input is paused by mem_buf_limit (1) or not (0).",
-        Gauge,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.paused)))
-            .collect(),
-    );
-    family(
-        "agent_input_buffered_bytes",
-        "Bytes (estimated) of the input's records not yet delivered; kept with mem_buf_limit.",
-        Gauge,
-        r.inputs
-            .iter()
-            .map(|(n, x)| (named(n), get(&x.buffered_bytes)))
-            .collect(),
-    );
+    let now = SystemTime::now();
+    let mut set = m.registry().metric_set(&m.hostname, now);
+    let ts = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // The monitoring server's own counters.
+    let c = &m.server;
     for (name, help, value) in [
         (
             "agent_http_accept_errors_total",
             "Failed accepts of the monitoring HTTP server (out of file descriptors and the like).",
-            &m.accept_errors,
+            &c.accept_errors,
         ),
         (
             "agent_http_refused_connections_total",
             "Connections to the monitoring HTTP server closed at once because it held its maximum.",
-            &m.refused,
+            &c.refused,
         ),
         (
             "agent_http_evicted_connections_total",
             "Idle connections to the monitoring HTTP server closed to make room for a new one.",
-            &m.evicted,
+            &c.evicted,
         ),
         (
             "agent_http_refused_reloads_total",
@@ -531,137 +505,26 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
             &m.reloads_refused,
         ),
     ] {
-        family(
+        let mut f = crate::event::metrics::Family::new(
             name,
             help,
-            Counter,
-            vec![(String::new(), value.load(Relaxed))],
+            crate::event::metrics::MetricType::Counter,
+            &[],
         );
+        f.push(&[], ts, value.load(Relaxed) as f64);
+        set.families.push(f);
     }
-    let filters: [Family<crate::pipeline::metrics::FilterMetrics>; 3] = [
-        (
-            "fluentbit_filter_records_total",
-            "Total number of new records processed.",
-            Counter,
-            |x| get(&x.records),
-        ),
-        (
-            "fluentbit_filter_drop_records_total",
-            "Fluentbit metrics.",
-            Counter,
-            |x| get(&x.drop_records),
-        ),
-        (
-            "fluentbit_filter_added_records_total",
-            "Fluentbit metrics.",
-            Counter,
-            |x| get(&x.add_records),
-        ),
-    ];
-    for (name, help, kind, f) in filters {
-        family(
-            name,
-            help,
-            kind,
-            r.filters.iter().map(|(n, x)| (named(n), f(x))).collect(),
-        );
-    }
-    let outputs: [Family<crate::pipeline::metrics::OutputMetrics>; 8] = [
-        (
-            "fluentbit_output_proc_records_total",
-            "Number of processed output records.",
-            Counter,
-            |x| get(&x.proc_records),
-        ),
-        (
-            "fluentbit_output_errors_total",
-            "Number of output errors.",
-            Counter,
-            |x| get(&x.errors),
-        ),
-        (
-            "fluentbit_output_retries_total",
-            "Number of output retries.",
-            Counter,
-            |x| get(&x.retries),
-        ),
-        (
-            "fluentbit_output_retries_failed_total",
-            "Number of abandoned batches because the maximum number of re-tries was reached.",
-            Counter,
-            |x| get(&x.retries_failed),
-        ),
-        (
-            "fluentbit_output_dropped_records_total",
-            "Number of dropped records.",
-            Counter,
-            |x| get(&x.dropped_records),
-        ),
-        (
-            "fluentbit_output_retried_records_total",
-            "Number of retried records.",
-            Counter,
-            |x| get(&x.retried_records),
-        ),
-        (
-            "agent_output_limit_dropped_records_total",
-            "Records the output's limit.max_records_per_second dropped.",
-            Counter,
-            |x| get(&x.limit_dropped_records),
-        ),
-        (
-            "agent_output_pending_records",
-            "Records routed to the output and not yet delivered or given up.",
-            Gauge,
-            |x| x.pending_records(),
-        ),
-    ];
-    for (name, help, kind, f) in outputs {
-        family(
-            name,
-            help,
-            kind,
-            r.outputs.iter().map(|(n, x)| (named(n), f(x))).collect(),
-        );
-    }
-    // Plugins' own metrics, one family per metric name.
-    let mut plugin = r.plugins.all();
-    plugin.sort_by(|a, b| a.metric.cmp(b.metric));
-    for group in plugin.chunk_by(|a, b| a.metric == b.metric) {
-        family(
-            group[0].metric,
-            group[0].help,
-            group[0].kind,
-            group
-                .iter()
-                .map(|p| (named(&p.instance), get(&p.value)))
-                .collect(),
-        );
-    }
-    let start = r
-        .start
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    family(
-        "fluentbit_process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        Gauge,
-        vec![(format!("{{hostname=\"{}\"}}", escape(&m.hostname)), start)],
+    let mut out = Vec::with_capacity(4096);
+    crate::event::format::write_prometheus(
+        &mut out,
+        &set,
+        crate::event::format::PromOptions {
+            timestamps,
+            extra_labels: &[],
+            endpoint: true,
+        },
     );
-    family(
-        "fluentbit_build_info",
-        "Build version information.",
-        Gauge,
-        vec![(
-            format!(
-                "{{hostname=\"{}\",version=\"{VERSION}\",edition=\"agent\"}}",
-                escape(&m.hostname)
-            ),
-            1,
-        )],
-    );
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -88,3 +88,29 @@ fn container_logs_example_joins_split_lines_and_parses_json() {
     );
     assert_eq!(lines[2]["stream"], "stderr");
 }
+
+#[test]
+fn metrics_example_serves_the_agents_and_the_hosts_metrics() {
+    if std::net::TcpListener::bind("0.0.0.0:2021").is_err() {
+        eprintln!("skipped: port 2021 (the example's exporter port) is taken");
+        return;
+    }
+    let dir = Dir::new();
+    let conf = root().join("conf/metrics-prometheus.conf");
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log("listening on 0.0.0.0:2021", Duration::from_secs(20));
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (_, text) = http_get(2021, "/metrics").unwrap();
+        if text.contains("node_load1{agent=\"node-1\"} ") && text.contains("fluentbit_uptime{") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < end, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.contains("# TYPE node_cpu_seconds_total counter"),
+        "{text}"
+    );
+    a.stop(Duration::from_secs(10));
+}

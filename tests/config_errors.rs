@@ -35,12 +35,12 @@ fn unknown_plugin_names() {
     fails(
         &format!("[INPUT]\n    name no_such_plugin\n{OUT}"),
         "c.conf:1: [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist",
-        Some("available input plugins: conntrack, cpu, disk, dummy, exec, forward, head, kafka, kmsg, mem, netif, nflog, proc, random, stdin, systemd, tail, tcp; list them with: agent -h"),
+        Some("available input plugins: conntrack, cpu, disk, dummy, exec, fluentbit_metrics, forward, head, kafka, kmsg, mem, netif, nflog, node_exporter_metrics, proc, prometheus_scrape, random, stdin, systemd, tail, tcp; list them with: agent -h"),
     );
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
         "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
-        Some("did you mean 'stdout'? available output plugins: counter, es, file, forward, http, kafka, loki, null, stdout, tcp; list them with: agent -h"),
+        Some("did you mean 'stdout'? available output plugins: counter, es, file, forward, http, kafka, loki, null, prometheus_exporter, prometheus_remote_write, stdout, tcp; list them with: agent -h"),
     );
     fails(
         &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),

@@ -24,24 +24,7 @@ fn start(port: u16, extra_service: &str) -> Agent {
 }
 
 fn promtool(text: &str) -> (Option<i32>, String) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    use std::io::Write;
-    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let o = p.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    common::prometheus::promtool(text).expect("promtool (Debian package prometheus)")
 }
 
 #[test]

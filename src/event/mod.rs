@@ -3,6 +3,7 @@
 
 pub mod accessor;
 pub mod format;
+pub mod metrics;
 pub mod template;
 
 use std::sync::Arc;
@@ -131,9 +132,33 @@ impl Record {
 }
 
 /// Records that share a tag; the unit that moves from the engine to outputs
-/// (fanned out as `Arc<Chunk>`).
+/// (fanned out as `Arc<Chunk>`). A chunk carries one signal: log records, or metric
+/// sets (then `records` is empty); only outputs that take metrics get the latter.
 #[derive(Clone, Debug)]
 pub struct Chunk {
     pub tag: Tag,
     pub records: Vec<Record>,
+    /// Metric sets, in the order the inputs sent them (empty in a log chunk).
+    pub metrics: Vec<Arc<metrics::MetricSet>>,
+}
+
+impl Chunk {
+    /// A chunk of log records.
+    pub fn new(tag: Tag, records: Vec<Record>) -> Chunk {
+        Chunk {
+            tag,
+            records,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Events in the chunk: records, or metric sets (one each, as Fluent Bit counts a
+    /// metrics context as one event).
+    pub fn events(&self) -> usize {
+        self.records.len() + self.metrics.len()
+    }
+
+    pub fn is_metrics(&self) -> bool {
+        !self.metrics.is_empty()
+    }
 }

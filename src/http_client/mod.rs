@@ -84,6 +84,39 @@ pub const READ_IDLE_TIMEOUT: PropSpec = PropSpec::new(
     "Fail a response that sends nothing for this long (0 = net.io_timeout).",
 );
 
+/// `bearer_token`, for the plugins that offer it beside basic authentication.
+pub const BEARER_TOKEN: PropSpec = PropSpec::new(
+    "bearer_token",
+    PropKind::Str,
+    None,
+    "Send 'Authorization: Bearer TOKEN' (when http_user is not set).",
+);
+
+/// `Authorization` from `http_user`/`http_passwd`, else from `bearer_token` (when the
+/// plugin's table has it).
+pub fn authorization(props: &Props, bearer: bool) -> Result<Option<HeaderValue>, ConfigError> {
+    if let Some(user) = props.str("http_user") {
+        return Ok(Some(basic_auth(
+            user,
+            props.str("http_passwd").unwrap_or(""),
+        )));
+    }
+    match bearer.then(|| props.str("bearer_token")).flatten() {
+        Some(token) => HeaderValue::from_str(&format!("Bearer {token}"))
+            .map(Some)
+            .map_err(|_| props.error("bearer_token", "a token of printable characters")),
+        None => Ok(None),
+    }
+}
+
+/// `log_response_payload`: the response body in the log line of a response.
+pub const LOG_RESPONSE_PAYLOAD: PropSpec = PropSpec::new(
+    "log_response_payload",
+    PropKind::Bool,
+    Some("true"),
+    "Include the response body in the log line of each response.",
+);
+
 /// Most of a response body kept (the rest is read and thrown away): enough for any
 /// error message and for an Elasticsearch bulk reply of thousands of items.
 pub const MAX_KEPT_BODY: usize = 64 << 20;
@@ -131,6 +164,17 @@ impl Reply {
             .to_str()
             .ok()?;
         v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    }
+
+    /// Fluent Bit's log line of a response: `host:port, HTTP status=N`, then the body
+    /// on the next line when `with_body` and there is one.
+    pub fn status_line(&self, dest: &str, with_body: bool) -> String {
+        let status = self.status.as_u16();
+        if with_body && !self.body.is_empty() {
+            format!("{dest}, HTTP status={status}\n{}", self.body_text())
+        } else {
+            format!("{dest}, HTTP status={status}")
+        }
     }
 
     /// The body as text for a log line, cut at 1,024 bytes.
@@ -552,6 +596,21 @@ impl AsyncWrite for IdleGuard<'_> {
 }
 
 /// `header NAME VALUE` entries of a section, checked (names and values HTTP allows).
+/// The headers Fluent Bit's HTTP outputs send after their own: `Authorization`
+/// (`http_user`/`http_passwd`), `User-Agent: Fluent-Bit`, then each `header`.
+pub fn tail_headers(props: &Props) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(auth) = authorization(props, false)? {
+        out.push((hyper::header::AUTHORIZATION, auth));
+    }
+    out.push((
+        hyper::header::USER_AGENT,
+        HeaderValue::from_static("Fluent-Bit"),
+    ));
+    out.extend(headers_from_props(props)?);
+    Ok(out)
+}
+
 pub fn headers_from_props(props: &Props) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
     let mut out = Vec::new();
     for entry in props.multi_entries("header") {

@@ -111,13 +111,7 @@ mod tests {
                 }) as AckFn
             })
             .collect();
-        let r = Routed::new(
-            Chunk {
-                tag: Arc::from("t"),
-                records: vec![],
-            },
-            Completion::new(3, acks),
-        );
+        let r = Routed::new(Chunk::new(Arc::from("t"), vec![]), Completion::new(3, acks));
         r.finish();
         r.finish();
         assert_eq!(hits.load(Ordering::SeqCst), 0, "one route still busy");

@@ -103,10 +103,7 @@ impl Emitter {
         }
         match self.chunks.iter_mut().find(|c| &*c.tag == tag) {
             Some(c) => c.records.push(rec),
-            None => self.chunks.push(Chunk {
-                tag: Arc::from(tag),
-                records: vec![rec],
-            }),
+            None => self.chunks.push(Chunk::new(Arc::from(tag), vec![rec])),
         }
         Ok(())
     }

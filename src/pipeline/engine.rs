@@ -15,6 +15,7 @@ use super::emitter::{Emitter, Refusal, MAX_HOPS};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
 use super::storage::{ChunkFile, Gate, Store};
+use crate::event::metrics::{MetricSet, Signals};
 use crate::event::{Chunk, Record, Tag};
 use crate::plugins::filters::ratelimit::KeyedLimiter;
 use crate::plugins::Filter;
@@ -24,6 +25,9 @@ pub struct InputBatch {
     pub input: usize,
     pub tag: Tag,
     pub records: Vec<Record>,
+    /// Metric sets (then `records` is empty): routed by tag to the outputs that take
+    /// metrics, past filters and processors (which work on records).
+    pub metrics: Vec<Arc<MetricSet>>,
     /// Runs once every output is done with these records (see `ack`).
     pub ack: Option<AckFn>,
 }
@@ -64,21 +68,41 @@ pub struct OutputRoute {
     pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
     /// YAML `processors:` of this output: run on its copy of every chunk, in order.
     pub processors: Vec<FilterInstance>,
+    /// The signals the output takes: a log output never sees metrics, nor the reverse.
+    pub signals: Signals,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
 struct Route {
     filters: Vec<usize>,
+    /// Outputs that take this tag's log records.
     outputs: Vec<usize>,
+    /// Outputs that take this tag's metrics.
+    metric_outputs: Vec<usize>,
 }
 
 struct Pending {
     input: usize,
     tag: Tag,
     records: Vec<Record>,
+    /// A metrics chunk's sets (its `records` stay empty).
+    metrics: Vec<Arc<MetricSet>>,
     acks: Vec<AckFn>,
     /// The chunk's file, for filesystem-buffered inputs.
     file: Option<ChunkFile>,
+}
+
+impl Pending {
+    fn new(input: usize, tag: Tag, records: Vec<Record>, acks: Vec<AckFn>) -> Pending {
+        Pending {
+            input,
+            tag,
+            records,
+            metrics: Vec::new(),
+            acks,
+            file: None,
+        }
+    }
 }
 
 pub struct Engine {
@@ -171,19 +195,52 @@ impl Engine {
     }
 
     fn route<'a>(&self, routes: &'a mut HashMap<Tag, Route>, tag: &Tag) -> &'a Route {
-        routes.entry(tag.clone()).or_insert_with(|| Route {
-            filters: (0..self.filters.len())
-                .filter(|&i| self.filters[i].matcher.matches(tag))
-                .collect(),
-            outputs: (0..self.outputs.len())
-                .filter(|&i| {
-                    self.outputs[i]
-                        .matcher
-                        .as_ref()
-                        .is_some_and(|m| m.matches(tag))
-                })
-                .collect(),
+        routes.entry(tag.clone()).or_insert_with(|| {
+            let matching = (0..self.outputs.len()).filter(|&i| {
+                self.outputs[i]
+                    .matcher
+                    .as_ref()
+                    .is_some_and(|m| m.matches(tag))
+            });
+            Route {
+                filters: (0..self.filters.len())
+                    .filter(|&i| self.filters[i].matcher.matches(tag))
+                    .collect(),
+                outputs: matching
+                    .clone()
+                    .filter(|&i| self.outputs[i].signals.logs)
+                    .collect(),
+                metric_outputs: matching
+                    .filter(|&i| self.outputs[i].signals.metrics)
+                    .collect(),
+            }
         })
+    }
+
+    /// Appends a batch of metric sets to its pending metrics chunk (one per input and
+    /// tag, beside its log chunk); returns it when full. Filters and processors work on
+    /// records only, so metrics skip them (as in Fluent Bit, whose filters take logs).
+    fn ingest_metrics(&mut self, batch: InputBatch, pending: &mut Vec<Pending>) -> Option<Pending> {
+        let InputBatch {
+            input,
+            tag,
+            mut metrics,
+            ack,
+            ..
+        } = batch;
+        let i = match pending
+            .iter()
+            .position(|p| p.input == input && p.tag == tag && !p.metrics.is_empty())
+        {
+            Some(i) => i,
+            None => {
+                pending.push(Pending::new(input, tag, Vec::new(), Vec::new()));
+                pending.len() - 1
+            }
+        };
+        pending[i].metrics.append(&mut metrics);
+        pending[i].acks.extend(ack);
+        (pending[i].metrics.len() >= CHUNK_MAX_RECORDS).then(|| pending.swap_remove(i))
     }
 
     /// Filters a batch and appends it to its pending chunk; returns the chunks that
@@ -202,11 +259,16 @@ impl Engine {
         let mut queue = std::collections::VecDeque::from([(batch, hops, 0usize)]);
         let mut full = Vec::new();
         while let Some((batch, hops, stage)) = queue.pop_front() {
+            if !batch.metrics.is_empty() {
+                full.extend(self.ingest_metrics(batch, pending));
+                continue;
+            }
             let InputBatch {
                 input,
                 tag,
                 mut records,
                 mut ack,
+                ..
             } = batch;
             if let Some(e) = self.emitter(input) {
                 metrics::add(&e.metrics.records, records.len() as u64);
@@ -257,6 +319,7 @@ impl Engine {
                         input,
                         tag: chunk.tag,
                         records: chunk.records,
+                        metrics: Vec::new(),
                         ack: parts.pop().flatten(),
                     };
                     queue.push_back((batch, hops, stage));
@@ -268,17 +331,11 @@ impl Engine {
             }
             let i = match pending
                 .iter()
-                .position(|p| p.input == input && p.tag == tag)
+                .position(|p| p.input == input && p.tag == tag && p.metrics.is_empty())
             {
                 Some(i) => i,
                 None => {
-                    pending.push(Pending {
-                        input,
-                        tag,
-                        records: Vec::new(),
-                        acks: Vec::new(),
-                        file: None,
-                    });
+                    pending.push(Pending::new(input, tag, Vec::new(), Vec::new()));
                     pending.len() - 1
                 }
             };
@@ -371,6 +428,7 @@ impl Engine {
                 input: EMITTER + i,
                 tag: c.tag,
                 records: c.records,
+                metrics: Vec::new(),
                 ack: None,
             };
             full.extend(self.ingest(batch, 1, routes, pending));
@@ -463,13 +521,7 @@ impl Engine {
         }
         for (chunk, target) in emitted {
             // Records emitted by a filter's tick go to outputs only.
-            let p = Pending {
-                input: TICK,
-                tag: chunk.tag,
-                records: chunk.records,
-                acks: Vec::new(),
-                file: None,
-            };
+            let p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
             self.dispatch_to(p, routes, target).await;
         }
     }
@@ -551,13 +603,7 @@ impl Engine {
                     let delete: AckFn = Box::new(move || {
                         let _ = std::fs::remove_file(&path);
                     });
-                    let p = Pending {
-                        input: REPLAY,
-                        tag: loaded.tag,
-                        records: loaded.records,
-                        acks: vec![delete],
-                        file: None,
-                    };
+                    let p = Pending::new(REPLAY, loaded.tag, loaded.records, vec![delete]);
                     self.dispatch(p, routes).await;
                 }
                 Err(e) => crate::error!("[storage] cannot read {}: {e}", path.display()),
@@ -594,11 +640,13 @@ impl Engine {
                 Err(e) => crate::error!("[storage] cannot sync a chunk file: {e}"),
             }
         }
-        if p.records.is_empty() {
+        if p.records.is_empty() && p.metrics.is_empty() {
             ack::run_now(p.acks);
             return;
         }
+        let is_metrics = !p.metrics.is_empty();
         let outputs: Vec<usize> = match target {
+            Target::Routed if is_metrics => self.route(routes, &p.tag).metric_outputs.clone(),
             Target::Routed => self.route(routes, &p.tag).outputs.clone(),
             Target::Output { index, .. } => vec![index],
         }
@@ -611,16 +659,17 @@ impl Engine {
             return;
         }
         let completion = Completion::new(outputs.len(), p.acks);
-        let full = Routed::new(
-            Chunk {
-                tag: p.tag,
-                records: p.records,
-            },
-            completion.clone(),
-        );
+        let mut chunk = Chunk::new(p.tag, p.records);
+        chunk.metrics = p.metrics;
+        let full = Routed::new(chunk, completion.clone());
         let now = Instant::now();
         for i in outputs {
             let o = &mut self.outputs[i];
+            if is_metrics {
+                // Metrics pass no processor nor record limit: every route shares them.
+                Self::send(o, full.clone()).await;
+                continue;
+            }
             // This output's processors work on its own copy of the records.
             let processed = match target {
                 Target::Output { from, .. } => (from < o.processors.len()).then_some(from),
@@ -643,10 +692,7 @@ impl Engine {
             let own_copy = o.total_limit.is_some() && on_disk;
             let routed = match (&mut o.limiter, processed) {
                 (None, Some(records)) => Routed::new(
-                    Chunk {
-                        tag: full.chunk.tag.clone(),
-                        records,
-                    },
+                    Chunk::new(full.chunk.tag.clone(), records),
                     completion.clone(),
                 ),
                 (None, None) if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
@@ -668,16 +714,9 @@ impl Engine {
                         full.finish(); // this route is done: nothing passes its limit
                         continue;
                     }
-                    Routed::new(
-                        Chunk {
-                            tag: full.chunk.tag.clone(),
-                            records: kept,
-                        },
-                        completion.clone(),
-                    )
+                    Routed::new(Chunk::new(full.chunk.tag.clone(), kept), completion.clone())
                 }
             };
-            let n = routed.chunk.records.len() as u64;
             if let (true, Some(limit)) = (own_copy, o.total_limit) {
                 // Chunks the workers are done with (only we hold them) leave the count.
                 o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
@@ -693,17 +732,23 @@ impl Engine {
                     crate::warn!("[storage] {}: storage.total_limit_size reached: the oldest chunk ({dropped} records, ~{bytes} bytes) is dropped", o.name);
                 }
             }
-            let w = o.next % o.workers.len();
-            o.next = o.next.wrapping_add(1);
-            metrics::add(&o.metrics.routed_records, n);
-            if o.workers[w].send(routed.clone()).await.is_err() {
-                metrics::add(&o.metrics.dropped_records, n);
-                routed.finish();
-                crate::error!(
-                    "[engine] output {} has stopped: {n} records for it are dropped",
-                    o.name
-                );
-            }
+            Self::send(o, routed).await;
+        }
+    }
+
+    /// Queues a chunk to the output's next worker (round-robin), counting it routed.
+    async fn send(o: &mut OutputRoute, routed: Arc<Routed>) {
+        let n = routed.chunk.events() as u64;
+        let w = o.next % o.workers.len();
+        o.next = o.next.wrapping_add(1);
+        metrics::add(&o.metrics.routed_records, n);
+        if o.workers[w].send(routed.clone()).await.is_err() {
+            metrics::add(&o.metrics.dropped_records, n);
+            routed.finish();
+            crate::error!(
+                "[engine] output {} has stopped: {n} records for it are dropped",
+                o.name
+            );
         }
     }
 }

@@ -3,6 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::event::metrics::{Family, MetricSet, MetricType};
 
 #[derive(Debug, Default)]
 pub struct InputMetrics {
@@ -128,4 +131,208 @@ pub struct Registry {
 
 pub fn set(c: &AtomicU64, n: u64) {
     c.store(n, Relaxed);
+}
+
+/// A metric family read off each instance's counters: (name, help, kind, read).
+type Counters<T> = (&'static str, &'static str, MetricKind, fn(&T) -> u64);
+
+impl MetricKind {
+    fn metric_type(self) -> MetricType {
+        match self {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        }
+    }
+}
+
+impl Registry {
+    /// Every counter of the pipeline as one metric set, in Fluent Bit's names: what the
+    /// monitoring endpoint `/api/v1/metrics/prometheus` serves and the
+    /// fluentbit_metrics input sends. Samples are stamped `now`.
+    pub fn metric_set(&self, hostname: &str, now: SystemTime) -> MetricSet {
+        let ts = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let r = self;
+        let mut set = MetricSet::default();
+        let mut family = |name: &str,
+                          help: &str,
+                          kind: MetricKind,
+                          keys: &[&str],
+                          samples: Vec<(Vec<&str>, u64)>| {
+            let mut f = Family::new(name, help, kind.metric_type(), keys);
+            for (labels, v) in samples {
+                f.push(&labels, ts, v as f64);
+            }
+            set.families.push(f);
+        };
+        let uptime = now
+            .duration_since(r.start)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        use MetricKind::{Counter, Gauge};
+        family(
+            "fluentbit_uptime",
+            "Number of seconds that Fluent Bit has been running.",
+            Counter,
+            &["hostname"],
+            vec![(vec![hostname], uptime)],
+        );
+        family(
+            "fluentbit_input_records_total",
+            "Number of input records.",
+            Counter,
+            &["name"],
+            r.inputs
+                .iter()
+                .map(|(n, x)| (vec![&**n], get(&x.records)))
+                .collect(),
+        );
+        family(
+            "fluentbit_input_ingestion_paused",
+            "Whether the input is paused by mem_buf_limit (1) or not (0).",
+            Gauge,
+            &["name"],
+            r.inputs
+                .iter()
+                .map(|(n, x)| (vec![&**n], get(&x.paused)))
+                .collect(),
+        );
+        family(
+            "agent_input_buffered_bytes",
+            "Bytes (estimated) of the input's records not yet delivered; kept with mem_buf_limit.",
+            Gauge,
+            &["name"],
+            r.inputs
+                .iter()
+                .map(|(n, x)| (vec![&**n], get(&x.buffered_bytes)))
+                .collect(),
+        );
+        let filters: [Counters<FilterMetrics>; 3] = [
+            (
+                "fluentbit_filter_records_total",
+                "Total number of new records processed.",
+                Counter,
+                |x| get(&x.records),
+            ),
+            (
+                "fluentbit_filter_drop_records_total",
+                "Total number of dropped records.",
+                Counter,
+                |x| get(&x.drop_records),
+            ),
+            (
+                // Fluent Bit's name (it was `added` here before: no series matched).
+                "fluentbit_filter_add_records_total",
+                "Total number of new added records.",
+                Counter,
+                |x| get(&x.add_records),
+            ),
+        ];
+        for (name, help, kind, f) in filters {
+            family(
+                name,
+                help,
+                kind,
+                &["name"],
+                r.filters.iter().map(|(n, x)| (vec![&**n], f(x))).collect(),
+            );
+        }
+        let outputs: [Counters<OutputMetrics>; 8] = [
+            (
+                "fluentbit_output_proc_records_total",
+                "Number of processed output records.",
+                Counter,
+                |x| get(&x.proc_records),
+            ),
+            (
+                "fluentbit_output_errors_total",
+                "Number of output errors.",
+                Counter,
+                |x| get(&x.errors),
+            ),
+            (
+                "fluentbit_output_retries_total",
+                "Number of output retries.",
+                Counter,
+                |x| get(&x.retries),
+            ),
+            (
+                "fluentbit_output_retries_failed_total",
+                "Number of abandoned batches because the maximum number of re-tries was reached.",
+                Counter,
+                |x| get(&x.retries_failed),
+            ),
+            (
+                "fluentbit_output_dropped_records_total",
+                "Number of dropped records.",
+                Counter,
+                |x| get(&x.dropped_records),
+            ),
+            (
+                "fluentbit_output_retried_records_total",
+                "Number of retried records.",
+                Counter,
+                |x| get(&x.retried_records),
+            ),
+            (
+                "agent_output_limit_dropped_records_total",
+                "Records the output's limit.max_records_per_second dropped.",
+                Counter,
+                |x| get(&x.limit_dropped_records),
+            ),
+            (
+                "agent_output_pending_records",
+                "Records routed to the output and not yet delivered or given up.",
+                Gauge,
+                |x| x.pending_records(),
+            ),
+        ];
+        for (name, help, kind, f) in outputs {
+            family(
+                name,
+                help,
+                kind,
+                &["name"],
+                r.outputs.iter().map(|(n, x)| (vec![&**n], f(x))).collect(),
+            );
+        }
+        // Plugins' own metrics, one family per metric name.
+        let mut plugin = r.plugins.all();
+        plugin.sort_by(|a, b| a.metric.cmp(b.metric));
+        for group in plugin.chunk_by(|a, b| a.metric == b.metric) {
+            family(
+                group[0].metric,
+                group[0].help,
+                group[0].kind,
+                &["name"],
+                group
+                    .iter()
+                    .map(|p| (vec![&*p.instance], get(&p.value)))
+                    .collect(),
+            );
+        }
+        let start = r
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        family(
+            "fluentbit_process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            Gauge,
+            &["hostname"],
+            vec![(vec![hostname], start)],
+        );
+        family(
+            "fluentbit_build_info",
+            "Build version information.",
+            Gauge,
+            // Fluent Bit's v2 label set (its fluentbit_metrics input sends these).
+            &["hostname", "version", "os"],
+            vec![(vec![hostname, crate::app::VERSION, std::env::consts::OS], 1)],
+        );
+        set
+    }
 }

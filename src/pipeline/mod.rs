@@ -121,6 +121,8 @@ pub struct InputSender {
     /// `routable false`: records are discarded.
     routable: bool,
     shutdown: Shutdown,
+    /// The input's name, the `source` of the metric sets it sends.
+    metrics_source: Arc<str>,
 }
 
 /// `mem_buf_limit`: the bytes of an input's records that outputs have not finished
@@ -172,7 +174,11 @@ impl MemBuf {
 
     /// Counts `records` as buffered until the returned ack runs (then `ack` runs too).
     pub(crate) fn hold(self: &Arc<Self>, records: &[Record], ack: Option<AckFn>) -> AckFn {
-        let bytes: u64 = records.iter().map(Record::approx_size).sum();
+        self.hold_bytes(records.iter().map(Record::approx_size).sum(), ack)
+    }
+
+    /// Counts `bytes` as buffered until the returned ack runs (then `ack` runs too).
+    pub(crate) fn hold_bytes(self: &Arc<Self>, bytes: u64, ack: Option<AckFn>) -> AckFn {
         metrics::add(&self.metrics.buffered_bytes, bytes);
         let m = self.clone();
         Box::new(move || {
@@ -259,6 +265,42 @@ impl InputSender {
         self.send_batch(tag, records, None).await
     }
 
+    /// Sends one scrape of metrics (routed like records with the input's tag, to the
+    /// outputs that take metrics). The set's `source` becomes the input's name.
+    pub async fn send_metrics(
+        &mut self,
+        mut set: crate::event::metrics::MetricSet,
+    ) -> Result<(), PluginError> {
+        let bytes = set.approx_size();
+        let ack = match self.membuf.clone() {
+            None => None,
+            Some(m) => {
+                m.wait_below(Some(&mut self.shutdown)).await;
+                Some(m.hold_bytes(bytes, None))
+            }
+        };
+        // One event per set, as Fluent Bit counts a metrics context.
+        metrics::add(&self.metrics.records, 1);
+        if !self.routable {
+            ack::run_now(ack.into_iter().collect());
+            return Ok(());
+        }
+        if let Some(g) = self.gate.clone() {
+            g.pass(1, bytes, &self.shutdown).await;
+        }
+        set.source = self.metrics_source.clone();
+        self.tx
+            .send(InputBatch {
+                input: self.input,
+                tag: self.tag.clone(),
+                records: Vec::new(),
+                metrics: vec![Arc::new(set)],
+                ack,
+            })
+            .await
+            .map_err(|_| PluginError::Closed)
+    }
+
     /// Sends records and runs `ack` once every output is done with them.
     pub async fn send_acked(
         &mut self,
@@ -289,13 +331,15 @@ impl InputSender {
             return Ok(());
         }
         if let Some(g) = self.gate.clone() {
-            g.pass(&records, &self.shutdown).await;
+            let bytes = records.iter().map(Record::approx_size).sum();
+            g.pass(records.len() as u64, bytes, &self.shutdown).await;
         }
         self.tx
             .send(InputBatch {
                 input: self.input,
                 tag,
                 records,
+                metrics: Vec::new(),
                 ack,
             })
             .await
@@ -335,13 +379,12 @@ impl RateGate {
     }
 
     /// Counts a batch; waits while the input is over its limit (or until shutdown).
-    async fn pass(&self, records: &[Record], shutdown: &Shutdown) {
+    async fn pass(&self, events: u64, bytes: u64, shutdown: &Shutdown) {
         let now = std::time::Instant::now();
-        let bytes = records.iter().map(Record::approx_size).sum();
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push_back((now, records.len() as u64, bytes));
+            .push_back((now, events, bytes));
         if !self.over(1.0, now) {
             return;
         }
@@ -383,6 +426,7 @@ struct OutputInstance {
     retry: RetryPolicy,
     metrics: Arc<OutputMetrics>,
     processors: Vec<FilterInstance>,
+    signals: crate::event::metrics::Signals,
 }
 
 /// A validated, built pipeline, ready to run. Building it is what `--dry-run` checks.
@@ -563,6 +607,7 @@ impl Pipeline {
         // Processor instances are numbered after the pipeline's filters.
         let mut processor_id = config.filters.len();
         let mut log_settings = Vec::new();
+        let registry_slot = Arc::new(std::sync::OnceLock::new());
         // What every plugin may read at build time; each gets its own instance name.
         let shared = BuildContext {
             service: &config.service,
@@ -573,6 +618,7 @@ impl Pipeline {
             exit: &exit,
             main_dir: config.main_dir.as_deref(),
             vars: &config.vars,
+            registry: &registry_slot,
         };
         let mut inputs = Vec::new();
         for (id, inst) in config.inputs.iter().enumerate() {
@@ -587,6 +633,8 @@ impl Pipeline {
                     TLS_PROPS,
                     DOWNSTREAM_TLS_PROPS,
                 ]
+            } else if plugin.upstream {
+                &[CORE_COMMON_PROPS, CORE_INPUT_PROPS, NET_PROPS, TLS_PROPS]
             } else {
                 &[CORE_COMMON_PROPS, CORE_INPUT_PROPS]
             };
@@ -779,6 +827,7 @@ impl Pipeline {
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
+                signals: workers[0].signals(),
                 total_limit: p.size("storage.total_limit_size").filter(|l| *l > 0),
                 limit: crate::plugins::filters::limit::quota(
                     &p,
@@ -824,6 +873,7 @@ impl Pipeline {
                 .collect(),
             plugins: plugin_metrics,
         });
+        let _ = registry_slot.set(registry.clone());
         Ok(Pipeline {
             config,
             inputs,
@@ -897,6 +947,19 @@ impl Pipeline {
                 crate::warn!("[router] NO match for {} output instance", o.name);
             }
         }
+        let mut outputs = outputs;
+        for o in &mut outputs {
+            if let Some(first) = o.workers.first_mut() {
+                if let Err(e) = first.start().await {
+                    crate::error!("[output:{}:{}] {e}", o.plugin, o.name);
+                    return RunReport {
+                        pending: 0,
+                        input_failed: true,
+                        exit_status: None,
+                    };
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let mut tasks = tokio::task::JoinSet::new();
         let mut routes = Vec::new();
@@ -926,6 +989,7 @@ impl Pipeline {
                 total_limit: o.total_limit,
                 held: Default::default(),
                 processors: o.processors,
+                signals: o.signals,
                 limiter: o.limit.map(|q| {
                     crate::plugins::filters::ratelimit::KeyedLimiter::new(
                         q,
@@ -980,6 +1044,7 @@ impl Pipeline {
                     tx: tx.clone(),
                     gate: inp.gate,
                     routable: inp.routable,
+                    metrics_source: inp.name.clone(),
                     membuf: inp.mem_buf_limit.map(|limit| {
                         Arc::new(MemBuf::new(limit, inp.name.clone(), inp.metrics.clone()))
                     }),

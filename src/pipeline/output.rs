@@ -79,12 +79,18 @@ impl OutputWorker {
         let mut rng = fastrand::Rng::new();
         let mut open = true;
         let mut stopping = shutdown.is_set();
+        // An ordered output sends nothing newer while a chunk waits for its retry.
+        let held_max = if self.output.ordered() {
+            1
+        } else {
+            MAX_RETRIES_HELD
+        };
         while open || !retries.is_empty() {
             let next = retries.iter().map(|r| r.at).min();
             tokio::select! {
                 // While retries pile up (a destination down), take no new chunks: the
                 // queues fill and the inputs wait, so memory stays bounded.
-                chunk = rx.recv(), if open && retries.len() < MAX_RETRIES_HELD => match chunk {
+                chunk = rx.recv(), if open && retries.len() < held_max => match chunk {
                     Some(chunk) => self.attempt(chunk, None, 0, &mut retries, &mut rng, stopping).await,
                     None => open = false,
                 },
@@ -121,7 +127,7 @@ impl OutputWorker {
         stopping: bool,
     ) {
         let chunk = rest.as_ref().unwrap_or(&routed.chunk);
-        let mut n = chunk.records.len() as u64;
+        let mut n = chunk.events() as u64;
         if routed.is_cancelled() {
             // Dropped as the oldest by storage.total_limit_size (counted when dropped).
             routed.finish();
@@ -162,14 +168,13 @@ impl OutputWorker {
                     routed.finish();
                     return;
                 }
-                rest_next = Some(Chunk {
-                    tag: chunk.tag.clone(),
-                    records: p
-                        .retry
+                rest_next = Some(Chunk::new(
+                    chunk.tag.clone(),
+                    p.retry
                         .iter()
                         .filter_map(|&i| chunk.records.get(i).cloned())
                         .collect(),
-                });
+                ));
                 n = again;
                 (p.after, p.reason)
             }
@@ -279,15 +284,9 @@ mod tests {
             })
             .collect();
         let (tx, rx) = mpsc::channel(4);
-        tx.send(Routed::new(
-            Chunk {
-                tag: Arc::from("t"),
-                records,
-            },
-            None,
-        ))
-        .await
-        .unwrap();
+        tx.send(Routed::new(Chunk::new(Arc::from("t"), records), None))
+            .await
+            .unwrap();
         drop(tx);
         let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
         worker.run(rx, shutdown).await;
@@ -295,6 +294,70 @@ mod tests {
         assert_eq!(metrics::get(&metrics.proc_records), 4);
         assert_eq!(metrics::get(&metrics.dropped_records), 1);
         assert_eq!(metrics::get(&metrics.retried_records), 2);
+    }
+
+    /// Fails its first flush, then delivers; records the tag of every attempt.
+    struct FailsOnce {
+        ordered: bool,
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Output for FailsOnce {
+        fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> crate::plugins::BoxFuture<'a, FlushResult> {
+            Box::pin(async move {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push(chunk.tag.to_string());
+                if seen.len() == 1 {
+                    FlushResult::Retry("down".into())
+                } else {
+                    FlushResult::Ok
+                }
+            })
+        }
+        fn fork(&self) -> Box<dyn Output> {
+            unreachable!()
+        }
+        fn ordered(&self) -> bool {
+            self.ordered
+        }
+    }
+
+    async fn attempts(ordered: bool) -> Vec<String> {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let worker = OutputWorker {
+            name: Arc::from("out.0"),
+            plugin: "out",
+            id: 0,
+            output: Box::new(FailsOnce {
+                ordered,
+                seen: seen.clone(),
+            }),
+            retry: RetryPolicy {
+                limit: None,
+                base: 1,
+                cap: 2,
+            },
+            metrics: Arc::default(),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        for tag in ["a", "b"] {
+            tx.send(Routed::new(Chunk::new(Arc::from(tag), Vec::new()), None))
+                .await
+                .unwrap();
+        }
+        drop(tx);
+        let (_trigger, shutdown) = crate::pipeline::shutdown::channel();
+        worker.run(rx, shutdown).await;
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ordered_output_sends_nothing_newer_while_a_chunk_waits_for_its_retry() {
+        // Prometheus refuses a series' older samples after newer ones.
+        assert_eq!(attempts(true).await, ["a", "a", "b"]);
+        // Other outputs keep sending while a chunk waits.
+        assert_eq!(attempts(false).await, ["a", "b", "a"]);
     }
 
     #[test]

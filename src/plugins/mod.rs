@@ -50,6 +50,9 @@ pub struct BuildContext<'a> {
     pub main_dir: Option<&'a std::path::Path>,
     /// `@SET` and YAML `env:` variables, by name.
     pub vars: &'a [(String, String)],
+    /// Every instance's counters, set once the whole pipeline is built (the
+    /// fluentbit_metrics input reads them at run time).
+    pub registry: &'a Arc<std::sync::OnceLock<Arc<crate::pipeline::metrics::Registry>>>,
 }
 
 impl BuildContext<'_> {
@@ -188,6 +191,21 @@ pub trait Output: Send + 'static {
     /// Another worker of the same instance (`workers N`). Workers may share state such
     /// as a connection pool; each owns its buffers.
     fn fork(&self) -> Box<dyn Output>;
+    /// The signals it takes (Fluent Bit's `event_type`): logs unless it says otherwise.
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS
+    }
+    /// Chunks must reach the destination in the order they were routed (Prometheus
+    /// refuses a series' older samples after newer ones): while a chunk waits for a
+    /// retry, the worker takes no newer one.
+    fn ordered(&self) -> bool {
+        false
+    }
+    /// Called once on the first worker when the pipeline starts, before any flush
+    /// (a server output binds its port here). An error stops the pipeline's start.
+    fn start(&mut self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// How a plugin is built from its validated properties.
@@ -201,6 +219,9 @@ pub struct InputPlugin {
     /// A server: the downstream `net.*` table and the `tls.*` tables (with
     /// `tls.verify_client_cert`) are merged into its own.
     pub net: bool,
+    /// A client of a server (prometheus_scrape): the upstream `net.*` and `tls.*`
+    /// tables are merged into its own, as for a networked output.
+    pub upstream: bool,
     pub build: BuildFn<dyn Input>,
 }
 
@@ -230,6 +251,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::disk::PLUGIN,
     &inputs::dummy::PLUGIN,
     &inputs::exec::PLUGIN,
+    &inputs::fluentbit_metrics::PLUGIN,
     &inputs::forward::PLUGIN,
     &inputs::head::PLUGIN,
     &inputs::kafka::PLUGIN,
@@ -237,7 +259,9 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::mem::PLUGIN,
     &inputs::netif::PLUGIN,
     &inputs::nflog::PLUGIN,
+    &inputs::node_exporter_metrics::PLUGIN,
     &inputs::proc::PLUGIN,
+    &inputs::prometheus_scrape::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::stdin::PLUGIN,
     &inputs::systemd::PLUGIN,
@@ -269,6 +293,8 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::kafka::PLUGIN,
     &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
+    &outputs::prometheus_exporter::PLUGIN,
+    &outputs::prometheus_remote_write::PLUGIN,
     &outputs::stdout::PLUGIN,
     &outputs::tcp::PLUGIN,
 ];

@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod kube_api;
 pub mod netns;
 pub mod pki;
+pub mod prometheus;
 
 use std::fs;
 use std::io::Read;

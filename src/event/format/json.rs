@@ -322,7 +322,7 @@ fn write_utc_datetime(out: &mut Vec<u8>, t: EventTime, sep: u8) {
 }
 
 /// `gmtime_r` + `strftime("%Y-%m-%d?%H:%M:%S")`.
-fn write_utc_seconds(out: &mut Vec<u8>, t: EventTime, sep: u8) {
+pub(super) fn write_utc_seconds(out: &mut Vec<u8>, t: EventTime, sep: u8) {
     let days = t.secs.div_euclid(86_400);
     let sod = t.secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);

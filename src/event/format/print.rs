@@ -248,36 +248,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn floats_match_libc() {
-        use std::ffi::{c_char, c_int};
-        extern "C" {
-            fn snprintf(buf: *mut c_char, n: usize, fmt: *const c_char, ...) -> c_int;
-        }
-        let c_f = |f: f64| {
-            let mut buf = vec![0u8; 400];
-            let n = unsafe {
-                snprintf(
-                    buf.as_mut_ptr() as *mut c_char,
-                    buf.len(),
-                    c"%f".as_ptr(),
-                    f,
-                )
-            };
-            buf.truncate(n as usize);
-            String::from_utf8(buf).unwrap()
-        };
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let c_f = |f: f64| crate::event::format::libc_format(c"%f", f);
         let mut vals = vec![0.0000005, 0.0000015, 0.0000025, 2.5e-6, 1.0000005, f64::MAX];
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let f = f64::from_bits(x);
-            if f.is_finite() {
-                vals.push(f);
-            }
-            vals.push((x % 100_000_000) as f64 / 1e7 * if x & 1 == 1 { -1.0 } else { 1.0 });
-            vals.push((x % 10_000_000) as f64 / 2f64.powi((x % 30) as i32));
-        }
+        vals.extend(crate::event::format::test_doubles(20_000));
         for f in vals {
             assert_eq!(pv(&Value::Float(f)), c_f(f), "{f:e}");
         }

@@ -266,10 +266,10 @@ impl MultilineFilter {
                     );
                 }
                 truncated |= recs.iter().any(|r| r.truncated);
-                out.push(Chunk {
-                    tag: tag.clone(),
-                    records: recs.into_iter().map(MlRecord::into_record).collect(),
-                });
+                out.push(Chunk::new(
+                    tag.clone(),
+                    recs.into_iter().map(MlRecord::into_record).collect(),
+                ));
             }
         }
         self.warn_truncated(truncated);
@@ -286,10 +286,7 @@ impl MultilineFilter {
             .collect();
         for k in due {
             if let Some(p) = self.partials.remove(&k) {
-                out.push(Chunk {
-                    tag: k.0,
-                    records: vec![finish(p)],
-                });
+                out.push(Chunk::new(k.0, vec![finish(p)]));
             }
         }
     }

@@ -31,6 +31,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "CPU Usage",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

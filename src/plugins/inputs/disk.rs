@@ -31,6 +31,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Diskstats",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

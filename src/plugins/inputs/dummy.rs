@@ -83,6 +83,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Generate dummy data",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -71,6 +71,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Exec Input",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -108,6 +108,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Fluentd in-forward",
     props: PROPS,
     net: true,
+    upstream: false,
     build,
 };
 

@@ -58,6 +58,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Head Input",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -92,6 +92,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Kafka consumer input plugin",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -33,6 +33,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Kernel Log Buffer",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -30,6 +30,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Memory Usage",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

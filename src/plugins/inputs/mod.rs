@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod disk;
 pub mod dummy;
 pub mod exec;
+pub mod fluentbit_metrics;
 pub mod forward;
 pub mod head;
 pub mod kafka;
@@ -12,7 +13,9 @@ pub mod kmsg;
 pub mod mem;
 pub mod netif;
 pub mod nflog;
+pub mod node_exporter_metrics;
 pub mod proc;
+pub mod prometheus_scrape;
 pub mod random;
 pub mod state_file;
 pub mod stdin;
@@ -229,6 +232,67 @@ pub(crate) async fn collect_every(
         }
         if let Some(record) = collect() {
             ctx.out.send(vec![record]).await?;
+        }
+    }
+}
+
+/// `scrape_interval` of the metrics inputs (Fluent Bit's default is theirs: 2s for
+/// fluentbit_metrics, 5s for node_exporter_metrics).
+pub(crate) const fn scrape_interval(default: &'static str) -> crate::config::PropSpec {
+    crate::config::PropSpec::new(
+        "scrape_interval",
+        crate::config::PropKind::Time,
+        Some(default),
+        "Time between two scrapes (e.g. 2s, 1m).",
+    )
+}
+
+/// The scrape interval of a metrics input: more than zero.
+pub(crate) fn scrape_interval_of(
+    props: &crate::config::Props,
+) -> Result<Duration, crate::config::ConfigError> {
+    match props.time("scrape_interval") {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(props.error("scrape_interval", "a duration above zero, such as 2s")),
+    }
+}
+
+/// Metrics are buffered in memory only (chunk files hold records): a metrics input
+/// with `storage.type filesystem` says so at its line.
+pub(crate) fn warn_metrics_storage(props: &crate::config::Props) {
+    if props
+        .str("storage.type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"))
+    {
+        crate::warn!(
+            "{}: [storage] metrics are buffered in memory only: storage.type filesystem applies to log records (drop it, or accept that a crash loses undelivered metrics)",
+            props.span_of("storage.type")
+        );
+    }
+}
+
+/// A metrics input's loop: one set every `interval` (the first at once when
+/// `on_start`), until shutdown. A scrape that yields nothing sends nothing.
+pub(crate) async fn scrape_every<F>(
+    ctx: &mut InputContext,
+    interval: Duration,
+    on_start: bool,
+    mut scrape: impl FnMut() -> F,
+) -> Result<(), PluginError>
+where
+    F: std::future::Future<Output = Option<crate::event::metrics::MetricSet>>,
+{
+    let mut ticker = Ticker::new(interval);
+    if !on_start {
+        ticker.next_one().await; // the immediate first tick
+    }
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.wait() => return Ok(()),
+            _ = ticker.next_one() => {}
+        }
+        if let Some(set) = scrape().await {
+            ctx.out.send_metrics(set).await?;
         }
     }
 }

@@ -43,6 +43,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Network Interface Usage",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -35,6 +35,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Packets logged by netfilter to an NFLOG group (netlink)",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

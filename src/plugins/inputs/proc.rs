@@ -52,6 +52,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Check Process health",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -35,6 +35,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Random",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

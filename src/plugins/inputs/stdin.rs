@@ -38,6 +38,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Standard Input",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -73,6 +73,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "TCP",
     props: PROPS,
     net: true,
+    upstream: false,
     build,
 };
 

@@ -467,9 +467,9 @@ mod tests {
     use crate::forward::decode_events;
 
     fn chunk() -> Chunk {
-        Chunk {
-            tag: Arc::from("app"),
-            records: vec![
+        Chunk::new(
+            Arc::from("app"),
+            vec![
                 Record::new(
                     EventTime::new(1_700_000_000, 7),
                     vec![(Arc::from("k"), Value::Str(Arc::from("a")))],
@@ -479,7 +479,7 @@ mod tests {
                     vec![(Arc::from("k"), Value::Str(Arc::from("b")))],
                 ),
             ],
-        }
+        )
     }
 
     fn format(time: TimeFormat, gzip: bool, ack: bool) -> Format {

@@ -69,12 +69,7 @@ const PROPS: &[PropSpec] = &[
         Some("true"),
         "Keep every 'header' of the same name; off keeps the last one.",
     ),
-    PropSpec::new(
-        "log_response_payload",
-        PropKind::Bool,
-        Some("true"),
-        "Include the response body in the log line of each response.",
-    ),
+    http_client::LOG_RESPONSE_PAYLOAD,
     http_client::HTTP_USER,
     http_client::HTTP_PASSWD,
     http_client::PROXY,
@@ -253,18 +248,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         ),
         None => None,
     };
-    let mut tail_headers = Vec::new();
-    if let Some(user) = props.str("http_user") {
-        tail_headers.push((
-            hyper::header::AUTHORIZATION,
-            http_client::basic_auth(user, props.str("http_passwd").unwrap_or("")),
-        ));
-    }
-    tail_headers.push((
-        hyper::header::USER_AGENT,
-        HeaderValue::from_static("Fluent-Bit"),
-    ));
-    tail_headers.extend(http_client::headers_from_props(props)?);
+    let tail_headers = http_client::tail_headers(props)?;
     let client = HttpClient::from_props(props, host, port)?.with_metrics(pool_metrics(ctx));
     Ok(Box::new(HttpOutput {
         setup: Setup {
@@ -347,12 +331,7 @@ impl Setup {
     }
 
     fn judge(&self, reply: &Reply) -> FlushResult {
-        let status = reply.status.as_u16();
-        let line = if self.log_response_payload && !reply.body.is_empty() {
-            format!("{}, HTTP status={status}\n{}", self.dest, reply.body_text())
-        } else {
-            format!("{}, HTTP status={status}", self.dest)
-        };
+        let line = reply.status_line(&self.dest, self.log_response_payload);
         match reply.verdict() {
             Verdict::Done => {
                 crate::info!("[output:http] {line}");
@@ -361,10 +340,7 @@ impl Setup {
             Verdict::Drop => FlushResult::Error(format!(
                 "{line}: the server refused the chunk (4xx), it will not be retried"
             )),
-            Verdict::Retry => match reply.retry_after() {
-                Some(after) => FlushResult::RetryAfter(after, line),
-                None => FlushResult::Retry(line),
-            },
+            Verdict::Retry => super::retry(reply, line),
         }
     }
 }

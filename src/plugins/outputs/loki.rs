@@ -127,12 +127,7 @@ const PROPS: &[PropSpec] = &[
     ),
     http_client::HTTP_USER,
     http_client::HTTP_PASSWD,
-    PropSpec::new(
-        "bearer_token",
-        PropKind::Str,
-        None,
-        "Authorization: Bearer token (when http_user is not set).",
-    ),
+    http_client::BEARER_TOKEN,
     http_client::HEADER,
     PropSpec::new(
         "compress",
@@ -503,17 +498,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         hyper::header::USER_AGENT,
         HeaderValue::from_static("Fluent-Bit"),
     )];
-    if let Some(user) = props.str("http_user") {
-        headers.push((
-            hyper::header::AUTHORIZATION,
-            http_client::basic_auth(user, props.str("http_passwd").unwrap_or("")),
-        ));
-    } else if let Some(token) = props.str("bearer_token") {
-        headers.push((
-            hyper::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| props.error("bearer_token", "a token of printable characters"))?,
-        ));
+    if let Some(auth) = http_client::authorization(props, true)? {
+        headers.push((hyper::header::AUTHORIZATION, auth));
     }
     headers.extend(http_client::headers_from_props(props)?);
     headers.push((

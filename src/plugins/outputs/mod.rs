@@ -8,6 +8,8 @@ pub mod http;
 pub mod kafka;
 pub mod loki;
 pub mod null;
+pub mod prometheus_exporter;
+pub mod prometheus_remote_write;
 pub mod stdout;
 pub mod tcp;
 
@@ -15,6 +17,14 @@ use std::sync::Arc;
 
 use crate::config::{PropKind, PropSpec, Props};
 use crate::event::format::{DateFormat, JsonOptions};
+
+/// A retry of what `reply` answered, after its `Retry-After` when it gives one.
+pub fn retry(reply: &crate::http_client::Reply, line: String) -> crate::plugins::FlushResult {
+    match reply.retry_after() {
+        Some(after) => crate::plugins::FlushResult::RetryAfter(after, line),
+        None => crate::plugins::FlushResult::Retry(line),
+    }
+}
 
 /// `json_date_format` values, Fluent Bit's spellings.
 pub const DATE_FORMATS: &[&str] = &[

@@ -1,4 +1,7 @@
 //! `stdout` output: records printed in Fluent Bit's formats, one write per flush.
+//! Metrics are printed as Fluent Bit's default format prints them: cmetrics' text, one
+//! line per sample (`2024-01-01T00:00:00.000000000Z name{labels} = value`), whatever
+//! `format` says (Fluent Bit's json formats print OTLP JSON there, not done here).
 //! Fluent Bit: plugins/out_stdout/stdout.c
 
 use std::io::Write;
@@ -65,6 +68,12 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
 /// Formats a whole chunk into `buf` (cleared first).
 pub fn render(format: &StdoutFormat, chunk: &Chunk, buf: &mut Vec<u8>) {
     buf.clear();
+    if chunk.is_metrics() {
+        for set in &chunk.metrics {
+            format::write_metrics_text(buf, set);
+        }
+        return;
+    }
     match format {
         StdoutFormat::Print => {
             for (i, rec) in chunk.records.iter().enumerate() {
@@ -93,6 +102,10 @@ impl Output for StdoutOutput {
                 Err(e) => FlushResult::Error(format!("cannot write to stdout: {e}")),
             }
         })
+    }
+
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS_AND_METRICS
     }
 
     fn fork(&self) -> Box<dyn Output> {

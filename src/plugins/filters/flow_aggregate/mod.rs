@@ -299,10 +299,7 @@ impl FlowAggregateFilter {
         metrics::add(&self.emitted, records.len() as u64);
         metrics::set(&self.active, self.agg.len() as u64);
         if !records.is_empty() {
-            out.push(Chunk {
-                tag: self.tag.clone(),
-                records,
-            });
+            out.push(Chunk::new(self.tag.clone(), records));
         }
     }
 }

@@ -54,6 +54,7 @@ fn lua(code: &str, extra: &[(&str, &str)]) -> (LuaFilter, Arc<PluginMetrics>) {
         exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &[],
+        registry: &Default::default(),
     };
     let f = LuaFilter::new(&p, &ctx).unwrap_or_else(|e| panic!("{e}"));
     (f, metrics)
@@ -409,6 +410,7 @@ fn config_errors_name_the_property_line() {
         exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &[],
+        registry: &Default::default(),
     };
     let err = |entries: &[(&str, &str)]| match build(&props(entries).unwrap(), &ctx) {
         Ok(_) => panic!("{entries:?} accepted"),
@@ -447,6 +449,7 @@ fn flb_env_holds_the_config_variables() {
         exit: &crate::pipeline::shutdown::ExitRequest::new(),
         main_dir: None,
         vars: &vars,
+        registry: &Default::default(),
     };
     let code = "function cb(tag, ts, r)
                   r.a = FLB_ENV.A; r.empty = FLB_ENV.EMPTY == nil

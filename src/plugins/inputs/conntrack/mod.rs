@@ -47,6 +47,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Connection tracking events and samples (netlink)",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

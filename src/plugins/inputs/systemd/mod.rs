@@ -122,6 +122,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Systemd (Journal) reader",
     props: PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

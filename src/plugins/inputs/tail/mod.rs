@@ -71,6 +71,7 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     description: "Tail files",
     props: config::PROPS,
     net: false,
+    upstream: false,
     build,
 };
 

@@ -1,0 +1,339 @@
+//! Metrics as a signal (issue 23): fluentbit_metrics and node_exporter_metrics feed
+//! prometheus_exporter, which a real Prometheus scrapes; log outputs never see metrics
+//! and metrics outputs never see records; the names, types and labels of
+//! fluentbit_metrics are Fluent Bit's (tests/data/fluent-bit/metrics/).
+
+mod common;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::prometheus::{value, Prometheus};
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// `name -> (type, label names)` of every family in an exposition text.
+fn families(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            out.insert(name.into(), (kind.into(), Vec::new()));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let sample = line.split(['{', ' ']).next().unwrap();
+            // A histogram's or summary's series belong to its family.
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| sample.strip_suffix(s))
+                .find(|base| out.contains_key(*base))
+                .unwrap_or(sample);
+            let mut keys: Vec<String> = match line.split_once('{') {
+                Some((_, rest)) => rest
+                    .split_once('}')
+                    .unwrap()
+                    .0
+                    .split("\",")
+                    .map(|kv| kv.split_once('=').unwrap().0.to_string())
+                    .filter(|k| k != "le" && k != "quantile")
+                    .collect(),
+                None => Vec::new(),
+            };
+            keys.sort();
+            let f = out
+                .get_mut(name)
+                .unwrap_or_else(|| panic!("{line}: no TYPE"));
+            f.1 = keys;
+        }
+    }
+    out
+}
+
+fn scrape(port: u16) -> String {
+    let (code, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    body
+}
+
+/// Waits until the exporter on `port` serves text for which `ok` holds.
+fn wait_scrape(port: u16, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let end = std::time::Instant::now() + T;
+    loop {
+        let text = scrape(port);
+        if ok(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < end, "{what}: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn promtool_ok(text: &str) {
+    let Some((code, lint)) = common::prometheus::promtool(text) else {
+        return;
+    };
+    // Exit 3: lint remarks only. Fluent Bit's own names draw two (fluentbit_uptime is
+    // a counter without _total, /proc/meminfo's names are CamelCase).
+    assert!(matches!(code, Some(0) | Some(3)), "{lint}");
+    for l in lint.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            l.starts_with("fluentbit_uptime ") || l.starts_with("node_memory_"),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn fluentbit_metrics_sends_what_the_endpoint_serves_in_fluent_bits_names_types_and_labels() {
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name dummy\n    samples 10\n    rate 50\n    tag logs\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n\
+         [FILTER]\n    name record_modifier\n    match logs\n    record a b\n\
+         [OUTPUT]\n    name null\n    match logs\n\
+         [OUTPUT]\n    name prometheus_exporter\n    match m\n    host 127.0.0.1\n    port 0\n"
+    ));
+    a.wait_log("listening on 127.0.0.1:", T);
+    let port = bound_port(&a);
+    let text = wait_scrape(port, "dummy's 10 records", |t| {
+        t.contains("fluentbit_input_records_total{name=\"dummy.0\"} 10\n")
+    });
+    promtool_ok(&text);
+    let ours = families(&text);
+    // Every family of the monitoring endpoint, same names, types and labels, except
+    // the server's own agent_http_* counters (they describe the endpoint, not the
+    // pipeline, and exist only where it runs).
+    let (_, endpoint) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
+    let mut served = families(&endpoint);
+    served.retain(|name, _| !name.starts_with("agent_http_"));
+    assert!(endpoint.contains("\nagent_http_accept_errors_total 0 "), "{endpoint}");
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        served.keys().collect::<Vec<_>>(),
+        "fluentbit_metrics and /api/v1/metrics/prometheus differ"
+    );
+    // Fluent Bit's own (oracle capture): same type and label names for every shared name.
+    let fb = families(include_str!(
+        "data/fluent-bit/metrics/api_v2_metrics_prometheus.txt"
+    ));
+    let mut shared = 0;
+    for (name, (kind, labels)) in &ours {
+        if name.starts_with("agent_") {
+            continue; // the agent's own additions
+        }
+        let (fb_kind, fb_labels) = fb
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not one of Fluent Bit's metric names"));
+        assert_eq!((kind, labels), (fb_kind, fb_labels), "{name}");
+        shared += 1;
+    }
+    assert!(shared >= 14, "{shared} families compared:\n{text}");
+    for name in [
+        "fluentbit_uptime",
+        "fluentbit_input_records_total",
+        "fluentbit_filter_records_total",
+        "fluentbit_output_proc_records_total",
+        "fluentbit_output_retries_failed_total",
+        "fluentbit_build_info",
+    ] {
+        assert!(ours.contains_key(name), "{name} missing:\n{text}");
+    }
+    assert!(text.contains("fluentbit_filter_records_total{name=\"record_modifier.0\"} 10\n"));
+    a.stop(T);
+}
+
+#[test]
+fn log_outputs_take_no_metrics_and_metric_outputs_take_no_records() {
+    let dir = Dir::new();
+    let conf = dir.file(
+        "c.conf",
+        &format!(
+            "[SERVICE]\n    flush 0.2\n\
+             [INPUT]\n    name dummy\n    samples 5\n    rate 50\n    tag same\n\
+             [INPUT]\n    name fluentbit_metrics\n    tag same\n    scrape_interval 1\n    scrape_on_start on\n\
+             [OUTPUT]\n    name file\n    match *\n    path {}\n    file logs.txt\n\
+             [OUTPUT]\n    name prometheus_exporter\n    match *\n    host 127.0.0.1\n    port 0\n\
+             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+            dir.path().display()
+        ),
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log("listening on 127.0.0.1:", T);
+    let port = bound_port(&a);
+    // Two scrapes after the 5 records: the second counts what the outputs took.
+    let text = wait_scrape(port, "the file output's 5 records", |t| {
+        t.contains("fluentbit_output_proc_records_total{name=\"file.0\"} 5\n")
+            && t.contains("fluentbit_output_proc_records_total{name=\"prometheus_exporter.1\"} ")
+    });
+    // The exporter took metric sets only, never the dummy records (same tag).
+    assert!(!text.contains("\"message\""), "{text}");
+    let logs = std::fs::read_to_string(dir.path().join("logs.txt")).unwrap();
+    assert_eq!(logs.lines().count(), 5, "{logs}");
+    assert!(
+        logs.lines().all(|l| l.contains("\"message\":\"dummy\"")),
+        "{logs}"
+    );
+    // stdout takes both signals: records as JSON lines, metrics as Fluent Bit prints them.
+    a.wait_until(T, "records and metrics on stdout", |o, _| {
+        o.lines().filter(|l| l.starts_with('{')).count() == 5
+            && o.lines()
+                .any(|l| l.contains("Z fluentbit_input_records_total{name=\"dummy.0\"} = "))
+    });
+    let out = a.stdout();
+    for l in out.lines().filter(|l| !l.starts_with('{')) {
+        // 2026-12-01T00:07:26.367331904Z fluentbit_uptime{hostname="vm"} = 0
+        let (time, rest) = l.split_once("Z ").unwrap_or_else(|| panic!("{l}"));
+        assert_eq!(time.len(), 29, "{l}");
+        assert!(rest.contains(" = "), "{l}");
+    }
+    a.stop(T);
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_agents_counters_and_node_load() {
+    let procfs = Dir::new();
+    procfs.file("loadavg", "0.42 0.17 0.05 2/345 6789\n");
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name dummy\n    samples 10\n    rate 50\n    tag logs\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag self\n    scrape_interval 1\n    scrape_on_start on\n\
+         [INPUT]\n    name node_exporter_metrics\n    tag fake\n    scrape_interval 1\n    metrics loadavg\n    path.procfs {}\n\
+         [INPUT]\n    name node_exporter_metrics\n    tag host\n    scrape_interval 1\n    metrics loadavg,meminfo\n\
+         [OUTPUT]\n    name null\n    match logs\n\
+         [OUTPUT]\n    name prometheus_exporter\n    match fake\n    host 127.0.0.1\n    port 0\n    add_label source fake\n\
+         [OUTPUT]\n    name prometheus_exporter\n    match_regex ^(self|host)$\n    host 127.0.0.1\n    port 0\n",
+        procfs.path().display()
+    ));
+    a.wait_until(T, "both exporters listening", |_, e| {
+        e.matches("listening on 127.0.0.1:").count() == 2
+    });
+    let ports: Vec<u16> = a
+        .stderr()
+        .lines()
+        .filter_map(|l| l.split_once("listening on 127.0.0.1:"))
+        .map(|(_, p)| p.trim().parse().unwrap())
+        .collect();
+    let Some(prom) = Prometheus::start(
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agent\n    static_configs:\n      - targets: ['127.0.0.1:{}', '127.0.0.1:{}']\n",
+            ports[0], ports[1]
+        ),
+        &[],
+    ) else {
+        return;
+    };
+    let r = prom.wait_query(
+        "fluentbit_input_records_total{name=\"dummy.0\"}",
+        Duration::from_secs(60),
+        |r| r.first().is_some_and(|s| value(s) == 10.0),
+    );
+    assert_eq!(r[0]["metric"]["job"], "agent");
+    // The same count the monitoring endpoint gives.
+    let (_, endpoint) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
+    assert!(
+        endpoint.contains("fluentbit_input_records_total{name=\"dummy.0\"} 10 "),
+        "{endpoint}"
+    );
+    let r = prom.wait_query("node_load1{source=\"fake\"}", T, |r| !r.is_empty());
+    assert_eq!(value(&r[0]), 0.42);
+    assert_eq!(value(&prom.query("node_load15{source=\"fake\"}")[0]), 0.05);
+    // The host's own: within what /proc/loadavg said around the query (it moves every 5 s).
+    let load = || -> f64 {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (before, r, after) = {
+        let b = load();
+        let r = prom.wait_query("node_load1{source!=\"fake\"}", T, |r| !r.is_empty());
+        (b, r, load())
+    };
+    let got = value(&r[0]);
+    assert!(
+        (before.min(after) - 0.3..=before.max(after) + 0.3).contains(&got),
+        "node_load1 {got}, /proc/loadavg {before}..{after}"
+    );
+    let total: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    let r = prom.wait_query("node_memory_MemTotal_bytes", T, |r| !r.is_empty());
+    assert_eq!(value(&r[0]), total * 1024.0);
+    a.stop(T);
+}
+
+#[test]
+fn a_taken_exporter_port_stops_the_start_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = Dir::new();
+    dir.file(
+        "c.conf",
+        &format!(
+            "[INPUT]\n    name fluentbit_metrics\n[OUTPUT]\n    name prometheus_exporter\n    match *\n    host 127.0.0.1\n    port {port}\n"
+        ),
+    );
+    let o = run(&["-c", "c.conf"], Some(dir.path()));
+    assert_eq!(o.code, Some(255), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "[output:prometheus_exporter:prometheus_exporter.0] cannot listen on 127.0.0.1:{port}: "
+        )),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn bad_metrics_properties_name_their_line() {
+    let lines = refused_config(
+        "[INPUT]\n    name node_exporter_metrics\n    metrics cpu,loadavg,bogus\n[OUTPUT]\n    name stdout\n    match *\n",
+    );
+    assert!(
+        lines[0].starts_with("[error] fluent-bit.conf:3: "),
+        "{lines:#?}"
+    );
+    assert!(lines[0].contains("metrics"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("loadavg")), "{lines:#?}");
+    let lines = refused_config(
+        "[INPUT]\n    name fluentbit_metrics\n[OUTPUT]\n    name prometheus_exporter\n    match *\n    add_label novalue\n",
+    );
+    assert!(
+        lines[0].starts_with(
+            "[error] fluent-bit.conf:6: prometheus_exporter: invalid add_label 'novalue'"
+        ),
+        "{lines:#?}"
+    );
+    let lines = refused_config(
+        "[INPUT]\n    name fluentbit_metrics\n    scrape_interval 0\n[OUTPUT]\n    name stdout\n    match *\n",
+    );
+    assert!(
+        lines[0].starts_with("[error] fluent-bit.conf:3: "),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn mem_buf_limit_pauses_a_metrics_input_whose_sets_are_not_delivered() {
+    // Nothing listens on the destination: the first sets wait for their retries and the
+    // input is paused at its limit instead of piling sets up.
+    let closed = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    scheduler.base 1\n    scheduler.cap 2\n\
+         [INPUT]\n    name fluentbit_metrics\n    scrape_interval 0.2\n    scrape_on_start on\n    mem_buf_limit 2k\n\
+         [OUTPUT]\n    name prometheus_remote_write\n    match *\n    host 127.0.0.1\n    port {closed}\n    retry_limit no_limits\n"
+    ));
+    a.wait_log(
+        "[input] fluentbit_metrics.0 paused (mem buf overlimit - buffered ",
+        T,
+    );
+    a.wait_log("failed to flush chunk for prometheus_remote_write.0", T);
+    a.stop(T);
+}
