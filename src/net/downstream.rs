@@ -37,8 +37,11 @@ use tokio_rustls::server::TlsStream;
 
 use super::tls::ServerTls;
 use crate::config::{ConfigError, Props};
-use crate::pipeline::{metrics, InputSender, Shutdown};
-use crate::plugins::{InputContext, PluginError};
+
+/// Counts one (the counters are read by the monitoring endpoint).
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
 
 /// Most connections one server input holds at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -156,65 +159,6 @@ pub struct Counters {
     pub evicted: Arc<AtomicU64>,
     /// `agent_input_accept_errors_total`.
     pub accept_errors: Arc<AtomicU64>,
-}
-
-/// A server input's [`ListenSpec`]: its log prefix `[input:PLUGIN:NAME]` and its
-/// connection counters.
-pub fn listen_spec(
-    setup: DownstreamSetup,
-    plugin: &str,
-    unit: &'static str,
-    ctx: &crate::plugins::BuildContext,
-) -> ListenSpec {
-    let m = &ctx.metrics;
-    let counters = Counters {
-        rejected: m.counter(
-            "agent_input_rejected_connections_total",
-            "Client connections closed for bad data, size limits, timeouts or failed handshakes.",
-            ctx.instance,
-        ),
-        evicted: m.counter(
-            "agent_input_evicted_connections_total",
-            "Idle client connections closed to make room for a new client at the connection cap.",
-            ctx.instance,
-        ),
-        accept_errors: m.counter(
-            "agent_input_accept_errors_total",
-            "Failed accepts (out of file descriptors and the like), each followed by a back-off.",
-            ctx.instance,
-        ),
-    };
-    ListenSpec {
-        setup,
-        prefix: Arc::from(format!("[input:{plugin}:{}]", ctx.instance)),
-        unit,
-        counters,
-    }
-}
-
-/// Binds `spec` and serves until shutdown; each connection goes to `handle` with the
-/// input's sender. A failure to listen stops the input (and so the agent) with the address.
-pub async fn run_server<F, Fut>(
-    spec: ListenSpec,
-    ctx: InputContext,
-    handle: F,
-) -> Result<(), PluginError>
-where
-    F: Fn(Conn, InputSender, Shutdown) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let address = spec.setup.address();
-    let server = Downstream::bind(spec).map_err(|source| PluginError::Io {
-        context: format!("cannot listen on {address}"),
-        source,
-    })?;
-    let (out, shutdown) = (ctx.out, ctx.shutdown.clone());
-    server
-        .serve(ctx.shutdown, move |conn| {
-            handle(conn, out.clone(), shutdown.clone())
-        })
-        .await;
-    Ok(())
 }
 
 pub struct Downstream {
@@ -437,7 +381,7 @@ impl Shared {
                     if act.busy() || why == 0 {
                         continue;
                     }
-                    metrics::add(&self.counters.evicted, 1);
+                    count(&self.counters.evicted);
                     let idle = act.now().saturating_sub(act.last.load(Relaxed));
                     let need = match why {
                         CAP_FULL => format!(
@@ -465,7 +409,7 @@ impl Shared {
                     if act.deadline(&self.setup, self.unit).is_some_and(|(later, _)| later > at) {
                         continue;
                     }
-                    metrics::add(&self.counters.rejected, 1);
+                    count(&self.counters.rejected);
                     self.log_timeouts.warn(|skipped| format!(
                         "{} closing connection from {}: {why}{}",
                         self.prefix,
@@ -571,21 +515,23 @@ impl Downstream {
         }
     }
 
-    /// Accepts clients until `shutdown`, running `handle` on each established connection
-    /// in its own task; returns once every connection task has ended (handlers watch
-    /// `shutdown` too, and stop reading when it fires).
-    pub async fn serve<F, Fut>(self, mut shutdown: Shutdown, handle: F)
+    /// Accepts clients until `stop` completes, running `handle` on each established
+    /// connection in its own task; returns once every connection task has ended
+    /// (handlers are told to stop by their owner, and stop reading then).
+    pub async fn serve<S, F, Fut>(self, stop: S, handle: F)
     where
+        S: std::future::Future<Output = ()>,
         F: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        tokio::pin!(stop);
         let handle = Arc::new(handle);
         let mut tasks = JoinSet::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut next_id = 0u64;
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.wait() => break,
+                _ = &mut stop => break,
                 a = self.accept() => a,
             };
             // Reap finished connection tasks as we go.
@@ -598,7 +544,7 @@ impl Downstream {
                 Err(e) => {
                     let wait = self.accept_failed(&e, &mut backoff);
                     tokio::select! {
-                        _ = shutdown.wait() => break,
+                        _ = &mut stop => break,
                         _ = tokio::time::sleep(wait) => continue,
                     }
                 }
@@ -615,7 +561,7 @@ impl Downstream {
                     self.slots.clone().acquire_owned(),
                 );
                 tokio::select! {
-                    _ = shutdown.wait() => break None,
+                    _ = &mut stop => break None,
                     s = wait => if let Ok(Ok(slot)) = s { break Some(slot) },
                 }
             };
@@ -657,7 +603,7 @@ impl Downstream {
             return Duration::ZERO;
         }
         let shared = &self.shared;
-        metrics::add(&shared.counters.accept_errors, 1);
+        count(&shared.counters.accept_errors);
         let (freed, wait) = accept_backoff(e, backoff);
         shared.log_accept.warn(|skipped| {
             format!(
@@ -795,7 +741,7 @@ impl Pending {
                         if setup.accept_timeout_log_error {
                             reject(prefix, rejected, &peer, &why);
                         } else {
-                            metrics::add(rejected, 1);
+                            count(rejected);
                             crate::debug!("{prefix} closing connection from {peer}: {why}");
                         }
                         return None;
@@ -818,7 +764,7 @@ impl Pending {
 
 /// Logs why a client is turned away and counts it.
 fn reject(prefix: &str, rejected: &AtomicU64, peer: &str, why: &str) {
-    metrics::add(rejected, 1);
+    count(rejected);
     crate::warn!("{prefix} closing connection from {peer}: {why}");
 }
 
@@ -960,6 +906,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+
     fn setup(port: u16, share_port: bool, max_connections: usize) -> DownstreamSetup {
         DownstreamSetup {
             listen: "127.0.0.1".into(),
@@ -1007,7 +957,7 @@ mod tests {
     ) -> (
         u16,
         Counters,
-        crate::pipeline::shutdown::ShutdownTrigger,
+        tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     ) {
         let mut spec = spec(setup);
@@ -1015,8 +965,11 @@ mod tests {
         spec.prefix = Arc::from("[test]");
         let server = Downstream::bind(spec).unwrap();
         let port = server.local_port().unwrap();
-        let (trigger, shutdown) = crate::pipeline::shutdown::channel();
-        let task = tokio::spawn(server.serve(shutdown, |mut conn: Conn| async move {
+        let (trigger, stop) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = stop.await;
+        };
+        let task = tokio::spawn(server.serve(stop, |mut conn: Conn| async move {
             let mut b = [0u8; 1];
             while let Ok(1) = conn.stream.read(&mut b).await {
                 match b[0] {
@@ -1062,8 +1015,8 @@ mod tests {
         echo(&mut new, b'p').await.unwrap();
         assert!(closed(&mut idle).await, "the idle connection stays");
         echo(&mut good, b'p').await.unwrap();
-        assert_eq!(metrics::get(&counters.evicted), 1);
-        trigger.trigger();
+        assert_eq!(get(&counters.evicted), 1);
+        let _ = trigger.send(());
         drop((good, new));
         task.await.unwrap();
     }
@@ -1084,8 +1037,8 @@ mod tests {
         drop(busy);
         new.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"p");
-        assert_eq!(metrics::get(&counters.evicted), 0);
-        trigger.trigger();
+        assert_eq!(get(&counters.evicted), 0);
+        let _ = trigger.send(());
         drop(new);
         task.await.unwrap();
     }
@@ -1115,8 +1068,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(closed(&mut good).await, "idle after its last progress");
-        assert_eq!(metrics::get(&counters.rejected), 3);
-        trigger.trigger();
+        assert_eq!(get(&counters.rejected), 3);
+        let _ = trigger.send(());
         task.await.unwrap();
     }
 }

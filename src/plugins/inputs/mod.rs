@@ -17,6 +17,7 @@ pub mod node_exporter_metrics;
 pub mod proc;
 pub mod prometheus_scrape;
 pub mod random;
+pub mod server;
 pub mod state_file;
 pub mod stdin;
 pub mod systemd;

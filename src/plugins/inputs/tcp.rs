@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
-use crate::net::downstream::{listen_spec, read_some, run_server, Activity, Conn, ListenSpec};
+use super::server::{listen_spec, run_server};
+use crate::net::downstream::{read_some, Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
