@@ -7,8 +7,10 @@
 //! - [`tls`]: `TLS_PROPS` and the rustls client configuration.
 //! - [`socket`]: socket options and connect.
 //! - [`pool`]: the pool's rules, sans-IO; [`upstream`]: the pool driven by tokio.
+//! - [`datagram`]: UDP and Unix datagram sockets of datagram inputs.
 //! - [`downstream`]: listen, accept (TLS handshake included), connection cap, timeouts.
 
+pub mod datagram;
 pub mod downstream;
 pub mod pool;
 pub mod props;

@@ -264,9 +264,11 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::prometheus_scrape::PLUGIN,
     &inputs::random::PLUGIN,
     &inputs::stdin::PLUGIN,
+    &inputs::syslog::PLUGIN,
     &inputs::systemd::PLUGIN,
     &inputs::tail::PLUGIN,
     &inputs::tcp::PLUGIN,
+    &inputs::udp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
     &filters::expect::PLUGIN,

@@ -585,3 +585,29 @@ pub fn run_oracle_cases(dir: &Path) -> usize {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     cases.len()
 }
+
+/// A counter of the monitoring endpoint (`http_server on`) for one instance (`""`: a
+/// counter without labels).
+pub fn metric(http: u16, name: &str, instance: &str) -> u64 {
+    let (status, body) = http_get(http, "/api/v2/metrics/prometheus")
+        .unwrap_or_else(|e| panic!("the monitoring server did not answer: {e}"));
+    assert_eq!(status, 200, "{body}");
+    let prefix = match instance {
+        "" => format!("{name} "),
+        _ => format!("{name}{{name=\"{instance}\"}} "),
+    };
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in\n{body}"))
+}
+
+/// The resident memory of a process, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

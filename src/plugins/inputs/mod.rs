@@ -20,9 +20,11 @@ pub mod random;
 pub mod server;
 pub mod state_file;
 pub mod stdin;
+pub mod syslog;
 pub mod systemd;
 pub mod tail;
 pub mod tcp;
+pub mod udp;
 
 use std::time::Duration;
 

@@ -100,7 +100,7 @@ struct Cfg {
 }
 
 /// `\n`, `\r`, `\t` and `\\` in a configured separator.
-fn unescape(s: &str) -> Vec<u8> {
+pub(crate) fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut it = s.bytes();
     while let Some(b) = it.next() {
@@ -121,7 +121,7 @@ fn unescape(s: &str) -> Vec<u8> {
 
 /// A size in kilobytes, as Fluent Bit reads `chunk_size`/`buffer_size` (`atoi(v) * 1024`):
 /// `32` and `32k` are 32 KiB. `1M` is 1 MiB here (Fluent Bit's `atoi` makes it 1 KiB).
-fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
+pub(crate) fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
     let text = props.str(name).unwrap_or_default().trim();
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     let unit = match text[digits..].to_ascii_lowercase().as_str() {
