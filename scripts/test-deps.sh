@@ -15,6 +15,9 @@ missing_debian() {
     command -v promtool >/dev/null || need+=(prometheus)
     # the tcp input's tests send with nc; scripts/netcat-demo.sh listens with it
     command -v nc >/dev/null || need+=(netcat-openbsd)
+    # the syslog input's tests send with util-linux logger, the http input's with curl
+    command -v logger >/dev/null || need+=(bsdutils)
+    command -v curl >/dev/null || need+=(curl)
     # the systemd input's tests write real journal files with systemd-journal-remote;
     # the input loads libsystemd.so.0 at run time
     [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] ||

@@ -254,6 +254,12 @@ impl MemBuf {
 }
 
 impl InputSender {
+    /// Whether the input is paused by `mem_buf_limit`: a send would wait until outputs
+    /// catch up (the http input answers 503 instead of holding the client).
+    pub fn paused(&self) -> bool {
+        self.membuf.as_ref().is_some_and(|m| m.over())
+    }
+
     /// Sends records with the input's tag; waits while the engine is behind.
     pub async fn send(&mut self, records: Vec<Record>) -> Result<(), PluginError> {
         let tag = self.tag.clone();

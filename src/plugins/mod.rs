@@ -254,6 +254,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::fluentbit_metrics::PLUGIN,
     &inputs::forward::PLUGIN,
     &inputs::head::PLUGIN,
+    &inputs::http::PLUGIN,
     &inputs::kafka::PLUGIN,
     &inputs::kmsg::PLUGIN,
     &inputs::mem::PLUGIN,

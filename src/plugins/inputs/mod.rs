@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fluentbit_metrics;
 pub mod forward;
 pub mod head;
+pub mod http;
 pub mod kafka;
 pub mod kmsg;
 pub mod mem;
