@@ -41,7 +41,8 @@ fn mask(text: &str) -> String {
     let t5424 = regex::Regex::new(r"\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d").unwrap();
     let t3164 = regex::Regex::new(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d").unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let host = regex::Regex::new(&format!(r#"([" ]){}([" ])"#, regex::escape(host.trim()))).unwrap();
+    let host =
+        regex::Regex::new(&format!(r#"([" ]){}([" ])"#, regex::escape(host.trim()))).unwrap();
     let text = t5424.replace_all(text, "TIME");
     let text = t3164.replace_all(&text, "TIME");
     host.replace_all(&text, "${1}HOSTNAME${2}").into_owned()
@@ -52,7 +53,13 @@ fn logger(target: &[String], flags: &[&str]) {
     let messages: [&[&str]; 3] = [
         &["-t", "myapp", "hello from logger"],
         &["-t", "myapp", "--id=4242", "second message, with pid"],
-        &["-t", "my.app", "-p", "local3.warning", "quotes \" and \\ backslash é"],
+        &[
+            "-t",
+            "my.app",
+            "-p",
+            "local3.warning",
+            "quotes \" and \\ backslash é",
+        ],
     ];
     for m in messages {
         let s = Command::new("logger")
@@ -77,8 +84,20 @@ fn compare_with_fluent_bit(mode: &str, extra: &str, flags: &[&str], case: &str) 
         None,
     );
     let target: Vec<String> = match mode {
-        "udp" => vec!["--server".into(), "127.0.0.1".into(), "--port".into(), bound_port(&a).to_string(), "--udp".into()],
-        "tcp" => vec!["--server".into(), "127.0.0.1".into(), "--port".into(), bound_port(&a).to_string(), "--tcp".into()],
+        "udp" => vec![
+            "--server".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            bound_port(&a).to_string(),
+            "--udp".into(),
+        ],
+        "tcp" => vec![
+            "--server".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            bound_port(&a).to_string(),
+            "--tcp".into(),
+        ],
         _ => vec!["-u".into(), sock.display().to_string()],
     };
     logger(&target, flags);
@@ -114,7 +133,12 @@ fn tcp_octet_counting_as_fluent_bit() {
 
 #[test]
 fn udp_rfc3164_as_fluent_bit() {
-    compare_with_fluent_bit("udp", "    parser syslog-rfc3164\n", &["--rfc3164"], "udp_rfc3164");
+    compare_with_fluent_bit(
+        "udp",
+        "    parser syslog-rfc3164\n",
+        &["--rfc3164"],
+        "udp_rfc3164",
+    );
 }
 
 #[test]
@@ -124,7 +148,12 @@ fn unix_udp_default_parser_as_fluent_bit() {
 
 #[test]
 fn unix_tcp_rfc3164_as_fluent_bit() {
-    compare_with_fluent_bit("unix_tcp", "    parser syslog-rfc3164\n", &["--rfc3164"], "unix_tcp_rfc3164");
+    compare_with_fluent_bit(
+        "unix_tcp",
+        "    parser syslog-rfc3164\n",
+        &["--rfc3164"],
+        "unix_tcp_rfc3164",
+    );
 }
 
 #[test]
@@ -134,8 +163,11 @@ fn source_address_and_the_message_time() {
     let port = bound_port(&a);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = s.local_addr().unwrap();
-    s.send_to(b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - hi", ("127.0.0.1", port))
-        .unwrap();
+    s.send_to(
+        b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - hi",
+        ("127.0.0.1", port),
+    )
+    .unwrap();
     a.wait_lines(1, T);
     let o = a.stop(T);
     assert_eq!(
@@ -157,7 +189,8 @@ fn hostile_clients_are_counted_and_good_ones_served() {
     let good = b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - good";
     // Paced, so that the kernel's receive buffer drops none of them.
     for _ in 0..200 {
-        s.send_to(b"\x00\xffnot syslog at all", ("127.0.0.1", port)).unwrap();
+        s.send_to(b"\x00\xffnot syslog at all", ("127.0.0.1", port))
+            .unwrap();
         s.send_to(&[b'x'; 4000], ("127.0.0.1", port)).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -169,7 +202,11 @@ fn hostile_clients_are_counted_and_good_ones_served() {
     let o = udp.stop(T);
     assert_eq!(o.stdout.lines().count(), 1);
     // Logged at a limited rate, not once per datagram.
-    let warnings = o.stderr.lines().filter(|l| l.contains("[input:syslog:syslog.0]") && l.contains("warn")).count();
+    let warnings = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("[input:syslog:syslog.0]") && l.contains("warn"))
+        .count();
     assert!(warnings <= 3, "{}", o.stderr);
 
     let http = free_port();
@@ -189,12 +226,14 @@ fn hostile_clients_are_counted_and_good_ones_served() {
         hogs.push(h);
     }
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - good one\n").unwrap();
+    c.write_all(b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - good one\n")
+        .unwrap();
     tcp.wait_lines(1, T);
     tcp.wait_until(T, "50 rejections counted", |_, _| {
         metric(http, "agent_input_rejected_connections_total", "syslog.0") == 50
     });
-    c.write_all(b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - good two\n").unwrap();
+    c.write_all(b"<13>1 2003-10-11T22:14:15.003Z h app 1 - - good two\n")
+        .unwrap();
     tcp.wait_lines(2, T);
     let grown = rss_kib(tcp.pid()).saturating_sub(rss_before);
     assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
@@ -208,20 +247,31 @@ fn config_errors_name_the_line_and_the_fix() {
         "[INPUT]\n    name syslog\n    mode udpp\n[OUTPUT]\n    name null\n    match *\n",
     );
     let all = lines.join("\n");
-    assert!(all.contains("fluent-bit.conf:3") && all.contains("mode") && all.contains("unix_tcp"), "{all}");
+    assert!(
+        all.contains("fluent-bit.conf:3") && all.contains("mode") && all.contains("unix_tcp"),
+        "{all}"
+    );
 
     let lines = refused_config(
         "[INPUT]\n    name syslog\n    mode unix_tcp\n[OUTPUT]\n    name null\n    match *\n",
     );
     let all = lines.join("\n");
-    assert!(all.contains("fluent-bit.conf:3") && all.contains("'path'"), "{all}");
+    assert!(
+        all.contains("fluent-bit.conf:3") && all.contains("'path'"),
+        "{all}"
+    );
 
     // Fluent Bit's default parser must be defined, as in Fluent Bit: the error says where.
     let lines = refused_config(
         "[INPUT]\n    name syslog\n    mode udp\n[OUTPUT]\n    name null\n    match *\n",
     );
     let all = lines.join("\n");
-    assert!(all.contains("fluent-bit.conf:1") && all.contains("syslog-rfc5424") && all.contains("parsers_file"), "{all}");
+    assert!(
+        all.contains("fluent-bit.conf:1")
+            && all.contains("syslog-rfc5424")
+            && all.contains("parsers_file"),
+        "{all}"
+    );
 
     let lines = refused_config(
         "[INPUT]\n    name syslog\n    mode udp\n    tls on\n    parser x\n[OUTPUT]\n    name null\n    match *\n",

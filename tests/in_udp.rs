@@ -82,7 +82,10 @@ fn line_datagrams_as_fluent_bit() {
 /// after an empty one), and source_address_key applies to lines too.
 #[test]
 fn lines_end_with_the_datagram() {
-    let mut a = udp_input("    format none\n    separator ;\n    source_address_key src\n", None);
+    let mut a = udp_input(
+        "    format none\n    separator ;\n    source_address_key src\n",
+        None,
+    );
     let s = send(bound_port(&a), &[b"one;;two", b"three"]);
     a.wait_lines(3, T);
     let o = a.stop(T);
@@ -114,8 +117,15 @@ fn parser_makes_the_record() {
     send(bound_port(&a), &[b"a=b\nnot matching\n"]);
     a.wait_lines(2, T);
     let o = a.stop(T);
-    assert_eq!(o.stdout, "{\"k\":\"a\",\"v\":\"b\"}\n{\"log\":\"not matching\"}\n");
-    assert!(o.stderr.contains("switching format from 'json' to 'none'"), "{}", o.stderr);
+    assert_eq!(
+        o.stdout,
+        "{\"k\":\"a\",\"v\":\"b\"}\n{\"log\":\"not matching\"}\n"
+    );
+    assert!(
+        o.stderr.contains("switching format from 'json' to 'none'"),
+        "{}",
+        o.stderr
+    );
 }
 
 /// Bad JSON and datagrams larger than buffer_size are dropped whole, counted, and
@@ -145,7 +155,11 @@ fn garbage_and_oversized_datagrams_are_counted() {
     assert!(rss_kib(a.pid()).saturating_sub(rss_before) < 10 * 1024);
     let o = a.stop(T);
     assert_eq!(o.stdout, "{\"first\":1}\n{\"last\":2}\n");
-    let warnings = o.stderr.lines().filter(|l| l.contains("[input:udp:udp.0]") && l.contains("dropped")).count();
+    let warnings = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("[input:udp:udp.0]") && l.contains("dropped"))
+        .count();
     assert!((1..=3).contains(&warnings), "{}", o.stderr);
 }
 
@@ -162,6 +176,9 @@ fn config_errors_name_the_line_and_the_fix() {
             "[INPUT]\n    name udp\n    {prop}\n[OUTPUT]\n    name null\n    match *\n"
         ));
         let all = lines.join("\n");
-        assert!(all.contains("fluent-bit.conf:3") && all.contains(want), "{prop}: {all}");
+        assert!(
+            all.contains("fluent-bit.conf:3") && all.contains(want),
+            "{prop}: {all}"
+        );
     }
 }

@@ -94,8 +94,7 @@ impl DatagramSocket {
                 }
                 socket.set_nonblocking(true)?;
                 socket.bind(&addr.into())?;
-                UdpSocket::from_std(socket.into())
-                    .map(DatagramSocket::Udp)
+                UdpSocket::from_std(socket.into()).map(DatagramSocket::Udp)
             }
         }
     }
@@ -119,7 +118,10 @@ impl DatagramSocket {
             }
             DatagramSocket::Unix(s, path) => {
                 let (n, a) = s.recv_from(buf).await?;
-                let from = a.as_pathname().map(PathBuf::from).unwrap_or_else(|| path.clone());
+                let from = a
+                    .as_pathname()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| path.clone());
                 Ok((n, Peer::Unix(from)))
             }
         }

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::server::{listen_spec, run_server};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::format::{DecodeError, KeyCache, ValueLen};
 use crate::event::{Tag, Value};
 use crate::forward::auth::{random_bytes, write_helo, Helo, Ping, Pong};
 use crate::forward::{decode_events, write_ack};
-use super::server::{listen_spec, run_server};
 use crate::net::downstream::{read_some, Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};

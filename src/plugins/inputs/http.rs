@@ -27,8 +27,18 @@ use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
 
 const PROPS: &[PropSpec] = &[
-    PropSpec::new("listen", PropKind::Str, Some("0.0.0.0"), "Address to listen on."),
-    PropSpec::new("port", PropKind::Int, Some("9880"), "TCP port to listen on."),
+    PropSpec::new(
+        "listen",
+        PropKind::Str,
+        Some("0.0.0.0"),
+        "Address to listen on.",
+    ),
+    PropSpec::new(
+        "port",
+        PropKind::Int,
+        Some("9880"),
+        "TCP port to listen on.",
+    ),
     PropSpec::new(
         "tag_key",
         PropKind::Str,
@@ -136,7 +146,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         match parsed {
             Some(p) => success_headers.push(p),
             None => {
-                return Err(props.error("success_header", "'NAME VALUE', a valid header name and value"))
+                return Err(props.error(
+                    "success_header",
+                    "'NAME VALUE', a valid header name and value",
+                ))
             }
         }
     }
@@ -173,13 +186,7 @@ impl Input for HttpInput {
 }
 
 /// Serves one client's requests until it closes, is evicted, or the agent stops.
-async fn serve_conn(
-    conn: Conn,
-    cfg: Arc<Cfg>,
-    tag: Tag,
-    out: InputSender,
-    mut shutdown: Shutdown,
-) {
+async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, tag: Tag, out: InputSender, mut shutdown: Shutdown) {
     let activity = conn.activity.clone();
     let io = hyper_util::rt::TokioIo::new(conn.stream);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -215,8 +222,18 @@ fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// The media type of a Content-Type header, without parameters, lowercased.
 fn media_type(req: &Request<Incoming>) -> Option<String> {
-    let v = req.headers().get(hyper::header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    let v = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 async fn handle(
@@ -237,7 +254,8 @@ async fn handle(
         "" => default_tag.clone(),
         p => Tag::from(sanitize(p).as_str()),
     };
-    if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(hyper::header::HOST) {
+    if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(hyper::header::HOST)
+    {
         return bad("missing host header", "error: missing host header\n");
     }
     if cfg.health && req.method() == Method::GET && path == "/health" {
@@ -247,15 +265,24 @@ async fn handle(
         return bad("invalid HTTP method", "error: invalid HTTP method\n");
     }
     let kind = match media_type(&req).as_deref() {
-        None => return bad("no Content-Type", "error: header 'Content-Type' is not set\n"),
+        None => {
+            return bad(
+                "no Content-Type",
+                "error: header 'Content-Type' is not set\n",
+            )
+        }
         Some("application/json") => Kind::Json,
         Some("application/x-www-form-urlencoded") => Kind::Form,
         Some("application/msgpack" | "application/x-msgpack") => Kind::Msgpack,
         Some(_) => return bad("invalid Content-Type", "error: invalid 'Content-Type'\n"),
     };
     let too_large = |cfg: &Cfg| {
-        cfg.dropped
-            .drop_one(|| format!("request refused: a body over buffer_max_size ({} bytes)", cfg.max));
+        cfg.dropped.drop_one(|| {
+            format!(
+                "request refused: a body over buffer_max_size ({} bytes)",
+                cfg.max
+            )
+        });
         let mut r = respond(StatusCode::PAYLOAD_TOO_LARGE, "error: payload too large\n");
         // The rest of the body is not read: the connection cannot be reused.
         r.headers_mut().insert(
@@ -292,12 +319,19 @@ async fn handle(
         Kind::Msgpack => msgpack_bodies(&body),
     };
     let Ok(bodies) = bodies else {
-        return bad("a body that is not records", "error: unable to process records\n");
+        return bad(
+            "a body that is not records",
+            "error: unable to process records\n",
+        );
     };
     if out.paused() {
-        cfg.dropped
-            .drop_one(|| "request refused with 503: the input is paused (mem_buf_limit)".to_string());
-        return respond(StatusCode::SERVICE_UNAVAILABLE, "error: deferred ingress queue is full\n");
+        cfg.dropped.drop_one(|| {
+            "request refused with 503: the input is paused (mem_buf_limit)".to_string()
+        });
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "error: deferred ingress queue is full\n",
+        );
     }
     let now = EventTime::now();
     // Consecutive records with the same tag go together, in order.
@@ -322,14 +356,14 @@ async fn handle(
                 _ => None,
             })
             .unwrap_or_else(|| tag.clone());
-        if rec_tag != batch_tag && !batch.is_empty() {
-            if out
+        if rec_tag != batch_tag
+            && !batch.is_empty()
+            && out
                 .send_tagged(batch_tag.clone(), std::mem::take(&mut batch))
                 .await
                 .is_err()
-            {
-                return respond(StatusCode::SERVICE_UNAVAILABLE, "error: shutting down\n");
-            }
+        {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, "error: shutting down\n");
         }
         batch_tag = rec_tag;
         batch.push(Record::new(now, body));
@@ -514,7 +548,10 @@ mod tests {
     fn tags_and_times() {
         assert_eq!(sanitize("app/v1-x.y"), "app_v1_x.y");
         assert_eq!(
-            chrono_like(EventTime { secs: 1_065_910_455, nanos: 3 }),
+            chrono_like(EventTime {
+                secs: 1_065_910_455,
+                nanos: 3
+            }),
             "2003-10-11T22:14:15.000000003Z"
         );
     }

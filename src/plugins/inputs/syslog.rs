@@ -170,7 +170,11 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     let parser = match props.str("parser") {
         Some(name) => ctx.parser_named(props, "parser", name)?,
         None => {
-            let name = if unix { "syslog-rfc3164-local" } else { "syslog-rfc5424" };
+            let name = if unix {
+                "syslog-rfc3164-local"
+            } else {
+                "syslog-rfc5424"
+            };
             ctx.parsers.parser(name).ok_or_else(|| {
                 ctx.parsers
                     .unknown(props.span(), "parser", name, ctx.parsers.parser_names())
@@ -183,7 +187,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         return Err(props.error("tls", format!("off with mode {mode}: TLS is for mode tcp")));
     }
     let listen = if datagram {
-        Listen::Datagram(datagram_setup(props, path.filter(|_| unix).map(|p| (p, perm)))?)
+        Listen::Datagram(datagram_setup(
+            props,
+            path.filter(|_| unix).map(|p| (p, perm)),
+        )?)
     } else {
         let mut setup = DownstreamSetup::from_props(props, path.filter(|_| unix))?;
         setup.unix_perm = perm;
@@ -263,7 +270,11 @@ async fn serve_datagrams(
         context: format!("cannot listen on {}", setup.address()),
         source,
     })?;
-    crate::info!("{} listening on {}", cfg.dropped.prefix(), socket.local_address());
+    crate::info!(
+        "{} listening on {}",
+        cfg.dropped.prefix(),
+        socket.local_address()
+    );
     // Fluent Bit reads at most buffer_chunk_size - 1 bytes of a datagram; one byte more
     // tells a longer one, which is dropped rather than cut.
     let max = cfg.chunk.saturating_sub(1).max(1);
@@ -281,7 +292,10 @@ async fn serve_datagrams(
         };
         if n > max {
             cfg.dropped.drop_one(|| {
-                format!("dropped a datagram from {peer} larger than buffer_chunk_size ({} bytes)", cfg.chunk)
+                format!(
+                    "dropped a datagram from {peer} larger than buffer_chunk_size ({} bytes)",
+                    cfg.chunk
+                )
             });
             continue;
         }

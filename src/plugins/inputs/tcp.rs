@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
+use super::server::{listen_spec, run_server};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
-use super::server::{listen_spec, run_server};
 use crate::net::downstream::{read_some, Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};

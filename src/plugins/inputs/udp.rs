@@ -162,7 +162,11 @@ impl Input for UdpInput {
                 context: format!("cannot listen on {}", self.setup.address()),
                 source,
             })?;
-            crate::info!("{} listening on {}", self.dropped.prefix(), socket.local_address());
+            crate::info!(
+                "{} listening on {}",
+                self.dropped.prefix(),
+                socket.local_address()
+            );
             // One byte more than the largest accepted tells a longer datagram.
             let mut buf = vec![0u8; self.max + 1];
             let mut records = Vec::new();
@@ -179,7 +183,10 @@ impl Input for UdpInput {
                 };
                 if n > self.max {
                     self.dropped.drop_one(|| {
-                        format!("dropped a datagram from {peer} larger than buffer_size ({} bytes)", self.max)
+                        format!(
+                            "dropped a datagram from {peer} larger than buffer_size ({} bytes)",
+                            self.max
+                        )
                     });
                     continue;
                 }
@@ -261,13 +268,15 @@ fn line_records(
         }
         let mut time = now;
         let mut body = Map::new();
-        let parsed = parser.as_ref().is_some_and(|p| match p.parse(line, &mut body) {
-            Ok(t) => {
-                time = t.unwrap_or(now);
-                true
-            }
-            Err(_) => false,
-        });
+        let parsed = parser
+            .as_ref()
+            .is_some_and(|p| match p.parse(line, &mut body) {
+                Ok(t) => {
+                    time = t.unwrap_or(now);
+                    true
+                }
+                Err(_) => false,
+            });
         if !parsed {
             body.clear();
             body.push((
@@ -297,7 +306,10 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(&*out[2].body[0].0, "msg");
         for bad in [&b"{\"a\":"[..], b"42", b"{x}"] {
-            assert!(json_records(bad, t(), &None, &mut Vec::new()).is_err(), "{bad:?}");
+            assert!(
+                json_records(bad, t(), &None, &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
