@@ -96,6 +96,15 @@ impl Dropped {
         }
     }
 
+    #[cfg(test)]
+    pub fn for_tests() -> Dropped {
+        Dropped {
+            prefix: Arc::from("[test]"),
+            counter: Arc::default(),
+            log: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
     /// The input's log prefix, `[input:udp:udp.0]`.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -427,3 +427,73 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, mut out: InputSender, mut shutdow
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(octet_counting: bool) -> Cfg {
+        use crate::config::{Entry, Section, SectionKind, Span};
+        let entry = |k: &str, v: &str| Entry {
+            key: k.to_string(),
+            value: v.to_string(),
+            span: Span::new("parsers.conf", 2),
+        };
+        let section = Section {
+            kind: SectionKind::Parser,
+            header: "PARSER".to_string(),
+            span: Span::new("parsers.conf", 1),
+            entries: vec![
+                entry("name", "any"),
+                entry("format", "regex"),
+                entry("regex", "^(?<message>.+)$"),
+            ],
+            processors: Vec::new(),
+        };
+        let parser = Arc::new(Parser::from_section(&section).unwrap());
+        Cfg {
+            parser,
+            raw_key: None,
+            source_key: None,
+            octet_counting,
+            chunk: 16,
+            max: 32,
+            dropped: Dropped::for_tests(),
+        }
+    }
+
+    fn messages(out: &[Record]) -> Vec<String> {
+        out.iter().map(|r| format!("{:?}", r.body[0].1)).collect()
+    }
+
+    #[test]
+    fn newline_and_nul_framing_keep_the_unfinished_tail() {
+        let c = cfg(false);
+        let mut buf = b"one\ntwo\0\nthr".to_vec();
+        let mut out = Vec::new();
+        split(&c, &mut buf, &None, &mut out).unwrap();
+        assert_eq!(messages(&out).len(), 2);
+        assert_eq!(buf, b"thr");
+    }
+
+    #[test]
+    fn octet_counting_frames_split_anywhere() {
+        let c = cfg(true);
+        let mut out = Vec::new();
+        let mut buf = b"3 one5 tw".to_vec();
+        split(&c, &mut buf, &None, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(buf, b"5 tw");
+        buf.extend_from_slice(b"o!!\n12");
+        split(&c, &mut buf, &None, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(buf, b"12");
+        let mut bad = b"x3 one".to_vec();
+        assert!(split(&c, &mut bad, &None, &mut out).is_err());
+        let mut huge = b"999 a".to_vec();
+        assert!(
+            split(&c, &mut huge, &None, &mut out).is_err(),
+            "over buffer_max_size"
+        );
+    }
+}
