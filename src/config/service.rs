@@ -42,6 +42,7 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
     PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
     PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Most filesystem chunks in memory (handed to outputs, not yet delivered); beyond it the engine waits (inputs pause)."),
+    PropSpec::new("storage.metrics", PropKind::Bool, None, "Storage metrics: fluentbit_storage_* and fluentbit_input_storage_* (unless off); on: also GET /api/v1/storage."),
     PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Bytes of replayed chunks in memory at once while the backlog of a previous run is delivered."),
 ];
 
@@ -57,7 +58,6 @@ const SERVICE_NOT_YET: &[&str] = &[
     "flush.adaptive.up_steps",
     "flush.adaptive.down_steps",
     "hot_reload.timeout",
-    "storage.metrics",
     "storage.backlog.flush_on_shutdown",
     "storage.delete_irrecoverable_chunks",
     "storage.trim_files",
@@ -95,6 +95,9 @@ pub struct ServiceConfig {
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
     /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
     pub storage_limits: (u64, u64),
+    /// `storage.metrics`: `None` (unset: the families, not `/api/v1/storage`, as
+    /// Fluent Bit 5.1.1), `Some(true)` both, `Some(false)` neither.
+    pub storage_metrics: Option<bool>,
     /// `multiline_buffer_limit`: the longest joined text of a multiline record.
     pub multiline_buffer_limit: usize,
     /// Every `parsers_file` in order, each with the line that named it.
@@ -241,6 +244,7 @@ impl ServiceConfig {
         .collect();
         Ok(ServiceConfig {
             dns_defaults,
+            storage_metrics: get("storage.metrics").and_then(|e| values::parse_bool(&e.value)),
             multiline_buffer_limit: values::parse_size(text("multiline_buffer_limit"))
                 .unwrap_or(2_000_000) as usize,
             parsers_files: last

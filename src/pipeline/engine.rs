@@ -271,9 +271,11 @@ impl Engine {
                 ..
             } = batch;
             if let Some(e) = self.emitter(input) {
+                let bytes: u64 = records.iter().map(Record::encoded_len).sum();
                 metrics::add(&e.metrics.records, records.len() as u64);
+                metrics::add(&e.metrics.bytes, bytes);
                 if let Some(m) = &e.membuf {
-                    ack = Some(m.hold(&records, ack));
+                    ack = Some(m.hold_bytes(bytes, ack));
                 }
             }
             // Input processors; what a processor re-emits (rewrite_tag) continues at the
@@ -721,7 +723,7 @@ impl Engine {
                 // Chunks the workers are done with (only we hold them) leave the count.
                 o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
                 o.held.push_back((
-                    routed.chunk.records.iter().map(Record::approx_size).sum(),
+                    routed.chunk.records.iter().map(Record::encoded_len).sum(),
                     routed.clone(),
                 ));
                 while o.held.iter().map(|(b, _)| b).sum::<u64>() > limit && o.held.len() > 1 {
