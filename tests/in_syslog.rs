@@ -48,8 +48,9 @@ fn mask(text: &str) -> String {
     host.replace_all(&text, "${1}HOSTNAME${2}").into_owned()
 }
 
-/// The three `logger` messages of the captures.
-fn logger(target: &[String], flags: &[&str]) {
+/// The three `logger` messages of the captures, each written out before the next is
+/// sent (each `logger` is a connection of its own: their order is not the server's).
+fn logger(a: &mut Agent, target: &[String], flags: &[&str]) {
     let messages: [&[&str]; 3] = [
         &["-t", "myapp", "hello from logger"],
         &["-t", "myapp", "--id=4242", "second message, with pid"],
@@ -61,7 +62,7 @@ fn logger(target: &[String], flags: &[&str]) {
             "quotes \" and \\ backslash é",
         ],
     ];
-    for m in messages {
+    for (i, m) in messages.into_iter().enumerate() {
         let s = Command::new("logger")
             .args(target)
             .args(flags)
@@ -69,6 +70,7 @@ fn logger(target: &[String], flags: &[&str]) {
             .status()
             .expect("logger (util-linux)");
         assert!(s.success());
+        a.wait_lines(i + 1, T);
     }
 }
 
@@ -100,8 +102,7 @@ fn compare_with_fluent_bit(mode: &str, extra: &str, flags: &[&str], case: &str) 
         ],
         _ => vec!["-u".into(), sock.display().to_string()],
     };
-    logger(&target, flags);
-    a.wait_lines(3, T);
+    logger(&mut a, &target, flags);
     let o = a.stop(T);
     let want = std::fs::read_to_string(format!(
         "{}/tests/data/fluent-bit/syslog/{case}.out",
