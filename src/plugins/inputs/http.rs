@@ -21,7 +21,7 @@ use super::server::{listen_spec, run_server, Dropped};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::accessor::Accessor;
 use crate::event::{EventTime, Map, Record, Str, Tag, Value};
-use crate::net::downstream::{Conn, ListenSpec};
+use crate::net::downstream::{Activity, Conn, ListenSpec};
 use crate::net::DownstreamSetup;
 use crate::pipeline::{InputSender, Shutdown};
 use crate::plugins::{BoxFuture, BuildContext, Input, InputContext, InputPlugin, PluginError};
@@ -193,10 +193,10 @@ async fn serve_conn(conn: Conn, cfg: Arc<Cfg>, tag: Tag, out: InputSender, mut s
         let (cfg, tag, mut out, activity) =
             (cfg.clone(), tag.clone(), out.clone(), activity.clone());
         async move {
-            // Work in hand from the request head to the answer: never evicted as idle.
-            activity.hold();
-            let resp = handle(&cfg, &tag, &mut out, req).await;
-            activity.release();
+            let resp = handle(&cfg, &tag, &mut out, req, &activity).await;
+            // An answered request is progress; a body that trickles in is not, so a
+            // slow client is closed by net.first_frame_timeout / net.idle_timeout.
+            activity.progress();
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -241,6 +241,7 @@ async fn handle(
     default_tag: &Tag,
     out: &mut InputSender,
     req: Request<Incoming>,
+    activity: &Activity,
 ) -> Response<Full<Bytes>> {
     let bad = |why: &'static str, body: &'static str| {
         cfg.dropped.drop_one(|| format!("request refused: {why}"));
@@ -333,6 +334,31 @@ async fn handle(
             "error: deferred ingress queue is full\n",
         );
     }
+    // Work in hand while the engine takes the records: never closed as idle meanwhile.
+    activity.hold();
+    let sent = send(cfg, tag, out, bodies, remote).await;
+    activity.release();
+    match sent {
+        Ok(()) => {
+            let mut r = respond(cfg.success, "");
+            for (n, v) in &cfg.success_headers {
+                r.headers_mut().append(n.clone(), v.clone());
+            }
+            r
+        }
+        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, "error: shutting down\n"),
+    }
+}
+
+/// Hands the records of one request to the engine, consecutive records of one tag
+/// together, in order.
+async fn send(
+    cfg: &Cfg,
+    tag: Tag,
+    out: &mut InputSender,
+    bodies: Vec<Map>,
+    remote: Option<(Str, Value)>,
+) -> Result<(), PluginError> {
     let now = EventTime::now();
     // Consecutive records with the same tag go together, in order.
     let mut batch: Vec<Record> = Vec::new();
@@ -356,26 +382,14 @@ async fn handle(
                 _ => None,
             })
             .unwrap_or_else(|| tag.clone());
-        if rec_tag != batch_tag
-            && !batch.is_empty()
-            && out
-                .send_tagged(batch_tag.clone(), std::mem::take(&mut batch))
-                .await
-                .is_err()
-        {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, "error: shutting down\n");
+        if rec_tag != batch_tag && !batch.is_empty() {
+            out.send_tagged(batch_tag.clone(), std::mem::take(&mut batch))
+                .await?;
         }
         batch_tag = rec_tag;
         batch.push(Record::new(now, body));
     }
-    if out.send_tagged(batch_tag, batch).await.is_err() {
-        return respond(StatusCode::SERVICE_UNAVAILABLE, "error: shutting down\n");
-    }
-    let mut r = respond(cfg.success, "");
-    for (n, v) in &cfg.success_headers {
-        r.headers_mut().append(n.clone(), v.clone());
-    }
-    r
+    out.send_tagged(batch_tag, batch).await
 }
 
 enum Kind {
