@@ -35,7 +35,7 @@ fn unknown_plugin_names() {
     fails(
         &format!("[INPUT]\n    name no_such_plugin\n{OUT}"),
         "c.conf:1: [config] section 'no_such_plugin' tried to instance a plugin name that doesn't exist",
-        Some("available input plugins: conntrack, cpu, disk, dummy, exec, fluentbit_metrics, forward, head, kafka, kmsg, mem, netif, nflog, node_exporter_metrics, proc, prometheus_scrape, random, stdin, systemd, tail, tcp; list them with: agent -h"),
+        Some("available input plugins: conntrack, cpu, disk, dummy, exec, fluentbit_metrics, forward, head, http, kafka, kmsg, mem, netif, nflog, node_exporter_metrics, proc, prometheus_scrape, random, stdin, syslog, systemd, tail, tcp, udp; list them with: agent -h"),
     );
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
