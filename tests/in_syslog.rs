@@ -100,7 +100,13 @@ fn compare_with_fluent_bit(mode: &str, extra: &str, flags: &[&str], case: &str) 
             bound_port(&a).to_string(),
             "--tcp".into(),
         ],
-        _ => vec!["-u".into(), sock.display().to_string()],
+        _ => {
+            // Fluent Bit's default unix_perm.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o644);
+            vec!["-u".into(), sock.display().to_string()]
+        }
     };
     logger(&mut a, &target, flags);
     let o = a.stop(T);
