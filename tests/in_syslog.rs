@@ -243,6 +243,7 @@ fn hostile_clients_are_counted_and_good_ones_served() {
         .unwrap();
     tcp.wait_lines(2, T);
     let grown = rss_kib(tcp.pid()).saturating_sub(rss_before);
+    eprintln!("RSS grew by {grown} KiB under the crowd");
     assert!(grown < 20 * 1024, "RSS grew by {grown} KiB");
     drop((hogs, c));
     tcp.stop(T);
