@@ -1038,6 +1038,11 @@ impl Pipeline {
             filters,
             outputs: routes,
             flush: config.service.flush,
+            adaptive: config
+                .service
+                .flush_adaptive
+                .clone()
+                .map(|c| engine::Adaptive::new(c, config.service.flush)),
             input_processors,
         };
         tasks.spawn(engine.run(rx));
