@@ -106,6 +106,20 @@ pub const DEFAULT_MEM_BUF_LIMIT: u64 = 64 * 1000 * 1000;
 const INPUT_QUEUE: usize = 16;
 const OUTPUT_QUEUE: usize = 4;
 
+/// Threads the runtime should have: at least 2, more when an input asks for them (the
+/// forward input's `workers`). Read once, when the runtime starts.
+static RUNTIME_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+
+/// Asks for at least `n` runtime threads (see [`runtime_threads`]).
+pub fn request_runtime_threads(n: usize) {
+    RUNTIME_THREADS.fetch_max(n.min(256), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The runtime's thread count: 2, or what an input asked for.
+pub fn runtime_threads() -> usize {
+    RUNTIME_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How an input hands records to the engine. Dropping every clone tells the engine the
 /// input is done (server inputs hold one per connection).
 #[derive(Clone)]
