@@ -604,6 +604,12 @@ impl Engine {
                     .copied()
                     .filter(|&j| j > i)
                     .collect();
+                if chunk.is_metrics() {
+                    // A filter's metrics (flow_aggregate's) pass no filter: they go
+                    // to the outputs that take metrics.
+                    emitted.push((chunk, Target::Routed));
+                    continue;
+                }
                 let mut again = Vec::new();
                 self.run_filters(&later, TICK, 0, &chunk.tag, &mut chunk.records, &mut again);
                 full.extend(self.reingest(again, routes, pending));
@@ -639,7 +645,8 @@ impl Engine {
         }
         for (chunk, target) in emitted {
             // Records emitted by a filter's tick go to outputs only.
-            let p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+            let mut p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+            p.metrics = chunk.metrics;
             self.dispatch_to(p, routes, target).await;
         }
     }
