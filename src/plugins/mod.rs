@@ -293,6 +293,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::kafka::PLUGIN,
     &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
+    &outputs::opentelemetry::PLUGIN,
     &outputs::prometheus_exporter::PLUGIN,
     &outputs::prometheus_remote_write::PLUGIN,
     &outputs::stdout::PLUGIN,
