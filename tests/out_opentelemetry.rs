@@ -73,6 +73,17 @@ fn bodies(raw: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+fn connect_retrying(port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("forward input: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// Every config of the oracle directory, sent by agent to a receiver that answers 200:
 /// the decoded requests equal Fluent Bit's, and so do the protobuf bytes.
 #[test]
@@ -86,16 +97,24 @@ fn requests_are_fluent_bits() {
         })
         .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "{cases:?}");
+    assert!(cases.len() >= 11, "{cases:?}");
     let mut bad = Vec::new();
     for case in &cases {
         let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
         let n = bodies(&want).len();
         let sink = HttpSink::start();
+        let forward = free_port();
         let text = std::fs::read_to_string(dir.join(format!("{case}.conf")))
             .unwrap()
-            .replace("${HTTP_PORT}", &sink.port().to_string());
+            .replace("${HTTP_PORT}", &sink.port().to_string())
+            .replace("${FORWARD_PORT}", &forward.to_string());
         let agent = Agent::start(&text);
+        if text.contains("name forward") {
+            // The case's records (msgpack binaries) as one Forward message.
+            let fwd = std::fs::read(dir.join(format!("{case}.fwd"))).unwrap();
+            let mut s = connect_retrying(forward);
+            s.write_all(&fwd).unwrap();
+        }
         let reqs = sink.wait(T, case, |r| r.len() >= n);
         let o = agent.stop(T);
         let got: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
@@ -112,4 +131,167 @@ fn requests_are_fluent_bits() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// `rand_value` of every log record in the requests (decoded by the Python classes).
+fn values(reqs: &[Req]) -> Vec<u64> {
+    if reqs.is_empty() {
+        return Vec::new();
+    }
+    let raw: Vec<u8> = reqs.iter().flat_map(|r| r.raw.clone()).collect();
+    let mut out = Vec::new();
+    for req in decode(&raw).as_array().unwrap() {
+        for rl in req["body"]["resourceLogs"].as_array().unwrap() {
+            for sl in rl["scopeLogs"].as_array().unwrap() {
+                for lr in sl["logRecords"].as_array().unwrap() {
+                    let kv = &lr["body"]["kvlistValue"]["values"][0];
+                    assert_eq!(kv["key"], "rand_value", "{lr}");
+                    // int64 in MessageToDict is a string; rand_value wraps above i64::MAX.
+                    let i: i64 = kv["value"]["intValue"].as_str().unwrap().parse().unwrap();
+                    out.push(i as u64);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn random_to_otel(port: u16, n: u32, extra: &str) -> String {
+    format!(
+        "[SERVICE]\n    flush 0.2\n    grace 10\n    scheduler.base 1\n    scheduler.cap 10\n\
+         [INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 20000000\n\
+         [OUTPUT]\n    name opentelemetry\n    match *\n    host 127.0.0.1\n    port {port}\n\
+         \x20   retry_limit no_limits\n{extra}"
+    )
+}
+
+/// A receiver that is down for 10 s, then up: the records wait and all arrive, once.
+#[test]
+fn receiver_down_then_up_loses_nothing() {
+    let port = free_port();
+    let n = 30;
+    let agent = Agent::start(&random_to_otel(port, n, ""));
+    std::thread::sleep(Duration::from_secs(10));
+    let sink = HttpSink::on_port(port, |_, _| Answer::ok());
+    let reqs = sink.wait(T, "every record", |r| values(r).len() >= n as usize);
+    let o = agent.stop(T);
+    let mut got = values(&reqs);
+    got.sort();
+    let all = got.len();
+    got.dedup();
+    assert_eq!((got.len(), all), (n as usize, n as usize), "{}", o.stderr);
+    assert!(o.stderr.contains("Connection refused"), "{}", o.stderr);
+}
+
+/// 503 (and 429, 502, 504: OTLP's retryable codes) retries the chunk; after it every
+/// record arrives exactly once.
+#[test]
+fn unavailable_is_retried_and_nothing_is_lost() {
+    let sink = HttpSink::scripted(|n, _| match n {
+        0 => Answer::status(503).body("busy"),
+        1 => Answer::status(429),
+        _ => Answer::ok(),
+    });
+    let n = 20;
+    let agent = Agent::start(&random_to_otel(sink.port(), n, ""));
+    let accepted = |reqs: &[Req]| values(&reqs[2.min(reqs.len())..]);
+    let reqs = sink.wait(T, "every record accepted", |r| {
+        let mut v = accepted(r);
+        v.sort();
+        v.dedup();
+        v.len() >= n as usize
+    });
+    let o = agent.stop(T);
+    let mut got = accepted(&reqs);
+    got.sort();
+    let all = got.len();
+    got.dedup();
+    assert_eq!((got.len(), all), (n as usize, n as usize), "{}", o.stderr);
+    assert!(o.stderr.contains("HTTP status=503\nbusy"), "{}", o.stderr);
+}
+
+/// 400 (and any status OTLP does not call retryable) drops the records: logged with
+/// the response body and counted in fluentbit_output_dropped_records_total. With
+/// `batch_size`, a later batch's 503 retries only that batch and the ones after it.
+#[test]
+fn refused_batch_is_dropped_and_counted_and_only_the_rest_retried() {
+    let sink = HttpSink::scripted(|n, _| match n {
+        0 => Answer::status(400).body("{\"code\":3,\"message\":\"bad log record\"}"),
+        1 => Answer::ok(),
+        2 => Answer::status(503),
+        _ => Answer::ok(),
+    });
+    let http = free_port();
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 1\n    scheduler.base 1\n    scheduler.cap 2\n\
+         \x20   http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name dummy\n    dummy {{\"log\":\"x\"}}\n    copies 8\n    samples 1\n\
+         [OUTPUT]\n    name opentelemetry\n    match *\n    host 127.0.0.1\n    port {}\n\
+         \x20   batch_size 3\n",
+        sink.port()
+    ));
+    // 8 records in batches of 3, 3, 2: the first refused, the second taken, the third
+    // answered 503, then sent again alone.
+    let reqs = sink.wait(T, "4 requests", |r| r.len() >= 4);
+    agent.wait_log("bad log record", T);
+    let sizes: Vec<usize> = decode(&reqs.iter().flat_map(|r| r.raw.clone()).collect::<Vec<u8>>())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["body"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [3, 3, 2, 2]);
+    let metric = |name: &str| {
+        let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{name=\"opentelemetry.0\"}}")))
+            .and_then(|l| l.split(' ').nth(1).map(str::to_string))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    let deadline = std::time::Instant::now() + T;
+    while metric("fluentbit_output_proc_records_total") != "5" {
+        assert!(std::time::Instant::now() < deadline, "proc_records never 5");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric("fluentbit_output_dropped_records_total"), "3");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.reqs().len(), 4, "nothing sent twice");
+    let o = agent.stop(T);
+    assert!(
+        o.stderr
+            .contains("HTTP status=400\n{\"code\":3,\"message\":\"bad log record\"}")
+            && o.stderr.contains("will not be retried"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Settings agent cannot honour are refused at their line, with the fix.
+#[test]
+fn bad_settings_are_refused() {
+    for (line, want) in [
+        ("    grpc on\n", "grpc: OTLP/gRPC is not available in agent"),
+        ("    http2 force\n", "http2: HTTP/2 is not available in agent"),
+        ("    http2 on\n", "remove 'http2'"),
+        ("    compress brotli\n", "compress"),
+        ("    batch_size 0\n", "batch_size"),
+        ("    logs_max_scopes -1\n", "logs_max_scopes"),
+        ("    oauth2.enable on\n", "OAuth2"),
+        ("    aws_auth on\n", "SigV4"),
+        ("    header Bad:Name x\n", "invalid header"),
+        ("    logs_body_key $a[\n", "logs_body_key"),
+        ("    port 70000\n", "port"),
+    ] {
+        let errs = refused_config(&format!(
+            "[INPUT]\n    name dummy\n[OUTPUT]\n    name opentelemetry\n    match *\n{line}"
+        ));
+        assert!(errs.iter().any(|e| e.contains(want)), "{line}: {errs:?}");
+        // The error names the file and the line of the setting.
+        assert!(errs.iter().any(|e| e.contains(":6:")), "{line}: {errs:?}");
+    }
 }
