@@ -295,3 +295,37 @@ fn bad_settings_are_refused() {
         assert!(errs.iter().any(|e| e.contains(":6:")), "{line}: {errs:?}");
     }
 }
+
+/// Metrics routed here (Fluent Bit's opentelemetry output sends them; agent's sends
+/// logs only) are not skipped in silence: logged once and counted as dropped, while
+/// the logs of the same output still go.
+#[test]
+fn metrics_routed_here_are_logged_and_counted() {
+    let sink = HttpSink::start();
+    let http = free_port();
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n\
+         [INPUT]\n    name dummy\n    tag l\n    samples 1\n\
+         [OUTPUT]\n    name opentelemetry\n    match *\n    host 127.0.0.1\n    port {}\n",
+        sink.port()
+    ));
+    agent.wait_log("sends logs only in agent", T);
+    sink.wait(T, "the log record", |r| !r.is_empty());
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
+        let dropped = text
+            .lines()
+            .find(|l| l.starts_with("fluentbit_output_dropped_records_total{name=\"opentelemetry.0\"}"))
+            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = agent.stop(T);
+    assert_eq!(o.stderr.matches("sends logs only in agent").count(), 1, "{}", o.stderr);
+}

@@ -14,7 +14,8 @@
 //! keeps only the last batch's result).
 //!
 //! Logs only: Fluent Bit also sends metrics, traces and profiles, which agent does not
-//! here; a metrics input routed to this output is refused when the pipeline is built.
+//! here; metrics routed to this output are logged (once per tag) and counted as dropped
+//! (`fluentbit_output_dropped_records_total`), never skipped in silence.
 //! OTLP/gRPC and HTTP/2 (`grpc on`, `http2 on|force`) are refused at their line: agent
 //! speaks OTLP/HTTP over HTTP/1.1, which every OTLP/HTTP receiver takes.
 
@@ -28,6 +29,7 @@ use super::pool_metrics;
 use super::prometheus_exporter::ADD_LABEL;
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::accessor::Accessor;
+use crate::event::metrics::Signals;
 use crate::event::Chunk;
 use crate::http_client::{self, Compression, HttpClient, Reply};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin, Partial};
@@ -460,6 +462,10 @@ impl OtelOutput {
 }
 
 impl Output for OtelOutput {
+    fn unsupported_signals(&self) -> Signals {
+        Signals::METRICS
+    }
+
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             let mut skipped = Skipped::default();
