@@ -106,7 +106,10 @@ fn fluentbit_metrics_sends_what_the_endpoint_serves_in_fluent_bits_names_types_a
     let (_, endpoint) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
     let mut served = families(&endpoint);
     served.retain(|name, _| !name.starts_with("agent_http_"));
-    assert!(endpoint.contains("\nagent_http_accept_errors_total 0 "), "{endpoint}");
+    assert!(
+        endpoint.contains("\nagent_http_accept_errors_total 0 "),
+        "{endpoint}"
+    );
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         served.keys().collect::<Vec<_>>(),

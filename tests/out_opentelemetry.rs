@@ -276,7 +276,10 @@ fn refused_batch_is_dropped_and_counted_and_only_the_rest_retried() {
 fn bad_settings_are_refused() {
     for (line, want) in [
         ("    grpc on\n", "grpc: OTLP/gRPC is not available in agent"),
-        ("    http2 force\n", "http2: HTTP/2 is not available in agent"),
+        (
+            "    http2 force\n",
+            "http2: HTTP/2 is not available in agent",
+        ),
         ("    http2 on\n", "remove 'http2'"),
         ("    compress brotli\n", "compress"),
         ("    batch_size 0\n", "batch_size"),
@@ -317,7 +320,9 @@ fn metrics_routed_here_are_logged_and_counted() {
         let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
         let dropped = text
             .lines()
-            .find(|l| l.starts_with("fluentbit_output_dropped_records_total{name=\"opentelemetry.0\"}"))
+            .find(|l| {
+                l.starts_with("fluentbit_output_dropped_records_total{name=\"opentelemetry.0\"}")
+            })
             .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
             .unwrap_or(0);
         if dropped >= 1 {
@@ -327,5 +332,10 @@ fn metrics_routed_here_are_logged_and_counted() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let o = agent.stop(T);
-    assert_eq!(o.stderr.matches("sends logs only in agent").count(), 1, "{}", o.stderr);
+    assert_eq!(
+        o.stderr.matches("sends logs only in agent").count(),
+        1,
+        "{}",
+        o.stderr
+    );
 }

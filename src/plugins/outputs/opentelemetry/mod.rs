@@ -288,13 +288,17 @@ struct OtelOutput {
 
 fn accessor(props: &Props, name: &str, default: &str) -> Result<Accessor, ConfigError> {
     let text = props.str(name).unwrap_or(default);
-    Accessor::parse(text).map_err(|e| props.error(name, format!("a record accessor such as $key ({e})")))
+    Accessor::parse(text)
+        .map_err(|e| props.error(name, format!("a record accessor such as $key ({e})")))
 }
 
 fn refuse(props: &Props, name: &str, what: &str, fix: &str) -> ConfigError {
     ConfigError::invalid(
         props.span_of(name),
-        format!("{}: {name}: {what} is not available in agent", props.plugin()),
+        format!(
+            "{}: {name}: {what} is not available in agent",
+            props.plugin()
+        ),
         Some(fix.to_string()),
     )
 }
@@ -382,10 +386,18 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     let mapping = Mapping {
         body_keys,
         body_key_attributes: props.bool("logs_body_key_attributes") == Some(true),
-        observed_timestamp: accessor(props, "logs_observed_timestamp_metadata_key", "$ObservedTimestamp")?,
+        observed_timestamp: accessor(
+            props,
+            "logs_observed_timestamp_metadata_key",
+            "$ObservedTimestamp",
+        )?,
         timestamp: accessor(props, "logs_timestamp_metadata_key", "$Timestamp")?,
         severity_text: accessor(props, "logs_severity_text_metadata_key", "$SeverityText")?,
-        severity_number: accessor(props, "logs_severity_number_metadata_key", "$SeverityNumber")?,
+        severity_number: accessor(
+            props,
+            "logs_severity_number_metadata_key",
+            "$SeverityNumber",
+        )?,
         trace_flags: accessor(props, "logs_trace_flags_metadata_key", "$TraceFlags")?,
         span_id: accessor(props, "logs_span_id_metadata_key", "$SpanId")?,
         trace_id: accessor(props, "logs_trace_id_metadata_key", "$TraceId")?,
@@ -393,7 +405,11 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         span_id_message: accessor(props, "logs_span_id_message_key", "$SpanId")?,
         trace_id_message: accessor(props, "logs_trace_id_message_key", "$TraceId")?,
         severity_text_message: accessor(props, "logs_severity_text_message_key", "$SeverityText")?,
-        severity_number_message: accessor(props, "logs_severity_number_message_key", "$SeverityNumber")?,
+        severity_number_message: accessor(
+            props,
+            "logs_severity_number_message_key",
+            "$SeverityNumber",
+        )?,
     };
     let compress = props.str("compress").and_then(Compression::parse);
     let mut headers = vec![(
@@ -437,7 +453,11 @@ impl OtelOutput {
         let body = match s.compress {
             Some(c) => match c.compress(body) {
                 Ok(z) => Bytes::from(z),
-                Err(e) => return Sent::Retry(FlushResult::Retry(format!("cannot compress the request: {e}"))),
+                Err(e) => {
+                    return Sent::Retry(FlushResult::Retry(format!(
+                        "cannot compress the request: {e}"
+                    )))
+                }
             },
             None => Bytes::copy_from_slice(body),
         };
