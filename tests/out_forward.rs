@@ -23,7 +23,8 @@ want, key = int(sys.argv[1]), sys.argv[2]
 ack = len(sys.argv) < 4 or sys.argv[3] != "noack"
 
 srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[4]) if len(sys.argv) > 4 else 0))
 srv.listen(8)
 print(srv.getsockname()[1], flush=True)
 
@@ -87,7 +88,8 @@ while got < want:
 struct PyServer {
     child: Child,
     port: u16,
-    lines: BufReader<std::process::ChildStdout>,
+    /// Taken by [`streaming_server`].
+    lines: Option<BufReader<std::process::ChildStdout>>,
 }
 
 impl PyServer {
@@ -107,14 +109,19 @@ impl PyServer {
         let mut first = String::new();
         lines.read_line(&mut first).unwrap();
         let port = first.trim().parse().unwrap_or_else(|_| panic!("{first}"));
-        PyServer { child, port, lines }
+        PyServer {
+            child,
+            port,
+            lines: Some(lines),
+        }
     }
 
     /// Every frame, once the server has all its records and exited.
     fn frames(&mut self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let mut line = String::new();
-        while self.lines.read_line(&mut line).unwrap() > 0 {
+        let lines = self.lines.as_mut().unwrap();
+        while lines.read_line(&mut line).unwrap() > 0 {
             out.push(serde_json::from_str(&line).unwrap());
             line.clear();
         }
@@ -275,4 +282,197 @@ fn a_missing_ack_is_a_retry() {
     assert_eq!(records(&frames), 2, "the same record, sent twice");
     assert_eq!(frames[0]["opts"]["chunk"].as_str().unwrap().len(), 32);
     a.stop(T);
+}
+
+/// Runs a server until dropped, its frames sent to `tx` as they come.
+fn streaming_server(
+    args: &[&str],
+    tx: std::sync::mpsc::Sender<(u16, serde_json::Value)>,
+) -> PyServer {
+    let mut s = PyServer::with_args(args);
+    let port = s.port;
+    let lines = s.lines.take().unwrap();
+    std::thread::spawn(move || {
+        for line in lines.lines().map_while(Result::ok) {
+            if tx
+                .send((port, serde_json::from_str(&line).unwrap()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    s
+}
+
+type ByPort = std::collections::BTreeMap<u16, Vec<serde_json::Value>>;
+
+/// Frames per server port until `n` records arrived in all (or the timeout).
+fn collect(rx: &std::sync::mpsc::Receiver<(u16, serde_json::Value)>, n: usize) -> ByPort {
+    let mut by_port = ByPort::new();
+    collect_into(rx, n, &mut by_port);
+    by_port
+}
+
+/// Adds frames to `by_port` until it holds `n` records.
+fn collect_into(
+    rx: &std::sync::mpsc::Receiver<(u16, serde_json::Value)>,
+    n: usize,
+    by_port: &mut ByPort,
+) {
+    let deadline = std::time::Instant::now() + T;
+    let mut got: usize = by_port.values().map(|f| records(f)).sum();
+    while got < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok((port, frame)) = rx.recv_timeout(left) else {
+            panic!("{got} of {n} records arrived: {by_port:?}");
+        };
+        got += frame["entries"].as_array().map_or(0, |e| e.len());
+        by_port.entry(port).or_default().push(frame);
+    }
+}
+
+/// `upstream` (a classic file of [UPSTREAM]/[NODE]): flushes go round-robin over the
+/// nodes; a node that refuses connections is passed over at once (nothing lost, none
+/// doubled), said once, and takes records again when it comes back. Properties of the
+/// [OUTPUT] (require_ack_response) apply to every node.
+#[test]
+fn upstream_nodes_take_turns_and_a_dead_node_is_failed_over() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a = streaming_server(&["1000000", "-"], tx.clone());
+    let b = streaming_server(&["1000000", "-"], tx.clone());
+    let dead = free_port();
+    let dir = Dir::new();
+    let up = dir.file(
+        "upstream.conf",
+        &format!(
+            "[UPSTREAM]\n    name balance\n\n\
+             [NODE]\n    name node-a\n    host 127.0.0.1\n    port {}\n\n\
+             [NODE]\n    name node-dead\n    host 127.0.0.1\n    port {dead}\n\n\
+             [NODE]\n    name node-b\n    host 127.0.0.1\n    port {}\n",
+            a.port, b.port
+        ),
+    );
+    let http = free_port();
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name dummy\n    tag app.log\n    samples 200\n    rate 20\n    dummy {{\"msg\":\"hi\",\"k\":\"t1\"}}\n\
+         [OUTPUT]\n    name forward\n    match *\n    upstream {}\n    require_ack_response on\n",
+        up.display()
+    ));
+    agent.wait_log("upstream 'balance' from", T);
+    // Half-way, the dead node comes up.
+    let mut got = collect(&rx, 60);
+    assert!(!got.contains_key(&dead), "{got:?}");
+    let c = streaming_server(&["1000000", "-", "ack", &dead.to_string()], tx.clone());
+    collect_into(&rx, 200, &mut got);
+    let o = agent.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let mut count = std::collections::BTreeMap::<u16, usize>::new();
+    for (port, frames) in &got {
+        *count.entry(*port).or_default() += records(frames);
+        check_entries(frames, "event");
+        for f in frames {
+            assert_eq!(f["opts"]["chunk"].as_str().map(str::len), Some(32), "{f}");
+        }
+    }
+    assert_eq!(count.values().sum::<usize>(), 200, "{count:?}");
+    for port in [a.port, b.port, c.port] {
+        assert!(
+            count.get(&port).copied().unwrap_or(0) > 0,
+            "{port}: {count:?}"
+        );
+    }
+    // Said once, with where it goes instead, and again when it recovers.
+    let down = format!("[output:forward:forward.0] node 'node-dead' (127.0.0.1:{dead}) failed:");
+    assert_eq!(o.stderr.matches(&down).count(), 1, "{}", o.stderr);
+    assert!(o.stderr.contains("trying the next node"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "node 'node-dead' (127.0.0.1:{dead}) takes records again"
+        )),
+        "{}",
+        o.stderr
+    );
+    drop((a, b, c));
+}
+
+/// A YAML upstream file (`upstream_servers:`) with a node of its own: its shared_key
+/// runs the handshake on that node only; the [OUTPUT]'s tag applies to both.
+#[test]
+fn yaml_upstream_nodes_keep_their_own_properties() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let plain = streaming_server(&["1000000", "-"], tx.clone());
+    let keyed = streaming_server(&["1000000", "secret"], tx.clone());
+    let dir = Dir::new();
+    let up = dir.file(
+        "upstream.yaml",
+        &format!(
+            "upstream_servers:\n  - name: balance\n    nodes:\n\
+             \x20     - name: plain\n        host: 127.0.0.1\n        port: {}\n\
+             \x20     - name: keyed\n        host: 127.0.0.1\n        port: {}\n        shared_key: secret\n        self_hostname: node-b\n",
+            plain.port, keyed.port
+        ),
+    );
+    let agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name dummy\n    tag app.log\n    samples 40\n    rate 20\n    dummy {{\"msg\":\"hi\",\"k\":\"t1\"}}\n\
+         [OUTPUT]\n    name forward\n    match *\n    upstream {}\n    tag renamed\n",
+        up.display()
+    ));
+    let got = collect(&rx, 40);
+    let o = agent.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let keyed_frames = &got[&keyed.port];
+    assert_eq!(
+        keyed_frames[0],
+        serde_json::json!({"ping": "node-b", "ok": true})
+    );
+    assert!(got[&plain.port].iter().all(|f| f.get("ping").is_none()));
+    for frames in got.values() {
+        for f in frames.iter().filter(|f| f.get("tag").is_some()) {
+            assert_eq!(f["tag"], "renamed", "{f}");
+        }
+        assert!(records(frames) > 0);
+    }
+}
+
+#[test]
+fn upstream_config_errors_name_the_line() {
+    let dir = Dir::new();
+    let up = dir.file(
+        "up.conf",
+        "[UPSTREAM]\n    name u\n[NODE]\n    name n1\n    host 127.0.0.1\n    port 1\n    shared_kee x\n",
+    );
+    let lines = refused_config(&format!(
+        "[INPUT]\n    name dummy\n[OUTPUT]\n    name forward\n    match *\n    upstream {}\n",
+        up.display()
+    ));
+    assert!(
+        lines[0].contains(&format!(
+            "{}:7: [config] forward: unknown configuration property 'shared_kee'",
+            up.display()
+        )),
+        "{lines:?}"
+    );
+    let lines = refused_config(&format!(
+        "[INPUT]\n    name dummy\n[OUTPUT]\n    name forward\n    match *\n    host 10.0.0.1\n    upstream {}\n",
+        up.display()
+    ));
+    assert!(
+        lines[0].contains(":6: [config] forward: 'host' is not used with 'upstream'"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1]
+            .contains("remove 'host': each node of the upstream file has its own host and port"),
+        "{lines:?}"
+    );
+    let lines = refused_config(
+        "[INPUT]\n    name dummy\n[OUTPUT]\n    name forward\n    match *\n    upstream nowhere.conf\n",
+    );
+    assert!(
+        lines[0].contains(":6: [upstream_ha] cannot load Upstream file 'nowhere.conf'"),
+        "{lines:?}"
+    );
 }

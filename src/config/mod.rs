@@ -6,6 +6,7 @@ pub mod model;
 pub mod parser;
 pub mod props;
 pub mod service;
+pub mod upstream;
 pub mod values;
 pub mod yaml;
 
@@ -167,6 +168,24 @@ impl Config {
                 PluginKind::Filter => filters.push(inst),
                 PluginKind::Output => outputs.push(inst),
             }
+        }
+        // Upstream definitions are read from the file an output's `upstream` names (as
+        // Fluent Bit reads them); in the main config without such an output they do
+        // nothing, which is said rather than left silent.
+        let used = outputs
+            .iter()
+            .any(|o| o.entries.iter().any(|e| e.key == "upstream"));
+        for s in doc
+            .sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::Other && s.header.eq_ignore_ascii_case("upstream"))
+            .filter(|_| !used)
+        {
+            crate::warn!(
+                "{}: [config] upstream '{}' is used by no output: an output sends to its nodes when its 'upstream' property names this file",
+                s.span,
+                s.entries.iter().find(|e| e.key == "name").map_or("", |e| e.value.as_str())
+            );
         }
         Ok(Config {
             service: ServiceConfig::from_entries(&service)?,

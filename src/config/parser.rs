@@ -469,6 +469,8 @@ fn section_kind(header: &str) -> Option<SectionKind> {
         "parser" => Parser,
         "multiline_parser" => MultilineParser,
         "stream_processor" | "plugins" | "upstream_servers" | "custom" | "customs" => Other,
+        // An upstream file's sections (read by the outputs' `upstream` property).
+        "upstream" | "node" => Other,
         "input" | "inputs" => Input,
         "filter" | "filters" => Filter,
         "output" | "outputs" => Output,

@@ -162,6 +162,7 @@ impl PropSpec {
 /// every value of its kind. Reads return the user's value or the table's default.
 #[derive(Debug)]
 pub struct Props {
+    kind: PluginKind,
     plugin: &'static str,
     span: Span,
     /// (spec, the entry that set it). Core keys set twice keep the last (Fluent Bit).
@@ -239,11 +240,36 @@ impl Props {
             set.push((spec, entry));
         }
         Ok(Props {
+            kind,
             plugin,
             span,
             set,
             tables,
         })
+    }
+
+    /// These properties with `entries` laid over them (an upstream `[NODE]`'s own keys,
+    /// located at `span`): a key set in `entries` replaces the one set here, the rest
+    /// are kept; `entries` are validated against the same tables.
+    pub fn overlaid(&self, span: Span, entries: &[Entry]) -> Result<Props, ConfigError> {
+        let core: Vec<&'static [PropSpec]> = self.tables[1..].to_vec();
+        let kept = self
+            .set
+            .iter()
+            .filter(|(spec, e)| {
+                !entries.iter().any(|n| {
+                    n.key == e.key || (spec.kind != PropKind::Prefix && n.key == spec.name)
+                })
+            })
+            .map(|(_, e)| e.clone());
+        Props::new(
+            self.kind,
+            self.plugin,
+            span,
+            self.tables[0],
+            &core,
+            kept.chain(entries.iter().cloned()).collect(),
+        )
     }
 
     /// The section's own location (its `[INPUT]` line).

@@ -25,7 +25,6 @@ const NOT_YET: &[&str] = &[
     "plugins",
     "customs",
     "processors",
-    "upstream_servers",
     "stream_processor",
     "extensions",
 ];
@@ -36,6 +35,7 @@ const KNOWN: &[&str] = &[
     "pipeline",
     "parsers",
     "multiline_parsers",
+    "upstream_servers",
 ];
 
 /// Whether `path` names a YAML config (`.yaml`/`.yml`, any case), as Fluent Bit decides.
@@ -292,6 +292,7 @@ impl Loader {
                 }
                 "pipeline" => self.pipeline(&label, v)?,
                 "parsers" | "multiline_parsers" => self.parsers(&label, &key, v)?,
+                "upstream_servers" => self.upstream_servers(&label, v)?,
                 // Empty lists are what charts emit when nothing is configured.
                 s if NOT_YET.contains(&s)
                     && match &v.data {
@@ -553,6 +554,48 @@ impl Loader {
                 entries,
                 processors: Vec::new(),
             });
+        }
+        Ok(())
+    }
+
+    /// `upstream_servers:`: each group becomes an `[UPSTREAM]` section (its `name` and
+    /// other keys) followed by one `[NODE]` section per item of its `nodes:`, as a
+    /// classic upstream file has them (read by [`super::upstream`]).
+    fn upstream_servers(&mut self, file: &str, v: &Node) -> Result<(), ConfigError> {
+        if matches!(v.data, YamlDataOwned::Value(ScalarOwned::Null)) {
+            return Ok(());
+        }
+        for group in self.list(file, v, "upstream_servers")? {
+            let mut entries = Vec::new();
+            let mut nodes = Vec::new();
+            for (k, x) in self.mapping(file, group, "upstream_servers")? {
+                let key = snake_case(&self.key(file, k)?);
+                if key == "nodes" {
+                    for node in self.list(file, x, "nodes")? {
+                        nodes.push(Section {
+                            kind: SectionKind::Other,
+                            header: "node".into(),
+                            span: self.span(file, node),
+                            entries: self.entries(file, node, "nodes")?,
+                            processors: Vec::new(),
+                        });
+                    }
+                    continue;
+                }
+                entries.push(Entry {
+                    value: self.scalar(file, x, &key)?,
+                    key,
+                    span: self.span(file, k),
+                });
+            }
+            self.doc.sections.push(Section {
+                kind: SectionKind::Other,
+                header: "upstream".into(),
+                span: self.span(file, group),
+                entries,
+                processors: Vec::new(),
+            });
+            self.doc.sections.extend(nodes);
         }
         Ok(())
     }

@@ -20,8 +20,9 @@
 //! `shared_key` (or `empty_shared_key`) runs the HELO/PING/PONG handshake on each new
 //! connection, with `username`/`password` when the server authenticates users.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::accessor::Accessor;
@@ -40,6 +41,12 @@ const PROPS: &[PropSpec] = &[
         "Destination host name or IP address.",
     ),
     PropSpec::new("port", PropKind::Int, Some("24224"), "Destination TCP port."),
+    PropSpec::new(
+        "upstream",
+        PropKind::Str,
+        None,
+        "File of [UPSTREAM]/[NODE] sections (or YAML upstream_servers): send round-robin over its nodes, failing over to the next.",
+    ),
     PropSpec::new(
         "tag",
         PropKind::Str,
@@ -123,7 +130,7 @@ const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Replies (HELO, PONG, acks) are small; a longer one is not a Forward server.
 const MAX_REPLY: usize = 64 * 1024;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum TagMode {
     /// The chunk's tag, or the `tag` property.
     Fixed(Option<Arc<str>>),
@@ -138,7 +145,7 @@ struct Auth {
     user: Option<(String, String)>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Format {
     tag: TagMode,
     time: TimeFormat,
@@ -148,14 +155,38 @@ struct Format {
     gzip: bool,
 }
 
-struct ForwardOutput {
-    /// `[output:forward:forward.0]`, for log lines.
-    prefix: Arc<str>,
-    /// Shared by every worker of the instance: one pool, one TLS configuration.
+/// One destination: an upstream node, or the output's own host and port.
+struct Node {
+    /// `node 'node-1' (127.0.0.1:43000)`, or the address alone without an upstream.
+    label: Arc<str>,
     upstream: Upstream,
     format: Arc<Format>,
     auth: Option<Arc<Auth>>,
     ack_timeout: Duration,
+    /// When the node last failed (ms since `Nodes::epoch`, 0 = healthy): skipped in the
+    /// rotation for [`NODE_REST`] while others are healthy.
+    failed_at: AtomicU64,
+}
+
+/// The nodes of one output instance, shared by its workers.
+struct Nodes {
+    list: Vec<Node>,
+    /// Round-robin position: each flush starts at the next node, as Fluent Bit's
+    /// `flb_upstream_ha_node_get`.
+    next: AtomicUsize,
+    epoch: Instant,
+    /// `agent_output_forward_failovers_total`: flushes moved to another node.
+    failovers: Arc<AtomicU64>,
+}
+
+/// How long a node that failed is passed over while another node is healthy.
+const NODE_REST: Duration = Duration::from_secs(5);
+
+struct ForwardOutput {
+    /// `[output:forward:forward.0]`, for log lines.
+    prefix: Arc<str>,
+    /// Shared by every worker of the instance: one pool and TLS configuration per node.
+    nodes: Arc<Nodes>,
     /// The flush being written, reused between flushes.
     buf: Vec<u8>,
     /// Entries before compression, reused.
@@ -165,6 +196,76 @@ struct ForwardOutput {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+    let prefix: Arc<str> = Arc::from(format!("[output:forward:{}]", ctx.instance));
+    let list = match props.str("upstream") {
+        None => vec![node(props, None)?],
+        Some(file) => {
+            for key in ["host", "port"] {
+                if props.is_set(key) {
+                    return Err(ConfigError::invalid(
+                        props.span_of(key),
+                        format!("[config] forward: '{key}' is not used with 'upstream'"),
+                        Some(format!("remove '{key}': each node of the upstream file has its own host and port")),
+                    ));
+                }
+            }
+            let def = crate::config::upstream::load(file, props.span_of("upstream"), ctx.main_dir)?;
+            let mut list = Vec::with_capacity(def.nodes.len());
+            for n in &def.nodes {
+                let mut own = Vec::with_capacity(n.entries.len());
+                for e in &n.entries {
+                    if e.key == "upstream" {
+                        return Err(ConfigError::invalid(
+                            &e.span,
+                            "[upstream_ha] 'upstream' inside a node",
+                            Some("remove it: a node is one host and port".into()),
+                        ));
+                    }
+                    // Fluent Bit's documented YAML example writes `tls_verify`, which it
+                    // ignores (certificates stay verified); so does agent, but says so.
+                    if e.key.starts_with("tls_") {
+                        crate::warn!(
+                            "{}: [upstream_ha] '{}' is not a node property and is ignored, as Fluent Bit ignores it; write '{}' to set it",
+                            e.span,
+                            e.key,
+                            e.key.replacen('_', ".", 1)
+                        );
+                        continue;
+                    }
+                    own.push(e.clone());
+                }
+                let np = props.overlaid(n.span.clone(), &own)?;
+                list.push(node(&np, Some(&n.name))?);
+            }
+            crate::info!(
+                "{prefix} upstream '{}' from {}: {} node(s), round-robin",
+                def.name,
+                def.file,
+                list.len()
+            );
+            list
+        }
+    };
+    Ok(Box::new(ForwardOutput {
+        prefix,
+        nodes: Arc::new(Nodes {
+            list,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            failovers: ctx.metrics.counter(
+                "agent_output_forward_failovers_total",
+                "Flushes of a forward output sent to another upstream node because one failed.",
+                ctx.instance,
+            ),
+        }),
+        buf: Vec::with_capacity(64 * 1024),
+        entries: Vec::new(),
+        pending: Vec::new(),
+    }))
+}
+
+/// One destination from its properties: the output's own, or a node's laid over them.
+fn node(props: &Props, name: Option<&str>) -> Result<Node, ConfigError> {
     let host = props.str("host").unwrap_or("127.0.0.1");
     let port = props
         .int("port")
@@ -216,9 +317,13 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     net.warn_proxy_env_unused(props);
     let ack_timeout = net.io_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
     let tls = TlsSetup::from_props(props, host)?;
-    Ok(Box::new(ForwardOutput {
-        prefix: Arc::from(format!("[output:forward:{}]", ctx.instance)),
-        upstream: Upstream::new(host, port, net, tls),
+    let upstream = Upstream::new(host, port, net, tls);
+    Ok(Node {
+        label: Arc::from(match name {
+            Some(n) => format!("node '{n}' ({})", upstream.addr()),
+            None => upstream.addr().to_string(),
+        }),
+        upstream,
         format: Arc::new(Format {
             tag,
             time: if props.bool("time_as_integer") == Some(true) {
@@ -233,10 +338,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         }),
         auth,
         ack_timeout,
-        buf: Vec::with_capacity(64 * 1024),
-        entries: Vec::new(),
-        pending: Vec::new(),
-    }))
+        failed_at: AtomicU64::new(0),
+    })
 }
 
 /// A fresh chunk id: 16 random bytes, hex.
@@ -367,7 +470,7 @@ async fn read_frame(
     }
 }
 
-impl ForwardOutput {
+impl Node {
     async fn handshake(&self, conn: &mut PooledConn, auth: &Auth) -> Result<(), String> {
         conn.awaiting_reply(true);
         let mut buf = Vec::new();
@@ -386,10 +489,10 @@ impl ForwardOutput {
         Ok(())
     }
 
-    async fn wait_acks(&mut self, conn: &mut PooledConn) -> Result<(), String> {
+    async fn wait_acks(&self, conn: &mut PooledConn, pending: &[String]) -> Result<(), String> {
         conn.awaiting_reply(true);
         let mut buf = Vec::new();
-        let mut waiting: Vec<String> = self.pending.clone();
+        let mut waiting: Vec<&str> = pending.iter().map(String::as_str).collect();
         while !waiting.is_empty() {
             let frame = read_frame(conn, &mut buf, self.ack_timeout).await?;
             let Some(Value::Str(id)) = read_ack(&frame) else {
@@ -405,53 +508,140 @@ impl ForwardOutput {
     }
 }
 
+/// Why a node did not take a chunk.
+enum NodeError {
+    /// Nothing was sent (no connection, or the handshake failed): another node may
+    /// take the chunk at once.
+    Unsent(String),
+    /// Some of it may have arrived: the chunk is retried later (on the next node).
+    Sent(String),
+}
+
+impl Nodes {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The order to try the nodes in for one flush: round-robin from the next node,
+    /// nodes that failed in the last [`NODE_REST`] after the others.
+    fn order(&self) -> impl Iterator<Item = &Node> {
+        let n = self.list.len();
+        let start = self.next.fetch_add(1, Relaxed) % n;
+        let now = self.now_ms();
+        let rest = NODE_REST.as_millis() as u64;
+        let resting = move |node: &Node| {
+            let f = node.failed_at.load(Relaxed);
+            f != 0 && now.saturating_sub(f) < rest
+        };
+        let ring = move || (0..n).map(move |i| &self.list[(start + i) % n]);
+        ring()
+            .filter(move |x| !resting(x))
+            .chain(ring().filter(move |x| resting(x)))
+    }
+}
+
+impl ForwardOutput {
+    /// Sends the chunk to one node.
+    async fn send(&mut self, node: &Node, chunk: &Chunk) -> Result<(), NodeError> {
+        let mut conn = node
+            .upstream
+            .get()
+            .await
+            .map_err(|e| NodeError::Unsent(e.to_string()))?;
+        if let (Some(auth), true) = (node.auth.as_deref(), conn.is_new()) {
+            node.handshake(&mut conn, auth).await.map_err(|e| {
+                crate::error!("{} handshake with {}: {e}", self.prefix, node.label);
+                NodeError::Unsent(format!("forward handshake failed: {e}"))
+            })?;
+        }
+        if let Err(e) = conn.write_all(&self.buf).await {
+            crate::debug!("[upstream] connection #{}: {e}", conn.id());
+            return Err(NodeError::Sent(e.to_string()));
+        }
+        if node.format.ack {
+            node.wait_acks(&mut conn, &self.pending)
+                .await
+                .map_err(|e| {
+                    NodeError::Sent(format!(
+                        "no ack for {} records from {}: {e}",
+                        chunk.records.len(),
+                        node.label
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+}
+
 impl Output for ForwardOutput {
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             if chunk.records.is_empty() {
                 return FlushResult::Ok;
             }
-            // Framed before taking a connection, so none is held while formatting.
-            self.format
-                .render(chunk, &mut self.buf, &mut self.entries, &mut self.pending);
-            let mut conn = match self.upstream.get().await {
-                Ok(conn) => conn,
-                Err(e) => return FlushResult::Retry(e.to_string()),
-            };
-            if let (Some(auth), true) = (self.auth.clone(), conn.is_new()) {
-                if let Err(e) = self.handshake(&mut conn, &auth).await {
-                    crate::error!(
-                        "{} handshake with {}: {e}",
-                        self.prefix,
-                        self.upstream.addr()
-                    );
-                    return FlushResult::Retry(format!("forward handshake failed: {e}"));
+            let nodes = self.nodes.clone();
+            let several = nodes.list.len() > 1;
+            let mut rendered: Option<&Format> = None;
+            let mut failed = Vec::new();
+            for node in nodes.order() {
+                // Framed before taking a connection, so none is held while formatting;
+                // again only for a node with another format.
+                if rendered != Some(&*node.format) {
+                    node.format
+                        .render(chunk, &mut self.buf, &mut self.entries, &mut self.pending);
+                    rendered = Some(&node.format);
+                }
+                let result = self.send(node, chunk).await;
+                let was = node.failed_at.load(Relaxed);
+                match result {
+                    Ok(()) => {
+                        if was != 0 {
+                            node.failed_at.store(0, Relaxed);
+                            if several {
+                                crate::info!("{} {} takes records again", self.prefix, node.label);
+                            }
+                        }
+                        if !failed.is_empty() {
+                            nodes.failovers.fetch_add(1, Relaxed);
+                        }
+                        return FlushResult::Ok;
+                    }
+                    Err(e) => {
+                        node.failed_at.store(nodes.now_ms(), Relaxed);
+                        let (text, sent) = match e {
+                            NodeError::Unsent(t) => (t, false),
+                            NodeError::Sent(t) => (t, true),
+                        };
+                        if several && was == 0 {
+                            crate::warn!(
+                                "{} {} failed: {text}; {}",
+                                self.prefix,
+                                node.label,
+                                if sent {
+                                    "the chunk is retried, on the next node"
+                                } else {
+                                    "trying the next node"
+                                }
+                            );
+                        }
+                        if sent || !several {
+                            return FlushResult::Retry(text);
+                        }
+                        failed.push(format!("{}: {text}", node.label));
+                    }
                 }
             }
-            if let Err(e) = conn.write_all(&self.buf).await {
-                crate::debug!("[upstream] connection #{}: {e}", conn.id());
-                return FlushResult::Retry(e.to_string());
-            }
-            if self.format.ack {
-                if let Err(e) = self.wait_acks(&mut conn).await {
-                    return FlushResult::Retry(format!(
-                        "no ack for {} records from {}: {e}",
-                        chunk.records.len(),
-                        self.upstream.addr()
-                    ));
-                }
-            }
-            FlushResult::Ok
+            FlushResult::Retry(format!(
+                "no upstream node took the chunk ({})",
+                failed.join("; ")
+            ))
         })
     }
 
     fn fork(&self) -> Box<dyn Output> {
         Box::new(ForwardOutput {
             prefix: self.prefix.clone(),
-            upstream: self.upstream.clone(),
-            format: self.format.clone(),
-            auth: self.auth.clone(),
-            ack_timeout: self.ack_timeout,
+            nodes: self.nodes.clone(),
             buf: Vec::with_capacity(64 * 1024),
             entries: Vec::new(),
             pending: Vec::new(),
