@@ -471,7 +471,21 @@ impl OtelOutput {
         let line = reply.status_line(&self.setup.dest, self.setup.log_response_payload);
         match reply.status.as_u16() {
             200..=205 => {
-                crate::info!("[output:opentelemetry] {line}");
+                // Fluent Bit's line: the body right after the status, when it has more
+                // than 2 bytes (an empty ExportLogsServiceResponse has none).
+                let status = reply.status.as_u16();
+                if self.setup.log_response_payload && reply.body.len() > 2 {
+                    crate::info!(
+                        "[output:opentelemetry] {}, HTTP status={status}{}",
+                        self.setup.dest,
+                        reply.body_text()
+                    );
+                } else {
+                    crate::info!(
+                        "[output:opentelemetry] {}, HTTP status={status}",
+                        self.setup.dest
+                    );
+                }
                 Sent::Done
             }
             // OTLP's retryable statuses (opentelemetry.io/docs/specs/otlp/#retryable-response-codes).
