@@ -448,10 +448,12 @@ enum Sent {
 }
 
 impl OtelOutput {
-    async fn send(&self, body: &[u8]) -> Sent {
+    /// Sends `buf`, given back for the next request: uncompressed, its bytes go to the
+    /// client without a copy and the allocation comes back once the client let go.
+    async fn send(&self, buf: &mut Vec<u8>) -> Sent {
         let s = &self.setup;
         let body = match s.compress {
-            Some(c) => match c.compress(body) {
+            Some(c) => match c.compress(buf) {
                 Ok(z) => Bytes::from(z),
                 Err(e) => {
                     return Sent::Retry(FlushResult::Retry(format!(
@@ -459,12 +461,17 @@ impl OtelOutput {
                     )))
                 }
             },
-            None => Bytes::copy_from_slice(body),
+            None => Bytes::from(std::mem::take(buf)),
         };
-        match s.client.send(Method::POST, &s.uri, &s.headers, body).await {
+        let kept = s.compress.is_none().then(|| body.clone());
+        let sent = match s.client.send(Method::POST, &s.uri, &s.headers, body).await {
             Ok(reply) => self.judge(&reply),
             Err(e) => Sent::Retry(FlushResult::Retry(format!("could not flush records: {e}"))),
+        };
+        if let Some(Ok(back)) = kept.map(Bytes::try_into_mut) {
+            *buf = back.into();
         }
+        sent
     }
 
     fn judge(&self, reply: &Reply) -> Sent {
@@ -512,7 +519,7 @@ impl Output for OtelOutput {
                 let mut buf = std::mem::take(&mut self.buf);
                 self.encoder
                     .encode(&chunk.records[start..end], &mut buf, &mut skipped);
-                let sent = self.send(&buf).await;
+                let sent = self.send(&mut buf).await;
                 self.buf = buf;
                 match sent {
                     Sent::Done => {}
