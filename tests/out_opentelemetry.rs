@@ -122,26 +122,30 @@ fn connect_retrying(port: u16) -> std::net::TcpStream {
 #[test]
 fn requests_are_fluent_bits() {
     let dir = oracle_dir();
-    let mut cases: Vec<String> = std::fs::read_dir(&dir)
+    let mut cases: Vec<(String, &str)> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".conf").map(str::to_string)
+            let (case, ext) = name.rsplit_once('.')?;
+            let ext = ["conf", "yaml"].into_iter().find(|x| *x == ext)?;
+            Some((case.to_string(), ext))
         })
         .collect();
     cases.sort();
-    assert!(cases.len() >= 12, "{cases:?}");
+    assert!(cases.len() >= 13, "{cases:?}");
     let mut bad = Vec::new();
-    for case in &cases {
+    for (case, ext) in &cases {
         let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
         let n = bodies(&want).len();
         let sink = HttpSink::start();
         let forward = free_port();
-        let text = std::fs::read_to_string(dir.join(format!("{case}.conf")))
+        let text = std::fs::read_to_string(dir.join(format!("{case}.{ext}")))
             .unwrap()
             .replace("${HTTP_PORT}", &sink.port().to_string())
             .replace("${FORWARD_PORT}", &forward.to_string());
-        let agent = Agent::start(&text);
+        let tmp = Dir::new();
+        let path = tmp.file(&format!("fluent-bit.{ext}"), &text);
+        let agent = Agent::spawn_in(&tmp, &["-c", path.to_str().unwrap()], None);
         if text.contains("name forward") {
             // The case's records (msgpack binaries) as one Forward message.
             let fwd = std::fs::read(dir.join(format!("{case}.fwd"))).unwrap();
