@@ -315,9 +315,8 @@ fn bad_settings_are_refused() {
         ("    grpc on\n", "grpc: OTLP/gRPC is not available in agent"),
         (
             "    http2 force\n",
-            "http2: HTTP/2 is not available in agent",
+            "http2: HTTP/2 without TLS (force) is not available",
         ),
-        ("    http2 on\n", "remove 'http2'"),
         ("    compress brotli\n", "compress"),
         ("    batch_size 0\n", "batch_size"),
         ("    logs_max_scopes -1\n", "logs_max_scopes"),
@@ -375,4 +374,22 @@ fn metrics_routed_here_are_logged_and_counted() {
         "{}",
         o.stderr
     );
+}
+
+/// `http2 on` starts (with a warning at its line) and the records arrive over HTTP/1.1.
+#[test]
+fn http2_on_warns_and_sends_over_http_1_1() {
+    let sink = HttpSink::start();
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n[INPUT]\n    name dummy\n    samples 1\n\
+         [OUTPUT]\n    name opentelemetry\n    match *\n    port {}\n    http2 on\n",
+        sink.port()
+    ));
+    agent.wait_log(
+        "http2 on: agent sends these OTLP/HTTP requests over HTTP/1.1",
+        T,
+    );
+    let reqs = sink.wait(T, "a request", |r| !r.is_empty());
+    assert_eq!(reqs[0].line, "POST /v1/logs HTTP/1.1");
+    agent.stop(T);
 }

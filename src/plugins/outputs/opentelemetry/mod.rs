@@ -16,8 +16,9 @@
 //! Logs only: Fluent Bit also sends metrics, traces and profiles, which agent does not
 //! here; metrics routed to this output are logged (once per tag) and counted as dropped
 //! (`fluentbit_output_dropped_records_total`), never skipped in silence.
-//! OTLP/gRPC and HTTP/2 (`grpc on`, `http2 on|force`) are refused at their line: agent
-//! speaks OTLP/HTTP over HTTP/1.1, which every OTLP/HTTP receiver takes.
+//! OTLP/gRPC (`grpc on`) and `http2 force` are refused at their line: agent speaks
+//! OTLP/HTTP over HTTP/1.1, which every OTLP/HTTP receiver takes; `http2 on` (which
+//! Fluent Bit negotiates down to HTTP/1.1 too) is accepted with a warning.
 
 mod logs;
 
@@ -195,7 +196,7 @@ const PROPS: &[PropSpec] = &[
         "http2",
         PropKind::Enum(&["on", "off", "force", "true", "false", "yes", "no"]),
         Some("off"),
-        "HTTP/2 (not available in agent: only 'off').",
+        "HTTP/2: agent sends HTTP/1.1 ('on' warns, 'force' is a config error).",
     ),
     PropSpec::new(
         "grpc",
@@ -312,16 +313,21 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             "remove 'grpc on' and point port/logs_uri at the receiver's OTLP/HTTP endpoint (4318, /v1/logs)",
         ));
     }
-    if props
-        .str("http2")
-        .is_some_and(|v| crate::config::values::parse_bool(v) != Some(false))
-    {
-        return Err(refuse(
+    match props.str("http2") {
+        Some(v) if v.eq_ignore_ascii_case("force") => return Err(refuse(
             props,
             "http2",
-            "HTTP/2",
+            "HTTP/2 without TLS (force)",
             "remove 'http2' (agent sends OTLP/HTTP over HTTP/1.1, which OTLP/HTTP receivers take)",
-        ));
+        )),
+        // Fluent Bit negotiates HTTP/2 or HTTP/1.1; the receiver gets the same requests
+        // either way, so this is said, not refused.
+        Some(v) if crate::config::values::parse_bool(v) == Some(true) => crate::warn!(
+            "{}: opentelemetry: http2 on: agent sends these OTLP/HTTP requests over \
+             HTTP/1.1 (set 'http2 off' to silence this)",
+            props.span_of("http2")
+        ),
+        _ => {}
     }
     if props.bool("oauth2.enable") == Some(true) {
         return Err(refuse(
