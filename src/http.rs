@@ -353,6 +353,9 @@ fn handle<B>(m: &Monitor, req: &Request<B>, loopback: bool) -> Response<Full<Byt
         "/" => respond(StatusCode::OK, json, serde_json::json!({"fluent-bit": {"version": VERSION, "edition": "agent", "flags": []}}).to_string()),
         "/api/v1/uptime" => respond(StatusCode::OK, json, uptime_json(m.uptime()).to_string()),
         "/api/v1/metrics" => respond(StatusCode::OK, json, metrics_json(&m.registry()).to_string()),
+        "/api/v1/storage" if m.registry().storage_metrics == Some(true) => {
+            respond(StatusCode::OK, json, storage_json(&m.registry()).to_string())
+        }
         "/api/v1/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, true)),
         "/api/v2/metrics/prometheus" => respond(StatusCode::OK, Some("text/plain; version=0.0.4"), prometheus(m, false)),
         "/api/v1/health" if m.health.is_some() => {
@@ -446,7 +449,7 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
     for (name, m) in &r.inputs {
         input.insert(
             name.to_string(),
-            serde_json::json!({"records": get(&m.records)}),
+            serde_json::json!({"records": get(&m.records), "bytes": get(&m.bytes)}),
         );
     }
     let mut filter = serde_json::Map::new();
@@ -466,7 +469,7 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
     for (name, m) in &r.outputs {
         output.insert(
             name.to_string(),
-            serde_json::json!({"proc_records": get(&m.proc_records), "errors": get(&m.errors), "retries": get(&m.retries), "retries_failed": get(&m.retries_failed), "dropped_records": get(&m.dropped_records), "retried_records": get(&m.retried_records)}),
+            serde_json::json!({"proc_records": get(&m.proc_records), "proc_bytes": get(&m.proc_bytes), "errors": get(&m.errors), "retries": get(&m.retries), "retries_failed": get(&m.retries_failed), "dropped_records": get(&m.dropped_records), "retried_records": get(&m.retried_records)}),
         );
     }
     serde_json::json!({"input": input, "filter": filter, "output": output})
@@ -474,6 +477,50 @@ fn metrics_json(r: &Registry) -> serde_json::Value {
 
 /// Prometheus text format 0.0.4; v1 adds Fluent Bit's millisecond timestamps. The
 /// fluentbit_metrics input sends the same set (`Registry::metric_set`).
+/// `/api/v1/storage` (`storage.metrics on`): Fluent Bit's layout, sizes in its
+/// human-readable form.
+fn storage_json(r: &Registry) -> serde_json::Value {
+    let (total, mem, fs) = r.storage_chunks();
+    let inputs: serde_json::Map<String, serde_json::Value> = r
+        .inputs
+        .iter()
+        .map(|(name, m)| {
+            let s = m.storage();
+            (
+                name.to_string(),
+                serde_json::json!({
+                    "status": {"overlimit": s.overlimit, "mem_size": human_size(s.mem_size), "mem_limit": human_size(s.mem_limit)},
+                    "chunks": {"total": s.chunks, "up": s.chunks, "down": 0, "busy": s.chunks, "busy_size": human_size(s.mem_size)},
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "storage_layer": {"chunks": {"total_chunks": total, "mem_chunks": mem, "fs_chunks": fs, "fs_chunks_up": fs, "fs_chunks_down": 0}},
+        "input_chunks": inputs,
+    })
+}
+
+/// Fluent Bit's `flb_utils_bytes_to_human_readable_size`: `140b`, `976.6K`, `64.0M`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["b", "K", "M", "G", "T", "P", "E", "Z", "Y"];
+    let mut u: u128 = 1024;
+    let mut i = 0;
+    while i < UNITS.len() - 1 && bytes as u128 / u != 0 {
+        u *= 1024;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}b")
+    } else {
+        format!(
+            "{:.1}{}",
+            (bytes as f64 / (u / 1024) as f64) as f32,
+            UNITS[i]
+        )
+    }
+}
+
 fn prometheus(m: &Monitor, timestamps: bool) -> String {
     let now = SystemTime::now();
     let mut set = m.registry().metric_set(&m.hostname, now);
@@ -530,6 +577,18 @@ fn prometheus(m: &Monitor, timestamps: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_fluent_bits() {
+        assert_eq!(human_size(0), "0b");
+        assert_eq!(human_size(140), "140b");
+        assert_eq!(human_size(1023), "1023b");
+        assert_eq!(human_size(1024), "1.0K");
+        // Captured from Fluent Bit 5.1.1: mem_buf_limit 1M.
+        assert_eq!(human_size(1_000_000), "976.6K");
+        assert_eq!(human_size(64 << 20), "64.0M");
+        assert_eq!(human_size(u64::MAX), "16.0E");
+    }
 
     #[test]
     fn uptime_text_matches_fluent_bit() {

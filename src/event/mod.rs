@@ -97,29 +97,86 @@ pub struct Record {
 }
 
 impl Value {
-    /// About the bytes this value takes encoded (msgpack-like), for buffer accounting.
-    pub fn approx_size(&self) -> u64 {
+    /// The bytes this value takes in msgpack, encoded as Fluent Bit (msgpack-c) and
+    /// `write_msgpack_value` encode it: the smallest form of each integer, doubles as
+    /// float64.
+    pub fn encoded_len(&self) -> u64 {
         match self {
             Value::Nil | Value::Bool(_) => 1,
-            Value::Int(_) | Value::UInt(_) | Value::Float(_) => 9,
-            Value::Str(s) => s.len() as u64 + 5,
-            Value::Bin(b) => b.len() as u64 + 5,
-            Value::Array(a) => 5 + a.iter().map(Value::approx_size).sum::<u64>(),
-            Value::Map(m) => 5 + map_size(m),
+            Value::Int(i) => int_len(*i),
+            Value::UInt(u) => uint_len(*u),
+            Value::Float(_) => 9,
+            Value::Str(s) => str_len(s.len()),
+            Value::Bin(b) => {
+                let n = b.len();
+                n as u64
+                    + match n {
+                        0..=0xff => 2,
+                        0x100..=0xffff => 3,
+                        _ => 5,
+                    }
+            }
+            Value::Array(a) => {
+                container_len(a.len()) + a.iter().map(Value::encoded_len).sum::<u64>()
+            }
+            Value::Map(m) => map_len(m),
         }
     }
 }
 
-fn map_size(m: &Map) -> u64 {
-    m.iter()
-        .map(|(k, v)| k.len() as u64 + 5 + v.approx_size())
-        .sum()
+fn uint_len(u: u64) -> u64 {
+    match u {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+fn int_len(i: i64) -> u64 {
+    match i {
+        0.. => uint_len(i as u64),
+        -32..=-1 => 1,
+        -128..=-33 => 2,
+        -32768..=-129 => 3,
+        -2147483648..=-32769 => 5,
+        _ => 9,
+    }
+}
+
+fn str_len(n: usize) -> u64 {
+    n as u64
+        + match n {
+            0..=31 => 1,
+            32..=0xff => 2,
+            0x100..=0xffff => 3,
+            _ => 5,
+        }
+}
+
+fn container_len(n: usize) -> u64 {
+    match n {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+fn map_len(m: &Map) -> u64 {
+    container_len(m.len())
+        + m.iter()
+            .map(|(k, v)| str_len(k.len()) + v.encoded_len())
+            .sum::<u64>()
 }
 
 impl Record {
-    /// About the bytes this record takes encoded (time, metadata, body).
-    pub fn approx_size(&self) -> u64 {
-        16 + map_size(&self.metadata) + map_size(&self.body)
+    /// The bytes of this record as a Fluent Bit event, `[[time, metadata], body]` in
+    /// msgpack with an EventTime (what Fluent Bit counts in `fluentbit_input_bytes_total`
+    /// and holds against `mem_buf_limit`).
+    pub fn encoded_len(&self) -> u64 {
+        // Two array headers, the EventTime (fixext 8), the two maps.
+        2 + 10 + map_len(&self.metadata) + map_len(&self.body)
     }
 
     pub fn new(time: EventTime, body: Map) -> Self {
@@ -140,6 +197,8 @@ pub struct Chunk {
     pub records: Vec<Record>,
     /// Metric sets, in the order the inputs sent them (empty in a log chunk).
     pub metrics: Vec<Arc<metrics::MetricSet>>,
+    /// [`Chunk::encoded_len`], worked out once for every output that delivers it.
+    bytes: std::sync::OnceLock<u64>,
 }
 
 impl Chunk {
@@ -149,7 +208,17 @@ impl Chunk {
             tag,
             records,
             metrics: Vec::new(),
+            bytes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The bytes of the chunk's events as Fluent Bit counts them (records as events,
+    /// metric sets by their approximate encoded size); computed on first use.
+    pub fn encoded_len(&self) -> u64 {
+        *self.bytes.get_or_init(|| {
+            self.records.iter().map(Record::encoded_len).sum::<u64>()
+                + self.metrics.iter().map(|m| m.approx_size()).sum::<u64>()
+        })
     }
 
     /// Events in the chunk: records, or metric sets (one each, as Fluent Bit counts a

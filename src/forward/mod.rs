@@ -309,4 +309,63 @@ mod tests {
         assert_eq!(read_ack(&out), Some(s("abc")));
         assert_eq!(read_ack(&[0x80]), None);
     }
+
+    /// `Record::encoded_len` is the length of the event as written, for every size
+    /// class of every msgpack type (the bytes Fluent Bit counts).
+    #[test]
+    fn encoded_len_is_the_written_length() {
+        let mut values = vec![
+            Value::Nil,
+            Value::Bool(true),
+            Value::Float(1.5),
+            Value::Array(vec![]),
+            Value::Map(vec![]),
+        ];
+        for i in [
+            0i64,
+            127,
+            128,
+            255,
+            256,
+            65535,
+            65536,
+            u32::MAX as i64,
+            u32::MAX as i64 + 1,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32768,
+            -32769,
+            i32::MIN as i64,
+            i32::MIN as i64 - 1,
+            i64::MIN,
+        ] {
+            values.push(Value::Int(i));
+            if i >= 0 {
+                values.push(Value::UInt(i as u64));
+            }
+        }
+        values.push(Value::UInt(u64::MAX));
+        for n in [0, 31, 32, 255, 256, 65535, 65536] {
+            values.push(s(&"x".repeat(n)));
+            values.push(Value::Bin(vec![0; n].into()));
+            values.push(Value::Array(vec![Value::Nil; n.min(70000)]));
+        }
+        values.push(Value::Map(
+            (0..20)
+                .map(|i| (Arc::from(format!("k{i}")), Value::Int(i)))
+                .collect(),
+        ));
+        for v in values {
+            let mut r = rec(1_700_000_000, 5, "key", v.clone());
+            r.metadata = vec![(Arc::from("m"), Value::Int(1))];
+            let mut out = Vec::new();
+            write_entry(&mut out, &r, TimeFormat::EventTime, true);
+            assert_eq!(r.encoded_len(), out.len() as u64, "{v:?}");
+        }
+        // Fluent Bit 5.1.1 counts 28 bytes for dummy's {"message":"dummy"}.
+        assert_eq!(rec(1, 0, "message", s("dummy")).encoded_len(), 28);
+    }
 }

@@ -10,10 +10,18 @@ use crate::event::metrics::{Family, MetricSet, MetricType};
 #[derive(Debug, Default)]
 pub struct InputMetrics {
     pub records: AtomicU64,
+    /// The records' bytes as Fluent Bit events (`fluentbit_input_bytes_total`).
+    pub bytes: AtomicU64,
     /// Bytes (estimated) of records not yet finished by outputs; kept with mem_buf_limit.
     pub buffered_bytes: AtomicU64,
     /// 1 while paused by mem_buf_limit.
     pub paused: AtomicU64,
+    /// Batches held against mem_buf_limit (agent's chunks: `fluentbit_input_storage_chunks`).
+    pub chunks: AtomicU64,
+    /// The input's mem_buf_limit (0: none), for `/api/v1/storage`.
+    pub mem_limit: AtomicU64,
+    /// 1 with `storage.type filesystem`.
+    pub filesystem: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +37,8 @@ pub struct OutputMetrics {
     pub routed_records: AtomicU64,
     /// Records delivered (`proc_records`).
     pub proc_records: AtomicU64,
+    /// Their bytes as Fluent Bit events (`proc_bytes`).
+    pub proc_bytes: AtomicU64,
     /// Records given up on: error, retries exhausted, or the output stopped.
     pub dropped_records: AtomicU64,
     pub errors: AtomicU64,
@@ -127,6 +137,9 @@ pub struct Registry {
     pub filters: Vec<(Arc<str>, Arc<FilterMetrics>)>,
     pub outputs: Vec<(Arc<str>, Arc<OutputMetrics>)>,
     pub plugins: Arc<PluginMetrics>,
+    /// `storage.metrics`: unset, the storage families are in the set; on, also
+    /// `/api/v1/storage`; off, neither (as Fluent Bit 5.1.1).
+    pub storage_metrics: Option<bool>,
 }
 
 pub fn set(c: &AtomicU64, n: u64) {
@@ -145,7 +158,137 @@ impl MetricKind {
     }
 }
 
+/// Fluent Bit's storage gauges for one input (`/api/v1/storage`, `fluentbit_input_storage_*`).
+/// Agent keeps every batch in memory until its outputs are done (filesystem chunk
+/// files are a crash copy), so every chunk is "up", none "down", and every chunk is
+/// "busy" (queued for or being flushed by an output: no record is appended to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputStorage {
+    pub overlimit: bool,
+    pub mem_size: u64,
+    pub mem_limit: u64,
+    pub chunks: u64,
+    pub filesystem: bool,
+}
+
+impl InputMetrics {
+    pub fn storage(&self) -> InputStorage {
+        let mem_limit = get(&self.mem_limit);
+        let mem_size = get(&self.buffered_bytes);
+        InputStorage {
+            overlimit: mem_limit > 0 && mem_size >= mem_limit,
+            mem_size,
+            mem_limit,
+            chunks: get(&self.chunks),
+            filesystem: get(&self.filesystem) == 1,
+        }
+    }
+}
+
 impl Registry {
+    /// The storage layer's chunk counts: (total, memory, filesystem).
+    pub fn storage_chunks(&self) -> (u64, u64, u64) {
+        self.inputs
+            .iter()
+            .map(|(_, m)| m.storage())
+            .fold((0, 0, 0), |(t, m, f), s| {
+                if s.filesystem {
+                    (t + s.chunks, m, f + s.chunks)
+                } else {
+                    (t + s.chunks, m + s.chunks, f)
+                }
+            })
+    }
+
+    fn storage_families(
+        &self,
+        family: &mut impl FnMut(&str, &str, MetricKind, &[&str], Vec<(Vec<&str>, u64)>),
+    ) {
+        use MetricKind::Gauge;
+        let (total, mem, fs) = self.storage_chunks();
+        for (name, help, v) in [
+            (
+                "fluentbit_storage_chunks",
+                "Total number of chunks in the storage layer.",
+                total,
+            ),
+            (
+                "fluentbit_storage_mem_chunks",
+                "Total number of memory chunks.",
+                mem,
+            ),
+            (
+                "fluentbit_storage_fs_chunks",
+                "Total number of filesystem chunks.",
+                fs,
+            ),
+            (
+                "fluentbit_storage_fs_chunks_up",
+                "Total number of filesystem chunks up in memory.",
+                fs,
+            ),
+            (
+                "fluentbit_storage_fs_chunks_down",
+                "Total number of filesystem chunks down.",
+                0,
+            ),
+        ] {
+            family(name, help, Gauge, &[], vec![(vec![], v)]);
+        }
+        let per: Vec<(&str, InputStorage)> = self
+            .inputs
+            .iter()
+            .map(|(n, m)| (&**n, m.storage()))
+            .collect();
+        type PerInput = (&'static str, &'static str, fn(&InputStorage) -> u64);
+        let gauges: [PerInput; 7] = [
+            (
+                "fluentbit_input_storage_overlimit",
+                "Is the input memory usage overlimit ?.",
+                |s| s.overlimit as u64,
+            ),
+            (
+                "fluentbit_input_storage_memory_bytes",
+                "Memory bytes used by the chunks.",
+                |s| s.mem_size,
+            ),
+            (
+                "fluentbit_input_storage_chunks",
+                "Total number of chunks.",
+                |s| s.chunks,
+            ),
+            (
+                "fluentbit_input_storage_chunks_up",
+                "Total number of chunks up in memory.",
+                |s| s.chunks,
+            ),
+            (
+                "fluentbit_input_storage_chunks_down",
+                "Total number of chunks down.",
+                |_| 0,
+            ),
+            (
+                "fluentbit_input_storage_chunks_busy",
+                "Total number of chunks in a busy state.",
+                |s| s.chunks,
+            ),
+            (
+                "fluentbit_input_storage_chunks_busy_bytes",
+                "Total number of bytes used by chunks in a busy state.",
+                |s| s.mem_size,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            family(
+                name,
+                help,
+                Gauge,
+                &["name"],
+                per.iter().map(|(n, s)| (vec![*n], f(s))).collect(),
+            );
+        }
+    }
+
     /// Every counter of the pipeline as one metric set, in Fluent Bit's names: what the
     /// monitoring endpoint `/api/v1/metrics/prometheus` serves and the
     /// fluentbit_metrics input sends. Samples are stamped `now`.
@@ -187,6 +330,16 @@ impl Registry {
             r.inputs
                 .iter()
                 .map(|(n, x)| (vec![&**n], get(&x.records)))
+                .collect(),
+        );
+        family(
+            "fluentbit_input_bytes_total",
+            "Number of input bytes.",
+            Counter,
+            &["name"],
+            r.inputs
+                .iter()
+                .map(|(n, x)| (vec![&**n], get(&x.bytes)))
                 .collect(),
         );
         family(
@@ -239,12 +392,18 @@ impl Registry {
                 r.filters.iter().map(|(n, x)| (vec![&**n], f(x))).collect(),
             );
         }
-        let outputs: [Counters<OutputMetrics>; 8] = [
+        let outputs: [Counters<OutputMetrics>; 9] = [
             (
                 "fluentbit_output_proc_records_total",
                 "Number of processed output records.",
                 Counter,
                 |x| get(&x.proc_records),
+            ),
+            (
+                "fluentbit_output_proc_bytes_total",
+                "Number of processed output bytes.",
+                Counter,
+                |x| get(&x.proc_bytes),
             ),
             (
                 "fluentbit_output_errors_total",
@@ -318,6 +477,9 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        if r.storage_metrics != Some(false) {
+            r.storage_families(&mut family);
+        }
         family(
             "fluentbit_process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",

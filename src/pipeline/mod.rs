@@ -156,6 +156,9 @@ impl MemBuf {
     }
 
     fn release(&self, bytes: u64) {
+        self.metrics
+            .chunks
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let left = self
             .metrics
             .buffered_bytes
@@ -172,14 +175,10 @@ impl MemBuf {
         }
     }
 
-    /// Counts `records` as buffered until the returned ack runs (then `ack` runs too).
-    pub(crate) fn hold(self: &Arc<Self>, records: &[Record], ack: Option<AckFn>) -> AckFn {
-        self.hold_bytes(records.iter().map(Record::approx_size).sum(), ack)
-    }
-
     /// Counts `bytes` as buffered until the returned ack runs (then `ack` runs too).
     pub(crate) fn hold_bytes(self: &Arc<Self>, bytes: u64, ack: Option<AckFn>) -> AckFn {
         metrics::add(&self.metrics.buffered_bytes, bytes);
+        metrics::add(&self.metrics.chunks, 1);
         let m = self.clone();
         Box::new(move || {
             m.release(bytes);
@@ -189,17 +188,16 @@ impl MemBuf {
         })
     }
 
-    /// Waits until below the limit, then counts `records` as buffered until the returned
-    /// ack runs (then `ack` runs too). Of senders that wait together (a server input's
+    /// Waits until below the limit, then counts a batch of `bytes` as buffered until
+    /// the returned ack runs (then `ack` runs too). Of senders that wait together (a server input's
     /// connections) only one crosses the limit: the limit is exceeded by one batch at
     /// most, not one per sender.
     pub(crate) async fn admit(
         self: &Arc<Self>,
-        records: &[Record],
+        bytes: u64,
         ack: Option<AckFn>,
         shutdown: &mut Shutdown,
     ) -> AckFn {
-        let bytes: u64 = records.iter().map(Record::approx_size).sum();
         loop {
             self.wait_below(Some(&mut *shutdown)).await;
             let before = self
@@ -214,6 +212,7 @@ impl MemBuf {
                 .buffered_bytes
                 .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
         }
+        metrics::add(&self.metrics.chunks, 1);
         let m = self.clone();
         Box::new(move || {
             m.release(bytes);
@@ -281,6 +280,7 @@ impl InputSender {
         };
         // One event per set, as Fluent Bit counts a metrics context.
         metrics::add(&self.metrics.records, 1);
+        metrics::add(&self.metrics.bytes, bytes);
         if !self.routable {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
@@ -321,17 +321,20 @@ impl InputSender {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
+        // One walk over the records: their bytes serve mem_buf_limit, the rate gate
+        // and fluentbit_input_bytes_total.
+        let bytes: u64 = records.iter().map(Record::encoded_len).sum();
         let ack = match self.membuf.clone() {
             None => ack,
-            Some(m) => Some(m.admit(&records, ack, &mut self.shutdown).await),
+            Some(m) => Some(m.admit(bytes, ack, &mut self.shutdown).await),
         };
         metrics::add(&self.metrics.records, records.len() as u64);
+        metrics::add(&self.metrics.bytes, bytes);
         if !self.routable {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
         if let Some(g) = self.gate.clone() {
-            let bytes = records.iter().map(Record::approx_size).sum();
             g.pass(records.len() as u64, bytes, &self.shutdown).await;
         }
         self.tx
@@ -707,6 +710,10 @@ impl Pipeline {
                 metrics: Arc::default(),
                 processors,
             });
+            if let Some(i) = inputs.last() {
+                metrics::set(&i.metrics.mem_limit, i.mem_buf_limit.unwrap_or(0));
+                metrics::set(&i.metrics.filesystem, i.filesystem as u64);
+            }
         }
         let mut filters = Vec::new();
         // Filters' emitter inputs (rewrite_tag): name and metrics.
@@ -874,6 +881,7 @@ impl Pipeline {
                 .map(|o| (o.name.clone(), o.metrics.clone()))
                 .collect(),
             plugins: plugin_metrics,
+            storage_metrics: config.service.storage_metrics,
         });
         let _ = registry_slot.set(registry.clone());
         Ok(Pipeline {
@@ -1033,6 +1041,11 @@ impl Pipeline {
             filters,
             outputs: routes,
             flush: config.service.flush,
+            adaptive: config
+                .service
+                .flush_adaptive
+                .clone()
+                .map(|c| engine::Adaptive::new(c, config.service.flush)),
             input_processors,
         };
         tasks.spawn(engine.run(rx));

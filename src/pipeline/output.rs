@@ -137,6 +137,7 @@ impl OutputWorker {
         let (asked, e) = match self.output.flush(chunk).await {
             FlushResult::Ok => {
                 metrics::add(&self.metrics.proc_records, n);
+                metrics::add(&self.metrics.proc_bytes, chunk.encoded_len());
                 if attempts > 0 {
                     crate::info!(
                         "[engine] flush chunk for {} succeeded at retry {attempts}: {n} records",
@@ -163,6 +164,12 @@ impl OutputWorker {
                 let again = p.retry.len() as u64;
                 let delivered = n.saturating_sub(again + p.dropped);
                 metrics::add(&self.metrics.proc_records, delivered);
+                // The delivered share of the chunk's bytes (which records were dropped
+                // is not said, only how many).
+                metrics::add(
+                    &self.metrics.proc_bytes,
+                    chunk.encoded_len() * delivered / n.max(1),
+                );
                 metrics::add(&self.metrics.dropped_records, p.dropped);
                 if again == 0 {
                     routed.finish();

@@ -528,7 +528,7 @@ fn reader(
                 }
             };
             rows += 1;
-            bytes += rec.approx_size();
+            bytes += rec.encoded_len();
             let cursor = j.cursor().ok();
             match batches.last_mut() {
                 Some(b) if b.tag == tag => {
