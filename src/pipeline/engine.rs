@@ -70,6 +70,8 @@ pub struct OutputRoute {
     pub processors: Vec<FilterInstance>,
     /// The signals the output takes: a log output never sees metrics, nor the reverse.
     pub signals: Signals,
+    /// Signals Fluent Bit's plugin takes and this one does not (dropped, counted, logged).
+    pub unsupported: Signals,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
@@ -79,6 +81,11 @@ struct Route {
     outputs: Vec<usize>,
     /// Outputs that take this tag's metrics.
     metric_outputs: Vec<usize>,
+    /// Outputs whose Fluent Bit namesake would take this tag's metrics and which do
+    /// not: the metrics are counted as dropped there.
+    refused_metrics: Vec<usize>,
+    /// The drop of `refused_metrics` was logged (once per tag).
+    refused_warned: bool,
 }
 
 struct Pending {
@@ -327,8 +334,16 @@ impl Engine {
                     .filter(|&i| self.outputs[i].signals.logs)
                     .collect(),
                 metric_outputs: matching
+                    .clone()
                     .filter(|&i| self.outputs[i].signals.metrics)
                     .collect(),
+                refused_metrics: matching
+                    .filter(|&i| {
+                        let o = &self.outputs[i];
+                        !o.signals.metrics && o.unsupported.metrics
+                    })
+                    .collect(),
+                refused_warned: false,
             }
         })
     }
@@ -770,6 +785,24 @@ impl Engine {
             return;
         }
         let is_metrics = !p.metrics.is_empty();
+        if is_metrics && matches!(target, Target::Routed) {
+            self.route(routes, &p.tag);
+            let route = routes.get_mut(&p.tag).expect("routed just above");
+            for &i in &route.refused_metrics {
+                let o = &self.outputs[i];
+                metrics::add(&o.metrics.dropped_records, p.metrics.len() as u64);
+                if !route.refused_warned {
+                    crate::warn!(
+                        "[output:{}] metrics of tag '{}' are routed here but this output sends \
+                         logs only in agent: they are dropped and counted in \
+                         fluentbit_output_dropped_records_total",
+                        o.name,
+                        p.tag
+                    );
+                }
+            }
+            route.refused_warned = true;
+        }
         let outputs: Vec<usize> = match target {
             Target::Routed if is_metrics => self.route(routes, &p.tag).metric_outputs.clone(),
             Target::Routed => self.route(routes, &p.tag).outputs.clone(),

@@ -444,6 +444,7 @@ struct OutputInstance {
     metrics: Arc<OutputMetrics>,
     processors: Vec<FilterInstance>,
     signals: crate::event::metrics::Signals,
+    unsupported: crate::event::metrics::Signals,
 }
 
 /// A validated, built pipeline, ready to run. Building it is what `--dry-run` checks.
@@ -849,6 +850,7 @@ impl Pipeline {
             workers.insert(0, first);
             outputs.push(OutputInstance {
                 signals: workers[0].signals(),
+                unsupported: workers[0].unsupported_signals(),
                 total_limit: p.size("storage.total_limit_size").filter(|l| *l > 0),
                 limit: crate::plugins::filters::limit::quota(
                     &p,
@@ -1012,6 +1014,7 @@ impl Pipeline {
                 held: Default::default(),
                 processors: o.processors,
                 signals: o.signals,
+                unsupported: o.unsupported,
                 limiter: o.limit.map(|q| {
                     crate::plugins::filters::ratelimit::KeyedLimiter::new(
                         q,
