@@ -33,6 +33,8 @@ CASES = {
     "random -> tcp msgpack": "[INPUT]\n    name random\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     # Issue 17: POSTed in json_lines to a loopback HTTP server that answers 200.
     "dummy  -> http json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
+    # OTLP/HTTP protobuf (1000 records per request) to the same loopback server.
+    "dummy  -> opentelemetry": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n",
     # The cost of a rate limit that never drops (every record takes a token).
     "dummy -> limit -> stdout json_lines": "[INPUT]\n    name dummy\n    samples {n}\n    interval_sec 0\n    interval_nsec 1\n"
     "[FILTER]\n    name limit\n    match *\n    max_records_per_second 1T\n",
@@ -100,9 +102,16 @@ class Sink:
         return self.lines
 
 
+# The body of an OTLP LogRecord of dummy's {"message":"dummy"}: field 5, an AnyValue
+# whose string_value (field 1) is "dummy"; one per record in the protobuf bodies.
+OTLP_DUMMY = b"\x2a\x07\x0a\x05dummy"
+
+
 class HttpSink(Sink):
     """A loopback HTTP/1.1 server: answers each request 200 (keepalive), counts the
-    lines of the bodies."""
+    lines of the bodies (and dummy's OTLP log records)."""
+
+    otlp_records = 0
 
     def read(self, conn):
         buf = b""
@@ -131,6 +140,7 @@ class HttpSink(Sink):
             with self.lock:
                 self.bytes += length
                 self.lines += body[:length].count(b"\n")
+                self.otlp_records += body[:length].count(OTLP_DUMMY)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
@@ -142,8 +152,10 @@ def baseline(n):
 
 def run_case(name, input_conf, n):
     fmt = "msgpack" if "msgpack" in name else "json_lines"
-    sink = Sink() if "tcp" in name else HttpSink() if "http" in name else None
-    if sink:
+    sink = Sink() if "tcp" in name else HttpSink() if "http" in name or "opentelemetry" in name else None
+    if "opentelemetry" in name:
+        output = f"[OUTPUT]\n    name opentelemetry\n    match *\n    port {sink.port}\n"
+    elif sink:
         kind = "http" if "http" in name else "tcp"
         output = f"[OUTPUT]\n    name {kind}\n    match *\n    port {sink.port}\n    format {fmt}\n"
     else:
@@ -171,7 +183,13 @@ def run_case(name, input_conf, n):
         if "service has stopped (0 pending tasks)" not in log:
             sys.exit(f"records were not all delivered:\n{log}")
     # The agent closed its connections at exit; the sink has read what was written.
-    if sink and fmt == "json_lines" and sink.wait_lines(n) != n:
+    if "opentelemetry" in name:
+        end = time.monotonic() + 10
+        while sink.otlp_records < n and time.monotonic() < end:
+            time.sleep(0.01)
+        if sink.otlp_records != n:
+            sys.exit(f"the sink received {sink.otlp_records} OTLP log records, expected {n}")
+    elif sink and fmt == "json_lines" and sink.wait_lines(n) != n:
         sys.exit(f"the sink received {sink.lines} lines, expected {n}")
     cpu = usage.ru_utime + usage.ru_stime
     return n / elapsed, n / cpu, usage.ru_maxrss / 1024

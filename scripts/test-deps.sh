@@ -45,6 +45,9 @@ missing_pypi() {
     python3 -c 'import fluent.sender' 2>/dev/null || need+=(fluent-logger)
     # the kafka tests' independent client (librdkafka 2.x in the wheel)
     python3 -c 'import confluent_kafka' 2>/dev/null || need+=(confluent-kafka)
+    # independent OTLP decoder (the opentelemetry output): the project's own protobuf classes
+    python3 -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null ||
+        need+=(opentelemetry-proto)
     echo "${need[@]:-}"
 }
 

@@ -31,6 +31,7 @@ declare -A needs=(
     [out_forward]="msgpack"
     [in_systemd]="systemd-journal-remote libsystemd0"
     [kafka]="tansu confluent-kafka"
+    [out_opentelemetry]="opentelemetry-proto"
 )
 have() {
     local want

@@ -203,8 +203,12 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
 }
 
 fn run(cli: &Cli, pipeline: Pipeline) -> u8 {
+    let threads = crate::pipeline::runtime_threads();
+    if threads > 2 {
+        crate::info!("[engine] runtime threads: {threads} (forward workers)");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

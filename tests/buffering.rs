@@ -486,3 +486,20 @@ fn many_small_records_to_a_stalled_output_keep_memory_bounded() {
     assert!(peak < 300, "peak RSS {peak} MiB");
     a.stop(T);
 }
+
+/// `flush.adaptive on` without backlog pressure: after three flushes the interval is
+/// flush x2, said in Fluent Bit 5.1.1's words (the same line it logs for this config).
+#[test]
+fn adaptive_flush_lengthens_the_interval_without_backlog() {
+    let mut a = Agent::start(
+        "[SERVICE]\n    flush 1\n    log_level debug\n    flush.adaptive on\n\
+         [INPUT]\n    name dummy\n    rate 1\n\
+         [OUTPUT]\n    name null\n    match *\n",
+    );
+    a.wait_log(
+        "[debug] [engine] adaptive flush interval 2.000 sec (pressure=0.00%, level=0)",
+        Duration::from_secs(10),
+    );
+    let o = a.stop(T);
+    assert!(!o.stderr.contains("does not support yet"), "{}", o.stderr);
+}

@@ -577,3 +577,30 @@ fn unauthenticated_clients_hold_little_and_not_for_long() {
     );
     rx.stop(T);
 }
+
+/// `workers 4` (Fluent Bit's listener threads): the runtime serving the connections
+/// gets 4 threads, and records arrive as with one; with `unix_path` it is refused, as
+/// Fluent Bit refuses it.
+#[test]
+fn workers_give_the_runtime_that_many_threads() {
+    let mut rx = receiver(0, "    workers 4\n");
+    let port = bound_port(&rx);
+    rx.wait_log("[engine] runtime threads: 4 (forward workers)", T);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", rx.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-rt-worker"))
+        .count();
+    assert_eq!(threads, 4);
+    let tx = sender(port, 200, "    require_ack_response on\n");
+    wait_unique(&mut rx, 200);
+    tx.stop(T);
+    rx.stop(T);
+    let lines = refused_config(
+        "[INPUT]\n    name forward\n    unix_path /tmp/agent-fw.sock\n    workers 2\n[OUTPUT]\n    name null\n    match *\n",
+    );
+    assert!(
+        lines[0].contains(":4: [config] forward: workers is not supported with unix_path"),
+        "{lines:?}"
+    );
+}

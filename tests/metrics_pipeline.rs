@@ -340,3 +340,60 @@ fn mem_buf_limit_pauses_a_metrics_input_whose_sets_are_not_delivered() {
     a.wait_log("failed to flush chunk for prometheus_remote_write.0", T);
     a.stop(T);
 }
+
+/// `flow_aggregate` with `metrics_tag`: every interval, counters between workloads
+/// (cumulative, Prometheus counters) go to the metrics outputs while the flow records
+/// go to the log outputs; the counters equal the sums of the flow records' fields.
+#[test]
+fn flow_aggregate_counts_traffic_between_workloads_as_metrics() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ct = r#"{"event":"destroy","proto_num":6,"src_ip":"10.1.0.5","src_port":40000,"dst_ip":"10.1.0.7","dst_port":80,"reply_src_ip":"10.1.0.7","reply_src_port":80,"delta_orig_packets":2,"delta_orig_bytes":100,"delta_reply_packets":3,"delta_reply_bytes":1000}"#;
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name dummy\n    tag ct\n    samples 6\n    rate 2\n    dummy {ct}\n\
+         [FILTER]\n    name flow_aggregate\n    match ct\n    endpoints_file {root}/conf/endpoints.json\n    flush_interval 1s\n    metrics_tag flowmetrics\n\
+         [OUTPUT]\n    name stdout\n    match flowlogs\n    format json_lines\n\
+         [OUTPUT]\n    name prometheus_exporter\n    match flowmetrics\n    host 127.0.0.1\n    port 0\n"
+    ));
+    a.wait_log("listening on 127.0.0.1:", T);
+    let port = bound_port(&a);
+    let series = "{source_namespace=\"policy-demo\",source_name=\"access-6b687c8dcb-*\",dest_namespace=\"policy-demo\",dest_name=\"nginx-86c57db685-*\",proto=\"tcp\",action=\"allow\",reporter=\"src\"}";
+    let text = wait_scrape(port, "all six records counted", |t| {
+        t.contains(&format!("agent_flow_bytes_out_total{series} 600\n"))
+    });
+    promtool_ok(&text);
+    // Let the interval that counted the last record reach stdout, then compare.
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = scrape(port);
+    let stdout = a.stop(T).stdout;
+    let mut sums = std::collections::BTreeMap::<&str, u64>::new();
+    let mut records = 0;
+    for line in stdout.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        records += 1;
+        for f in [
+            "bytes_in",
+            "bytes_out",
+            "packets_in",
+            "packets_out",
+            "num_flows_started",
+            "num_flows_completed",
+        ] {
+            *sums.entry(f).or_default() += r[f].as_u64().unwrap();
+        }
+    }
+    assert!(records >= 2, "at least two intervals: {stdout}");
+    for (family, f) in [
+        ("agent_flow_bytes_in_total", "bytes_in"),
+        ("agent_flow_bytes_out_total", "bytes_out"),
+        ("agent_flow_packets_in_total", "packets_in"),
+        ("agent_flow_packets_out_total", "packets_out"),
+        ("agent_flow_started_total", "num_flows_started"),
+        ("agent_flow_completed_total", "num_flows_completed"),
+    ] {
+        let want = format!("{family}{series} {}\n", sums[f]);
+        assert!(text.contains(&want), "{want}in\n{text}\nfrom\n{stdout}");
+    }
+    assert_eq!(sums["bytes_out"], 600);
+    assert_eq!(sums["bytes_in"], 6000);
+}

@@ -42,6 +42,14 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
     PropSpec::new("storage.sync", PropKind::Enum(&["normal", "full"]), Some("normal"), "normal: fsync a chunk file when it goes to outputs; full: after every write."),
     PropSpec::new("storage.checksum", PropKind::Bool, Some("off"), "CRC-32 every frame of a chunk file, checked on replay."),
     PropSpec::new("storage.max_chunks_up", PropKind::Int, Some("128"), "Most filesystem chunks in memory (handed to outputs, not yet delivered); beyond it the engine waits (inputs pause)."),
+    PropSpec::new("flush.adaptive", PropKind::Bool, Some("off"), "Adapt the flush interval to the filesystem backlog against storage.total_limit_size: flush x2 (no pressure) to x0.5 (high), within min/max."),
+    PropSpec::new("flush.adaptive.min_interval", PropKind::Double, Some("0.5"), "Shortest adaptive flush interval, seconds."),
+    PropSpec::new("flush.adaptive.max_interval", PropKind::Double, Some("2.0"), "Longest adaptive flush interval, seconds."),
+    PropSpec::new("flush.adaptive.low_pressure", PropKind::Double, Some("25"), "Backlog percent at or below which the interval is flush x2."),
+    PropSpec::new("flush.adaptive.medium_pressure", PropKind::Double, Some("50"), "Backlog percent from which the interval is flush x0.75."),
+    PropSpec::new("flush.adaptive.high_pressure", PropKind::Double, Some("75"), "Backlog percent from which the interval is flush x0.5."),
+    PropSpec::new("flush.adaptive.up_steps", PropKind::Int, Some("2"), "Flushes in a row at a higher pressure before the interval shortens a level."),
+    PropSpec::new("flush.adaptive.down_steps", PropKind::Int, Some("3"), "Flushes in a row at a lower pressure before the interval lengthens a level."),
     PropSpec::new("storage.metrics", PropKind::Bool, None, "Storage metrics: fluentbit_storage_* and fluentbit_input_storage_* (unless off); on: also GET /api/v1/storage."),
     PropSpec::new("storage.backlog.mem_limit", PropKind::Size, Some("5M"), "Bytes of replayed chunks in memory at once while the backlog of a previous run is delivered."),
 ];
@@ -49,14 +57,6 @@ pub const SERVICE_PROPS: &[PropSpec] = &[
 /// Fluent Bit `[SERVICE]` keys that `agent` does not implement yet: accepted with a
 /// warning so that existing configs still load, and the user knows they have no effect.
 const SERVICE_NOT_YET: &[&str] = &[
-    "flush.adaptive",
-    "flush.adaptive.min_interval",
-    "flush.adaptive.max_interval",
-    "flush.adaptive.low_pressure",
-    "flush.adaptive.medium_pressure",
-    "flush.adaptive.high_pressure",
-    "flush.adaptive.up_steps",
-    "flush.adaptive.down_steps",
     "hot_reload.timeout",
     "storage.backlog.flush_on_shutdown",
     "storage.delete_irrecoverable_chunks",
@@ -72,6 +72,19 @@ const SERVICE_NOT_YET: &[&str] = &[
     "enable_chunk_trace",
     "windows.maxstdio",
 ];
+
+/// `flush.adaptive on`: Fluent Bit 5's adaptive flush settings, sanitised as its
+/// `flb_engine_adaptive_flush_init` does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveFlush {
+    pub min_interval: f64,
+    pub max_interval: f64,
+    pub low: f64,
+    pub medium: f64,
+    pub high: f64,
+    pub up_steps: u32,
+    pub down_steps: u32,
+}
 
 /// Typed `[SERVICE]` settings.
 #[derive(Clone, Debug)]
@@ -95,6 +108,8 @@ pub struct ServiceConfig {
     pub storage: Option<(std::path::PathBuf, bool, bool)>,
     /// `storage.max_chunks_up`, `storage.backlog.mem_limit`.
     pub storage_limits: (u64, u64),
+    /// `flush.adaptive on` and its settings.
+    pub flush_adaptive: Option<AdaptiveFlush>,
     /// `storage.metrics`: `None` (unset: the families, not `/api/v1/storage`, as
     /// Fluent Bit 5.1.1), `Some(true)` both, `Some(false)` neither.
     pub storage_metrics: Option<bool>,
@@ -242,8 +257,31 @@ impl ServiceConfig {
             span: e.span.clone(),
         })
         .collect();
+        let double = |name: &str| text(name).trim().parse::<f64>().unwrap_or(0.0);
+        let steps = |name: &str| values::parse_int(text(name)).unwrap_or(1).clamp(1, 1000) as u32;
+        let flush_adaptive =
+            (values::parse_bool(text("flush.adaptive")) == Some(true)).then(|| {
+                let min_interval = match double("flush.adaptive.min_interval") {
+                    m if m <= 0.0 => 0.1,
+                    m => m,
+                };
+                let (low, high) = (
+                    double("flush.adaptive.low_pressure").max(0.0),
+                    double("flush.adaptive.high_pressure").min(100.0),
+                );
+                AdaptiveFlush {
+                    min_interval,
+                    max_interval: double("flush.adaptive.max_interval").max(min_interval),
+                    low,
+                    medium: double("flush.adaptive.medium_pressure").max(low).min(high),
+                    high,
+                    up_steps: steps("flush.adaptive.up_steps"),
+                    down_steps: steps("flush.adaptive.down_steps"),
+                }
+            });
         Ok(ServiceConfig {
             dns_defaults,
+            flush_adaptive,
             storage_metrics: get("storage.metrics").and_then(|e| values::parse_bool(&e.value)),
             multiline_buffer_limit: values::parse_size(text("multiline_buffer_limit"))
                 .unwrap_or(2_000_000) as usize,

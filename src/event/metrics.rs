@@ -208,6 +208,10 @@ pub struct Signals {
 }
 
 impl Signals {
+    pub const NONE: Signals = Signals {
+        logs: false,
+        metrics: false,
+    };
     pub const LOGS: Signals = Signals {
         logs: true,
         metrics: false,

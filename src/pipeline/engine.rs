@@ -70,6 +70,8 @@ pub struct OutputRoute {
     pub processors: Vec<FilterInstance>,
     /// The signals the output takes: a log output never sees metrics, nor the reverse.
     pub signals: Signals,
+    /// Signals Fluent Bit's plugin takes and this one does not (dropped, counted, logged).
+    pub unsupported: Signals,
 }
 
 /// Which filters and outputs a tag goes to, computed once per tag.
@@ -79,6 +81,11 @@ struct Route {
     outputs: Vec<usize>,
     /// Outputs that take this tag's metrics.
     metric_outputs: Vec<usize>,
+    /// Outputs whose Fluent Bit namesake would take this tag's metrics and which do
+    /// not: the metrics are counted as dropped there.
+    refused_metrics: Vec<usize>,
+    /// The drop of `refused_metrics` was logged (once per tag).
+    refused_warned: bool,
 }
 
 struct Pending {
@@ -109,6 +116,8 @@ pub struct Engine {
     pub filters: Vec<FilterInstance>,
     pub outputs: Vec<OutputRoute>,
     pub flush: Duration,
+    /// `flush.adaptive on`: the flush interval follows the filesystem backlog.
+    pub adaptive: Option<Adaptive>,
     /// `storage.path`: where filesystem-buffered inputs' chunks are written.
     pub storage: Option<Store>,
     /// Per input index: its name when its `storage.type` is filesystem.
@@ -123,6 +132,89 @@ pub struct Engine {
     pub input_processors: Vec<Vec<FilterInstance>>,
     /// Some filter re-emits records (has an emitter).
     pub has_emitters: bool,
+}
+
+/// Fluent Bit 5's adaptive flush (`flb_engine_adaptive_flush_update`): after each
+/// flush, the backlog pressure (the fullest output's filesystem chunk bytes against its
+/// `storage.total_limit_size`, in percent; outputs without that limit do not count)
+/// picks a level, reached after `up_steps`/`down_steps` flushes in a row, and the
+/// interval becomes `flush` x 2, 1, 0.75 or 0.5, kept within min/max.
+pub struct Adaptive {
+    config: crate::config::service::AdaptiveFlush,
+    flush: f64,
+    level: usize,
+    hits: u32,
+    direction: i8,
+    pub current: f64,
+}
+
+impl Adaptive {
+    pub fn new(config: crate::config::service::AdaptiveFlush, flush: Duration) -> Adaptive {
+        let mut a = Adaptive {
+            config,
+            flush: flush.as_secs_f64(),
+            level: 1,
+            hits: 0,
+            direction: 0,
+            current: 0.0,
+        };
+        a.current = a.interval(1);
+        a
+    }
+
+    fn interval(&self, level: usize) -> f64 {
+        const MULTIPLIERS: [f64; 4] = [2.0, 1.0, 0.75, 0.5];
+        (self.flush * MULTIPLIERS[level.min(3)])
+            .clamp(self.config.min_interval, self.config.max_interval)
+    }
+
+    /// The new interval after a flush at `pressure` percent, if it changed.
+    pub fn update(&mut self, pressure: f64) -> Option<f64> {
+        let c = &self.config;
+        let target = if pressure >= c.high {
+            3
+        } else if pressure >= c.medium {
+            2
+        } else if pressure <= c.low {
+            0
+        } else {
+            1
+        };
+        let (dir, steps) = match target.cmp(&self.level) {
+            std::cmp::Ordering::Greater => (1, c.up_steps),
+            std::cmp::Ordering::Less => (-1, c.down_steps),
+            std::cmp::Ordering::Equal => {
+                self.direction = 0;
+                self.hits = 0;
+                (0, 0)
+            }
+        };
+        if dir != 0 {
+            if self.direction != dir {
+                self.direction = dir;
+                self.hits = 0;
+            }
+            self.hits += 1;
+            if self.hits >= steps {
+                self.level = if dir > 0 {
+                    self.level + 1
+                } else {
+                    self.level - 1
+                };
+                self.hits = 0;
+            }
+        }
+        let interval = self.interval(self.level);
+        if (interval - self.current).abs() <= f64::EPSILON * interval.max(self.current) {
+            return None;
+        }
+        crate::debug!(
+            "[engine] adaptive flush interval {interval:.3} sec (pressure={pressure:.2}%, level={})",
+            self.level
+        );
+        self.current = interval;
+        Some(interval)
+    }
 }
 
 /// Runs one filter on `records`, counting what it takes, drops and adds.
@@ -172,9 +264,16 @@ impl Engine {
         let mut routes: HashMap<Tag, Route> = HashMap::new();
         let mut pending: Vec<Pending> = Vec::new();
         self.replay(&mut routes).await;
-        let mut tick = tokio::time::interval(self.flush);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate
+        let every = |secs: f64| {
+            let d = Duration::from_secs_f64(secs);
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            t
+        };
+        let mut tick = every(match &self.adaptive {
+            Some(a) => a.current,
+            None => self.flush.as_secs_f64(),
+        });
         loop {
             tokio::select! {
                 batch = rx.recv() => {
@@ -186,12 +285,36 @@ impl Engine {
                         self.wait_emitters(&mut routes, &mut pending).await;
                     }
                 }
-                _ = tick.tick() => self.flush_all(&mut routes, &mut pending, false).await,
+                _ = tick.tick() => {
+                    self.flush_all(&mut routes, &mut pending, false).await;
+                    let pressure = self.backlog_pressure();
+                    if let Some(secs) = self.adaptive.as_mut().and_then(|a| a.update(pressure)) {
+                        tick = every(secs);
+                    }
+                }
             }
         }
         self.flush_all(&mut routes, &mut pending, true).await;
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
+    }
+
+    /// The fullest output's filesystem backlog against its `storage.total_limit_size`,
+    /// in percent (0 without such outputs).
+    fn backlog_pressure(&mut self) -> f64 {
+        if self.adaptive.is_none() {
+            return 0.0;
+        }
+        let mut max: f64 = 0.0;
+        for o in &mut self.outputs {
+            let Some(limit) = o.total_limit.filter(|&l| l > 0) else {
+                continue;
+            };
+            o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
+            let held: u64 = o.held.iter().map(|(b, _)| b).sum();
+            max = max.max((held as f64 * 100.0 / limit as f64).clamp(0.0, 100.0));
+        }
+        max
     }
 
     fn route<'a>(&self, routes: &'a mut HashMap<Tag, Route>, tag: &Tag) -> &'a Route {
@@ -211,8 +334,16 @@ impl Engine {
                     .filter(|&i| self.outputs[i].signals.logs)
                     .collect(),
                 metric_outputs: matching
+                    .clone()
                     .filter(|&i| self.outputs[i].signals.metrics)
                     .collect(),
+                refused_metrics: matching
+                    .filter(|&i| {
+                        let o = &self.outputs[i];
+                        !o.signals.metrics && o.unsupported.metrics
+                    })
+                    .collect(),
+                refused_warned: false,
             }
         })
     }
@@ -488,6 +619,12 @@ impl Engine {
                     .copied()
                     .filter(|&j| j > i)
                     .collect();
+                if chunk.is_metrics() {
+                    // A filter's metrics (flow_aggregate's) pass no filter: they go
+                    // to the outputs that take metrics.
+                    emitted.push((chunk, Target::Routed));
+                    continue;
+                }
                 let mut again = Vec::new();
                 self.run_filters(&later, TICK, 0, &chunk.tag, &mut chunk.records, &mut again);
                 full.extend(self.reingest(again, routes, pending));
@@ -523,7 +660,8 @@ impl Engine {
         }
         for (chunk, target) in emitted {
             // Records emitted by a filter's tick go to outputs only.
-            let p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+            let mut p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+            p.metrics = chunk.metrics;
             self.dispatch_to(p, routes, target).await;
         }
     }
@@ -647,6 +785,24 @@ impl Engine {
             return;
         }
         let is_metrics = !p.metrics.is_empty();
+        if is_metrics && matches!(target, Target::Routed) {
+            self.route(routes, &p.tag);
+            let route = routes.get_mut(&p.tag).expect("routed just above");
+            for &i in &route.refused_metrics {
+                let o = &self.outputs[i];
+                metrics::add(&o.metrics.dropped_records, p.metrics.len() as u64);
+                if !route.refused_warned {
+                    crate::warn!(
+                        "[output:{}] metrics of tag '{}' are routed here but this output sends \
+                         logs only in agent: they are dropped and counted in \
+                         fluentbit_output_dropped_records_total",
+                        o.name,
+                        p.tag
+                    );
+                }
+            }
+            route.refused_warned = true;
+        }
         let outputs: Vec<usize> = match target {
             Target::Routed if is_metrics => self.route(routes, &p.tag).metric_outputs.clone(),
             Target::Routed => self.route(routes, &p.tag).outputs.clone(),
@@ -752,5 +908,55 @@ impl Engine {
                 o.name
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::service::AdaptiveFlush;
+
+    fn adaptive(flush: f64) -> Adaptive {
+        Adaptive::new(
+            AdaptiveFlush {
+                min_interval: 0.5,
+                max_interval: 2.0,
+                low: 25.0,
+                medium: 50.0,
+                high: 75.0,
+                up_steps: 2,
+                down_steps: 3,
+            },
+            Duration::from_secs_f64(flush),
+        )
+    }
+
+    /// Fluent Bit's steps: a level is reached after up_steps (down_steps) flushes in a
+    /// row above (below) it; a change of direction starts the count again.
+    #[test]
+    fn adaptive_flush_moves_a_level_after_its_steps() {
+        let mut a = adaptive(1.0);
+        assert_eq!(a.current, 1.0);
+        assert_eq!(a.update(0.0), None);
+        assert_eq!(a.update(0.0), None);
+        assert_eq!(a.update(0.0), Some(2.0)); // level 0: flush x2
+        assert_eq!(a.update(90.0), None);
+        assert_eq!(a.update(90.0), Some(1.0)); // level 1
+        assert_eq!(a.update(90.0), None);
+        assert_eq!(a.update(0.0), None); // direction changed: count again
+        assert_eq!(a.update(90.0), None);
+        assert_eq!(a.update(90.0), Some(0.75)); // level 2
+        assert_eq!(a.update(90.0), None);
+        assert_eq!(a.update(90.0), Some(0.5)); // level 3
+        assert_eq!(a.update(90.0), None);
+        assert_eq!(a.update(90.0), None); // stays at the top
+        assert_eq!(a.update(60.0), None); // medium: level 2 after 3
+        assert_eq!(a.update(60.0), None);
+        assert_eq!(a.update(60.0), Some(0.75));
+        assert_eq!(a.update(30.0), None); // between low and medium: level 1
+                                          // Kept within min/max: flush 0.2 x 0.5 is 0.1, raised to the minimum 0.5.
+        let b = adaptive(0.2);
+        assert_eq!(b.current, 0.5);
+        assert_eq!(adaptive(5.0).current, 2.0);
     }
 }

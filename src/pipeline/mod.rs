@@ -106,6 +106,20 @@ pub const DEFAULT_MEM_BUF_LIMIT: u64 = 64 * 1000 * 1000;
 const INPUT_QUEUE: usize = 16;
 const OUTPUT_QUEUE: usize = 4;
 
+/// Threads the runtime should have: at least 2, more when an input asks for them (the
+/// forward input's `workers`). Read once, when the runtime starts.
+static RUNTIME_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(2);
+
+/// Asks for at least `n` runtime threads (see [`runtime_threads`]).
+pub fn request_runtime_threads(n: usize) {
+    RUNTIME_THREADS.fetch_max(n.min(256), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The runtime's thread count: 2, or what an input asked for.
+pub fn runtime_threads() -> usize {
+    RUNTIME_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How an input hands records to the engine. Dropping every clone tells the engine the
 /// input is done (server inputs hold one per connection).
 #[derive(Clone)]
@@ -436,6 +450,7 @@ struct OutputInstance {
     metrics: Arc<OutputMetrics>,
     processors: Vec<FilterInstance>,
     signals: crate::event::metrics::Signals,
+    unsupported: crate::event::metrics::Signals,
 }
 
 /// A validated, built pipeline, ready to run. Building it is what `--dry-run` checks.
@@ -841,6 +856,7 @@ impl Pipeline {
             workers.insert(0, first);
             outputs.push(OutputInstance {
                 signals: workers[0].signals(),
+                unsupported: workers[0].unsupported_signals(),
                 total_limit: p.size("storage.total_limit_size").filter(|l| *l > 0),
                 limit: crate::plugins::filters::limit::quota(
                     &p,
@@ -1004,6 +1020,7 @@ impl Pipeline {
                 held: Default::default(),
                 processors: o.processors,
                 signals: o.signals,
+                unsupported: o.unsupported,
                 limiter: o.limit.map(|q| {
                     crate::plugins::filters::ratelimit::KeyedLimiter::new(
                         q,
@@ -1044,6 +1061,11 @@ impl Pipeline {
             filters,
             outputs: routes,
             flush: config.service.flush,
+            adaptive: config
+                .service
+                .flush_adaptive
+                .clone()
+                .map(|c| engine::Adaptive::new(c, config.service.flush)),
             input_processors,
         };
         tasks.spawn(engine.run(rx));

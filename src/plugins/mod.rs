@@ -195,6 +195,12 @@ pub trait Output: Send + 'static {
     fn signals(&self) -> crate::event::metrics::Signals {
         crate::event::metrics::Signals::LOGS
     }
+    /// Signals Fluent Bit's plugin of this name takes and this one does not: a chunk of
+    /// one routed here is not skipped in silence but logged (once per tag) and counted
+    /// as dropped.
+    fn unsupported_signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::NONE
+    }
     /// Chunks must reach the destination in the order they were routed (Prometheus
     /// refuses a series' older samples after newer ones): while a chunk waits for a
     /// retry, the worker takes no newer one.
@@ -296,6 +302,7 @@ pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::kafka::PLUGIN,
     &outputs::loki::PLUGIN,
     &outputs::null::PLUGIN,
+    &outputs::opentelemetry::PLUGIN,
     &outputs::prometheus_exporter::PLUGIN,
     &outputs::prometheus_remote_write::PLUGIN,
     &outputs::stdout::PLUGIN,

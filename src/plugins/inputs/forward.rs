@@ -102,6 +102,12 @@ const PROPS: &[PropSpec] = &[
         None,
         "'USERNAME PASSWORD' a client may authenticate as; repeat for more users.",
     ),
+    PropSpec::new(
+        "workers",
+        PropKind::Int,
+        Some("1"),
+        "Threads that serve the connections: the agent's runtime gets at least this many (it has 2 otherwise).",
+    ),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -191,6 +197,20 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
         ),
     };
     setup.unix_perm = perm;
+    // Fluent Bit runs `workers` listener threads; agent serves every connection as its
+    // own task on the runtime's threads, so it asks for that many threads.
+    let workers = props.int("workers").unwrap_or(1);
+    if workers < 1 {
+        return Err(props.error("workers", "a number of threads >= 1"));
+    }
+    if workers > 1 && props.is_set("unix_path") {
+        return Err(ConfigError::invalid(
+            props.span_of("workers"),
+            "[config] forward: workers is not supported with unix_path",
+            Some("remove 'workers', or listen on TCP instead of unix_path".into()),
+        ));
+    }
+    crate::pipeline::request_runtime_threads(workers as usize);
     Ok(Box::new(ForwardInput {
         listener: listen_spec(setup, "forward", "frame", ctx),
         cfg: Arc::new(ConnConfig {

@@ -29,6 +29,8 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("node_name", PropKind::Str, None, "This node's name: pods scheduled on it are local, and the 'host' field; default the hostname."),
     PropSpec::new("tag", PropKind::Str, Some("flowlogs"), "Tag of the emitted flow log records."),
     PropSpec::new("max_flows", PropKind::Int, Some("100000"), "Most aggregated flows held in one interval; updates beyond it are counted and dropped."),
+    PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
+    PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -59,6 +61,116 @@ struct FlowAggregateFilter {
     active: Arc<AtomicU64>,
     emitted: Arc<AtomicU64>,
     overflow: Arc<AtomicU64>,
+    /// `metrics_tag`: flow metrics, when asked for.
+    flow_metrics: Option<FlowMetrics>,
+}
+
+/// The labels of a flow metric series, in [`SERIES_LABELS`] order.
+type SeriesKey = [Arc<str>; 7];
+
+const SERIES_LABELS: [&str; 7] = [
+    "source_namespace",
+    "source_name",
+    "dest_namespace",
+    "dest_name",
+    "proto",
+    "action",
+    "reporter",
+];
+
+/// The flow record fields the labels come from (aggregated names: one series per
+/// workload pair, whatever the pods' generated suffixes).
+const SERIES_FIELDS: [&str; 7] = [
+    "source_namespace",
+    "source_name_aggr",
+    "dest_namespace",
+    "dest_name_aggr",
+    "proto",
+    "action",
+    "reporter",
+];
+
+/// The counters of each series and the flow record field each adds up.
+const FLOW_COUNTERS: [(&str, &str, &str); 6] = [
+    (
+        "agent_flow_bytes_in_total",
+        "Bytes received by the reporting endpoint, from the flow logs.",
+        "bytes_in",
+    ),
+    (
+        "agent_flow_bytes_out_total",
+        "Bytes sent by the reporting endpoint, from the flow logs.",
+        "bytes_out",
+    ),
+    (
+        "agent_flow_packets_in_total",
+        "Packets received by the reporting endpoint, from the flow logs.",
+        "packets_in",
+    ),
+    (
+        "agent_flow_packets_out_total",
+        "Packets sent by the reporting endpoint, from the flow logs.",
+        "packets_out",
+    ),
+    (
+        "agent_flow_started_total",
+        "Connections started, from the flow logs.",
+        "num_flows_started",
+    ),
+    (
+        "agent_flow_completed_total",
+        "Connections completed, from the flow logs.",
+        "num_flows_completed",
+    ),
+];
+
+/// Cumulative counters per workload pair, emitted as a metric set each interval.
+struct FlowMetrics {
+    tag: Tag,
+    max_series: usize,
+    series: std::collections::HashMap<SeriesKey, [u64; 6]>,
+    /// `agent_flow_aggregate_metrics_overflow_total`.
+    overflow: Arc<AtomicU64>,
+}
+
+impl FlowMetrics {
+    fn add(&mut self, records: &[Record]) {
+        for r in records {
+            let key: SeriesKey = SERIES_FIELDS.map(|f| match field(r, f) {
+                Some(Value::Str(s)) => s.clone(),
+                _ => Arc::from("-"),
+            });
+            let n = self.series.len();
+            let counters = match self.series.get_mut(&key) {
+                Some(c) => c,
+                None if n >= self.max_series => {
+                    metrics::add(&self.overflow, 1);
+                    continue;
+                }
+                None => self.series.entry(key).or_insert([0; 6]),
+            };
+            for (c, (_, _, f)) in counters.iter_mut().zip(FLOW_COUNTERS) {
+                *c += uint(r, f);
+            }
+        }
+    }
+
+    fn set(&self, now: EventTime) -> crate::event::metrics::MetricSet {
+        use crate::event::metrics::{Family, MetricSet, MetricType};
+        let ts = now.secs.max(0) as u64 * 1_000_000_000 + now.nanos as u64;
+        let mut keys: Vec<&SeriesKey> = self.series.keys().collect();
+        keys.sort();
+        let mut set = MetricSet::default();
+        for (i, (name, help, _)) in FLOW_COUNTERS.iter().enumerate() {
+            let mut f = Family::new(name, help, MetricType::Counter, &SERIES_LABELS);
+            for k in &keys {
+                let labels: Vec<&str> = k.iter().map(|v| &**v).collect();
+                f.push(&labels, ts, self.series[*k][i] as f64);
+            }
+            set.families.push(f);
+        }
+        set
+    }
 }
 
 fn unix_now() -> i64 {
@@ -129,6 +241,25 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
             "Updates dropped because max_flows aggregated flows were held.",
             ctx.instance,
         ),
+        flow_metrics: match props.str("metrics_tag") {
+            None => None,
+            Some(tag) => {
+                let max = props.int("metrics_max_series").unwrap_or(10_000);
+                if max < 1 {
+                    return Err(props.error("metrics_max_series", "a number of series >= 1"));
+                }
+                Some(FlowMetrics {
+                    tag: Arc::from(tag),
+                    max_series: max as usize,
+                    series: Default::default(),
+                    overflow: ctx.metrics.counter(
+                        "agent_flow_aggregate_metrics_overflow_total",
+                        "Flow records not counted in the flow metrics: metrics_max_series label sets were held.",
+                        ctx.instance,
+                    ),
+                })
+            }
+        },
     };
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
@@ -295,9 +426,18 @@ impl FlowAggregateFilter {
             crate::warn!("[filter:flow_aggregate:{}] {} updates dropped: more than max_flows aggregated flows in this interval", self.name, self.agg.overflow);
         }
         metrics::add(&self.overflow, self.agg.overflow);
-        let records = self.agg.flush(unix_now(), EventTime::now());
+        let now = EventTime::now();
+        let records = self.agg.flush(unix_now(), now);
         metrics::add(&self.emitted, records.len() as u64);
         metrics::set(&self.active, self.agg.len() as u64);
+        if let Some(m) = &mut self.flow_metrics {
+            m.add(&records);
+            if !m.series.is_empty() {
+                let mut chunk = Chunk::new(m.tag.clone(), Vec::new());
+                chunk.metrics.push(Arc::new(m.set(now)));
+                out.push(chunk);
+            }
+        }
         if !records.is_empty() {
             out.push(Chunk::new(self.tag.clone(), records));
         }
@@ -411,6 +551,7 @@ mod tests {
             active: Arc::default(),
             emitted: Arc::default(),
             overflow: Arc::default(),
+            flow_metrics: None,
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         f.reload_if_changed();
@@ -447,5 +588,40 @@ mod tests {
         let u = update(&r).unwrap();
         assert_eq!((u.action, u.packet, u.orig_bytes), (Action::Deny, true, 60));
         assert_eq!(u.policies, ["default/deny-db"]);
+    }
+
+    /// Series add up across intervals (Prometheus counters); past metrics_max_series a
+    /// new label set is not created and its records are counted as overflow.
+    #[test]
+    fn flow_metrics_are_cumulative_and_bounded() {
+        let flow = |src: &str, bytes: u64| {
+            rec(&[
+                ("source_namespace", s("ns")),
+                ("source_name_aggr", s(src)),
+                ("dest_namespace", s("ns")),
+                ("dest_name_aggr", s("db-*")),
+                ("proto", s("tcp")),
+                ("action", s("allow")),
+                ("reporter", s("src")),
+                ("bytes_out", Value::UInt(bytes)),
+            ])
+        };
+        let mut m = FlowMetrics {
+            tag: Arc::from("m"),
+            max_series: 1,
+            series: Default::default(),
+            overflow: Arc::default(),
+        };
+        m.add(&[flow("web-*", 10)]);
+        m.add(&[flow("web-*", 5), flow("api-*", 7)]);
+        let set = m.set(EventTime::new(1, 0));
+        let out = set.family("agent_flow_bytes_out_total").unwrap();
+        assert_eq!(
+            out.value(&["ns", "web-*", "ns", "db-*", "tcp", "allow", "src"]),
+            Some(15.0)
+        );
+        assert_eq!(out.samples.len(), 1);
+        assert_eq!(metrics::get(&m.overflow), 1);
+        assert_eq!(set.families.len(), 6);
     }
 }
