@@ -382,3 +382,27 @@ fn storage_metrics_are_fluent_bits() {
         );
     }
 }
+
+/// Without a filter the output's bytes are the input's (measured once, at the input).
+#[test]
+fn output_bytes_without_filters_are_the_input_bytes() {
+    let port = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {port}\n\
+         [INPUT]\n    name dummy\n    samples 10\n    rate 50\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ));
+    a.wait_lines(10, T);
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, body) = http_get(port, "/api/v1/metrics").unwrap();
+        let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if m["output"]["stdout.0"]["proc_records"] == 10 {
+            assert_eq!(m["input"]["dummy.0"]["bytes"], 280, "{body}");
+            assert_eq!(m["output"]["stdout.0"]["proc_bytes"], 280, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -30,6 +30,9 @@ pub struct InputBatch {
     pub metrics: Vec<Arc<MetricSet>>,
     /// Runs once every output is done with these records (see `ack`).
     pub ack: Option<AckFn>,
+    /// The records' [`Record::encoded_len`] sum when the input measured it: a chunk of
+    /// untouched records need not be measured again for `proc_bytes`.
+    pub bytes: Option<u64>,
 }
 
 /// A chunk is handed to outputs early once it holds this many records, which bounds
@@ -97,6 +100,8 @@ struct Pending {
     acks: Vec<AckFn>,
     /// The chunk's file, for filesystem-buffered inputs.
     file: Option<ChunkFile>,
+    /// The records' encoded size when every batch in it was measured and untouched.
+    bytes: Option<u64>,
 }
 
 impl Pending {
@@ -104,8 +109,9 @@ impl Pending {
         Pending {
             input,
             tag,
-            records,
             metrics: Vec::new(),
+            bytes: records.is_empty().then_some(0),
+            records,
             acks,
             file: None,
         }
@@ -217,14 +223,16 @@ impl Adaptive {
     }
 }
 
-/// Runs one filter on `records`, counting what it takes, drops and adds.
-fn run_filter(f: &mut FilterInstance, tag: &Tag, records: &mut Vec<Record>, now: Instant) {
+/// Runs one filter on `records`, counting what it takes, drops and adds; whether it
+/// changed them.
+fn run_filter(f: &mut FilterInstance, tag: &Tag, records: &mut Vec<Record>, now: Instant) -> bool {
     let before = records.len() as u64;
-    f.filter.filter(tag, records, now);
+    let result = f.filter.filter(tag, records, now);
     let after = records.len() as u64;
     metrics::add(&f.metrics.records, before);
     metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
     metrics::add(&f.metrics.add_records, after.saturating_sub(before));
+    !matches!(result, crate::plugins::FilterResult::NoTouch)
 }
 
 /// What a filter releases at a flush tick, or at shutdown when `last`.
@@ -399,6 +407,7 @@ impl Engine {
                 tag,
                 mut records,
                 mut ack,
+                mut bytes,
                 ..
             } = batch;
             if let Some(e) = self.emitter(input) {
@@ -418,7 +427,9 @@ impl Engine {
                     if records.is_empty() {
                         break;
                     }
-                    run_filter(f, &tag, &mut records, now);
+                    if run_filter(f, &tag, &mut records, now) {
+                        bytes = None;
+                    }
                     if let Some(e) = f.filter.emitter() {
                         from_processors.extend(e.take().into_iter().map(|c| (j + 1, c)));
                     }
@@ -426,7 +437,9 @@ impl Engine {
             }
             let filters = self.route(routes, &tag).filters.clone();
             let mut emitted = Vec::new();
-            self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted);
+            if self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted) {
+                bytes = None;
+            }
             // Re-emitted chunks, each with a share of the batch's ack: from an input
             // processor they continue at its next stage, from a filter at its emitter.
             let again: Vec<(usize, u32, usize, Chunk)> = from_processors
@@ -454,6 +467,7 @@ impl Engine {
                         records: chunk.records,
                         metrics: Vec::new(),
                         ack: parts.pop().flatten(),
+                        bytes: None,
                     };
                     queue.push_back((batch, hops, stage));
                 }
@@ -473,6 +487,7 @@ impl Engine {
                 }
             };
             self.persist(&mut pending[i], &records);
+            pending[i].bytes = pending[i].bytes.zip(bytes).map(|(a, b)| a + b);
             pending[i].records.append(&mut records);
             pending[i].acks.extend(ack);
             if pending[i].records.len() >= CHUNK_MAX_RECORDS {
@@ -515,7 +530,7 @@ impl Engine {
     }
 
     /// Runs `filters` in order on records of `input`; collects what they re-emit,
-    /// with the index of the filter that did.
+    /// with the index of the filter that did. Whether any filter changed the records.
     fn run_filters(
         &mut self,
         filters: &[usize],
@@ -524,11 +539,12 @@ impl Engine {
         tag: &Tag,
         records: &mut Vec<Record>,
         emitted: &mut Vec<(usize, Chunk)>,
-    ) {
+    ) -> bool {
         let now = Instant::now();
+        let mut touched = false;
         for &i in filters {
             if records.is_empty() {
-                return;
+                return touched;
             }
             let f = &mut self.filters[i];
             if let Some(e) = f.filter.emitter() {
@@ -540,11 +556,12 @@ impl Engine {
                     None
                 });
             }
-            run_filter(f, tag, records, now);
+            touched |= run_filter(f, tag, records, now);
             if let Some(e) = f.filter.emitter() {
                 emitted.extend(e.take().into_iter().map(|c| (i, c)));
             }
         }
+        touched
     }
 
     /// Ingests what filters re-emitted outside of a batch (from records a tick
@@ -563,6 +580,7 @@ impl Engine {
                 records: c.records,
                 metrics: Vec::new(),
                 ack: None,
+                bytes: None,
             };
             full.extend(self.ingest(batch, 1, routes, pending));
         }
@@ -818,6 +836,9 @@ impl Engine {
         }
         let completion = Completion::new(outputs.len(), p.acks);
         let mut chunk = Chunk::new(p.tag, p.records);
+        if let (Some(bytes), true) = (p.bytes, p.metrics.is_empty()) {
+            chunk.set_encoded_len(bytes);
+        }
         chunk.metrics = p.metrics;
         let full = Routed::new(chunk, completion.clone());
         let now = Instant::now();

@@ -316,6 +316,7 @@ impl InputSender {
                 records: Vec::new(),
                 metrics: vec![Arc::new(set)],
                 ack,
+                bytes: None,
             })
             .await
             .map_err(|_| PluginError::Closed)
@@ -364,6 +365,7 @@ impl InputSender {
                 records,
                 metrics: Vec::new(),
                 ack,
+                bytes: Some(bytes),
             })
             .await
             .map_err(|_| PluginError::Closed)
