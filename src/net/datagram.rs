@@ -72,18 +72,7 @@ impl DatagramSocket {
                 Ok(DatagramSocket::Unix(s, path.clone()))
             }
             None => {
-                let ip: std::net::IpAddr = match setup.listen.parse() {
-                    Ok(ip) => ip,
-                    Err(_) => {
-                        use std::net::ToSocketAddrs;
-                        (setup.listen.as_str(), setup.port)
-                            .to_socket_addrs()?
-                            .next()
-                            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?
-                            .ip()
-                    }
-                };
-                let addr = SocketAddr::new(ip, setup.port);
+                let addr = super::downstream::listen_addr(&setup.listen, setup.port)?;
                 let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
                 socket.set_reuse_address(true)?;
                 if setup.share_port {

@@ -423,20 +423,25 @@ impl Shared {
     }
 }
 
-fn tcp_listener(setup: &DownstreamSetup) -> io::Result<TcpListener> {
-    let ip: std::net::IpAddr = match setup.listen.parse() {
+/// The address a server binds for `listen` and `port`: an IP, or a host name's first
+/// address, as Fluent Bit binds.
+pub(crate) fn listen_addr(listen: &str, port: u16) -> io::Result<SocketAddr> {
+    let ip: std::net::IpAddr = match listen.parse() {
         Ok(ip) => ip,
         Err(_) => {
-            // A host name: the first address it resolves to, as Fluent Bit binds.
             use std::net::ToSocketAddrs;
-            (setup.listen.as_str(), setup.port)
+            (listen, port)
                 .to_socket_addrs()?
                 .next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?
                 .ip()
         }
     };
-    let addr = SocketAddr::new(ip, setup.port);
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn tcp_listener(setup: &DownstreamSetup) -> io::Result<TcpListener> {
+    let addr = listen_addr(&setup.listen, setup.port)?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if setup.share_port {

@@ -78,10 +78,47 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     build,
 };
 
+/// How a stream or datagram input splits its bytes into records (tcp, udp).
 #[derive(Clone, Debug, PartialEq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     None(Vec<u8>),
+}
+
+/// `format`, `separator`, `chunk_size` and `buffer_size` as Fluent Bit's tcp and udp
+/// inputs read them: a `parser` switches to line mode; sizes in KB; the buffer
+/// defaults to the chunk. Returns (format, chunk, max).
+pub(crate) fn read_format(
+    props: &Props,
+    ctx: &BuildContext,
+    parser: bool,
+) -> Result<(Format, usize, usize), ConfigError> {
+    let format = match props.str("format").unwrap_or("json") {
+        f if f.eq_ignore_ascii_case("none") || parser => {
+            if !f.eq_ignore_ascii_case("none") {
+                crate::warn!(
+                    "[input:{}:{}] 'parser' requires line-delimited payloads; switching format from '{f}' to 'none'",
+                    props.plugin(),
+                    ctx.instance
+                );
+            }
+            let sep = unescape(props.str("separator").unwrap_or("\\n"));
+            if sep.is_empty() {
+                return Err(props.error("separator", "at least one byte"));
+            }
+            Format::None(sep)
+        }
+        _ => Format::Json,
+    };
+    let chunk = kb(props, "chunk_size")?;
+    let max = match props.is_set("buffer_size") {
+        true => kb(props, "buffer_size")?,
+        false => chunk,
+    };
+    if max < chunk {
+        return Err(props.error("buffer_size", "a size >= chunk_size"));
+    }
+    Ok((format, chunk, max))
 }
 
 struct TcpInput {
@@ -141,30 +178,7 @@ pub(crate) fn kb(props: &Props, name: &str) -> Result<usize, ConfigError> {
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let parser = ctx.parser(props, "parser")?;
-    let format = match props.str("format").unwrap_or("json") {
-        f if f.eq_ignore_ascii_case("none") || parser.is_some() => {
-            if !f.eq_ignore_ascii_case("none") {
-                crate::warn!(
-                    "[input:tcp:{}] 'parser' requires line-delimited payloads; switching format from '{f}' to 'none'",
-                    ctx.instance
-                );
-            }
-            let sep = unescape(props.str("separator").unwrap_or("\\n"));
-            if sep.is_empty() {
-                return Err(props.error("separator", "at least one byte"));
-            }
-            Format::None(sep)
-        }
-        _ => Format::Json,
-    };
-    let chunk = kb(props, "chunk_size")?;
-    let max = match props.is_set("buffer_size") {
-        true => kb(props, "buffer_size")?,
-        false => chunk,
-    };
-    if max < chunk {
-        return Err(props.error("buffer_size", "a size >= chunk_size"));
-    }
+    let (format, chunk, max) = read_format(props, ctx, parser.is_some())?;
     let setup = DownstreamSetup::from_props(props, None)?;
     Ok(Box::new(TcpInput {
         listener: listen_spec(setup, "tcp", "record", ctx),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::server::Dropped;
-use super::tcp::{kb, unescape};
+use super::tcp::{read_format, Format};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{EventTime, Map, Record, Str, Value};
 use crate::net::datagram::{DatagramSetup, DatagramSocket};
@@ -81,12 +81,6 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     build,
 };
 
-#[derive(Clone, Debug, PartialEq)]
-enum Format {
-    Json,
-    None(Vec<u8>),
-}
-
 struct UdpInput {
     setup: DatagramSetup,
     format: Format,
@@ -98,30 +92,7 @@ struct UdpInput {
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let parser = ctx.parser(props, "parser")?;
-    let format = match props.str("format").unwrap_or("json") {
-        f if f.eq_ignore_ascii_case("none") || parser.is_some() => {
-            if !f.eq_ignore_ascii_case("none") {
-                crate::warn!(
-                    "[input:udp:{}] 'parser' requires line-delimited payloads; switching format from '{f}' to 'none'",
-                    ctx.instance
-                );
-            }
-            let sep = unescape(props.str("separator").unwrap_or("\\n"));
-            if sep.is_empty() {
-                return Err(props.error("separator", "at least one byte"));
-            }
-            Format::None(sep)
-        }
-        _ => Format::Json,
-    };
-    let chunk = kb(props, "chunk_size")?;
-    let max = match props.is_set("buffer_size") {
-        true => kb(props, "buffer_size")?,
-        false => chunk,
-    };
-    if max < chunk {
-        return Err(props.error("buffer_size", "a size >= chunk_size"));
-    }
+    let (format, _, max) = read_format(props, ctx, parser.is_some())?;
     if props.is_set("tls") && props.bool("tls") == Some(true) {
         return Err(props.error("tls", "off: udp has no TLS (use the tcp or http input)"));
     }
