@@ -397,3 +397,28 @@ fn flow_aggregate_counts_traffic_between_workloads_as_metrics() {
     assert_eq!(sums["bytes_out"], 600);
     assert_eq!(sums["bytes_in"], 6000);
 }
+
+/// `storage.type filesystem` on a metrics input: said once that its metrics are held in
+/// memory only (chunk files hold records), not left silent.
+#[test]
+fn filesystem_storage_of_a_metrics_input_is_said_to_be_memory_only() {
+    let dir = Dir::new();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    storage.path {}\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n    storage.type filesystem\n\
+         [OUTPUT]\n    name prometheus_exporter\n    match m\n    host 127.0.0.1\n    port 0\n",
+        dir.path().display()
+    ));
+    a.wait_log(
+        "[storage] fluentbit_metrics.0: storage.type filesystem: agent buffers metrics in memory only",
+        T,
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let o = a.stop(T);
+    assert_eq!(
+        o.stderr.matches("buffers metrics in memory only").count(),
+        1,
+        "{}",
+        o.stderr
+    );
+}

@@ -123,3 +123,73 @@ fn samples_wait_while_prometheus_is_down_and_arrive_in_order() {
         out.stderr
     );
 }
+
+/// Samples Prometheus can never take (three hours old, before its head block): it
+/// answers 400, and the agent drops that chunk with Prometheus's reason in the log and
+/// counts it in fluentbit_output_dropped_records_total, instead of retrying forever.
+#[test]
+fn samples_too_old_for_prometheus_are_dropped_and_counted() {
+    let port = free_port();
+    let Some(_prom) = Prometheus::start_on(port, NO_SCRAPES, RECEIVER) else {
+        return;
+    };
+    // A scrape target with a current sample and one stamped three hours ago: once the
+    // first scrape put "now" in Prometheus's head, the old one is out of its bounds.
+    let site = Dir::new();
+    let old_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 3 * 3600 * 1000;
+    site.file(
+        "metrics",
+        &format!("# TYPE fresh_gauge gauge\nfresh_gauge 2\n# TYPE ancient_gauge gauge\nancient_gauge 1 {old_ms}\n"),
+    );
+    let target = free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &target.to_string(),
+        ])
+        .current_dir(site.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name prometheus_scrape\n    tag old\n    host 127.0.0.1\n    port {target}\n    metrics_path /metrics\n    scrape_interval 1s\n\
+         [OUTPUT]\n    name prometheus_remote_write\n    match old\n    host 127.0.0.1\n    port {port}\n    uri /api/v1/write\n    retry_limit no_limits\n"
+    ));
+    a.wait_log(
+        "the server refused the samples (400), they will not be retried",
+        T,
+    );
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
+        let dropped = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "fluentbit_output_dropped_records_total{name=\"prometheus_remote_write.0\"}",
+                )
+            })
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = a.stop(T);
+    assert!(out.stderr.contains("out of bounds"), "{}", out.stderr);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -367,6 +367,13 @@ impl Engine {
             ack,
             ..
         } = batch;
+        // Chunk files hold records; an input's metrics stay in memory. Said once (the
+        // name is taken: metrics inputs send no records to write to chunk files).
+        if let Some(name) = self.fs_inputs.get_mut(input).and_then(Option::take) {
+            crate::warn!(
+                "[storage] {name}: storage.type filesystem: agent buffers metrics in memory only (a crash loses the metrics not yet delivered)"
+            );
+        }
         let i = match pending
             .iter()
             .position(|p| p.input == input && p.tag == tag && !p.metrics.is_empty())
