@@ -503,3 +503,54 @@ fn adaptive_flush_lengthens_the_interval_without_backlog() {
     let o = a.stop(T);
     assert!(!o.stderr.contains("does not support yet"), "{}", o.stderr);
 }
+
+/// Many connections each send one frame while the input is over its mem_buf_limit
+/// (issue 21): at most a few frames are decoded and waiting for admission at a time,
+/// the others wait as bytes, so 300 frames of 10,000 records (about 500 MB decoded)
+/// do not all sit in memory.
+#[test]
+fn many_connections_waiting_for_admission_hold_few_decoded_frames() {
+    let c = TcpCollector::with_mode(Mode::Stalled);
+    let http = free_port();
+    let a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n    mem_buf_limit 1M\n\
+         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    retry_limit no_limits\n    workers 1\n",
+        c.port()
+    ));
+    let mut a = a;
+    a.wait_log("listening on", T);
+    let port = bound_port(&a);
+    let mut frame = Vec::new();
+    rmp::encode::write_array_len(&mut frame, 2).unwrap();
+    rmp::encode::write_str(&mut frame, "small").unwrap();
+    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
+    for j in 0..10_000u64 {
+        rmp::encode::write_array_len(&mut frame, 2).unwrap();
+        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
+        rmp::encode::write_map_len(&mut frame, 1).unwrap();
+        rmp::encode::write_str(&mut frame, "n").unwrap();
+        rmp::encode::write_uint(&mut frame, j).unwrap();
+    }
+    let frame = std::sync::Arc::new(frame);
+    let senders: Vec<_> = (0..300)
+        .map(|_| {
+            let f = frame.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                let _ = s.write_all(&f);
+                std::thread::sleep(Duration::from_secs(6));
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let peak = peak_rss_mib(a.pid());
+    eprintln!("300 connections x 10,000 records waiting for admission: peak RSS {peak} MiB");
+    assert!(peak < 150, "peak RSS {peak} MiB");
+    for s in senders {
+        let _ = s.join();
+    }
+    a.stop(T);
+}

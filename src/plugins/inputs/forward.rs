@@ -141,7 +141,14 @@ struct ConnConfig {
     /// The `tag` property: every record gets it, unless `tag_prefix` is set.
     fixed_tag: Option<Tag>,
     security: Option<Security>,
+    /// Frames decoded and not yet taken by the engine, for all connections at once:
+    /// a decoded frame is several times its bytes, and while the input waits for
+    /// mem_buf_limit every connection would otherwise hold one.
+    decoding: tokio::sync::Semaphore,
 }
+
+/// How many frames the connections of one input may hold decoded at once.
+const DECODING_FRAMES: usize = 8;
 
 fn size(props: &Props, name: &str) -> Result<usize, ConfigError> {
     props
@@ -221,6 +228,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
                 .is_set("tag")
                 .then(|| Arc::from(props.str("tag").unwrap_or(""))),
             security,
+            decoding: tokio::sync::Semaphore::new(DECODING_FRAMES),
         }),
     }))
 }
@@ -436,7 +444,7 @@ impl Session {
     where
         W: tokio::io::AsyncWrite + Unpin,
     {
-        let frame = &self.buf[range];
+        let frame = &self.buf[range.clone()];
         if let (Some(sec), Some(helo), false) = (&self.cfg.security, &self.helo, self.authenticated)
         {
             let ping = Ping::read(frame)
@@ -459,6 +467,13 @@ impl Session {
                 ))),
             };
         }
+        // A slot before decoding, kept until the engine took the records: the frames
+        // of connections without one wait as bytes.
+        let cfg = self.cfg.clone();
+        let Ok(_slot) = cfg.decoding.acquire().await else {
+            return Err(End::Done);
+        };
+        let frame = &self.buf[range];
         let events = decode_events(frame, self.cfg.max, &mut self.keys)
             .map_err(|e| End::Rejected(format!("invalid frame: {}", why(e))))?;
         // Fluent Bit's order: tag_prefix + the frame's tag, else the input's own `tag`,
