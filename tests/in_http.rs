@@ -410,3 +410,49 @@ fn config_errors_name_the_line_and_the_fix() {
         );
     }
 }
+
+/// Bodies being read share one budget per input (64 MiB, or two bodies of
+/// buffer_max_size): 120 clients that each declare 3 MB and send 2.5 MB of it do not
+/// make the agent hold 300 MB; those beyond the budget get 503 at once.
+#[test]
+fn concurrent_large_bodies_share_a_bounded_budget() {
+    let http = free_port();
+    let dir = Dir::new();
+    let a = http_input(
+        &dir,
+        "",
+        &format!("    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n"),
+        stdout_output(),
+    );
+    let port = bound_port(&a);
+    let base = rss_kib(a.pid());
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..120)
+        .map(|_| {
+            let refused = refused.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+                let head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n";
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&vec![b' '; 2_500_000]);
+                let mut answer = [0u8; 12];
+                if s.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 503") {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let grown = rss_kib(a.pid()).saturating_sub(base) / 1024;
+    for c in clients {
+        let _ = c.join();
+    }
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("120 bodies of 3 MB at once: RSS grew {grown} MiB, {refused} answered 503");
+    assert!(grown < 150, "RSS grew {grown} MiB");
+    assert!(refused >= 90, "{refused} of 120 answered 503");
+    a.stop(T);
+}

@@ -115,7 +115,15 @@ struct Cfg {
     health: bool,
     /// Bad requests: counted and logged at a limited rate.
     dropped: Dropped,
+    /// Bytes of request bodies the input holds at once, for all connections: a body
+    /// takes its declared length (buffer_max_size when unknown) before it is read, and
+    /// gives it back once its records are handed over. Without it, 1,024 connections
+    /// could each hold buffer_max_size.
+    bodies: tokio::sync::Semaphore,
 }
+
+/// The body budget: at least this, and at least two bodies of buffer_max_size.
+const BODY_BUDGET: usize = 64 << 20;
 
 struct HttpInput {
     listener: ListenSpec,
@@ -168,6 +176,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             },
             health: props.bool("enable_health_endpoint") == Some(true),
             dropped: Dropped::new("http", ctx),
+            bodies: tokio::sync::Semaphore::new(BODY_BUDGET.max(2 * max)),
         }),
     }))
 }
@@ -305,6 +314,25 @@ async fn handle(
         let first = v.split(',').next()?.trim();
         (!first.is_empty()).then(|| (k.clone(), Value::Str(Str::from(first))))
     });
+    // Room for the body in the input's budget, or 503 at once (the client retries),
+    // rather than reading more bodies than the budget holds.
+    let want = declared
+        .map_or(cfg.max, |n| n as usize)
+        .clamp(1, u32::MAX as usize);
+    let Ok(_room) = cfg.bodies.try_acquire_many(want as u32) else {
+        cfg.dropped.drop_one(|| {
+            "request refused with 503: the bodies being read fill the input's budget".to_string()
+        });
+        let mut r = respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "error: deferred ingress queue is full\n",
+        );
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return r;
+    };
     let body = match Limited::new(req.into_body(), cfg.max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(cfg),
