@@ -205,7 +205,7 @@ fn plugin_help(kind: PluginKind, name: &str) -> u8 {
 fn run(cli: &Cli, pipeline: Pipeline) -> u8 {
     let threads = crate::pipeline::runtime_threads();
     if threads > 2 {
-        crate::info!("[engine] runtime threads: {threads} (forward workers)");
+        crate::info!("[engine] runtime threads: {threads} (the inputs' workers)");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)

@@ -585,7 +585,7 @@ fn unauthenticated_clients_hold_little_and_not_for_long() {
 fn workers_give_the_runtime_that_many_threads() {
     let mut rx = receiver(0, "    workers 4\n");
     let port = bound_port(&rx);
-    rx.wait_log("[engine] runtime threads: 4 (forward workers)", T);
+    rx.wait_log("[engine] runtime threads: 4 (the inputs' workers)", T);
     let threads = std::fs::read_dir(format!("/proc/{}/task", rx.pid()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())

@@ -456,3 +456,33 @@ fn concurrent_large_bodies_share_a_bounded_budget() {
     assert!(refused >= 90, "{refused} of 120 answered 503");
     a.stop(T);
 }
+
+/// Fluent Bit 5's `http_server.*` spellings: `http_server.buffer_max_size` bounds the
+/// body as `buffer_max_size` does, `http_server.workers` sizes the runtime, and the
+/// others are accepted.
+#[test]
+fn http_server_spellings_are_fluent_bits() {
+    let dir = Dir::new();
+    let mut a = http_input(
+        &dir,
+        "    http_server.buffer_max_size 1k\n    http_server.buffer_chunk_size 1k\n    http_server.workers 3\n    http_server.idle_timeout 10s\n    http_server.max_connections 100\n    http_server.ingress_queue_event_limit 8192\n    http_server.ingress_queue_byte_limit 256M\n",
+        "",
+        stdout_output(),
+    );
+    a.wait_log("[engine] runtime threads: 3 (the inputs' workers)", T);
+    let port = bound_port(&a);
+    let url = format!("http://127.0.0.1:{port}/");
+    let big = format!("{{\"big\":\"{}\"}}", "x".repeat(4000));
+    let json = "Content-Type: application/json";
+    assert!(curl(&["-H", json, "-d", &big, &url]).starts_with("413 "));
+    assert_eq!(curl(&["-H", json, "-d", r#"{"small":1}"#, &url]), "201 ");
+    a.wait_lines(1, T);
+    a.stop(T);
+    let lines = refused_config(
+        "[INPUT]\n    name http\n    http_server.http2 on\n[OUTPUT]\n    name null\n    match *\n",
+    );
+    assert!(
+        lines[0].contains(":3: [config] http: invalid value 'on' for property 'http_server.http2'"),
+        "{lines:?}"
+    );
+}

@@ -95,6 +95,60 @@ const PROPS: &[PropSpec] = &[
         Some("false"),
         "HTTP/2 (agent serves HTTP/1.1 only: must stay off).",
     ),
+    // Fluent Bit 5's shared HTTP server settings (flb_http_server_config_map.c); the
+    // plain names above are its compatibility aliases.
+    PropSpec::new(
+        "http_server.http2",
+        PropKind::Bool,
+        Some("false"),
+        "As http2.",
+    ),
+    PropSpec::new(
+        "http_server.buffer_max_size",
+        PropKind::Size,
+        None,
+        "As buffer_max_size (wins when both are set).",
+    )
+    .range(1, 1 << 30),
+    PropSpec::new(
+        "http_server.buffer_chunk_size",
+        PropKind::Size,
+        None,
+        "As buffer_chunk_size (accepted for compatibility).",
+    )
+    .range(1, 1 << 30),
+    PropSpec::new(
+        "http_server.idle_timeout",
+        PropKind::Time,
+        None,
+        "Closes a connection idle this long (net.idle_timeout when unset).",
+    ),
+    PropSpec::new(
+        "http_server.max_connections",
+        PropKind::Size,
+        Some("0"),
+        "Most connections at once; 0: agent's cap of 1,024.",
+    ),
+    PropSpec::new(
+        "http_server.workers",
+        PropKind::Int,
+        Some("1"),
+        "Threads serving the connections: the agent's runtime gets at least this many.",
+    )
+    .range(1, 256),
+    PropSpec::new(
+        "http_server.ingress_queue_event_limit",
+        PropKind::Size,
+        Some("8192"),
+        "Accepted for compatibility (records go to the engine as each request is read).",
+    ),
+    PropSpec::new(
+        "http_server.ingress_queue_byte_limit",
+        PropKind::Size,
+        None,
+        "Bytes of request bodies held at once (default 64M, at least twice buffer_max_size); beyond it 503.",
+    )
+    .range(1, 1 << 32),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -131,8 +185,10 @@ struct HttpInput {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    if props.bool("http2") == Some(true) {
-        return Err(props.error("http2", "off: agent's http input serves HTTP/1.1 only"));
+    for key in ["http2", "http_server.http2"] {
+        if props.bool(key) == Some(true) {
+            return Err(props.error(key, "off: agent's http input serves HTTP/1.1 only"));
+        }
     }
     let tag_key = props
         .str("tag_key")
@@ -161,8 +217,24 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             }
         }
     }
-    let max = props.size("buffer_max_size").unwrap_or(4 << 20) as usize;
-    let setup = DownstreamSetup::from_props(props, None)?;
+    let max = match props.is_set("http_server.buffer_max_size") {
+        true => props.size("http_server.buffer_max_size"),
+        false => props.size("buffer_max_size"),
+    }
+    .unwrap_or(4 << 20) as usize;
+    let budget = props
+        .size("http_server.ingress_queue_byte_limit")
+        .map_or(BODY_BUDGET, |b| b as usize)
+        .max(2 * max);
+    let mut setup = DownstreamSetup::from_props(props, None)?;
+    if let Some(t) = props.time("http_server.idle_timeout") {
+        setup.idle_timeout = (!t.is_zero()).then_some(t);
+    }
+    match props.size("http_server.max_connections") {
+        Some(n) if n > 0 => setup.max_connections = setup.max_connections.min(n as usize),
+        _ => {}
+    }
+    crate::pipeline::request_runtime_threads(props.int("http_server.workers").unwrap_or(1) as usize);
     Ok(Box::new(HttpInput {
         listener: listen_spec(setup, "http", "request", ctx),
         cfg: Arc::new(Cfg {
@@ -176,7 +248,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
             },
             health: props.bool("enable_health_endpoint") == Some(true),
             dropped: Dropped::new("http", ctx),
-            bodies: tokio::sync::Semaphore::new(BODY_BUDGET.max(2 * max)),
+            bodies: tokio::sync::Semaphore::new(budget),
         }),
     }))
 }
