@@ -50,15 +50,6 @@ fn a_destination_down_for_30_s_loses_nothing() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_peer_that_stops_reading_pauses_the_input_and_bounds_memory() {
     let c = TcpCollector::with_mode(Mode::Stalled);
@@ -397,13 +388,29 @@ fn peak_rss_mib(pid: u32) -> u64 {
         / 1024
 }
 
-/// A forward receiver without `mem_buf_limit` whose only output never reads, and the
+/// A Forward frame of 10,000 small records `{"n": j}` tagged `small`.
+fn small_records_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
+    rmp::encode::write_array_len(&mut frame, 2).unwrap();
+    rmp::encode::write_str(&mut frame, "small").unwrap();
+    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
+    for j in 0..10_000u64 {
+        rmp::encode::write_array_len(&mut frame, 2).unwrap();
+        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
+        rmp::encode::write_map_len(&mut frame, 1).unwrap();
+        rmp::encode::write_str(&mut frame, "n").unwrap();
+        rmp::encode::write_uint(&mut frame, j).unwrap();
+    }
+    frame
+}
+
+/// A forward receiver (with `input`'s extra lines) whose only output never reads, and the
 /// HTTP port of its monitoring server.
-fn stalled_forward_receiver(c: &TcpCollector) -> (Agent, u16) {
+fn stalled_forward_receiver(c: &TcpCollector, input: &str) -> (Agent, u16) {
     let http = free_port();
     let mut a = Agent::start(&format!(
         "[SERVICE]\n    flush 0.2\n    grace 1\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
-         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n\
+         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n{input}\
          [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    retry_limit no_limits\n    workers 1\n",
         c.port()
     ));
@@ -432,7 +439,7 @@ fn push_frames(port: u16, frames: usize, frame: impl Fn(usize) -> Vec<u8>) -> us
 #[test]
 fn five_mb_records_to_a_stalled_output_keep_memory_bounded() {
     let c = TcpCollector::with_mode(Mode::Stalled);
-    let (mut a, http) = stalled_forward_receiver(&c);
+    let (mut a, http) = stalled_forward_receiver(&c, "");
     let port = bound_port(&a);
     let big = "x".repeat(5_000_000);
     // 120 records of 5 MB: 600 MB if nothing held them back.
@@ -466,19 +473,9 @@ fn five_mb_records_to_a_stalled_output_keep_memory_bounded() {
 #[test]
 fn many_small_records_to_a_stalled_output_keep_memory_bounded() {
     let c = TcpCollector::with_mode(Mode::Stalled);
-    let (a, _) = stalled_forward_receiver(&c);
+    let (a, _) = stalled_forward_receiver(&c, "");
     let port = bound_port(&a);
-    let mut frame = Vec::new();
-    rmp::encode::write_array_len(&mut frame, 2).unwrap();
-    rmp::encode::write_str(&mut frame, "small").unwrap();
-    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
-    for j in 0..10_000u64 {
-        rmp::encode::write_array_len(&mut frame, 2).unwrap();
-        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
-        rmp::encode::write_map_len(&mut frame, 1).unwrap();
-        rmp::encode::write_str(&mut frame, "n").unwrap();
-        rmp::encode::write_uint(&mut frame, j).unwrap();
-    }
+    let frame = small_records_frame();
     let sent = push_frames(port, 990, |_| frame.clone());
     let peak = peak_rss_mib(a.pid());
     eprintln!("small records: {sent} of 990 frames of 10,000 written before the agent held back; peak RSS {peak} MiB");
@@ -511,28 +508,9 @@ fn adaptive_flush_lengthens_the_interval_without_backlog() {
 #[test]
 fn many_connections_waiting_for_admission_hold_few_decoded_frames() {
     let c = TcpCollector::with_mode(Mode::Stalled);
-    let http = free_port();
-    let a = Agent::start(&format!(
-        "[SERVICE]\n    flush 0.2\n    grace 1\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
-         [INPUT]\n    name forward\n    listen 127.0.0.1\n    port 0\n    mem_buf_limit 1M\n\
-         [OUTPUT]\n    name tcp\n    match *\n    port {}\n    format json_lines\n    retry_limit no_limits\n    workers 1\n",
-        c.port()
-    ));
-    let mut a = a;
-    a.wait_log("listening on", T);
+    let (a, _) = stalled_forward_receiver(&c, "    mem_buf_limit 1M\n");
     let port = bound_port(&a);
-    let mut frame = Vec::new();
-    rmp::encode::write_array_len(&mut frame, 2).unwrap();
-    rmp::encode::write_str(&mut frame, "small").unwrap();
-    rmp::encode::write_array_len(&mut frame, 10_000).unwrap();
-    for j in 0..10_000u64 {
-        rmp::encode::write_array_len(&mut frame, 2).unwrap();
-        rmp::encode::write_uint(&mut frame, 1_700_000_000).unwrap();
-        rmp::encode::write_map_len(&mut frame, 1).unwrap();
-        rmp::encode::write_str(&mut frame, "n").unwrap();
-        rmp::encode::write_uint(&mut frame, j).unwrap();
-    }
-    let frame = std::sync::Arc::new(frame);
+    let frame = std::sync::Arc::new(small_records_frame());
     let senders: Vec<_> = (0..300)
         .map(|_| {
             let f = frame.clone();

@@ -170,22 +170,13 @@ fn samples_too_old_for_prometheus_are_dropped_and_counted() {
         T,
     );
     let deadline = Instant::now() + T;
-    loop {
-        let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
-        let dropped = text
-            .lines()
-            .find(|l| {
-                l.starts_with(
-                    "fluentbit_output_dropped_records_total{name=\"prometheus_remote_write.0\"}",
-                )
-            })
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if dropped > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{text}");
+    while metric(
+        http,
+        "fluentbit_output_dropped_records_total",
+        "prometheus_remote_write.0",
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "nothing counted as dropped");
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = a.stop(T);

@@ -265,21 +265,6 @@ fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// A counter of the monitoring endpoint for one instance.
-fn metric(http: u16, name: &str, instance: &str) -> u64 {
-    let (status, body) = http_get(http, "/api/v2/metrics/prometheus")
-        .unwrap_or_else(|e| panic!("the monitoring server did not answer: {e}"));
-    assert_eq!(status, 200, "{body}");
-    let prefix = match instance {
-        "" => format!("{name} "),
-        _ => format!("{name}{{name=\"{instance}\"}} "),
-    };
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix}in\n{body}"))
-}
-
 const RECORDS: u32 = 10_000;
 
 /// 1,100 idle sockets and 1,030 slowloris clients (a byte every 2 s, reconnecting when

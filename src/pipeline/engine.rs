@@ -77,6 +77,15 @@ pub struct OutputRoute {
     pub unsupported: Signals,
 }
 
+impl OutputRoute {
+    /// Bytes of the filesystem chunks still queued here; chunks the workers are done
+    /// with (only this list holds them) leave the count.
+    fn held_bytes(&mut self) -> u64 {
+        self.held.retain(|(_, r)| Arc::strong_count(r) > 1);
+        self.held.iter().map(|(b, _)| b).sum()
+    }
+}
+
 /// Which filters and outputs a tag goes to, computed once per tag.
 struct Route {
     filters: Vec<usize>,
@@ -318,8 +327,7 @@ impl Engine {
             let Some(limit) = o.total_limit.filter(|&l| l > 0) else {
                 continue;
             };
-            o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
-            let held: u64 = o.held.iter().map(|(b, _)| b).sum();
+            let held = o.held_bytes();
             max = max.max((held as f64 * 100.0 / limit as f64).clamp(0.0, 100.0));
         }
         max
@@ -904,14 +912,11 @@ impl Engine {
                 }
             };
             if let (true, Some(limit)) = (own_copy, o.total_limit) {
-                // Chunks the workers are done with (only we hold them) leave the count.
-                o.held.retain(|(_, r)| Arc::strong_count(r) > 1);
-                o.held.push_back((
-                    routed.chunk.records.iter().map(Record::encoded_len).sum(),
-                    routed.clone(),
-                ));
-                while o.held.iter().map(|(b, _)| b).sum::<u64>() > limit && o.held.len() > 1 {
+                o.held.push_back((routed.chunk.encoded_len(), routed.clone()));
+                let mut held = o.held_bytes();
+                while held > limit && o.held.len() > 1 {
                     let (bytes, old) = o.held.pop_front().expect("more than one held");
+                    held -= bytes;
                     old.cancel();
                     let dropped = old.chunk.records.len() as u64;
                     metrics::add(&o.metrics.dropped_records, dropped);
