@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::domains::{self, DnsCache};
 use super::endpoints::{Endpoint, Endpoints};
 use crate::event::{EventTime, Map, Record, Str, Value};
 use crate::plugins::inputs::conntrack::proto_name;
@@ -85,6 +86,8 @@ struct Entry {
     src_labels: Option<BTreeMap<String, String>>,
     dst_labels: Option<BTreeMap<String, String>>,
     policies: Vec<String>,
+    /// `dest_domains`: names the destination was resolved from (bounded).
+    domains: Vec<Str>,
     /// Updated since the last flush.
     touched: bool,
 }
@@ -108,9 +111,11 @@ pub struct Aggregator {
     start: i64,
     host: Value,
     keys: Vec<Str>,
+    /// Names of addresses learnt from DNS answers, for `dest_domains`.
+    pub dns: DnsCache,
 }
 
-const FIELDS: [&str; 32] = [
+const FIELDS: [&str; 33] = [
     "start_time",
     "end_time",
     "source_ip",
@@ -127,6 +132,7 @@ const FIELDS: [&str; 32] = [
     "dest_port",
     "dest_type",
     "dest_labels",
+    "dest_domains",
     "proto",
     "action",
     "reporter",
@@ -188,6 +194,7 @@ impl Aggregator {
             start: now_unix,
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
+            dns: DnsCache::new(100_000, 5, 0),
         }
     }
 
@@ -274,6 +281,11 @@ impl Aggregator {
                 e.policies.push(p.clone());
             }
         }
+        // As Calico: for flows reported by their source to a destination outside the
+        // known workloads (a network or network set).
+        if reporter == Reporter::Src && matches!(&*dst_ep.kind, "net" | "ns") {
+            domains::add_to(&mut e.domains, &self.dns, u.conn.dst);
+        }
     }
 
     /// Emits one record per entry touched or still active, then calibrates: entries
@@ -323,9 +335,11 @@ impl Aggregator {
         }
         self.entries.retain(|_, e| !e.active.is_empty());
         for e in self.entries.values_mut() {
+            // Names stay with live connections (Calico keeps them per connection).
             *e = Entry {
                 flows: e.active.clone(),
                 active: std::mem::take(&mut e.active),
+                domains: std::mem::take(&mut e.domains),
                 ..Entry::default()
             };
         }
@@ -353,6 +367,7 @@ impl Aggregator {
             opt_port(k.dport),
             Value::Str(k.dst.kind.clone()),
             labels_value(&e.dst_labels),
+            domains::value(&e.domains),
             str_value(&proto),
             str_value(match k.action {
                 Action::Allow => "allow",

@@ -1,0 +1,508 @@
+//! `dest_domains`: which names an address was resolved from, learnt from the `dns`
+//! records of `nflog` (`dns on`), as Calico's felix domain info store does
+//! (felix/dataplane/dns/domain_info_store.go, one store for all clients):
+//! - an A/AAAA answer maps its address to the *top* of its CNAME chain, the name the
+//!   client asked for (`www.example.com` → CNAME `lb.example.net` → A 1.2.3.4 gives
+//!   1.2.3.4 → `www.example.com`), across responses too (a CNAME learnt earlier);
+//! - names are kept per address most recent first, at most `limit`
+//!   (Calico's FlowLogsFileDomainsLimit, 5);
+//! - each expires after its TTL (at least 2 s, as Calico) plus `extra_ttl`
+//!   (Calico's DNSExtraTTL);
+//! - at most `max` addresses and `max` CNAME targets; answers for more are counted
+//!   in `overflow` and dropped. Expired entries are purged every few seconds.
+//!
+//! Sans-IO: time comes in through [`DnsCache::set_now`] (whole seconds).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::event::{Str, Value};
+
+/// Calico's minimum TTL of a learnt name (a TTL of 0 or 1 would be gone before the
+/// connection that follows the lookup is seen).
+const MIN_TTL: u64 = 2;
+/// Longest CNAME chain walked back to the name the client asked for.
+const MAX_CHAIN: usize = 16;
+/// Seconds between purges of expired entries.
+const PURGE_EVERY: u64 = 5;
+
+#[derive(Clone, Debug)]
+struct Named {
+    name: Str,
+    /// Cache seconds (see `now`) at which it is forgotten.
+    expires: u64,
+}
+
+pub struct DnsCache {
+    /// Address → the names it was resolved from, most recent first, at most `limit`.
+    ips: HashMap<IpAddr, Vec<Named>>,
+    /// CNAME target → the names that are aliases of it.
+    aliases: HashMap<Str, Vec<Named>>,
+    pub limit: usize,
+    max: usize,
+    extra_ttl: u64,
+    /// Seconds since `base`.
+    now: u64,
+    base: Option<Instant>,
+    next_purge: u64,
+    /// Answers dropped because `max` addresses or CNAME targets were held.
+    pub overflow: u64,
+}
+
+/// Adds `n` to the front of `list` (or moves it there with the later expiry), keeping
+/// at most `limit`.
+fn push_front(list: &mut Vec<Named>, n: Named, limit: usize) {
+    if let Some(i) = list.iter().position(|x| x.name == n.name) {
+        let old = list.remove(i);
+        list.insert(
+            0,
+            Named {
+                expires: old.expires.max(n.expires),
+                ..n
+            },
+        );
+    } else {
+        list.insert(0, n);
+        list.truncate(limit);
+    }
+}
+
+fn get<'a>(m: &'a [(Str, Value)], k: &str) -> Option<&'a Value> {
+    m.iter().find(|(x, _)| &**x == k).map(|(_, v)| v)
+}
+
+fn text<'a>(m: &'a [(Str, Value)], k: &str) -> Option<&'a Str> {
+    match get(m, k) {
+        Some(Value::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl DnsCache {
+    pub fn new(max: usize, limit: usize, extra_ttl: u64) -> DnsCache {
+        DnsCache {
+            ips: HashMap::new(),
+            aliases: HashMap::new(),
+            limit,
+            max,
+            extra_ttl,
+            now: 0,
+            base: None,
+            next_purge: PURGE_EVERY,
+            overflow: 0,
+        }
+    }
+
+    /// Addresses held.
+    pub fn len(&self) -> usize {
+        self.ips.len()
+    }
+
+    /// Sets the clock; purges expired entries every few seconds.
+    pub fn set_now(&mut self, now: Instant) {
+        let base = *self.base.get_or_insert(now);
+        self.advance(now.saturating_duration_since(base).as_secs());
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now = self.now.max(secs);
+        if self.now >= self.next_purge {
+            self.next_purge = self.now + PURGE_EVERY;
+            purge(&mut self.aliases, self.now);
+            purge(&mut self.ips, self.now);
+        }
+    }
+
+    /// The live names `ip` was resolved from, most recent first. No allocation; O(1).
+    pub fn names(&self, ip: IpAddr) -> impl Iterator<Item = &Str> {
+        let now = self.now;
+        self.ips
+            .get(&ip)
+            .into_iter()
+            .flatten()
+            .filter(move |n| n.expires > now)
+            .map(|n| &n.name)
+    }
+
+    /// Learns the `answers` of one `dns` record (`{name, type, ttl, address|cname}`
+    /// maps): the CNAMEs first, so that a chain listed in any order resolves.
+    pub fn learn(&mut self, answers: &[Value]) {
+        let maps = || {
+            answers.iter().filter_map(|a| match a {
+                Value::Map(m) => Some(m),
+                _ => None,
+            })
+        };
+        let ttl = |m: &[(Str, Value)]| match get(m, "ttl") {
+            Some(Value::UInt(t)) => *t,
+            Some(Value::Int(t)) => (*t).max(0) as u64,
+            _ => 0,
+        };
+        for m in maps() {
+            if let (Some(name), Some(target)) = (text(m, "name"), text(m, "cname")) {
+                let expires = self.expiry(ttl(m));
+                self.alias(name, target, expires);
+            }
+        }
+        let mut tops = Vec::new();
+        for m in maps() {
+            let (Some(name), Some(addr)) = (text(m, "name"), text(m, "address")) else {
+                continue;
+            };
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                continue;
+            };
+            // Calico ignores 0.0.0.0 (blocklists answer it); `::` likewise.
+            if ip.is_unspecified() {
+                continue;
+            }
+            let expires = self.expiry(ttl(m));
+            tops.clear();
+            self.tops(name, &mut tops);
+            self.address(ip, &tops, expires);
+        }
+    }
+
+    fn expiry(&self, ttl: u64) -> u64 {
+        self.now + ttl.max(MIN_TTL) + self.extra_ttl
+    }
+
+    fn alias(&mut self, name: &Str, target: &Str, expires: u64) {
+        if name == target {
+            return;
+        }
+        let n = self.aliases.len();
+        let list = match self.aliases.get_mut(target) {
+            Some(l) => l,
+            None if n >= self.max => {
+                self.overflow += 1;
+                return;
+            }
+            None => self.aliases.entry(target.clone()).or_default(),
+        };
+        push_front(
+            list,
+            Named {
+                name: name.clone(),
+                expires,
+            },
+            self.limit,
+        );
+    }
+
+    /// The names at the top of `name`'s CNAME chains (`name` itself when nothing
+    /// aliases it), at most `limit`.
+    fn tops(&self, name: &Str, out: &mut Vec<Str>) {
+        let mut stack = vec![(name.clone(), 0usize)];
+        let mut seen: Vec<Str> = Vec::new();
+        while let Some((n, depth)) = stack.pop() {
+            if seen.contains(&n) {
+                continue;
+            }
+            seen.push(n.clone());
+            let before = stack.len();
+            if depth < MAX_CHAIN {
+                let parents = self.aliases.get(&n).into_iter().flatten();
+                for p in parents.filter(|p| p.expires > self.now && !seen.contains(&p.name)) {
+                    stack.push((p.name.clone(), depth + 1));
+                }
+            }
+            if stack.len() == before && !out.contains(&n) {
+                out.push(n);
+                if out.len() >= self.limit {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn address(&mut self, ip: IpAddr, names: &[Str], expires: u64) {
+        let n = self.ips.len();
+        let list = match self.ips.get_mut(&ip) {
+            Some(l) => l,
+            None if n >= self.max => {
+                self.overflow += 1;
+                return;
+            }
+            None => self.ips.entry(ip).or_default(),
+        };
+        // The first top is the most relevant: add it last so it ends up in front.
+        for name in names.iter().rev() {
+            push_front(
+                list,
+                Named {
+                    name: name.clone(),
+                    expires,
+                },
+                self.limit,
+            );
+        }
+    }
+}
+
+/// Drops expired names, and keys left with none.
+fn purge<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Named>>, now: u64) {
+    map.retain(|_, l| {
+        l.retain(|n| n.expires > now);
+        !l.is_empty()
+    });
+}
+
+/// The `dest_domains` of a flow: its names sorted (Calico writes a Go map's keys, in
+/// no set order), `null` when there are none (as Calico).
+pub fn value(domains: &[Str]) -> Value {
+    if domains.is_empty() {
+        return Value::Nil;
+    }
+    let mut d: Vec<&Str> = domains.iter().collect();
+    d.sort();
+    Value::Array(d.into_iter().map(|s| Value::Str(s.clone())).collect())
+}
+
+/// Adds `ip`'s names to a flow's set of at most `limit` (Calico's
+/// aggregateFlowDestDomains: names past the limit are not added).
+pub fn add_to(flow: &mut Vec<Str>, cache: &DnsCache, ip: IpAddr) {
+    for n in cache.names(ip) {
+        if flow.len() >= cache.limit {
+            return;
+        }
+        if !flow.contains(n) {
+            flow.push(n.clone());
+        }
+    }
+}
+
+/// Reads a `dns` record's answers: `Some` for a `dns` record (consumed by the
+/// filter), `None` for any other.
+pub fn answers(r: &crate::event::Record) -> Option<&[Value]> {
+    let f = |k: &str| r.body.iter().find(|(x, _)| &**x == k).map(|(_, v)| v);
+    match f("event") {
+        Some(Value::Str(e)) if &**e == "dns" => match f("answers") {
+            Some(Value::Array(a)) => Some(a),
+            _ => Some(&[]),
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn arc(s: &str) -> Str {
+        Arc::from(s)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn a(name: &str, ttl: u64, addr: &str) -> Value {
+        Value::Map(vec![
+            (arc("name"), Value::Str(Arc::from(name))),
+            (arc("type"), Value::Str(Arc::from("A"))),
+            (arc("ttl"), Value::UInt(ttl)),
+            (arc("address"), Value::Str(Arc::from(addr))),
+        ])
+    }
+
+    fn cname(name: &str, ttl: u64, target: &str) -> Value {
+        Value::Map(vec![
+            (arc("name"), Value::Str(Arc::from(name))),
+            (arc("type"), Value::Str(Arc::from("CNAME"))),
+            (arc("ttl"), Value::UInt(ttl)),
+            (arc("cname"), Value::Str(Arc::from(target))),
+        ])
+    }
+
+    fn names(c: &DnsCache, addr: &str) -> Vec<String> {
+        c.names(ip(addr)).map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_cname_chain_maps_the_address_to_the_name_asked_for() {
+        let mut c = DnsCache::new(100, 5, 0);
+        // In the order a resolver answers, and reversed: the same result.
+        c.learn(&[
+            cname("www.example.com", 300, "lb.example.net"),
+            cname("lb.example.net", 60, "edge.cdn.test"),
+            a("edge.cdn.test", 20, "192.0.2.7"),
+        ]);
+        assert_eq!(names(&c, "192.0.2.7"), ["www.example.com"]);
+        let mut r = DnsCache::new(100, 5, 0);
+        r.learn(&[
+            a("edge.cdn.test", 20, "192.0.2.7"),
+            cname("lb.example.net", 60, "edge.cdn.test"),
+            cname("www.example.com", 300, "lb.example.net"),
+        ]);
+        assert_eq!(names(&r, "192.0.2.7"), ["www.example.com"]);
+        // Across responses: a CNAME learnt first, the address in a later answer.
+        let mut x = DnsCache::new(100, 5, 0);
+        x.learn(&[cname("api.example.com", 300, "api.lb.test")]);
+        x.learn(&[a("api.lb.test", 300, "192.0.2.8")]);
+        assert_eq!(names(&x, "192.0.2.8"), ["api.example.com"]);
+        // A second name for the same address goes in front; a loop ends.
+        x.learn(&[a("other.test", 300, "192.0.2.8")]);
+        assert_eq!(names(&x, "192.0.2.8"), ["other.test", "api.example.com"]);
+        x.learn(&[
+            cname("p.test", 300, "q.test"),
+            cname("q.test", 300, "p.test"),
+        ]);
+        x.learn(&[a("p.test", 300, "192.0.2.9")]);
+        assert_eq!(names(&x, "192.0.2.9").len(), 1);
+        assert!(names(&x, "192.0.2.10").is_empty());
+    }
+
+    #[test]
+    fn names_expire_after_their_ttl_at_least_two_seconds_plus_extra() {
+        let mut c = DnsCache::new(100, 5, 0);
+        c.learn(&[
+            a("short.test", 0, "192.0.2.1"),
+            a("long.test", 30, "192.0.2.2"),
+        ]);
+        c.advance(1);
+        assert_eq!(
+            names(&c, "192.0.2.1"),
+            ["short.test"],
+            "Calico's 2 s minimum"
+        );
+        c.advance(2);
+        assert!(names(&c, "192.0.2.1").is_empty());
+        assert_eq!(names(&c, "192.0.2.2"), ["long.test"]);
+        c.advance(30);
+        assert!(names(&c, "192.0.2.2").is_empty());
+        c.advance(40);
+        assert_eq!(c.len(), 0, "purged");
+        // A CNAME that expired no longer leads back to its alias.
+        let mut e = DnsCache::new(100, 5, 10);
+        e.learn(&[cname("w.test", 5, "t.test")]);
+        e.advance(14);
+        e.learn(&[a("t.test", 5, "192.0.2.3")]);
+        assert_eq!(names(&e, "192.0.2.3"), ["w.test"], "5 s + extra 10 s");
+        e.advance(16);
+        e.learn(&[a("t.test", 5, "192.0.2.4")]);
+        assert_eq!(names(&e, "192.0.2.4"), ["t.test"]);
+    }
+
+    #[test]
+    fn bounded_in_addresses_aliases_and_names_per_address() {
+        let mut c = DnsCache::new(2, 3, 0);
+        c.learn(&[
+            a("a.test", 60, "192.0.2.1"),
+            a("b.test", 60, "192.0.2.2"),
+            a("c.test", 60, "192.0.2.3"),
+        ]);
+        assert_eq!((c.len(), c.overflow), (2, 1));
+        assert!(names(&c, "192.0.2.3").is_empty());
+        for n in ["d", "e", "f", "g"] {
+            c.learn(&[a(&format!("{n}.test"), 60, "192.0.2.1")]);
+        }
+        assert_eq!(names(&c, "192.0.2.1"), ["g.test", "f.test", "e.test"]);
+        c.learn(&[
+            cname("x.test", 60, "t1.test"),
+            cname("y.test", 60, "t2.test"),
+            cname("z.test", 60, "t3.test"),
+        ]);
+        assert_eq!(c.overflow, 2);
+        // The flow's set stops at the limit too.
+        let mut flow = vec![arc("one.test")];
+        add_to(&mut flow, &c, ip("192.0.2.1"));
+        assert_eq!(flow.len(), 3);
+        add_to(&mut flow, &c, ip("192.0.2.2"));
+        assert_eq!(flow.len(), 3);
+        assert_eq!(
+            value(&flow),
+            Value::Array(
+                ["f.test", "g.test", "one.test"]
+                    .iter()
+                    .map(|s| Value::Str(arc(s)))
+                    .collect()
+            )
+        );
+        assert_eq!(value(&[]), Value::Nil);
+    }
+
+    #[test]
+    fn unspecified_and_unparsable_addresses_are_ignored() {
+        let mut c = DnsCache::new(10, 5, 0);
+        c.learn(&[
+            a("blocked.test", 60, "0.0.0.0"),
+            a("bad.test", 60, "not an ip"),
+            Value::Str(arc("not a map")),
+        ]);
+        assert_eq!(c.len(), 0);
+    }
+
+    /// Wired into the aggregator: a flow its source reports to an address outside the
+    /// workloads lists the names (sorted); to a workload, or with no answer, `null`.
+    /// Names stay with a live connection into the next interval.
+    #[test]
+    fn flows_to_resolved_addresses_carry_dest_domains() {
+        use super::super::aggregate::{Action, Aggregator, Conn, Update};
+        use super::super::endpoints::{Endpoint, Endpoints};
+        use crate::event::EventTime;
+        let wep = |n: &str, local: bool| Endpoint {
+            kind: arc("wep"),
+            namespace: arc("ns"),
+            name: arc(n),
+            name_aggr: arc(n),
+            labels: Arc::default(),
+            local,
+        };
+        let mut eps = Endpoints::new();
+        eps.insert("10.0.0.1", wep("client", true)).unwrap();
+        eps.insert("192.0.2.8", wep("pod", false)).unwrap();
+        let mut agg = Aggregator::new(2, 1, 100, "h", 0);
+        agg.dns = DnsCache::new(100, 5, 0);
+        agg.dns.learn(&[
+            cname("www.example.com", 300, "lb.example.net"),
+            a("lb.example.net", 300, "192.0.2.7"),
+            a("api.example.com", 300, "192.0.2.7"),
+        ]);
+        let flow = |dst: &str, dport: u16, expired: bool| Update {
+            conn: Conn {
+                proto: 6,
+                src: ip("10.0.0.1"),
+                sport: 40000,
+                dst: ip(dst),
+                dport,
+            },
+            has_ports: true,
+            orig_packets: 1,
+            orig_bytes: 60,
+            reply_packets: 1,
+            reply_bytes: 60,
+            expired,
+            packet: false,
+            action: Action::Allow,
+            policies: vec![],
+        };
+        agg.add(&flow("192.0.2.7", 443, false), &eps, true);
+        agg.add(&flow("192.0.2.99", 8443, true), &eps, true);
+        let recs = agg.flush(10, EventTime::default());
+        let get = |r: &crate::event::Record, k: &str| {
+            r.body.iter().find(|(x, _)| &**x == k).unwrap().1.clone()
+        };
+        let named = Value::Array(vec![
+            Value::Str(arc("api.example.com")),
+            Value::Str(arc("www.example.com")),
+        ]);
+        let port = |p: u64| recs.iter().find(|r| get(r, "dest_port") == Value::UInt(p));
+        assert_eq!(get(port(443).unwrap(), "dest_domains"), named, "{recs:#?}");
+        assert_eq!(get(port(8443).unwrap(), "dest_domains"), Value::Nil);
+        // The next interval: the live connection still names its destination, even
+        // once the answer expired.
+        agg.dns.advance(1000);
+        let recs = agg.flush(20, EventTime::default());
+        assert_eq!(recs.len(), 1);
+        assert_eq!(get(&recs[0], "dest_domains"), named);
+        // A workload destination gets no names even when its address was resolved.
+        agg.dns.learn(&[a("pod.test", 300, "192.0.2.8")]);
+        agg.add(&flow("192.0.2.8", 80, true), &eps, true);
+        let recs = agg.flush(30, EventTime::default());
+        let pod = recs.iter().find(|r| get(r, "dest_port") == Value::UInt(80));
+        assert_eq!(get(pod.unwrap(), "dest_domains"), Value::Nil);
+    }
+}
