@@ -65,7 +65,7 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
         "[SERVICE]\n    flush 0.2\n\
          [INPUT]\n    name conntrack\n    tag ct\n    netns {p}\n    sample_interval 1s\n\
          [INPUT]\n    name nflog\n    tag nf\n    netns {p}\n    group 5\n\
-         [FILTER]\n    name flow_aggregate\n    match *\n    flush_interval 2s\n    endpoints_file {e}\n\
+         [FILTER]\n    name flow_aggregate\n    match *\n    flush_interval 2s\n    flush_jitter_percent 0\n    endpoints_file {e}\n    include_labels on\n    include_policies on\n\
          [OUTPUT]\n    name stdout\n    match flowlogs\n    format json_lines\n    json_date_key false\n",
         p = ns.path(),
         e = eps.display()
@@ -208,7 +208,7 @@ fn flow_logs_from_real_traffic_with_workloads_and_a_denied_connection() {
     assert_eq!(d["source_port"], Value::Null);
     assert_eq!(
         d["policies"]["all_policies"],
-        serde_json::json!(["policy-demo/deny-db"])
+        serde_json::json!(["0|default|policy-demo/deny-db|deny|0"])
     );
     assert!(d["packets_out"].as_u64().unwrap() >= 1, "{d}");
     // Later intervals and the shutdown flush add nothing for connections already over.

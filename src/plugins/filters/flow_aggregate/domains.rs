@@ -440,7 +440,7 @@ mod tests {
     /// Names stay with a live connection into the next interval.
     #[test]
     fn flows_to_resolved_addresses_carry_dest_domains() {
-        use super::super::aggregate::{Action, Aggregator, Conn, Update};
+        use super::super::aggregate::{Aggregator, Conn, Kind, Options, Update};
         use super::super::endpoints::{Endpoint, Endpoints};
         use crate::event::EventTime;
         let wep = |n: &str, local: bool| Endpoint {
@@ -454,7 +454,7 @@ mod tests {
         let mut eps = Endpoints::new();
         eps.insert("10.0.0.1", wep("client", true)).unwrap();
         eps.insert("192.0.2.8", wep("pod", false)).unwrap();
-        let mut agg = Aggregator::new(2, 1, 100, "h", 0);
+        let mut agg = Aggregator::new(Options::default(), "h", 0);
         agg.dns = DnsCache::new(100, 5, 0);
         agg.dns.learn(&[
             cname("www.example.com", 300, "lb.example.net"),
@@ -475,9 +475,9 @@ mod tests {
             reply_packets: 1,
             reply_bytes: 60,
             expired,
-            packet: false,
-            action: Action::Allow,
-            policies: vec![],
+            kind: Kind::Conntrack,
+            nat_port: 0,
+            pre_dnat: None,
         };
         agg.add(&flow("192.0.2.7", 443, false), &eps, true);
         agg.add(&flow("192.0.2.99", 8443, true), &eps, true);

@@ -17,7 +17,7 @@ use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
-use aggregate::{Action, Aggregator, Conn, Update};
+use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
 use domains::DnsCache;
 use endpoints::{parse_cidr, Endpoints};
 
@@ -30,7 +30,12 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("local_endpoints", PropKind::CList, None, "CIDRs of endpoints on this node (their side of a connection is reported); also \"local\": true in the file."),
     PropSpec::new("node_name", PropKind::Str, None, "This node's name: pods scheduled on it are local, and the 'host' field; default the hostname."),
     PropSpec::new("tag", PropKind::Str, Some("flowlogs"), "Tag of the emitted flow log records."),
+    PropSpec::new("flush_jitter_percent", PropKind::Int, Some("10"), "Each interval lasts flush_interval plus a random part of up to this percentage of it (Calico's 10%), so that the nodes of a fleet do not all flush at once; 0 for exact intervals."),
     PropSpec::new("max_flows", PropKind::Int, Some("100000"), "Most aggregated flows held in one interval; updates beyond it are counted and dropped."),
+    PropSpec::new("include_labels", PropKind::Bool, Some("false"), "Write the workloads' labels (source_labels, dest_labels); null otherwise, as Calico's FlowLogsFileIncludeLabels."),
+    PropSpec::new("include_policies", PropKind::Bool, Some("false"), "Write the policies NFLOG named (policies.all_policies, enforced_policies, pending_policies) and split a flow per policy trace; null otherwise, as Calico's FlowLogsFileIncludePolicies."),
+    PropSpec::new("include_service", PropKind::Bool, Some("false"), "Write the destination's Kubernetes service (dest_service_*) from the services in endpoints_file; '-' otherwise, as Calico's FlowLogsFileIncludeService."),
+    PropSpec::new("nat_outgoing_port_limit", PropKind::Int, Some("3"), "Most source-NAT ports listed in nat_outgoing_ports per flow log (Calico's FlowLogsFileNatOutgoingPortLimit)."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
     PropSpec::new("dest_domains_limit", PropKind::Int, Some("5"), "Most names in a flow's dest_domains, and kept per address in the DNS cache (Calico's FlowLogsFileDomainsLimit)."),
     PropSpec::new("dns_cache_max", PropKind::Int, Some("100000"), "Most addresses (and CNAME targets) the DNS cache holds for dest_domains; answers for more are counted in agent_flow_aggregate_dns_overflow_total and dropped."),
@@ -59,6 +64,9 @@ struct FlowAggregateFilter {
     source: Option<EndpointsSource>,
     local: Vec<(IpAddr, u8)>,
     interval: Duration,
+    /// `flush_jitter_percent`, and this interval's length with its jitter.
+    jitter: u32,
+    next: Duration,
     last: Option<Instant>,
     tag: Tag,
     name: Arc<str>,
@@ -218,13 +226,24 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     if max < 1 {
         return Err(props.error("max_flows", "a number of flows >= 1"));
     }
-    let mut agg = Aggregator::new(
-        level(props, "aggregation_kind_for_allowed")?,
-        level(props, "aggregation_kind_for_denied")?,
-        max as usize,
-        &node,
-        unix_now(),
-    );
+    let jitter = match props.int("flush_jitter_percent").unwrap_or(10) {
+        j @ 0..=100 => j as u32,
+        _ => return Err(props.error("flush_jitter_percent", "a percentage from 0 to 100")),
+    };
+    let nat_port_limit = props.int("nat_outgoing_port_limit").unwrap_or(3);
+    if nat_port_limit < 0 {
+        return Err(props.error("nat_outgoing_port_limit", "a number of ports >= 0"));
+    }
+    let opts = Options {
+        level_allowed: level(props, "aggregation_kind_for_allowed")?,
+        level_denied: level(props, "aggregation_kind_for_denied")?,
+        max_entries: max as usize,
+        include_labels: props.bool("include_labels").unwrap_or(false),
+        include_policies: props.bool("include_policies").unwrap_or(false),
+        include_service: props.bool("include_service").unwrap_or(false),
+        nat_port_limit: nat_port_limit as usize,
+    };
+    let mut agg = Aggregator::new(opts, &node, unix_now());
     let limit = props.int("dest_domains_limit").unwrap_or(5);
     if !(1..=1000).contains(&limit) {
         return Err(props.error("dest_domains_limit", "a number of names from 1 to 1000"));
@@ -242,6 +261,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         source: None,
         local: local.clone(),
         interval,
+        jitter,
+        next: jittered(interval, jitter),
         last: None,
         tag: Arc::from(props.str("tag").unwrap_or("flowlogs")),
         name: Arc::from(ctx.instance),
@@ -322,6 +343,15 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     Ok(Box::new(f))
 }
 
+/// An interval plus a random part of up to `percent` of it (Calico's jittered ticker).
+fn jittered(interval: Duration, percent: u32) -> Duration {
+    if percent == 0 {
+        return interval;
+    }
+    let max = interval.as_millis() as u64 * percent as u64 / 100;
+    interval + Duration::from_millis(fastrand::u64(0..=max))
+}
+
 fn modified(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -345,24 +375,61 @@ fn uint(r: &Record, k: &str) -> u64 {
     }
 }
 
+fn int(r: &Record, k: &str) -> Option<i64> {
+    match field(r, k) {
+        Some(Value::Int(n)) => Some(*n),
+        Some(Value::UInt(n)) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn ip(r: &Record, k: &str) -> Option<IpAddr> {
+    text(r, k)?.parse().ok()
+}
+
+/// The rule an nflog record names, as a policy trace entry.
+fn hit(r: &Record, action: Action) -> Option<Hit> {
+    let policy = text(r, "policy")?;
+    let tier = text(r, "tier").unwrap_or("default");
+    Some(Hit::new(tier, policy, action, int(r, "rule").unwrap_or(0)))
+}
+
 /// A conntrack or nflog record as an update; `None` for any other record.
 fn update(r: &Record) -> Option<Update> {
     let event = text(r, "event")?;
     let proto = uint(r, "proto_num") as u8;
     let has_ports = matches!(field(r, "src_port"), Some(Value::UInt(_)));
-    let src: IpAddr = text(r, "src_ip")?.parse().ok()?;
+    let src = ip(r, "src_ip")?;
+    // ICMP's flow key: the echo identifier and type << 8 | code (Calico's tuple).
+    let icmp = |sport: u16, dport: u16| {
+        if has_ports {
+            (sport, dport)
+        } else {
+            (
+                uint(r, "icmp_id") as u16,
+                (uint(r, "icmp_type") as u16) << 8 | uint(r, "icmp_code") as u16,
+            )
+        }
+    };
     if event == "packet" {
         let action = match text(r, "action") {
             Some("allow") => Action::Allow,
+            Some("pass") => Action::Pass,
             _ => Action::Deny,
         };
+        let side = match text(r, "direction") {
+            Some("egress") => Some(Reporter::Src),
+            Some("ingress") => Some(Reporter::Dst),
+            _ => None,
+        };
+        let (sport, dport) = icmp(uint(r, "src_port") as u16, uint(r, "dst_port") as u16);
         return Some(Update {
             conn: Conn {
                 proto,
                 src,
-                sport: uint(r, "src_port") as u16,
-                dst: text(r, "dst_ip")?.parse().ok()?,
-                dport: uint(r, "dst_port") as u16,
+                sport,
+                dst: ip(r, "dst_ip")?,
+                dport,
             },
             has_ports,
             orig_packets: uint(r, "packets").max(1),
@@ -370,23 +437,31 @@ fn update(r: &Record) -> Option<Update> {
             reply_packets: 0,
             reply_bytes: 0,
             expired: false,
-            packet: true,
-            action,
-            policies: text(r, "policy")
-                .map(|p| vec![p.to_string()])
-                .unwrap_or_default(),
+            kind: Kind::Packet {
+                action,
+                side,
+                hit: hit(r, action),
+            },
+            nat_port: 0,
+            pre_dnat: None,
         });
     }
     if !matches!(event, "new" | "update" | "sample" | "destroy") {
         return None;
     }
     // The post-DNAT destination is where the reply comes from.
-    let dst: IpAddr = text(r, "reply_src_ip")
-        .or_else(|| text(r, "dst_ip"))?
-        .parse()
-        .ok()?;
-    let dport = if has_ports {
-        uint(r, "reply_src_port") as u16
+    let dst = ip(r, "reply_src_ip").or_else(|| ip(r, "dst_ip"))?;
+    let (sport, dport) = icmp(uint(r, "src_port") as u16, uint(r, "reply_src_port") as u16);
+    let orig_dst = ip(r, "dst_ip");
+    let pre_dnat = match (orig_dst, has_ports) {
+        (Some(d), true) if field(r, "dnat") == Some(&Value::Bool(true)) => {
+            Some((d, uint(r, "dst_port") as u16))
+        }
+        _ => None,
+    };
+    // Source NAT: the port the connection leaves from is the reply's destination port.
+    let nat_port = if has_ports && field(r, "snat") == Some(&Value::Bool(true)) {
+        uint(r, "reply_dst_port") as u16
     } else {
         0
     };
@@ -394,7 +469,7 @@ fn update(r: &Record) -> Option<Update> {
         conn: Conn {
             proto,
             src,
-            sport: uint(r, "src_port") as u16,
+            sport,
             dst,
             dport,
         },
@@ -406,9 +481,9 @@ fn update(r: &Record) -> Option<Update> {
         // Only DESTROY ends a connection. (Calico's poller also ends TCP past TIME_WAIT;
         // with events, that would count the DESTROY that follows as a second flow.)
         expired: event == "destroy",
-        packet: false,
-        action: Action::Allow,
-        policies: Vec::new(),
+        kind: Kind::Conntrack,
+        nat_port,
+        pre_dnat,
     })
 }
 
@@ -435,9 +510,10 @@ impl FlowAggregateFilter {
         match Endpoints::load(&src.path, &src.node) {
             Ok(eps) => {
                 crate::info!(
-                    "[filter:flow_aggregate:{}] reloaded {} endpoints from {}",
+                    "[filter:flow_aggregate:{}] reloaded {} endpoints and {} service addresses from {}",
                     self.name,
                     eps.len(),
+                    eps.services_len(),
                     src.path.display()
                 );
                 self.local = src.local.clone();
@@ -510,8 +586,9 @@ impl Filter for FlowAggregateFilter {
         self.reload_if_changed();
         self.agg.dns.set_now(now);
         let last = *self.last.get_or_insert(now);
-        if now.duration_since(last) >= self.interval {
+        if now.duration_since(last) >= self.next {
             self.last = Some(now);
+            self.next = jittered(self.interval, self.jitter);
             self.emit(out);
         }
     }
@@ -579,7 +656,7 @@ mod tests {
         };
         write("first");
         let mut f = FlowAggregateFilter {
-            agg: Aggregator::new(2, 1, 10, "h", 0),
+            agg: Aggregator::new(Options::default(), "h", 0),
             endpoints: Endpoints::new(),
             any_local: false,
             source: Some(EndpointsSource {
@@ -590,6 +667,8 @@ mod tests {
             }),
             local: vec![],
             interval: Duration::from_secs(1),
+            jitter: 0,
+            next: Duration::from_secs(1),
             last: None,
             tag: Arc::from("flowlogs"),
             name: Arc::from("flow_aggregate.0"),
@@ -630,11 +709,64 @@ mod tests {
             ("bytes", Value::UInt(60)),
             ("packets", Value::UInt(1)),
             ("action", s("deny")),
-            ("policy", s("default/deny-db")),
+            ("direction", s("ingress")),
+            ("policy", s("default/default.deny-db")),
+            ("tier", s("default")),
+            ("rule", Value::Int(3)),
         ]);
         let u = update(&r).unwrap();
-        assert_eq!((u.action, u.packet, u.orig_bytes), (Action::Deny, true, 60));
-        assert_eq!(u.policies, ["default/deny-db"]);
+        assert_eq!(u.orig_bytes, 60);
+        assert_eq!(
+            u.kind,
+            Kind::Packet {
+                action: Action::Deny,
+                side: Some(Reporter::Dst),
+                hit: Some(Hit::new(
+                    "default",
+                    "default/default.deny-db",
+                    Action::Deny,
+                    3
+                )),
+            }
+        );
+    }
+
+    #[test]
+    fn icmp_ids_snat_ports_and_the_pre_dnat_destination() {
+        let icmp = rec(&[
+            ("event", s("destroy")),
+            ("proto_num", Value::UInt(1)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::Nil),
+            ("dst_ip", s("10.0.0.2")),
+            ("reply_src_ip", s("10.0.0.2")),
+            ("icmp_type", Value::UInt(8)),
+            ("icmp_code", Value::UInt(0)),
+            ("icmp_id", Value::UInt(77)),
+        ]);
+        let u = update(&icmp).unwrap();
+        assert_eq!(
+            (u.conn.sport, u.conn.dport, u.has_ports),
+            (77, 8 << 8, false)
+        );
+        let nat = rec(&[
+            ("event", s("new")),
+            ("proto_num", Value::UInt(6)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::UInt(40000)),
+            ("dst_ip", s("10.96.0.10")),
+            ("dst_port", Value::UInt(80)),
+            ("reply_src_ip", s("10.0.1.7")),
+            ("reply_src_port", Value::UInt(8080)),
+            ("reply_dst_ip", s("192.0.2.1")),
+            ("reply_dst_port", Value::UInt(61000)),
+            ("snat", Value::Bool(true)),
+            ("dnat", Value::Bool(true)),
+        ]);
+        let u = update(&nat).unwrap();
+        assert_eq!(u.nat_port, 61000);
+        assert_eq!(u.pre_dnat, Some(("10.96.0.10".parse().unwrap(), 80)));
+        assert_eq!(u.conn.dport, 8080);
     }
 
     /// Series add up across intervals (Prometheus counters); past metrics_max_series a
