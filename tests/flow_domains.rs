@@ -69,49 +69,137 @@ fn exchange(server: &TcpListener, src: &str, dst: &str, port: u16) {
     c.read_exact(&mut buf).unwrap();
 }
 
+/// A namespace with a client (10.3.0.5), dnsmasq at 10.3.0.53 answering
+/// `www.example.test` CNAME `db.example.test` A 10.3.0.80, the namespace's resolv.conf
+/// naming it, and nft copying DNS replies to NFLOG group 7 (as README tells users).
+/// Fields drop in order: dnsmasq before the namespace.
+struct Resolver {
+    _dnsmasq: Killed,
+    _resolv: ResolvConf,
+    ns: NetNs,
+}
+
+impl Resolver {
+    fn new(prefix: &str) -> Resolver {
+        let ns = NetNs::new(prefix);
+        // client, resolver, a sender of garbage from port 53, two servers.
+        for ip in [
+            "10.3.0.5",
+            "10.3.0.53",
+            "10.3.0.54",
+            "10.3.0.80",
+            "10.3.0.81",
+        ] {
+            ns.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+        }
+        ns.exec(&["nft", "add table inet dns"]);
+        ns.exec(&[
+            "nft",
+            "add chain inet dns out { type filter hook output priority 0; }",
+        ]);
+        ns.exec(&["nft", "add rule inet dns out udp sport 53 log group 7"]);
+        ns.exec(&["nft", "add rule inet dns out tcp sport 53 log group 7"]);
+        let resolv = ResolvConf::new(&ns, "10.3.0.53");
+        let dnsmasq = Killed(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name, "dnsmasq", "--keep-in-foreground"])
+                .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
+                .args(["--pid-file=", "--user=root", "--log-facility=-"])
+                .args(["--listen-address=10.3.0.53"])
+                .args(["--host-record=db.example.test,10.3.0.80"])
+                .args(["--cname=www.example.test,db.example.test"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq (scripts/test-deps.sh installs dnsmasq-base)"),
+        );
+        Resolver {
+            _dnsmasq: dnsmasq,
+            _resolv: resolv,
+            ns,
+        }
+    }
+
+    /// `getent ahostsv4 www.example.test` in the namespace (the glibc resolver),
+    /// retried until dnsmasq listens; its output.
+    fn resolve(&self) -> String {
+        let end = Instant::now() + T;
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.ns.name, "getent", "ahostsv4"])
+                .arg("www.example.test")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                return text;
+            }
+            assert!(Instant::now() < end, "getent never resolved: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The records of the complete stdout lines so far.
+fn records(a: &Agent) -> Vec<Value> {
+    a.stdout()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// dnsmasq's real reply (compressed names and all) as the `dns` record tells it: the
+/// question, then the CNAME and the address in the reply's order.
+#[test]
+fn a_real_resolvers_reply_becomes_one_dns_record() {
+    let r = Resolver::new("ndns");
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n\
+         [INPUT]\n    name nflog\n    tag dns\n    netns {}\n    group 7\n    dns on\n\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n    json_date_key false\n",
+        r.ns.path()
+    );
+    let mut a = Agent::start(&conf);
+    a.wait_log("] receiving NFLOG group 7", T);
+    r.resolve();
+    a.wait_lines(1, T);
+    let recs = records(&a);
+    let d = &recs[0];
+    assert_eq!(d["event"], "dns", "{d}");
+    assert_eq!(d["proto"], "udp");
+    assert_eq!(
+        (&d["src_ip"], &d["src_port"]),
+        (&json!("10.3.0.53"), &json!(53))
+    );
+    assert_eq!(d["question"], "www.example.test");
+    assert_eq!(d["qtype"], "A");
+    assert_eq!(d["rcode"], "NOERROR");
+    assert_eq!(d["group"], 7);
+    let ttl = |i: usize| d["answers"][i]["ttl"].clone();
+    assert_eq!(
+        d["answers"],
+        json!([
+            {"name": "www.example.test", "type": "CNAME", "ttl": ttl(0), "cname": "db.example.test"},
+            {"name": "db.example.test", "type": "A", "ttl": ttl(1), "address": "10.3.0.80"}
+        ]),
+        "{d}"
+    );
+    let o = a.stop(T);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(" 0 malformed, 0 cut by copy_range, 0 queries"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Then a TCP connection to the resolved address, one to an address never resolved,
+/// and a datagram from port 53 that is no DNS message.
 #[test]
 fn a_connection_to_a_resolved_address_names_the_domain_asked_for() {
-    let ns = NetNs::new("fdns");
-    // client, resolver, a sender of garbage from port 53, two servers.
-    for ip in [
-        "10.3.0.5",
-        "10.3.0.53",
-        "10.3.0.54",
-        "10.3.0.80",
-        "10.3.0.81",
-    ] {
-        ns.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
-    }
-    ns.exec(&["nft", "add table inet dns"]);
-    ns.exec(&[
-        "nft",
-        "add chain inet dns out { type filter hook output priority 0; }",
-    ]);
-    // What README tells users: copy DNS replies to a group of their own.
-    ns.exec(&["nft", "add rule inet dns out udp sport 53 log group 7"]);
-    ns.exec(&["nft", "add rule inet dns out tcp sport 53 log group 7"]);
-    let _resolv = ResolvConf::new(&ns, "10.3.0.53");
-    let dnsmasq = Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, "dnsmasq", "--keep-in-foreground"])
-            .args([
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--pid-file=",
-            ])
-            .args([
-                "--listen-address=10.3.0.53",
-                "--user=root",
-                "--log-facility=-",
-            ])
-            .args(["--host-record=db.example.test,10.3.0.80"])
-            .args(["--cname=www.example.test,db.example.test"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (scripts/test-deps.sh installs dnsmasq-base)"),
-    );
+    let r = Resolver::new("fdns");
     let dir = Dir::new();
     let eps = dir.file(
         "endpoints.json",
@@ -125,38 +213,18 @@ fn a_connection_to_a_resolved_address_names_the_domain_asked_for() {
          [INPUT]\n    name nflog\n    tag dns\n    netns {p}\n    group 7\n    dns on\n\
          [FILTER]\n    name flow_aggregate\n    match *\n    flush_interval 2s\n    endpoints_file {e}\n\
          [OUTPUT]\n    name stdout\n    match flowlogs\n    format json_lines\n    json_date_key false\n",
-        p = ns.path(),
+        p = r.ns.path(),
         e = eps.display()
     );
     let mut a = Agent::start(&conf);
     a.wait_log("] receiving NFLOG group 7", T);
     a.wait_log("] watching /var/run/netns/", T);
-    // dnsmasq listens once it answers; the answer itself is what the test is about.
-    let end = Instant::now() + T;
-    let resolved = loop {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "getent",
-                "ahostsv4",
-                "www.example.test",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            break text;
-        }
-        assert!(Instant::now() < end, "getent never resolved: {text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let resolved = r.resolve();
     assert!(
         resolved.starts_with("10.3.0.80 ") && resolved.contains("db.example.test"),
         "a CNAME to db.example.test: {resolved}"
     );
-    ns.run_in(|| {
+    r.ns.run_in(|| {
         // Not DNS, from port 53: counted and skipped.
         let junk = UdpSocket::bind("10.3.0.54:53").unwrap();
         junk.send_to(b"definitely not a DNS message", "10.3.0.5:4000")
@@ -173,12 +241,7 @@ fn a_connection_to_a_resolved_address_names_the_domain_asked_for() {
     };
     let end = Instant::now() + T;
     let (named, unnamed) = loop {
-        let recs: Vec<Value> = a
-            .stdout()
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let recs = records(&a);
         if let (Some(n), Some(u)) = (flow(&recs, 80), flow(&recs, 8080)) {
             break (n, u);
         }
@@ -201,7 +264,6 @@ fn a_connection_to_a_resolved_address_names_the_domain_asked_for() {
     assert_eq!(named["source_name_aggr"], "client-7d9f-*");
     assert_eq!(unnamed["dest_domains"], Value::Null, "{unnamed}");
     let o = a.stop(T);
-    drop(dnsmasq);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let summary = log_lines(&o.stderr)
         .into_iter()
