@@ -29,7 +29,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("group", PropKind::Int, Some("0"), "NFLOG group to receive (as in `log group N`), 0-65535."),
     PropSpec::new("rcvbuf", PropKind::Size, Some("4M"), "Receive buffer of the netlink socket (SO_RCVBUFFORCE)."),
     PropSpec::new("netns", PropKind::Str, None, "Receive in the network namespace at this path instead of the agent's own."),
-    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read whatever it is set to be with the default |."),
+    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read when it is the default |."),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
