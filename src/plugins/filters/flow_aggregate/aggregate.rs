@@ -238,6 +238,9 @@ pub struct Aggregator {
     interval: u64,
     /// Updates dropped because `max_entries` was reached (this interval).
     pub overflow: u64,
+    /// Of the last flush's records, those that repeat a flow's counters for another of
+    /// its policy traces (sums must skip them).
+    pub copies: Vec<bool>,
     start: i64,
     host: Value,
     keys: Vec<Str>,
@@ -386,6 +389,7 @@ impl Aggregator {
             verdicts: HashMap::new(),
             interval: 0,
             overflow: 0,
+            copies: Vec::new(),
             start: now_unix,
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
@@ -624,6 +628,7 @@ impl Aggregator {
         self.start = now_unix;
         self.overflow = 0;
         let mut out = Vec::with_capacity(self.entries.len());
+        self.copies.clear();
         let mut keys: Vec<&Key> = self
             .entries
             .iter()
@@ -662,11 +667,13 @@ impl Aggregator {
             if self.opts.include_policies && e.traces.len() > 1 {
                 // Calico splits a flow seen under several policy traces into one record
                 // per trace, each with the flow's counters.
-                for t in &e.traces {
+                for (i, t) in e.traces.iter().enumerate() {
                     out.push(self.record(k, e, Some(t), start, end, time));
+                    self.copies.push(i > 0);
                 }
             } else {
                 out.push(self.record(k, e, e.traces.first(), start, end, time));
+                self.copies.push(false);
             }
         }
         self.entries.retain(|_, e| e.has_active());
