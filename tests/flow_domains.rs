@@ -70,7 +70,8 @@ fn exchange(server: &TcpListener, src: &str, dst: &str, port: u16) {
 }
 
 /// A namespace with a client (10.3.0.5), dnsmasq at 10.3.0.53 answering
-/// `www.example.test` CNAME `db.example.test` A 10.3.0.80, the namespace's resolv.conf
+/// `www.example.test` CNAME `db.example.test` A 10.3.0.80 (TTL 60 s; dnsmasq's default
+/// 0 would leave Calico's 2 s minimum), the namespace's resolv.conf
 /// naming it, and nft copying DNS replies to NFLOG group 7 (as README tells users).
 /// Fields drop in order: dnsmasq before the namespace.
 struct Resolver {
@@ -105,7 +106,7 @@ impl Resolver {
                 .args(["netns", "exec", &ns.name, "dnsmasq", "--keep-in-foreground"])
                 .args(["--no-resolv", "--no-hosts", "--bind-interfaces"])
                 .args(["--pid-file=", "--user=root", "--log-facility=-"])
-                .args(["--listen-address=10.3.0.53"])
+                .args(["--listen-address=10.3.0.53", "--local-ttl=60"])
                 .args(["--host-record=db.example.test,10.3.0.80"])
                 .args(["--cname=www.example.test,db.example.test"])
                 .stdout(Stdio::null())
@@ -176,12 +177,11 @@ fn a_real_resolvers_reply_becomes_one_dns_record() {
     assert_eq!(d["qtype"], "A");
     assert_eq!(d["rcode"], "NOERROR");
     assert_eq!(d["group"], 7);
-    let ttl = |i: usize| d["answers"][i]["ttl"].clone();
     assert_eq!(
         d["answers"],
         json!([
-            {"name": "www.example.test", "type": "CNAME", "ttl": ttl(0), "cname": "db.example.test"},
-            {"name": "db.example.test", "type": "A", "ttl": ttl(1), "address": "10.3.0.80"}
+            {"name": "www.example.test", "type": "CNAME", "ttl": 60, "cname": "db.example.test"},
+            {"name": "db.example.test", "type": "A", "ttl": 60, "address": "10.3.0.80"}
         ]),
         "{d}"
     );

@@ -33,7 +33,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("group", PropKind::Int, Some("0"), "NFLOG group to receive (as in `log group N`), 0-65535."),
     PropSpec::new("rcvbuf", PropKind::Size, Some("4M"), "Receive buffer of the netlink socket (SO_RCVBUFFORCE)."),
     PropSpec::new("netns", PropKind::Str, None, "Receive in the network namespace at this path instead of the agent's own."),
-    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read whatever it is set to be with the default |."),
+    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read when it is the default |."),
     PropSpec::new("dns", PropKind::Bool, Some("off"), "The group carries DNS replies: each DNS response becomes one `event: dns` record with its A/AAAA/CNAME answers (for flow_aggregate's dest_domains); other packets are counted and skipped."),
     PropSpec::new("copy_range", PropKind::Int, None, "Bytes of each packet the kernel copies to the agent, 40-65535; default 128 (the headers), 65535 with `dns on` (whole DNS messages)."),
 ];

@@ -2,7 +2,7 @@
 //! out at each flush. Keys per level, counting, verdicts and calibration follow Calico
 //! Enterprise's felix/collector/flowlog (shared/spec/flows.md §2.3–2.5).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -152,11 +152,8 @@ struct Entry {
     bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
-    flows: HashSet<Conn>,
-    started: HashSet<Conn>,
-    /// Completed and active connections, with their SNAT port (0: none).
-    completed: HashMap<Conn, u16>,
-    active: HashMap<Conn, u16>,
+    /// Every connection of the interval (`num_flows`), carried-over active ones included.
+    conns: HashMap<Conn, ConnState>,
     src_labels: Option<BTreeMap<String, String>>,
     dst_labels: Option<BTreeMap<String, String>>,
     /// `dest_domains`: names the destination was resolved from (bounded).
@@ -168,6 +165,28 @@ struct Entry {
     reset: bool,
     /// Updated since the last flush.
     touched: bool,
+}
+
+/// One connection of an entry, this interval.
+#[derive(Clone, Copy, Default)]
+struct ConnState {
+    /// What it added to the entry's counters: packets out, bytes out, packets in, bytes in.
+    counts: [u64; 4],
+    /// Its source NAT port (0: none).
+    nat_port: u16,
+    started: bool,
+    completed: bool,
+    active: bool,
+}
+
+impl Entry {
+    fn count(&self, f: impl Fn(&ConnState) -> bool) -> u64 {
+        self.conns.values().filter(|c| f(c)).count() as u64
+    }
+
+    fn has_active(&self) -> bool {
+        self.conns.values().any(|c| c.active)
+    }
 }
 
 fn intersect(acc: &mut Option<BTreeMap<String, String>>, labels: &BTreeMap<String, String>) {
@@ -222,6 +241,9 @@ pub struct Aggregator {
     interval: u64,
     /// Updates dropped because `max_entries` was reached (this interval).
     pub overflow: u64,
+    /// Of the last flush's records, those that repeat a flow's counters for another of
+    /// its policy traces (sums must skip them).
+    pub copies: Vec<bool>,
     start: i64,
     host: Value,
     keys: Vec<Str>,
@@ -372,11 +394,12 @@ impl Aggregator {
             verdicts: HashMap::new(),
             interval: 0,
             overflow: 0,
+            copies: Vec::new(),
             start: now_unix,
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
             dash: str_value("-"),
-            dns: DnsCache::new(100_000, 5, 0),
+            dns: DnsCache::new(100_000, 5, std::time::Duration::ZERO),
         }
     }
 
@@ -454,30 +477,32 @@ impl Aggregator {
                     None => sv.trace.clone(),
                 };
                 if *action == Action::Deny {
-                    sv.denied = true;
+                    let first = !std::mem::replace(&mut sv.denied, true);
+                    if first {
+                        self.retract(u, &src_ep, &dst_ep, &service, reporter);
+                    }
                     self.add_side(u, &src_ep, &dst_ep, &service, reporter, Action::Deny, trace);
                 }
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_side(
-        &mut self,
+    /// The entry an update goes to, for one reporting side and verdict.
+    fn key(
+        &self,
         u: &Update,
         src_ep: &Endpoint,
         dst_ep: &Endpoint,
         service: &Option<Arc<Service>>,
         reporter: Reporter,
         action: Action,
-        trace: Option<Trace>,
-    ) {
+    ) -> Key {
         let level = match action {
             Action::Deny => self.opts.level_denied,
             _ => self.opts.level_allowed,
         };
         let ports = |p: u16| u.has_ports.then_some(p);
-        let key = Key {
+        Key {
             src_ip: (level < 2).then_some(u.conn.src),
             dst_ip: (level < 2).then_some(u.conn.dst),
             proto: u.conn.proto,
@@ -506,7 +531,48 @@ impl Aggregator {
             }),
             action,
             reporter,
+        }
+    }
+
+    /// Takes a connection back out of the allowed entry of one side: NFLOG said that side
+    /// denied it after conntrack had already counted it (a connection confirmed on the
+    /// way out, denied on the way in).
+    fn retract(
+        &mut self,
+        u: &Update,
+        src_ep: &Endpoint,
+        dst_ep: &Endpoint,
+        service: &Option<Arc<Service>>,
+        reporter: Reporter,
+    ) {
+        let key = self.key(u, src_ep, dst_ep, service, reporter, Action::Allow);
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
         };
+        let Some(c) = e.conns.remove(&u.conn) else {
+            return;
+        };
+        e.packets_out -= c.counts[0];
+        e.bytes_out -= c.counts[1];
+        e.packets_in -= c.counts[2];
+        e.bytes_in -= c.counts[3];
+        if e.conns.is_empty() {
+            self.entries.remove(&key);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_side(
+        &mut self,
+        u: &Update,
+        src_ep: &Endpoint,
+        dst_ep: &Endpoint,
+        service: &Option<Arc<Service>>,
+        reporter: Reporter,
+        action: Action,
+        trace: Option<Trace>,
+    ) {
+        let key = self.key(u, src_ep, dst_ep, service, reporter, action);
         if !self.entries.contains_key(&key) && self.entries.len() >= self.opts.max_entries {
             self.overflow += 1;
             return;
@@ -527,24 +593,35 @@ impl Aggregator {
         e.bytes_out += b_out;
         e.packets_in += p_in;
         e.bytes_in += b_in;
-        let c = u.conn;
+        let c = e.conns.entry(u.conn).or_default();
+        for (n, d) in c.counts.iter_mut().zip([p_out, b_out, p_in, b_in]) {
+            *n += d;
+        }
+        c.nat_port = u.nat_port;
         // Started in this interval unless carried over as active from the previous one
         // (a connection first seen at its end, or a logged packet, started here too).
-        if !e.active.contains_key(&c) && !e.completed.contains_key(&c) {
-            e.started.insert(c);
+        if !c.active && !c.completed {
+            c.started = true;
         }
         if u.expired || matches!(u.kind, Kind::Packet { .. }) {
-            e.completed.insert(c, u.nat_port);
-            e.active.remove(&c);
+            c.completed = true;
+            c.active = false;
         } else {
-            e.active.insert(c, u.nat_port);
+            c.active = true;
         }
-        e.flows.insert(c);
         intersect(&mut e.src_labels, &src_ep.labels);
         intersect(&mut e.dst_labels, &dst_ep.labels);
-        let trace = trace.unwrap_or_else(|| Arc::from(Vec::new()));
-        if !e.traces.contains(&trace) {
-            e.traces.push(trace);
+        // No trace is "not known yet" (conntrack's record can come before the NFLOG
+        // hits of the same packets): it gives way to the first real one.
+        match trace.filter(|t| !t.is_empty()) {
+            None if e.traces.is_empty() => e.traces.push(Arc::from(Vec::new())),
+            None => {}
+            Some(t) => {
+                e.traces.retain(|x| !x.is_empty());
+                if !e.traces.contains(&t) {
+                    e.traces.push(t);
+                }
+            }
         }
         // As Calico: for flows reported by their source to a destination outside the
         // known workloads (a network or network set).
@@ -562,10 +639,11 @@ impl Aggregator {
         self.start = now_unix;
         self.overflow = 0;
         let mut out = Vec::with_capacity(self.entries.len());
+        self.copies.clear();
         let mut keys: Vec<&Key> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.touched || !e.active.is_empty())
+            .filter(|(_, e)| e.touched || e.has_active())
             .map(|(k, _)| k)
             .collect();
         // Stable output order: by names, then ports.
@@ -600,19 +678,28 @@ impl Aggregator {
             if self.opts.include_policies && e.traces.len() > 1 {
                 // Calico splits a flow seen under several policy traces into one record
                 // per trace, each with the flow's counters.
-                for t in &e.traces {
+                for (i, t) in e.traces.iter().enumerate() {
                     out.push(self.record(k, e, Some(t), start, end, time));
+                    self.copies.push(i > 0);
                 }
             } else {
                 out.push(self.record(k, e, e.traces.first(), start, end, time));
+                self.copies.push(false);
             }
         }
-        self.entries.retain(|_, e| !e.active.is_empty());
+        self.entries.retain(|_, e| e.has_active());
         for e in self.entries.values_mut() {
+            e.conns.retain(|_, c| c.active);
+            for c in e.conns.values_mut() {
+                *c = ConnState {
+                    active: true,
+                    nat_port: c.nat_port,
+                    ..ConnState::default()
+                };
+            }
             // Names stay with live connections (Calico keeps them per connection).
             *e = Entry {
-                flows: e.active.keys().copied().collect(),
-                active: std::mem::take(&mut e.active),
+                conns: std::mem::take(&mut e.conns),
                 domains: std::mem::take(&mut e.domains),
                 src_labels: e.src_labels.take(),
                 dst_labels: e.dst_labels.take(),
@@ -630,11 +717,11 @@ impl Aggregator {
 
     /// Up to `nat_port_limit` SNAT ports, from active then completed connections, sorted.
     fn nat_ports(&self, e: &Entry) -> Value {
-        let mut ports: Vec<u16> = e
-            .active
-            .values()
-            .chain(e.completed.values())
-            .copied()
+        let active = e.conns.values().filter(|c| c.active);
+        let completed = e.conns.values().filter(|c| c.completed);
+        let mut ports: Vec<u16> = active
+            .chain(completed)
+            .map(|c| c.nat_port)
             .filter(|&p| p != 0)
             .take(self.opts.nat_port_limit)
             .collect();
@@ -711,9 +798,9 @@ impl Aggregator {
             },
             Value::UInt(e.bytes_in),
             Value::UInt(e.bytes_out),
-            Value::UInt(e.flows.len() as u64),
-            Value::UInt(e.started.len() as u64),
-            Value::UInt(e.completed.len() as u64),
+            Value::UInt(e.conns.len() as u64),
+            Value::UInt(e.count(|c| c.started)),
+            Value::UInt(e.count(|c| c.completed)),
             Value::UInt(e.packets_in),
             Value::UInt(e.packets_out),
             zero.clone(),
@@ -1123,9 +1210,12 @@ mod tests {
             Some(Reporter::Dst),
             Some(deny_db('I')),
         );
+        let mut ct = update("10.0.0.1", 41000, "10.0.0.3", 5432, 60, 0, false);
+        ct.orig_packets = 1;
+        // Conntrack confirms the connection on the way out, before the ingress rule
+        // drops it: its allow is taken back from dst when the deny arrives.
+        a.add(&ct, &e, true);
         a.add(&ingress, &e, true);
-        let mut ct = update("10.0.0.1", 41000, "10.0.0.3", 5432, 120, 0, false);
-        ct.orig_packets = 2;
         a.add(&ct, &e, true);
         let recs = a.flush(1, EventTime::default());
         let by = |action: &str, rep: &str| {

@@ -11,26 +11,26 @@
 //! - at most `max` addresses and `max` CNAME targets; answers for more are counted
 //!   in `overflow` and dropped. Expired entries are purged every few seconds.
 //!
-//! Sans-IO: time comes in through [`DnsCache::set_now`] (whole seconds).
+//! Sans-IO: time comes in through [`DnsCache::set_now`] (milliseconds).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::event::{Str, Value};
 
 /// Calico's minimum TTL of a learnt name (a TTL of 0 or 1 would be gone before the
 /// connection that follows the lookup is seen).
-const MIN_TTL: u64 = 2;
+const MIN_TTL_MS: u64 = 2_000;
 /// Longest CNAME chain walked back to the name the client asked for.
 const MAX_CHAIN: usize = 16;
-/// Seconds between purges of expired entries.
-const PURGE_EVERY: u64 = 5;
+/// Milliseconds between purges of expired entries.
+const PURGE_EVERY_MS: u64 = 5_000;
 
 #[derive(Clone, Debug)]
 struct Named {
     name: Str,
-    /// Cache seconds (see `now`) at which it is forgotten.
+    /// Cache time (see `now`) at which it is forgotten.
     expires: u64,
 }
 
@@ -41,8 +41,8 @@ pub struct DnsCache {
     aliases: HashMap<Str, Vec<Named>>,
     pub limit: usize,
     max: usize,
-    extra_ttl: u64,
-    /// Seconds since `base`.
+    extra_ttl_ms: u64,
+    /// Milliseconds since `base`.
     now: u64,
     base: Option<Instant>,
     next_purge: u64,
@@ -80,16 +80,16 @@ fn text<'a>(m: &'a [(Str, Value)], k: &str) -> Option<&'a Str> {
 }
 
 impl DnsCache {
-    pub fn new(max: usize, limit: usize, extra_ttl: u64) -> DnsCache {
+    pub fn new(max: usize, limit: usize, extra_ttl: Duration) -> DnsCache {
         DnsCache {
             ips: HashMap::new(),
             aliases: HashMap::new(),
             limit,
             max,
-            extra_ttl,
+            extra_ttl_ms: extra_ttl.as_millis().min(u64::MAX as u128 / 4) as u64,
             now: 0,
             base: None,
-            next_purge: PURGE_EVERY,
+            next_purge: PURGE_EVERY_MS,
             overflow: 0,
         }
     }
@@ -102,13 +102,13 @@ impl DnsCache {
     /// Sets the clock; purges expired entries every few seconds.
     pub fn set_now(&mut self, now: Instant) {
         let base = *self.base.get_or_insert(now);
-        self.advance(now.saturating_duration_since(base).as_secs());
+        self.advance(now.saturating_duration_since(base).as_millis() as u64);
     }
 
-    fn advance(&mut self, secs: u64) {
-        self.now = self.now.max(secs);
+    fn advance(&mut self, ms: u64) {
+        self.now = self.now.max(ms);
         if self.now >= self.next_purge {
-            self.next_purge = self.now + PURGE_EVERY;
+            self.next_purge = self.now.saturating_add(PURGE_EVERY_MS);
             purge(&mut self.aliases, self.now);
             purge(&mut self.ips, self.now);
         }
@@ -165,7 +165,10 @@ impl DnsCache {
     }
 
     fn expiry(&self, ttl: u64) -> u64 {
-        self.now + ttl.max(MIN_TTL) + self.extra_ttl
+        let ttl_ms = ttl.saturating_mul(1000).max(MIN_TTL_MS);
+        self.now
+            .saturating_add(ttl_ms)
+            .saturating_add(self.extra_ttl_ms)
     }
 
     fn alias(&mut self, name: &Str, target: &Str, expires: u64) {
@@ -323,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_cname_chain_maps_the_address_to_the_name_asked_for() {
-        let mut c = DnsCache::new(100, 5, 0);
+        let mut c = DnsCache::new(100, 5, Duration::ZERO);
         // In the order a resolver answers, and reversed: the same result.
         c.learn(&[
             cname("www.example.com", 300, "lb.example.net"),
@@ -331,7 +334,7 @@ mod tests {
             a("edge.cdn.test", 20, "192.0.2.7"),
         ]);
         assert_eq!(names(&c, "192.0.2.7"), ["www.example.com"]);
-        let mut r = DnsCache::new(100, 5, 0);
+        let mut r = DnsCache::new(100, 5, Duration::ZERO);
         r.learn(&[
             a("edge.cdn.test", 20, "192.0.2.7"),
             cname("lb.example.net", 60, "edge.cdn.test"),
@@ -339,7 +342,7 @@ mod tests {
         ]);
         assert_eq!(names(&r, "192.0.2.7"), ["www.example.com"]);
         // Across responses: a CNAME learnt first, the address in a later answer.
-        let mut x = DnsCache::new(100, 5, 0);
+        let mut x = DnsCache::new(100, 5, Duration::ZERO);
         x.learn(&[cname("api.example.com", 300, "api.lb.test")]);
         x.learn(&[a("api.lb.test", 300, "192.0.2.8")]);
         assert_eq!(names(&x, "192.0.2.8"), ["api.example.com"]);
@@ -357,38 +360,38 @@ mod tests {
 
     #[test]
     fn names_expire_after_their_ttl_at_least_two_seconds_plus_extra() {
-        let mut c = DnsCache::new(100, 5, 0);
+        let mut c = DnsCache::new(100, 5, Duration::ZERO);
         c.learn(&[
             a("short.test", 0, "192.0.2.1"),
             a("long.test", 30, "192.0.2.2"),
         ]);
-        c.advance(1);
+        c.advance(1_999);
         assert_eq!(
             names(&c, "192.0.2.1"),
             ["short.test"],
             "Calico's 2 s minimum"
         );
-        c.advance(2);
+        c.advance(2_000);
         assert!(names(&c, "192.0.2.1").is_empty());
         assert_eq!(names(&c, "192.0.2.2"), ["long.test"]);
-        c.advance(30);
+        c.advance(30_000);
         assert!(names(&c, "192.0.2.2").is_empty());
-        c.advance(40);
+        c.advance(40_000);
         assert_eq!(c.len(), 0, "purged");
         // A CNAME that expired no longer leads back to its alias.
-        let mut e = DnsCache::new(100, 5, 10);
+        let mut e = DnsCache::new(100, 5, Duration::from_secs(10));
         e.learn(&[cname("w.test", 5, "t.test")]);
-        e.advance(14);
+        e.advance(14_000);
         e.learn(&[a("t.test", 5, "192.0.2.3")]);
         assert_eq!(names(&e, "192.0.2.3"), ["w.test"], "5 s + extra 10 s");
-        e.advance(16);
+        e.advance(16_000);
         e.learn(&[a("t.test", 5, "192.0.2.4")]);
         assert_eq!(names(&e, "192.0.2.4"), ["t.test"]);
     }
 
     #[test]
     fn bounded_in_addresses_aliases_and_names_per_address() {
-        let mut c = DnsCache::new(2, 3, 0);
+        let mut c = DnsCache::new(2, 3, Duration::ZERO);
         c.learn(&[
             a("a.test", 60, "192.0.2.1"),
             a("b.test", 60, "192.0.2.2"),
@@ -425,8 +428,16 @@ mod tests {
     }
 
     #[test]
-    fn unspecified_and_unparsable_addresses_are_ignored() {
-        let mut c = DnsCache::new(10, 5, 0);
+    fn unspecified_unparsable_and_absurd_answers_are_harmless() {
+        let mut c = DnsCache::new(10, 5, Duration::ZERO);
+        c.learn(&[a("huge.test", u64::MAX, "192.0.2.1")]);
+        c.advance(u64::MAX - 1);
+        assert_eq!(
+            names(&c, "192.0.2.1"),
+            ["huge.test"],
+            "saturates, no overflow"
+        );
+        let mut c = DnsCache::new(10, 5, Duration::ZERO);
         c.learn(&[
             a("blocked.test", 60, "0.0.0.0"),
             a("bad.test", 60, "not an ip"),
@@ -455,7 +466,7 @@ mod tests {
         eps.insert("10.0.0.1", wep("client", true)).unwrap();
         eps.insert("192.0.2.8", wep("pod", false)).unwrap();
         let mut agg = Aggregator::new(Options::default(), "h", 0);
-        agg.dns = DnsCache::new(100, 5, 0);
+        agg.dns = DnsCache::new(100, 5, Duration::ZERO);
         agg.dns.learn(&[
             cname("www.example.com", 300, "lb.example.net"),
             a("lb.example.net", 300, "192.0.2.7"),
@@ -494,7 +505,7 @@ mod tests {
         assert_eq!(get(port(8443).unwrap(), "dest_domains"), Value::Nil);
         // The next interval: the live connection still names its destination, even
         // once the answer expired.
-        agg.dns.advance(1000);
+        agg.dns.advance(1_000_000);
         let recs = agg.flush(20, EventTime::default());
         assert_eq!(recs.len(), 1);
         assert_eq!(get(&recs[0], "dest_domains"), named);
@@ -551,12 +562,12 @@ mod tests {
             let ns = t.elapsed().as_nanos() as f64 / (200.0 * conns.len() as f64);
             (ns, agg.flush(1, EventTime::default()))
         };
-        let mut other = DnsCache::new(200_000, 5, 0);
+        let mut other = DnsCache::new(200_000, 5, Duration::ZERO);
         for i in 0..100_000u32 {
             let addr = Ipv4Addr::from(0x0B00_0000 + i).to_string();
             other.learn(&[a(&format!("h{i}.test"), 300, &addr)]);
         }
-        let mut named = DnsCache::new(200_000, 5, 0);
+        let mut named = DnsCache::new(200_000, 5, Duration::ZERO);
         for (i, u) in conns.iter().enumerate() {
             let addr = u.conn.dst.to_string();
             named.learn(&[
@@ -585,7 +596,7 @@ mod tests {
         let (miss_ns, none) = lookups(&other, &dsts);
         let (hit_ns, some) = lookups(&other, &cached);
         assert_eq!((none, some), (0, 1_000_000));
-        let (empty, _) = run(DnsCache::new(100_000, 5, 0));
+        let (empty, _) = run(DnsCache::new(100_000, 5, Duration::ZERO));
         let (miss, _) = run(other);
         let (hit, recs) = run(named);
         assert_eq!(recs.len(), 1);

@@ -150,8 +150,11 @@ struct FlowMetrics {
 }
 
 impl FlowMetrics {
-    fn add(&mut self, records: &[Record]) {
-        for r in records {
+    /// Adds a flush's records; `copies` marks those repeating another's counters (a flow
+    /// split per policy trace), which are not counted again.
+    fn add(&mut self, records: &[Record], copies: &[bool]) {
+        let copy = |i: usize| copies.get(i).copied().unwrap_or(false);
+        for (_, r) in records.iter().enumerate().filter(|(i, _)| !copy(*i)) {
             let key: SeriesKey = SERIES_FIELDS.map(|f| match field(r, f) {
                 Some(Value::Str(s)) => s.clone(),
                 _ => Arc::from("-"),
@@ -253,7 +256,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         return Err(props.error("dns_cache_max", "a number of addresses >= 1"));
     }
     let extra = props.time("dns_extra_ttl").unwrap_or_default();
-    agg.dns = DnsCache::new(cache_max as usize, limit as usize, extra.as_secs());
+    agg.dns = DnsCache::new(cache_max as usize, limit as usize, extra);
     let mut f = FlowAggregateFilter {
         agg,
         endpoints: Endpoints::new(),
@@ -544,7 +547,7 @@ impl FlowAggregateFilter {
         metrics::add(&self.emitted, records.len() as u64);
         metrics::set(&self.active, self.agg.len() as u64);
         if let Some(m) = &mut self.flow_metrics {
-            m.add(&records);
+            m.add(&records, &self.agg.copies);
             if !m.series.is_empty() {
                 let mut chunk = Chunk::new(m.tag.clone(), Vec::new());
                 chunk.metrics.push(Arc::new(m.set(now)));
@@ -791,8 +794,11 @@ mod tests {
             series: Default::default(),
             overflow: Arc::default(),
         };
-        m.add(&[flow("web-*", 10)]);
-        m.add(&[flow("web-*", 5), flow("api-*", 7)]);
+        m.add(&[flow("web-*", 10)], &[]);
+        m.add(
+            &[flow("web-*", 5), flow("web-*", 5), flow("api-*", 7)],
+            &[false, true],
+        );
         let set = m.set(EventTime::new(1, 0));
         let out = set.family("agent_flow_bytes_out_total").unwrap();
         assert_eq!(
