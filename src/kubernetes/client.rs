@@ -14,6 +14,30 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
+/// The service account's CA and token, where Kubernetes mounts them in a pod.
+pub const KUBE_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+pub const KUBE_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// `https://host[:port][/...]` → (https, host, port); port 443 when absent.
+pub fn parse_url(url: &str) -> Option<(bool, String, u16)> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return None;
+    };
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)?),
+        None => (rest, 443),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((https, host.to_string(), port))
+}
+
 /// Where to connect and how to authenticate.
 #[derive(Debug, Clone)]
 pub struct ClientConf {

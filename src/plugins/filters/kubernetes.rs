@@ -18,8 +18,7 @@ use crate::parser::regex::OnigRegex;
 use crate::parser::Parser;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 
-const KUBE_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-const KUBE_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+use crate::kubernetes::client::{parse_url, KUBE_CA, KUBE_TOKEN};
 const KUBE_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Fluent Bit's KUBE_TAG_TO_REGEX: `<pod>_<namespace>_<container>-<64 hex id>.log`.
@@ -435,25 +434,6 @@ fn stats(ctx: &BuildContext) -> Arc<Stats> {
 }
 
 /// `http[s]://host[:port][/...]`; the port defaults to 443 for both (Fluent Bit).
-fn parse_url(url: &str) -> Option<(bool, String, u16)> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return None;
-    };
-    let rest = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)?),
-        None => (rest, 443),
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((https, host.to_string(), port))
-}
-
 /// Whether both are the same cached object (or both absent).
 fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
     match (a, b) {
