@@ -41,7 +41,8 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("kube_ca_file", PropKind::Str, Some(KUBE_CA), "CA certificate file of the API server."),
     PropSpec::new("kube_ca_path", PropKind::Str, None, "Directory of CA certificates of the API server."),
     PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
-    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file is used."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, instead of kube_token_file."),
+    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file (or kube_token_command) is used."),
     PropSpec::new("kube_max_objects", PropKind::Int, Some("100000"), "Most pods (and services, and endpoints) kept from the API; further ones are left out and counted in the log."),
     PropSpec::new("tls.verify", PropKind::Bool, Some("on"), "Verify the API server's certificate chain."),
     PropSpec::new("tls.vhost", PropKind::Str, None, "Server name sent (SNI) and verified, instead of kube_url's host."),
@@ -408,6 +409,7 @@ fn kube_source(props: &Props, ctx: &BuildContext, node: String) -> Result<KubeSo
         verify_hostname: false,
         vhost: props.str("tls.vhost").map(String::from),
         token_file: path("kube_token_file"),
+        token_command: props.str("kube_token_command").map(String::from),
         token_ttl: props
             .time("kube_token_ttl")
             .unwrap_or(Duration::from_secs(600)),
