@@ -343,20 +343,14 @@ impl Endpoints {
         }
     }
 
-    /// An `Endpoints` of a kubectl list: the pod addresses and ports behind the service
-    /// of the same name, matched to its ports by port name.
-    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, services: &[&serde_json::Value]) {
+    /// An `Endpoints` object: the pod addresses and ports behind its service (of the
+    /// same name), matched to the service's ports by port name.
+    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
         let meta = &item["metadata"];
         let (Some(name), ns) = (
             meta["name"].as_str(),
             meta["namespace"].as_str().unwrap_or("default"),
         ) else {
-            return;
-        };
-        let Some(svc) = services.iter().find(|s| {
-            s["metadata"]["name"].as_str() == Some(name)
-                && s["metadata"]["namespace"].as_str().unwrap_or("default") == ns
-        }) else {
             return;
         };
         for subset in item["subsets"].as_array().into_iter().flatten() {
@@ -429,16 +423,52 @@ impl Endpoints {
 
     fn load_pods(&mut self, json: &serde_json::Value, node: &str) -> Result<(), String> {
         let items = json["items"].as_array().ok_or("\"items\" is not a list")?;
-        let kind = |i: &serde_json::Value| i["kind"].as_str().unwrap_or("Pod").to_string();
-        let services: Vec<&serde_json::Value> =
-            items.iter().filter(|i| kind(i) == "Service").collect();
-        for s in &services {
+        let of = |k: &str| -> Vec<&serde_json::Value> {
+            items
+                .iter()
+                .filter(|i| i["kind"].as_str().unwrap_or("Pod") == k)
+                .collect()
+        };
+        self.add_kubernetes(&of("Pod"), &of("Service"), &of("Endpoints"), node);
+        Ok(())
+    }
+
+    /// Adds Kubernetes objects (as the API returns them, or trimmed to the fields read
+    /// here): pods (those on `node` are local), services and their endpoints.
+    pub fn add_kubernetes(
+        &mut self,
+        pods: &[&serde_json::Value],
+        services: &[&serde_json::Value],
+        endpoints: &[&serde_json::Value],
+        node: &str,
+    ) {
+        let by_name: HashMap<(&str, &str), &serde_json::Value> = services
+            .iter()
+            .filter_map(|s| {
+                let m = &s["metadata"];
+                Some((
+                    (
+                        m["namespace"].as_str().unwrap_or("default"),
+                        m["name"].as_str()?,
+                    ),
+                    *s,
+                ))
+            })
+            .collect();
+        for s in services {
             self.load_k8s_service(s);
         }
-        for e in items.iter().filter(|i| kind(i) == "Endpoints") {
-            self.load_k8s_endpoints(e, &services);
+        for e in endpoints {
+            let m = &e["metadata"];
+            let key = (
+                m["namespace"].as_str().unwrap_or("default"),
+                m["name"].as_str().unwrap_or(""),
+            );
+            if let Some(svc) = by_name.get(&key) {
+                self.load_k8s_endpoints(e, svc);
+            }
         }
-        for pod in items.iter().filter(|i| kind(i) == "Pod") {
+        for pod in pods {
             let meta = &pod["metadata"];
             if pod["spec"]["hostNetwork"].as_bool() == Some(true) {
                 continue; // their IP is the node's
@@ -463,10 +493,10 @@ impl Endpoints {
                 ips.extend(pod["status"]["podIP"].as_str());
             }
             for ip in ips {
-                self.insert(ip, ep.clone())?;
+                // An address the API gives that is not one is skipped, not fatal.
+                let _ = self.insert(ip, ep.clone());
             }
         }
-        Ok(())
     }
 }
 

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
+use crate::kubernetes::client::{parse_url, ClientConf, KUBE_CA, KUBE_TOKEN};
+use crate::kubernetes::watch::{self, Store};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
@@ -36,6 +38,16 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("include_policies", PropKind::Bool, Some("false"), "Write the policies NFLOG named (policies.all_policies, enforced_policies, pending_policies) and split a flow per policy trace; null otherwise, as Calico's FlowLogsFileIncludePolicies."),
     PropSpec::new("include_service", PropKind::Bool, Some("false"), "Write the destination's Kubernetes service (dest_service_*) from the services in endpoints_file; '-' otherwise, as Calico's FlowLogsFileIncludeService."),
     PropSpec::new("nat_outgoing_port_limit", PropKind::Int, Some("3"), "Most source-NAT ports listed in nat_outgoing_ports per flow log (Calico's FlowLogsFileNatOutgoingPortLimit)."),
+    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoints (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
+    PropSpec::new("kube_url", PropKind::Str, Some("https://kubernetes.default.svc"), "Kubernetes API server URL (with kubernetes on)."),
+    PropSpec::new("kube_ca_file", PropKind::Str, Some(KUBE_CA), "CA certificate file of the API server."),
+    PropSpec::new("kube_ca_path", PropKind::Str, None, "Directory of CA certificates of the API server."),
+    PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, instead of kube_token_file."),
+    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file (or kube_token_command) is used."),
+    PropSpec::new("kube_max_objects", PropKind::Int, Some("100000"), "Most pods (and services, and endpoints) kept from the API; further ones are left out and counted in the log."),
+    PropSpec::new("tls.verify", PropKind::Bool, Some("on"), "Verify the API server's certificate chain."),
+    PropSpec::new("tls.vhost", PropKind::Str, None, "Server name sent (SNI) and verified, instead of kube_url's host."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
     PropSpec::new("dest_domains_limit", PropKind::Int, Some("5"), "Most names in a flow's dest_domains, and kept per address in the DNS cache (Calico's FlowLogsFileDomainsLimit)."),
     PropSpec::new("dns_cache_max", PropKind::Int, Some("100000"), "Most addresses (and CNAME targets) the DNS cache holds for dest_domains; answers for more are counted in agent_flow_aggregate_dns_overflow_total and dropped."),
@@ -57,11 +69,63 @@ struct EndpointsSource {
     modified: Option<SystemTime>,
 }
 
+/// The cluster's pods, services and endpoints, watched (`kubernetes on`).
+struct KubeSource {
+    /// Where and how many; the watches start at the first tick (not in a dry run).
+    conf: ClientConf,
+    max: usize,
+    who: String,
+    /// Pods, services, endpoints.
+    stores: Vec<Arc<Store>>,
+    /// Their generations when the table was last built.
+    seen: Vec<u64>,
+    node: String,
+    checked: Option<Instant>,
+    synced: bool,
+}
+
+/// The fields of each kind the table is built from (the rest is not kept).
+fn trim_pod(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.generateName",
+            "metadata.labels",
+            "spec.nodeName",
+            "spec.hostNetwork",
+            "status.podIP",
+            "status.podIPs",
+        ],
+    )
+}
+
+fn trim_service(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.clusterIPs",
+            "spec.ports",
+        ],
+    )
+}
+
+fn trim_endpoints(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(v, &["metadata.name", "metadata.namespace", "subsets"])
+}
+
 struct FlowAggregateFilter {
     agg: Aggregator,
     endpoints: Endpoints,
     any_local: bool,
     source: Option<EndpointsSource>,
+    /// The endpoints file's last good table (empty without one).
+    file_eps: Endpoints,
+    kube: Option<KubeSource>,
     local: Vec<(IpAddr, u8)>,
     interval: Duration,
     /// `flush_jitter_percent`, and this interval's length with its jitter.
@@ -262,6 +326,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         endpoints: Endpoints::new(),
         any_local: false,
         source: None,
+        file_eps: Endpoints::new(),
+        kube: None,
         local: local.clone(),
         interval,
         jitter,
@@ -334,16 +400,61 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         f.source = Some(EndpointsSource {
             modified: modified(&path),
             path,
-            node,
+            node: node.clone(),
             local,
         });
-        f.install(eps);
-    } else {
-        let mut eps = Endpoints::new();
-        eps.mark_local(&f.local);
-        f.install(eps);
+        f.file_eps = eps;
     }
+    if props.bool("kubernetes").unwrap_or(false) {
+        f.kube = Some(kube_source(props, ctx, node)?);
+    }
+    f.rebuild();
     Ok(Box::new(f))
+}
+
+/// Starts the watches of `kubernetes on`.
+fn kube_source(props: &Props, ctx: &BuildContext, node: String) -> Result<KubeSource, ConfigError> {
+    let url = props
+        .str("kube_url")
+        .unwrap_or("https://kubernetes.default.svc");
+    let (https, host, port) = parse_url(url).ok_or_else(|| {
+        props.error(
+            "kube_url",
+            "a URL such as https://kubernetes.default.svc or http://127.0.0.1:8001",
+        )
+    })?;
+    let max = props.int("kube_max_objects").unwrap_or(100_000);
+    if max < 1 {
+        return Err(props.error("kube_max_objects", "a number of objects >= 1"));
+    }
+    let path = |n: &str| props.str(n).map(PathBuf::from);
+    let conf = ClientConf {
+        https,
+        host,
+        port,
+        ca_file: path("kube_ca_file"),
+        ca_path: path("kube_ca_path"),
+        verify: props.bool("tls.verify").unwrap_or(true),
+        verify_hostname: false,
+        vhost: props.str("tls.vhost").map(String::from),
+        token_file: path("kube_token_file"),
+        token_command: props.str("kube_token_command").map(String::from),
+        token_ttl: props
+            .time("kube_token_ttl")
+            .unwrap_or(Duration::from_secs(600)),
+        buffer_size: 0,
+        timeout: Duration::from_secs(10),
+    };
+    Ok(KubeSource {
+        conf,
+        max: max as usize,
+        who: format!("[filter:flow_aggregate:{}]", ctx.instance),
+        stores: Vec::new(),
+        seen: Vec::new(),
+        node,
+        checked: None,
+        synced: false,
+    })
 }
 
 /// An interval plus a random part of up to `percent` of it (Calico's jittered ticker).
@@ -491,12 +602,84 @@ fn update(r: &Record) -> Option<Update> {
 }
 
 impl FlowAggregateFilter {
-    fn install(&mut self, mut eps: Endpoints) {
+    /// The table from the file's and the API's endpoints.
+    fn rebuild(&mut self) {
+        let mut eps = self.file_eps.clone();
+        let mut waiting = false;
+        if let Some(k) = &self.kube {
+            let snaps: Vec<Vec<Arc<serde_json::Value>>> =
+                k.stores.iter().map(|s| s.snapshot()).collect();
+            let refs: Vec<Vec<&serde_json::Value>> = snaps
+                .iter()
+                .map(|v| v.iter().map(|a| &**a).collect())
+                .collect();
+            if let [pods, services, endpoints] = &refs[..] {
+                eps.add_kubernetes(pods, services, endpoints, &k.node);
+            }
+            waiting = !k.synced;
+        }
+        self.install(eps, !waiting);
+    }
+
+    /// Rebuilds the table when the API's objects changed (checked once a second).
+    fn kube_check(&mut self, now: Instant) {
+        let Some(k) = &mut self.kube else { return };
+        if k.stores.is_empty() {
+            k.stores = watch::spawn(
+                k.conf.clone(),
+                &[
+                    ("pods", trim_pod as watch::Trim),
+                    ("services", trim_service),
+                    ("endpoints", trim_endpoints),
+                ],
+                k.max,
+                k.who.clone(),
+            );
+            k.seen = vec![0; k.stores.len()];
+        }
+        if k.checked
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        k.checked = Some(now);
+        let gens: Vec<u64> = k.stores.iter().map(|s| s.generation()).collect();
+        if gens == k.seen {
+            return;
+        }
+        k.seen = gens;
+        if !k.synced && k.stores.iter().all(|s| s.synced()) {
+            k.synced = true;
+            let n: Vec<String> = k
+                .stores
+                .iter()
+                .map(|s| format!("{} {}", s.len(), s.resource))
+                .collect();
+            crate::info!(
+                "[filter:flow_aggregate:{}] Kubernetes API listed: {}",
+                self.name,
+                n.join(", ")
+            );
+        }
+        for s in &k.stores {
+            let dropped = s.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if dropped > 0 {
+                crate::warn!(
+                    "[filter:flow_aggregate:{}] {dropped} {} left out: kube_max_objects are held",
+                    self.name,
+                    s.resource
+                );
+            }
+        }
+        self.rebuild();
+    }
+
+    fn install(&mut self, mut eps: Endpoints, warn: bool) {
         eps.mark_local(&self.local);
         self.any_local = eps.any_local();
-        if !self.any_local {
+        if !self.any_local && warn {
             crate::warn!(
-                "[filter:flow_aggregate:{}] no endpoint is marked local (local_endpoints, or \"local\": true in the endpoints file): every flow is reported by its source",
+                "[filter:flow_aggregate:{}] no endpoint is marked local (local_endpoints, \"local\": true in the endpoints file, or pods on node_name with kubernetes on): every flow is reported by its source",
                 self.name
             );
         }
@@ -520,7 +703,8 @@ impl FlowAggregateFilter {
                     src.path.display()
                 );
                 self.local = src.local.clone();
-                self.install(eps);
+                self.file_eps = eps;
+                self.rebuild();
             }
             Err(e) => crate::error!(
                 "[filter:flow_aggregate:{}] keeping the previous endpoints: {e}",
@@ -588,6 +772,7 @@ impl Filter for FlowAggregateFilter {
     fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.reload_if_changed();
         self.agg.dns.set_now(now);
+        self.kube_check(now);
         let last = *self.last.get_or_insert(now);
         if now.duration_since(last) >= self.next {
             self.last = Some(now);
@@ -662,6 +847,8 @@ mod tests {
             agg: Aggregator::new(Options::default(), "h", 0),
             endpoints: Endpoints::new(),
             any_local: false,
+            file_eps: Endpoints::new(),
+            kube: None,
             source: Some(EndpointsSource {
                 path: path.clone(),
                 node: "n".into(),
