@@ -25,6 +25,7 @@ test:
 bench: release
 	scripts/bench.sh
 	@if [ "$$(id -u)" = 0 ]; then python3 scripts/bench_conntrack.py; else echo "conntrack bench skipped: needs root"; fi
+	cargo test --release --test kube_scale -- --ignored --nocapture
 
 # Flow logs from real traffic in a throw-away network namespace (root).
 demo: build

@@ -194,6 +194,25 @@ impl Drop for KubeApi {
     }
 }
 
+/// The page a list request asks for, as the API server gives them: `limit` items from
+/// the `continue` token on; (from, to, the `continue` field of the list, if more).
+fn page(query: &str, len: usize) -> (usize, usize, String) {
+    let arg = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let from = arg("continue=").unwrap_or(0).min(len);
+    let to = arg("limit=").map_or(len, |l| (from + l).min(len));
+    let next = if to < len {
+        format!(",\"continue\":\"{to}\"")
+    } else {
+        String::new()
+    };
+    (from, to, next)
+}
+
 /// Sends an event line to the open watches of `resource`.
 fn send(st: &mut State, resource: &str, line: &str) {
     st.watchers
@@ -300,20 +319,7 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>, stop: &AtomicBoo
                 .map(|(k, _)| k)
                 .collect();
             keys.sort();
-            // Pages as the API server gives them: `limit` items, then `continue`.
-            let arg = |name: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(name))
-                    .and_then(|v| v.parse::<usize>().ok())
-            };
-            let from = arg("continue=").unwrap_or(0).min(keys.len());
-            let to = arg("limit=").map_or(keys.len(), |l| (from + l).min(keys.len()));
-            let next = if to < keys.len() {
-                format!(",\"continue\":\"{to}\"")
-            } else {
-                String::new()
-            };
+            let (from, to, next) = page(query, keys.len());
             let body = format!(
                 "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"{next}}},\"items\":[{}]}}",
                 st.resource_version,
@@ -326,18 +332,21 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>, stop: &AtomicBoo
         | ["apis", "discovery.k8s.io", "v1", res @ "endpointslices"]
             if !query.contains("watch=1") =>
         {
-            let items: Vec<String> = st
+            let mut all: Vec<(&String, &String)> = st
                 .others
                 .get(*res)
-                .map(|m| m.values().cloned().collect())
+                .map(|m| m.iter().collect())
                 .unwrap_or_default();
+            all.sort();
+            let (from, to, next) = page(query, all.len());
+            let items: Vec<String> = all[from..to].iter().map(|(_, v)| (*v).clone()).collect();
             let kind = if *res == "services" {
                 "ServiceList"
             } else {
                 "EndpointsList"
             };
             let body = format!(
-                "{{\"kind\":\"{kind}\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[{}]}}",
+                "{{\"kind\":\"{kind}\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"{next}}},\"items\":[{}]}}",
                 st.resource_version,
                 items.join(",")
             );
