@@ -28,3 +28,4 @@ pub mod net;
 pub mod parser;
 pub mod pipeline;
 pub mod plugins;
+pub mod sockdiag;
