@@ -912,7 +912,8 @@ impl Engine {
                 }
             };
             if let (true, Some(limit)) = (own_copy, o.total_limit) {
-                o.held.push_back((routed.chunk.encoded_len(), routed.clone()));
+                o.held
+                    .push_back((routed.chunk.encoded_len(), routed.clone()));
                 let mut held = o.held_bytes();
                 while held > limit && o.held.len() > 1 {
                     let (bytes, old) = o.held.pop_front().expect("more than one held");

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::endpoints::{Endpoint, Endpoints};
+use super::sockets::{LocalSockets, ProcStats};
 use crate::event::{EventTime, Map, Record, Str, Value};
 use crate::plugins::inputs::conntrack::proto_name;
 
@@ -48,6 +49,8 @@ pub struct Update {
     pub packet: bool,
     pub action: Action,
     pub policies: Vec<String>,
+    /// The local sockets of both ends (include_process/include_tcp_stats).
+    pub sockets: LocalSockets,
 }
 
 /// The "same flow" key: what is not masked at the entry's aggregation level.
@@ -62,6 +65,8 @@ struct Key {
     dst: Side,
     action: Action,
     reporter: Reporter,
+    /// Calico splits an aggregated flow per process name ("-": not included/unknown).
+    process: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -85,6 +90,7 @@ struct Entry {
     src_labels: Option<BTreeMap<String, String>>,
     dst_labels: Option<BTreeMap<String, String>>,
     policies: Vec<String>,
+    proc: ProcStats,
     /// Updated since the last flush.
     touched: bool,
 }
@@ -108,9 +114,32 @@ pub struct Aggregator {
     start: i64,
     host: Value,
     keys: Vec<Str>,
+    /// include_process, process_limit, process_args_limit.
+    pub processes: ProcessOptions,
+    seq: u64,
+    dash: Arc<str>,
 }
 
-const FIELDS: [&str; 32] = [
+/// Calico's per-flow process settings (FlowLogsFilePerFlowProcessLimit and
+/// ...ProcessArgsLimit, defaults 2 and 5).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessOptions {
+    pub include: bool,
+    pub limit: usize,
+    pub args_limit: usize,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions {
+            include: false,
+            limit: 2,
+            args_limit: 5,
+        }
+    }
+}
+
+const FIELDS: [&str; 49] = [
     "start_time",
     "end_time",
     "source_ip",
@@ -140,8 +169,25 @@ const FIELDS: [&str; 32] = [
     "packets_out",
     "http_requests_allowed_in",
     "http_requests_denied_in",
+    "process_name",
+    "num_process_names",
+    "process_id",
+    "num_process_ids",
+    "process_args",
+    "num_process_args",
     "original_source_ips",
     "num_original_source_ips",
+    "tcp_mean_send_congestion_window",
+    "tcp_min_send_congestion_window",
+    "tcp_mean_smooth_rtt",
+    "tcp_max_smooth_rtt",
+    "tcp_mean_min_rtt",
+    "tcp_max_min_rtt",
+    "tcp_mean_mss",
+    "tcp_min_mss",
+    "tcp_total_retransmissions",
+    "tcp_lost_packets",
+    "tcp_unrecovered_to",
     "host",
 ];
 
@@ -188,6 +234,9 @@ impl Aggregator {
             start: now_unix,
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
+            processes: ProcessOptions::default(),
+            seq: 0,
+            dash: Arc::from("-"),
         }
     }
 
@@ -220,6 +269,14 @@ impl Aggregator {
             Action::Deny => self.level_denied,
         };
         let ports = |p: u16| u.has_ports.then_some(p);
+        let local = match reporter {
+            Reporter::Src => u.sockets.src.as_ref(),
+            Reporter::Dst => u.sockets.dst.as_ref(),
+        };
+        let process = match local.and_then(|l| l.process.as_ref()) {
+            Some(p) if self.processes.include => p.name.clone(),
+            _ => self.dash.clone(),
+        };
         let key = Key {
             src_ip: (level < 2).then_some(u.conn.src),
             dst_ip: (level < 2).then_some(u.conn.dst),
@@ -238,13 +295,34 @@ impl Aggregator {
             dst: side(dst_ep, level >= 2),
             action: u.action,
             reporter,
+            process,
         };
         if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
             self.overflow += 1;
             return;
         }
-        let e = self.entries.entry(key).or_default();
+        if &*key.process != "-" {
+            // Its process found after its first updates (under "-"): the connection
+            // continues under its process only, and "-" does not carry it on.
+            let mut unknown = key.clone();
+            unknown.process = self.dash.clone();
+            if let Some(e) = self.entries.get_mut(&unknown) {
+                e.active.remove(&u.conn);
+            }
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let e = self.entries.entry(key).or_insert_with(|| Entry {
+            proc: ProcStats {
+                seq,
+                ..ProcStats::default()
+            },
+            ..Entry::default()
+        });
         e.touched = true;
+        if let Some(l) = local {
+            e.proc.add(l, self.processes.include);
+        }
         // Egress (src) sends the original direction; ingress (dst) receives it.
         let (p_out, b_out, p_in, b_in) = match reporter {
             Reporter::Src => (u.orig_packets, u.orig_bytes, u.reply_packets, u.reply_bytes),
@@ -316,26 +394,71 @@ impl Aggregator {
                     b.action,
                     b.reporter as u8,
                 ))
+                .then_with(|| self.entries[*a].proc.seq.cmp(&self.entries[*b].proc.seq))
         });
+        // Per flow, the first process_limit process names (by first appearance) get
+        // a record each, the others one "*" record together (Calico's
+        // toFlowProcessReportedStats).
+        let mut named: HashMap<Key, usize> = HashMap::new();
+        let mut rest: Vec<(Key, Entry, u64)> = Vec::new();
         for k in keys {
             let e = &self.entries[k];
-            out.push(self.record(k, e, start, end, time));
+            if &*k.process != "-" && self.processes.include {
+                let mut flow = k.clone();
+                flow.process = Arc::from("*");
+                let n = named.entry(flow.clone()).or_insert(0);
+                *n += 1;
+                if *n > self.processes.limit {
+                    match rest.iter_mut().find(|(f, _, _)| *f == flow) {
+                        Some((_, agg, names)) => {
+                            merge(agg, e);
+                            *names += 1;
+                        }
+                        None => {
+                            let mut agg = Entry::default();
+                            merge(&mut agg, e);
+                            rest.push((flow, agg, 1));
+                        }
+                    }
+                    continue;
+                }
+            }
+            out.push(self.record(k, e, 1, start, end, time));
+        }
+        for (k, e, names) in &rest {
+            out.push(self.record(k, e, *names, start, end, time));
         }
         self.entries.retain(|_, e| !e.active.is_empty());
         for e in self.entries.values_mut() {
             *e = Entry {
                 flows: e.active.clone(),
                 active: std::mem::take(&mut e.active),
+                proc: ProcStats {
+                    seq: e.proc.seq,
+                    ..ProcStats::default()
+                },
                 ..Entry::default()
             };
         }
         out
     }
 
-    fn record(&self, k: &Key, e: &Entry, start: i64, end: i64, time: EventTime) -> Record {
+    fn record(
+        &self,
+        k: &Key,
+        e: &Entry,
+        names: u64,
+        start: i64,
+        end: i64,
+        time: EventTime,
+    ) -> Record {
         let opt_ip = |ip: Option<IpAddr>| ip.map_or(Value::Nil, |ip| str_value(&ip.to_string()));
         let opt_port = |p: Option<u16>| p.map_or(Value::Nil, |p| Value::UInt(p as u64));
         let proto = proto_name(k.proto).map_or_else(|| k.proto.to_string(), str::to_string);
+        let [p_name, p_names, p_id, p_ids, p_args, p_nargs] =
+            e.proc.values(&k.process, names, self.processes.args_limit);
+        let [t_cwnd, t_cwnd_min, t_srtt, t_srtt_max, t_min_rtt, t_min_rtt_max, t_mss, t_mss_min, t_retrans, t_lost, t_rto] =
+            e.proc.tcp.values();
         let values = [
             Value::Int(start),
             Value::Int(end),
@@ -375,13 +498,56 @@ impl Aggregator {
             Value::UInt(e.packets_out),
             Value::UInt(0),
             Value::UInt(0),
+            p_name,
+            p_names,
+            p_id,
+            p_ids,
+            p_args,
+            p_nargs,
             Value::Nil,
             Value::UInt(0),
+            t_cwnd,
+            t_cwnd_min,
+            t_srtt,
+            t_srtt_max,
+            t_min_rtt,
+            t_min_rtt_max,
+            t_mss,
+            t_mss_min,
+            t_retrans,
+            t_lost,
+            t_rto,
             self.host.clone(),
         ];
         let body: Map = self.keys.iter().cloned().zip(values).collect();
         Record::new(time, body)
     }
+}
+
+/// Adds `e` into `into` (the "*" record of process names past process_limit): Calico's
+/// FlowReportedStats.Add and FlowReportedTCPStats.Add.
+fn merge(into: &mut Entry, e: &Entry) {
+    into.bytes_in += e.bytes_in;
+    into.bytes_out += e.bytes_out;
+    into.packets_in += e.packets_in;
+    into.packets_out += e.packets_out;
+    into.flows.extend(e.flows.iter().copied());
+    into.started.extend(e.started.iter().copied());
+    into.completed.extend(e.completed.iter().copied());
+    for (acc, l) in [
+        (&mut into.src_labels, &e.src_labels),
+        (&mut into.dst_labels, &e.dst_labels),
+    ] {
+        if let Some(l) = l {
+            intersect(acc, l);
+        }
+    }
+    for p in &e.policies {
+        if !into.policies.contains(p) {
+            into.policies.push(p.clone());
+        }
+    }
+    into.proc.merge(&e.proc);
 }
 
 #[cfg(test)]
@@ -471,6 +637,7 @@ mod tests {
             packet: false,
             action: Action::Allow,
             policies: vec![],
+            sockets: LocalSockets::default(),
         }
     }
 
@@ -681,6 +848,121 @@ mod tests {
                 Value::Array(vec![s("0|default|default/deny-db|deny|0")])
             )])
         );
+    }
+
+    fn with_process(mut u: Update, pid: u32, name: &str, srtt: u64, retrans: u64) -> Update {
+        use super::super::sockets::{Side, TcpSample};
+        use crate::sockdiag::process::Process;
+        u.sockets.src = Some(Side {
+            process: Some(Arc::new(Process {
+                pid,
+                name: Arc::from(name),
+                args: Arc::from(format!("--id {pid}")),
+            })),
+            tcp: Some(TcpSample {
+                cwnd: 10,
+                srtt,
+                min_rtt: srtt,
+                mss: 1448,
+                retrans,
+                lost: 0,
+                unrecovered_rto: 0,
+            }),
+        });
+        u
+    }
+
+    /// include_process: one record per process name within an aggregated flow, up to
+    /// process_limit, then one "*" record for the rest; a connection first seen without
+    /// its process moves to its process' record; TCP stats stay with their process.
+    #[test]
+    fn records_split_per_process_name_up_to_the_limit() {
+        let e = eps();
+        let mut a = Aggregator::new(2, 1, 1000, "h", 0);
+        a.processes = ProcessOptions {
+            include: true,
+            limit: 2,
+            args_limit: 5,
+        };
+        let c = |sport| update("10.0.0.1", sport, "10.0.0.3", 80, 100, 100, false);
+        a.add(&c(1), &e, true); // process not known yet
+        a.add(&with_process(c(1), 10, "curl", 1000, 1), &e, true);
+        a.add(&with_process(c(2), 11, "curl", 3000, 0), &e, true);
+        a.add(&with_process(c(3), 20, "wget", 500, 0), &e, true);
+        a.add(&with_process(c(4), 30, "nc", 500, 0), &e, true);
+        a.add(&with_process(c(5), 40, "python3", 500, 2), &e, true);
+        let recs = a.flush(1, EventTime::default());
+        let by = |n: &str| {
+            recs.iter()
+                .find(|r| get(r, "process_name") == &s(n))
+                .unwrap()
+        };
+        assert_eq!(
+            recs.len(),
+            4,
+            "-, curl, wget, and * for nc+python3: {recs:#?}"
+        );
+        let dash = by("-");
+        assert_eq!(get(dash, "num_process_names"), &Value::UInt(0));
+        assert_eq!(get(dash, "tcp_mean_smooth_rtt"), &Value::UInt(0));
+        let curl = by("curl");
+        assert_eq!(get(curl, "process_id"), &s("*"));
+        assert_eq!(get(curl, "num_process_ids"), &Value::UInt(2));
+        assert_eq!(get(curl, "num_flows"), &Value::UInt(2));
+        assert_eq!(get(curl, "bytes_out"), &Value::UInt(200));
+        assert_eq!(get(curl, "tcp_mean_smooth_rtt"), &Value::UInt(2000));
+        assert_eq!(get(curl, "tcp_max_smooth_rtt"), &Value::UInt(3000));
+        assert_eq!(get(curl, "tcp_total_retransmissions"), &Value::UInt(1));
+        assert_eq!(get(curl, "tcp_min_mss"), &Value::UInt(1448));
+        let wget = by("wget");
+        assert_eq!(get(wget, "process_id"), &s("20"));
+        assert_eq!(get(wget, "process_args"), &Value::Array(vec![s("--id 20")]));
+        let rest = by("*");
+        assert_eq!(get(rest, "num_process_names"), &Value::UInt(2));
+        assert_eq!(get(rest, "process_id"), &s("*"));
+        assert_eq!(get(rest, "num_process_ids"), &Value::UInt(2));
+        assert_eq!(get(rest, "num_flows"), &Value::UInt(2));
+        assert_eq!(get(rest, "tcp_total_retransmissions"), &Value::UInt(2));
+        // Next interval: connection 1 is carried by curl only, not by "-".
+        let next = a.flush(2, EventTime::default());
+        assert!(
+            next.iter().all(|r| get(r, "process_name") != &s("-")),
+            "{next:#?}"
+        );
+    }
+
+    /// Off (the default): process fields carry Calico's "not included" values and TCP
+    /// stats still aggregate (include_tcp_stats alone).
+    #[test]
+    fn without_include_process_one_record_with_calicos_off_values() {
+        let e = eps();
+        let mut a = Aggregator::new(2, 1, 1000, "h", 0);
+        let c = |sport| update("10.0.0.1", sport, "10.0.0.3", 80, 100, 100, false);
+        a.add(&with_process(c(1), 10, "curl", 1000, 1), &e, true);
+        a.add(&with_process(c(2), 20, "wget", 3000, 2), &e, true);
+        let recs = a.flush(1, EventTime::default());
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(
+            [
+                get(r, "process_name"),
+                get(r, "num_process_names"),
+                get(r, "process_id"),
+                get(r, "num_process_ids"),
+                get(r, "process_args"),
+                get(r, "num_process_args"),
+            ],
+            [
+                &s("-"),
+                &Value::UInt(0),
+                &s("-"),
+                &Value::UInt(0),
+                &Value::Array(vec![s("-")]),
+                &Value::UInt(0)
+            ]
+        );
+        assert_eq!(get(r, "tcp_mean_smooth_rtt"), &Value::UInt(2000));
+        assert_eq!(get(r, "tcp_total_retransmissions"), &Value::UInt(3));
     }
 
     #[test]

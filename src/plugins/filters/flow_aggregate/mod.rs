@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod endpoints;
+mod sockets;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,8 +17,9 @@ use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
-use aggregate::{Action, Aggregator, Conn, Update};
+use aggregate::{Action, Aggregator, Conn, ProcessOptions, Update};
 use endpoints::{parse_cidr, Endpoints};
+use sockets::{LocalSockets, Sampler};
 
 #[rustfmt::skip]
 const PROPS: &[PropSpec] = &[
@@ -31,6 +33,12 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("max_flows", PropKind::Int, Some("100000"), "Most aggregated flows held in one interval; updates beyond it are counted and dropped."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
+    PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name."),
+    PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval."),
+    PropSpec::new("sample_interval", PropKind::Time, Some("5s"), "How often the local sockets are listed for include_process/include_tcp_stats (one sock_diag dump per interval, taken when conntrack records arrive; at least 100ms)."),
+    PropSpec::new("netns", PropKind::Str, None, "List the sockets of the network namespace at this path (as the conntrack input's netns) instead of the agent's own."),
+    PropSpec::new("process_limit", PropKind::Int, Some("2"), "Process names with a record of their own per aggregated flow; the others share one record with process_name \"*\" (Calico's flowLogsFilePerFlowProcessLimit)."),
+    PropSpec::new("process_args_limit", PropKind::Int, Some("5"), "Most argument strings listed in process_args when a record covers several processes (Calico's flowLogsFilePerFlowProcessArgsLimit)."),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -63,6 +71,8 @@ struct FlowAggregateFilter {
     overflow: Arc<AtomicU64>,
     /// `metrics_tag`: flow metrics, when asked for.
     flow_metrics: Option<FlowMetrics>,
+    /// include_process/include_tcp_stats: none (no sock_diag socket) when both are off.
+    sampler: Option<Sampler>,
 }
 
 /// The labels of a flow metric series, in [`SERIES_LABELS`] order.
@@ -210,6 +220,18 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     if max < 1 {
         return Err(props.error("max_flows", "a number of flows >= 1"));
     }
+    let processes = ProcessOptions {
+        include: props.bool("include_process").unwrap_or(false),
+        limit: match props.int("process_limit").unwrap_or(2) {
+            n @ 1.. => n as usize,
+            _ => return Err(props.error("process_limit", "a number of process names >= 1")),
+        },
+        args_limit: match props.int("process_args_limit").unwrap_or(5) {
+            n @ 1.. => n as usize,
+            _ => return Err(props.error("process_args_limit", "a number of arguments >= 1")),
+        },
+    };
+    let sampler = sampler(props, ctx, processes.include)?;
     let mut f = FlowAggregateFilter {
         agg: Aggregator::new(
             level(props, "aggregation_kind_for_allowed")?,
@@ -260,7 +282,9 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
                 })
             }
         },
+        sampler,
     };
+    f.agg.processes = processes;
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
         // A bad file at start is a configuration error; a bad reload keeps the old table.
@@ -291,6 +315,68 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         f.install(eps);
     }
     Ok(Box::new(f))
+}
+
+/// The socket sampler when include_process or include_tcp_stats is on.
+fn sampler(
+    props: &Props,
+    ctx: &BuildContext,
+    process: bool,
+) -> Result<Option<Sampler>, ConfigError> {
+    let tcp = props.bool("include_tcp_stats").unwrap_or(false);
+    if !process && !tcp {
+        return Ok(None);
+    }
+    let interval = props
+        .time("sample_interval")
+        .unwrap_or(Duration::from_secs(5));
+    if interval < Duration::from_millis(100) {
+        return Err(props.error("sample_interval", "an interval of at least 100ms"));
+    }
+    let netns = props
+        .str("netns")
+        .filter(|_| props.is_set("netns"))
+        .map(PathBuf::from);
+    if let Some(p) = netns.as_ref().filter(|p| !p.exists()) {
+        return Err(props.error("netns", format!("the path of a network namespace ({} does not exist; `ip netns add NAME` creates /var/run/netns/NAME)", p.display())));
+    }
+    let opts = sockets::Options {
+        netns,
+        process,
+        tcp,
+        interval,
+    };
+    let mut s = Sampler::open(opts, Arc::from(ctx.instance)).map_err(|e| {
+        let key = if props.is_set("netns") {
+            "netns"
+        } else if process {
+            "include_process"
+        } else {
+            "include_tcp_stats"
+        };
+        props.error(key, format!("a sock_diag socket that opens ({e})"))
+    })?;
+    s.dumps = ctx.metrics.counter(
+        "agent_flow_aggregate_sockdiag_dumps_total",
+        "sock_diag dumps of the local sockets (include_process/include_tcp_stats).",
+        ctx.instance,
+    );
+    s.errors = ctx.metrics.counter(
+        "agent_flow_aggregate_sockdiag_errors_total",
+        "sock_diag dumps that failed (no process or TCP data until the next one).",
+        ctx.instance,
+    );
+    s.scans = ctx.metrics.counter(
+        "agent_flow_aggregate_process_scans_total",
+        "Scans of /proc/*/fd for the processes of sockets not known yet (at most one per sample_interval).",
+        ctx.instance,
+    );
+    s.misses = ctx.metrics.counter(
+        "agent_flow_aggregate_process_misses_total",
+        "Local sockets of flows whose process was not found (gone, or not scanned yet).",
+        ctx.instance,
+    );
+    Ok(Some(s))
 }
 
 fn modified(p: &std::path::Path) -> Option<SystemTime> {
@@ -346,6 +432,7 @@ fn update(r: &Record) -> Option<Update> {
             policies: text(r, "policy")
                 .map(|p| vec![p.to_string()])
                 .unwrap_or_default(),
+            sockets: LocalSockets::default(),
         });
     }
     if !matches!(event, "new" | "update" | "sample" | "destroy") {
@@ -380,6 +467,7 @@ fn update(r: &Record) -> Option<Update> {
         packet: false,
         action: Action::Allow,
         policies: Vec::new(),
+        sockets: LocalSockets::default(),
     })
 }
 
@@ -445,11 +533,15 @@ impl FlowAggregateFilter {
 }
 
 impl Filter for FlowAggregateFilter {
-    fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, _now: Instant) -> FilterResult {
+    fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
         let before = records.len();
         let (agg, eps, any_local) = (&mut self.agg, &self.endpoints, self.any_local);
+        let sampler = &mut self.sampler;
         records.retain(|r| match update(r) {
-            Some(u) => {
+            Some(mut u) => {
+                if let Some(s) = sampler.as_mut().filter(|_| !u.packet) {
+                    u.sockets = s.annotate(r, now);
+                }
                 agg.add(&u, eps, any_local);
                 false
             }
@@ -552,6 +644,7 @@ mod tests {
             emitted: Arc::default(),
             overflow: Arc::default(),
             flow_metrics: None,
+            sampler: None,
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         f.reload_if_changed();
