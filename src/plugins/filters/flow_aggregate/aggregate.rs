@@ -313,10 +313,7 @@ impl Aggregator {
         self.seq += 1;
         let seq = self.seq;
         let e = self.entries.entry(key).or_insert_with(|| Entry {
-            proc: ProcStats {
-                seq,
-                ..ProcStats::default()
-            },
+            proc: ProcStats::new(seq),
             ..Entry::default()
         });
         e.touched = true;
@@ -433,10 +430,7 @@ impl Aggregator {
             *e = Entry {
                 flows: e.active.clone(),
                 active: std::mem::take(&mut e.active),
-                proc: ProcStats {
-                    seq: e.proc.seq,
-                    ..ProcStats::default()
-                },
+                proc: e.proc.next_interval(),
                 ..Entry::default()
             };
         }

@@ -368,10 +368,35 @@ pub struct ProcStats {
     pub pids: BTreeSet<u32>,
     pub args: BTreeSet<Arc<str>>,
     pub tcp: TcpAgg,
+    /// Pids and args are cleared by the next update after a flush, not by the flush
+    /// (Calico's resetProcessIDs): an idle interval still names the processes.
+    stale: bool,
 }
 
 impl ProcStats {
+    pub fn new(seq: u64) -> ProcStats {
+        ProcStats {
+            seq,
+            ..ProcStats::default()
+        }
+    }
+
+    /// The next interval's start: TCP statistics reset, processes kept until an update.
+    pub fn next_interval(&self) -> ProcStats {
+        ProcStats {
+            seq: self.seq,
+            pids: self.pids.clone(),
+            args: self.args.clone(),
+            tcp: TcpAgg::default(),
+            stale: true,
+        }
+    }
+
     pub fn add(&mut self, side: &Side, include_process: bool) {
+        if std::mem::take(&mut self.stale) {
+            self.pids.clear();
+            self.args.clear();
+        }
         if include_process {
             if let Some(p) = &side.process {
                 self.pids.insert(p.pid);
