@@ -193,6 +193,7 @@ fn process_and_tcp_stats_of_a_real_client_through_a_delaying_lossy_path() {
     let ports: Vec<&str> = done.split_whitespace().skip(1).collect();
     assert_eq!(ports.len(), 2, "client: {done}");
     let pid = client.0.id();
+    let pid_text = pid.to_string();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     let (rtt_ms, _, ss_rtt) = ss(&a, ports[0]);
     assert!(rtt_ms > 45.0, "the wire delays: {ss_rtt}");
@@ -237,7 +238,7 @@ fn process_and_tcp_stats_of_a_real_client_through_a_delaying_lossy_path() {
             continue;
         }
         assert_eq!(r["process_name"], comm.trim(), "{r}");
-        assert_eq!(r["process_id"], pid.to_string(), "{r}");
+        assert_eq!(r["process_id"].as_str(), Some(&*pid_text), "{r}");
         assert_eq!(r["num_process_names"], 1);
         assert_eq!(r["num_process_ids"], 1);
         let args = r["process_args"][0].as_str().unwrap();
@@ -246,7 +247,7 @@ fn process_and_tcp_stats_of_a_real_client_through_a_delaying_lossy_path() {
     assert!(
         port(5001)
             .iter()
-            .any(|r| r["process_id"] == pid.to_string()),
+            .any(|r| r["process_id"].as_str() == Some(&*pid_text)),
         "{logs:#?}"
     );
     // Smoothed RTT: every sample of the ping-pong connection, as ss reads the same

@@ -3,7 +3,10 @@
 //! runs only for inodes not already known, at most once per `min_rescan`, and keeps only
 //! the inodes asked for (at most `max` of them).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use foldhash::{HashMap, HashMapExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +64,7 @@ impl ProcessIndex {
     /// unknown and the last scan is at least `min_rescan` old, /proc is scanned again.
     /// Afterwards the cache holds exactly the resolved ones of `inodes` (sockets gone
     /// are forgotten).
-    pub fn refresh(&mut self, inodes: &HashSet<u32>, now: Instant) {
+    pub fn refresh<S: BuildHasher>(&mut self, inodes: &HashSet<u32, S>, now: Instant) {
         let unknown = inodes
             .iter()
             .any(|i| *i != 0 && !self.by_inode.contains_key(i));
@@ -85,7 +88,7 @@ impl ProcessIndex {
         p
     }
 
-    fn scan(&mut self, wanted: &HashSet<u32>) {
+    fn scan<S: BuildHasher>(&mut self, wanted: &HashSet<u32, S>) {
         let Ok(procs) = std::fs::read_dir(&self.proc_root) else {
             return;
         };

@@ -301,15 +301,6 @@ impl Aggregator {
             self.overflow += 1;
             return;
         }
-        if &*key.process != "-" {
-            // Its process found after its first updates (under "-"): the connection
-            // continues under its process only, and "-" does not carry it on.
-            let mut unknown = key.clone();
-            unknown.process = self.dash.clone();
-            if let Some(e) = self.entries.get_mut(&unknown) {
-                e.active.remove(&u.conn);
-            }
-        }
         self.seq += 1;
         let seq = self.seq;
         let e = self.entries.entry(key).or_insert_with(|| Entry {
@@ -425,6 +416,7 @@ impl Aggregator {
         for (k, e, names) in &rest {
             out.push(self.record(k, e, *names, start, end, time));
         }
+        self.hand_over_to_processes();
         self.entries.retain(|_, e| !e.active.is_empty());
         for e in self.entries.values_mut() {
             *e = Entry {
@@ -435,6 +427,31 @@ impl Aggregator {
             };
         }
         out
+    }
+
+    /// A connection whose process was found after its first updates (under "-") is
+    /// carried on by its process' entry only, not also by "-". Done once per flush, not
+    /// per update.
+    fn hand_over_to_processes(&mut self) {
+        if !self.processes.include {
+            return;
+        }
+        let mut named: HashMap<Key, HashSet<Conn>> = HashMap::new();
+        for (k, e) in &self.entries {
+            if &*k.process != "-" && !e.active.is_empty() {
+                let mut unknown = k.clone();
+                unknown.process = self.dash.clone();
+                named
+                    .entry(unknown)
+                    .or_default()
+                    .extend(e.active.iter().copied());
+            }
+        }
+        for (k, e) in self.entries.iter_mut() {
+            if let Some(conns) = named.get(k) {
+                e.active.retain(|c| !conns.contains(c));
+            }
+        }
     }
 
     fn record(

@@ -4,7 +4,9 @@
 //! server's), and Calico Enterprise's per-process and TCP statistics of an aggregated
 //! flow (felix/collector/flowlog/types.go: FlowStatsByProcess, FlowReportedTCPStats).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
