@@ -20,7 +20,7 @@ ip netns exec "$NS" nft add table inet demo
 ip netns exec "$NS" nft add chain inet demo out '{ type filter hook output priority 0; }'
 # Conntrack only runs in a namespace where a rule needs it (on Kubernetes nodes, NAT does).
 ip netns exec "$NS" nft add rule inet demo out ct state new counter
-ip netns exec "$NS" nft add rule inet demo out tcp dport 5432 log group 5 prefix '"D|policy-demo/deny-db"' drop
+ip netns exec "$NS" nft add rule inet demo out tcp dport 5432 log group 5 prefix '"DPE0|np/policy-demo/default.deny-db"' drop
 ip netns exec "$NS" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=1
 
 cat > "$tmp/demo.conf" <<CONF
@@ -40,7 +40,9 @@ cat > "$tmp/demo.conf" <<CONF
     name flow_aggregate
     match *
     flush_interval 2s
+    flush_jitter_percent 0
     endpoints_file conf/endpoints.json
+    include_policies on
 [OUTPUT]
     name stdout
     match flowlogs

@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod pod;
+pub mod watch;
 mod worker;
 
 use std::collections::HashMap;

@@ -100,7 +100,7 @@ async fn run(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Req>) {
 
 /// Percent-encodes a path segment or query value (names are DNS labels, but the tag
 /// comes from file names a user controls).
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -26,8 +26,10 @@ struct State {
     tokens: Vec<String>,
     /// Every request: (path, Authorization header).
     requests: Vec<(String, String)>,
-    /// Open watches: each gets every pushed event line.
-    watchers: Vec<mpsc::Sender<String>>,
+    /// Other kinds (`services`, `endpoints`): resource -> `namespace/name` -> object.
+    others: HashMap<String, HashMap<String, String>>,
+    /// Open watches and their resource: each gets the events of its kind.
+    watchers: Vec<(String, mpsc::Sender<String>)>,
     resource_version: u64,
 }
 
@@ -97,7 +99,45 @@ impl KubeApi {
         let text = with_version(pod_json, st.resource_version);
         st.pods.insert(key, text.clone());
         let line = format!("{{\"type\":\"ADDED\",\"object\":{text}}}\n");
-        st.watchers.retain(|w| w.send(line.clone()).is_ok());
+        send(&mut st, "pods", &line);
+    }
+
+    /// Adds (or replaces) an object of another kind (`services`, `endpoints`); its
+    /// watches get an ADDED (or MODIFIED) event.
+    pub fn add_object(&self, resource: &str, json: &str) {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let key = format!(
+            "{}/{}",
+            v["metadata"]["namespace"].as_str().unwrap(),
+            v["metadata"]["name"].as_str().unwrap()
+        );
+        let mut st = self.state.lock().unwrap();
+        st.resource_version += 1;
+        let text = with_version(json, st.resource_version);
+        let old = st
+            .others
+            .entry(resource.to_string())
+            .or_default()
+            .insert(key, text.clone());
+        let kind = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        let line = format!("{{\"type\":\"{kind}\",\"object\":{text}}}\n");
+        send(&mut st, resource, &line);
+    }
+
+    /// Deletes a pod (`resource` "pods") or another object; its watches get DELETED.
+    pub fn delete_object(&self, resource: &str, ns: &str, name: &str) {
+        let key = format!("{ns}/{name}");
+        let mut st = self.state.lock().unwrap();
+        let old = if resource == "pods" {
+            st.pods.remove(&key)
+        } else {
+            st.others.get_mut(resource).and_then(|m| m.remove(&key))
+        };
+        if let Some(text) = old {
+            st.resource_version += 1;
+            let line = format!("{{\"type\":\"DELETED\",\"object\":{text}}}\n");
+            send(&mut st, resource, &line);
+        }
     }
 
     pub fn add_namespace(&self, ns_json: &str) {
@@ -113,7 +153,8 @@ impl KubeApi {
     /// Sends a raw event line to every open watch (e.g. an ERROR 410).
     pub fn push_event(&self, line: &str) {
         let mut st = self.state.lock().unwrap();
-        st.watchers.retain(|w| w.send(format!("{line}\n")).is_ok());
+        st.watchers
+            .retain(|(_, w)| w.send(format!("{line}\n")).is_ok());
     }
 
     /// Replaces the accepted tokens (a rotation: the old one now gets 401).
@@ -128,7 +169,7 @@ impl KubeApi {
 
     pub fn watchers(&self) -> usize {
         let mut st = self.state.lock().unwrap();
-        st.watchers.retain(|w| w.send(String::new()).is_ok());
+        st.watchers.retain(|(_, w)| w.send(String::new()).is_ok());
         st.watchers.len()
     }
 
@@ -150,6 +191,12 @@ impl Drop for KubeApi {
         self.stop.store(true, Ordering::Relaxed);
         self.state.lock().unwrap().watchers.clear();
     }
+}
+
+/// Sends an event line to the open watches of `resource`.
+fn send(st: &mut State, resource: &str, line: &str) {
+    st.watchers
+        .retain(|(r, w)| r != resource || w.send(line.to_string()).is_ok());
 }
 
 /// Sets `metadata.resourceVersion` (the API server stamps every object).
@@ -242,25 +289,60 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>, stop: &AtomicBoo
                 .find_map(|kv| kv.strip_prefix("fieldSelector="))
                 .map(|v| v.replace("%3D", "=").replace("%3d", "="))
                 .and_then(|v| v.strip_prefix("spec.nodeName=").map(String::from));
-            let items: Vec<&String> = st
+            let mut keys: Vec<&String> = st
                 .pods
-                .values()
-                .filter(|p| match &node {
+                .iter()
+                .filter(|(_, p)| match &node {
                     Some(n) => p.contains(&format!("\"nodeName\":\"{n}\"")),
                     None => true,
                 })
+                .map(|(k, _)| k)
                 .collect();
+            keys.sort();
+            // Pages as the API server gives them: `limit` items, then `continue`.
+            let arg = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let from = arg("continue=").unwrap_or(0).min(keys.len());
+            let to = arg("limit=").map_or(keys.len(), |l| (from + l).min(keys.len()));
+            let next = if to < keys.len() {
+                format!(",\"continue\":\"{to}\"")
+            } else {
+                String::new()
+            };
             let body = format!(
-                "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[{}]}}",
+                "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"{next}}},\"items\":[{}]}}",
                 st.resource_version,
-                items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                keys[from..to].iter().map(|k| st.pods[*k].as_str()).collect::<Vec<_>>().join(",")
             );
             drop(st);
             respond(s, 200, &body)
         }
-        ["api", "v1", "pods"] => {
+        ["api", "v1", res @ ("services" | "endpoints")] if !query.contains("watch=1") => {
+            let items: Vec<String> = st
+                .others
+                .get(*res)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            let kind = if *res == "services" {
+                "ServiceList"
+            } else {
+                "EndpointsList"
+            };
+            let body = format!(
+                "{{\"kind\":\"{kind}\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[{}]}}",
+                st.resource_version,
+                items.join(",")
+            );
+            drop(st);
+            respond(s, 200, &body)
+        }
+        ["api", "v1", res @ ("pods" | "services" | "endpoints")] => {
             let (tx, rx) = mpsc::channel::<String>();
-            st.watchers.push(tx);
+            st.watchers.push((res.to_string(), tx));
             drop(st);
             let _ = write!(
                 s,

@@ -18,8 +18,7 @@ use crate::parser::regex::OnigRegex;
 use crate::parser::Parser;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 
-const KUBE_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-const KUBE_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+use crate::kubernetes::client::{parse_url, KUBE_CA, KUBE_TOKEN};
 const KUBE_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// Fluent Bit's KUBE_TAG_TO_REGEX: `<pod>_<namespace>_<container>-<64 hex id>.log`.
@@ -46,7 +45,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("kube_tag_prefix", PropKind::Str, Some("kube.var.log.containers."), "Tag prefix before the log file name (tail's tag)."),
     PropSpec::new("kube_namespace_file", PropKind::Str, Some(KUBE_NAMESPACE), "The agent's own namespace: when it exists, connectivity is tested at start."),
     PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
-    PropSpec::new("kube_token_command", PropKind::Str, None, "Command printing a token (not supported yet by agent)."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, run again every kube_token_ttl and after a 401; used instead of kube_token_file."),
     PropSpec::new("labels", PropKind::Bool, Some("true"), "Include the pod's labels."),
     PropSpec::new("annotations", PropKind::Bool, Some("true"), "Include the pod's annotations."),
     PropSpec::new("owner_references", PropKind::Bool, Some("false"), "Include the pod's ownerReferences."),
@@ -187,10 +186,6 @@ struct KubernetesFilter {
 
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "kube_token_command",
-        "use kube_token_file (the token is read again as it rotates)",
-    ),
-    (
         "aws_use_pod_association",
         "remove it: the AWS pod to service association is not built",
     ),
@@ -207,7 +202,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigError> {
     for (name, fix) in UNSUPPORTED {
         let set = match *name {
-            "kube_token_command" | "set_platform" => props.is_set(name),
+            "set_platform" => props.is_set(name),
             _ => props.bool(name) == Some(true),
         };
         if set {
@@ -329,6 +324,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
             verify_hostname: bool_of("tls.verify_hostname"),
             vhost: props.str("tls.vhost").map(String::from),
             token_file: path("kube_token_file"),
+            token_command: props.str("kube_token_command").map(String::from),
             token_ttl: props
                 .time("kube_token_ttl")
                 .unwrap_or(Duration::from_secs(600)),
@@ -435,25 +431,6 @@ fn stats(ctx: &BuildContext) -> Arc<Stats> {
 }
 
 /// `http[s]://host[:port][/...]`; the port defaults to 443 for both (Fluent Bit).
-fn parse_url(url: &str) -> Option<(bool, String, u16)> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return None;
-    };
-    let rest = rest.split('/').next().unwrap_or(rest);
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)?),
-        None => (rest, 443),
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((https, host.to_string(), port))
-}
-
 /// Whether both are the same cached object (or both absent).
 fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
     match (a, b) {

@@ -1,7 +1,9 @@
 //! `nflog` input: packets that netfilter logs to an NFLOG group (`nft ... log group 5
 //! prefix "D|default/deny-db" drop`), one record per packet with its 5-tuple, size and
-//! log prefix. A prefix `<action><separator><policy>` (`D|ns/policy`, `A|...`) sets
-//! `action` and `policy`, which `flow_aggregate` turns into denied flow logs.
+//! log prefix. Calico's own prefixes (`DPE0|np/ns/tier.name`: action, owner, direction,
+//! rule) and ours (`<action><separator><policy>`, `D|ns/policy`) set `action`,
+//! `direction`, `policy`, `tier` and `rule`, which `flow_aggregate` turns into the
+//! verdicts and policies of flow logs.
 //! Kernel side: net/netfilter/nfnetlink_log.c.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -27,7 +29,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("group", PropKind::Int, Some("0"), "NFLOG group to receive (as in `log group N`), 0-65535."),
     PropSpec::new("rcvbuf", PropKind::Size, Some("4M"), "Receive buffer of the netlink socket (SO_RCVBUFFORCE)."),
     PropSpec::new("netns", PropKind::Str, None, "Receive in the network namespace at this path instead of the agent's own."),
-    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits the log prefix into action (D/deny/drop or A/allow/accept) and policy name."),
+    PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read when it is the default |."),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -84,6 +86,8 @@ pub struct Packet {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub icmp: Option<(u8, u8)>,
+    /// The identifier of an ICMP echo request or reply (part of the flow key).
+    pub icmp_id: Option<u16>,
     /// The packet's length from its IP header (not the copied part).
     pub bytes: u64,
     pub prefix: String,
@@ -126,23 +130,149 @@ pub fn parse_ip(p: &[u8], out: &mut Packet) -> Option<()> {
             out.sport = Some(u16::from_be_bytes([l4[0], l4[1]]));
             out.dport = Some(u16::from_be_bytes([l4[2], l4[3]]));
         }
-        1 | 58 if l4.len() >= 2 => out.icmp = Some((l4[0], l4[1])),
+        1 | 58 if l4.len() >= 2 => {
+            out.icmp = Some((l4[0], l4[1]));
+            // Echo request/reply (ICMP 8/0, ICMPv6 128/129) carry an identifier.
+            if matches!((proto, l4[0]), (1, 0 | 8) | (58, 128 | 129)) && l4.len() >= 6 {
+                out.icmp_id = Some(u16::from_be_bytes([l4[4], l4[5]]));
+            }
+        }
         _ => {}
     }
     Some(())
 }
 
-/// `D|default/deny-db` → (Some("deny"), Some("default/deny-db")).
-fn action_and_policy<'a>(prefix: &'a str, sep: &str) -> (Option<&'static str>, Option<&'a str>) {
-    let Some((code, policy)) = prefix.trim().split_once(sep).filter(|_| !sep.is_empty()) else {
-        return (None, None);
+/// What a log prefix says about the rule that logged the packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleHit<'a> {
+    /// `allow`, `deny` or `pass` (Calico's next-tier).
+    pub action: Option<&'static str>,
+    /// `ingress` or `egress`: which side's policy acted (Calico prefixes only).
+    pub direction: Option<&'static str>,
+    /// The policy as Calico Enterprise names it in flow logs (`ns/tier.name`,
+    /// `tier.name`, `ns/tier.staged:name`, `__PROFILE__.kns.ns`, `__NO_MATCH__`).
+    pub policy: Option<std::borrow::Cow<'a, str>>,
+    pub tier: Option<std::borrow::Cow<'a, str>>,
+    /// The rule's index in its policy; -1 for a tier's default action.
+    pub rule: Option<i64>,
+}
+
+/// Calico's tier of a policy name: the part before the first dot (`tier.name`), else
+/// `default` (felix names policies of other tiers `tier.name`).
+fn tier_of(name: &str) -> &str {
+    name.split_once('.').map_or("default", |(t, _)| t)
+}
+
+/// A Calico NFLOG prefix, `AODIII|id` (felix/rules/nflogprefix.go): A the action
+/// ((A)llow, (D)eny, (N)ext tier), O the owner ((P)olicy or p(R)ofile), D the direction
+/// ((I)ngress, (E)gress), III the rule index (none for a tier's end), id the policy
+/// (`kind/ns/name`, `kind/name`), the tier (end of tier) or the profile.
+fn calico_hit(prefix: &str) -> Option<RuleHit<'_>> {
+    use std::borrow::Cow;
+    let (code, id) = match prefix.split_once('|') {
+        Some((c, id)) => (c, Some(id)),
+        None => (prefix, None),
+    };
+    let b = code.as_bytes();
+    if b.len() < 3 || !b[3..].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let action = match b[0] {
+        b'A' => "allow",
+        b'D' => "deny",
+        b'N' => "pass",
+        _ => return None,
+    };
+    let direction = match b[2] {
+        b'I' => "ingress",
+        b'E' => "egress",
+        _ => return None,
+    };
+    let rule = code[3..].parse::<i64>().ok();
+    let mut hit = RuleHit {
+        action: Some(action),
+        direction: Some(direction),
+        rule: Some(rule.unwrap_or(-1)),
+        ..RuleHit::default()
+    };
+    match (b[1], id) {
+        // A profile's rule, or the no-match profile (`DRI`).
+        (b'R', id) => {
+            hit.tier = Some(Cow::Borrowed("__PROFILE__"));
+            hit.policy = Some(Cow::Owned(format!(
+                "__PROFILE__.{}",
+                id.filter(|i| !i.is_empty()).unwrap_or("__NO_MATCH__")
+            )));
+        }
+        // End of tier (`DPE|tier`): the tier's default action.
+        (b'P', Some(tier)) if rule.is_none() => {
+            hit.tier = Some(Cow::Borrowed(tier));
+            hit.policy = Some(Cow::Borrowed("__NO_MATCH__"));
+        }
+        (b'P', Some(id)) => {
+            let (kind, rest) = match id.split_once('/') {
+                Some((k, r)) if KINDS.contains(&k) => (k, r),
+                _ => ("", id),
+            };
+            let (ns, name) = match kind {
+                "gnp" | "sgnp" | "kcnp" => (None, rest),
+                _ => match rest.split_once('/') {
+                    Some((ns, name)) => (Some(ns), name),
+                    None => (None, rest),
+                },
+            };
+            let tier = match kind {
+                "knp" | "sknp" | "kcnp" => "default",
+                _ => tier_of(name),
+            };
+            let bare = name.strip_prefix(tier).and_then(|n| n.strip_prefix('.'));
+            // Calico Enterprise's flow-log names (felix/calc RuleID.setFlowLogPolicyName).
+            let shown = match kind {
+                "snp" => format!("{tier}.staged:{}", bare.unwrap_or(name)),
+                "sgnp" => format!("{tier}.staged:{}", bare.unwrap_or(name)),
+                "sknp" => format!("staged:{name}"),
+                _ => name.to_string(),
+            };
+            hit.tier = Some(Cow::Owned(tier.to_string()));
+            hit.policy = Some(Cow::Owned(match ns {
+                Some(ns) => format!("{ns}/{shown}"),
+                None => shown,
+            }));
+        }
+        _ => return None,
+    }
+    Some(hit)
+}
+
+/// Calico's short policy kinds in NFLOG prefixes (felix/types/policy_id.go).
+const KINDS: [&str; 7] = ["np", "gnp", "snp", "sgnp", "sknp", "knp", "kcnp"];
+
+/// The rule behind a log prefix: Calico's own format (see [`calico_hit`]), or ours,
+/// `<action><separator><policy>` (`D|default/deny-db`, `allow|ns/p`).
+pub fn rule_hit<'a>(prefix: &'a str, sep: &str) -> RuleHit<'a> {
+    use std::borrow::Cow;
+    let prefix = prefix.trim();
+    if sep == "|" {
+        if let Some(hit) = calico_hit(prefix) {
+            return hit;
+        }
+    }
+    let Some((code, policy)) = prefix.split_once(sep).filter(|_| !sep.is_empty()) else {
+        return RuleHit::default();
     };
     let action = match code.trim().to_ascii_lowercase().as_str() {
         "d" | "deny" | "drop" | "reject" => Some("deny"),
         "a" | "allow" | "accept" => Some("allow"),
         _ => None,
     };
-    (action, Some(policy.trim()).filter(|p| !p.is_empty()))
+    let policy = Some(policy.trim()).filter(|p| !p.is_empty());
+    RuleHit {
+        action,
+        direction: None,
+        tier: policy.map(|p| Cow::Borrowed(tier_of(p.rsplit('/').next().unwrap_or(p)))),
+        policy: policy.map(Cow::Borrowed),
+        rule: None,
+    }
 }
 
 /// Decodes the packets of one netlink read into `out`; returns how many logged
@@ -285,7 +415,7 @@ fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
     }
 }
 
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 22] = [
     "event",
     "family",
     "proto",
@@ -299,8 +429,12 @@ const FIELDS: [&str; 18] = [
     "bytes",
     "packets",
     "prefix",
+    "icmp_id",
     "action",
+    "direction",
     "policy",
+    "tier",
+    "rule",
     "group",
     "mark",
     "host",
@@ -309,7 +443,7 @@ const FIELDS: [&str; 18] = [
 fn record(keys: &[Str], p: &Packet, sep: &str, group: u16, host: &Value, now: EventTime) -> Record {
     let s = |v: &str| Value::Str(Arc::from(v));
     let opt = |v: Option<u64>| v.map_or(Value::Nil, Value::UInt);
-    let (action, policy) = action_and_policy(&p.prefix, sep);
+    let hit = rule_hit(&p.prefix, sep);
     let values = [
         s("packet"),
         s(if p.family == 10 { "ipv6" } else { "ipv4" }),
@@ -324,8 +458,12 @@ fn record(keys: &[Str], p: &Packet, sep: &str, group: u16, host: &Value, now: Ev
         Value::UInt(p.bytes),
         Value::UInt(1),
         s(&p.prefix),
-        action.map_or(Value::Nil, s),
-        policy.map_or(Value::Nil, s),
+        opt(p.icmp_id.map(u64::from)),
+        hit.action.map_or(Value::Nil, s),
+        hit.direction.map_or(Value::Nil, s),
+        hit.policy.as_deref().map_or(Value::Nil, s),
+        hit.tier.as_deref().map_or(Value::Nil, s),
+        hit.rule.map_or(Value::Nil, Value::Int),
         Value::UInt(group as u64),
         Value::UInt(p.mark as u64),
         host.clone(),
@@ -468,16 +606,132 @@ mod tests {
         assert!(parse_ip(&bad, &mut Packet::default()).is_none());
     }
 
+    /// action, direction, policy, tier, rule.
+    type Hit = (
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+    );
+
+    fn hit(prefix: &str) -> Hit {
+        let h = rule_hit(prefix, "|");
+        (
+            h.action,
+            h.direction,
+            h.policy.map(|p| p.into_owned()),
+            h.tier.map(|t| t.into_owned()),
+            h.rule,
+        )
+    }
+
     #[test]
     fn prefix_convention() {
         assert_eq!(
-            action_and_policy("D|default/deny-db", "|"),
-            (Some("deny"), Some("default/deny-db"))
+            hit("D|default/deny-db"),
+            (
+                Some("deny"),
+                None,
+                Some("default/deny-db".into()),
+                Some("default".into()),
+                None
+            )
         );
+        let h = rule_hit("allow;ns/p ", ";");
         assert_eq!(
-            action_and_policy("allow|ns/p ", "|"),
+            (h.action, h.policy.as_deref()),
             (Some("allow"), Some("ns/p"))
         );
-        assert_eq!(action_and_policy("just a prefix", "|"), (None, None));
+        assert_eq!(rule_hit("just a prefix", "|"), RuleHit::default());
+    }
+
+    /// Calico's prefixes (felix/rules/nflogprefix_test.go) and the names Calico
+    /// Enterprise's flow logs give them (felix/calc RuleID.setFlowLogPolicyName).
+    #[test]
+    fn calico_prefixes() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            hit("API0|np/namespace1/default.policy"),
+            (
+                Some("allow"),
+                Some("ingress"),
+                some("namespace1/default.policy"),
+                some("default"),
+                Some(0)
+            )
+        );
+        assert_eq!(
+            hit("DPE88|gnp/security.block-all"),
+            (
+                Some("deny"),
+                Some("egress"),
+                some("security.block-all"),
+                some("security"),
+                Some(88)
+            )
+        );
+        assert_eq!(
+            hit("APE2|knp/policy-demo/knp.default.allow-dns"),
+            (
+                Some("allow"),
+                Some("egress"),
+                some("policy-demo/knp.default.allow-dns"),
+                some("default"),
+                Some(2)
+            )
+        );
+        assert_eq!(
+            hit("DPI1|snp/ns/default.try-it"),
+            (
+                Some("deny"),
+                Some("ingress"),
+                some("ns/default.staged:try-it"),
+                some("default"),
+                Some(1)
+            )
+        );
+        assert_eq!(
+            hit("DPE|tier-1"),
+            (
+                Some("deny"),
+                Some("egress"),
+                some("__NO_MATCH__"),
+                some("tier-1"),
+                Some(-1)
+            )
+        );
+        assert_eq!(
+            hit("NPI|default"),
+            (
+                Some("pass"),
+                Some("ingress"),
+                some("__NO_MATCH__"),
+                some("default"),
+                Some(-1)
+            )
+        );
+        assert_eq!(
+            hit("DRI"),
+            (
+                Some("deny"),
+                Some("ingress"),
+                some("__PROFILE__.__NO_MATCH__"),
+                some("__PROFILE__"),
+                Some(-1)
+            )
+        );
+        assert_eq!(
+            hit("ARE0|kns.policy-demo"),
+            (
+                Some("allow"),
+                Some("egress"),
+                some("__PROFILE__.kns.policy-demo"),
+                some("__PROFILE__"),
+                Some(0)
+            )
+        );
+        // Not Calico's: the action letters without an owner and direction.
+        assert_eq!(hit("A|x").1, None);
     }
 }

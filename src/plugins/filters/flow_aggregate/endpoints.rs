@@ -35,6 +35,19 @@ pub struct Endpoints {
     hosts: HashMap<IpAddr, Arc<Endpoint>>,
     prefixes: Vec<Prefix>,
     unknown: [Arc<Endpoint>; 2],
+    /// (address, port, protocol) → service: its cluster IPs and ports (the destination
+    /// before DNAT), and the pod addresses and ports behind it (after).
+    services: HashMap<(IpAddr, u16, u8), Arc<Service>>,
+}
+
+/// `TCP`/`UDP`/`SCTP` (Kubernetes' names; TCP when absent) as protocol numbers.
+fn proto_number(p: Option<&str>) -> Option<u8> {
+    match p.unwrap_or("TCP").to_ascii_uppercase().as_str() {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
 }
 
 fn unknown(aggr: &str) -> Arc<Endpoint> {
@@ -48,19 +61,26 @@ fn unknown(aggr: &str) -> Arc<Endpoint> {
     })
 }
 
-/// Calico's private ranges (10/8, 172.16/12, 192.168/16), plus loopback, CGNAT and ULA.
+/// Calico's private ranges, and only those: 10/8, 172.16/12, 192.168/16 (felix
+/// collector/types/endpoint getSubnetType). Everything else, IPv6 included, is `pub`.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            o[0] == 10
-                || (o[0] == 172 && (16..32).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 168)
-                || o[0] == 127
-                || (o[0] == 100 && (64..128).contains(&o[1]))
+            o[0] == 10 || (o[0] == 172 && (16..32).contains(&o[1])) || (o[0] == 192 && o[1] == 168)
         }
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+        IpAddr::V6(_) => false,
     }
+}
+
+/// The Kubernetes service a destination belongs to (Calico's `DstService`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// The service port's name (`-` when it has none).
+    pub port_name: Arc<str>,
+    pub port: u16,
 }
 
 fn masked(ip: IpAddr, len: u8) -> IpAddr {
@@ -119,11 +139,40 @@ impl Endpoints {
             hosts: HashMap::new(),
             prefixes: Vec::new(),
             unknown: [unknown("pvt"), unknown("pub")],
+            services: HashMap::new(),
         }
+    }
+
+    /// The service of a destination: `pre_dnat` (a cluster IP and port, before DNAT),
+    /// else the address and port it reached (a pod behind a service).
+    pub fn service(
+        &self,
+        proto: u8,
+        pre_dnat: Option<(IpAddr, u16)>,
+        dst: (IpAddr, u16),
+    ) -> Option<&Arc<Service>> {
+        if self.services.is_empty() {
+            return None;
+        }
+        pre_dnat
+            .and_then(|(ip, port)| self.services.get(&(ip, port, proto)))
+            .or_else(|| self.services.get(&(dst.0, dst.1, proto)))
+    }
+
+    pub fn services_len(&self) -> usize {
+        self.services.len()
     }
 
     pub fn len(&self) -> usize {
         self.hosts.len() + self.prefixes.len()
+    }
+
+    fn add_service(&mut self, ip: &str, port: u64, proto: u8, svc: &Arc<Service>) {
+        if let (Ok(ip), Ok(port)) = (ip.parse::<IpAddr>(), u16::try_from(port)) {
+            if port != 0 {
+                self.services.insert((ip, port, proto), svc.clone());
+            }
+        }
     }
 
     pub fn insert(&mut self, cidr: &str, ep: Endpoint) -> Result<(), String> {
@@ -192,6 +241,15 @@ impl Endpoints {
         if json.get("items").is_some() {
             eps.load_pods(&json, node)?;
         } else {
+            if let Some(services) = json.get("services") {
+                let list = services
+                    .as_array()
+                    .ok_or_else(|| format!("{}: \"services\" is not a list", path.display()))?;
+                for (i, s) in list.iter().enumerate() {
+                    eps.load_service(s)
+                        .map_err(|m| format!("{}: service #{i}: {m}", path.display()))?;
+                }
+            }
             let list = json.get("endpoints").unwrap_or(&json);
             let list = list.as_array().ok_or_else(|| {
                 format!(
@@ -200,14 +258,135 @@ impl Endpoints {
                 )
             })?;
             for (i, e) in list.iter().enumerate() {
-                eps.load_entry(e)
+                eps.load_entry(e, node)
                     .map_err(|m| format!("{}: endpoint #{i}: {m}", path.display()))?;
             }
         }
         Ok(eps)
     }
 
-    fn load_entry(&mut self, e: &serde_json::Value) -> Result<(), String> {
+    /// One of our file's services: `{"namespace", "name", "cluster_ips" (or
+    /// "cluster_ip"), "ports": [{"name", "port", "protocol", "target_port"}],
+    /// "endpoints": [pod IPs]}`.
+    fn load_service(&mut self, s: &serde_json::Value) -> Result<(), String> {
+        let name = s["name"].as_str().ok_or("needs \"name\"")?;
+        let ns = s["namespace"].as_str().unwrap_or("default");
+        let ips: Vec<&str> = match (s["cluster_ip"].as_str(), s["cluster_ips"].as_array()) {
+            (Some(ip), _) => vec![ip],
+            (None, Some(l)) => l.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let ports = s["ports"].as_array().ok_or("needs \"ports\" (a list)")?;
+        for p in ports {
+            let port = p["port"].as_u64().filter(|&n| (1..=65535).contains(&n));
+            let port = port.ok_or("a port needs \"port\" (1-65535)")?;
+            let proto = proto_number(p["protocol"].as_str())
+                .ok_or("\"protocol\" is not one of TCP, UDP, SCTP")?;
+            let svc = Arc::new(Service {
+                namespace: Arc::from(ns),
+                name: Arc::from(name),
+                port_name: Arc::from(p["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("-")),
+                port: port as u16,
+            });
+            for ip in &ips {
+                if ip.parse::<IpAddr>().is_err() {
+                    return Err(format!("'{ip}' is not an IP address"));
+                }
+                self.add_service(ip, port, proto, &svc);
+            }
+            let target = p["target_port"].as_u64().unwrap_or(port);
+            for ip in s["endpoints"].as_array().into_iter().flatten() {
+                let ip = ip
+                    .as_str()
+                    .ok_or("\"endpoints\" holds IP address strings")?;
+                if ip.parse::<IpAddr>().is_err() {
+                    return Err(format!("'{ip}' is not an IP address"));
+                }
+                self.add_service(ip, target, proto, &svc);
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Service` of a kubectl list: its cluster IPs and ports.
+    fn load_k8s_service(&mut self, item: &serde_json::Value) {
+        let meta = &item["metadata"];
+        let (Some(name), ns) = (
+            meta["name"].as_str(),
+            meta["namespace"].as_str().unwrap_or("default"),
+        ) else {
+            return;
+        };
+        let spec = &item["spec"];
+        let mut ips: Vec<&str> = spec["clusterIPs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if ips.is_empty() {
+            ips.extend(spec["clusterIP"].as_str());
+        }
+        for p in spec["ports"].as_array().into_iter().flatten() {
+            let (Some(port), Some(proto)) =
+                (p["port"].as_u64(), proto_number(p["protocol"].as_str()))
+            else {
+                continue;
+            };
+            let svc = Arc::new(Service {
+                namespace: Arc::from(ns),
+                name: Arc::from(name),
+                port_name: Arc::from(p["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("-")),
+                port: port as u16,
+            });
+            for ip in ips.iter().filter(|ip| **ip != "None") {
+                self.add_service(ip, port, proto, &svc);
+            }
+        }
+    }
+
+    /// An `Endpoints` object: the pod addresses and ports behind its service (of the
+    /// same name), matched to the service's ports by port name.
+    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
+        let meta = &item["metadata"];
+        let (Some(name), ns) = (
+            meta["name"].as_str(),
+            meta["namespace"].as_str().unwrap_or("default"),
+        ) else {
+            return;
+        };
+        for subset in item["subsets"].as_array().into_iter().flatten() {
+            for ep_port in subset["ports"].as_array().into_iter().flatten() {
+                let port_name = ep_port["name"].as_str().unwrap_or("");
+                let Some(sp) = svc["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"].as_str().unwrap_or("") == port_name)
+                else {
+                    continue;
+                };
+                let (Some(target), Some(port), Some(proto)) = (
+                    ep_port["port"].as_u64(),
+                    sp["port"].as_u64(),
+                    proto_number(ep_port["protocol"].as_str()),
+                ) else {
+                    continue;
+                };
+                let svc = Arc::new(Service {
+                    namespace: Arc::from(ns),
+                    name: Arc::from(name),
+                    port_name: Arc::from(if port_name.is_empty() { "-" } else { port_name }),
+                    port: port as u16,
+                });
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    if let Some(ip) = a["ip"].as_str() {
+                        self.add_service(ip, target, proto, &svc);
+                    }
+                }
+            }
+        }
+    }
+
+    fn load_entry(&mut self, e: &serde_json::Value, node: &str) -> Result<(), String> {
         let s = |k: &str| e.get(k).and_then(|v| v.as_str());
         let cidrs: Vec<&str> = match (s("cidr"), e.get("cidrs").and_then(|v| v.as_array())) {
             (Some(c), _) => vec![c],
@@ -219,14 +398,23 @@ impl Endpoints {
             return Err(format!("type '{kind}' is not one of wep, hep, ns, net"));
         }
         let name = s("name").ok_or("needs \"name\"")?;
-        let ep = endpoint(
+        let local = e.get("local").and_then(|v| v.as_bool()).unwrap_or(false);
+        // A host endpoint aggregates under its host's name (Calico: hep → hostname).
+        let hostname = match kind {
+            "hep" => s("hostname").or(local.then_some(node).filter(|n| !n.is_empty())),
+            _ => None,
+        };
+        let mut ep = endpoint(
             kind,
             s("namespace"),
             name,
             s("generate_name"),
             e.get("labels"),
-            e.get("local").and_then(|v| v.as_bool()).unwrap_or(false),
+            local,
         );
+        if let Some(h) = hostname {
+            ep.name_aggr = Arc::from(h);
+        }
         for c in cidrs {
             self.insert(c, ep.clone())?;
         }
@@ -235,7 +423,52 @@ impl Endpoints {
 
     fn load_pods(&mut self, json: &serde_json::Value, node: &str) -> Result<(), String> {
         let items = json["items"].as_array().ok_or("\"items\" is not a list")?;
-        for pod in items {
+        let of = |k: &str| -> Vec<&serde_json::Value> {
+            items
+                .iter()
+                .filter(|i| i["kind"].as_str().unwrap_or("Pod") == k)
+                .collect()
+        };
+        self.add_kubernetes(&of("Pod"), &of("Service"), &of("Endpoints"), node);
+        Ok(())
+    }
+
+    /// Adds Kubernetes objects (as the API returns them, or trimmed to the fields read
+    /// here): pods (those on `node` are local), services and their endpoints.
+    pub fn add_kubernetes(
+        &mut self,
+        pods: &[&serde_json::Value],
+        services: &[&serde_json::Value],
+        endpoints: &[&serde_json::Value],
+        node: &str,
+    ) {
+        let by_name: HashMap<(&str, &str), &serde_json::Value> = services
+            .iter()
+            .filter_map(|s| {
+                let m = &s["metadata"];
+                Some((
+                    (
+                        m["namespace"].as_str().unwrap_or("default"),
+                        m["name"].as_str()?,
+                    ),
+                    *s,
+                ))
+            })
+            .collect();
+        for s in services {
+            self.load_k8s_service(s);
+        }
+        for e in endpoints {
+            let m = &e["metadata"];
+            let key = (
+                m["namespace"].as_str().unwrap_or("default"),
+                m["name"].as_str().unwrap_or(""),
+            );
+            if let Some(svc) = by_name.get(&key) {
+                self.load_k8s_endpoints(e, svc);
+            }
+        }
+        for pod in pods {
             let meta = &pod["metadata"];
             if pod["spec"]["hostNetwork"].as_bool() == Some(true) {
                 continue; // their IP is the node's
@@ -260,10 +493,10 @@ impl Endpoints {
                 ips.extend(pod["status"]["podIP"].as_str());
             }
             for ip in ips {
-                self.insert(ip, ep.clone())?;
+                // An address the API gives that is not one is skipped, not fatal.
+                let _ = self.insert(ip, ep.clone());
             }
         }
-        Ok(())
     }
 }
 
@@ -283,6 +516,8 @@ fn endpoint(
         .and_then(|l| l.as_object())
         .map(|m| {
             m.iter()
+                // Calico's own labels are not the workload's (IntersectAndFilterLabels).
+                .filter(|(k, _)| !k.starts_with("projectcalico.org/"))
                 .map(|(k, v)| {
                     (
                         k.clone(),
@@ -348,7 +583,9 @@ mod tests {
         assert_eq!(&*e.lookup(ip("8.8.8.8")).name_aggr, "pub");
         assert_eq!(&*e.lookup(ip("172.20.0.1")).name_aggr, "pvt");
         assert_eq!(&*e.lookup(ip("172.40.0.1")).name_aggr, "pub");
-        assert_eq!(&*e.lookup(ip("fd00::1")).name_aggr, "pvt");
+        // Only Calico's three ranges are private.
+        assert_eq!(&*e.lookup(ip("fd00::1")).name_aggr, "pub");
+        assert_eq!(&*e.lookup(ip("100.64.0.1")).name_aggr, "pub");
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
     }

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
+use crate::kubernetes::client::{parse_url, ClientConf, KUBE_CA, KUBE_TOKEN};
+use crate::kubernetes::watch::{self, Store};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
-use aggregate::{Action, Aggregator, Conn, ProcessOptions, Update};
+use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
 use endpoints::{parse_cidr, Endpoints};
 use sockets::{LocalSockets, Sampler};
 
@@ -30,15 +32,30 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("local_endpoints", PropKind::CList, None, "CIDRs of endpoints on this node (their side of a connection is reported); also \"local\": true in the file."),
     PropSpec::new("node_name", PropKind::Str, None, "This node's name: pods scheduled on it are local, and the 'host' field; default the hostname."),
     PropSpec::new("tag", PropKind::Str, Some("flowlogs"), "Tag of the emitted flow log records."),
+    PropSpec::new("flush_jitter_percent", PropKind::Int, Some("10"), "Each interval lasts flush_interval plus a random part of up to this percentage of it (Calico's 10%), so that the nodes of a fleet do not all flush at once; 0 for exact intervals."),
     PropSpec::new("max_flows", PropKind::Int, Some("100000"), "Most aggregated flows held in one interval; updates beyond it are counted and dropped."),
+    PropSpec::new("include_labels", PropKind::Bool, Some("false"), "Write the workloads' labels (source_labels, dest_labels); null otherwise, as Calico's FlowLogsFileIncludeLabels."),
+    PropSpec::new("include_policies", PropKind::Bool, Some("false"), "Write the policies NFLOG named (policies.all_policies, enforced_policies, pending_policies) and split a flow per policy trace; null otherwise, as Calico's FlowLogsFileIncludePolicies."),
+    PropSpec::new("include_service", PropKind::Bool, Some("false"), "Write the destination's Kubernetes service (dest_service_*) from the services in endpoints_file; '-' otherwise, as Calico's FlowLogsFileIncludeService."),
+    PropSpec::new("nat_outgoing_port_limit", PropKind::Int, Some("3"), "Most source-NAT ports listed in nat_outgoing_ports per flow log (Calico's FlowLogsFileNatOutgoingPortLimit)."),
+    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoints (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
+    PropSpec::new("kube_url", PropKind::Str, Some("https://kubernetes.default.svc"), "Kubernetes API server URL (with kubernetes on)."),
+    PropSpec::new("kube_ca_file", PropKind::Str, Some(KUBE_CA), "CA certificate file of the API server."),
+    PropSpec::new("kube_ca_path", PropKind::Str, None, "Directory of CA certificates of the API server."),
+    PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, instead of kube_token_file."),
+    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file (or kube_token_command) is used."),
+    PropSpec::new("kube_max_objects", PropKind::Int, Some("100000"), "Most pods (and services, and endpoints) kept from the API; further ones are left out and counted in the log."),
+    PropSpec::new("tls.verify", PropKind::Bool, Some("on"), "Verify the API server's certificate chain."),
+    PropSpec::new("tls.vhost", PropKind::Str, None, "Server name sent (SNI) and verified, instead of kube_url's host."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
-    PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name."),
-    PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval."),
+    PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name, as Calico's FlowLogsFileIncludeProcess."),
+    PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval (Calico's FlowLogsEnableTcpStats)."),
     PropSpec::new("sample_interval", PropKind::Time, Some("5s"), "How often the local sockets are listed for include_process/include_tcp_stats (one sock_diag dump per interval, taken when conntrack records arrive; at least 100ms)."),
     PropSpec::new("netns", PropKind::Str, None, "List the sockets of the network namespace at this path (as the conntrack input's netns) instead of the agent's own."),
-    PropSpec::new("process_limit", PropKind::Int, Some("2"), "Process names with a record of their own per aggregated flow; the others share one record with process_name \"*\" (Calico's flowLogsFilePerFlowProcessLimit)."),
-    PropSpec::new("process_args_limit", PropKind::Int, Some("5"), "Most argument strings listed in process_args when a record covers several processes (Calico's flowLogsFilePerFlowProcessArgsLimit)."),
+    PropSpec::new("process_limit", PropKind::Int, Some("2"), "Process names with a record of their own per aggregated flow; the others share one record with process_name \"*\" (Calico's FlowLogsFilePerFlowProcessLimit)."),
+    PropSpec::new("process_args_limit", PropKind::Int, Some("5"), "Most argument strings listed in process_args when a record covers several processes (Calico's FlowLogsFilePerFlowProcessArgsLimit)."),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -55,13 +72,68 @@ struct EndpointsSource {
     modified: Option<SystemTime>,
 }
 
+/// The cluster's pods, services and endpoints, watched (`kubernetes on`).
+struct KubeSource {
+    /// Where and how many; the watches start at the first tick (not in a dry run).
+    conf: ClientConf,
+    max: usize,
+    who: String,
+    /// Pods, services, endpoints.
+    stores: Vec<Arc<Store>>,
+    /// Their generations when the table was last built.
+    seen: Vec<u64>,
+    node: String,
+    checked: Option<Instant>,
+    synced: bool,
+}
+
+/// The fields of each kind the table is built from (the rest is not kept).
+fn trim_pod(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.generateName",
+            "metadata.labels",
+            "spec.nodeName",
+            "spec.hostNetwork",
+            "status.podIP",
+            "status.podIPs",
+        ],
+    )
+}
+
+fn trim_service(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.clusterIPs",
+            "spec.ports",
+        ],
+    )
+}
+
+fn trim_endpoints(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(v, &["metadata.name", "metadata.namespace", "subsets"])
+}
+
 struct FlowAggregateFilter {
     agg: Aggregator,
     endpoints: Endpoints,
     any_local: bool,
     source: Option<EndpointsSource>,
+    /// The endpoints file's last good table (empty without one).
+    file_eps: Endpoints,
+    kube: Option<KubeSource>,
     local: Vec<(IpAddr, u8)>,
     interval: Duration,
+    /// `flush_jitter_percent`, and this interval's length with its jitter.
+    jitter: u32,
+    next: Duration,
     last: Option<Instant>,
     tag: Tag,
     name: Arc<str>,
@@ -144,8 +216,11 @@ struct FlowMetrics {
 }
 
 impl FlowMetrics {
-    fn add(&mut self, records: &[Record]) {
-        for r in records {
+    /// Adds a flush's records; `copies` marks those repeating another's counters (a flow
+    /// split per policy trace), which are not counted again.
+    fn add(&mut self, records: &[Record], copies: &[bool]) {
+        let copy = |i: usize| copies.get(i).copied().unwrap_or(false);
+        for (_, r) in records.iter().enumerate().filter(|(i, _)| !copy(*i)) {
             let key: SeriesKey = SERIES_FIELDS.map(|f| match field(r, f) {
                 Some(Value::Str(s)) => s.clone(),
                 _ => Arc::from("-"),
@@ -220,31 +295,44 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
     if max < 1 {
         return Err(props.error("max_flows", "a number of flows >= 1"));
     }
-    let processes = ProcessOptions {
-        include: props.bool("include_process").unwrap_or(false),
-        limit: match props.int("process_limit").unwrap_or(2) {
+    let jitter = match props.int("flush_jitter_percent").unwrap_or(10) {
+        j @ 0..=100 => j as u32,
+        _ => return Err(props.error("flush_jitter_percent", "a percentage from 0 to 100")),
+    };
+    let nat_port_limit = props.int("nat_outgoing_port_limit").unwrap_or(3);
+    if nat_port_limit < 0 {
+        return Err(props.error("nat_outgoing_port_limit", "a number of ports >= 0"));
+    }
+    let opts = Options {
+        level_allowed: level(props, "aggregation_kind_for_allowed")?,
+        level_denied: level(props, "aggregation_kind_for_denied")?,
+        max_entries: max as usize,
+        include_labels: props.bool("include_labels").unwrap_or(false),
+        include_policies: props.bool("include_policies").unwrap_or(false),
+        include_service: props.bool("include_service").unwrap_or(false),
+        nat_port_limit: nat_port_limit as usize,
+        include_process: props.bool("include_process").unwrap_or(false),
+        process_limit: match props.int("process_limit").unwrap_or(2) {
             n @ 1.. => n as usize,
             _ => return Err(props.error("process_limit", "a number of process names >= 1")),
         },
-        args_limit: match props.int("process_args_limit").unwrap_or(5) {
+        process_args_limit: match props.int("process_args_limit").unwrap_or(5) {
             n @ 1.. => n as usize,
             _ => return Err(props.error("process_args_limit", "a number of arguments >= 1")),
         },
     };
-    let sampler = sampler(props, ctx, processes.include)?;
+    let sampler = sampler(props, ctx, opts.include_process)?;
     let mut f = FlowAggregateFilter {
-        agg: Aggregator::new(
-            level(props, "aggregation_kind_for_allowed")?,
-            level(props, "aggregation_kind_for_denied")?,
-            max as usize,
-            &node,
-            unix_now(),
-        ),
+        agg: Aggregator::new(opts, &node, unix_now()),
         endpoints: Endpoints::new(),
         any_local: false,
         source: None,
+        file_eps: Endpoints::new(),
+        kube: None,
         local: local.clone(),
         interval,
+        jitter,
+        next: jittered(interval, jitter),
         last: None,
         tag: Arc::from(props.str("tag").unwrap_or("flowlogs")),
         name: Arc::from(ctx.instance),
@@ -284,7 +372,6 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         },
         sampler,
     };
-    f.agg.processes = processes;
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
         // A bad file at start is a configuration error; a bad reload keeps the old table.
@@ -305,16 +392,70 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         f.source = Some(EndpointsSource {
             modified: modified(&path),
             path,
-            node,
+            node: node.clone(),
             local,
         });
-        f.install(eps);
-    } else {
-        let mut eps = Endpoints::new();
-        eps.mark_local(&f.local);
-        f.install(eps);
+        f.file_eps = eps;
     }
+    if props.bool("kubernetes").unwrap_or(false) {
+        f.kube = Some(kube_source(props, ctx, node)?);
+    }
+    f.rebuild();
     Ok(Box::new(f))
+}
+
+/// Starts the watches of `kubernetes on`.
+fn kube_source(props: &Props, ctx: &BuildContext, node: String) -> Result<KubeSource, ConfigError> {
+    let url = props
+        .str("kube_url")
+        .unwrap_or("https://kubernetes.default.svc");
+    let (https, host, port) = parse_url(url).ok_or_else(|| {
+        props.error(
+            "kube_url",
+            "a URL such as https://kubernetes.default.svc or http://127.0.0.1:8001",
+        )
+    })?;
+    let max = props.int("kube_max_objects").unwrap_or(100_000);
+    if max < 1 {
+        return Err(props.error("kube_max_objects", "a number of objects >= 1"));
+    }
+    let path = |n: &str| props.str(n).map(PathBuf::from);
+    let conf = ClientConf {
+        https,
+        host,
+        port,
+        ca_file: path("kube_ca_file"),
+        ca_path: path("kube_ca_path"),
+        verify: props.bool("tls.verify").unwrap_or(true),
+        verify_hostname: false,
+        vhost: props.str("tls.vhost").map(String::from),
+        token_file: path("kube_token_file"),
+        token_command: props.str("kube_token_command").map(String::from),
+        token_ttl: props
+            .time("kube_token_ttl")
+            .unwrap_or(Duration::from_secs(600)),
+        buffer_size: 0,
+        timeout: Duration::from_secs(10),
+    };
+    Ok(KubeSource {
+        conf,
+        max: max as usize,
+        who: format!("[filter:flow_aggregate:{}]", ctx.instance),
+        stores: Vec::new(),
+        seen: Vec::new(),
+        node,
+        checked: None,
+        synced: false,
+    })
+}
+
+/// An interval plus a random part of up to `percent` of it (Calico's jittered ticker).
+fn jittered(interval: Duration, percent: u32) -> Duration {
+    if percent == 0 {
+        return interval;
+    }
+    let max = interval.as_millis() as u64 * percent as u64 / 100;
+    interval + Duration::from_millis(fastrand::u64(0..=max))
 }
 
 /// The socket sampler when include_process or include_tcp_stats is on.
@@ -402,24 +543,61 @@ fn uint(r: &Record, k: &str) -> u64 {
     }
 }
 
+fn int(r: &Record, k: &str) -> Option<i64> {
+    match field(r, k) {
+        Some(Value::Int(n)) => Some(*n),
+        Some(Value::UInt(n)) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn ip(r: &Record, k: &str) -> Option<IpAddr> {
+    text(r, k)?.parse().ok()
+}
+
+/// The rule an nflog record names, as a policy trace entry.
+fn hit(r: &Record, action: Action) -> Option<Hit> {
+    let policy = text(r, "policy")?;
+    let tier = text(r, "tier").unwrap_or("default");
+    Some(Hit::new(tier, policy, action, int(r, "rule").unwrap_or(0)))
+}
+
 /// A conntrack or nflog record as an update; `None` for any other record.
 fn update(r: &Record) -> Option<Update> {
     let event = text(r, "event")?;
     let proto = uint(r, "proto_num") as u8;
     let has_ports = matches!(field(r, "src_port"), Some(Value::UInt(_)));
-    let src: IpAddr = text(r, "src_ip")?.parse().ok()?;
+    let src = ip(r, "src_ip")?;
+    // ICMP's flow key: the echo identifier and type << 8 | code (Calico's tuple).
+    let icmp = |sport: u16, dport: u16| {
+        if has_ports {
+            (sport, dport)
+        } else {
+            (
+                uint(r, "icmp_id") as u16,
+                (uint(r, "icmp_type") as u16) << 8 | uint(r, "icmp_code") as u16,
+            )
+        }
+    };
     if event == "packet" {
         let action = match text(r, "action") {
             Some("allow") => Action::Allow,
+            Some("pass") => Action::Pass,
             _ => Action::Deny,
         };
+        let side = match text(r, "direction") {
+            Some("egress") => Some(Reporter::Src),
+            Some("ingress") => Some(Reporter::Dst),
+            _ => None,
+        };
+        let (sport, dport) = icmp(uint(r, "src_port") as u16, uint(r, "dst_port") as u16);
         return Some(Update {
             conn: Conn {
                 proto,
                 src,
-                sport: uint(r, "src_port") as u16,
-                dst: text(r, "dst_ip")?.parse().ok()?,
-                dport: uint(r, "dst_port") as u16,
+                sport,
+                dst: ip(r, "dst_ip")?,
+                dport,
             },
             has_ports,
             orig_packets: uint(r, "packets").max(1),
@@ -427,11 +605,13 @@ fn update(r: &Record) -> Option<Update> {
             reply_packets: 0,
             reply_bytes: 0,
             expired: false,
-            packet: true,
-            action,
-            policies: text(r, "policy")
-                .map(|p| vec![p.to_string()])
-                .unwrap_or_default(),
+            kind: Kind::Packet {
+                action,
+                side,
+                hit: hit(r, action),
+            },
+            nat_port: 0,
+            pre_dnat: None,
             sockets: LocalSockets::default(),
         });
     }
@@ -439,12 +619,18 @@ fn update(r: &Record) -> Option<Update> {
         return None;
     }
     // The post-DNAT destination is where the reply comes from.
-    let dst: IpAddr = text(r, "reply_src_ip")
-        .or_else(|| text(r, "dst_ip"))?
-        .parse()
-        .ok()?;
-    let dport = if has_ports {
-        uint(r, "reply_src_port") as u16
+    let dst = ip(r, "reply_src_ip").or_else(|| ip(r, "dst_ip"))?;
+    let (sport, dport) = icmp(uint(r, "src_port") as u16, uint(r, "reply_src_port") as u16);
+    let orig_dst = ip(r, "dst_ip");
+    let pre_dnat = match (orig_dst, has_ports) {
+        (Some(d), true) if field(r, "dnat") == Some(&Value::Bool(true)) => {
+            Some((d, uint(r, "dst_port") as u16))
+        }
+        _ => None,
+    };
+    // Source NAT: the port the connection leaves from is the reply's destination port.
+    let nat_port = if has_ports && field(r, "snat") == Some(&Value::Bool(true)) {
+        uint(r, "reply_dst_port") as u16
     } else {
         0
     };
@@ -452,7 +638,7 @@ fn update(r: &Record) -> Option<Update> {
         conn: Conn {
             proto,
             src,
-            sport: uint(r, "src_port") as u16,
+            sport,
             dst,
             dport,
         },
@@ -464,20 +650,92 @@ fn update(r: &Record) -> Option<Update> {
         // Only DESTROY ends a connection. (Calico's poller also ends TCP past TIME_WAIT;
         // with events, that would count the DESTROY that follows as a second flow.)
         expired: event == "destroy",
-        packet: false,
-        action: Action::Allow,
-        policies: Vec::new(),
+        kind: Kind::Conntrack,
+        nat_port,
+        pre_dnat,
         sockets: LocalSockets::default(),
     })
 }
 
 impl FlowAggregateFilter {
-    fn install(&mut self, mut eps: Endpoints) {
+    /// The table from the file's and the API's endpoints.
+    fn rebuild(&mut self) {
+        let mut eps = self.file_eps.clone();
+        let mut waiting = false;
+        if let Some(k) = &self.kube {
+            let snaps: Vec<Vec<Arc<serde_json::Value>>> =
+                k.stores.iter().map(|s| s.snapshot()).collect();
+            let refs: Vec<Vec<&serde_json::Value>> = snaps
+                .iter()
+                .map(|v| v.iter().map(|a| &**a).collect())
+                .collect();
+            if let [pods, services, endpoints] = &refs[..] {
+                eps.add_kubernetes(pods, services, endpoints, &k.node);
+            }
+            waiting = !k.synced;
+        }
+        self.install(eps, !waiting);
+    }
+
+    /// Rebuilds the table when the API's objects changed (checked once a second).
+    fn kube_check(&mut self, now: Instant) {
+        let Some(k) = &mut self.kube else { return };
+        if k.stores.is_empty() {
+            k.stores = watch::spawn(
+                k.conf.clone(),
+                &[
+                    ("pods", trim_pod as watch::Trim),
+                    ("services", trim_service),
+                    ("endpoints", trim_endpoints),
+                ],
+                k.max,
+                k.who.clone(),
+            );
+            k.seen = vec![0; k.stores.len()];
+        }
+        if k.checked
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        k.checked = Some(now);
+        let gens: Vec<u64> = k.stores.iter().map(|s| s.generation()).collect();
+        if gens == k.seen {
+            return;
+        }
+        k.seen = gens;
+        if !k.synced && k.stores.iter().all(|s| s.synced()) {
+            k.synced = true;
+            let n: Vec<String> = k
+                .stores
+                .iter()
+                .map(|s| format!("{} {}", s.len(), s.resource))
+                .collect();
+            crate::info!(
+                "[filter:flow_aggregate:{}] Kubernetes API listed: {}",
+                self.name,
+                n.join(", ")
+            );
+        }
+        for s in &k.stores {
+            let dropped = s.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if dropped > 0 {
+                crate::warn!(
+                    "[filter:flow_aggregate:{}] {dropped} {} left out: kube_max_objects are held",
+                    self.name,
+                    s.resource
+                );
+            }
+        }
+        self.rebuild();
+    }
+
+    fn install(&mut self, mut eps: Endpoints, warn: bool) {
         eps.mark_local(&self.local);
         self.any_local = eps.any_local();
-        if !self.any_local {
+        if !self.any_local && warn {
             crate::warn!(
-                "[filter:flow_aggregate:{}] no endpoint is marked local (local_endpoints, or \"local\": true in the endpoints file): every flow is reported by its source",
+                "[filter:flow_aggregate:{}] no endpoint is marked local (local_endpoints, \"local\": true in the endpoints file, or pods on node_name with kubernetes on): every flow is reported by its source",
                 self.name
             );
         }
@@ -494,13 +752,15 @@ impl FlowAggregateFilter {
         match Endpoints::load(&src.path, &src.node) {
             Ok(eps) => {
                 crate::info!(
-                    "[filter:flow_aggregate:{}] reloaded {} endpoints from {}",
+                    "[filter:flow_aggregate:{}] reloaded {} endpoints and {} service addresses from {}",
                     self.name,
                     eps.len(),
+                    eps.services_len(),
                     src.path.display()
                 );
                 self.local = src.local.clone();
-                self.install(eps);
+                self.file_eps = eps;
+                self.rebuild();
             }
             Err(e) => crate::error!(
                 "[filter:flow_aggregate:{}] keeping the previous endpoints: {e}",
@@ -519,7 +779,7 @@ impl FlowAggregateFilter {
         metrics::add(&self.emitted, records.len() as u64);
         metrics::set(&self.active, self.agg.len() as u64);
         if let Some(m) = &mut self.flow_metrics {
-            m.add(&records);
+            m.add(&records, &self.agg.copies);
             if !m.series.is_empty() {
                 let mut chunk = Chunk::new(m.tag.clone(), Vec::new());
                 chunk.metrics.push(Arc::new(m.set(now)));
@@ -539,7 +799,7 @@ impl Filter for FlowAggregateFilter {
         let sampler = &mut self.sampler;
         records.retain(|r| match update(r) {
             Some(mut u) => {
-                if let Some(s) = sampler.as_mut().filter(|_| !u.packet) {
+                if let Some(s) = sampler.as_mut().filter(|_| u.kind == Kind::Conntrack) {
                     u.sockets = s.annotate(r, now);
                 }
                 agg.add(&u, eps, any_local);
@@ -556,9 +816,11 @@ impl Filter for FlowAggregateFilter {
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.reload_if_changed();
+        self.kube_check(now);
         let last = *self.last.get_or_insert(now);
-        if now.duration_since(last) >= self.interval {
+        if now.duration_since(last) >= self.next {
             self.last = Some(now);
+            self.next = jittered(self.interval, self.jitter);
             self.emit(out);
         }
     }
@@ -626,9 +888,11 @@ mod tests {
         };
         write("first");
         let mut f = FlowAggregateFilter {
-            agg: Aggregator::new(2, 1, 10, "h", 0),
+            agg: Aggregator::new(Options::default(), "h", 0),
             endpoints: Endpoints::new(),
             any_local: false,
+            file_eps: Endpoints::new(),
+            kube: None,
             source: Some(EndpointsSource {
                 path: path.clone(),
                 node: "n".into(),
@@ -637,6 +901,8 @@ mod tests {
             }),
             local: vec![],
             interval: Duration::from_secs(1),
+            jitter: 0,
+            next: Duration::from_secs(1),
             last: None,
             tag: Arc::from("flowlogs"),
             name: Arc::from("flow_aggregate.0"),
@@ -676,11 +942,64 @@ mod tests {
             ("bytes", Value::UInt(60)),
             ("packets", Value::UInt(1)),
             ("action", s("deny")),
-            ("policy", s("default/deny-db")),
+            ("direction", s("ingress")),
+            ("policy", s("default/default.deny-db")),
+            ("tier", s("default")),
+            ("rule", Value::Int(3)),
         ]);
         let u = update(&r).unwrap();
-        assert_eq!((u.action, u.packet, u.orig_bytes), (Action::Deny, true, 60));
-        assert_eq!(u.policies, ["default/deny-db"]);
+        assert_eq!(u.orig_bytes, 60);
+        assert_eq!(
+            u.kind,
+            Kind::Packet {
+                action: Action::Deny,
+                side: Some(Reporter::Dst),
+                hit: Some(Hit::new(
+                    "default",
+                    "default/default.deny-db",
+                    Action::Deny,
+                    3
+                )),
+            }
+        );
+    }
+
+    #[test]
+    fn icmp_ids_snat_ports_and_the_pre_dnat_destination() {
+        let icmp = rec(&[
+            ("event", s("destroy")),
+            ("proto_num", Value::UInt(1)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::Nil),
+            ("dst_ip", s("10.0.0.2")),
+            ("reply_src_ip", s("10.0.0.2")),
+            ("icmp_type", Value::UInt(8)),
+            ("icmp_code", Value::UInt(0)),
+            ("icmp_id", Value::UInt(77)),
+        ]);
+        let u = update(&icmp).unwrap();
+        assert_eq!(
+            (u.conn.sport, u.conn.dport, u.has_ports),
+            (77, 8 << 8, false)
+        );
+        let nat = rec(&[
+            ("event", s("new")),
+            ("proto_num", Value::UInt(6)),
+            ("src_ip", s("10.0.0.1")),
+            ("src_port", Value::UInt(40000)),
+            ("dst_ip", s("10.96.0.10")),
+            ("dst_port", Value::UInt(80)),
+            ("reply_src_ip", s("10.0.1.7")),
+            ("reply_src_port", Value::UInt(8080)),
+            ("reply_dst_ip", s("192.0.2.1")),
+            ("reply_dst_port", Value::UInt(61000)),
+            ("snat", Value::Bool(true)),
+            ("dnat", Value::Bool(true)),
+        ]);
+        let u = update(&nat).unwrap();
+        assert_eq!(u.nat_port, 61000);
+        assert_eq!(u.pre_dnat, Some(("10.96.0.10".parse().unwrap(), 80)));
+        assert_eq!(u.conn.dport, 8080);
     }
 
     /// Series add up across intervals (Prometheus counters); past metrics_max_series a
@@ -705,8 +1024,11 @@ mod tests {
             series: Default::default(),
             overflow: Arc::default(),
         };
-        m.add(&[flow("web-*", 10)]);
-        m.add(&[flow("web-*", 5), flow("api-*", 7)]);
+        m.add(&[flow("web-*", 10)], &[]);
+        m.add(
+            &[flow("web-*", 5), flow("web-*", 5), flow("api-*", 7)],
+            &[false, true],
+        );
         let set = m.set(EventTime::new(1, 0));
         let out = set.family("agent_flow_bytes_out_total").unwrap();
         assert_eq!(
