@@ -51,9 +51,16 @@ while True:
             pass
 "#;
 
-/// Echo on :5001, sink on :5002.
+/// Echo on :5001, sink on :5002, UDP echo on :5003.
 const SERVER: &str = r#"
 import socket, threading
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("10.4.0.2", 5003))
+    while True:
+        d, peer = u.recvfrom(2048)
+        u.sendto(d, peer)
+threading.Thread(target=udp, daemon=True).start()
 def serve(port, echo):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,17 +79,21 @@ print("listening", flush=True)
 import sys; sys.stdin.read()
 "#;
 
-/// Ping-pong on :5001 for ~3 s (RTT samples), 4 MB to :5002 (through the loss), then
-/// "done", and both connections stay open until stdin closes.
+/// Ping-pong on :5001 for ~3 s (RTT samples) with a datagram to :5003 (an unconnected
+/// UDP socket) each round, 4 MB to :5002 (through the loss), then "done"; the sockets
+/// stay open until stdin closes.
 const CLIENT: &str = r#"
 import socket, sys, time
 a = socket.create_connection(("10.4.0.2", 5001))
 b = socket.create_connection(("10.4.0.2", 5002))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 end = time.time() + 3
 while time.time() < end:
     a.sendall(b"x" * 100)
     got = 0
     while got < 100: got += len(a.recv(100 - got))
+    u.sendto(b"q", ("10.4.0.2", 5003))
+    u.recvfrom(100)
 b.sendall(b"y" * 4_000_000)
 print("done", a.getsockname()[1], b.getsockname()[1], flush=True)
 sys.stdin.read()
@@ -249,6 +260,17 @@ fn process_and_tcp_stats_of_a_real_client_through_a_delaying_lossy_path() {
             .iter()
             .any(|r| r["process_id"].as_str() == Some(&*pid_text)),
         "{logs:#?}"
+    );
+    // The UDP socket is unconnected (no peer in the dump): found by its local address.
+    let udp: Vec<&Value> = logs.iter().filter(|r| r["proto"] == "udp").collect();
+    assert!(
+        udp.iter()
+            .any(|r| r["dest_port"] == 5003 && r["process_id"].as_str() == Some(&*pid_text)),
+        "{udp:#?}"
+    );
+    assert!(
+        udp.iter().all(|r| r["tcp_mean_smooth_rtt"] == 0),
+        "no TCP stats for UDP"
     );
     // Smoothed RTT: every sample of the ping-pong connection, as ss reads the same
     // tcp_info field, within 10 %.
