@@ -375,3 +375,38 @@ fn without_the_options_records_carry_calicos_off_values_and_nothing_is_dumped() 
         "{metrics}"
     );
 }
+
+/// Bad settings are configuration errors naming the file, line and what is expected.
+#[test]
+fn bad_sampler_settings_are_refused_with_file_and_line() {
+    let conf = |extra: &str| {
+        format!(
+            "[INPUT]\n    name dummy\n[FILTER]\n    name flow_aggregate\n    match *\n{extra}[OUTPUT]\n    name null\n    match *\n"
+        )
+    };
+    let lines = refused_config(&conf(
+        "    include_tcp_stats on\n    sample_interval 10ms\n",
+    ));
+    let l = lines
+        .iter()
+        .find(|l| l.contains("sample_interval"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(l.contains("fluent-bit.conf:7"), "{l}");
+    assert!(l.contains("at least 100ms"), "{l}");
+    let lines = refused_config(&conf(
+        "    include_process on\n    netns /var/run/netns/no-such-namespace\n",
+    ));
+    let l = lines
+        .iter()
+        .find(|l| l.contains("netns"))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(l.contains("fluent-bit.conf:7"), "{l}");
+    assert!(l.contains("ip netns add"), "{l}");
+    let lines = refused_config(&conf("    include_process on\n    process_limit 0\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("process_limit") && l.contains(">= 1")),
+        "{lines:#?}"
+    );
+}
