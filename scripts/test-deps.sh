@@ -15,6 +15,8 @@ missing_debian() {
     # client, server and the delaying TUN wire
     command -v ss >/dev/null || need+=(iproute2)
     command -v python3 >/dev/null || need+=(python3)
+    # the dest_domains test's resolver in a namespace (the binary only, no service)
+    command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
     # the monitoring tests check the Prometheus text with promtool and a real Prometheus
     command -v promtool >/dev/null || need+=(prometheus)
     # the tcp input's tests send with nc; scripts/netcat-demo.sh listens with it

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::domains::{self, DnsCache};
 use super::endpoints::{Endpoint, Endpoints, Service};
 use super::sockets::{LocalSockets, ProcStats};
 use crate::event::{EventTime, Map, Record, Str, Value};
@@ -169,6 +170,8 @@ struct Entry {
     conns: HashMap<Conn, ConnState>,
     src_labels: Option<BTreeMap<String, String>>,
     dst_labels: Option<BTreeMap<String, String>>,
+    /// `dest_domains`: names the destination was resolved from (bounded).
+    domains: Vec<Str>,
     /// The distinct policy traces seen: one record each.
     traces: Vec<Trace>,
     /// Labels and traces are reset by the first update after a flush (an idle entry
@@ -264,6 +267,8 @@ pub struct Aggregator {
     no_process: Arc<str>,
     /// Orders an entry's process name by first appearance (who is within process_limit).
     seq: u64,
+    /// Names of addresses learnt from DNS answers, for `dest_domains`.
+    pub dns: DnsCache,
 }
 
 pub const FIELDS: [&str; 55] = [
@@ -415,6 +420,7 @@ impl Aggregator {
             dash: str_value("-"),
             no_process: Arc::from("-"),
             seq: 0,
+            dns: DnsCache::new(100_000, 5, std::time::Duration::ZERO),
         }
     }
 
@@ -651,6 +657,11 @@ impl Aggregator {
                 }
             }
         }
+        // As Calico: for flows reported by their source to a destination outside the
+        // known workloads (a network or network set).
+        if reporter == Reporter::Src && matches!(&*dst_ep.kind, "net" | "ns") {
+            domains::add_to(&mut e.domains, &self.dns, u.conn.dst);
+        }
     }
 
     /// Emits one record per entry touched or still active (one per policy trace when
@@ -746,8 +757,10 @@ impl Aggregator {
                     ..ConnState::default()
                 };
             }
+            // Names stay with live connections (Calico keeps them per connection).
             *e = Entry {
                 conns: std::mem::take(&mut e.conns),
+                domains: std::mem::take(&mut e.domains),
                 src_labels: e.src_labels.take(),
                 dst_labels: e.dst_labels.take(),
                 traces: std::mem::take(&mut e.traces),
@@ -889,7 +902,7 @@ impl Aggregator {
             k.service
                 .as_ref()
                 .map_or(Value::Nil, |s| Value::UInt(s.port as u64)),
-            Value::Nil,
+            domains::value(&e.domains),
             str_value(&proto),
             str_value(match k.action {
                 Action::Allow | Action::Pass => "allow",
@@ -969,6 +982,12 @@ fn merge(into: &mut Entry, e: &Entry) {
     for t in &e.traces {
         if !into.traces.contains(t) {
             into.traces.push(t.clone());
+        }
+    }
+    // The flow's destination is the same for all its processes: the same names.
+    for d in &e.domains {
+        if !into.domains.contains(d) {
+            into.domains.push(d.clone());
         }
     }
     into.proc.merge(&e.proc);

@@ -4,6 +4,7 @@
 //! pass through untouched. Calico: felix/collector/flowlog (shared/spec/flows.md §2, §5).
 
 mod aggregate;
+mod domains;
 mod endpoints;
 mod sockets;
 
@@ -20,6 +21,7 @@ use crate::kubernetes::watch::{self, Store};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
+use domains::DnsCache;
 use endpoints::{parse_cidr, Endpoints};
 use sockets::{LocalSockets, Sampler};
 
@@ -49,6 +51,9 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("tls.verify", PropKind::Bool, Some("on"), "Verify the API server's certificate chain."),
     PropSpec::new("tls.vhost", PropKind::Str, None, "Server name sent (SNI) and verified, instead of kube_url's host."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
+    PropSpec::new("dest_domains_limit", PropKind::Int, Some("5"), "Most names in a flow's dest_domains, and kept per address in the DNS cache (Calico's FlowLogsFileDomainsLimit)."),
+    PropSpec::new("dns_cache_max", PropKind::Int, Some("100000"), "Most addresses (and CNAME targets) the DNS cache holds for dest_domains; answers for more are counted in agent_flow_aggregate_dns_overflow_total and dropped."),
+    PropSpec::new("dns_extra_ttl", PropKind::Time, Some("0s"), "Added to each DNS answer's TTL (itself at least 2s) before its name is forgotten (Calico's DNSExtraTTL)."),
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
     PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name, as Calico's flowLogsCollectProcessInfo."),
     PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval (Calico's flowLogsCollectTcpStats)."),
@@ -141,6 +146,9 @@ struct FlowAggregateFilter {
     active: Arc<AtomicU64>,
     emitted: Arc<AtomicU64>,
     overflow: Arc<AtomicU64>,
+    /// `agent_flow_aggregate_dns_overflow_total`, `..._dns_cache_addresses`.
+    dns_overflow: Arc<AtomicU64>,
+    dns_addresses: Arc<AtomicU64>,
     /// `metrics_tag`: flow metrics, when asked for.
     flow_metrics: Option<FlowMetrics>,
     /// include_process/include_tcp_stats: none (no sock_diag socket) when both are off.
@@ -322,8 +330,19 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         },
     };
     let sampler = sampler(props, ctx, opts.include_process)?;
+    let mut agg = Aggregator::new(opts, &node, unix_now());
+    let limit = props.int("dest_domains_limit").unwrap_or(5);
+    if !(1..=1000).contains(&limit) {
+        return Err(props.error("dest_domains_limit", "a number of names from 1 to 1000"));
+    }
+    let cache_max = props.int("dns_cache_max").unwrap_or(100_000);
+    if cache_max < 1 {
+        return Err(props.error("dns_cache_max", "a number of addresses >= 1"));
+    }
+    let extra = props.time("dns_extra_ttl").unwrap_or_default();
+    agg.dns = DnsCache::new(cache_max as usize, limit as usize, extra);
     let mut f = FlowAggregateFilter {
-        agg: Aggregator::new(opts, &node, unix_now()),
+        agg,
         endpoints: Endpoints::new(),
         any_local: false,
         source: None,
@@ -349,6 +368,16 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         overflow: ctx.metrics.counter(
             "agent_flow_aggregate_overflow_total",
             "Updates dropped because max_flows aggregated flows were held.",
+            ctx.instance,
+        ),
+        dns_overflow: ctx.metrics.counter(
+            "agent_flow_aggregate_dns_overflow_total",
+            "DNS answers not learnt for dest_domains because dns_cache_max addresses or CNAME targets were held.",
+            ctx.instance,
+        ),
+        dns_addresses: ctx.metrics.gauge(
+            "agent_flow_aggregate_dns_cache_addresses",
+            "Addresses held in the DNS cache for dest_domains.",
             ctx.instance,
         ),
         flow_metrics: match props.str("metrics_tag") {
@@ -774,6 +803,14 @@ impl FlowAggregateFilter {
             crate::warn!("[filter:flow_aggregate:{}] {} updates dropped: more than max_flows aggregated flows in this interval", self.name, self.agg.overflow);
         }
         metrics::add(&self.overflow, self.agg.overflow);
+        if self.agg.dns.overflow > 0 {
+            crate::warn!("[filter:flow_aggregate:{}] {} DNS answers not learnt: dns_cache_max addresses held", self.name, self.agg.dns.overflow);
+            metrics::add(
+                &self.dns_overflow,
+                std::mem::take(&mut self.agg.dns.overflow),
+            );
+        }
+        metrics::set(&self.dns_addresses, self.agg.dns.len() as u64);
         let now = EventTime::now();
         let records = self.agg.flush(unix_now(), now);
         metrics::add(&self.emitted, records.len() as u64);
@@ -796,16 +833,23 @@ impl Filter for FlowAggregateFilter {
     fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
         let before = records.len();
         let (agg, eps, any_local) = (&mut self.agg, &self.endpoints, self.any_local);
+        agg.dns.set_now(now);
         let sampler = &mut self.sampler;
-        records.retain(|r| match update(r) {
-            Some(mut u) => {
-                if let Some(s) = sampler.as_mut().filter(|_| u.kind == Kind::Conntrack) {
-                    u.sockets = s.annotate(r, now);
-                }
-                agg.add(&u, eps, any_local);
-                false
+        records.retain(|r| {
+            if let Some(answers) = domains::answers(r) {
+                agg.dns.learn(answers);
+                return false;
             }
-            None => true,
+            match update(r) {
+                Some(mut u) => {
+                    if let Some(s) = sampler.as_mut().filter(|_| u.kind == Kind::Conntrack) {
+                        u.sockets = s.annotate(r, now);
+                    }
+                    agg.add(&u, eps, any_local);
+                    false
+                }
+                None => true,
+            }
         });
         if records.len() == before {
             FilterResult::NoTouch
@@ -816,6 +860,7 @@ impl Filter for FlowAggregateFilter {
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.reload_if_changed();
+        self.agg.dns.set_now(now);
         self.kube_check(now);
         let last = *self.last.get_or_insert(now);
         if now.duration_since(last) >= self.next {
@@ -909,6 +954,8 @@ mod tests {
             active: Arc::default(),
             emitted: Arc::default(),
             overflow: Arc::default(),
+            dns_overflow: Arc::default(),
+            dns_addresses: Arc::default(),
             flow_metrics: None,
             sampler: None,
         };
