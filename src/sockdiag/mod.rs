@@ -439,6 +439,38 @@ mod tests {
         );
     }
 
+    /// What a dump costs per socket (and a /proc scan per fd), measured:
+    /// `cargo test --release --lib dump_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn dump_cost() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut keep = Vec::new();
+        for _ in 0..4000 {
+            keep.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            keep.push(l.accept().unwrap().0);
+        }
+        let mut r = Reader::open(None).unwrap();
+        let mut socks = Vec::new();
+        let t = std::time::Instant::now();
+        let rounds = 20;
+        for _ in 0..rounds {
+            socks.clear();
+            r.dump_all(true, &mut socks).unwrap();
+        }
+        let per = t.elapsed() / rounds;
+        eprintln!(
+            "dump of {} sockets with tcp_info: {per:?} ({:?} per socket)",
+            socks.len(),
+            per / socks.len() as u32
+        );
+        let inodes: std::collections::HashSet<u32> = socks.iter().map(|s| s.inode).collect();
+        let t = std::time::Instant::now();
+        let mut idx = process::ProcessIndex::new(Duration::ZERO, usize::MAX);
+        idx.refresh(&inodes, std::time::Instant::now());
+        eprintln!("/proc scan resolving {} inodes: {:?}", idx.len(), t.elapsed());
+    }
+
     #[test]
     fn a_missing_namespace_is_an_error_naming_it() {
         let e = Reader::open(Some(Path::new("/var/run/netns/no-such-ns")))
