@@ -468,7 +468,11 @@ mod tests {
         let t = std::time::Instant::now();
         let mut idx = process::ProcessIndex::new(Duration::ZERO, usize::MAX);
         idx.refresh(&inodes, std::time::Instant::now());
-        eprintln!("/proc scan resolving {} inodes: {:?}", idx.len(), t.elapsed());
+        eprintln!(
+            "/proc scan resolving {} inodes: {:?}",
+            idx.len(),
+            t.elapsed()
+        );
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl ProcessIndex {
         self.by_inode.retain(|i, _| inodes.contains(i));
     }
 
+    /// The process holding the socket `inode`, if known (not counted as a miss).
+    pub fn peek(&self, inode: u32) -> Option<Arc<Process>> {
+        self.by_inode.get(&inode).cloned()
+    }
+
     /// The process holding the socket `inode`, if known.
     pub fn get(&mut self, inode: u32) -> Option<Arc<Process>> {
         let p = self.by_inode.get(&inode).cloned();

@@ -57,7 +57,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
     PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name, as Calico's flowLogsCollectProcessInfo."),
     PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval (Calico's flowLogsCollectTcpStats)."),
-    PropSpec::new("sample_interval", PropKind::Time, Some("5s"), "How often the local sockets are listed for include_process/include_tcp_stats (one sock_diag dump per interval, taken when conntrack records arrive; at least 100ms)."),
+    PropSpec::new("sample_interval", PropKind::Time, Some("5s"), "How often the local sockets are listed for include_process/include_tcp_stats (one sock_diag dump per interval, by a thread of its own; at least 100ms)."),
     PropSpec::new("netns", PropKind::Str, None, "List the sockets of the network namespace at this path (as the conntrack input's netns) instead of the agent's own."),
     PropSpec::new("process_limit", PropKind::Int, Some("2"), "Process names with a record of their own per aggregated flow; the others share one record with process_name \"*\" (Calico's FlowLogsFilePerFlowProcessLimit)."),
     PropSpec::new("process_args_limit", PropKind::Int, Some("5"), "Most argument strings listed in process_args when a record covers several processes (Calico's FlowLogsFilePerFlowProcessArgsLimit)."),
@@ -516,7 +516,29 @@ fn sampler(
         tcp,
         interval,
     };
-    let mut s = Sampler::open(opts, Arc::from(ctx.instance)).map_err(|e| {
+    let counters = sockets::Counters {
+        dumps: ctx.metrics.counter(
+            "agent_flow_aggregate_sockdiag_dumps_total",
+            "sock_diag dumps of the local sockets (include_process/include_tcp_stats).",
+            ctx.instance,
+        ),
+        errors: ctx.metrics.counter(
+            "agent_flow_aggregate_sockdiag_errors_total",
+            "sock_diag dumps that failed (no new process or TCP data until the next one).",
+            ctx.instance,
+        ),
+        scans: ctx.metrics.counter(
+            "agent_flow_aggregate_process_scans_total",
+            "Scans of /proc/*/fd for the processes of sockets not known yet (at most one per sample_interval).",
+            ctx.instance,
+        ),
+        misses: ctx.metrics.counter(
+            "agent_flow_aggregate_process_misses_total",
+            "Local sockets of flows whose process was not found (gone, or not scanned yet).",
+            ctx.instance,
+        ),
+    };
+    let s = Sampler::open(opts, Arc::from(ctx.instance), counters).map_err(|e| {
         let key = if props.is_set("netns") {
             "netns"
         } else if process {
@@ -526,26 +548,6 @@ fn sampler(
         };
         props.error(key, format!("a sock_diag socket that opens ({e})"))
     })?;
-    s.dumps = ctx.metrics.counter(
-        "agent_flow_aggregate_sockdiag_dumps_total",
-        "sock_diag dumps of the local sockets (include_process/include_tcp_stats).",
-        ctx.instance,
-    );
-    s.errors = ctx.metrics.counter(
-        "agent_flow_aggregate_sockdiag_errors_total",
-        "sock_diag dumps that failed (no process or TCP data until the next one).",
-        ctx.instance,
-    );
-    s.scans = ctx.metrics.counter(
-        "agent_flow_aggregate_process_scans_total",
-        "Scans of /proc/*/fd for the processes of sockets not known yet (at most one per sample_interval).",
-        ctx.instance,
-    );
-    s.misses = ctx.metrics.counter(
-        "agent_flow_aggregate_process_misses_total",
-        "Local sockets of flows whose process was not found (gone, or not scanned yet).",
-        ctx.instance,
-    );
     Ok(Some(s))
 }
 
@@ -843,7 +845,7 @@ impl Filter for FlowAggregateFilter {
             match update(r) {
                 Some(mut u) => {
                     if let Some(s) = sampler.as_mut().filter(|_| u.kind == Kind::Conntrack) {
-                        u.sockets = s.annotate(r, now);
+                        u.sockets = s.annotate(r);
                     }
                     agg.add(&u, eps, any_local);
                     false
