@@ -109,7 +109,7 @@ impl ApiError {
             ApiError::Connect(_) | ApiError::Timeout => "check kube_url and that the API server is reachable from this node",
             ApiError::Tls(_) => "check kube_ca_file/kube_ca_path (or tls.verify)",
             ApiError::Status(401, _) => "the token in kube_token_file is not accepted: check the service account token mount",
-            ApiError::Status(403, _) => "grant the service account the verbs get, list and watch on pods and namespaces (ClusterRole)",
+            ApiError::Status(403, _) => "grant the service account get, list and watch on what it reads (ClusterRole): pods and namespaces; services and discovery.k8s.io endpointslices for flow logs",
             ApiError::Status(_, _) => "check kube_url",
             ApiError::TooLarge(_) => "raise buffer_size (0 = no limit)",
             ApiError::BadBody(_) => "check that kube_url is the Kubernetes API server (or the kubelet with use_kubelet)",

@@ -40,7 +40,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("include_policies", PropKind::Bool, Some("false"), "Write the policies NFLOG named (policies.all_policies, enforced_policies, pending_policies) and split a flow per policy trace; null otherwise, as Calico's FlowLogsFileIncludePolicies."),
     PropSpec::new("include_service", PropKind::Bool, Some("false"), "Write the destination's Kubernetes service (dest_service_*) from the services in endpoints_file; '-' otherwise, as Calico's FlowLogsFileIncludeService."),
     PropSpec::new("nat_outgoing_port_limit", PropKind::Int, Some("3"), "Most source-NAT ports listed in nat_outgoing_ports per flow log (Calico's FlowLogsFileNatOutgoingPortLimit)."),
-    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoints (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
+    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoint slices (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
     PropSpec::new("kube_url", PropKind::Str, Some("https://kubernetes.default.svc"), "Kubernetes API server URL (with kubernetes on)."),
     PropSpec::new("kube_ca_file", PropKind::Str, Some(KUBE_CA), "CA certificate file of the API server."),
     PropSpec::new("kube_ca_path", PropKind::Str, None, "Directory of CA certificates of the API server."),
@@ -77,13 +77,13 @@ struct EndpointsSource {
     modified: Option<SystemTime>,
 }
 
-/// The cluster's pods, services and endpoints, watched (`kubernetes on`).
+/// The cluster's pods, services and endpoint slices, watched (`kubernetes on`).
 struct KubeSource {
     /// Where and how many; the watches start at the first tick (not in a dry run).
     conf: ClientConf,
     max: usize,
     who: String,
-    /// Pods, services, endpoints.
+    /// Pods, services, endpoint slices.
     stores: Vec<Arc<Store>>,
     /// Their generations when the table was last built.
     seen: Vec<u64>,
@@ -122,9 +122,37 @@ fn trim_service(v: &serde_json::Value) -> serde_json::Value {
     )
 }
 
-fn trim_endpoints(v: &serde_json::Value) -> serde_json::Value {
-    watch::keep(v, &["metadata.name", "metadata.namespace", "subsets"])
+fn trim_slice(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.labels",
+            "endpoints",
+            "ports",
+        ],
+    )
 }
+
+/// What flow logs watch: pods (workloads), services and their endpoint slices.
+const KINDS: [watch::Kind; 3] = [
+    watch::Kind {
+        name: "pods",
+        path: "/api/v1/pods",
+        trim: trim_pod,
+    },
+    watch::Kind {
+        name: "services",
+        path: "/api/v1/services",
+        trim: trim_service,
+    },
+    watch::Kind {
+        name: "endpointslices",
+        path: "/apis/discovery.k8s.io/v1/endpointslices",
+        trim: trim_slice,
+    },
+];
 
 struct FlowAggregateFilter {
     agg: Aggregator,
@@ -700,8 +728,8 @@ impl FlowAggregateFilter {
                 .iter()
                 .map(|v| v.iter().map(|a| &**a).collect())
                 .collect();
-            if let [pods, services, endpoints] = &refs[..] {
-                eps.add_kubernetes(pods, services, endpoints, &k.node);
+            if let [pods, services, slices] = &refs[..] {
+                eps.add_kubernetes(pods, services, &[], slices, &k.node);
             }
             waiting = !k.synced;
         }
@@ -712,16 +740,7 @@ impl FlowAggregateFilter {
     fn kube_check(&mut self, now: Instant) {
         let Some(k) = &mut self.kube else { return };
         if k.stores.is_empty() {
-            k.stores = watch::spawn(
-                k.conf.clone(),
-                &[
-                    ("pods", trim_pod as watch::Trim),
-                    ("services", trim_service),
-                    ("endpoints", trim_endpoints),
-                ],
-                k.max,
-                k.who.clone(),
-            );
+            k.stores = watch::spawn(k.conf.clone(), &KINDS, k.max, k.who.clone());
             k.seen = vec![0; k.stores.len()];
         }
         if k.checked
