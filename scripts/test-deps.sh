@@ -11,6 +11,10 @@ missing_debian() {
     command -v nft >/dev/null || need+=(nftables)
     command -v conntrack >/dev/null || need+=(conntrack)
     command -v ip >/dev/null || need+=(iproute2)
+    # flowlogs_sockdiag: ss (iproute2) reads tcp_info independently; python3 runs the
+    # client, server and the delaying TUN wire
+    command -v ss >/dev/null || need+=(iproute2)
+    command -v python3 >/dev/null || need+=(python3)
     # the dest_domains test's resolver in a namespace (the binary only, no service)
     command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
     # the monitoring tests check the Prometheus text with promtool and a real Prometheus

@@ -13,6 +13,8 @@
 //! - [`net`] is what networked plugins share: the `net.*`/`tls.*` tables, socket options,
 //!   rustls, the per-output connection pool (`net::upstream`) and the listener of server
 //!   inputs (`net::downstream`); [`forward`] the Fluentd Forward protocol, sans-IO.
+//! - [`sockdiag`] lists local sockets (sock_diag, with `tcp_info`) and their processes
+//!   (`/proc`), for `flow_aggregate`'s process and TCP fields; it knows no plugin.
 
 pub mod app;
 pub mod cli;
@@ -28,3 +30,4 @@ pub mod net;
 pub mod parser;
 pub mod pipeline;
 pub mod plugins;
+pub mod sockdiag;

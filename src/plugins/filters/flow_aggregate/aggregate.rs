@@ -2,12 +2,13 @@
 //! out at each flush. Keys per level, counting, verdicts and calibration follow Calico
 //! Enterprise's felix/collector/flowlog (shared/spec/flows.md §2.3–2.5).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::domains::{self, DnsCache};
 use super::endpoints::{Endpoint, Endpoints, Service};
+use super::sockets::{LocalSockets, ProcStats};
 use crate::event::{EventTime, Map, Record, Str, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +94,8 @@ pub struct Update {
     pub nat_port: u16,
     /// The destination before DNAT (a service's cluster IP and port), when DNAT'd.
     pub pre_dnat: Option<(IpAddr, u16)>,
+    /// The local sockets of both ends (include_process/include_tcp_stats).
+    pub sockets: LocalSockets,
 }
 
 /// What the filter's options ask of every record.
@@ -105,6 +108,12 @@ pub struct Options {
     pub include_policies: bool,
     pub include_service: bool,
     pub nat_port_limit: usize,
+    /// One record per process name, up to `process_limit` (Calico's
+    /// FlowLogsFilePerFlowProcessLimit, 2), then one "*" record; `process_args_limit`
+    /// (…ProcessArgsLimit, 5) argument strings at most.
+    pub include_process: bool,
+    pub process_limit: usize,
+    pub process_args_limit: usize,
 }
 
 impl Default for Options {
@@ -117,6 +126,9 @@ impl Default for Options {
             include_policies: false,
             include_service: false,
             nat_port_limit: 3,
+            include_process: false,
+            process_limit: 2,
+            process_args_limit: 5,
         }
     }
 }
@@ -134,6 +146,8 @@ struct Key {
     service: Option<Arc<Service>>,
     action: Action,
     reporter: Reporter,
+    /// Calico splits an aggregated flow per process name ("-": not included/unknown).
+    process: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -163,6 +177,8 @@ struct Entry {
     /// Labels and traces are reset by the first update after a flush (an idle entry
     /// carried over keeps showing the last ones), as Calico's `resetAggrData`.
     reset: bool,
+    /// Processes and TCP statistics of its local sockets.
+    proc: ProcStats,
     /// Updated since the last flush.
     touched: bool,
 }
@@ -248,6 +264,9 @@ pub struct Aggregator {
     host: Value,
     keys: Vec<Str>,
     dash: Value,
+    no_process: Arc<str>,
+    /// Orders an entry's process name by first appearance (who is within process_limit).
+    seq: u64,
     /// Names of addresses learnt from DNS answers, for `dest_domains`.
     pub dns: DnsCache,
 }
@@ -399,6 +418,8 @@ impl Aggregator {
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
             dash: str_value("-"),
+            no_process: Arc::from("-"),
+            seq: 0,
             dns: DnsCache::new(100_000, 5, std::time::Duration::ZERO),
         }
     }
@@ -502,6 +523,10 @@ impl Aggregator {
             _ => self.opts.level_allowed,
         };
         let ports = |p: u16| u.has_ports.then_some(p);
+        let process = match local_socket(u, reporter).and_then(|l| l.process.as_ref()) {
+            Some(p) if self.opts.include_process => p.name.clone(),
+            _ => self.no_process.clone(),
+        };
         Key {
             src_ip: (level < 2).then_some(u.conn.src),
             dst_ip: (level < 2).then_some(u.conn.dst),
@@ -531,6 +556,7 @@ impl Aggregator {
             }),
             action,
             reporter,
+            process,
         }
     }
 
@@ -577,12 +603,20 @@ impl Aggregator {
             self.overflow += 1;
             return;
         }
-        let e = self.entries.entry(key).or_default();
+        self.seq += 1;
+        let seq = self.seq;
+        let e = self.entries.entry(key).or_insert_with(|| Entry {
+            proc: ProcStats::new(seq),
+            ..Entry::default()
+        });
         e.touched = true;
         if std::mem::take(&mut e.reset) {
             e.src_labels = None;
             e.dst_labels = None;
             e.traces.clear();
+        }
+        if let Some(l) = local_socket(u, reporter) {
+            e.proc.add(l, self.opts.include_process);
         }
         // Egress (src) sends the original direction; ingress (dst) receives it.
         let (p_out, b_out, p_in, b_in) = match reporter {
@@ -672,21 +706,47 @@ impl Aggregator {
                     b.action,
                     b.reporter as u8,
                 ))
+                .then_with(|| self.entries[*a].proc.seq.cmp(&self.entries[*b].proc.seq))
         });
+        // Per flow, the first process_limit process names (by first appearance) get a
+        // record each, the others one "*" record together (Calico's
+        // toFlowProcessReportedStats).
+        let mut named: HashMap<Key, usize> = HashMap::new();
+        let mut rest: Vec<(Key, Entry, u64)> = Vec::new();
         for k in keys {
             let e = &self.entries[k];
-            if self.opts.include_policies && e.traces.len() > 1 {
-                // Calico splits a flow seen under several policy traces into one record
-                // per trace, each with the flow's counters.
-                for (i, t) in e.traces.iter().enumerate() {
-                    out.push(self.record(k, e, Some(t), start, end, time));
-                    self.copies.push(i > 0);
+            if self.opts.include_process && &*k.process != "-" {
+                let mut flow = k.clone();
+                flow.process = Arc::from("*");
+                let n = named.entry(flow.clone()).or_insert(0);
+                *n += 1;
+                if *n > self.opts.process_limit {
+                    match rest.iter_mut().find(|(f, _, _)| *f == flow) {
+                        Some((_, agg, names)) => {
+                            merge(agg, e);
+                            *names += 1;
+                        }
+                        None => {
+                            let mut agg = Entry::default();
+                            merge(&mut agg, e);
+                            rest.push((flow, agg, 1));
+                        }
+                    }
+                    continue;
                 }
-            } else {
-                out.push(self.record(k, e, e.traces.first(), start, end, time));
-                self.copies.push(false);
+            }
+            for (r, copy) in self.records(k, e, 1, start, end, time) {
+                out.push(r);
+                self.copies.push(copy);
             }
         }
+        for (k, e, names) in &rest {
+            for (r, copy) in self.records(k, e, *names, start, end, time) {
+                out.push(r);
+                self.copies.push(copy);
+            }
+        }
+        self.hand_over_to_processes();
         self.entries.retain(|_, e| e.has_active());
         for e in self.entries.values_mut() {
             e.conns.retain(|_, c| c.active);
@@ -705,6 +765,7 @@ impl Aggregator {
                 dst_labels: e.dst_labels.take(),
                 traces: std::mem::take(&mut e.traces),
                 reset: true,
+                proc: e.proc.next_interval(),
                 ..Entry::default()
             };
         }
@@ -713,6 +774,59 @@ impl Aggregator {
         let now = self.interval;
         self.verdicts.retain(|_, v| v.seen + 2 > now);
         out
+    }
+
+    /// An entry's records: one, or one per policy trace when policies are included
+    /// (Calico splits a flow seen under several traces, each record with the flow's
+    /// counters; the repeats are marked as copies).
+    fn records(
+        &self,
+        k: &Key,
+        e: &Entry,
+        names: u64,
+        start: i64,
+        end: i64,
+        time: EventTime,
+    ) -> Vec<(Record, bool)> {
+        if self.opts.include_policies && e.traces.len() > 1 {
+            e.traces
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (self.record(k, e, Some(t), names, start, end, time), i > 0))
+                .collect()
+        } else {
+            vec![(
+                self.record(k, e, e.traces.first(), names, start, end, time),
+                false,
+            )]
+        }
+    }
+
+    /// A connection whose process was found after its first updates (under "-") is
+    /// carried on by its process' entry only, not also by "-". Once per flush, not per
+    /// update.
+    fn hand_over_to_processes(&mut self) {
+        if !self.opts.include_process {
+            return;
+        }
+        let mut named: HashMap<Key, HashSet<Conn>> = HashMap::new();
+        for (k, e) in &self.entries {
+            if &*k.process != "-" && e.has_active() {
+                let mut unknown = k.clone();
+                unknown.process = self.no_process.clone();
+                let active = e.conns.iter().filter(|(_, c)| c.active).map(|(c, _)| *c);
+                named.entry(unknown).or_default().extend(active);
+            }
+        }
+        for (k, e) in self.entries.iter_mut() {
+            if let Some(conns) = named.get(k) {
+                for (c, state) in e.conns.iter_mut() {
+                    if conns.contains(c) {
+                        state.active = false;
+                    }
+                }
+            }
+        }
     }
 
     /// Up to `nat_port_limit` SNAT ports, from active then completed connections, sorted.
@@ -732,15 +846,22 @@ impl Aggregator {
         Value::Array(ports.into_iter().map(|p| Value::UInt(p as u64)).collect())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         k: &Key,
         e: &Entry,
         trace: Option<&Trace>,
+        names: u64,
         start: i64,
         end: i64,
         time: EventTime,
     ) -> Record {
+        let [p_name, p_names, p_id, p_ids, p_args, p_nargs] =
+            e.proc
+                .values(&k.process, names, self.opts.process_args_limit);
+        let [t_cwnd, t_cwnd_min, t_srtt, t_srtt_max, t_min_rtt, t_min_rtt_max, t_mss, t_mss_min, t_retrans, t_lost, t_rto] =
+            e.proc.tcp.values();
         let opt_ip = |ip: Option<IpAddr>| ip.map_or(Value::Nil, |ip| str_value(&ip.to_string()));
         let opt_port = |p: Option<u16>| p.map_or(Value::Nil, |p| Value::UInt(p as u64));
         let proto = proto_name(k.proto).map_or_else(|| k.proto.to_string(), str::to_string);
@@ -805,32 +926,71 @@ impl Aggregator {
             Value::UInt(e.packets_out),
             zero.clone(),
             zero.clone(),
-            // Process information (off): Calico's "not included" values.
-            self.dash.clone(),
-            zero.clone(),
-            self.dash.clone(),
-            zero.clone(),
-            Value::Array(vec![self.dash.clone()]),
-            zero.clone(),
+            // Processes (include_process; else Calico's "not included" values).
+            p_name,
+            p_names,
+            p_id,
+            p_ids,
+            p_args,
+            p_nargs,
             Value::Nil,
-            zero.clone(),
-            // TCP socket statistics (off).
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
-            zero.clone(),
             zero,
+            // TCP socket statistics (include_tcp_stats; else 0).
+            t_cwnd,
+            t_cwnd_min,
+            t_srtt,
+            t_srtt_max,
+            t_min_rtt,
+            t_min_rtt_max,
+            t_mss,
+            t_mss_min,
+            t_retrans,
+            t_lost,
+            t_rto,
             self.host.clone(),
         ];
         let body: Map = self.keys.iter().cloned().zip(values).collect();
         Record::new(time, body)
     }
+}
+
+/// The local socket of an update's reporting side (src: the client's, dst: the
+/// server's).
+fn local_socket(u: &Update, reporter: Reporter) -> Option<&super::sockets::Side> {
+    match reporter {
+        Reporter::Src => u.sockets.src.as_ref(),
+        Reporter::Dst => u.sockets.dst.as_ref(),
+    }
+}
+
+/// Adds `e` into `into` (the "*" record of process names past process_limit): Calico's
+/// FlowReportedStats.Add and FlowReportedTCPStats.Add.
+fn merge(into: &mut Entry, e: &Entry) {
+    into.bytes_in += e.bytes_in;
+    into.bytes_out += e.bytes_out;
+    into.packets_in += e.packets_in;
+    into.packets_out += e.packets_out;
+    into.conns.extend(e.conns.iter().map(|(c, s)| (*c, *s)));
+    for (acc, l) in [
+        (&mut into.src_labels, &e.src_labels),
+        (&mut into.dst_labels, &e.dst_labels),
+    ] {
+        if let Some(l) = l {
+            intersect(acc, l);
+        }
+    }
+    for t in &e.traces {
+        if !into.traces.contains(t) {
+            into.traces.push(t.clone());
+        }
+    }
+    // The flow's destination is the same for all its processes: the same names.
+    for d in &e.domains {
+        if !into.domains.contains(d) {
+            into.domains.push(d.clone());
+        }
+    }
+    into.proc.merge(&e.proc);
 }
 
 #[cfg(test)]
@@ -920,6 +1080,7 @@ mod tests {
             kind: Kind::Conntrack,
             nat_port: 0,
             pre_dnat: None,
+            sockets: LocalSockets::default(),
         }
     }
 
@@ -1521,5 +1682,122 @@ mod tests {
             );
         }
         assert_eq!((a.len(), a.overflow), (2, 3));
+    }
+
+    fn with_process(mut u: Update, pid: u32, name: &str, srtt: u64, retrans: u64) -> Update {
+        use super::super::sockets::{Side, TcpSample};
+        use crate::sockdiag::process::Process;
+        u.sockets.src = Some(Side {
+            process: Some(Arc::new(Process {
+                pid,
+                name: Arc::from(name),
+                args: Arc::from(format!("--id {pid}")),
+            })),
+            tcp: Some(TcpSample {
+                cwnd: 10,
+                srtt,
+                min_rtt: srtt,
+                mss: 1448,
+                retrans,
+                lost: 0,
+                unrecovered_rto: 0,
+            }),
+        });
+        u
+    }
+
+    /// include_process: one record per process name within an aggregated flow, up to
+    /// process_limit, then one "*" record for the rest; a connection first seen without
+    /// its process moves to its process' record; TCP stats stay with their process.
+    #[test]
+    fn records_split_per_process_name_up_to_the_limit() {
+        let e = eps();
+        let mut a = Aggregator::new(
+            Options {
+                include_process: true,
+                ..Options::default()
+            },
+            "h",
+            0,
+        );
+        let c = |sport| update("10.0.0.1", sport, "10.0.0.3", 80, 100, 100, false);
+        a.add(&c(1), &e, true); // process not known yet
+        a.add(&with_process(c(1), 10, "curl", 1000, 1), &e, true);
+        a.add(&with_process(c(2), 11, "curl", 3000, 0), &e, true);
+        a.add(&with_process(c(3), 20, "wget", 500, 0), &e, true);
+        a.add(&with_process(c(4), 30, "nc", 500, 0), &e, true);
+        a.add(&with_process(c(5), 40, "python3", 500, 2), &e, true);
+        let recs = a.flush(1, EventTime::default());
+        let by = |n: &str| {
+            recs.iter()
+                .find(|r| get(r, "process_name") == &s(n))
+                .unwrap()
+        };
+        assert_eq!(
+            recs.len(),
+            4,
+            "-, curl, wget, and * for nc+python3: {recs:#?}"
+        );
+        let dash = by("-");
+        assert_eq!(get(dash, "num_process_names"), &Value::UInt(0));
+        assert_eq!(get(dash, "tcp_mean_smooth_rtt"), &Value::UInt(0));
+        let curl = by("curl");
+        assert_eq!(get(curl, "process_id"), &s("*"));
+        assert_eq!(get(curl, "num_process_ids"), &Value::UInt(2));
+        assert_eq!(get(curl, "num_flows"), &Value::UInt(2));
+        assert_eq!(get(curl, "bytes_out"), &Value::UInt(200));
+        assert_eq!(get(curl, "tcp_mean_smooth_rtt"), &Value::UInt(2000));
+        assert_eq!(get(curl, "tcp_max_smooth_rtt"), &Value::UInt(3000));
+        assert_eq!(get(curl, "tcp_total_retransmissions"), &Value::UInt(1));
+        assert_eq!(get(curl, "tcp_min_mss"), &Value::UInt(1448));
+        let wget = by("wget");
+        assert_eq!(get(wget, "process_id"), &s("20"));
+        assert_eq!(get(wget, "process_args"), &Value::Array(vec![s("--id 20")]));
+        let rest = by("*");
+        assert_eq!(get(rest, "num_process_names"), &Value::UInt(2));
+        assert_eq!(get(rest, "process_id"), &s("*"));
+        assert_eq!(get(rest, "num_process_ids"), &Value::UInt(2));
+        assert_eq!(get(rest, "num_flows"), &Value::UInt(2));
+        assert_eq!(get(rest, "tcp_total_retransmissions"), &Value::UInt(2));
+        // Next interval: connection 1 is carried by curl only, not by "-".
+        let next = a.flush(2, EventTime::default());
+        assert!(
+            next.iter().all(|r| get(r, "process_name") != &s("-")),
+            "{next:#?}"
+        );
+    }
+
+    /// Off (the default): process fields carry Calico's "not included" values and TCP
+    /// stats still aggregate (include_tcp_stats alone).
+    #[test]
+    fn without_include_process_one_record_with_calicos_off_values() {
+        let e = eps();
+        let mut a = Aggregator::new(Options::default(), "h", 0);
+        let c = |sport| update("10.0.0.1", sport, "10.0.0.3", 80, 100, 100, false);
+        a.add(&with_process(c(1), 10, "curl", 1000, 1), &e, true);
+        a.add(&with_process(c(2), 20, "wget", 3000, 2), &e, true);
+        let recs = a.flush(1, EventTime::default());
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(
+            [
+                get(r, "process_name"),
+                get(r, "num_process_names"),
+                get(r, "process_id"),
+                get(r, "num_process_ids"),
+                get(r, "process_args"),
+                get(r, "num_process_args"),
+            ],
+            [
+                &s("-"),
+                &Value::UInt(0),
+                &s("-"),
+                &Value::UInt(0),
+                &Value::Array(vec![s("-")]),
+                &Value::UInt(0)
+            ]
+        );
+        assert_eq!(get(r, "tcp_mean_smooth_rtt"), &Value::UInt(2000));
+        assert_eq!(get(r, "tcp_total_retransmissions"), &Value::UInt(3));
     }
 }

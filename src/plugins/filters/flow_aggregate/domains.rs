@@ -489,6 +489,7 @@ mod tests {
             kind: Kind::Conntrack,
             nat_port: 0,
             pre_dnat: None,
+            sockets: Default::default(),
         };
         agg.add(&flow("192.0.2.7", 443, false), &eps, true);
         agg.add(&flow("192.0.2.99", 8443, true), &eps, true);
@@ -549,6 +550,7 @@ mod tests {
                 kind: Kind::Conntrack,
                 nat_port: 0,
                 pre_dnat: None,
+                sockets: Default::default(),
             })
             .collect();
         let run = |cache: DnsCache| {

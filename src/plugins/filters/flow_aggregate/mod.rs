@@ -6,6 +6,7 @@
 mod aggregate;
 mod domains;
 mod endpoints;
+mod sockets;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
 use domains::DnsCache;
 use endpoints::{parse_cidr, Endpoints};
+use sockets::{LocalSockets, Sampler};
 
 #[rustfmt::skip]
 const PROPS: &[PropSpec] = &[
@@ -53,6 +55,12 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("dns_cache_max", PropKind::Int, Some("100000"), "Most addresses (and CNAME targets) the DNS cache holds for dest_domains; answers for more are counted in agent_flow_aggregate_dns_overflow_total and dropped."),
     PropSpec::new("dns_extra_ttl", PropKind::Time, Some("0s"), "Added to each DNS answer's TTL (itself at least 2s) before its name is forgotten (Calico's DNSExtraTTL)."),
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
+    PropSpec::new("include_process", PropKind::Bool, Some("false"), "Name the process of a flow's local socket (process_name, process_id, process_args): sockets listed with sock_diag each sample_interval, their processes found through /proc; one record per process name, as Calico's flowLogsCollectProcessInfo."),
+    PropSpec::new("include_tcp_stats", PropKind::Bool, Some("false"), "TCP statistics of a flow's local sockets (tcp_* fields: RTT, MSS, congestion window, retransmissions) from sock_diag's tcp_info, sampled each sample_interval (Calico's flowLogsCollectTcpStats)."),
+    PropSpec::new("sample_interval", PropKind::Time, Some("5s"), "How often the local sockets are listed for include_process/include_tcp_stats (one sock_diag dump per interval, by a thread of its own; at least 100ms)."),
+    PropSpec::new("netns", PropKind::Str, None, "List the sockets of the network namespace at this path (as the conntrack input's netns) instead of the agent's own."),
+    PropSpec::new("process_limit", PropKind::Int, Some("2"), "Process names with a record of their own per aggregated flow; the others share one record with process_name \"*\" (Calico's FlowLogsFilePerFlowProcessLimit)."),
+    PropSpec::new("process_args_limit", PropKind::Int, Some("5"), "Most argument strings listed in process_args when a record covers several processes (Calico's FlowLogsFilePerFlowProcessArgsLimit)."),
 ];
 
 pub static PLUGIN: FilterPlugin = FilterPlugin {
@@ -171,6 +179,8 @@ struct FlowAggregateFilter {
     dns_addresses: Arc<AtomicU64>,
     /// `metrics_tag`: flow metrics, when asked for.
     flow_metrics: Option<FlowMetrics>,
+    /// include_process/include_tcp_stats: none (no sock_diag socket) when both are off.
+    sampler: Option<Sampler>,
 }
 
 /// The labels of a flow metric series, in [`SERIES_LABELS`] order.
@@ -337,7 +347,17 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         include_policies: props.bool("include_policies").unwrap_or(false),
         include_service: props.bool("include_service").unwrap_or(false),
         nat_port_limit: nat_port_limit as usize,
+        include_process: props.bool("include_process").unwrap_or(false),
+        process_limit: match props.int("process_limit").unwrap_or(2) {
+            n @ 1.. => n as usize,
+            _ => return Err(props.error("process_limit", "a number of process names >= 1")),
+        },
+        process_args_limit: match props.int("process_args_limit").unwrap_or(5) {
+            n @ 1.. => n as usize,
+            _ => return Err(props.error("process_args_limit", "a number of arguments >= 1")),
+        },
     };
+    let sampler = sampler(props, ctx, opts.include_process)?;
     let mut agg = Aggregator::new(opts, &node, unix_now());
     let limit = props.int("dest_domains_limit").unwrap_or(5);
     if !(1..=1000).contains(&limit) {
@@ -407,6 +427,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
                 })
             }
         },
+        sampler,
     };
     if props.is_set("endpoints_file") {
         let path = PathBuf::from(props.str("endpoints_file").unwrap_or_default());
@@ -492,6 +513,70 @@ fn jittered(interval: Duration, percent: u32) -> Duration {
     }
     let max = interval.as_millis() as u64 * percent as u64 / 100;
     interval + Duration::from_millis(fastrand::u64(0..=max))
+}
+
+/// The socket sampler when include_process or include_tcp_stats is on.
+fn sampler(
+    props: &Props,
+    ctx: &BuildContext,
+    process: bool,
+) -> Result<Option<Sampler>, ConfigError> {
+    let tcp = props.bool("include_tcp_stats").unwrap_or(false);
+    if !process && !tcp {
+        return Ok(None);
+    }
+    let interval = props
+        .time("sample_interval")
+        .unwrap_or(Duration::from_secs(5));
+    if interval < Duration::from_millis(100) {
+        return Err(props.error("sample_interval", "an interval of at least 100ms"));
+    }
+    let netns = props
+        .str("netns")
+        .filter(|_| props.is_set("netns"))
+        .map(PathBuf::from);
+    if let Some(p) = netns.as_ref().filter(|p| !p.exists()) {
+        return Err(props.error("netns", format!("the path of a network namespace ({} does not exist; `ip netns add NAME` creates /var/run/netns/NAME)", p.display())));
+    }
+    let opts = sockets::Options {
+        netns,
+        process,
+        tcp,
+        interval,
+    };
+    let counters = sockets::Counters {
+        dumps: ctx.metrics.counter(
+            "agent_flow_aggregate_sockdiag_dumps_total",
+            "sock_diag dumps of the local sockets (include_process/include_tcp_stats).",
+            ctx.instance,
+        ),
+        errors: ctx.metrics.counter(
+            "agent_flow_aggregate_sockdiag_errors_total",
+            "sock_diag dumps that failed (no new process or TCP data until the next one).",
+            ctx.instance,
+        ),
+        scans: ctx.metrics.counter(
+            "agent_flow_aggregate_process_scans_total",
+            "Scans of /proc/*/fd for the processes of sockets not known yet (at most one per sample_interval).",
+            ctx.instance,
+        ),
+        misses: ctx.metrics.counter(
+            "agent_flow_aggregate_process_misses_total",
+            "Local sockets of flows whose process was not found (gone, or not scanned yet).",
+            ctx.instance,
+        ),
+    };
+    let s = Sampler::open(opts, Arc::from(ctx.instance), counters).map_err(|e| {
+        let key = if props.is_set("netns") {
+            "netns"
+        } else if process {
+            "include_process"
+        } else {
+            "include_tcp_stats"
+        };
+        props.error(key, format!("a sock_diag socket that opens ({e})"))
+    })?;
+    Ok(Some(s))
 }
 
 fn modified(p: &std::path::Path) -> Option<SystemTime> {
@@ -586,6 +671,7 @@ fn update(r: &Record) -> Option<Update> {
             },
             nat_port: 0,
             pre_dnat: None,
+            sockets: LocalSockets::default(),
         });
     }
     if !matches!(event, "new" | "update" | "sample" | "destroy") {
@@ -626,6 +712,7 @@ fn update(r: &Record) -> Option<Update> {
         kind: Kind::Conntrack,
         nat_port,
         pre_dnat,
+        sockets: LocalSockets::default(),
     })
 }
 
@@ -768,13 +855,17 @@ impl Filter for FlowAggregateFilter {
         let before = records.len();
         let (agg, eps, any_local) = (&mut self.agg, &self.endpoints, self.any_local);
         agg.dns.set_now(now);
+        let sampler = &mut self.sampler;
         records.retain(|r| {
             if let Some(answers) = domains::answers(r) {
                 agg.dns.learn(answers);
                 return false;
             }
             match update(r) {
-                Some(u) => {
+                Some(mut u) => {
+                    if let Some(s) = sampler.as_mut().filter(|_| u.kind == Kind::Conntrack) {
+                        u.sockets = s.annotate(r);
+                    }
                     agg.add(&u, eps, any_local);
                     false
                 }
@@ -887,6 +978,7 @@ mod tests {
             dns_overflow: Arc::default(),
             dns_addresses: Arc::default(),
             flow_metrics: None,
+            sampler: None,
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         f.reload_if_changed();
