@@ -15,6 +15,7 @@
 //!   inputs (`net::downstream`); [`forward`] the Fluentd Forward protocol, sans-IO.
 
 pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod event;
