@@ -224,6 +224,23 @@ impl Signer {
                 .0
         };
         instructions.apply_to_request_http1x(req);
+        // Fluent Bit's order: x-amz-date, x-amz-security-token, x-amz-content-sha256,
+        // then Authorization last (HeaderMap::remove would reorder: rebuild instead).
+        let old = std::mem::take(req.headers_mut());
+        let mut auth = None;
+        let mut last: Option<hyper::header::HeaderName> = None;
+        for (name, value) in old {
+            let name = name.or_else(|| last.clone()).expect("a first header has its name");
+            last = Some(name.clone());
+            if name == hyper::header::AUTHORIZATION {
+                auth = Some(value);
+            } else {
+                req.headers_mut().append(name, value);
+            }
+        }
+        if let Some(auth) = auth {
+            req.headers_mut().append(hyper::header::AUTHORIZATION, auth);
+        }
         Ok(())
     }
 }
