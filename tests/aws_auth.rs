@@ -216,3 +216,65 @@ fn no_credentials_sends_nothing_and_says_what_was_tried() {
         assert!(o.stderr.contains(tried), "{tried}: {}", o.stderr);
     }
 }
+
+/// The config file's `credential_process` (Fluent Bit reads it before the credentials
+/// file): its JSON credentials, session token included, sign the request.
+#[test]
+fn credential_process_of_the_config_file_is_used() {
+    let sink = HttpSink::start();
+    let home = Dir::new();
+    let json = r#"{"Version":1,"AccessKeyId":"AKIDPROC","SecretAccessKey":"proc/secret","SessionToken":"PROCTOKEN","Expiration":"2099-01-01T00:00:00Z"}"#;
+    let config = home.file(
+        "aws-config",
+        &format!("[profile other]\naws_access_key_id = NOPE\n\n[profile proc]\ncredential_process = echo '{json}'\n"),
+    );
+    home.file("credentials", "[proc]\naws_access_key_id = AKIDFILE\naws_secret_access_key = filesecret\n");
+    let agent = Agent::start_with_env(
+        &random_to_http(sink.port(), "    aws_profile proc\n"),
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", home.path().join("credentials").to_str().unwrap()),
+        ],
+    );
+    let reqs = sink.wait(T, "a signed request", |r| !r.is_empty());
+    agent.stop(T);
+    verify(&reqs[0].raw, "AKIDPROC", "proc/secret", Some("PROCTOKEN"), "ap-south-1", "execute-api");
+}
+
+/// EKS web identity: `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` → an unsigned STS
+/// `AssumeRoleWithWebIdentity` carrying the token (at `aws_sts_endpoint`), whose
+/// credentials sign the request; environment keys, when set, come first.
+#[test]
+fn web_identity_credentials_are_used() {
+    let sts = HttpSink::scripted(|_, _| {
+        Answer::ok().body(
+            "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+             <AssumeRoleWithWebIdentityResult><Credentials><SessionToken>WEBTOKEN</SessionToken>\
+             <SecretAccessKey>web/secret</SecretAccessKey><Expiration>2099-01-01T00:00:00Z</Expiration>\
+             <AccessKeyId>ASIAWEB</AccessKeyId></Credentials></AssumeRoleWithWebIdentityResult>\
+             </AssumeRoleWithWebIdentityResponse>",
+        )
+    });
+    let sink = HttpSink::start();
+    let home = Dir::new();
+    let token = home.file("token", "eyJhbGciOi.eyJzdWIiOi.sig\n");
+    let agent = Agent::start_with_env(
+        &random_to_http(
+            sink.port(),
+            &format!("    aws_sts_endpoint http://127.0.0.1:{}\n", sts.port()),
+        ),
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+        ],
+    );
+    let reqs = sink.wait(T, "a signed request", |r| !r.is_empty());
+    agent.stop(T);
+    let call = &sts.reqs()[0];
+    assert!(call.line.starts_with("GET /?Version=2011-06-15&Action=AssumeRoleWithWebIdentity&"), "{}", call.line);
+    assert!(call.line.contains("&WebIdentityToken=eyJhbGciOi.eyJzdWIiOi.sig "), "{}", call.line);
+    assert!(call.header("authorization").is_none(), "AssumeRoleWithWebIdentity is unsigned");
+    verify(&reqs[0].raw, "ASIAWEB", "web/secret", Some("WEBTOKEN"), "ap-south-1", "execute-api");
+}

@@ -2,9 +2,11 @@
 //! chain", src/aws/flb_aws_credentials.c):
 //!
 //! 1. environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`;
-//! 2. the shared files: `AWS_SHARED_CREDENTIALS_FILE` (else `~/.aws/credentials`), then
-//!    `AWS_CONFIG_FILE` (else `~/.aws/config`, `[profile NAME]` sections), profile
-//!    `aws_profile`, else `AWS_PROFILE`, else `AWS_DEFAULT_PROFILE`, else `default`;
+//! 2. the shared files, profile `aws_profile`, else `AWS_PROFILE`, else
+//!    `AWS_DEFAULT_PROFILE`, else `default`: the `credential_process` of the profile in
+//!    `AWS_CONFIG_FILE` (else `~/.aws/config`, `[profile NAME]`), else the keys in
+//!    `AWS_SHARED_CREDENTIALS_FILE` (else `~/.aws/credentials`), else (as the AWS CLI)
+//!    keys in the config file's profile;
 //! 3. EKS web identity: `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` → STS
 //!    `AssumeRoleWithWebIdentity` (`AWS_ROLE_SESSION_NAME` if set);
 //! 4. ECS: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on 169.254.170.2) or
@@ -290,10 +292,46 @@ fn from_pairs(pairs: &[(String, String)]) -> Option<Credentials> {
     })
 }
 
+/// A file's text, `None` when it does not exist.
+fn read_optional(file: &str) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(file) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {file}: {e}")),
+    }
+}
+
+/// Runs a profile's `credential_process` (through `sh -c`, as the AWS CLI) and reads
+/// its JSON (`AccessKeyId`, `SecretAccessKey`, `SessionToken`, `Expiration`).
+async fn credential_process(command: &str) -> Result<Credentials, String> {
+    let run = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .map_err(|_| format!("credential_process '{command}' ran 60 s without finishing"))?
+        .map_err(|e| format!("credential_process '{command}' could not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "credential_process '{command}' failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_json(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| format!("credential_process '{command}': {e}"))
+}
+
 impl Source for Profile {
     fn name(&self) -> &'static str {
         "shared credentials/config file"
     }
+    /// Fluent Bit's order: the config file profile's `credential_process`, else the
+    /// credentials file's keys; then (as the AWS CLI, not Fluent Bit) keys written in
+    /// the config file's profile.
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
             let profile = self
@@ -306,34 +344,44 @@ impl Source for Profile {
             let path = |var: &str, file: &str| {
                 env(var).or_else(|| home.as_ref().map(|h| format!("{h}/.aws/{file}")))
             };
-            let mut looked = Vec::new();
-            let config_section = if profile == "default" {
+            let config_sections = if profile == "default" {
                 vec!["default".to_string(), "profile default".to_string()]
             } else {
                 vec![format!("profile {profile}")]
             };
-            for (file, sections) in [
-                (
-                    path("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
-                    vec![profile.clone()],
-                ),
-                (path("AWS_CONFIG_FILE", "config"), config_section),
-            ] {
-                let Some(file) = file else { continue };
-                let text = match std::fs::read_to_string(&file) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(format!("cannot read {file}: {e}")),
-                };
-                for section in &sections {
-                    if let Some(pairs) = ini_section(&text, section) {
+            let mut looked = Vec::new();
+            let config_file = path("AWS_CONFIG_FILE", "config");
+            let mut config_pairs = None;
+            if let Some(file) = &config_file {
+                if let Some(text) = read_optional(file)? {
+                    config_pairs = config_sections
+                        .iter()
+                        .find_map(|s| ini_section(&text, s).map(|p| (s.clone(), p)));
+                }
+            }
+            if let Some((_, pairs)) = &config_pairs {
+                if let Some((_, cmd)) = pairs.iter().find(|(k, _)| k == "credential_process") {
+                    return credential_process(cmd).await.map(Some);
+                }
+            }
+            if let Some(file) = path("AWS_SHARED_CREDENTIALS_FILE", "credentials") {
+                if let Some(text) = read_optional(&file)? {
+                    if let Some(pairs) = ini_section(&text, &profile) {
                         match from_pairs(&pairs) {
                             Some(c) => return Ok(Some(c)),
                             None => looked.push(format!(
-                                "[{section}] of {file} has no aws_access_key_id/aws_secret_access_key"
+                                "[{profile}] of {file} has no aws_access_key_id/aws_secret_access_key"
                             )),
                         }
                     }
+                }
+            }
+            if let (Some((section, pairs)), Some(file)) = (&config_pairs, &config_file) {
+                match from_pairs(pairs) {
+                    Some(c) => return Ok(Some(c)),
+                    None => looked.push(format!(
+                        "[{section}] of {file} has no aws_access_key_id/aws_secret_access_key or credential_process"
+                    )),
                 }
             }
             if looked.is_empty() {
@@ -488,7 +536,7 @@ fn parse_json(text: &str) -> Result<Credentials, String> {
     Ok(Credentials {
         access_key_id: get("AccessKeyId")?,
         secret_access_key: get("SecretAccessKey")?,
-        session_token: get("Token").ok(),
+        session_token: get("Token").or_else(|_| get("SessionToken")).ok(),
         expires: match get("Expiration") {
             Ok(t) => Some(parse_time(&t)?),
             Err(_) => None,
