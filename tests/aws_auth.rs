@@ -278,3 +278,32 @@ fn web_identity_credentials_are_used() {
     assert!(call.header("authorization").is_none(), "AssumeRoleWithWebIdentity is unsigned");
     verify(&reqs[0].raw, "ASIAWEB", "web/secret", Some("WEBTOKEN"), "ap-south-1", "execute-api");
 }
+
+/// ECS task role: `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN` as `Authorization`; its JSON credentials sign the
+/// request.
+#[test]
+fn ecs_credentials_are_used() {
+    let ecs = HttpSink::scripted(|_, _| {
+        Answer::ok().body(
+            r#"{"AccessKeyId":"ASIAECS","SecretAccessKey":"ecs/secret","Token":"ECSTOKEN","Expiration":"2099-01-01T00:00:00Z","RoleArn":"arn:aws:iam::1:role/task"}"#,
+        )
+    });
+    let sink = HttpSink::start();
+    let home = Dir::new();
+    let uri = format!("http://127.0.0.1:{}/v2/credentials/abc", ecs.port());
+    let agent = Agent::start_with_env(
+        &random_to_http(sink.port(), ""),
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Basic ZWNzOnRva2Vu"),
+        ],
+    );
+    let reqs = sink.wait(T, "a signed request", |r| !r.is_empty());
+    agent.stop(T);
+    let call = &ecs.reqs()[0];
+    assert_eq!(call.line, "GET /v2/credentials/abc HTTP/1.1");
+    assert_eq!(call.header("authorization"), Some("Basic ZWNzOnRva2Vu"));
+    verify(&reqs[0].raw, "ASIAECS", "ecs/secret", Some("ECSTOKEN"), "ap-south-1", "execute-api");
+}

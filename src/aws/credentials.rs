@@ -10,7 +10,7 @@
 //! 3. EKS web identity: `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` → STS
 //!    `AssumeRoleWithWebIdentity` (`AWS_ROLE_SESSION_NAME` if set);
 //! 4. ECS: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on 169.254.170.2) or
-//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` (http), with `AWS_CONTAINER_AUTHORIZATION_TOKEN`
+//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` (http or https), with `AWS_CONTAINER_AUTHORIZATION_TOKEN`
 //!    (or `_FILE`) as `Authorization`;
 //! 5. EC2 instance metadata: an IMDSv2 token, else IMDSv1, the instance role's
 //!    credentials.
@@ -553,19 +553,28 @@ impl Source for Ecs {
     }
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
-            let (host, port, path) = if let Some(rel) = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            let (endpoint, path) = if let Some(rel) = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
             {
-                ("169.254.170.2".to_string(), 80, rel)
+                let ecs = Endpoint {
+                    host: "169.254.170.2".into(),
+                    port: 80,
+                    tls: false,
+                };
+                (ecs, rel)
             } else if let Some(full) = env("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
-                let rest = full.strip_prefix("http://").ok_or_else(|| {
-                    format!("AWS_CONTAINER_CREDENTIALS_FULL_URI '{full}' is not an http:// URL")
-                })?;
+                let bad = || {
+                    format!("AWS_CONTAINER_CREDENTIALS_FULL_URI '{full}' is not an http:// or https:// URL")
+                };
+                let (scheme, rest) = full.split_once("://").ok_or_else(bad)?;
+                if scheme != "http" && scheme != "https" {
+                    return Err(bad());
+                }
                 let (hostport, path) = match rest.find('/') {
                     Some(i) => (&rest[..i], rest[i..].to_string()),
                     None => (rest, "/".to_string()),
                 };
-                let ep = Endpoint::parse(&format!("http://{hostport}"))?;
-                (ep.host, ep.port, path)
+                let ep = Endpoint::parse(&format!("{scheme}://{hostport}")).map_err(|_| bad())?;
+                (ep, path)
             } else {
                 return Ok(None);
             };
@@ -585,7 +594,7 @@ impl Source for Ecs {
                     HeaderValue::from_str(&t).map_err(|_| "the authorization token is not a header value")?,
                 ));
             }
-            let client = HttpClient::endpoint(&host, port, None, NET_TIMEOUT);
+            let client = endpoint.client()?;
             let text = get_text(&client, &path, &headers, Method::GET).await?;
             parse_json(&text).map(Some)
         })
