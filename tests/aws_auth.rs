@@ -19,7 +19,9 @@ const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const TOKEN: &str = "FQoGZXIvYXdzEXAMPLETOKEN";
 
 fn data(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fluent-bit/aws").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fluent-bit/aws")
+        .join(name)
 }
 
 /// botocore's verdict on `raw` signed with these credentials for region and service.
@@ -38,7 +40,12 @@ fn verify(raw: &[u8], key: &str, secret: &str, token: Option<&str>, region: &str
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    child.stdin.take().unwrap().write_all(job.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -75,7 +82,8 @@ fn parse_one(raw: &[u8]) -> Req {
 
 /// Runs a case of tests/data/fluent-bit/aws with `env`, returns the first request.
 fn run_case(case: &str, env: &[(&str, &str)]) -> (Req, String) {
-    let sink = HttpSink::scripted(|_, _| Answer::ok().body(r#"{"errors":false,"took":1,"items":[]}"#));
+    let sink =
+        HttpSink::scripted(|_, _| Answer::ok().body(r#"{"errors":false,"took":1,"items":[]}"#));
     let conf = std::fs::read_to_string(data(&format!("{case}.conf")))
         .unwrap()
         .replace("${HTTP_PORT}", &sink.port().to_string());
@@ -101,7 +109,14 @@ fn env_credentials_sign_as_fluent_bit() {
             ("HOME", home_s),
         ],
     );
-    verify(&req.raw, KEY, SECRET, Some(TOKEN), "us-west-2", "my-service");
+    verify(
+        &req.raw,
+        KEY,
+        SECRET,
+        Some(TOKEN),
+        "us-west-2",
+        "my-service",
+    );
     let fb = std::fs::read(data("http_env_session.expected")).unwrap();
     verify(&fb, KEY, SECRET, Some(TOKEN), "us-west-2", "my-service");
     assert_eq!(shape(&req), shape(&parse_one(&fb)));
@@ -120,7 +135,14 @@ fn profile_credentials_sign_es_as_fluent_bit() {
          [prod]\naws_access_key_id = AKIDPROD\naws_secret_access_key = prod/secret+key\n",
     );
     let (req, _) = run_case("es_profile", &[("HOME", home.path().to_str().unwrap())]);
-    verify(&req.raw, "AKIDPROD", "prod/secret+key", None, "eu-west-1", "es");
+    verify(
+        &req.raw,
+        "AKIDPROD",
+        "prod/secret+key",
+        None,
+        "eu-west-1",
+        "es",
+    );
     let fb = std::fs::read(data("es_profile.expected")).unwrap();
     verify(&fb, "AKIDPROD", "prod/secret+key", None, "eu-west-1", "es");
     assert_eq!(shape(&req), shape(&parse_one(&fb)));
@@ -173,13 +195,27 @@ fn assume_role_credentials_are_used() {
     let calls = sts.reqs();
     assert_eq!(calls.len(), 1, "one STS call, then cached: {}", o.stderr);
     let call = &calls[0];
-    assert!(call.line.starts_with("GET /?Version=2011-06-15&Action=AssumeRole&"), "{}", call.line);
-    assert!(call.line.contains("&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fwriter"));
+    assert!(
+        call.line
+            .starts_with("GET /?Version=2011-06-15&Action=AssumeRole&"),
+        "{}",
+        call.line
+    );
+    assert!(call
+        .line
+        .contains("&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fwriter"));
     assert!(call.line.contains("&ExternalId=ext-42"));
     verify(&call.raw, KEY, SECRET, None, "ap-south-1", "sts");
     let req = &reqs[0];
     assert_eq!(req.header("content-encoding"), Some("gzip"));
-    verify(&req.raw, "ASIATEMPKEY", "temp/secret", Some("TEMPSESSIONTOKEN"), "ap-south-1", "execute-api");
+    verify(
+        &req.raw,
+        "ASIATEMPKEY",
+        "temp/secret",
+        Some("TEMPSESSIONTOKEN"),
+        "ap-south-1",
+        "execute-api",
+    );
 }
 
 /// `aws_auth` without `aws_region` (or, for http, without `aws_service`) is refused at
@@ -190,7 +226,10 @@ fn missing_region_or_service_is_a_config_error() {
     let lines = refused_config(conf);
     let text = lines.join("\n");
     assert!(text.contains("fluent-bit.conf:4"), "{text}");
-    assert!(text.contains("aws_auth enabled but aws_region not set"), "{text}");
+    assert!(
+        text.contains("aws_auth enabled but aws_region not set"),
+        "{text}"
+    );
     let conf = "[OUTPUT]\n    name http\n    match *\n    aws_auth on\n    aws_region us-east-1\n";
     let text = refused_config(conf).join("\n");
     assert!(text.contains("aws_service not set"), "{text}");
@@ -212,7 +251,13 @@ fn no_credentials_sends_nothing_and_says_what_was_tried() {
     agent.wait_log("no AWS credentials", T);
     let o = agent.stop(T);
     assert!(sink.reqs().is_empty(), "an unsigned request was sent");
-    for tried in ["environment", "shared credentials/config file: not set up", "EKS web identity", "ECS", "EC2 instance metadata"] {
+    for tried in [
+        "environment",
+        "shared credentials/config file: not set up",
+        "EKS web identity",
+        "ECS",
+        "EC2 instance metadata",
+    ] {
         assert!(o.stderr.contains(tried), "{tried}: {}", o.stderr);
     }
 }
@@ -228,18 +273,31 @@ fn credential_process_of_the_config_file_is_used() {
         "aws-config",
         &format!("[profile other]\naws_access_key_id = NOPE\n\n[profile proc]\ncredential_process = echo '{json}'\n"),
     );
-    home.file("credentials", "[proc]\naws_access_key_id = AKIDFILE\naws_secret_access_key = filesecret\n");
+    home.file(
+        "credentials",
+        "[proc]\naws_access_key_id = AKIDFILE\naws_secret_access_key = filesecret\n",
+    );
     let agent = Agent::start_with_env(
         &random_to_http(sink.port(), "    aws_profile proc\n"),
         &[
             ("HOME", home.path().to_str().unwrap()),
             ("AWS_CONFIG_FILE", config.to_str().unwrap()),
-            ("AWS_SHARED_CREDENTIALS_FILE", home.path().join("credentials").to_str().unwrap()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                home.path().join("credentials").to_str().unwrap(),
+            ),
         ],
     );
     let reqs = sink.wait(T, "a signed request", |r| !r.is_empty());
     agent.stop(T);
-    verify(&reqs[0].raw, "AKIDPROC", "proc/secret", Some("PROCTOKEN"), "ap-south-1", "execute-api");
+    verify(
+        &reqs[0].raw,
+        "AKIDPROC",
+        "proc/secret",
+        Some("PROCTOKEN"),
+        "ap-south-1",
+        "execute-api",
+    );
 }
 
 /// EKS web identity: `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` → an unsigned STS
@@ -273,10 +331,30 @@ fn web_identity_credentials_are_used() {
     let reqs = sink.wait(T, "a signed request", |r| !r.is_empty());
     agent.stop(T);
     let call = &sts.reqs()[0];
-    assert!(call.line.starts_with("GET /?Version=2011-06-15&Action=AssumeRoleWithWebIdentity&"), "{}", call.line);
-    assert!(call.line.contains("&WebIdentityToken=eyJhbGciOi.eyJzdWIiOi.sig "), "{}", call.line);
-    assert!(call.header("authorization").is_none(), "AssumeRoleWithWebIdentity is unsigned");
-    verify(&reqs[0].raw, "ASIAWEB", "web/secret", Some("WEBTOKEN"), "ap-south-1", "execute-api");
+    assert!(
+        call.line
+            .starts_with("GET /?Version=2011-06-15&Action=AssumeRoleWithWebIdentity&"),
+        "{}",
+        call.line
+    );
+    assert!(
+        call.line
+            .contains("&WebIdentityToken=eyJhbGciOi.eyJzdWIiOi.sig "),
+        "{}",
+        call.line
+    );
+    assert!(
+        call.header("authorization").is_none(),
+        "AssumeRoleWithWebIdentity is unsigned"
+    );
+    verify(
+        &reqs[0].raw,
+        "ASIAWEB",
+        "web/secret",
+        Some("WEBTOKEN"),
+        "ap-south-1",
+        "execute-api",
+    );
 }
 
 /// ECS task role: `AWS_CONTAINER_CREDENTIALS_FULL_URI` with
@@ -305,5 +383,12 @@ fn ecs_credentials_are_used() {
     let call = &ecs.reqs()[0];
     assert_eq!(call.line, "GET /v2/credentials/abc HTTP/1.1");
     assert_eq!(call.header("authorization"), Some("Basic ZWNzOnRva2Vu"));
-    verify(&reqs[0].raw, "ASIAECS", "ecs/secret", Some("ECSTOKEN"), "ap-south-1", "execute-api");
+    verify(
+        &reqs[0].raw,
+        "ASIAECS",
+        "ecs/secret",
+        Some("ECSTOKEN"),
+        "ap-south-1",
+        "execute-api",
+    );
 }

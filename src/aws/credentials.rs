@@ -125,7 +125,12 @@ impl Endpoint {
         } else {
             None
         };
-        Ok(HttpClient::endpoint(&self.host, self.port, tls, NET_TIMEOUT))
+        Ok(HttpClient::endpoint(
+            &self.host,
+            self.port,
+            tls,
+            NET_TIMEOUT,
+        ))
     }
 }
 
@@ -504,7 +509,8 @@ impl Source for WebIdentity {
     }
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
-            let (Some(role), Some(file)) = (env("AWS_ROLE_ARN"), env("AWS_WEB_IDENTITY_TOKEN_FILE"))
+            let (Some(role), Some(file)) =
+                (env("AWS_ROLE_ARN"), env("AWS_WEB_IDENTITY_TOKEN_FILE"))
             else {
                 return Ok(None);
             };
@@ -591,7 +597,8 @@ impl Source for Ecs {
             if let Some(t) = token {
                 headers.push((
                     hyper::header::AUTHORIZATION,
-                    HeaderValue::from_str(&t).map_err(|_| "the authorization token is not a header value")?,
+                    HeaderValue::from_str(&t)
+                        .map_err(|_| "the authorization token is not a header value")?,
                 ));
             }
             let client = endpoint.client()?;
@@ -672,7 +679,10 @@ mod tests {
     fn profiles_read() {
         let text = "[default]\naws_access_key_id = A\naws_secret_access_key=B\n\n[profile  x]\naws_access_key_id=C\n";
         let d = from_pairs(&ini_section(text, "default").unwrap()).unwrap();
-        assert_eq!((d.access_key_id.as_str(), d.secret_access_key.as_str()), ("A", "B"));
+        assert_eq!(
+            (d.access_key_id.as_str(), d.secret_access_key.as_str()),
+            ("A", "B")
+        );
         assert!(from_pairs(&ini_section(text, "profile x").unwrap()).is_none());
         assert!(ini_section(text, "y").is_none());
     }
@@ -684,11 +694,20 @@ mod tests {
             port: p,
             tls: t,
         };
-        assert_eq!(Endpoint::parse("https://sts.x.com"), Ok(e("sts.x.com", 443, true)));
+        assert_eq!(
+            Endpoint::parse("https://sts.x.com"),
+            Ok(e("sts.x.com", 443, true))
+        );
         assert_eq!(Endpoint::parse("sts.x.com"), Ok(e("sts.x.com", 443, true)));
-        assert_eq!(Endpoint::parse("http://127.0.0.1:8080/"), Ok(e("127.0.0.1", 8080, false)));
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:8080/"),
+            Ok(e("127.0.0.1", 8080, false))
+        );
         assert!(Endpoint::parse("http://h:x").is_err());
-        assert_eq!(Endpoint::sts("cn-north-1").host, "sts.cn-north-1.amazonaws.com.cn");
+        assert_eq!(
+            Endpoint::sts("cn-north-1").host,
+            "sts.cn-north-1.amazonaws.com.cn"
+        );
     }
 
     #[test]

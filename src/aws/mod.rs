@@ -205,8 +205,7 @@ impl Signer {
                 .unwrap_or("/");
             let url = format!("http://{host}{path}");
             let headers = req.headers().iter().filter_map(|(name, value)| {
-                if name == hyper::header::CONNECTION || name == hyper::header::PROXY_AUTHORIZATION
-                {
+                if name == hyper::header::CONNECTION || name == hyper::header::PROXY_AUTHORIZATION {
                     return None;
                 }
                 Some((name.as_str(), value.to_str().ok()?))
@@ -230,7 +229,9 @@ impl Signer {
         let mut auth = None;
         let mut last: Option<hyper::header::HeaderName> = None;
         for (name, value) in old {
-            let name = name.or_else(|| last.clone()).expect("a first header has its name");
+            let name = name
+                .or_else(|| last.clone())
+                .expect("a first header has its name");
             last = Some(name.clone());
             if name == hyper::header::AUTHORIZATION {
                 auth = Some(value);
