@@ -11,6 +11,8 @@ missing_debian() {
     command -v nft >/dev/null || need+=(nftables)
     command -v conntrack >/dev/null || need+=(conntrack)
     command -v ip >/dev/null || need+=(iproute2)
+    # the dest_domains test's resolver in a namespace (the binary only, no service)
+    command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
     # the monitoring tests check the Prometheus text with promtool and a real Prometheus
     command -v promtool >/dev/null || need+=(prometheus)
     # the tcp input's tests send with nc; scripts/netcat-demo.sh listens with it

@@ -22,6 +22,7 @@ fi
 declare -A needs=(
     [in_conntrack]="root nftables conntrack iproute2"
     [flowlogs]="root nftables conntrack iproute2"
+    [flow_domains]="root nftables conntrack iproute2 dnsmasq-base"
     [out_tcp]="root nftables iproute2 msgpack"
     [http_monitoring]="prometheus"
     [in_tcp]="netcat-openbsd"

@@ -495,6 +495,18 @@ fn absurd_numbers_are_refused_with_their_range() {
             format!("[INPUT]\n    name tail\n    path /x\n    buffer_chunk_size 100G\n    buffer_max_size 100G\n{OUT}"),
             "c.conf:4: [config] tail: invalid value '100G' for property 'buffer_chunk_size': expected a value from 1 to 1073741824 bytes",
         ),
+        (
+            format!("[INPUT]\n    name nflog\n    dns on\n    copy_range 20\n{OUT}"),
+            "c.conf:4: [config] nflog: invalid value '20' for property 'copy_range': expected a number of bytes from 40 (IPv6 header) to 65535",
+        ),
+        (
+            format!("{dummy}[FILTER]\n    name flow_aggregate\n    match *\n    dest_domains_limit 0\n{OUT}"),
+            "c.conf:6: [config] flow_aggregate: invalid value '0' for property 'dest_domains_limit': expected a number of names from 1 to 1000",
+        ),
+        (
+            format!("{dummy}[FILTER]\n    name flow_aggregate\n    match *\n    dns_cache_max -1\n{OUT}"),
+            "c.conf:6: [config] flow_aggregate: invalid value '-1' for property 'dns_cache_max': expected a number of addresses >= 1",
+        ),
     ] {
         let (code, lines) = check(&conf);
         assert_eq!(code, Some(1), "{conf}\n{lines:#?}");

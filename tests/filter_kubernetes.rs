@@ -114,6 +114,36 @@ fn pods_from_the_api_server_give_fluent_bits_records() {
     assert_eq!(gets[0].1, "Bearer t1");
 }
 
+/// `kube_token_command`'s output is the token (the token file, refused by the API
+/// here, is not read); a command that fails is logged with its exit status and stderr.
+#[test]
+fn a_token_command_gives_the_token() {
+    let node = Node::new("from-the-file");
+    let api = api_with_pods(&node, 0, "from-the-command");
+    node.log(WEB_APP, &data(&format!("containers/{WEB_APP}")));
+    let mut agent = Agent::start(&node.conf(
+        api.port,
+        "    merge_log on\n    kube_token_command printf 'from-the-command\\n'\n",
+    ));
+    agent.wait_lines(7, Duration::from_secs(15));
+    let out = agent.stop(Duration::from_secs(10));
+    assert_eq!(out.stdout, data("merge_log.expected"), "{}", out.stderr);
+    assert!(api
+        .requests()
+        .iter()
+        .all(|(_, auth)| auth == "Bearer from-the-command"));
+
+    let mut agent = Agent::start(&node.conf(
+        api.port,
+        "    kube_token_command echo no token here >&2; exit 3\n",
+    ));
+    agent.wait_log(
+        "cannot get a token from kube_token_command 'echo no token here >&2; exit 3': it exited with exit status: 3: no token here; requests go without a token",
+        Duration::from_secs(15),
+    );
+    agent.stop(Duration::from_secs(10));
+}
+
 #[test]
 fn namespace_metadata_comes_from_the_api_server() {
     let node = Node::new("t1");
@@ -328,9 +358,6 @@ fn config_error(filter: &str) -> Vec<String> {
 
 #[test]
 fn unbuilt_features_and_bad_values_are_refused_at_their_line() {
-    let l = config_error("    kube_token_command /bin/get-token\n");
-    assert_eq!(l[0], "[error] fluent-bit.conf:9: [config] kubernetes: property 'kube_token_command' is not supported yet by agent", "{l:?}");
-    assert!(l[1].contains("use kube_token_file"), "{l:?}");
     let l = config_error("    aws_use_pod_association on\n");
     assert!(
         l[0].contains("fluent-bit.conf:9:")

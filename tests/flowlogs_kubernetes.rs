@@ -1,5 +1,5 @@
 //! Flow logs named from the Kubernetes API (`flow_aggregate` with `kubernetes on`):
-//! list + watch of the cluster's pods, services and endpoints from a stand-in API
+//! list + watch of the cluster's pods, services and endpoint slices from a stand-in API
 //! server speaking the real wire format (TLS, bearer token, lists with
 //! resourceVersion, chunked watch streams). Conntrack-shaped records come in over the
 //! tcp input, so no root is needed.
@@ -90,11 +90,15 @@ fn workloads_and_services_come_from_the_api_and_follow_its_watch() {
         .to_string(),
     );
     api.add_object(
-        "endpoints",
-        &json!({"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": "nginx", "namespace": "policy-demo"},
-            "subsets": [{"addresses": [{"ip": "10.244.2.9"}],
-                         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
+        "endpointslices",
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "nginx-7xk2p", "namespace": "policy-demo",
+                         "labels": {"kubernetes.io/service-name": "nginx"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.2.9"], "conditions": {"ready": true},
+                           "nodeName": "node-2",
+                           "targetRef": {"kind": "Pod", "name": "nginx-86c57db685-x2k4p", "namespace": "policy-demo"}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
         .to_string(),
     );
     let port = free_port();
@@ -110,7 +114,10 @@ fn workloads_and_services_come_from_the_api_and_follow_its_watch() {
         token.display()
     );
     let mut a = Agent::start(&conf);
-    a.wait_log("Kubernetes API listed: 2 pods, 1 services, 1 endpoints", T);
+    a.wait_log(
+        "Kubernetes API listed: 2 pods, 1 services, 1 endpointslices",
+        T,
+    );
     let mut ct = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // The local pod to the service's cluster IP, DNAT'd to the nginx pod.
     ct.write_all(destroy("10.244.1.5", 40000, "10.96.0.80", 80, ("10.244.2.9", 8080)).as_bytes())
@@ -178,7 +185,7 @@ fn workloads_and_services_come_from_the_api_and_follow_its_watch() {
     );
     assert_eq!(
         r["dest_service_name"], "nginx",
-        "the endpoints still list the address"
+        "the endpoint slice still lists the address"
     );
 
     // 410 Gone: the watches list again.

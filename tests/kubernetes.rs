@@ -34,21 +34,30 @@ fn manifests_carry_what_a_node_agent_needs() {
     ] {
         kind(&rbac, k);
     }
-    let verbs: Vec<&str> = kind(&rbac, "ClusterRole")["rules"][0]["verbs"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert_eq!(verbs, ["get", "list", "watch"], "read-only");
-    let resources: Vec<&str> = kind(&rbac, "ClusterRole")["rules"][0]["resources"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    for r in ["pods", "namespaces", "services", "endpoints"] {
-        assert!(resources.contains(&r), "{r}: {resources:?}");
+    let rules = kind(&rbac, "ClusterRole")["rules"].as_vec().unwrap();
+    let strs = |y: &Yaml<'static>| -> Vec<String> {
+        y.as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    let mut granted = Vec::new();
+    for r in rules {
+        assert_eq!(strs(&r["verbs"]), ["get", "list", "watch"], "read-only");
+        for g in strs(&r["apiGroups"]) {
+            for res in strs(&r["resources"]) {
+                granted.push(format!("{g}/{res}"));
+            }
+        }
+    }
+    for r in [
+        "/pods",
+        "/namespaces",
+        "/services",
+        "discovery.k8s.io/endpointslices",
+    ] {
+        assert!(granted.iter().any(|g| g == r), "{r}: {granted:?}");
     }
 
     let ds = docs("daemonset.yaml");

@@ -51,6 +51,9 @@ pub struct ClientConf {
     /// SNI and the name verified, else `host`.
     pub vhost: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// A command (run by `sh -c`) whose output is the token; preferred to `token_file`
+    /// (Fluent Bit's `kube_token_command`, e.g. `aws-iam-authenticator token --token-only`).
+    pub token_command: Option<String>,
     /// How long a token read from `token_file` is used before the file is read again.
     pub token_ttl: Duration,
     /// The largest response body (or watch event) accepted; 0 = no limit.
@@ -106,12 +109,38 @@ impl ApiError {
             ApiError::Connect(_) | ApiError::Timeout => "check kube_url and that the API server is reachable from this node",
             ApiError::Tls(_) => "check kube_ca_file/kube_ca_path (or tls.verify)",
             ApiError::Status(401, _) => "the token in kube_token_file is not accepted: check the service account token mount",
-            ApiError::Status(403, _) => "grant the service account the verbs get, list and watch on pods and namespaces (ClusterRole)",
+            ApiError::Status(403, _) => "grant the service account get, list and watch on what it reads (ClusterRole): pods and namespaces; services and discovery.k8s.io endpointslices for flow logs",
             ApiError::Status(_, _) => "check kube_url",
             ApiError::TooLarge(_) => "raise buffer_size (0 = no limit)",
             ApiError::BadBody(_) => "check that kube_url is the Kubernetes API server (or the kubelet with use_kubelet)",
         }
     }
+}
+
+/// The largest token a command may print (Fluent Bit's FLB_KUBE_TOKEN_MAX_SIZE is 1 MiB).
+const TOKEN_MAX: usize = 1 << 20;
+
+/// Runs `cmd` with `sh -c` (as Fluent Bit's popen) and takes its output, trimmed, as
+/// the token. It runs on the metadata thread, so a slow command delays lookups, never
+/// records; a command that fails or prints nothing is an error with its stderr.
+fn token_from_command(cmd: &str) -> Result<String, String> {
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("it exited with {}: {}", out.status, err.trim()));
+    }
+    if out.stdout.len() > TOKEN_MAX {
+        return Err(format!("it printed more than {TOKEN_MAX} bytes"));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if token.is_empty() {
+        return Err("it printed nothing".into());
+    }
+    Ok(token)
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -139,27 +168,41 @@ impl Client {
         &self.conf
     }
 
-    /// The bearer token: read again when older than `token_ttl`, or when `force`d
-    /// (after a 401: the token may have rotated).
+    /// The bearer token: from `token_command`'s output, else `token_file`; got again
+    /// when older than `token_ttl`, or when `force`d (after a 401: it may have rotated).
+    /// A failure keeps the last token and is logged once until the next success.
     fn token(&mut self, force: bool) -> Option<String> {
-        let path = self.conf.token_file.as_ref()?;
         let fresh = |(_, at): &(String, Instant)| at.elapsed() < self.conf.token_ttl;
         if force || !self.token.as_ref().is_some_and(fresh) {
-            match std::fs::read_to_string(path) {
+            let (got, from) = match (&self.conf.token_command, &self.conf.token_file) {
+                (Some(cmd), _) => (
+                    token_from_command(cmd),
+                    format!("kube_token_command '{cmd}'"),
+                ),
+                (None, Some(path)) => (
+                    std::fs::read_to_string(path)
+                        .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+                        .map_err(|e| e.to_string()),
+                    format!("kube_token_file {}", path.display()),
+                ),
+                (None, None) => return None,
+            };
+            match got {
                 Ok(t) => {
-                    let t = t.trim_end_matches(['\n', '\r']).to_string();
                     if self.token.as_ref().is_some_and(|(old, _)| *old != t) {
-                        crate::info!("[filter:kubernetes] token updated from {}", path.display());
+                        crate::info!("[filter:kubernetes] token updated from {from}");
                     }
                     self.token = Some((t, Instant::now()));
                     self.token_warned = false;
                 }
                 Err(e) if !self.token_warned => {
                     self.token_warned = true;
-                    crate::warn!(
-                        "[filter:kubernetes] cannot read kube_token_file {}: {e}; requests go without a token",
-                        path.display()
-                    );
+                    let what = if self.token.is_some() {
+                        "the last token is used"
+                    } else {
+                        "requests go without a token"
+                    };
+                    crate::warn!("[filter:kubernetes] cannot get a token from {from}: {e}; {what}");
                 }
                 Err(_) => {}
             }

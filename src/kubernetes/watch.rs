@@ -1,5 +1,5 @@
 //! List + watch of every object of some kinds across the cluster (pods, services,
-//! endpoints), each trimmed to the fields its user keeps: the cluster-wide view flow
+//! endpoint slices), each trimmed to the fields its user keeps: the cluster-wide view flow
 //! logs need (the `kubernetes` filter's cache holds only this node's pods).
 //!
 //! One thread runs the watches. Each lists page by page, then watches from the list's
@@ -23,8 +23,10 @@ pub type Trim = fn(&Value) -> Value;
 
 /// The objects of one kind, by `namespace/name`.
 pub struct Store {
-    /// `pods`, `services`, `endpoints`: the path under `/api/v1/`.
+    /// `pods`, `services`, `endpointslices`: for log lines.
     pub resource: &'static str,
+    /// The collection's path: `/api/v1/pods`, `/apis/discovery.k8s.io/v1/endpointslices`.
+    path: &'static str,
     objects: Mutex<HashMap<String, Arc<Value>>>,
     generation: AtomicU64,
     /// Listed at least once.
@@ -35,9 +37,10 @@ pub struct Store {
 }
 
 impl Store {
-    fn new(resource: &'static str, max_objects: usize) -> Store {
+    fn new(resource: &'static str, path: &'static str, max_objects: usize) -> Store {
         Store {
             resource,
+            path,
             objects: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             synced: AtomicBool::new(false),
@@ -110,22 +113,24 @@ fn key(obj: &Value) -> Option<String> {
     ))
 }
 
-/// Starts watching `kinds` (resource, trim) with one client configuration; the thread
-/// ends when every store is dropped. `who` prefixes log lines.
-pub fn spawn(
-    conf: ClientConf,
-    kinds: &[(&'static str, Trim)],
-    max_objects: usize,
-    who: String,
-) -> Vec<Arc<Store>> {
+/// A kind to watch: its name (for log lines), its collection's path, what to keep.
+pub struct Kind {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub trim: Trim,
+}
+
+/// Starts watching `kinds` with one client configuration; the thread ends when every
+/// store is dropped. `who` prefixes log lines.
+pub fn spawn(conf: ClientConf, kinds: &[Kind], max_objects: usize, who: String) -> Vec<Arc<Store>> {
     let stores: Vec<Arc<Store>> = kinds
         .iter()
-        .map(|(r, _)| Arc::new(Store::new(r, max_objects)))
+        .map(|k| Arc::new(Store::new(k.name, k.path, max_objects)))
         .collect();
     let tasks: Vec<(Weak<Store>, Trim)> = stores
         .iter()
         .zip(kinds)
-        .map(|(s, (_, t))| (Arc::downgrade(s), *t))
+        .map(|(s, k)| (Arc::downgrade(s), k.trim))
         .collect();
     let spawned = std::thread::Builder::new()
         .name("kube-watch".into())
@@ -215,7 +220,7 @@ fn page(body: &[u8], trim: Trim) -> Result<(Vec<Value>, String, Option<String>),
 }
 
 async fn watch(store: Weak<Store>, trim: Trim, conf: ClientConf, who: String) {
-    let Some(resource) = store.upgrade().map(|s| s.resource) else {
+    let Some((resource, base)) = store.upgrade().map(|s| (s.resource, s.path)) else {
         return;
     };
     let mut client = Client::new(conf.clone());
@@ -224,7 +229,7 @@ async fn watch(store: Weak<Store>, trim: Trim, conf: ClientConf, who: String) {
         let mut listed = HashMap::new();
         let mut cont: Option<String> = None;
         let rv = loop {
-            let mut path = format!("/api/v1/{resource}?limit=500");
+            let mut path = format!("{base}?limit=500");
             if let Some(c) = &cont {
                 path.push_str(&format!("&continue={}", super::worker::enc(c)));
             }
@@ -269,7 +274,7 @@ async fn watch(store: Weak<Store>, trim: Trim, conf: ClientConf, who: String) {
         let mut rv = rv;
         loop {
             let path = format!(
-                "/api/v1/{resource}?watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=300",
+                "{base}?watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=300",
                 super::worker::enc(&rv)
             );
             let mut lines = match client.stream(&path).await {
@@ -401,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_store_is_bounded_and_counts_changes() {
-        let s = Store::new("pods", 2);
+        let s = Store::new("pods", "/api/v1/pods", 2);
         for n in ["a", "b", "c"] {
             s.upsert(format!("ns/{n}"), serde_json::json!({}));
         }

@@ -102,7 +102,8 @@ impl KubeApi {
         send(&mut st, "pods", &line);
     }
 
-    /// Adds (or replaces) an object of another kind (`services`, `endpoints`); its
+    /// Adds (or replaces) an object of another kind (`services`, `endpoints`,
+    /// `endpointslices`); its
     /// watches get an ADDED (or MODIFIED) event.
     pub fn add_object(&self, resource: &str, json: &str) {
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -321,7 +322,10 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>, stop: &AtomicBoo
             drop(st);
             respond(s, 200, &body)
         }
-        ["api", "v1", res @ ("services" | "endpoints")] if !query.contains("watch=1") => {
+        ["api", "v1", res @ ("services" | "endpoints")]
+        | ["apis", "discovery.k8s.io", "v1", res @ "endpointslices"]
+            if !query.contains("watch=1") =>
+        {
             let items: Vec<String> = st
                 .others
                 .get(*res)
@@ -340,7 +344,8 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>, stop: &AtomicBoo
             drop(st);
             respond(s, 200, &body)
         }
-        ["api", "v1", res @ ("pods" | "services" | "endpoints")] => {
+        ["api", "v1", res @ ("pods" | "services" | "endpoints")]
+        | ["apis", "discovery.k8s.io", "v1", res @ "endpointslices"] => {
             let (tx, rx) = mpsc::channel::<String>();
             st.watchers.push((res.to_string(), tx));
             drop(st);

@@ -45,7 +45,7 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("kube_tag_prefix", PropKind::Str, Some("kube.var.log.containers."), "Tag prefix before the log file name (tail's tag)."),
     PropSpec::new("kube_namespace_file", PropKind::Str, Some(KUBE_NAMESPACE), "The agent's own namespace: when it exists, connectivity is tested at start."),
     PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
-    PropSpec::new("kube_token_command", PropKind::Str, None, "Command printing a token (not supported yet by agent)."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, run again every kube_token_ttl and after a 401; used instead of kube_token_file."),
     PropSpec::new("labels", PropKind::Bool, Some("true"), "Include the pod's labels."),
     PropSpec::new("annotations", PropKind::Bool, Some("true"), "Include the pod's annotations."),
     PropSpec::new("owner_references", PropKind::Bool, Some("false"), "Include the pod's ownerReferences."),
@@ -186,10 +186,6 @@ struct KubernetesFilter {
 
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "kube_token_command",
-        "use kube_token_file (the token is read again as it rotates)",
-    ),
-    (
         "aws_use_pod_association",
         "remove it: the AWS pod to service association is not built",
     ),
@@ -206,7 +202,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigError> {
     for (name, fix) in UNSUPPORTED {
         let set = match *name {
-            "kube_token_command" | "set_platform" => props.is_set(name),
+            "set_platform" => props.is_set(name),
             _ => props.bool(name) == Some(true),
         };
         if set {
@@ -328,6 +324,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
             verify_hostname: bool_of("tls.verify_hostname"),
             vhost: props.str("tls.vhost").map(String::from),
             token_file: path("kube_token_file"),
+            token_command: props.str("kube_token_command").map(String::from),
             token_ttl: props
                 .time("kube_token_ttl")
                 .unwrap_or(Duration::from_secs(600)),

@@ -4,11 +4,15 @@
 //! rule) and ours (`<action><separator><policy>`, `D|ns/policy`) set `action`,
 //! `direction`, `policy`, `tier` and `rule`, which `flow_aggregate` turns into the
 //! verdicts and policies of flow logs.
-//! Kernel side: net/netfilter/nfnetlink_log.c.
+//! With `dns on` the group carries DNS replies (`nft ... udp sport 53 log group 3`):
+//! each response becomes one `event: dns` record with its answers, for
+//! `flow_aggregate`'s `dest_domains`. Kernel side: net/netfilter/nfnetlink_log.c.
+
+mod dns;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -30,6 +34,8 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("rcvbuf", PropKind::Size, Some("4M"), "Receive buffer of the netlink socket (SO_RCVBUFFORCE)."),
     PropSpec::new("netns", PropKind::Str, None, "Receive in the network namespace at this path instead of the agent's own."),
     PropSpec::new("prefix_separator", PropKind::Str, Some("|"), "Splits our log prefixes into action (D/deny/drop or A/allow/accept) and policy name; Calico's own prefixes (DPE0|np/ns/name) are read when it is the default |."),
+    PropSpec::new("dns", PropKind::Bool, Some("off"), "The group carries DNS replies: each DNS response becomes one `event: dns` record with its A/AAAA/CNAME answers (for flow_aggregate's dest_domains); other packets are counted and skipped."),
+    PropSpec::new("copy_range", PropKind::Int, None, "Bytes of each packet the kernel copies to the agent, 40-65535; default 128 (the headers), 65535 with `dns on` (whole DNS messages)."),
 ];
 
 pub static PLUGIN: InputPlugin = InputPlugin {
@@ -41,18 +47,27 @@ pub static PLUGIN: InputPlugin = InputPlugin {
     build,
 };
 
-/// Bytes of each packet copied to us: the IP and transport headers are enough.
+/// Bytes of each packet copied to us: the IP and transport headers are enough...
 const COPY_RANGE: u32 = 128;
+/// ...except for DNS messages, copied whole (the kernel's most, NFULNL_COPY_RANGE_MAX).
+const COPY_RANGE_DNS: u32 = 65_535;
 const MAX_BACKLOG: usize = 65_536;
+/// Packets held with their payload (`dns on`): fewer, as each may be 64 KiB.
+const MAX_BACKLOG_DNS: usize = 4_096;
 
 struct NflogInput {
     group: u16,
     rcvbuf: usize,
     netns: Option<PathBuf>,
     separator: String,
+    dns: bool,
+    copy_range: u32,
+    /// `agent_nflog_dns_responses_total`, `agent_nflog_dns_skipped_total`.
+    dns_responses: Arc<AtomicU64>,
+    dns_skipped: Arc<AtomicU64>,
 }
 
-fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
     let group = u16::try_from(props.int("group").unwrap_or(0))
         .map_err(|_| props.error("group", "an NFLOG group from 0 to 65535"))?;
     let netns = props
@@ -68,11 +83,38 @@ fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError>
             ),
         ));
     }
+    let dns = props.bool("dns").unwrap_or(false);
+    let copy_range = match props
+        .int("copy_range")
+        .filter(|_| props.is_set("copy_range"))
+    {
+        None if dns => COPY_RANGE_DNS,
+        None => COPY_RANGE,
+        Some(n @ 40..=65_535) => n as u32,
+        Some(_) => {
+            return Err(props.error(
+                "copy_range",
+                "a number of bytes from 40 (IPv6 header) to 65535",
+            ))
+        }
+    };
     Ok(Box::new(NflogInput {
         group,
         rcvbuf: props.size("rcvbuf").unwrap_or(4_000_000) as usize,
         netns,
         separator: props.str("prefix_separator").unwrap_or("|").to_string(),
+        dns,
+        copy_range,
+        dns_responses: ctx.metrics.counter(
+            "agent_nflog_dns_responses_total",
+            "DNS responses read from a `dns on` NFLOG group.",
+            ctx.instance,
+        ),
+        dns_skipped: ctx.metrics.counter(
+            "agent_nflog_dns_skipped_total",
+            "Packets of a `dns on` NFLOG group that gave no DNS record: malformed, cut by copy_range, or queries.",
+            ctx.instance,
+        ),
     }))
 }
 
@@ -93,6 +135,8 @@ pub struct Packet {
     pub prefix: String,
     pub mark: u32,
     pub time: Option<EventTime>,
+    /// The copied bytes, kept only with `dns on` (moved from the netlink attribute).
+    pub copy: Vec<u8>,
 }
 
 /// Parses the IP and transport headers at the start of a logged packet.
@@ -275,10 +319,10 @@ pub fn rule_hit<'a>(prefix: &'a str, sep: &str) -> RuleHit<'a> {
     }
 }
 
-/// Decodes the packets of one netlink read into `out`; returns how many logged
-/// packets were skipped because their copied bytes hold no whole IP header (a small
-/// `snaplen`, a non-IP payload).
-fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<u64, String> {
+/// Decodes the packets of one netlink read into `out` (with their copied bytes when
+/// `keep`); returns how many logged packets were skipped because their copied bytes
+/// hold no whole IP header (a small `snaplen`, a non-IP payload).
+fn decode(bytes: &[u8], out: &mut Vec<Packet>, keep: bool) -> Result<u64, String> {
     let mut skipped = 0;
     let mut buf = bytes;
     while buf.len() >= 16 {
@@ -300,7 +344,12 @@ fn decode(bytes: &[u8], out: &mut Vec<Packet>) -> Result<u64, String> {
             let mut ok = false;
             for nla in nlas {
                 match nla {
-                    PacketNla::Payload(payload) => ok = parse_ip(&payload, &mut p).is_some(),
+                    PacketNla::Payload(payload) => {
+                        ok = parse_ip(&payload, &mut p).is_some();
+                        if keep {
+                            p.copy = payload;
+                        }
+                    }
                     PacketNla::Prefix(c) => p.prefix = c.to_string_lossy().into_owned(),
                     PacketNla::Mark(m) => p.mark = m,
                     _ => {}
@@ -362,7 +411,7 @@ fn open(s: &NflogInput) -> Result<Socket, String> {
         s.group,
         vec![
             ConfigCmd::Bind.into(),
-            ConfigMode::new_packet(COPY_RANGE).into(),
+            ConfigMode::new_packet(s.copy_range).into(),
         ],
     )
     .map_err(hint)?;
@@ -377,13 +426,14 @@ enum FromKernel {
     Failed(String),
 }
 
-fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
+fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>, dns: bool) {
     let mut buf = Vec::with_capacity(netlink::RECV_BUF);
     let mut batch = Vec::new();
+    let backlog = if dns { MAX_BACKLOG_DNS } else { MAX_BACKLOG };
     while !stop.load(Ordering::Relaxed) {
         buf.clear();
         match sock.recv(&mut buf, 0) {
-            Ok(n) => match decode(&buf[..n], &mut batch) {
+            Ok(n) => match decode(&buf[..n], &mut batch, dns) {
                 Ok(0) => {}
                 Ok(skipped) => {
                     let _ = tx.try_send(FromKernel::Skipped(skipped));
@@ -405,7 +455,7 @@ fn reader(sock: Socket, tx: mpsc::Sender<FromKernel>, stop: Arc<AtomicBool>) {
             FromKernel::Packets(b) => Some(b),
             _ => None,
         };
-        match super::hand_off(&tx, &mut batch, MAX_BACKLOG, FromKernel::Packets, unwrap) {
+        match super::hand_off(&tx, &mut batch, backlog, FromKernel::Packets, unwrap) {
             super::HandOff::Done => {}
             super::HandOff::Dropped(lost) => {
                 let _ = tx.try_send(FromKernel::Lost(lost));
@@ -474,6 +524,77 @@ fn record(keys: &[Str], p: &Packet, sep: &str, group: u16, host: &Value, now: Ev
     )
 }
 
+const DNS_FIELDS: [&str; 14] = [
+    "event", "family", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "id", "rcode",
+    "question", "qtype", "answers", "group", "host",
+];
+
+fn dns_record(
+    keys: &[Str],
+    p: &Packet,
+    r: &dns::Response,
+    group: u16,
+    host: &Value,
+    now: EventTime,
+) -> Record {
+    let s = |v: &str| Value::Str(Arc::from(v));
+    let opt = |v: Option<u16>| v.map_or(Value::Nil, |n| Value::UInt(n as u64));
+    let values = [
+        s("dns"),
+        s(if p.family == 10 { "ipv6" } else { "ipv4" }),
+        proto_name(p.proto).map_or(Value::Nil, s),
+        p.src.map_or(Value::Nil, |a| s(&a.to_string())),
+        opt(p.sport),
+        p.dst.map_or(Value::Nil, |a| s(&a.to_string())),
+        opt(p.dport),
+        Value::UInt(r.id as u64),
+        Value::Str(dns::rcode_name(r.rcode)),
+        r.qname.as_deref().map_or(Value::Nil, s),
+        r.qtype
+            .map_or(Value::Nil, |t| Value::Str(dns::type_name(t))),
+        dns::answers_value(&r.answers),
+        Value::UInt(group as u64),
+        host.clone(),
+    ];
+    Record::new(
+        p.time.unwrap_or(now),
+        keys.iter().cloned().zip(values).collect(),
+    )
+}
+
+/// What the packets of a `dns on` group were; the first of each kind of skip is
+/// warned about, all are counted (summary at exit, `agent_nflog_dns_skipped_total`).
+#[derive(Default)]
+struct DnsCounts {
+    responses: u64,
+    malformed: u64,
+    cut: u64,
+    queries: u64,
+}
+
+impl DnsCounts {
+    fn read(&mut self, me: &NflogInput, name: &str, p: &Packet) -> Option<dns::Response> {
+        let got = dns::transport_payload(&p.copy).and_then(|(proto, m)| dns::parse(m, proto == 6));
+        let (count, first) = match got {
+            Ok(r) => {
+                self.responses += 1;
+                crate::pipeline::metrics::add(&me.dns_responses, 1);
+                return Some(r);
+            }
+            Err(dns::Skip::Empty) => return None,
+            Err(dns::Skip::Cut) => (&mut self.cut, format!("a DNS message longer than copy_range {} (or the rule's snaplen) was cut; raise copy_range", me.copy_range)),
+            Err(dns::Skip::Query) => (&mut self.queries, "a DNS query was skipped: have the rule copy replies only (udp sport 53)".to_string()),
+            Err(dns::Skip::Malformed(e)) => (&mut self.malformed, format!("a packet is no DNS response ({e})")),
+        };
+        if *count == 0 {
+            crate::warn!("[input:nflog:{name}] group {}: {first}; such packets are counted and skipped (summary at exit)", me.group);
+        }
+        *count += 1;
+        crate::pipeline::metrics::add(&me.dns_skipped, 1);
+        None
+    }
+}
+
 impl Input for NflogInput {
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
@@ -488,7 +609,8 @@ impl Input for NflogInput {
                     .spawn(move || match open(&me) {
                         Ok(sock) => {
                             let _ = ready_tx.send(Ok(()));
-                            reader(sock, tx, stop);
+                            let dns = me.dns;
+                            reader(sock, tx, stop, dns);
                         }
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -513,6 +635,8 @@ impl Input for NflogInput {
                 me.group
             );
             let keys: Vec<Str> = FIELDS.iter().map(|k| Arc::from(*k)).collect();
+            let dns_keys: Vec<Str> = DNS_FIELDS.iter().map(|k| Arc::from(*k)).collect();
+            let mut dns = DnsCounts::default();
             let host = Value::Str(Arc::from(
                 crate::config::parser::hostname().unwrap_or_default(),
             ));
@@ -538,10 +662,21 @@ impl Input for NflogInput {
                     Some(FromKernel::Packets(ps)) => {
                         packets += ps.len() as u64;
                         let now = EventTime::now();
-                        let records = ps
-                            .iter()
-                            .map(|p| record(&keys, p, &me.separator, me.group, &host, now))
-                            .collect();
+                        let records: Vec<Record> = if me.dns {
+                            ps.iter()
+                                .filter_map(|p| {
+                                    let r = dns.read(&me, &ctx.name, p)?;
+                                    Some(dns_record(&dns_keys, p, &r, me.group, &host, now))
+                                })
+                                .collect()
+                        } else {
+                            ps.iter()
+                                .map(|p| record(&keys, p, &me.separator, me.group, &host, now))
+                                .collect()
+                        };
+                        if records.is_empty() {
+                            continue;
+                        }
                         if let Err(e) = ctx.out.send(records).await {
                             break Err(e);
                         }
@@ -553,6 +688,16 @@ impl Input for NflogInput {
                 "[input:nflog:{}] {packets} packets, {lost} lost, {skipped} without a whole IP header",
                 ctx.name
             );
+            if me.dns {
+                crate::info!(
+                    "[input:nflog:{}] {} DNS responses, {} malformed, {} cut by copy_range, {} queries",
+                    ctx.name,
+                    dns.responses,
+                    dns.malformed,
+                    dns.cut,
+                    dns.queries
+                );
+            }
             result
         })
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::domains::{self, DnsCache};
 use super::endpoints::{Endpoint, Endpoints, Service};
 use crate::event::{EventTime, Map, Record, Str, Value};
 
@@ -155,6 +156,8 @@ struct Entry {
     conns: HashMap<Conn, ConnState>,
     src_labels: Option<BTreeMap<String, String>>,
     dst_labels: Option<BTreeMap<String, String>>,
+    /// `dest_domains`: names the destination was resolved from (bounded).
+    domains: Vec<Str>,
     /// The distinct policy traces seen: one record each.
     traces: Vec<Trace>,
     /// Labels and traces are reset by the first update after a flush (an idle entry
@@ -245,6 +248,8 @@ pub struct Aggregator {
     host: Value,
     keys: Vec<Str>,
     dash: Value,
+    /// Names of addresses learnt from DNS answers, for `dest_domains`.
+    pub dns: DnsCache,
 }
 
 pub const FIELDS: [&str; 55] = [
@@ -394,6 +399,7 @@ impl Aggregator {
             host: str_value(host),
             keys: FIELDS.iter().map(|k| Arc::from(*k)).collect(),
             dash: str_value("-"),
+            dns: DnsCache::new(100_000, 5, std::time::Duration::ZERO),
         }
     }
 
@@ -617,6 +623,11 @@ impl Aggregator {
                 }
             }
         }
+        // As Calico: for flows reported by their source to a destination outside the
+        // known workloads (a network or network set).
+        if reporter == Reporter::Src && matches!(&*dst_ep.kind, "net" | "ns") {
+            domains::add_to(&mut e.domains, &self.dns, u.conn.dst);
+        }
     }
 
     /// Emits one record per entry touched or still active (one per policy trace when
@@ -686,8 +697,10 @@ impl Aggregator {
                     ..ConnState::default()
                 };
             }
+            // Names stay with live connections (Calico keeps them per connection).
             *e = Entry {
                 conns: std::mem::take(&mut e.conns),
+                domains: std::mem::take(&mut e.domains),
                 src_labels: e.src_labels.take(),
                 dst_labels: e.dst_labels.take(),
                 traces: std::mem::take(&mut e.traces),
@@ -768,7 +781,7 @@ impl Aggregator {
             k.service
                 .as_ref()
                 .map_or(Value::Nil, |s| Value::UInt(s.port as u64)),
-            Value::Nil,
+            domains::value(&e.domains),
             str_value(&proto),
             str_value(match k.action {
                 Action::Allow | Action::Pass => "allow",

@@ -343,6 +343,46 @@ impl Endpoints {
         }
     }
 
+    /// An `EndpointSlice` (discovery.k8s.io/v1): the pod addresses and ports behind the
+    /// service of its `kubernetes.io/service-name` label, matched by port name.
+    fn load_k8s_slice(&mut self, slice: &serde_json::Value, svc: &serde_json::Value) {
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or("default");
+        let Some(name) = svc["metadata"]["name"].as_str() else {
+            return;
+        };
+        for ep_port in slice["ports"].as_array().into_iter().flatten() {
+            let port_name = ep_port["name"].as_str().unwrap_or("");
+            let Some(sp) = svc["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"].as_str().unwrap_or("") == port_name)
+            else {
+                continue;
+            };
+            let (Some(target), Some(port), Some(proto)) = (
+                ep_port["port"].as_u64(),
+                sp["port"].as_u64(),
+                proto_number(ep_port["protocol"].as_str()),
+            ) else {
+                continue;
+            };
+            let svc = Arc::new(Service {
+                namespace: Arc::from(ns),
+                name: Arc::from(name),
+                port_name: Arc::from(if port_name.is_empty() { "-" } else { port_name }),
+                port: port as u16,
+            });
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                for ip in ep["addresses"].as_array().into_iter().flatten() {
+                    if let Some(ip) = ip.as_str() {
+                        self.add_service(ip, target, proto, &svc);
+                    }
+                }
+            }
+        }
+    }
+
     /// An `Endpoints` object: the pod addresses and ports behind its service (of the
     /// same name), matched to the service's ports by port name.
     fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
@@ -429,17 +469,25 @@ impl Endpoints {
                 .filter(|i| i["kind"].as_str().unwrap_or("Pod") == k)
                 .collect()
         };
-        self.add_kubernetes(&of("Pod"), &of("Service"), &of("Endpoints"), node);
+        self.add_kubernetes(
+            &of("Pod"),
+            &of("Service"),
+            &of("Endpoints"),
+            &of("EndpointSlice"),
+            node,
+        );
         Ok(())
     }
 
     /// Adds Kubernetes objects (as the API returns them, or trimmed to the fields read
-    /// here): pods (those on `node` are local), services and their endpoints.
+    /// here): pods (those on `node` are local), services and what is behind them,
+    /// `Endpoints` or `EndpointSlice`s.
     pub fn add_kubernetes(
         &mut self,
         pods: &[&serde_json::Value],
         services: &[&serde_json::Value],
         endpoints: &[&serde_json::Value],
+        slices: &[&serde_json::Value],
         node: &str,
     ) {
         let by_name: HashMap<(&str, &str), &serde_json::Value> = services
@@ -467,6 +515,17 @@ impl Endpoints {
             if let Some(svc) = by_name.get(&key) {
                 self.load_k8s_endpoints(e, svc);
             }
+        }
+        for sl in slices {
+            let m = &sl["metadata"];
+            let ns = m["namespace"].as_str().unwrap_or("default");
+            let Some(svc) = m["labels"]["kubernetes.io/service-name"]
+                .as_str()
+                .and_then(|name| by_name.get(&(ns, name)))
+            else {
+                continue;
+            };
+            self.load_k8s_slice(sl, svc);
         }
         for pod in pods {
             let meta = &pod["metadata"];
@@ -615,6 +674,38 @@ mod tests {
             "net",
             "host-network pods are not endpoints"
         );
+    }
+
+    /// `kubectl get pods,services,endpointslices -A -o json`: a service's slices name
+    /// the pods behind it, matched to its ports by name.
+    #[test]
+    fn services_and_their_endpoint_slices() {
+        let json = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"kind": "Service", "metadata": {"name": "db", "namespace": "shop"},
+             "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP", "targetPort": "pg"}]}},
+            {"kind": "EndpointSlice", "metadata": {"name": "db-x1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "db"}},
+             "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.3.3"]}, {"addresses": ["10.244.3.4"]}],
+             "ports": [{"name": "pg", "port": 15432, "protocol": "TCP"}]},
+            {"kind": "EndpointSlice", "metadata": {"name": "gone-x1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "gone"}},
+             "endpoints": [{"addresses": ["10.244.3.5"]}], "ports": [{"port": 80}]}
+        ]});
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.json");
+        std::fs::write(&p, json.to_string()).unwrap();
+        let e = Endpoints::load(&p, "n").unwrap();
+        let name = |ip: &str, port: u16| {
+            e.service(6, None, (super::tests::ip(ip), port))
+                .map(|s| (s.name.to_string(), s.port_name.to_string(), s.port))
+        };
+        assert_eq!(
+            name("10.96.0.9", 5432),
+            Some(("db".into(), "pg".into(), 5432))
+        );
+        assert_eq!(
+            name("10.244.3.4", 15432),
+            Some(("db".into(), "pg".into(), 5432))
+        );
+        assert_eq!(name("10.244.3.5", 80), None, "a slice without its service");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! pass through untouched. Calico: felix/collector/flowlog (shared/spec/flows.md §2, §5).
 
 mod aggregate;
+mod domains;
 mod endpoints;
 
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ use crate::kubernetes::watch::{self, Store};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
+use domains::DnsCache;
 use endpoints::{parse_cidr, Endpoints};
 
 #[rustfmt::skip]
@@ -36,16 +38,20 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("include_policies", PropKind::Bool, Some("false"), "Write the policies NFLOG named (policies.all_policies, enforced_policies, pending_policies) and split a flow per policy trace; null otherwise, as Calico's FlowLogsFileIncludePolicies."),
     PropSpec::new("include_service", PropKind::Bool, Some("false"), "Write the destination's Kubernetes service (dest_service_*) from the services in endpoints_file; '-' otherwise, as Calico's FlowLogsFileIncludeService."),
     PropSpec::new("nat_outgoing_port_limit", PropKind::Int, Some("3"), "Most source-NAT ports listed in nat_outgoing_ports per flow log (Calico's FlowLogsFileNatOutgoingPortLimit)."),
-    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoints (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
+    PropSpec::new("kubernetes", PropKind::Bool, Some("off"), "Name workloads and services from the Kubernetes API: list + watch of the cluster's pods, services and endpoint slices (pods on node_name are local); with endpoints_file too, the API's pods win for the same address."),
     PropSpec::new("kube_url", PropKind::Str, Some("https://kubernetes.default.svc"), "Kubernetes API server URL (with kubernetes on)."),
     PropSpec::new("kube_ca_file", PropKind::Str, Some(KUBE_CA), "CA certificate file of the API server."),
     PropSpec::new("kube_ca_path", PropKind::Str, None, "Directory of CA certificates of the API server."),
     PropSpec::new("kube_token_file", PropKind::Str, Some(KUBE_TOKEN), "Bearer token file, read again every kube_token_ttl and after a 401."),
-    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file is used."),
+    PropSpec::new("kube_token_command", PropKind::Str, None, "Command (run by sh -c) printing the token, instead of kube_token_file."),
+    PropSpec::new("kube_token_ttl", PropKind::Time, Some("10m"), "How long a token read from kube_token_file (or kube_token_command) is used."),
     PropSpec::new("kube_max_objects", PropKind::Int, Some("100000"), "Most pods (and services, and endpoints) kept from the API; further ones are left out and counted in the log."),
     PropSpec::new("tls.verify", PropKind::Bool, Some("on"), "Verify the API server's certificate chain."),
     PropSpec::new("tls.vhost", PropKind::Str, None, "Server name sent (SNI) and verified, instead of kube_url's host."),
     PropSpec::new("metrics_tag", PropKind::Str, None, "Also emit, every flush_interval, cumulative traffic counters between workloads (agent_flow_*) as metrics with this tag, for prometheus_exporter or prometheus_remote_write."),
+    PropSpec::new("dest_domains_limit", PropKind::Int, Some("5"), "Most names in a flow's dest_domains, and kept per address in the DNS cache (Calico's FlowLogsFileDomainsLimit)."),
+    PropSpec::new("dns_cache_max", PropKind::Int, Some("100000"), "Most addresses (and CNAME targets) the DNS cache holds for dest_domains; answers for more are counted in agent_flow_aggregate_dns_overflow_total and dropped."),
+    PropSpec::new("dns_extra_ttl", PropKind::Time, Some("0s"), "Added to each DNS answer's TTL (itself at least 2s) before its name is forgotten (Calico's DNSExtraTTL)."),
     PropSpec::new("metrics_max_series", PropKind::Int, Some("10000"), "Most label sets (source, destination, proto, action, reporter) the flow metrics keep; flows of new ones beyond it are counted in agent_flow_aggregate_metrics_overflow_total."),
 ];
 
@@ -63,13 +69,13 @@ struct EndpointsSource {
     modified: Option<SystemTime>,
 }
 
-/// The cluster's pods, services and endpoints, watched (`kubernetes on`).
+/// The cluster's pods, services and endpoint slices, watched (`kubernetes on`).
 struct KubeSource {
     /// Where and how many; the watches start at the first tick (not in a dry run).
     conf: ClientConf,
     max: usize,
     who: String,
-    /// Pods, services, endpoints.
+    /// Pods, services, endpoint slices.
     stores: Vec<Arc<Store>>,
     /// Their generations when the table was last built.
     seen: Vec<u64>,
@@ -108,9 +114,37 @@ fn trim_service(v: &serde_json::Value) -> serde_json::Value {
     )
 }
 
-fn trim_endpoints(v: &serde_json::Value) -> serde_json::Value {
-    watch::keep(v, &["metadata.name", "metadata.namespace", "subsets"])
+fn trim_slice(v: &serde_json::Value) -> serde_json::Value {
+    watch::keep(
+        v,
+        &[
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.labels",
+            "endpoints",
+            "ports",
+        ],
+    )
 }
+
+/// What flow logs watch: pods (workloads), services and their endpoint slices.
+const KINDS: [watch::Kind; 3] = [
+    watch::Kind {
+        name: "pods",
+        path: "/api/v1/pods",
+        trim: trim_pod,
+    },
+    watch::Kind {
+        name: "services",
+        path: "/api/v1/services",
+        trim: trim_service,
+    },
+    watch::Kind {
+        name: "endpointslices",
+        path: "/apis/discovery.k8s.io/v1/endpointslices",
+        trim: trim_slice,
+    },
+];
 
 struct FlowAggregateFilter {
     agg: Aggregator,
@@ -132,6 +166,9 @@ struct FlowAggregateFilter {
     active: Arc<AtomicU64>,
     emitted: Arc<AtomicU64>,
     overflow: Arc<AtomicU64>,
+    /// `agent_flow_aggregate_dns_overflow_total`, `..._dns_cache_addresses`.
+    dns_overflow: Arc<AtomicU64>,
+    dns_addresses: Arc<AtomicU64>,
     /// `metrics_tag`: flow metrics, when asked for.
     flow_metrics: Option<FlowMetrics>,
 }
@@ -301,8 +338,19 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         include_service: props.bool("include_service").unwrap_or(false),
         nat_port_limit: nat_port_limit as usize,
     };
+    let mut agg = Aggregator::new(opts, &node, unix_now());
+    let limit = props.int("dest_domains_limit").unwrap_or(5);
+    if !(1..=1000).contains(&limit) {
+        return Err(props.error("dest_domains_limit", "a number of names from 1 to 1000"));
+    }
+    let cache_max = props.int("dns_cache_max").unwrap_or(100_000);
+    if cache_max < 1 {
+        return Err(props.error("dns_cache_max", "a number of addresses >= 1"));
+    }
+    let extra = props.time("dns_extra_ttl").unwrap_or_default();
+    agg.dns = DnsCache::new(cache_max as usize, limit as usize, extra);
     let mut f = FlowAggregateFilter {
-        agg: Aggregator::new(opts, &node, unix_now()),
+        agg,
         endpoints: Endpoints::new(),
         any_local: false,
         source: None,
@@ -328,6 +376,16 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Filter>, ConfigErr
         overflow: ctx.metrics.counter(
             "agent_flow_aggregate_overflow_total",
             "Updates dropped because max_flows aggregated flows were held.",
+            ctx.instance,
+        ),
+        dns_overflow: ctx.metrics.counter(
+            "agent_flow_aggregate_dns_overflow_total",
+            "DNS answers not learnt for dest_domains because dns_cache_max addresses or CNAME targets were held.",
+            ctx.instance,
+        ),
+        dns_addresses: ctx.metrics.gauge(
+            "agent_flow_aggregate_dns_cache_addresses",
+            "Addresses held in the DNS cache for dest_domains.",
             ctx.instance,
         ),
         flow_metrics: match props.str("metrics_tag") {
@@ -408,6 +466,7 @@ fn kube_source(props: &Props, ctx: &BuildContext, node: String) -> Result<KubeSo
         verify_hostname: false,
         vhost: props.str("tls.vhost").map(String::from),
         token_file: path("kube_token_file"),
+        token_command: props.str("kube_token_command").map(String::from),
         token_ttl: props
             .time("kube_token_ttl")
             .unwrap_or(Duration::from_secs(600)),
@@ -582,8 +641,8 @@ impl FlowAggregateFilter {
                 .iter()
                 .map(|v| v.iter().map(|a| &**a).collect())
                 .collect();
-            if let [pods, services, endpoints] = &refs[..] {
-                eps.add_kubernetes(pods, services, endpoints, &k.node);
+            if let [pods, services, slices] = &refs[..] {
+                eps.add_kubernetes(pods, services, &[], slices, &k.node);
             }
             waiting = !k.synced;
         }
@@ -594,16 +653,7 @@ impl FlowAggregateFilter {
     fn kube_check(&mut self, now: Instant) {
         let Some(k) = &mut self.kube else { return };
         if k.stores.is_empty() {
-            k.stores = watch::spawn(
-                k.conf.clone(),
-                &[
-                    ("pods", trim_pod as watch::Trim),
-                    ("services", trim_service),
-                    ("endpoints", trim_endpoints),
-                ],
-                k.max,
-                k.who.clone(),
-            );
+            k.stores = watch::spawn(k.conf.clone(), &KINDS, k.max, k.who.clone());
             k.seen = vec![0; k.stores.len()];
         }
         if k.checked
@@ -687,6 +737,14 @@ impl FlowAggregateFilter {
             crate::warn!("[filter:flow_aggregate:{}] {} updates dropped: more than max_flows aggregated flows in this interval", self.name, self.agg.overflow);
         }
         metrics::add(&self.overflow, self.agg.overflow);
+        if self.agg.dns.overflow > 0 {
+            crate::warn!("[filter:flow_aggregate:{}] {} DNS answers not learnt: dns_cache_max addresses held", self.name, self.agg.dns.overflow);
+            metrics::add(
+                &self.dns_overflow,
+                std::mem::take(&mut self.agg.dns.overflow),
+            );
+        }
+        metrics::set(&self.dns_addresses, self.agg.dns.len() as u64);
         let now = EventTime::now();
         let records = self.agg.flush(unix_now(), now);
         metrics::add(&self.emitted, records.len() as u64);
@@ -706,15 +764,22 @@ impl FlowAggregateFilter {
 }
 
 impl Filter for FlowAggregateFilter {
-    fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, _now: Instant) -> FilterResult {
+    fn filter(&mut self, _tag: &str, records: &mut Vec<Record>, now: Instant) -> FilterResult {
         let before = records.len();
         let (agg, eps, any_local) = (&mut self.agg, &self.endpoints, self.any_local);
-        records.retain(|r| match update(r) {
-            Some(u) => {
-                agg.add(&u, eps, any_local);
-                false
+        agg.dns.set_now(now);
+        records.retain(|r| {
+            if let Some(answers) = domains::answers(r) {
+                agg.dns.learn(answers);
+                return false;
             }
-            None => true,
+            match update(r) {
+                Some(u) => {
+                    agg.add(&u, eps, any_local);
+                    false
+                }
+                None => true,
+            }
         });
         if records.len() == before {
             FilterResult::NoTouch
@@ -725,6 +790,7 @@ impl Filter for FlowAggregateFilter {
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
         self.reload_if_changed();
+        self.agg.dns.set_now(now);
         self.kube_check(now);
         let last = *self.last.get_or_insert(now);
         if now.duration_since(last) >= self.next {
@@ -818,6 +884,8 @@ mod tests {
             active: Arc::default(),
             emitted: Arc::default(),
             overflow: Arc::default(),
+            dns_overflow: Arc::default(),
+            dns_addresses: Arc::default(),
             flow_metrics: None,
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
