@@ -16,6 +16,9 @@
 //! its `Retry-After` if longer than the backoff), 5xx, other statuses and connection
 //! failures retry it; any other 4xx drops it, logged with the response body and counted
 //! (`fluentbit_output_dropped_records_total`).
+//!
+//! `aws_auth on` signs each request last, over the body as sent (AWS SigV4,
+//! [`crate::aws`]): `aws_region` and `aws_service` are required.
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
