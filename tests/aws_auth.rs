@@ -392,3 +392,80 @@ fn ecs_credentials_are_used() {
         "execute-api",
     );
 }
+
+/// Temporary credentials are cached while fresh and fetched again once less than 60
+/// seconds remain (Fluent Bit's refresh window): the first STS answer expires in 63 s,
+/// so it signs the first requests only, one more STS call gives the next credentials,
+/// which sign the rest without further calls.
+#[test]
+fn temporary_credentials_are_refreshed_before_they_expire() {
+    let sts = HttpSink::scripted(|n, _| {
+        let (key, ttl) = if n == 0 {
+            ("ASIAFIRST", 63)
+        } else {
+            ("ASIASECOND", 3600)
+        };
+        let expires = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(ttl),
+        );
+        Answer::ok().body(&format!(
+            "<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>{key}</AccessKeyId>\
+             <SecretAccessKey>{key}/secret</SecretAccessKey><SessionToken>{key}TOKEN</SessionToken>\
+             <Expiration>{expires}</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>"
+        ))
+    });
+    let sink = HttpSink::start();
+    let home = Dir::new();
+    let conf = format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name random\n    samples 8\n    interval_sec 1\n    interval_nsec 0\n\
+         [OUTPUT]\n    name http\n    match *\n    host 127.0.0.1\n    port {}\n\
+         \x20   format json_lines\n    aws_auth on\n    aws_region us-east-2\n    aws_service svc\n\
+         \x20   aws_role_arn arn:aws:iam::1:role/r\n    aws_sts_endpoint http://127.0.0.1:{}\n",
+        sink.port(),
+        sts.port()
+    );
+    let agent = Agent::start_with_env(
+        &conf,
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("HOME", home.path().to_str().unwrap()),
+        ],
+    );
+    let reqs = sink.wait(T, "8 requests", |r| r.len() >= 8);
+    let o = agent.stop(T);
+    assert_eq!(sts.reqs().len(), 2, "{}", o.stderr);
+    let keys: Vec<&str> = reqs
+        .iter()
+        .map(|r| {
+            let auth = r.header("authorization").unwrap();
+            let key = auth
+                .split("Credential=")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap();
+            verify(
+                &r.raw,
+                key,
+                &format!("{key}/secret"),
+                Some(&format!("{key}TOKEN")),
+                "us-east-2",
+                "svc",
+            );
+            if key == "ASIAFIRST" {
+                "first"
+            } else {
+                "second"
+            }
+        })
+        .collect();
+    let first = keys.iter().filter(|k| **k == "first").count();
+    assert!((1..=4).contains(&first), "{keys:?}");
+    assert!(
+        keys[..first].iter().all(|k| *k == "first") && keys[first..].iter().all(|k| *k == "second"),
+        "{keys:?}"
+    );
+}
