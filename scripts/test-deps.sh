@@ -54,6 +54,8 @@ missing_pypi() {
     # independent OTLP decoder (the opentelemetry output): the project's own protobuf classes
     python3 -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null ||
         need+=(opentelemetry-proto)
+    # independent AWS SigV4 verifier (aws_auth of the HTTP outputs): AWS's Python signer
+    python3 -c 'import botocore.auth' 2>/dev/null || need+=(botocore)
     echo "${need[@]:-}"
 }
 

@@ -34,6 +34,7 @@ declare -A needs=(
     [in_systemd]="systemd-journal-remote libsystemd0"
     [kafka]="tansu confluent-kafka"
     [out_opentelemetry]="opentelemetry-proto"
+    [aws_auth]="botocore"
 )
 have() {
     local want

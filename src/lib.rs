@@ -17,6 +17,7 @@
 //!   (`/proc`), for `flow_aggregate`'s process and TCP fields; it knows no plugin.
 
 pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod event;

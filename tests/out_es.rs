@@ -272,7 +272,7 @@ fn receiver_down_then_up_loses_nothing() {
 fn bad_settings_are_refused() {
     for (line, want) in [
         ("    upstream nodes.conf\n", "HA upstream"),
-        ("    aws_auth on\n", "SigV4"),
+        ("    aws_auth on\n", "aws_region not set"),
         ("    write_operation update\n", "id_key"),
         ("    write_operation delete\n", "write_operation"),
         ("    cloud_id nonsense\n", "Elastic Cloud ID"),

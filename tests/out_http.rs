@@ -240,7 +240,7 @@ fn bad_settings_are_refused() {
         ("    body_key $b\n", "body_key together with headers_key"),
         ("    compress brotli\n", "compress"),
         ("    oauth2.enable on\n", "OAuth2"),
-        ("    aws_auth on\n", "SigV4"),
+        ("    aws_auth on\n", "aws_region not set"),
         ("    header Bad:Name x\n", "invalid header"),
         ("    tls on\n    proxy http://127.0.0.1:3128\n", "CONNECT"),
     ] {

@@ -321,7 +321,7 @@ fn bad_settings_are_refused() {
         ("    batch_size 0\n", "batch_size"),
         ("    logs_max_scopes -1\n", "logs_max_scopes"),
         ("    oauth2.enable on\n", "OAuth2"),
-        ("    aws_auth on\n", "SigV4"),
+        ("    aws_auth on\n", "aws_region not set"),
         ("    header Bad:Name x\n", "invalid header"),
         ("    logs_body_key $a[\n", "logs_body_key"),
         ("    port 70000\n", "port"),

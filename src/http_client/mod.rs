@@ -195,12 +195,25 @@ pub enum HttpError {
     Net(#[from] NetError),
     #[error("HTTP exchange with {addr} failed: {msg}")]
     Exchange { addr: String, msg: String },
+    #[error("request to {addr} not sent: {msg}")]
+    Sign { addr: String, msg: String },
     #[error("no complete response from {addr} within {} seconds ({what})", .after.as_secs_f64())]
     Timeout {
         addr: String,
         after: Duration,
         what: &'static str,
     },
+}
+
+/// Signs a request just before it is sent (after compression: the body is the body as
+/// sent), adding its headers: AWS SigV4 (`crate::aws`) is one. An error means the
+/// request is not sent (never sent unsigned) and the flush is retried.
+pub trait RequestSigner: Send + Sync {
+    fn sign<'a>(
+        &'a self,
+        req: &'a mut Request<Full<Bytes>>,
+        body: &'a [u8],
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// A proxy in front of the destination.
@@ -222,6 +235,7 @@ pub struct HttpClient {
     response_timeout: Option<Duration>,
     read_idle_timeout: Option<Duration>,
     addr: String,
+    signer: Option<std::sync::Arc<dyn RequestSigner>>,
 }
 
 /// A URL's parts: scheme (lower-cased), user and password, host, port.
@@ -382,7 +396,46 @@ impl HttpClient {
             keepalive,
             response_timeout,
             read_idle_timeout,
+            signer: None,
         })
+    }
+
+    /// A client of a side endpoint (credential sources: STS, instance metadata), no
+    /// keepalive, no proxy: `timeout` bounds the connect and the whole exchange.
+    pub fn endpoint(host: &str, port: u16, tls: Option<TlsSetup>, timeout: Duration) -> HttpClient {
+        let net = NetSetup {
+            keepalive: false,
+            keepalive_idle_timeout: Duration::from_secs(30),
+            keepalive_max_recycle: None,
+            max_connections: None,
+            tcp_keepalive: None,
+            io_timeout: Some(timeout),
+            connect_timeout: timeout,
+            connect_timeout_log_error: false,
+            source_address: None,
+            prefer: crate::net::props::Prefer::None,
+            proxy_env_ignore: true,
+        };
+        let host_header = HeaderValue::from_str(&format!("{host}:{port}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let upstream = Upstream::new(host, port, net, tls);
+        HttpClient {
+            addr: upstream.addr().to_string(),
+            upstream,
+            absolute_prefix: None,
+            proxy: None,
+            host_header,
+            keepalive: false,
+            response_timeout: Some(timeout),
+            read_idle_timeout: Some(timeout),
+            signer: None,
+        }
+    }
+
+    /// Every request is signed by `signer` before it is sent.
+    pub fn with_signer(mut self, signer: std::sync::Arc<dyn RequestSigner>) -> HttpClient {
+        self.signer = Some(signer);
+        self
     }
 
     /// Counts the pool's connections into `metrics` (see [`Upstream::with_metrics`]).
@@ -420,6 +473,16 @@ impl HttpClient {
         for (name, value) in headers {
             h.append(name.clone(), value.clone());
         }
+        if let Some(signer) = &self.signer {
+            signer
+                .sign(&mut req, &body)
+                .await
+                .map_err(|msg| HttpError::Sign {
+                    addr: self.addr.clone(),
+                    msg,
+                })?;
+        }
+        let h = req.headers_mut();
         if let Some(auth) = self.proxy.as_ref().and_then(|p| p.auth.clone()) {
             h.insert(hyper::header::PROXY_AUTHORIZATION, auth);
         }

@@ -563,6 +563,29 @@ impl TlsSetup {
     }
 }
 
+impl TlsSetup {
+    /// A verifying client to `host` with the system's CA store and default versions:
+    /// for endpoints an output reaches besides its destination (AWS STS), which Fluent
+    /// Bit also reaches with its own default TLS context.
+    pub fn system(host: &str) -> Result<TlsSetup, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut store = RootCertStore::empty();
+        store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| format!("'{host}' is not a DNS name or an IP address"))?;
+        Ok(TlsSetup {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+            log_handshake: false,
+        })
+    }
+}
+
 /// The TLS side of a server input: built once, shared by its connections.
 ///
 /// `tls.crt_file`/`tls.key_file` are required. `tls.verify_client_cert on` requires a

@@ -175,6 +175,18 @@ impl Agent {
             .env_remove("http_proxy")
             .env_remove("NO_PROXY")
             .env_remove("no_proxy")
+            // The aws_auth credential chain: a test's credentials are set by the test only.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_DEFAULT_PROFILE")
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+            .env_remove("AWS_CONFIG_FILE")
+            .env_remove("AWS_ROLE_ARN")
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
             .envs(env.iter().copied());
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);

@@ -16,6 +16,9 @@
 //! its `Retry-After` if longer than the backoff), 5xx, other statuses and connection
 //! failures retry it; any other 4xx drops it, logged with the response body and counted
 //! (`fluentbit_output_dropped_records_total`).
+//!
+//! `aws_auth on` signs each request last, over the body as sent (AWS SigV4,
+//! [`crate::aws`]): `aws_region` and `aws_service` are required.
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
@@ -114,18 +117,18 @@ const PROPS: &[PropSpec] = &[
     PropSpec::new("oauth2.refresh_skew_seconds", PropKind::Int, Some("60"), "OAuth2 token refresh skew (with oauth2.enable)."),
     PropSpec::new("oauth2.timeout", PropKind::Time, Some("0s"), "OAuth2 token request timeout (with oauth2.enable)."),
     PropSpec::new("oauth2.connect_timeout", PropKind::Time, Some("0s"), "OAuth2 connect timeout (with oauth2.enable)."),
+    crate::aws::AUTH,
+    crate::aws::REGION,
+    crate::aws::STS_ENDPOINT,
+    crate::aws::ROLE_ARN,
+    crate::aws::EXTERNAL_ID,
+    crate::aws::PROFILE,
     PropSpec::new(
-        "aws_auth",
-        PropKind::Bool,
-        Some("false"),
-        "AWS SigV4 signing (not available in agent: 'on' is a config error).",
+        "aws_service",
+        PropKind::Str,
+        None,
+        "AWS service code the requests are signed for (required with aws_auth).",
     ),
-    PropSpec::new("aws_service", PropKind::Str, None, "AWS service code (with aws_auth)."),
-    PropSpec::new("aws_region", PropKind::Str, None, "AWS region (with aws_auth)."),
-    PropSpec::new("aws_sts_endpoint", PropKind::Str, None, "AWS STS endpoint (with aws_auth)."),
-    PropSpec::new("aws_profile", PropKind::Str, None, "AWS profile (with aws_auth)."),
-    PropSpec::new("aws_role_arn", PropKind::Str, None, "AWS role to assume (with aws_auth)."),
-    PropSpec::new("aws_external_id", PropKind::Str, None, "AWS external id (with aws_auth)."),
 ];
 
 pub static PLUGIN: OutputPlugin = OutputPlugin {
@@ -194,7 +197,6 @@ fn refuse_if_on(props: &Props, name: &str, what: &str) -> Result<(), ConfigError
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
     refuse_if_on(props, "oauth2.enable", "OAuth2 token fetching")?;
-    refuse_if_on(props, "aws_auth", "AWS SigV4 signing")?;
     let host = props.str("host").unwrap_or("127.0.0.1");
     let port = props
         .int("port")
@@ -249,7 +251,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         None => None,
     };
     let tail_headers = http_client::tail_headers(props)?;
-    let client = HttpClient::from_props(props, host, port)?.with_metrics(pool_metrics(ctx));
+    let mut client = HttpClient::from_props(props, host, port)?.with_metrics(pool_metrics(ctx));
+    if let Some(signer) = crate::aws::Signer::from_props(props, "aws_service")? {
+        client = client.with_signer(std::sync::Arc::new(signer));
+    }
     Ok(Box::new(HttpOutput {
         setup: Setup {
             client,

@@ -99,47 +99,17 @@ const PROPS: &[PropSpec] = &[
         None,
         "Upstream (HA) file of several nodes (not available in agent: a config error).",
     ),
-    PropSpec::new(
-        "aws_auth",
-        PropKind::Bool,
-        Some("false"),
-        "AWS SigV4 signing (not available in agent: 'on' is a config error).",
-    ),
-    PropSpec::new(
-        "aws_region",
-        PropKind::Str,
-        None,
-        "AWS region (with aws_auth).",
-    ),
-    PropSpec::new(
-        "aws_sts_endpoint",
-        PropKind::Str,
-        None,
-        "AWS STS endpoint (with aws_auth).",
-    ),
-    PropSpec::new(
-        "aws_role_arn",
-        PropKind::Str,
-        None,
-        "AWS role to assume (with aws_auth).",
-    ),
-    PropSpec::new(
-        "aws_external_id",
-        PropKind::Str,
-        None,
-        "AWS external id (with aws_auth).",
-    ),
+    crate::aws::AUTH,
+    crate::aws::REGION,
+    crate::aws::STS_ENDPOINT,
+    crate::aws::ROLE_ARN,
+    crate::aws::EXTERNAL_ID,
+    crate::aws::PROFILE,
     PropSpec::new(
         "aws_service_name",
         PropKind::Str,
         Some("es"),
-        "AWS service name (with aws_auth).",
-    ),
-    PropSpec::new(
-        "aws_profile",
-        PropKind::Str,
-        None,
-        "AWS profile (with aws_auth).",
+        "AWS service the requests are signed for (es; aoss for OpenSearch Serverless).",
     ),
     PropSpec::new(
         "logstash_format",
@@ -388,13 +358,6 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             Some("remove 'upstream' and set host and port of one node (or a load balancer)".into()),
         ));
     }
-    if props.bool("aws_auth") == Some(true) {
-        return Err(ConfigError::invalid(
-            props.span_of("aws_auth"),
-            "es: aws_auth: AWS SigV4 signing is not available in agent".to_string(),
-            Some("remove 'aws_auth', or send through a signing proxy".into()),
-        ));
-    }
     let (host, port) = match props.str("cloud_id") {
         Some(id) => cloud_host(id).ok_or_else(|| {
             props.error(
@@ -520,7 +483,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         HeaderValue::from_static("Fluent-Bit"),
     ));
 
-    let client = HttpClient::from_props(props, &host, port)?.with_metrics(pool_metrics(ctx));
+    let mut client = HttpClient::from_props(props, &host, port)?.with_metrics(pool_metrics(ctx));
+    if let Some(signer) = crate::aws::Signer::from_props(props, "aws_service_name")? {
+        client = client.with_signer(std::sync::Arc::new(signer.for_opensearch()));
+    }
     Ok(Box::new(EsOutput {
         setup: Setup {
             client,

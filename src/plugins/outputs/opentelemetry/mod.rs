@@ -228,18 +228,13 @@ const PROPS: &[PropSpec] = &[
         Some("/opentelemetry.proto.collector.profiles.v1experimental.ProfilesService/Export"),
         "gRPC method path for profiles (with grpc on).",
     ),
-    PropSpec::new(
-        "aws_auth",
-        PropKind::Bool,
-        Some("false"),
-        "AWS SigV4 signing (not available in agent: 'on' is a config error).",
-    ),
-    PropSpec::new("aws_service", PropKind::Str, Some("logs"), "AWS service code (with aws_auth)."),
-    PropSpec::new("aws_region", PropKind::Str, None, "AWS region (with aws_auth)."),
-    PropSpec::new("aws_sts_endpoint", PropKind::Str, None, "AWS STS endpoint (with aws_auth)."),
-    PropSpec::new("aws_profile", PropKind::Str, None, "AWS profile (with aws_auth)."),
-    PropSpec::new("aws_role_arn", PropKind::Str, None, "AWS role to assume (with aws_auth)."),
-    PropSpec::new("aws_external_id", PropKind::Str, None, "AWS external id (with aws_auth)."),
+    crate::aws::AUTH,
+    crate::aws::REGION,
+    crate::aws::STS_ENDPOINT,
+    crate::aws::ROLE_ARN,
+    crate::aws::EXTERNAL_ID,
+    crate::aws::PROFILE,
+    PropSpec::new("aws_service", PropKind::Str, Some("logs"), "AWS service code the requests are signed for."),
     PropSpec::new(
         "oauth2.enable",
         PropKind::Bool,
@@ -337,14 +332,6 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             "remove 'oauth2.enable', or send through a proxy that adds the token",
         ));
     }
-    if props.bool("aws_auth") == Some(true) {
-        return Err(refuse(
-            props,
-            "aws_auth",
-            "AWS SigV4 signing",
-            "remove 'aws_auth', or send through a proxy that signs",
-        ));
-    }
     for name in ["logs_max_resources", "logs_max_scopes"] {
         if props.int(name).unwrap_or(0) < 0 {
             return Err(props.error(name, "0 (no limit) or more"));
@@ -429,7 +416,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             HeaderValue::from_static(c.encoding()),
         ));
     }
-    let client = HttpClient::from_props(props, host, port)?.with_metrics(pool_metrics(ctx));
+    let mut client = HttpClient::from_props(props, host, port)?.with_metrics(pool_metrics(ctx));
+    if let Some(signer) = crate::aws::Signer::from_props(props, "aws_service")? {
+        client = client.with_signer(std::sync::Arc::new(signer));
+    }
     Ok(Box::new(OtelOutput {
         encoder: LogsEncoder::new(mapping.clone()),
         setup: Setup {
