@@ -5,25 +5,15 @@
 
 mod common;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::NetNs;
+use common::netns::{connect_from, NetNs};
 use common::*;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(40);
-
-fn connect_from(src: &str, dst: &str, port: u16) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
-    s.connect_timeout(
-        &SocketAddr::new(dst.parse().unwrap(), port).into(),
-        Duration::from_millis(500),
-    )?;
-    Ok(s.into())
-}
 
 /// `/etc/netns/<name>/resolv.conf`, which `ip netns exec` mounts over
 /// /etc/resolv.conf; removed on drop.

@@ -6,21 +6,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::netns::{conntrack_counters, NetNs};
+use common::netns::{connect_from, conntrack_counters, NetNs};
 use common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(40);
-
-fn connect_from(src: &str, dst: &str, port: u16) -> std::io::Result<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
-    s.connect_timeout(
-        &SocketAddr::new(dst.parse().unwrap(), port).into(),
-        Duration::from_millis(500),
-    )?;
-    Ok(s.into())
-}
 
 /// Sums of `packets=`/`bytes=` (orig, reply) over `conntrack -E` DESTROY lines to dport 80.
 fn tool_totals(text: &str) -> ([u64; 4], usize) {

@@ -8,10 +8,12 @@
 //! - [`socket`]: socket options and connect.
 //! - [`pool`]: the pool's rules, sans-IO; [`upstream`]: the pool driven by tokio.
 //! - [`datagram`]: UDP and Unix datagram sockets of datagram inputs.
+//! - [`netlink`]: entering a network namespace, receive timeouts of netlink sockets.
 //! - [`downstream`]: listen, accept (TLS handshake included), connection cap, timeouts.
 
 pub mod datagram;
 pub mod downstream;
+pub mod netlink;
 pub mod pool;
 pub mod props;
 pub mod socket;

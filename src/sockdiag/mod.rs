@@ -12,10 +12,8 @@
 
 pub mod process;
 
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -105,16 +103,6 @@ fn tcp_states() -> StateFlags {
     StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT - StateFlags::SYN_RECV
 }
 
-/// Moves the calling thread into the network namespace at `path`.
-fn enter_netns(path: &Path) -> io::Result<()> {
-    let f = File::open(path)?;
-    // SAFETY: setns on a valid fd; affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Receive buffer of one `recv` (a dump datagram holds many sockets).
 const RECV_BUF: usize = 64 * 1024;
 
@@ -138,7 +126,7 @@ impl Reader {
             Some(p) => {
                 let p: PathBuf = p.to_path_buf();
                 std::thread::spawn(move || {
-                    enter_netns(&p).map_err(|e| {
+                    crate::net::netlink::enter_netns(&p).map_err(|e| {
                         io::Error::new(
                             e.kind(),
                             format!("cannot enter network namespace {}: {e}", p.display()),
@@ -162,23 +150,8 @@ impl Reader {
     fn socket() -> io::Result<NlSocket> {
         let mut sock = NlSocket::new(NETLINK_SOCK_DIAG)?;
         sock.bind_auto()?;
-        let tv = libc::timeval {
-            tv_sec: DUMP_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: SO_RCVTIMEO takes a timeval: a dump never blocks the caller forever.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // A dump never blocks the caller forever.
+        crate::net::netlink::set_recv_timeout(&sock, DUMP_TIMEOUT)?;
         Ok(sock)
     }
 

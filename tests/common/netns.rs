@@ -178,3 +178,17 @@ pub fn conntrack_counters(line: &str) -> Option<[u64; 4]> {
         .collect();
     (nums.len() == 4).then(|| [nums[0], nums[1], nums[2], nums[3]])
 }
+
+/// A TCP connection from the address `src` (a workload's, on `lo`) to `dst:port`, given
+/// up after 500 ms (a dropped SYN is an error, not a hang).
+#[allow(dead_code)]
+pub fn connect_from(src: &str, dst: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+    use std::net::SocketAddr;
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into())?;
+    s.connect_timeout(
+        &SocketAddr::new(dst.parse().unwrap(), port).into(),
+        std::time::Duration::from_millis(500),
+    )?;
+    Ok(s.into())
+}

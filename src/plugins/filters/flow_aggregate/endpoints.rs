@@ -344,13 +344,43 @@ impl Endpoints {
     }
 
     /// An `EndpointSlice` (discovery.k8s.io/v1): the pod addresses and ports behind the
-    /// service of its `kubernetes.io/service-name` label, matched by port name.
+    /// service of its `kubernetes.io/service-name` label.
     fn load_k8s_slice(&mut self, slice: &serde_json::Value, svc: &serde_json::Value) {
-        let ns = svc["metadata"]["namespace"].as_str().unwrap_or("default");
-        let Some(name) = svc["metadata"]["name"].as_str() else {
+        let ips: Vec<&str> = slice["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|ep| ep["addresses"].as_array().into_iter().flatten())
+            .filter_map(|ip| ip.as_str())
+            .collect();
+        self.add_backends(svc, &slice["ports"], &ips);
+    }
+
+    /// An `Endpoints` object: the pod addresses and ports behind its service (of the
+    /// same name), subset by subset.
+    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
+        for subset in item["subsets"].as_array().into_iter().flatten() {
+            let ips: Vec<&str> = subset["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str())
+                .collect();
+            self.add_backends(svc, &subset["ports"], &ips);
+        }
+    }
+
+    /// Backend addresses of `svc` on `ports` (a list of `{name, port, protocol}`), each
+    /// matched to the service's port of the same name.
+    fn add_backends(&mut self, svc: &serde_json::Value, ports: &serde_json::Value, ips: &[&str]) {
+        let meta = &svc["metadata"];
+        let (Some(name), ns) = (
+            meta["name"].as_str(),
+            meta["namespace"].as_str().unwrap_or("default"),
+        ) else {
             return;
         };
-        for ep_port in slice["ports"].as_array().into_iter().flatten() {
+        for ep_port in ports.as_array().into_iter().flatten() {
             let port_name = ep_port["name"].as_str().unwrap_or("");
             let Some(sp) = svc["spec"]["ports"]
                 .as_array()
@@ -373,55 +403,8 @@ impl Endpoints {
                 port_name: Arc::from(if port_name.is_empty() { "-" } else { port_name }),
                 port: port as u16,
             });
-            for ep in slice["endpoints"].as_array().into_iter().flatten() {
-                for ip in ep["addresses"].as_array().into_iter().flatten() {
-                    if let Some(ip) = ip.as_str() {
-                        self.add_service(ip, target, proto, &svc);
-                    }
-                }
-            }
-        }
-    }
-
-    /// An `Endpoints` object: the pod addresses and ports behind its service (of the
-    /// same name), matched to the service's ports by port name.
-    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
-        let meta = &item["metadata"];
-        let (Some(name), ns) = (
-            meta["name"].as_str(),
-            meta["namespace"].as_str().unwrap_or("default"),
-        ) else {
-            return;
-        };
-        for subset in item["subsets"].as_array().into_iter().flatten() {
-            for ep_port in subset["ports"].as_array().into_iter().flatten() {
-                let port_name = ep_port["name"].as_str().unwrap_or("");
-                let Some(sp) = svc["spec"]["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-                else {
-                    continue;
-                };
-                let (Some(target), Some(port), Some(proto)) = (
-                    ep_port["port"].as_u64(),
-                    sp["port"].as_u64(),
-                    proto_number(ep_port["protocol"].as_str()),
-                ) else {
-                    continue;
-                };
-                let svc = Arc::new(Service {
-                    namespace: Arc::from(ns),
-                    name: Arc::from(name),
-                    port_name: Arc::from(if port_name.is_empty() { "-" } else { port_name }),
-                    port: port as u16,
-                });
-                for a in subset["addresses"].as_array().into_iter().flatten() {
-                    if let Some(ip) = a["ip"].as_str() {
-                        self.add_service(ip, target, proto, &svc);
-                    }
-                }
+            for ip in ips {
+                self.add_service(ip, target, proto, &svc);
             }
         }
     }

@@ -2,10 +2,8 @@
 //! network namespace, with the receive-buffer and reliability options that decide
 //! whether events are lost under load (measurements in shared/spec/flows.md §1.5).
 
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -25,16 +23,7 @@ pub const GROUP_DESTROY: u32 = 3;
 /// Receive buffer for one `recv`: dump datagrams hold many messages.
 pub const RECV_BUF: usize = 256 * 1024;
 
-/// Moves the calling thread into the network namespace at `path` (e.g.
-/// `/var/run/netns/x`). Sockets created afterwards belong to that namespace.
-pub fn enter_netns(path: &Path) -> io::Result<()> {
-    let f = File::open(path)?;
-    // SAFETY: setns on a valid fd; affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub use crate::net::netlink::{enter_netns, set_recv_timeout};
 
 fn setsockopt_int(sock: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: a plain int option on a socket we own.
@@ -59,28 +48,6 @@ pub fn set_rcvbuf(sock: &Socket, bytes: usize) -> io::Result<usize> {
     let want = i32::try_from(bytes).unwrap_or(i32::MAX);
     setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want)?;
     sock.get_rx_buf_sz()
-}
-
-/// Lets a blocking `recv` return every `every`, so the reader can notice shutdown.
-pub fn set_recv_timeout(sock: &Socket, every: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: every.as_secs() as libc::time_t,
-        tv_usec: every.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: SO_RCVTIMEO takes a timeval.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A socket subscribed to `groups`. Reliable mode (`NETLINK_BROADCAST_ERROR` +
