@@ -25,6 +25,7 @@
 //! keeps after parsing, not held by the cache.
 
 pub mod client;
+pub mod objects;
 pub mod pod;
 pub mod watch;
 mod worker;

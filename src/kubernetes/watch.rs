@@ -1,46 +1,251 @@
-//! List + watch of every object of some kinds across the cluster (pods, services,
-//! endpoint slices), each trimmed to the fields its user keeps: the cluster-wide view flow
-//! logs need (the `kubernetes` filter's cache holds only this node's pods).
+//! Kubernetes' list + watch protocol, once for every user: [`list_watch`] lists a
+//! collection page by page, then watches from the list's `resourceVersion` with
+//! bookmarks; a stream that ends is resumed from the last version seen, `410 Gone`
+//! lists again, and failures wait as the [`Watcher`] says (its owner logs them its
+//! own way). The `kubernetes` filter watches this node's pods with it; flow logs watch
+//! pods, services and endpoint slices across the cluster into [`Store`]s.
 //!
-//! One thread runs the watches. Each lists page by page, then watches from the list's
-//! `resourceVersion` with bookmarks; a stream that ends is resumed from the last version
-//! seen, `410 Gone` lists again, and failures back off (1 s doubling to 60 s, jittered),
-//! logged when the error changes. A store bumps its generation on every change, so that
-//! its user rebuilds only when something changed; it holds at most `max_objects`
-//! objects, and counts the ones it had to leave out.
+//! A store keeps each object in its compact form ([`super::objects`]), bumps its
+//! generation on every change (so that its user rebuilds only when something
+//! changed), holds at most `max_objects` objects and counts the ones it left out.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::client::{ApiError, Client, ClientConf};
+use super::worker::enc;
 
-/// Keeps the fields of an object its user needs (the rest is dropped at once).
-pub type Trim = fn(&Value) -> Value;
+/// The delay after `failures` failures in a row: 1 s doubling to 60 s, ±20 % jitter
+/// (so that a fleet does not retry in step).
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(60))
+        .mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+/// One page of a list: its objects, the list's version, the continue token.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub version: String,
+    pub next: Option<String>,
+}
+
+/// What one line of a watch stream says.
+pub enum Event<T> {
+    /// ADDED or MODIFIED (`deleted` false), or DELETED; the object's version.
+    Changed {
+        item: T,
+        deleted: bool,
+        version: Option<String>,
+    },
+    Bookmark(String),
+    /// An ERROR event (a `Status`): 410 means the version is gone.
+    Error(u16, String),
+    /// Not an event this watcher reads (or not an object it knows).
+    Ignored,
+}
+
+/// The owner's side of a watch: how its objects are decoded and where they go. Each
+/// method returning `bool` says whether the owner still wants the watch (false ends it).
+pub trait Watcher: Send + 'static {
+    type Item: Send;
+    /// `[filter:kubernetes]`, for debug lines.
+    fn who(&self) -> &str;
+    fn page(&mut self, body: &[u8]) -> Result<Page<Self::Item>, ApiError>;
+    fn event(&mut self, line: &[u8]) -> Event<Self::Item>;
+    /// A whole list arrived (after a start or a 410).
+    fn listed(&mut self, items: Vec<Self::Item>) -> bool;
+    fn changed(&mut self, item: Self::Item, deleted: bool) -> bool;
+    /// Before each request.
+    fn requesting(&mut self) -> bool;
+    /// A request failed: the owner logs it; how long to wait (None: the owner is gone).
+    fn failed(&mut self, what: &str, e: &ApiError) -> Option<Duration>;
+    /// A list succeeded after failures.
+    fn recovered(&mut self);
+}
+
+/// What to list and watch: `path` (`/api/v1/pods`), an optional `selector` query
+/// (`fieldSelector=...`, encoded), the page size, the largest list page accepted
+/// (0: any) and, for log lines, what it is (`pods of node n1`).
+pub struct Collection {
+    pub path: String,
+    pub selector: Option<String>,
+    pub page: usize,
+    pub body_limit: usize,
+    pub what: String,
+}
+
+impl Collection {
+    fn url(&self, query: &str) -> String {
+        match &self.selector {
+            Some(s) => format!("{}?{s}&{query}", self.path),
+            None => format!("{}?{query}", self.path),
+        }
+    }
+}
+
+/// Lists and watches `c` for as long as `w` wants it.
+pub async fn list_watch<W: Watcher>(mut w: W, conf: ClientConf, c: Collection) {
+    let mut client = Client::new(conf);
+    'relist: loop {
+        let mut items = Vec::new();
+        let mut cont: Option<String> = None;
+        let listed = loop {
+            if !w.requesting() {
+                return;
+            }
+            let mut query = format!("limit={}", c.page);
+            if let Some(t) = &cont {
+                query.push_str("&continue=");
+                query.push_str(&enc(t));
+            }
+            let got = client
+                .get_limited(&c.url(&query), c.body_limit)
+                .await
+                .and_then(|b| w.page(&b));
+            match got {
+                Ok(p) => {
+                    items.extend(p.items);
+                    match p.next.filter(|t| !t.is_empty()) {
+                        Some(t) => cont = Some(t),
+                        None => break p.version,
+                    }
+                }
+                Err(e) => {
+                    let Some(delay) = w.failed(&format!("cannot list {}", c.what), &e) else {
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    continue 'relist;
+                }
+            }
+        };
+        w.recovered();
+        if !w.listed(items) {
+            return;
+        }
+        let mut version = listed;
+        loop {
+            if !w.requesting() {
+                return;
+            }
+            let query = format!(
+                "watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=300",
+                enc(&version)
+            );
+            let mut lines = match client.stream(&c.url(&query)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let Some(delay) = w.failed(&format!("cannot watch {}", c.what), &e) else {
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    continue 'relist;
+                }
+            };
+            loop {
+                let line = match lines.next().await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => break,
+                    Err(e) => {
+                        crate::debug!("{} watch of {} ended: {e}", w.who(), c.what);
+                        break;
+                    }
+                };
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match w.event(&line) {
+                    Event::Bookmark(v) => version = v,
+                    Event::Changed {
+                        item,
+                        deleted,
+                        version: v,
+                    } => {
+                        if let Some(v) = v {
+                            version = v;
+                        }
+                        if !w.changed(item, deleted) {
+                            return;
+                        }
+                    }
+                    Event::Error(410, _) => {
+                        crate::debug!(
+                            "{} {} version {version} is gone (410): listing again",
+                            w.who(),
+                            c.what
+                        );
+                        continue 'relist;
+                    }
+                    Event::Error(code, message) => {
+                        let e = ApiError::Status(code, message);
+                        let Some(delay) = w.failed(&format!("watch of {}", c.what), &e) else {
+                            return;
+                        };
+                        tokio::time::sleep(delay).await;
+                        continue 'relist;
+                    }
+                    Event::Ignored => {}
+                }
+            }
+        }
+    }
+}
 
 /// The objects of one kind, by `namespace/name`.
-pub struct Store {
+pub struct Store<T> {
     /// `pods`, `services`, `endpointslices`: for log lines.
     pub resource: &'static str,
-    /// The collection's path: `/api/v1/pods`, `/apis/discovery.k8s.io/v1/endpointslices`.
-    path: &'static str,
-    objects: Mutex<HashMap<String, Arc<Value>>>,
+    objects: Mutex<HashMap<String, Arc<T>>>,
     generation: AtomicU64,
     /// Listed at least once.
     synced: AtomicBool,
     max_objects: usize,
     /// Objects not kept because `max_objects` were held.
-    pub dropped: AtomicU64,
+    dropped: AtomicU64,
 }
 
-impl Store {
-    fn new(resource: &'static str, path: &'static str, max_objects: usize) -> Store {
+/// What every store tells its user, whatever it holds.
+pub trait StoreStatus {
+    fn resource(&self) -> &'static str;
+    /// Bumped on every change.
+    fn generation(&self) -> u64;
+    fn synced(&self) -> bool;
+    /// Objects held.
+    fn held(&self) -> usize;
+    /// Objects left out since the last call.
+    fn take_dropped(&self) -> u64;
+}
+
+impl<T> StoreStatus for Store<T> {
+    fn resource(&self) -> &'static str {
+        self.resource
+    }
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+    fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+    fn held(&self) -> usize {
+        self.lock().len()
+    }
+    fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl<T> Store<T> {
+    pub fn new(resource: &'static str, max_objects: usize) -> Store<T> {
         Store {
             resource,
-            path,
             objects: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             synced: AtomicBool::new(false),
@@ -49,29 +254,12 @@ impl Store {
         }
     }
 
-    /// Bumped on every change.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The objects now (shared, not copied).
-    pub fn snapshot(&self) -> Vec<Arc<Value>> {
+    pub fn snapshot(&self) -> Vec<Arc<T>> {
         self.lock().values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Value>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<T>>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -79,14 +267,23 @@ impl Store {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Replaces everything with a fresh list.
-    fn replace(&self, objects: HashMap<String, Arc<Value>>) {
+    /// Replaces everything with a fresh list (the first `max_objects` of it).
+    fn replace(&self, items: Vec<(String, T)>) {
+        let left_out = items.len().saturating_sub(self.max_objects);
+        if left_out > 0 {
+            self.dropped.fetch_add(left_out as u64, Ordering::Relaxed);
+        }
+        let objects = items
+            .into_iter()
+            .take(self.max_objects)
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
         *self.lock() = objects;
         self.synced.store(true, Ordering::Release);
         self.changed();
     }
 
-    fn upsert(&self, key: String, obj: Value) {
+    fn upsert(&self, key: String, obj: T) {
         let mut m = self.lock();
         if !m.contains_key(&key) && m.len() >= self.max_objects {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -104,277 +301,192 @@ impl Store {
     }
 }
 
-fn key(obj: &Value) -> Option<String> {
-    let m = &obj["metadata"];
-    Some(format!(
-        "{}/{}",
-        m["namespace"].as_str().unwrap_or(""),
-        m["name"].as_str()?
-    ))
-}
+/// Decodes an object of the API into its key and compact form.
+pub type Decode<T> = fn(&Value) -> Option<(String, T)>;
 
-/// A kind to watch: its name (for log lines), its collection's path, what to keep.
-pub struct Kind {
-    pub name: &'static str,
-    pub path: &'static str,
-    pub trim: Trim,
-}
-
-/// Starts watching `kinds` with one client configuration; the thread ends when every
-/// store is dropped. `who` prefixes log lines.
-pub fn spawn(conf: ClientConf, kinds: &[Kind], max_objects: usize, who: String) -> Vec<Arc<Store>> {
-    let stores: Vec<Arc<Store>> = kinds
-        .iter()
-        .map(|k| Arc::new(Store::new(k.name, k.path, max_objects)))
-        .collect();
-    let tasks: Vec<(Weak<Store>, Trim)> = stores
-        .iter()
-        .zip(kinds)
-        .map(|(s, k)| (Arc::downgrade(s), k.trim))
-        .collect();
-    let spawned = std::thread::Builder::new()
-        .name("kube-watch".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    crate::error!("{who} cannot start the Kubernetes watches: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let handles: Vec<_> = tasks
-                    .into_iter()
-                    .map(|(store, trim)| {
-                        tokio::spawn(watch(store, trim, conf.clone(), who.clone()))
-                    })
-                    .collect();
-                for h in handles {
-                    let _ = h.await;
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        crate::error!("cannot start the Kubernetes watch thread: {e}");
-    }
-    stores
-}
-
-/// Failures in a row, and the last error logged.
-#[derive(Default)]
-struct Health {
+/// A store's side of a watch: objects decoded with `decode`; failures logged when
+/// the error changes, prefixed with `who`.
+struct StoreWatch<T> {
+    store: Weak<Store<T>>,
+    decode: Decode<T>,
+    who: String,
+    url: String,
     failures: u32,
     last: Option<String>,
 }
 
-impl Health {
-    async fn failed(&mut self, who: &str, what: &str, e: &ApiError, conf: &ClientConf) {
+impl<T: Send + Sync + 'static> Watcher for StoreWatch<T> {
+    type Item = (String, T);
+
+    fn who(&self) -> &str {
+        &self.who
+    }
+
+    fn page(&mut self, body: &[u8]) -> Result<Page<(String, T)>, ApiError> {
+        /// The envelope of a list; its items are decoded one by one, so that one odd
+        /// object is skipped, not the page.
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            metadata: Option<Value>,
+            items: Option<Vec<Value>>,
+        }
+        let list: List =
+            serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+        let items = list
+            .items
+            .ok_or_else(|| ApiError::BadBody("a list without items".into()))?;
+        let meta = list.metadata.unwrap_or(Value::Null);
+        Ok(Page {
+            items: items.iter().filter_map(self.decode).collect(),
+            version: meta["resourceVersion"].as_str().unwrap_or("").to_string(),
+            next: meta["continue"].as_str().map(String::from),
+        })
+    }
+
+    fn event(&mut self, line: &[u8]) -> Event<(String, T)> {
+        let Ok(ev) = serde_json::from_slice::<Value>(line) else {
+            return Event::Ignored;
+        };
+        let obj = &ev["object"];
+        let version = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .map(String::from);
+        match ev["type"].as_str().unwrap_or("") {
+            "BOOKMARK" => version.map_or(Event::Ignored, Event::Bookmark),
+            "ERROR" => Event::Error(
+                obj["code"].as_u64().unwrap_or(0) as u16,
+                obj["message"].as_str().unwrap_or("").to_string(),
+            ),
+            kind @ ("ADDED" | "MODIFIED" | "DELETED") => match (self.decode)(obj) {
+                Some(item) => Event::Changed {
+                    item,
+                    deleted: kind == "DELETED",
+                    version,
+                },
+                None => Event::Ignored,
+            },
+            _ => Event::Ignored,
+        }
+    }
+
+    fn listed(&mut self, items: Vec<(String, T)>) -> bool {
+        let Some(s) = self.store.upgrade() else {
+            return false;
+        };
+        s.replace(items);
+        true
+    }
+
+    fn changed(&mut self, (key, obj): (String, T), deleted: bool) -> bool {
+        let Some(s) = self.store.upgrade() else {
+            return false;
+        };
+        if deleted {
+            s.remove(&key);
+        } else {
+            s.upsert(key, obj);
+        }
+        true
+    }
+
+    fn requesting(&mut self) -> bool {
+        self.store.strong_count() > 0
+    }
+
+    fn failed(&mut self, what: &str, e: &ApiError) -> Option<Duration> {
         self.failures += 1;
-        let delay = Duration::from_secs(1u64 << self.failures.saturating_sub(1).min(6))
-            .min(Duration::from_secs(60))
-            .mul_f64(0.8 + fastrand::f64() * 0.4);
+        let delay = backoff(self.failures);
         let text = e.to_string();
         if self.last.as_deref() != Some(text.as_str()) {
             crate::error!(
-                "{who} {what}: {text} ({}); workloads keep their last known names, retry in {:.1}s: {}",
-                conf.url(),
+                "{} {what}: {text} ({}); workloads keep their last known names, retry in {:.1}s: {}",
+                self.who,
+                self.url,
                 delay.as_secs_f64(),
                 e.hint()
             );
             self.last = Some(text);
         }
-        tokio::time::sleep(delay).await;
+        self.requesting().then_some(delay)
     }
 
-    fn ok(&mut self, who: &str, resource: &str) {
+    fn recovered(&mut self) {
         if self.failures > 0 {
+            let resource = self.store.upgrade().map_or("objects", |s| s.resource);
             crate::info!(
-                "{who} watching {resource} again after {} failed requests",
+                "{} watching {resource} again after {} failed requests",
+                self.who,
                 self.failures
             );
         }
-        *self = Health::default();
+        self.failures = 0;
+        self.last = None;
     }
 }
 
-/// One page of a list: its objects, the list's version, the continue token.
-fn page(body: &[u8], trim: Trim) -> Result<(Vec<Value>, String, Option<String>), ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadBody(e.to_string()))?;
-    let items = v["items"]
-        .as_array()
-        .ok_or_else(|| ApiError::BadBody("a list without items".into()))?;
-    Ok((
-        items.iter().map(trim).collect(),
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-        v["metadata"]["continue"]
-            .as_str()
-            .filter(|c| !c.is_empty())
-            .map(String::from),
-    ))
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A thread with a single-threaded runtime that runs watches; they end when it is
+/// dropped.
+pub struct Runner {
+    tx: mpsc::UnboundedSender<Task>,
 }
 
-async fn watch(store: Weak<Store>, trim: Trim, conf: ClientConf, who: String) {
-    let Some((resource, base)) = store.upgrade().map(|s| (s.resource, s.path)) else {
-        return;
-    };
-    let mut client = Client::new(conf.clone());
-    let mut health = Health::default();
-    'relist: loop {
-        let mut listed = HashMap::new();
-        let mut cont: Option<String> = None;
-        let rv = loop {
-            let mut path = format!("{base}?limit=500");
-            if let Some(c) = &cont {
-                path.push_str(&format!("&continue={}", super::worker::enc(c)));
-            }
-            let got = client
-                .get_limited(&path, 0)
-                .await
-                .and_then(|b| page(&b, trim));
-            match got {
-                Ok((items, rv, next)) => {
-                    for obj in items {
-                        if let Some(k) = key(&obj) {
-                            listed.insert(k, Arc::new(obj));
-                        }
-                    }
-                    match next {
-                        Some(c) => cont = Some(c),
-                        None => break rv,
-                    }
-                }
-                Err(e) => {
-                    health
-                        .failed(&who, &format!("cannot list {resource}"), &e, &conf)
-                        .await;
-                    if store.strong_count() == 0 {
+impl Runner {
+    pub fn start(name: &str) -> Runner {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Task>();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        crate::error!("cannot start the Kubernetes watches: {e}");
                         return;
                     }
-                    continue 'relist;
-                }
-            }
-        };
-        let Some(s) = store.upgrade() else { return };
-        health.ok(&who, resource);
-        let max = s.max_objects;
-        if listed.len() > max {
-            s.dropped
-                .fetch_add((listed.len() - max) as u64, Ordering::Relaxed);
-            let keep: Vec<String> = listed.keys().take(max).cloned().collect();
-            listed.retain(|k, _| keep.contains(k));
-        }
-        s.replace(listed);
-        drop(s);
-        let mut rv = rv;
-        loop {
-            let path = format!(
-                "{base}?watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=300",
-                super::worker::enc(&rv)
-            );
-            let mut lines = match client.stream(&path).await {
-                Ok(l) => l,
-                Err(e) => {
-                    health
-                        .failed(&who, &format!("cannot watch {resource}"), &e, &conf)
-                        .await;
-                    continue 'relist;
-                }
-            };
-            loop {
-                let line = match lines.next().await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => break,
-                    Err(e) => {
-                        crate::debug!("{who} watch of {resource} ended: {e}");
-                        break;
-                    }
                 };
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let Some(s) = store.upgrade() else { return };
-                let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                let obj = &ev["object"];
-                match ev["type"].as_str().unwrap_or("") {
-                    "BOOKMARK" => {
-                        if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
-                            rv = v.to_string();
-                        }
+                rt.block_on(async move {
+                    while let Some(task) = rx.recv().await {
+                        tokio::spawn(task);
                     }
-                    "ERROR" => {
-                        if obj["code"].as_u64() == Some(410) {
-                            crate::debug!(
-                                "{who} {resource} version {rv} is gone (410): listing again"
-                            );
-                        } else {
-                            let e = ApiError::Status(
-                                obj["code"].as_u64().unwrap_or(0) as u16,
-                                obj["message"].as_str().unwrap_or("").to_string(),
-                            );
-                            health
-                                .failed(&who, &format!("watch of {resource}"), &e, &conf)
-                                .await;
-                        }
-                        continue 'relist;
-                    }
-                    kind @ ("ADDED" | "MODIFIED" | "DELETED") => {
-                        if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
-                            rv = v.to_string();
-                        }
-                        let Some(k) = key(obj) else { continue };
-                        if kind == "DELETED" {
-                            s.remove(&k);
-                        } else {
-                            s.upsert(k, trim(obj));
-                        }
-                    }
-                    _ => {}
-                }
-            }
+                });
+            });
+        if let Err(e) = spawned {
+            crate::error!("cannot start the Kubernetes watch thread: {e}");
         }
+        Runner { tx }
     }
-}
 
-/// Copies the fields at `paths` (dot-separated) of `v`, nothing else.
-pub fn keep(v: &Value, paths: &[&str]) -> Value {
-    let mut out = Value::Object(Default::default());
-    for p in paths {
-        let mut src = v;
-        let mut ok = true;
-        for part in p.split('.') {
-            match src.get(part) {
-                Some(x) => src = x,
-                None => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if !ok {
-            continue;
-        }
-        let mut dst = &mut out;
-        let parts: Vec<&str> = p.split('.').collect();
-        for part in &parts[..parts.len() - 1] {
-            dst = dst
-                .as_object_mut()
-                .expect("built of objects")
-                .entry(part.to_string())
-                .or_insert_with(|| Value::Object(Default::default()));
-        }
-        if let Some(o) = dst.as_object_mut() {
-            o.insert(parts[parts.len() - 1].to_string(), src.clone());
-        }
+    /// Lists and watches the collection at `path` (cluster-wide) into `store`.
+    pub fn watch<T: Send + Sync + 'static>(
+        &self,
+        conf: &ClientConf,
+        path: &str,
+        store: &Arc<Store<T>>,
+        decode: Decode<T>,
+        who: &str,
+    ) {
+        let w = StoreWatch {
+            store: Arc::downgrade(store),
+            decode,
+            who: who.to_string(),
+            url: conf.url(),
+            failures: 0,
+            last: None,
+        };
+        let c = Collection {
+            path: path.to_string(),
+            selector: None,
+            page: 500,
+            body_limit: 0,
+            what: store.resource.to_string(),
+        };
+        let _ = self.tx.send(Box::pin(list_watch(w, conf.clone(), c)));
     }
-    out
 }
 
 #[cfg(test)]
@@ -382,35 +494,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keep_copies_only_the_paths() {
-        let pod = serde_json::json!({"metadata": {"name": "a", "namespace": "n", "uid": "x", "labels": {"app": "w"}},
-            "spec": {"nodeName": "n1", "containers": [{"image": "big"}]}, "status": {"podIP": "10.0.0.1"}});
-        let k = keep(
-            &pod,
-            &[
-                "metadata.name",
-                "metadata.namespace",
-                "metadata.labels",
-                "spec.nodeName",
-                "status.podIP",
-                "status.podIPs",
-            ],
-        );
-        assert_eq!(
-            k,
-            serde_json::json!({"metadata": {"name": "a", "namespace": "n", "labels": {"app": "w"}},
-                "spec": {"nodeName": "n1"}, "status": {"podIP": "10.0.0.1"}})
-        );
-        assert_eq!(key(&k).as_deref(), Some("n/a"));
-    }
-
-    #[test]
     fn a_store_is_bounded_and_counts_changes() {
-        let s = Store::new("pods", "/api/v1/pods", 2);
-        for n in ["a", "b", "c"] {
-            s.upsert(format!("ns/{n}"), serde_json::json!({}));
+        let s: Store<u32> = Store::new("pods", 2);
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            s.upsert(format!("ns/{n}"), i as u32);
         }
-        assert_eq!((s.len(), s.dropped.load(Ordering::Relaxed)), (2, 1));
+        assert_eq!((s.held(), s.take_dropped()), (2, 1));
         let g = s.generation();
         s.remove("ns/a");
         s.remove("ns/zzz");
@@ -419,5 +508,49 @@ mod tests {
             g + 1,
             "a removal of nothing changes nothing"
         );
+        s.replace(vec![
+            ("ns/x".into(), 1),
+            ("ns/y".into(), 2),
+            ("ns/z".into(), 3),
+        ]);
+        assert_eq!((s.held(), s.take_dropped(), s.synced()), (2, 1, true));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_jitter() {
+        for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (30, 60.0)] {
+            let d = backoff(n).as_secs_f64();
+            assert!(d >= base * 0.8 && d <= base * 1.2, "{n}: {d}");
+        }
+    }
+
+    #[test]
+    fn a_page_skips_odd_objects_and_reads_its_version() {
+        let mut w = StoreWatch::<super::super::objects::PodInfo> {
+            store: Weak::new(),
+            decode: super::super::objects::PodInfo::decode,
+            who: String::new(),
+            url: String::new(),
+            failures: 0,
+            last: None,
+        };
+        let p = w
+            .page(br#"{"metadata":{"resourceVersion":"7","continue":"c1"},"items":[{"metadata":{"name":"a","namespace":"n"}},{"metadata":5},{"metadata":{"name":"b"}}]}"#)
+            .unwrap();
+        assert_eq!(p.items.len(), 2);
+        assert_eq!((p.version.as_str(), p.next.as_deref()), ("7", Some("c1")));
+        assert!(w.page(b"{}").is_err());
+        match w.event(br#"{"type":"DELETED","object":{"metadata":{"name":"a","namespace":"n","resourceVersion":"9"}}}"#) {
+            Event::Changed { item, deleted: true, version } => {
+                assert_eq!((item.0.as_str(), version.as_deref()), ("n/a", Some("9")))
+            }
+            _ => panic!("a deletion"),
+        }
+        assert!(matches!(
+            w.event(
+                br#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old"}}"#
+            ),
+            Event::Error(410, _)
+        ));
     }
 }

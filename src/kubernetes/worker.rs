@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::client::{ApiError, Client, ClientConf};
 use super::pod::{parse_json, Namespace, Pod};
+use super::watch;
 use super::{evict, PodKey, Shared, Slot, Source, NOT_FOUND_RETRY};
 use crate::event::{Map, Str, Value};
 
@@ -64,7 +65,22 @@ async fn run(shared: Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Req>) {
         Source::None => return,
         Source::Api { conf, node_name } => {
             if let Some(node) = node_name {
-                tokio::spawn(watch(shared.clone(), conf.clone(), node));
+                let c = watch::Collection {
+                    path: "/api/v1/pods".into(),
+                    selector: Some(format!(
+                        "fieldSelector={}",
+                        enc(&format!("spec.nodeName={node}"))
+                    )),
+                    page: 100,
+                    // A page of 100 pods may be 100 times a pod's size.
+                    body_limit: conf.buffer_size * 100,
+                    what: format!("the pods of node {node}"),
+                };
+                let w = NodePods {
+                    shared: shared.clone(),
+                    conf: conf.clone(),
+                };
+                tokio::spawn(watch::list_watch(w, conf.clone(), c));
             }
             (Client::new(conf.clone()), Client::new(conf), false)
         }
@@ -321,9 +337,7 @@ fn backoff(failures: u32, e: &ApiError, sh: &Shared) -> Duration {
     if matches!(e, ApiError::Dns(_)) && failures <= sh.conf.dns_retries {
         return sh.conf.dns_wait;
     }
-    let base =
-        Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60));
-    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+    watch::backoff(failures)
 }
 
 /// Records a success: logs the recovery once.
@@ -340,17 +354,6 @@ fn health_ok(sh: &Shared, h: &mut super::Health) {
 
 /// Records a failure: counts it, schedules the next try, and logs it when the error
 /// changes (else once a minute, with how many were not logged). Returns the next try.
-/// Records a failed request of the pod watch and sleeps until its retry time,
-/// without holding the shared state (or keeping it alive) meanwhile.
-async fn wait_after_failure(sh: Arc<Shared>, what: &str, e: &ApiError, conf: &ClientConf) {
-    let retry = {
-        let mut st = sh.lock();
-        health_failed(&sh, &mut st.health, what, e, conf)
-    };
-    drop(sh);
-    tokio::time::sleep_until(retry.into()).await;
-}
-
 fn health_failed(
     sh: &Shared,
     h: &mut super::Health,
@@ -390,62 +393,86 @@ fn health_failed(
     next
 }
 
-/// List + watch of the node's pods, for ever (until the cache is dropped).
-async fn watch(shared: Weak<Shared>, conf: ClientConf, node: String) {
-    let mut client = Client::new(conf.clone());
-    let selector = enc(&format!("spec.nodeName={node}"));
-    'relist: loop {
-        let Some(sh) = shared.upgrade() else { return };
-        // List, page by page.
-        let mut listed: Vec<Pod> = Vec::new();
-        let mut cont: Option<String> = None;
-        let mut rv = String::new();
-        let limit = if conf.buffer_size > 0 {
-            conf.buffer_size * 100
-        } else {
-            0
+/// The `kubernetes` filter's side of the watch of this node's pods: pods go into the
+/// cache's slots (never evicted while watched; deleted ones kept a while so that their
+/// last lines are still named), failures into its health (logged as every request's).
+struct NodePods {
+    shared: Weak<Shared>,
+    conf: ClientConf,
+}
+
+impl NodePods {
+    /// Runs `f` on the cache's slots, then wakes lookups waiting on them.
+    fn update(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<PodKey, Slot<Pod>>, Instant),
+    ) -> bool {
+        let Some(sh) = self.shared.upgrade() else {
+            return false;
         };
-        let listed_ok = loop {
-            let mut path = format!("/api/v1/pods?fieldSelector={selector}&limit=100");
-            if let Some(c) = &cont {
-                path.push_str(&format!("&continue={}", enc(c)));
-            }
-            sh.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let page = client.get_limited(&path, limit).await.and_then(|b| {
-                let m = parse_json(&b).ok_or_else(|| ApiError::BadBody("not a PodList".into()))?;
-                let pods = items(&b).ok_or_else(|| ApiError::BadBody("not a PodList".into()))?;
-                Ok((
-                    pods,
-                    text(field(&m, &["metadata", "resourceVersion"])),
-                    text(field(&m, &["metadata", "continue"])),
-                ))
-            });
-            match page {
-                Ok((pods, version, next)) => {
-                    listed.extend(pods);
-                    rv = version.unwrap_or_default();
-                    match next.filter(|c| !c.is_empty()) {
-                        Some(c) => cont = Some(c),
-                        None => break Ok(()),
-                    }
-                }
-                Err(e) => break Err(e),
-            }
+        let now = Instant::now();
+        let mut st = sh.lock();
+        f(&mut st.pods, now);
+        evict(&mut st.pods, sh.conf.max_pods, now);
+        sh.stats.pods.store(st.pods.len() as u64, Ordering::Relaxed);
+        drop(st);
+        sh.answered.notify_all();
+        true
+    }
+}
+
+impl watch::Watcher for NodePods {
+    type Item = Pod;
+
+    fn who(&self) -> &str {
+        "[filter:kubernetes]"
+    }
+
+    fn page(&mut self, body: &[u8]) -> Result<watch::Page<Pod>, ApiError> {
+        let bad = || ApiError::BadBody("not a PodList".into());
+        let m = parse_json(body).ok_or_else(bad)?;
+        Ok(watch::Page {
+            items: items(body).ok_or_else(bad)?,
+            version: text(field(&m, &["metadata", "resourceVersion"])).unwrap_or_default(),
+            next: text(field(&m, &["metadata", "continue"])),
+        })
+    }
+
+    fn event(&mut self, line: &[u8]) -> watch::Event<Pod> {
+        let Some(ev) = parse_json(line) else {
+            return watch::Event::Ignored;
         };
-        if let Err(e) = listed_ok {
-            wait_after_failure(
-                sh,
-                &format!("cannot list the pods of node {node}"),
-                &e,
-                &conf,
-            )
-            .await;
-            continue 'relist;
+        let Some(Value::Map(obj)) = field(&ev, &["object"]) else {
+            return watch::Event::Ignored;
+        };
+        match text(field(&ev, &["type"])).as_deref() {
+            Some("BOOKMARK") => text(field(obj, &["metadata", "resourceVersion"]))
+                .map_or(watch::Event::Ignored, watch::Event::Bookmark),
+            Some("ERROR") => {
+                let code = match field(obj, &["code"]) {
+                    Some(Value::UInt(c)) => *c,
+                    Some(Value::Int(c)) => *c as u64,
+                    _ => 0,
+                };
+                watch::Event::Error(
+                    code as u16,
+                    text(field(obj, &["message"])).unwrap_or_default(),
+                )
+            }
+            Some(kind @ ("ADDED" | "MODIFIED" | "DELETED")) => match Pod::from_object(obj) {
+                Some(pod) => watch::Event::Changed {
+                    version: pod.resource_version.clone(),
+                    item: pod,
+                    deleted: kind == "DELETED",
+                },
+                None => watch::Event::Ignored,
+            },
+            _ => watch::Event::Ignored,
         }
-        {
-            let now = Instant::now();
-            let mut st = sh.lock();
-            health_ok(&sh, &mut st.health);
+    }
+
+    fn listed(&mut self, mut listed: Vec<Pod>) -> bool {
+        self.update(|pods, now| {
             let live: std::collections::HashSet<PodKey> = listed
                 .iter()
                 .map(|p| PodKey {
@@ -453,115 +480,53 @@ async fn watch(shared: Weak<Shared>, conf: ClientConf, node: String) {
                     name: p.name.clone(),
                 })
                 .collect();
-            for (k, slot) in st.pods.iter_mut() {
+            for (k, slot) in pods.iter_mut() {
                 if slot.watched && !live.contains(k) && slot.deleted.is_none() {
                     slot.deleted = Some(now);
                 }
             }
             for pod in listed.drain(..) {
-                upsert(&mut st.pods, pod, now);
+                upsert(pods, pod, now);
             }
-            sh.stats.pods.store(st.pods.len() as u64, Ordering::Relaxed);
-            drop(st);
-            sh.answered.notify_all();
-        }
-        drop(sh);
-        // Watch from the list's version; a stream that ends is resumed from the last
-        // version seen (bookmarks keep it recent); 410 Gone lists again.
-        loop {
-            let Some(sh) = shared.upgrade() else { return };
-            let path = format!(
-                "/api/v1/pods?fieldSelector={selector}&watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=300",
-                enc(&rv)
-            );
-            sh.stats.requests.fetch_add(1, Ordering::Relaxed);
-            drop(sh);
-            let mut lines = match client.stream(&path).await {
-                Ok(l) => l,
-                Err(e) => {
-                    let Some(sh) = shared.upgrade() else { return };
-                    wait_after_failure(
-                        sh,
-                        &format!("cannot watch the pods of node {node}"),
-                        &e,
-                        &conf,
-                    )
-                    .await;
-                    continue 'relist;
-                }
+        })
+    }
+
+    fn changed(&mut self, pod: Pod, deleted: bool) -> bool {
+        self.update(|pods, now| {
+            let k = PodKey {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
             };
-            loop {
-                let line = match lines.next().await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => break,
-                    Err(e) => {
-                        crate::debug!("[filter:kubernetes] watch of node {node} ended: {e}");
-                        break;
-                    }
-                };
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let Some(sh) = shared.upgrade() else { return };
-                let Some(ev) = parse_json(&line) else {
-                    continue;
-                };
-                let kind = text(field(&ev, &["type"])).unwrap_or_default();
-                let Some(Value::Map(obj)) = field(&ev, &["object"]) else {
-                    continue;
-                };
-                match kind.as_str() {
-                    "BOOKMARK" => {
-                        if let Some(v) = text(field(obj, &["metadata", "resourceVersion"])) {
-                            rv = v;
-                        }
-                    }
-                    "ERROR" => {
-                        let code = match field(obj, &["code"]) {
-                            Some(Value::UInt(c)) => *c,
-                            Some(Value::Int(c)) => *c as u64,
-                            _ => 0,
-                        };
-                        if code == 410 {
-                            crate::debug!("[filter:kubernetes] watch version {rv} is gone (410): listing again");
-                            continue 'relist;
-                        }
-                        let e = ApiError::Status(
-                            code as u16,
-                            text(field(obj, &["message"])).unwrap_or_default(),
-                        );
-                        wait_after_failure(sh, &format!("watch of node {node}"), &e, &conf).await;
-                        continue 'relist;
-                    }
-                    "ADDED" | "MODIFIED" | "DELETED" => {
-                        let Some(pod) = Pod::from_object(obj) else {
-                            continue;
-                        };
-                        if let Some(v) = &pod.resource_version {
-                            rv = v.clone();
-                        }
-                        let now = Instant::now();
-                        let mut st = sh.lock();
-                        if kind == "DELETED" {
-                            let k = PodKey {
-                                namespace: pod.namespace.clone(),
-                                name: pod.name.clone(),
-                            };
-                            upsert(&mut st.pods, pod, now);
-                            if let Some(s) = st.pods.get_mut(&k) {
-                                s.deleted = Some(now);
-                            }
-                        } else {
-                            upsert(&mut st.pods, pod, now);
-                        }
-                        evict(&mut st.pods, sh.conf.max_pods, now);
-                        sh.stats.pods.store(st.pods.len() as u64, Ordering::Relaxed);
-                        drop(st);
-                        sh.answered.notify_all();
-                    }
-                    _ => {}
+            upsert(pods, pod, now);
+            if deleted {
+                if let Some(s) = pods.get_mut(&k) {
+                    s.deleted = Some(now);
                 }
             }
+        })
+    }
+
+    fn requesting(&mut self) -> bool {
+        match self.shared.upgrade() {
+            Some(sh) => {
+                sh.stats.requests.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn failed(&mut self, what: &str, e: &ApiError) -> Option<Duration> {
+        let sh = self.shared.upgrade()?;
+        let mut st = sh.lock();
+        let retry = health_failed(&sh, &mut st.health, what, e, &self.conf);
+        Some(retry.saturating_duration_since(Instant::now()))
+    }
+
+    fn recovered(&mut self) {
+        if let Some(sh) = self.shared.upgrade() {
+            let mut st = sh.lock();
+            health_ok(&sh, &mut st.health);
         }
     }
 }

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::kubernetes::objects::{protocol_number, PodInfo, ServiceInfo, SliceInfo};
+
 /// What a flow log says about one side of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
@@ -38,16 +40,6 @@ pub struct Endpoints {
     /// (address, port, protocol) → service: its cluster IPs and ports (the destination
     /// before DNAT), and the pod addresses and ports behind it (after).
     services: HashMap<(IpAddr, u16, u8), Arc<Service>>,
-}
-
-/// `TCP`/`UDP`/`SCTP` (Kubernetes' names; TCP when absent) as protocol numbers.
-fn proto_number(p: Option<&str>) -> Option<u8> {
-    match p.unwrap_or("TCP").to_ascii_uppercase().as_str() {
-        "TCP" => Some(6),
-        "UDP" => Some(17),
-        "SCTP" => Some(132),
-        _ => None,
-    }
 }
 
 fn unknown(aggr: &str) -> Arc<Endpoint> {
@@ -280,7 +272,7 @@ impl Endpoints {
         for p in ports {
             let port = p["port"].as_u64().filter(|&n| (1..=65535).contains(&n));
             let port = port.ok_or("a port needs \"port\" (1-65535)")?;
-            let proto = proto_number(p["protocol"].as_str())
+            let proto = protocol_number(p["protocol"].as_str())
                 .ok_or("\"protocol\" is not one of TCP, UDP, SCTP")?;
             let svc = Arc::new(Service {
                 namespace: Arc::from(ns),
@@ -308,103 +300,38 @@ impl Endpoints {
         Ok(())
     }
 
-    /// A `Service` of a kubectl list: its cluster IPs and ports.
-    fn load_k8s_service(&mut self, item: &serde_json::Value) {
-        let meta = &item["metadata"];
-        let (Some(name), ns) = (
-            meta["name"].as_str(),
-            meta["namespace"].as_str().unwrap_or("default"),
-        ) else {
-            return;
-        };
-        let spec = &item["spec"];
-        let mut ips: Vec<&str> = spec["clusterIPs"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        if ips.is_empty() {
-            ips.extend(spec["clusterIP"].as_str());
-        }
-        for p in spec["ports"].as_array().into_iter().flatten() {
-            let (Some(port), Some(proto)) =
-                (p["port"].as_u64(), proto_number(p["protocol"].as_str()))
-            else {
-                continue;
-            };
-            let svc = Arc::new(Service {
-                namespace: Arc::from(ns),
-                name: Arc::from(name),
-                port_name: Arc::from(p["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("-")),
-                port: port as u16,
+    /// A service's cluster IPs and ports.
+    fn add_k8s_service(&mut self, svc: &ServiceInfo) {
+        for p in &svc.ports {
+            let entry = Arc::new(Service {
+                namespace: Arc::from(&*svc.namespace),
+                name: Arc::from(&*svc.name),
+                port_name: Arc::from(if p.name.is_empty() { "-" } else { &*p.name }),
+                port: p.port,
             });
-            for ip in ips.iter().filter(|ip| **ip != "None") {
-                self.add_service(ip, port, proto, &svc);
+            for ip in &svc.cluster_ips {
+                self.services
+                    .insert((*ip, p.port, p.protocol), entry.clone());
             }
         }
     }
 
-    /// An `EndpointSlice` (discovery.k8s.io/v1): the pod addresses and ports behind the
-    /// service of its `kubernetes.io/service-name` label.
-    fn load_k8s_slice(&mut self, slice: &serde_json::Value, svc: &serde_json::Value) {
-        let ips: Vec<&str> = slice["endpoints"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|ep| ep["addresses"].as_array().into_iter().flatten())
-            .filter_map(|ip| ip.as_str())
-            .collect();
-        self.add_backends(svc, &slice["ports"], &ips);
-    }
-
-    /// An `Endpoints` object: the pod addresses and ports behind its service (of the
-    /// same name), subset by subset.
-    fn load_k8s_endpoints(&mut self, item: &serde_json::Value, svc: &serde_json::Value) {
-        for subset in item["subsets"].as_array().into_iter().flatten() {
-            let ips: Vec<&str> = subset["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["ip"].as_str())
-                .collect();
-            self.add_backends(svc, &subset["ports"], &ips);
-        }
-    }
-
-    /// Backend addresses of `svc` on `ports` (a list of `{name, port, protocol}`), each
-    /// matched to the service's port of the same name.
-    fn add_backends(&mut self, svc: &serde_json::Value, ports: &serde_json::Value, ips: &[&str]) {
-        let meta = &svc["metadata"];
-        let (Some(name), ns) = (
-            meta["name"].as_str(),
-            meta["namespace"].as_str().unwrap_or("default"),
-        ) else {
-            return;
-        };
-        for ep_port in ports.as_array().into_iter().flatten() {
-            let port_name = ep_port["name"].as_str().unwrap_or("");
-            let Some(sp) = svc["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"].as_str().unwrap_or("") == port_name)
-            else {
+    /// The backend addresses and ports of a service (an endpoint slice, or a subset of
+    /// an `Endpoints` object), each port matched to the service's port of its name.
+    fn add_backends(&mut self, svc: &ServiceInfo, slice: &SliceInfo) {
+        for ep_port in &slice.ports {
+            let Some(sp) = svc.ports.iter().find(|p| p.name == ep_port.name) else {
                 continue;
             };
-            let (Some(target), Some(port), Some(proto)) = (
-                ep_port["port"].as_u64(),
-                sp["port"].as_u64(),
-                proto_number(ep_port["protocol"].as_str()),
-            ) else {
-                continue;
-            };
-            let svc = Arc::new(Service {
-                namespace: Arc::from(ns),
-                name: Arc::from(name),
-                port_name: Arc::from(if port_name.is_empty() { "-" } else { port_name }),
-                port: port as u16,
+            let entry = Arc::new(Service {
+                namespace: Arc::from(&*svc.namespace),
+                name: Arc::from(&*svc.name),
+                port_name: Arc::from(if sp.name.is_empty() { "-" } else { &*sp.name }),
+                port: sp.port,
             });
-            for ip in ips {
-                self.add_service(ip, target, proto, &svc);
+            for ip in &slice.addresses {
+                self.services
+                    .insert((*ip, ep_port.port, ep_port.protocol), entry.clone());
             }
         }
     }
@@ -432,7 +359,7 @@ impl Endpoints {
             s("namespace"),
             name,
             s("generate_name"),
-            e.get("labels"),
+            json_labels(e.get("labels")),
             local,
         );
         if let Some(h) = hostname {
@@ -444,122 +371,74 @@ impl Endpoints {
         Ok(())
     }
 
+    /// The objects of `kubectl get pods,services,endpointslices -A -o json`.
     fn load_pods(&mut self, json: &serde_json::Value, node: &str) -> Result<(), String> {
         let items = json["items"].as_array().ok_or("\"items\" is not a list")?;
-        let of = |k: &str| -> Vec<&serde_json::Value> {
-            items
-                .iter()
-                .filter(|i| i["kind"].as_str().unwrap_or("Pod") == k)
-                .collect()
-        };
-        self.add_kubernetes(
-            &of("Pod"),
-            &of("Service"),
-            &of("Endpoints"),
-            &of("EndpointSlice"),
-            node,
-        );
+        let (mut pods, mut services, mut slices) = (Vec::new(), Vec::new(), Vec::new());
+        for i in items {
+            match i["kind"].as_str().unwrap_or("Pod") {
+                "Pod" => pods.extend(PodInfo::decode(i).map(|(_, p)| Arc::new(p))),
+                "Service" => services.extend(ServiceInfo::decode(i).map(|(_, s)| Arc::new(s))),
+                "EndpointSlice" => slices.extend(SliceInfo::decode(i).map(|(_, s)| Arc::new(s))),
+                "Endpoints" => {
+                    slices.extend(SliceInfo::from_endpoints(i).into_iter().map(Arc::new))
+                }
+                _ => {}
+            }
+        }
+        self.add_kubernetes(&pods, &services, &slices, node);
         Ok(())
     }
 
-    /// Adds Kubernetes objects (as the API returns them, or trimmed to the fields read
-    /// here): pods (those on `node` are local), services and what is behind them,
-    /// `Endpoints` or `EndpointSlice`s.
+    /// Adds Kubernetes objects: pods (those on `node` are local), services and the
+    /// backends behind them.
     pub fn add_kubernetes(
         &mut self,
-        pods: &[&serde_json::Value],
-        services: &[&serde_json::Value],
-        endpoints: &[&serde_json::Value],
-        slices: &[&serde_json::Value],
+        pods: &[Arc<PodInfo>],
+        services: &[Arc<ServiceInfo>],
+        slices: &[Arc<SliceInfo>],
         node: &str,
     ) {
-        let by_name: HashMap<(&str, &str), &serde_json::Value> = services
+        let by_name: HashMap<(&str, &str), &ServiceInfo> = services
             .iter()
-            .filter_map(|s| {
-                let m = &s["metadata"];
-                Some((
-                    (
-                        m["namespace"].as_str().unwrap_or("default"),
-                        m["name"].as_str()?,
-                    ),
-                    *s,
-                ))
-            })
+            .map(|s| ((&*s.namespace, &*s.name), &**s))
             .collect();
         for s in services {
-            self.load_k8s_service(s);
-        }
-        for e in endpoints {
-            let m = &e["metadata"];
-            let key = (
-                m["namespace"].as_str().unwrap_or("default"),
-                m["name"].as_str().unwrap_or(""),
-            );
-            if let Some(svc) = by_name.get(&key) {
-                self.load_k8s_endpoints(e, svc);
-            }
+            self.add_k8s_service(s);
         }
         for sl in slices {
-            let m = &sl["metadata"];
-            let ns = m["namespace"].as_str().unwrap_or("default");
-            let Some(svc) = m["labels"]["kubernetes.io/service-name"]
-                .as_str()
-                .and_then(|name| by_name.get(&(ns, name)))
-            else {
-                continue;
-            };
-            self.load_k8s_slice(sl, svc);
+            if let Some(svc) = by_name.get(&(&*sl.namespace, &*sl.service)) {
+                self.add_backends(svc, sl);
+            }
         }
         for pod in pods {
-            let meta = &pod["metadata"];
-            if pod["spec"]["hostNetwork"].as_bool() == Some(true) {
+            if pod.host_network {
                 continue; // their IP is the node's
             }
-            let Some(name) = meta["name"].as_str() else {
-                continue;
-            };
-            let local = pod["spec"]["nodeName"].as_str() == Some(node);
-            let ep = endpoint(
+            let ep = Arc::new(endpoint(
                 "wep",
-                meta["namespace"].as_str(),
-                name,
-                meta["generateName"].as_str(),
-                meta.get("labels"),
-                local,
-            );
-            let mut ips: Vec<&str> = pod["status"]["podIPs"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p["ip"].as_str()).collect())
-                .unwrap_or_default();
-            if ips.is_empty() {
-                ips.extend(pod["status"]["podIP"].as_str());
-            }
-            for ip in ips {
-                // An address the API gives that is not one is skipped, not fatal.
-                let _ = self.insert(ip, ep.clone());
+                Some(&pod.namespace),
+                &pod.name,
+                pod.generate_name.as_deref(),
+                pod.labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                !node.is_empty() && *pod.node_name == *node,
+            ));
+            for ip in &pod.ips {
+                self.hosts.insert(*ip, ep.clone());
             }
         }
     }
 }
 
-fn endpoint(
-    kind: &str,
-    ns: Option<&str>,
-    name: &str,
-    generate: Option<&str>,
-    labels: Option<&serde_json::Value>,
-    local: bool,
-) -> Endpoint {
-    let name_aggr = match generate.filter(|g| !g.is_empty()) {
-        Some(g) => format!("{g}*"),
-        None => name.to_string(),
-    };
-    let labels = labels
+/// The labels of an endpoints file entry (values that are not strings as their JSON).
+fn json_labels(labels: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    labels
         .and_then(|l| l.as_object())
         .map(|m| {
             m.iter()
-                // Calico's own labels are not the workload's (IntersectAndFilterLabels).
-                .filter(|(k, _)| !k.starts_with("projectcalico.org/"))
                 .map(|(k, v)| {
                     (
                         k.clone(),
@@ -568,7 +447,23 @@ fn endpoint(
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn endpoint(
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+    generate: Option<&str>,
+    mut labels: BTreeMap<String, String>,
+    local: bool,
+) -> Endpoint {
+    let name_aggr = match generate.filter(|g| !g.is_empty()) {
+        Some(g) => format!("{g}*"),
+        None => name.to_string(),
+    };
+    // Calico's own labels are not the workload's (IntersectAndFilterLabels).
+    labels.retain(|k, _| !k.starts_with("projectcalico.org/"));
     Endpoint {
         kind: Arc::from(kind),
         namespace: Arc::from(ns.filter(|n| !n.is_empty()).unwrap_or("-")),
@@ -592,12 +487,19 @@ mod tests {
         let mut e = Endpoints::new();
         e.insert(
             "10.1.0.0/16",
-            endpoint("ns", Some("infra"), "corp-net", None, None, false),
+            endpoint(
+                "ns",
+                Some("infra"),
+                "corp-net",
+                None,
+                BTreeMap::new(),
+                false,
+            ),
         )
         .unwrap();
         e.insert(
             "10.1.2.0/24",
-            endpoint("hep", None, "node-a", None, None, false),
+            endpoint("hep", None, "node-a", None, BTreeMap::new(), false),
         )
         .unwrap();
         e.insert(
@@ -607,7 +509,7 @@ mod tests {
                 Some("web"),
                 "nginx-86c57db685-x2x",
                 Some("nginx-86c57db685-"),
-                None,
+                BTreeMap::new(),
                 true,
             ),
         )

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Chunk, EventTime, Record, Tag, Value};
 use crate::kubernetes::client::{parse_url, ClientConf, KUBE_CA, KUBE_TOKEN};
-use crate::kubernetes::watch::{self, Store};
+use crate::kubernetes::objects::{PodInfo, ServiceInfo, SliceInfo};
+use crate::kubernetes::watch::{self, Store, StoreStatus};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 use aggregate::{Action, Aggregator, Conn, Hit, Kind, Options, Reporter, Update};
@@ -81,78 +82,24 @@ struct EndpointsSource {
 struct KubeSource {
     /// Where and how many; the watches start at the first tick (not in a dry run).
     conf: ClientConf,
-    max: usize,
     who: String,
-    /// Pods, services, endpoint slices.
-    stores: Vec<Arc<Store>>,
-    /// Their generations when the table was last built.
-    seen: Vec<u64>,
+    /// The watches' thread, once started; the stores they fill.
+    runner: Option<watch::Runner>,
+    pods: Arc<Store<PodInfo>>,
+    services: Arc<Store<ServiceInfo>>,
+    slices: Arc<Store<SliceInfo>>,
+    /// The stores' generations when the table was last built.
+    seen: [u64; 3],
     node: String,
     checked: Option<Instant>,
     synced: bool,
 }
 
-/// The fields of each kind the table is built from (the rest is not kept).
-fn trim_pod(v: &serde_json::Value) -> serde_json::Value {
-    watch::keep(
-        v,
-        &[
-            "metadata.name",
-            "metadata.namespace",
-            "metadata.generateName",
-            "metadata.labels",
-            "spec.nodeName",
-            "spec.hostNetwork",
-            "status.podIP",
-            "status.podIPs",
-        ],
-    )
+impl KubeSource {
+    fn stores(&self) -> [&dyn StoreStatus; 3] {
+        [&*self.pods, &*self.services, &*self.slices]
+    }
 }
-
-fn trim_service(v: &serde_json::Value) -> serde_json::Value {
-    watch::keep(
-        v,
-        &[
-            "metadata.name",
-            "metadata.namespace",
-            "spec.clusterIP",
-            "spec.clusterIPs",
-            "spec.ports",
-        ],
-    )
-}
-
-fn trim_slice(v: &serde_json::Value) -> serde_json::Value {
-    watch::keep(
-        v,
-        &[
-            "metadata.name",
-            "metadata.namespace",
-            "metadata.labels",
-            "endpoints",
-            "ports",
-        ],
-    )
-}
-
-/// What flow logs watch: pods (workloads), services and their endpoint slices.
-const KINDS: [watch::Kind; 3] = [
-    watch::Kind {
-        name: "pods",
-        path: "/api/v1/pods",
-        trim: trim_pod,
-    },
-    watch::Kind {
-        name: "services",
-        path: "/api/v1/services",
-        trim: trim_service,
-    },
-    watch::Kind {
-        name: "endpointslices",
-        path: "/apis/discovery.k8s.io/v1/endpointslices",
-        trim: trim_slice,
-    },
-];
 
 struct FlowAggregateFilter {
     agg: Aggregator,
@@ -496,10 +443,12 @@ fn kube_source(props: &Props, ctx: &BuildContext, node: String) -> Result<KubeSo
     };
     Ok(KubeSource {
         conf,
-        max: max as usize,
         who: format!("[filter:flow_aggregate:{}]", ctx.instance),
-        stores: Vec::new(),
-        seen: Vec::new(),
+        runner: None,
+        pods: Arc::new(Store::new("pods", max as usize)),
+        services: Arc::new(Store::new("services", max as usize)),
+        slices: Arc::new(Store::new("endpointslices", max as usize)),
+        seen: [0; 3],
         node,
         checked: None,
         synced: false,
@@ -719,18 +668,18 @@ fn update(r: &Record) -> Option<Update> {
 impl FlowAggregateFilter {
     /// The table from the file's and the API's endpoints.
     fn rebuild(&mut self) {
+        // The old table goes first, so that two are never held at once (flows keep
+        // the endpoints they name).
+        self.endpoints = Endpoints::new();
         let mut eps = self.file_eps.clone();
         let mut waiting = false;
         if let Some(k) = &self.kube {
-            let snaps: Vec<Vec<Arc<serde_json::Value>>> =
-                k.stores.iter().map(|s| s.snapshot()).collect();
-            let refs: Vec<Vec<&serde_json::Value>> = snaps
-                .iter()
-                .map(|v| v.iter().map(|a| &**a).collect())
-                .collect();
-            if let [pods, services, slices] = &refs[..] {
-                eps.add_kubernetes(pods, services, &[], slices, &k.node);
-            }
+            let (pods, services, slices) = (
+                k.pods.snapshot(),
+                k.services.snapshot(),
+                k.slices.snapshot(),
+            );
+            eps.add_kubernetes(&pods, &services, &slices, &k.node);
             waiting = !k.synced;
         }
         self.install(eps, !waiting);
@@ -739,9 +688,24 @@ impl FlowAggregateFilter {
     /// Rebuilds the table when the API's objects changed (checked once a second).
     fn kube_check(&mut self, now: Instant) {
         let Some(k) = &mut self.kube else { return };
-        if k.stores.is_empty() {
-            k.stores = watch::spawn(k.conf.clone(), &KINDS, k.max, k.who.clone());
-            k.seen = vec![0; k.stores.len()];
+        if k.runner.is_none() {
+            let r = watch::Runner::start("kube-watch");
+            r.watch(&k.conf, "/api/v1/pods", &k.pods, PodInfo::decode, &k.who);
+            r.watch(
+                &k.conf,
+                "/api/v1/services",
+                &k.services,
+                ServiceInfo::decode,
+                &k.who,
+            );
+            r.watch(
+                &k.conf,
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                &k.slices,
+                SliceInfo::decode,
+                &k.who,
+            );
+            k.runner = Some(r);
         }
         if k.checked
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
@@ -749,17 +713,17 @@ impl FlowAggregateFilter {
             return;
         }
         k.checked = Some(now);
-        let gens: Vec<u64> = k.stores.iter().map(|s| s.generation()).collect();
+        let gens = k.stores().map(|s| s.generation());
         if gens == k.seen {
             return;
         }
         k.seen = gens;
-        if !k.synced && k.stores.iter().all(|s| s.synced()) {
+        if !k.synced && k.stores().iter().all(|s| s.synced()) {
             k.synced = true;
             let n: Vec<String> = k
-                .stores
+                .stores()
                 .iter()
-                .map(|s| format!("{} {}", s.len(), s.resource))
+                .map(|s| format!("{} {}", s.held(), s.resource()))
                 .collect();
             crate::info!(
                 "[filter:flow_aggregate:{}] Kubernetes API listed: {}",
@@ -767,13 +731,13 @@ impl FlowAggregateFilter {
                 n.join(", ")
             );
         }
-        for s in &k.stores {
-            let dropped = s.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        for s in k.stores() {
+            let dropped = s.take_dropped();
             if dropped > 0 {
                 crate::warn!(
                     "[filter:flow_aggregate:{}] {dropped} {} left out: kube_max_objects are held",
                     self.name,
-                    s.resource
+                    s.resource()
                 );
             }
         }
