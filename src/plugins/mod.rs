@@ -296,6 +296,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
 pub static OUTPUTS: &[&OutputPlugin] = &[
     &outputs::counter::PLUGIN,
     &outputs::es::PLUGIN,
+    &outputs::opensearch::PLUGIN,
     &outputs::file::PLUGIN,
     &outputs::forward::PLUGIN,
     &outputs::http::PLUGIN,

@@ -8,6 +8,7 @@ pub mod http;
 pub mod kafka;
 pub mod loki;
 pub mod null;
+pub mod opensearch;
 pub mod opentelemetry;
 pub mod prometheus_exporter;
 pub mod prometheus_remote_write;

@@ -58,10 +58,50 @@ impl WriteOp {
     }
 }
 
+/// How `generate_id` makes an id of a document: `es` hashes it with MurmurHash3
+/// (lower-case words), `opensearch` with XXH3-128 (upper-case bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdHash {
+    Murmur3,
+    Xxh3,
+}
+
+impl IdHash {
+    fn uuid(self, doc: &[u8], out: &mut [u8; 36]) {
+        match self {
+            IdHash::Murmur3 => murmur3::es_uuid(doc, out),
+            IdHash::Xxh3 => {
+                // cfl_hash_128bits' struct {low64, high64} as its bytes in memory, each
+                // as %02X, grouped 4-2-2-2-6.
+                let h = xxhash_rust::xxh3::xxh3_128(doc);
+                let (lo, hi) = (h as u64, (h >> 64) as u64);
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&lo.to_le_bytes());
+                bytes[8..].copy_from_slice(&hi.to_le_bytes());
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                let mut pos = 0;
+                for (i, b) in bytes.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        out[pos] = b'-';
+                        pos += 1;
+                    }
+                    out[pos] = HEX[usize::from(b >> 4)];
+                    out[pos + 1] = HEX[usize::from(b & 0xf)];
+                    pos += 2;
+                }
+            }
+        }
+    }
+}
+
 /// How documents are written: the output's properties, parsed.
 #[derive(Clone, Debug)]
 pub struct BulkConf {
     pub index: std::ffi::CString,
+    /// `opensearch`: an `index` with `$` is a record accessor pattern, rendered per
+    /// record (an unsafe result falls back to `index` as written).
+    pub index_ra: Option<Template>,
+    pub id_hash: IdHash,
     /// `None` with `suppress_type_name on`.
     pub type_name: Option<String>,
     pub logstash_format: bool,
@@ -341,7 +381,7 @@ impl BulkConf {
             && matches!(self.write_op, WriteOp::Update | WriteOp::Upsert);
         let index = self.index.as_bytes();
         let mut index_now = [0u8; 256];
-        if !self.logstash_format && !self.generate_id {
+        if !self.logstash_format && !self.generate_id && self.index_ra.is_none() {
             let n = strftime(&mut index_now[..255], &self.index, &gmtime(now.secs));
             action_line(&mut bulk.line, action, &index_now[..n], type_name, None);
         }
@@ -371,6 +411,7 @@ impl BulkConf {
             }
             let time = &time_buf[..s];
 
+            let ra_index: String;
             let mut es_index: &[u8] = index;
             if self.logstash_format {
                 let custom = self.prefix_key.as_ref().and_then(|tpl| {
@@ -399,11 +440,17 @@ impl BulkConf {
             } else if self.current_time_index {
                 let n = strftime(&mut index_rec[..255], &self.index, &tm);
                 es_index = &index_rec[..n];
+            } else if let Some(tpl) = &self.index_ra {
+                ra_index = tpl.render(tag, &rec.body, "", &[]);
+                if line_safe(ra_index.as_bytes()) {
+                    es_index = ra_index.as_bytes();
+                }
+                action_line(&mut bulk.line, action, es_index, type_name, None);
             }
 
             if self.generate_id {
                 self.pack_doc(&mut bulk.pack, tag, time, &rec.body);
-                murmur3::es_uuid(&bulk.pack, &mut uuid);
+                self.id_hash.uuid(&bulk.pack, &mut uuid);
                 action_line(&mut bulk.line, action, es_index, type_name, Some(&uuid));
             }
             if let Some(idk) = &self.id_key {

@@ -33,8 +33,161 @@ use crate::event::{Chunk, EventTime};
 use crate::http_client::{self, Compression, HttpClient, Reply, Verdict};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin, Partial};
 
+pub(super) use bulk::IdHash;
 use bulk::{Bulk, BulkConf, WriteOp};
 use reply::Fate;
+
+// Properties `opensearch` shares with `es`.
+pub(super) const INDEX: PropSpec = PropSpec::new(
+    "index",
+    PropKind::Str,
+    Some("fluent-bit"),
+    "Index name (strftime patterns are expanded with the flush time).",
+);
+pub(super) const TYPE: PropSpec = PropSpec::new(
+    "type",
+    PropKind::Str,
+    Some("_doc"),
+    "Document type (_type).",
+);
+pub(super) const SUPPRESS_TYPE_NAME: PropSpec = PropSpec::new(
+    "suppress_type_name",
+    PropKind::Bool,
+    Some("false"),
+    "Leave _type out of action lines (Elasticsearch 7 and later).",
+);
+pub(super) const COMPRESS: PropSpec = PropSpec::new(
+    "compress",
+    PropKind::Enum(&["gzip"]),
+    None,
+    "Compress the payload: gzip.",
+);
+pub(super) const AWS_SERVICE_NAME: PropSpec = PropSpec::new(
+    "aws_service_name",
+    PropKind::Str,
+    Some("es"),
+    "AWS service the requests are signed for (es; aoss for OpenSearch Serverless).",
+);
+pub(super) const LOGSTASH_FORMAT: PropSpec = PropSpec::new(
+    "logstash_format",
+    PropKind::Bool,
+    Some("false"),
+    "Index PREFIX-DATE per record (Logstash style).",
+);
+pub(super) const LOGSTASH_PREFIX: PropSpec = PropSpec::new(
+    "logstash_prefix",
+    PropKind::Str,
+    Some("logstash"),
+    "Index prefix with logstash_format.",
+);
+pub(super) const LOGSTASH_PREFIX_SEPARATOR: PropSpec = PropSpec::new(
+    "logstash_prefix_separator",
+    PropKind::Str,
+    Some("-"),
+    "Between the prefix and the date.",
+);
+pub(super) const LOGSTASH_PREFIX_KEY: PropSpec = PropSpec::new(
+    "logstash_prefix_key",
+    PropKind::Str,
+    None,
+    "Record key (record accessor) whose value replaces logstash_prefix.",
+);
+pub(super) const LOGSTASH_DATEFORMAT: PropSpec = PropSpec::new(
+    "logstash_dateformat",
+    PropKind::Str,
+    Some("%Y.%m.%d"),
+    "strftime format of the index date.",
+);
+pub(super) const TIME_KEY: PropSpec = PropSpec::new(
+    "time_key",
+    PropKind::Str,
+    Some("@timestamp"),
+    "Key of the record time in each document.",
+);
+pub(super) const TIME_KEY_FORMAT: PropSpec = PropSpec::new(
+    "time_key_format",
+    PropKind::Str,
+    Some("%Y-%m-%dT%H:%M:%S"),
+    "strftime format of time_key (milliseconds and Z follow).",
+);
+pub(super) const TIME_KEY_NANOS: PropSpec = PropSpec::new(
+    "time_key_nanos",
+    PropKind::Bool,
+    Some("false"),
+    "Nanoseconds in time_key instead of milliseconds.",
+);
+pub(super) const INCLUDE_TAG_KEY: PropSpec = PropSpec::new(
+    "include_tag_key",
+    PropKind::Bool,
+    Some("false"),
+    "Add the tag to each document.",
+);
+pub(super) const TAG_KEY: PropSpec = PropSpec::new(
+    "tag_key",
+    PropKind::Str,
+    Some("flb-key"),
+    "Key of the tag with include_tag_key.",
+);
+pub(super) const BUFFER_SIZE: PropSpec = PropSpec::new(
+    "buffer_size",
+    PropKind::Str,
+    Some("512k"),
+    "Response buffer size, or false (agent reads whole bulk replies).",
+);
+pub(super) const PATH: PropSpec = PropSpec::new(
+    "path",
+    PropKind::Str,
+    None,
+    "Path prefix of the bulk URI (/path/_bulk).",
+);
+pub(super) const PIPELINE: PropSpec = PropSpec::new(
+    "pipeline",
+    PropKind::Str,
+    None,
+    "Ingest pipeline (/_bulk?pipeline=NAME).",
+);
+pub(super) const GENERATE_ID: PropSpec = PropSpec::new(
+    "generate_id",
+    PropKind::Bool,
+    Some("false"),
+    "Give each document an _id hashed from its content.",
+);
+pub(super) const WRITE_OPERATION: PropSpec = PropSpec::new(
+    "write_operation",
+    PropKind::Enum(&["create", "index", "update", "upsert"]),
+    Some("create"),
+    "Bulk operation: create, index, update or upsert.",
+);
+pub(super) const ID_KEY: PropSpec = PropSpec::new(
+    "id_key",
+    PropKind::Str,
+    None,
+    "Record key (record accessor) whose string value is the _id.",
+);
+pub(super) const REPLACE_DOTS: PropSpec = PropSpec::new(
+    "replace_dots",
+    PropKind::Bool,
+    Some("false"),
+    "Replace dots in key names with underscores.",
+);
+pub(super) const CURRENT_TIME_INDEX: PropSpec = PropSpec::new(
+    "current_time_index",
+    PropKind::Bool,
+    Some("false"),
+    "Date indices and time_key with the flush time, not the record's.",
+);
+pub(super) const TRACE_OUTPUT: PropSpec = PropSpec::new(
+    "trace_output",
+    PropKind::Bool,
+    Some("false"),
+    "Print each bulk body to stdout (diagnostics).",
+);
+pub(super) const TRACE_ERROR: PropSpec = PropSpec::new(
+    "trace_error",
+    PropKind::Bool,
+    Some("false"),
+    "Log the whole reply when items fail (diagnostics).",
+);
 
 const PROPS: &[PropSpec] = &[
     PropSpec::new(
@@ -49,24 +202,9 @@ const PROPS: &[PropSpec] = &[
         Some("9200"),
         "Elasticsearch TCP port.",
     ),
-    PropSpec::new(
-        "index",
-        PropKind::Str,
-        Some("fluent-bit"),
-        "Index name (strftime patterns are expanded with the flush time).",
-    ),
-    PropSpec::new(
-        "type",
-        PropKind::Str,
-        Some("_doc"),
-        "Document type (_type).",
-    ),
-    PropSpec::new(
-        "suppress_type_name",
-        PropKind::Bool,
-        Some("false"),
-        "Leave _type out of action lines (Elasticsearch 7 and later).",
-    ),
+    INDEX,
+    TYPE,
+    SUPPRESS_TYPE_NAME,
     http_client::HTTP_USER,
     http_client::HTTP_PASSWD,
     PropSpec::new(
@@ -75,12 +213,7 @@ const PROPS: &[PropSpec] = &[
         None,
         "Base64 API key: 'Authorization: ApiKey KEY'.",
     ),
-    PropSpec::new(
-        "compress",
-        PropKind::Enum(&["gzip"]),
-        None,
-        "Compress the payload: gzip.",
-    ),
+    COMPRESS,
     PropSpec::new(
         "cloud_id",
         PropKind::Str,
@@ -105,132 +238,27 @@ const PROPS: &[PropSpec] = &[
     crate::aws::ROLE_ARN,
     crate::aws::EXTERNAL_ID,
     crate::aws::PROFILE,
-    PropSpec::new(
-        "aws_service_name",
-        PropKind::Str,
-        Some("es"),
-        "AWS service the requests are signed for (es; aoss for OpenSearch Serverless).",
-    ),
-    PropSpec::new(
-        "logstash_format",
-        PropKind::Bool,
-        Some("false"),
-        "Index PREFIX-DATE per record (Logstash style).",
-    ),
-    PropSpec::new(
-        "logstash_prefix",
-        PropKind::Str,
-        Some("logstash"),
-        "Index prefix with logstash_format.",
-    ),
-    PropSpec::new(
-        "logstash_prefix_separator",
-        PropKind::Str,
-        Some("-"),
-        "Between the prefix and the date.",
-    ),
-    PropSpec::new(
-        "logstash_prefix_key",
-        PropKind::Str,
-        None,
-        "Record key (record accessor) whose value replaces logstash_prefix.",
-    ),
-    PropSpec::new(
-        "logstash_dateformat",
-        PropKind::Str,
-        Some("%Y.%m.%d"),
-        "strftime format of the index date.",
-    ),
-    PropSpec::new(
-        "time_key",
-        PropKind::Str,
-        Some("@timestamp"),
-        "Key of the record time in each document.",
-    ),
-    PropSpec::new(
-        "time_key_format",
-        PropKind::Str,
-        Some("%Y-%m-%dT%H:%M:%S"),
-        "strftime format of time_key (milliseconds and Z follow).",
-    ),
-    PropSpec::new(
-        "time_key_nanos",
-        PropKind::Bool,
-        Some("false"),
-        "Nanoseconds in time_key instead of milliseconds.",
-    ),
-    PropSpec::new(
-        "include_tag_key",
-        PropKind::Bool,
-        Some("false"),
-        "Add the tag to each document.",
-    ),
-    PropSpec::new(
-        "tag_key",
-        PropKind::Str,
-        Some("flb-key"),
-        "Key of the tag with include_tag_key.",
-    ),
-    PropSpec::new(
-        "buffer_size",
-        PropKind::Str,
-        Some("512k"),
-        "Response buffer size, or false (agent reads whole bulk replies).",
-    ),
-    PropSpec::new(
-        "path",
-        PropKind::Str,
-        None,
-        "Path prefix of the bulk URI (/path/_bulk).",
-    ),
-    PropSpec::new(
-        "pipeline",
-        PropKind::Str,
-        None,
-        "Ingest pipeline (/_bulk?pipeline=NAME).",
-    ),
-    PropSpec::new(
-        "generate_id",
-        PropKind::Bool,
-        Some("false"),
-        "Give each document an _id hashed from its content.",
-    ),
-    PropSpec::new(
-        "write_operation",
-        PropKind::Enum(&["create", "index", "update", "upsert"]),
-        Some("create"),
-        "Bulk operation: create, index, update or upsert.",
-    ),
-    PropSpec::new(
-        "id_key",
-        PropKind::Str,
-        None,
-        "Record key (record accessor) whose string value is the _id.",
-    ),
-    PropSpec::new(
-        "replace_dots",
-        PropKind::Bool,
-        Some("false"),
-        "Replace dots in key names with underscores.",
-    ),
-    PropSpec::new(
-        "current_time_index",
-        PropKind::Bool,
-        Some("false"),
-        "Date indices and time_key with the flush time, not the record's.",
-    ),
-    PropSpec::new(
-        "trace_output",
-        PropKind::Bool,
-        Some("false"),
-        "Print each bulk body to stdout (diagnostics).",
-    ),
-    PropSpec::new(
-        "trace_error",
-        PropKind::Bool,
-        Some("false"),
-        "Log the whole reply when items fail (diagnostics).",
-    ),
+    AWS_SERVICE_NAME,
+    LOGSTASH_FORMAT,
+    LOGSTASH_PREFIX,
+    LOGSTASH_PREFIX_SEPARATOR,
+    LOGSTASH_PREFIX_KEY,
+    LOGSTASH_DATEFORMAT,
+    TIME_KEY,
+    TIME_KEY_FORMAT,
+    TIME_KEY_NANOS,
+    INCLUDE_TAG_KEY,
+    TAG_KEY,
+    BUFFER_SIZE,
+    PATH,
+    PIPELINE,
+    GENERATE_ID,
+    WRITE_OPERATION,
+    ID_KEY,
+    REPLACE_DOTS,
+    CURRENT_TIME_INDEX,
+    TRACE_OUTPUT,
+    TRACE_ERROR,
     http_client::PROXY,
     http_client::RESPONSE_TIMEOUT,
     http_client::READ_IDLE_TIMEOUT,
@@ -245,6 +273,31 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
     build,
 };
 
+/// Where `es` and `opensearch` differ (Fluent Bit: out_es and out_opensearch).
+pub(super) struct Flavor {
+    /// The plugin's name, in log lines.
+    pub name: &'static str,
+    pub id_hash: IdHash,
+    /// An `index` with `$` is a record accessor pattern.
+    pub index_ra: bool,
+    /// Between `_bulk` and `?pipeline=`: out_opensearch writes `/_bulk/?pipeline=`.
+    pub pipeline_sep: &'static str,
+    /// Has Elastic's `cloud_id`, `cloud_auth`, `http_api_key` and `upstream`.
+    pub elastic: bool,
+}
+
+const ES: Flavor = Flavor {
+    name: "es",
+    id_hash: IdHash::Murmur3,
+    index_ra: false,
+    pipeline_sep: "",
+    elastic: true,
+};
+
+fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
+    build_flavor(props, ctx, &ES)
+}
+
 /// What the workers of an instance share.
 #[derive(Clone)]
 struct Setup {
@@ -257,6 +310,8 @@ struct Setup {
     trace_error: bool,
     /// `host:port`, for log lines.
     dest: String,
+    /// `es` or `opensearch`, in log lines.
+    name: &'static str,
     drops: std::sync::Arc<DropLog>,
 }
 
@@ -277,7 +332,7 @@ struct DropState {
 impl DropLog {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-    fn report(&self, dest: &str, dropped: u64, reasons: Vec<(String, u64)>) {
+    fn report(&self, name: &str, dest: &str, dropped: u64, reasons: Vec<(String, u64)>) {
         let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
         st.dropped += dropped;
         for (why, n) in reasons {
@@ -297,7 +352,7 @@ impl DropLog {
             .map(|(r, n)| format!("{n} × {r}"))
             .collect();
         crate::error!(
-            "[output:es] {dest}: {} document(s) refused for good and dropped{}: {}",
+            "[output:{name}] {dest}: {} document(s) refused for good and dropped{}: {}",
             st.dropped,
             if st.last.is_some() {
                 format!(" in the last {} s", Self::EVERY.as_secs())
@@ -349,8 +404,15 @@ fn strftime_format(props: &Props, name: &str) -> Result<CString, ConfigError> {
         .map_err(|_| props.error(name, "a strftime format without NUL characters"))
 }
 
-fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigError> {
-    if let Some(_file) = props.str("upstream") {
+pub(super) fn build_flavor(
+    props: &Props,
+    ctx: &BuildContext,
+    flavor: &Flavor,
+) -> Result<Box<dyn Output>, ConfigError> {
+    let name = flavor.name;
+    // Elastic's own properties, none in opensearch's table.
+    let elastic = |key: &str| flavor.elastic.then(|| props.str(key)).flatten();
+    if let Some(_file) = elastic("upstream") {
         return Err(ConfigError::invalid(
             props.span_of("upstream"),
             "es: upstream: HA upstream files (several nodes) are not available in agent"
@@ -358,7 +420,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             Some("remove 'upstream' and set host and port of one node (or a load balancer)".into()),
         ));
     }
-    let (host, port) = match props.str("cloud_id") {
+    let (host, port) = match elastic("cloud_id") {
         Some(id) => cloud_host(id).ok_or_else(|| {
             props.error(
                 "cloud_id",
@@ -383,7 +445,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     }
     let path = props.str("path").unwrap_or("");
     let uri = match props.str("pipeline") {
-        Some(p) if !p.is_empty() => format!("{path}/_bulk?pipeline={p}"),
+        Some(p) if !p.is_empty() => format!("{path}/_bulk{}?pipeline={p}", flavor.pipeline_sep),
         _ => format!("{path}/_bulk"),
     };
     if uri.parse::<hyper::Uri>().is_err() || !uri.starts_with('/') {
@@ -404,7 +466,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     let mut generate_id = props.bool("generate_id") == Some(true);
     if id_key.is_some() && generate_id {
         crate::warn!(
-            "{}: [output:es] Generate_ID is ignored when ID_key is set",
+            "{}: [output:{name}] Generate_ID is ignored when ID_key is set",
             props.span_of("generate_id")
         );
         generate_id = false;
@@ -412,7 +474,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
     if matches!(write_op, WriteOp::Update | WriteOp::Upsert) && id_key.is_none() && !generate_id {
         return Err(ConfigError::invalid(
             props.span_of("write_operation"),
-            "es: write_operation update or upsert needs the documents' ids".to_string(),
+            format!("{name}: write_operation update or upsert needs the documents' ids"),
             Some("set id_key (a record key holding the _id) or generate_id on".into()),
         ));
     }
@@ -427,8 +489,16 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         }
         None => None,
     };
+    let index_ra = match props.str("index") {
+        Some(i) if flavor.index_ra && i.contains('$') => {
+            Some(Template::parse(i).map_err(|e| props.error("index", e))?)
+        }
+        _ => None,
+    };
     let conf = BulkConf {
         index: strftime_format(props, "index")?,
+        index_ra,
+        id_hash: flavor.id_hash,
         type_name: (props.bool("suppress_type_name") != Some(true))
             .then(|| props.str("type").unwrap_or("_doc").to_string()),
         logstash_format: props.bool("logstash_format") == Some(true),
@@ -460,9 +530,9 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         HeaderValue::from_static("application/x-ndjson"),
     )];
     let user = props.str("http_user").filter(|u| !u.is_empty());
-    let api_key = props.str("http_api_key").filter(|k| !k.is_empty());
+    let api_key = elastic("http_api_key").filter(|k| !k.is_empty());
     // cloud_auth: the first two ':'-separated fields, both needed.
-    let cloud = props.str("cloud_auth").and_then(|a| {
+    let cloud = elastic("cloud_auth").and_then(|a| {
         let mut f = a.split(':').filter(|s| !s.is_empty());
         Some((f.next()?, f.next()?))
     });
@@ -499,6 +569,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
             trace_output: props.bool("trace_output") == Some(true),
             trace_error: props.bool("trace_error") == Some(true),
             dest: format!("{host}:{port}"),
+            name,
             drops: Default::default(),
         },
         bulk: Bulk::default(),
@@ -520,7 +591,10 @@ impl Setup {
                     Bytes::from(z)
                 }
                 Err(e) => {
-                    crate::error!("[output:es] cannot gzip payload, disabling compression: {e}");
+                    crate::error!(
+                        "[output:{}] cannot gzip payload, disabling compression: {e}",
+                        self.name
+                    );
                     Bytes::copy_from_slice(body)
                 }
             }
@@ -570,7 +644,8 @@ impl Setup {
         let items = match reply::read(&reply.body, sent.len()) {
             reply::Verdict::AllDelivered => {
                 crate::debug!(
-                    "[output:es] {}, HTTP status={status}: bulk accepted",
+                    "[output:{}] {}, HTTP status={status}: bulk accepted",
+                    self.name,
                     self.dest
                 );
                 return if skipped == 0 {
@@ -590,12 +665,14 @@ impl Setup {
         if self.trace_error {
             if body.len() < 4000 {
                 crate::debug!(
-                    "[output:es] error caused by: Input\n{}",
+                    "[output:{}] error caused by: Input\n{}",
+                    self.name,
                     String::from_utf8_lossy(body)
                 );
             }
             crate::error!(
-                "[output:es] error: Output\n{}",
+                "[output:{}] error: Output\n{}",
+                self.name,
                 String::from_utf8_lossy(&reply.body)
             );
         }
@@ -629,7 +706,7 @@ impl Setup {
             }
         }
         if dropped > 0 {
-            self.drops.report(&self.dest, dropped, reasons);
+            self.drops.report(self.name, &self.dest, dropped, reasons);
         }
         let reason = match &retry_reason {
             Some(r) => format!(
@@ -658,7 +735,8 @@ impl Output for EsOutput {
                 .format(&chunk.tag, &chunk.records, EventTime::now(), &mut self.bulk);
             if self.bulk.skipped > 0 {
                 crate::warn!(
-                    "[output:es] skipping {} records with missing or unsafe Id_Key value",
+                    "[output:{}] skipping {} records with missing or unsafe Id_Key value",
+                    self.setup.name,
                     self.bulk.skipped
                 );
             }
@@ -695,14 +773,14 @@ mod tests {
     #[test]
     fn drops_are_logged_at_once_then_summed() {
         let log = DropLog::default();
-        log.report("h:1", 1, vec![("status 400: a".into(), 1)]);
+        log.report("es", "h:1", 1, vec![("status 400: a".into(), 1)]);
         {
             let st = log.0.lock().unwrap();
             assert!(st.last.is_some());
             assert_eq!((st.dropped, st.reasons.len()), (0, 0), "logged and reset");
         }
-        log.report("h:1", 2, vec![("status 400: a".into(), 2)]);
-        log.report("h:1", 1, vec![("status 404: b".into(), 1)]);
+        log.report("es", "h:1", 2, vec![("status 400: a".into(), 2)]);
+        log.report("es", "h:1", 1, vec![("status 404: b".into(), 1)]);
         let st = log.0.lock().unwrap();
         assert_eq!(st.dropped, 3, "held for the next line");
         assert_eq!(
