@@ -10,7 +10,7 @@ read, split, wrapped in a record, formatted and written. The log must end with
 `service has stopped (0 pending tasks)`. Baselines: `cat FILE > /dev/null` (reading the
 page cache) and `wc -l FILE` (reading + finding newlines). Each case runs RUNS times; the
 median is printed. The second case bounds what is read and not yet delivered with
-mem_buf_limit. (No tcp output exists on this branch yet: tail -> tcp is left out.)
+mem_buf_limit; the others send to a loopback tcp sink and an Elasticsearch stand-in.
 """
 import os, resource, statistics, subprocess, sys, tempfile, time
 
@@ -18,13 +18,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.environ.get("AGENT", os.path.join(ROOT, "target/release/agent"))
 N = int(os.environ.get("BENCH_LINES", "2000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+ONLY = os.environ.get("BENCH_ONLY")
 LINE_LEN = 200
 STDOUT = "[OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
 TCP = "[OUTPUT]\n    name tcp\n    match *\n    port {port}\n    format json_lines\n"
+ES = "[OUTPUT]\n    name es\n    match *\n    port {http_port}\n    suppress_type_name on\n"
 CASES = {
     "tail -> stdout json_lines": ("", STDOUT),
     "tail -> stdout json_lines, mem_buf_limit 2M": ("    mem_buf_limit 2M\n", STDOUT),
     "tail -> tcp json_lines (loopback sink)": ("", TCP),
+    # Issue 17: Bulk API NDJSON to a loopback server answering {"errors":false}.
+    "tail -> es bulk (loopback sink)": ("", ES),
 }
 
 
@@ -72,14 +76,18 @@ def main():
         wc = statistics.median(timed(f"wc -l {log}") for _ in range(RUNS))
         results = []
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench import Sink
+        from bench import HttpSink, Sink
         sink = Sink()
+        http = HttpSink()
+        http.reply = b'{"took":1,"errors":false,"items":[]}'
         for name, (extra, output) in CASES.items():
+            if ONLY and ONLY not in name:
+                continue
             conf = os.path.join(d, "tail.conf")
             with open(conf, "w") as f:
                 f.write("[SERVICE]\n    flush 0.2\n[INPUT]\n    name tail\n"
                         f"    path {log}\n    read_from_head on\n    exit_on_eof on\n{extra}"
-                        + output.format(port=sink.port))
+                        + output.format(port=sink.port, http_port=http.port))
             runs = []
             for i in range(RUNS):
                 # A fresh child per run, so ru_maxrss is that run's peak alone.

@@ -112,6 +112,8 @@ class HttpSink(Sink):
     lines of the bodies (and dummy's OTLP log records)."""
 
     otlp_records = 0
+    # What each request is answered with: an empty body, or a Bulk API reply for es.
+    reply = b""
 
     def read(self, conn):
         buf = b""
@@ -141,7 +143,8 @@ class HttpSink(Sink):
                 self.bytes += length
                 self.lines += body[:length].count(b"\n")
                 self.otlp_records += body[:length].count(OTLP_DUMMY)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % len(self.reply) + self.reply)
 
 
 def baseline(n):

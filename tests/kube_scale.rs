@@ -18,7 +18,14 @@ const OTHER_PODS: usize = 3_000;
 const SERVICES: usize = 10_000;
 
 fn populate(api: &KubeApi) {
-    for i in 0..NODE_PODS + OTHER_PODS {
+    add_pods(api, NODE_PODS + OTHER_PODS);
+    add_services(api);
+}
+
+/// `n` pods like a Deployment's (3 labels, an annotation, two addresses' worth of
+/// status), the first NODE_PODS on this node.
+fn add_pods(api: &KubeApi, n: usize) {
+    for i in 0..n {
         let node = if i < NODE_PODS {
             "node-1".to_string()
         } else {
@@ -36,6 +43,9 @@ fn populate(api: &KubeApi) {
             .to_string(),
         );
     }
+}
+
+fn add_services(api: &KubeApi) {
     for i in 0..SERVICES {
         let (ns, name) = (format!("ns-{}", i % 50), format!("svc-{i:05}"));
         let cluster_ip = format!("10.96.{}.{}", i / 256, i % 256);
@@ -118,4 +128,13 @@ fn kubernetes_watch_at_scale() {
     // kind, 36 for the three (no list unless a version is gone, 410).
     println!("kube_scale: steady state: 3 watches resumed every 300 s = 36 requests/hour");
     assert!(lists >= (pods + 2 * SERVICES) / 500, "paged lists");
+    // Pods alone, for the cost per 1,000 pods.
+    let pods_only = KubeApi::start(&pki, 0, "t1");
+    add_pods(&pods_only, 5_000);
+    let (rss_pods, _) = run(&pods_only, &pki, &token);
+    println!(
+        "kube_scale: 5,000 pods alone: {:.1} MB, {:.2} MB per 1,000 pods",
+        (rss_pods - base) as f64 / 1024.0,
+        (rss_pods - base) as f64 / 1024.0 / 5.0
+    );
 }
