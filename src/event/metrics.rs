@@ -172,6 +172,79 @@ impl MetricSet {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
 
+    /// cmetrics' `cmt_cat` of the set into a new context, which Fluent Bit's metrics
+    /// processors start from: families of one type with the same name and help become
+    /// one (the first's place), a sample whose label values repeat in its family is
+    /// merged into the first (a number takes the later value, histogram buckets, sums
+    /// and counts add up, a summary takes the later one), and the static labels are
+    /// not carried over (`cmt_cat` copies none). `Err` when two histograms of one name
+    /// have different bucket bounds (cmetrics refuses to merge them).
+    /// Fluent Bit: lib/cmetrics/src/cmt_cat.c
+    pub fn recomposed(self) -> Result<MetricSet, String> {
+        let mut families: Vec<Family> = Vec::with_capacity(self.families.len());
+        for f in self.families {
+            let at = families
+                .iter()
+                .position(|g| g.kind == f.kind && g.name == f.name && g.help == f.help);
+            let dst = match at {
+                Some(i) => {
+                    if f.kind == MetricType::Histogram && families[i].bounds != f.bounds {
+                        return Err(format!(
+                            "histogram '{}' appears twice with different buckets",
+                            f.name
+                        ));
+                    }
+                    &mut families[i]
+                }
+                None => {
+                    families.push(Family {
+                        name: f.name.clone(),
+                        help: f.help.clone(),
+                        kind: f.kind,
+                        label_keys: f.label_keys.clone(),
+                        bounds: f.bounds.clone(),
+                        samples: Vec::with_capacity(f.samples.len()),
+                    });
+                    families.last_mut().expect("pushed just above")
+                }
+            };
+            for s in f.samples {
+                match dst.samples.iter_mut().find(|d| d.labels == s.labels) {
+                    None => dst.samples.push(s),
+                    Some(d) => {
+                        d.timestamp = s.timestamp;
+                        match (&mut d.value, s.value) {
+                            (
+                                SampleValue::Histogram {
+                                    buckets,
+                                    sum,
+                                    count,
+                                },
+                                SampleValue::Histogram {
+                                    buckets: b,
+                                    sum: s2,
+                                    count: c,
+                                },
+                            ) => {
+                                for (x, y) in buckets.iter_mut().zip(b) {
+                                    *x += y;
+                                }
+                                *sum += s2;
+                                *count += c;
+                            }
+                            (v, new) => *v = new,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(MetricSet {
+            static_labels: Vec::new(),
+            families,
+            source: self.source,
+        })
+    }
+
     /// About the bytes the set takes, for buffer accounting (mem_buf_limit).
     pub fn approx_size(&self) -> u64 {
         let labels = |l: &[Str]| l.iter().map(|v| v.len() as u64 + 2).sum::<u64>();

@@ -53,6 +53,46 @@ pub struct FilterInstance {
     pub metrics: Arc<FilterMetrics>,
 }
 
+/// One unit of a `metrics:` processors chain.
+pub struct MetricsUnit {
+    pub name: Arc<str>,
+    pub unit: Box<dyn crate::plugins::processors::MetricsProcessor>,
+}
+
+/// Runs `set` through a chain of metrics processors in order; `None` when a unit
+/// failed on it (Fluent Bit's processor failure: the set goes no further; logged).
+pub fn run_metrics_chain(
+    chain: &mut [MetricsUnit],
+    tag: &str,
+    set: MetricSet,
+) -> Option<MetricSet> {
+    let mut set = set;
+    for u in chain {
+        set = match u.unit.process(tag, set) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!(
+                    "[processor:{}] a metrics set of tag '{tag}' is dropped: {e}",
+                    u.name
+                );
+                return None;
+            }
+        };
+    }
+    Some(set)
+}
+
+/// Each set of `sets` through `chain` (a set that is not shared is not copied).
+fn process_sets(
+    chain: &mut [MetricsUnit],
+    tag: &str,
+    sets: impl IntoIterator<Item = Arc<MetricSet>>,
+) -> Vec<Arc<MetricSet>> {
+    sets.into_iter()
+        .filter_map(|set| run_metrics_chain(chain, tag, Arc::unwrap_or_clone(set)).map(Arc::new))
+        .collect()
+}
+
 pub struct OutputRoute {
     pub name: Arc<str>,
     /// `None`: the output has no Match and receives nothing (warned at start).
@@ -71,6 +111,8 @@ pub struct OutputRoute {
     pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
     /// YAML `processors:` of this output: run on its copy of every chunk, in order.
     pub processors: Vec<FilterInstance>,
+    /// YAML `processors: metrics:` of this output: run on its copy of every metric set.
+    pub metric_processors: Vec<MetricsUnit>,
     /// The signals the output takes: a log output never sees metrics, nor the reverse.
     pub signals: Signals,
     /// Signals Fluent Bit's plugin takes and this one does not (dropped, counted, logged).
@@ -145,6 +187,8 @@ pub struct Engine {
     pub backlog_mem: Option<Arc<Gate>>,
     /// Per input index: its YAML `processors:`, run on its records before any filter.
     pub input_processors: Vec<Vec<FilterInstance>>,
+    /// Per input index: its YAML `processors: metrics:`, run on each set before routing.
+    pub input_metric_processors: Vec<Vec<MetricsUnit>>,
     /// Some filter re-emits records (has an emitter).
     pub has_emitters: bool,
 }
@@ -364,9 +408,10 @@ impl Engine {
         })
     }
 
-    /// Appends a batch of metric sets to its pending metrics chunk (one per input and
-    /// tag, beside its log chunk); returns it when full. Filters and processors work on
-    /// records only, so metrics skip them (as in Fluent Bit, whose filters take logs).
+    /// Runs a batch of metric sets through its input's metrics processors and appends
+    /// them to its pending metrics chunk (one per input and tag, beside its log chunk);
+    /// returns it when full. Filters work on records only, so metrics skip them (as in
+    /// Fluent Bit, whose filters take logs).
     fn ingest_metrics(&mut self, batch: InputBatch, pending: &mut Vec<Pending>) -> Option<Pending> {
         let InputBatch {
             input,
@@ -375,6 +420,17 @@ impl Engine {
             ack,
             ..
         } = batch;
+        if let Some(chain) = self
+            .input_metric_processors
+            .get_mut(input)
+            .filter(|c| !c.is_empty())
+        {
+            metrics = process_sets(chain, &tag, metrics);
+            if metrics.is_empty() {
+                ack::run_now(ack.into_iter().collect());
+                return None;
+            }
+        }
         // Chunk files hold records; an input's metrics stay in memory. Said once (the
         // name is taken: metrics inputs send no records to write to chunk files).
         if let Some(name) = self.fs_inputs.get_mut(input).and_then(Option::take) {
@@ -860,8 +916,24 @@ impl Engine {
         for i in outputs {
             let o = &mut self.outputs[i];
             if is_metrics {
-                // Metrics pass no processor nor record limit: every route shares them.
-                Self::send(o, full.clone()).await;
+                // Metrics pass no record limit; an output without metrics processors
+                // shares the sets with the other routes.
+                if o.metric_processors.is_empty() {
+                    Self::send(o, full.clone()).await;
+                    continue;
+                }
+                let sets = process_sets(
+                    &mut o.metric_processors,
+                    &full.chunk.tag,
+                    full.chunk.metrics.iter().cloned(),
+                );
+                if sets.is_empty() {
+                    full.finish(); // every set failed a processor: this route is done
+                    continue;
+                }
+                let mut chunk = Chunk::new(full.chunk.tag.clone(), Vec::new());
+                chunk.metrics = sets;
+                Self::send(o, Routed::new(chunk, completion.clone())).await;
                 continue;
             }
             // This output's processors work on its own copy of the records.
