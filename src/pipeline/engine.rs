@@ -431,13 +431,6 @@ impl Engine {
                 return None;
             }
         }
-        // Chunk files hold records; an input's metrics stay in memory. Said once (the
-        // name is taken: metrics inputs send no records to write to chunk files).
-        if let Some(name) = self.fs_inputs.get_mut(input).and_then(Option::take) {
-            crate::warn!(
-                "[storage] {name}: storage.type filesystem: agent buffers metrics in memory only (a crash loses the metrics not yet delivered)"
-            );
-        }
         let i = match pending
             .iter()
             .position(|p| p.input == input && p.tag == tag && !p.metrics.is_empty())
@@ -448,6 +441,11 @@ impl Engine {
                 pending.len() - 1
             }
         };
+        if self.storage.is_some() {
+            // A filesystem-buffered input's sets go to its chunk file, one record each.
+            let stored: Vec<Record> = metrics.iter().map(|s| s.to_record()).collect();
+            self.persist(&mut pending[i], &stored);
+        }
         pending[i].metrics.append(&mut metrics);
         pending[i].acks.extend(ack);
         (pending[i].metrics.len() >= CHUNK_MAX_RECORDS).then(|| pending.swap_remove(i))
@@ -807,9 +805,50 @@ impl Engine {
         );
         let mut replayed = 0usize;
         let mut kept = 0usize;
+        let mut replayed_sets = 0usize;
         for path in files {
-            match store.load(&path) {
-                Ok(loaded) if self.route(routes, &loaded.tag).outputs.is_empty() => {
+            let loaded = store.load(&path).map(|mut l| {
+                // A chunk file of metric sets holds one record per set.
+                let sets: Vec<Arc<MetricSet>> = l
+                    .records
+                    .iter()
+                    .map_while(MetricSet::from_record)
+                    .map(Arc::new)
+                    .collect();
+                let metrics = !sets.is_empty() && sets.len() == l.records.len();
+                if metrics {
+                    l.records.clear();
+                }
+                (l, metrics.then_some(sets))
+            });
+            match loaded {
+                Ok((loaded, Some(sets))) => {
+                    let route = self.route(routes, &loaded.tag);
+                    if route.metric_outputs.is_empty() {
+                        crate::warn!(
+                            "[storage] {}: {} metric sets with tag '{}' match no output that takes metrics; the file is kept for a later start (delete it to drop them)",
+                            path.display(),
+                            sets.len(),
+                            loaded.tag
+                        );
+                        continue;
+                    }
+                    replayed_sets += sets.len();
+                    if let Some(problem) = &loaded.problem {
+                        crate::warn!(
+                            "[storage] {}: {problem}; {} metric sets recovered",
+                            path.display(),
+                            sets.len()
+                        );
+                    }
+                    let delete: AckFn = Box::new(move || {
+                        let _ = std::fs::remove_file(&path);
+                    });
+                    let mut p = Pending::new(REPLAY, loaded.tag, Vec::new(), vec![delete]);
+                    p.metrics = sets;
+                    self.dispatch(p, routes).await;
+                }
+                Ok((loaded, None)) if self.route(routes, &loaded.tag).outputs.is_empty() => {
                     // No output takes this tag any more (the config changed): the file
                     // stays for a start whose config does, never deleted unsent.
                     kept += loaded.records.len();
@@ -820,7 +859,7 @@ impl Engine {
                         loaded.tag
                     );
                 }
-                Ok(loaded) => {
+                Ok((loaded, None)) => {
                     replayed += loaded.records.len();
                     if let Some(problem) = &loaded.problem {
                         crate::warn!(
@@ -841,6 +880,11 @@ impl Engine {
         // At-least-once: records of chunks in flight at the failure may have been
         // delivered already and arrive again; this is the most that can repeat.
         crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
+        if replayed_sets > 0 {
+            crate::info!(
+                "[storage] replayed {replayed_sets} metric sets (at most these can arrive twice)"
+            );
+        }
         if kept > 0 {
             crate::warn!("[storage] {kept} records matching no output were kept on disk");
         }

@@ -36,7 +36,6 @@ struct FluentbitMetrics {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     Ok(Box::new(FluentbitMetrics {
         interval: super::scrape_interval_of(props)?,
         on_start: props.bool("scrape_on_start").unwrap_or(false),

@@ -110,7 +110,6 @@ pub(crate) struct NodeExporter {
 }
 
 fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     Ok(Box::new(NodeExporter::from_props(props)?))
 }
 

@@ -69,7 +69,6 @@ struct PrometheusScrape {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     let host = props.str("host").unwrap_or("127.0.0.1");
     let port = u16::try_from(props.int("port").unwrap_or(80))
         .ok()
