@@ -234,3 +234,15 @@ fn units_that_cannot_process_metrics_are_refused_at_their_line() {
         o.stderr
     );
 }
+
+/// conf/metrics-processors.yaml (YAML only: classic configs have no processors) builds.
+#[test]
+fn the_metrics_processors_example_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = run(
+        &["-c", "conf/metrics-processors.yaml", "--dry-run"],
+        Some(root),
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(!o.stderr.contains("[ warn]"), "{}", o.stderr);
+}

@@ -26,7 +26,8 @@ pub struct InputBatch {
     pub tag: Tag,
     pub records: Vec<Record>,
     /// Metric sets (then `records` is empty): routed by tag to the outputs that take
-    /// metrics, past filters and processors (which work on records).
+    /// metrics, past filters (which work on records), through the `metrics:`
+    /// processors of the input and of each output.
     pub metrics: Vec<Arc<MetricSet>>,
     /// Runs once every output is done with these records (see `ack`).
     pub ack: Option<AckFn>,
