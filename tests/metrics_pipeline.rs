@@ -148,15 +148,18 @@ fn fluentbit_metrics_sends_what_the_endpoint_serves_in_fluent_bits_names_types_a
 #[test]
 fn log_outputs_take_no_metrics_and_metric_outputs_take_no_records() {
     let dir = Dir::new();
+    let sink = common::http_sink::HttpSink::start();
     let conf = dir.file(
         "c.conf",
         &format!(
             "[SERVICE]\n    flush 0.2\n\
              [INPUT]\n    name dummy\n    samples 5\n    rate 50\n    tag same\n\
              [INPUT]\n    name fluentbit_metrics\n    tag same\n    scrape_interval 1\n    scrape_on_start on\n\
-             [OUTPUT]\n    name file\n    match *\n    path {}\n    file logs.txt\n\
+             [OUTPUT]\n    name http\n    match *\n    host 127.0.0.1\n    port {}\n    format json_lines\n\
              [OUTPUT]\n    name prometheus_exporter\n    match *\n    host 127.0.0.1\n    port 0\n\
-             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n\
+             [OUTPUT]\n    name file\n    match *\n    path {}\n    file both.txt\n",
+            sink.port(),
             dir.path().display()
         ),
     );
@@ -164,18 +167,37 @@ fn log_outputs_take_no_metrics_and_metric_outputs_take_no_records() {
     a.wait_log("listening on 127.0.0.1:", T);
     let port = bound_port(&a);
     // Two scrapes after the 5 records: the second counts what the outputs took.
-    let text = wait_scrape(port, "the file output's 5 records", |t| {
-        t.contains("fluentbit_output_proc_records_total{name=\"file.0\"} 5\n")
+    let text = wait_scrape(port, "the http output's 5 records", |t| {
+        t.contains("fluentbit_output_proc_records_total{name=\"http.0\"} 5\n")
             && t.contains("fluentbit_output_proc_records_total{name=\"prometheus_exporter.1\"} ")
     });
     // The exporter took metric sets only, never the dummy records (same tag).
     assert!(!text.contains("\"message\""), "{text}");
-    let logs = std::fs::read_to_string(dir.path().join("logs.txt")).unwrap();
-    assert_eq!(logs.lines().count(), 5, "{logs}");
+    // http (logs only, in Fluent Bit too) took the records only.
+    let sent: String = sink.reqs().iter().map(|r| r.text()).collect();
+    assert_eq!(sent.lines().count(), 5, "{sent}");
     assert!(
-        logs.lines().all(|l| l.contains("\"message\":\"dummy\"")),
-        "{logs}"
+        sent.lines().all(|l| l.contains("\"message\":\"dummy\"")),
+        "{sent}"
     );
+    // file takes both, as Fluent Bit's: records in its format, sets as text.
+    let end = std::time::Instant::now() + T;
+    loop {
+        let both = std::fs::read_to_string(dir.path().join("both.txt")).unwrap_or_default();
+        let records = both
+            .lines()
+            .filter(|l| l.contains("\"message\":\"dummy\""))
+            .count();
+        let samples = both
+            .lines()
+            .filter(|l| l.contains("Z fluentbit_input_records_total{name=\"dummy.0\"} = "))
+            .count();
+        if records == 5 && samples > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{both}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // stdout takes both signals: records as JSON lines, metrics as Fluent Bit prints them.
     a.wait_until(T, "records and metrics on stdout", |o, _| {
         o.lines().filter(|l| l.starts_with('{')).count() == 5
@@ -396,6 +418,29 @@ fn flow_aggregate_counts_traffic_between_workloads_as_metrics() {
     }
     assert_eq!(sums["bytes_out"], 600);
     assert_eq!(sums["bytes_in"], 6000);
+}
+
+/// Fluent Bit's forward output forwards metric sets; agent's sends records only: sets
+/// routed there are said once and counted as dropped, never skipped in silence.
+#[test]
+fn metrics_routed_to_forward_are_said_and_counted() {
+    let http = free_port();
+    let mut a = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n\
+         [OUTPUT]\n    name forward\n    match m\n    host 127.0.0.1\n    port {}\n",
+        free_port()
+    ));
+    a.wait_log(
+        "metrics of tag 'm' are routed here but this output sends logs only",
+        T,
+    );
+    let end = std::time::Instant::now() + T;
+    while metric(http, "fluentbit_output_dropped_records_total", "forward.0") == 0 {
+        assert!(std::time::Instant::now() < end, "nothing counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.stop(T);
 }
 
 /// The `.flb` chunk files under `dir`.
