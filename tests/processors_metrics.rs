@@ -220,6 +220,24 @@ fn units_that_cannot_process_metrics_are_refused_at_their_line() {
         "{}",
         o.stderr
     );
+    // Units of a signal their input never makes, or their output never takes: said.
+    let conf = dir.file(
+        "never.yaml",
+        "pipeline:\n  inputs:\n    - name: dummy\n      processors:\n        metrics:\n          - name: labels\n            insert: a b\n\
+         \x20 outputs:\n    - name: http\n      match: '*'\n      processors:\n        metrics:\n          - name: labels\n            delete: a\n",
+    );
+    let o = run(&["-c", conf.to_str().unwrap(), "--dry-run"], None);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("never.yaml:3") && o.stderr.contains("dummy makes no metrics"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("never.yaml:9") && o.stderr.contains("http takes no metrics"),
+        "{}",
+        o.stderr
+    );
     // traces: agent carries none; said, not refused.
     let conf = dir.file(
         "traces.yaml",

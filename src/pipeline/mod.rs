@@ -756,6 +756,19 @@ impl Pipeline {
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
             let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
+            let makes = input.signals();
+            for (signal, units, made) in [
+                ("logs", processors.logs.len(), makes.logs),
+                ("metrics", processors.metrics.len(), makes.metrics),
+            ] {
+                if units > 0 && !made {
+                    crate::warn!(
+                        "{}: [config] {name}: its '{signal}:' processors never run: {} makes no {signal}",
+                        inst.span,
+                        plugin.name
+                    );
+                }
+            }
             let mut filesystem = p
                 .str("storage.type")
                 .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));

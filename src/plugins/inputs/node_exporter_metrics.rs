@@ -721,6 +721,10 @@ fn counter(name: &str, help: &str, keys: &[&str]) -> Family {
 }
 
 impl Input for NodeExporter {
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let interval = self.interval;

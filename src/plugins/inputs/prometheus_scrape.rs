@@ -153,6 +153,10 @@ impl PrometheusScrape {
 }
 
 impl Input for PrometheusScrape {
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let me = Arc::new(*self);
