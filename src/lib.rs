@@ -7,7 +7,8 @@
 //! - [`pipeline`] builds the plugins and runs them: inputs send record batches to the
 //!   engine (`pipeline::engine`), which runs filters, groups records into chunks per tag and
 //!   routes them (`pipeline::router`) to output workers (`pipeline::output`) that own
-//!   retries.
+//!   retries. Metric sets (`event::metrics`) take the same path past the filters, through
+//!   the `metrics:` processors (`plugins::processors`) of their input and outputs.
 //! - [`plugins`] holds every plugin by its Fluent Bit name; [`event`] the record type and
 //!   its byte-exact formats; [`log`] Fluent Bit's log line format.
 //! - [`net`] is what networked plugins share: the `net.*`/`tls.*` tables, socket options,

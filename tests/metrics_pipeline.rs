@@ -148,15 +148,18 @@ fn fluentbit_metrics_sends_what_the_endpoint_serves_in_fluent_bits_names_types_a
 #[test]
 fn log_outputs_take_no_metrics_and_metric_outputs_take_no_records() {
     let dir = Dir::new();
+    let sink = common::http_sink::HttpSink::start();
     let conf = dir.file(
         "c.conf",
         &format!(
             "[SERVICE]\n    flush 0.2\n\
              [INPUT]\n    name dummy\n    samples 5\n    rate 50\n    tag same\n\
              [INPUT]\n    name fluentbit_metrics\n    tag same\n    scrape_interval 1\n    scrape_on_start on\n\
-             [OUTPUT]\n    name file\n    match *\n    path {}\n    file logs.txt\n\
+             [OUTPUT]\n    name http\n    match *\n    host 127.0.0.1\n    port {}\n    format json_lines\n\
              [OUTPUT]\n    name prometheus_exporter\n    match *\n    host 127.0.0.1\n    port 0\n\
-             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n\
+             [OUTPUT]\n    name file\n    match *\n    path {}\n    file both.txt\n",
+            sink.port(),
             dir.path().display()
         ),
     );
@@ -164,18 +167,37 @@ fn log_outputs_take_no_metrics_and_metric_outputs_take_no_records() {
     a.wait_log("listening on 127.0.0.1:", T);
     let port = bound_port(&a);
     // Two scrapes after the 5 records: the second counts what the outputs took.
-    let text = wait_scrape(port, "the file output's 5 records", |t| {
-        t.contains("fluentbit_output_proc_records_total{name=\"file.0\"} 5\n")
+    let text = wait_scrape(port, "the http output's 5 records", |t| {
+        t.contains("fluentbit_output_proc_records_total{name=\"http.0\"} 5\n")
             && t.contains("fluentbit_output_proc_records_total{name=\"prometheus_exporter.1\"} ")
     });
     // The exporter took metric sets only, never the dummy records (same tag).
     assert!(!text.contains("\"message\""), "{text}");
-    let logs = std::fs::read_to_string(dir.path().join("logs.txt")).unwrap();
-    assert_eq!(logs.lines().count(), 5, "{logs}");
+    // http (logs only, in Fluent Bit too) took the records only.
+    let sent: String = sink.reqs().iter().map(|r| r.text()).collect();
+    assert_eq!(sent.lines().count(), 5, "{sent}");
     assert!(
-        logs.lines().all(|l| l.contains("\"message\":\"dummy\"")),
-        "{logs}"
+        sent.lines().all(|l| l.contains("\"message\":\"dummy\"")),
+        "{sent}"
     );
+    // file takes both, as Fluent Bit's: records in its format, sets as text.
+    let end = std::time::Instant::now() + T;
+    loop {
+        let both = std::fs::read_to_string(dir.path().join("both.txt")).unwrap_or_default();
+        let records = both
+            .lines()
+            .filter(|l| l.contains("\"message\":\"dummy\""))
+            .count();
+        let samples = both
+            .lines()
+            .filter(|l| l.contains("Z fluentbit_input_records_total{name=\"dummy.0\"} = "))
+            .count();
+        if records == 5 && samples > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{both}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // stdout takes both signals: records as JSON lines, metrics as Fluent Bit prints them.
     a.wait_until(T, "records and metrics on stdout", |o, _| {
         o.lines().filter(|l| l.starts_with('{')).count() == 5
@@ -398,27 +420,111 @@ fn flow_aggregate_counts_traffic_between_workloads_as_metrics() {
     assert_eq!(sums["bytes_in"], 6000);
 }
 
-/// `storage.type filesystem` on a metrics input: said once that its metrics are held in
-/// memory only (chunk files hold records), not left silent.
+/// Fluent Bit's forward output forwards metric sets; agent's sends records only: sets
+/// routed there are said once and counted as dropped, never skipped in silence.
 #[test]
-fn filesystem_storage_of_a_metrics_input_is_said_to_be_memory_only() {
-    let dir = Dir::new();
+fn metrics_routed_to_forward_are_said_and_counted() {
+    let http = free_port();
     let mut a = Agent::start(&format!(
-        "[SERVICE]\n    flush 0.2\n    storage.path {}\n\
-         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n    storage.type filesystem\n\
-         [OUTPUT]\n    name prometheus_exporter\n    match m\n    host 127.0.0.1\n    port 0\n",
-        dir.path().display()
+        "[SERVICE]\n    flush 0.2\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n\
+         [OUTPUT]\n    name forward\n    match m\n    host 127.0.0.1\n    port {}\n",
+        free_port()
     ));
     a.wait_log(
-        "[storage] fluentbit_metrics.0: storage.type filesystem: agent buffers metrics in memory only",
+        "metrics of tag 'm' are routed here but this output sends logs only",
         T,
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    let o = a.stop(T);
-    assert_eq!(
-        o.stderr.matches("buffers metrics in memory only").count(),
-        1,
-        "{}",
-        o.stderr
+    let end = std::time::Instant::now() + T;
+    while metric(http, "fluentbit_output_dropped_records_total", "forward.0") == 0 {
+        assert!(std::time::Instant::now() < end, "nothing counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.stop(T);
+}
+
+/// The `.flb` chunk files under `dir`.
+fn chunk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir() && e.file_name() != "quarantine")
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|x| x == "flb"))
+        .count()
+}
+
+/// `storage.type filesystem` on a metrics input: its sets are written to chunk files
+/// like records. The agent is killed (SIGKILL) while prometheus_remote_write's
+/// Prometheus is down; restarted with an input that makes no metrics, it replays the
+/// files and a real Prometheus gets every sample of the first run, then the files go.
+#[test]
+fn metric_sets_of_a_filesystem_input_survive_a_kill_and_arrive_after_restart() {
+    if !Prometheus::installed() {
+        return;
+    }
+    let procfs = Dir::new();
+    procfs.file("loadavg", "0.42 0.17 0.05 2/345 6789\n");
+    let store = Dir::new();
+    let port = free_port();
+    let output = format!(
+        "[OUTPUT]\n    name prometheus_remote_write\n    match node\n    host 127.0.0.1\n    port {port}\n    uri /api/v1/write\n"
     );
+    let service = format!(
+        "[SERVICE]\n    flush 0.2\n    storage.path {}\n    scheduler.base 1\n    scheduler.cap 2\n",
+        store.path().display()
+    );
+    let mut a = Agent::start(&format!(
+        "{service}[INPUT]\n    name node_exporter_metrics\n    tag node\n    scrape_interval 1\n    metrics loadavg\n    path.procfs {}\n    storage.type filesystem\n{output}",
+        procfs.path().display()
+    ));
+    let end = std::time::Instant::now() + T;
+    while chunk_files(store.path()) < 3 {
+        assert!(
+            std::time::Instant::now() < end,
+            "no chunk files\n{}",
+            a.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.signal(libc::SIGKILL);
+    a.wait(T);
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let files = chunk_files(store.path());
+    assert!(!a.stderr().contains("in memory only"), "{}", a.stderr());
+    let Some(prom) = Prometheus::start_on(
+        port,
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    ) else {
+        return;
+    };
+    let b = Agent::start(&format!(
+        "{service}[INPUT]\n    name dummy\n    tag node\n    samples 1\n{output}"
+    ));
+    let r = prom.wait_query("count_over_time(node_load1[10m])", T, |r| {
+        r.first().is_some_and(|s| value(s) >= files as f64)
+    });
+    assert!(value(&r[0]) >= 3.0, "{r:?}");
+    // Every sample is from the first run (the second makes no metrics).
+    let r = prom.query("max_over_time(timestamp(node_load1)[10m:1s])");
+    assert!(
+        r.is_empty() || value(&r[0]) <= killed_at,
+        "{r:?} after {killed_at}"
+    );
+    assert_eq!(value(&prom.query("node_load1")[0]), 0.42);
+    let end = std::time::Instant::now() + T;
+    while chunk_files(store.path()) > 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "chunk files left after delivery"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = b.stop(T);
+    assert!(o.stderr.contains("[storage] replayed"), "{}", o.stderr);
 }

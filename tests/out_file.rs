@@ -340,3 +340,46 @@ fn bad_values_are_errors_at_their_line() {
     let l = file_error("    file $a[b\n    fallback_file f\n");
     assert!(l[0].contains("record accessor"), "{l:?}");
 }
+
+/// Metric sets routed to `file` are written in cmetrics' text form, as Fluent Bit's
+/// file output writes them (tests/data/fluent-bit/file/metrics): the first set equals
+/// Fluent Bit's but for the scrape time at the start of each line.
+#[test]
+fn metric_sets_are_written_as_fluent_bits_text() {
+    let dir = data().join("metrics");
+    let text = std::fs::read_to_string(data().join("../processors_metrics/scrape.txt")).unwrap();
+    let target = common::http_sink::HttpSink::scripted(move |_, _| {
+        common::http_sink::Answer::ok().body(&text)
+    });
+    let out = Dir::new();
+    let conf = std::fs::read_to_string(dir.join("scrape_to_file.yaml"))
+        .unwrap()
+        .replace("${SCRAPE_PORT}", &target.port().to_string())
+        .replace("${OUT_DIR}", out.path().to_str().unwrap());
+    let tmp = Dir::new();
+    let path = tmp.file("fluent-bit.yaml", &conf);
+    let a = Agent::spawn_in(&tmp, &["-c", path.to_str().unwrap()], None);
+    let file = out.path().join("m.txt");
+    let want = std::fs::read_to_string(dir.join("scrape_to_file.expected")).unwrap();
+    let n = want.lines().count();
+    let end = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = std::fs::read_to_string(&file).unwrap_or_default();
+        if got.lines().count() >= n {
+            break got;
+        }
+        assert!(Instant::now() < end, "{got}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    a.stop(Duration::from_secs(30));
+    // `2026-12-01T10:36:28.047722007Z ` then the sample; one time for the whole set.
+    let masked = |t: &str| -> Vec<String> {
+        t.lines()
+            .take(n)
+            .map(|l| format!("TIME{}", &l[30..]))
+            .collect()
+    };
+    assert_eq!(masked(&got), masked(&want), "{got}");
+    let times: std::collections::BTreeSet<&str> = got.lines().take(n).map(|l| &l[..30]).collect();
+    assert_eq!(times.len(), 1, "{got}");
+}

@@ -335,45 +335,152 @@ fn bad_settings_are_refused() {
     }
 }
 
-/// Metrics routed here (Fluent Bit's opentelemetry output sends them; agent's sends
-/// logs only) are not skipped in silence: logged once and counted as dropped, while
-/// the logs of the same output still go.
+/// `timeUnixNano` of every data point replaced by `TIME` (each run scrapes at its own
+/// time), after checking it is a time of this run: within the last 10 minutes.
+fn mask_times(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == "timeUnixNano" {
+                    let t: u64 = x.as_str().unwrap().parse().unwrap();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64;
+                    assert!(t <= now && now - t < 600_000_000_000, "{t} vs {now}");
+                    *x = "TIME".into();
+                } else {
+                    mask_times(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(mask_times),
+        _ => {}
+    }
+}
+
+/// OTLP metrics: each config of tests/data/fluent-bit/opentelemetry/metrics scrapes a
+/// fixed exposition text (served here) or reads a fixed procfs and sends to the
+/// receiver; the first request, decoded by the Python classes, equals Fluent Bit's but
+/// for the scrape times (the decoder also checks each body is the canonical encoding of
+/// its message, so equal messages are equal bytes).
 #[test]
-fn metrics_routed_here_are_logged_and_counted() {
-    let sink = HttpSink::start();
+fn metrics_requests_are_fluent_bits() {
+    let dir = oracle_dir().join("metrics");
+    let text = std::fs::read_to_string(dir.join("scrape.txt")).unwrap();
+    let target = HttpSink::scripted(move |_, _| Answer::ok().body(&text));
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for case in ["scrape_plain", "scrape_gzip_labels", "node_static_label"] {
+        n += 1;
+        let want = std::fs::read(dir.join(format!("{case}.expected"))).unwrap();
+        let sink = HttpSink::start();
+        let conf = std::fs::read_to_string(dir.join(format!("{case}.yaml")))
+            .unwrap()
+            .replace("${HTTP_PORT}", &sink.port().to_string())
+            .replace("${SCRAPE_PORT}", &target.port().to_string())
+            .replace("${PROCFS}", dir.join("proc").to_str().unwrap());
+        let tmp = Dir::new();
+        let path = tmp.file("fluent-bit.yaml", &conf);
+        let agent = Agent::spawn_in(&tmp, &["-c", path.to_str().unwrap()], None);
+        let reqs = sink.wait(T, case, |r| !r.is_empty());
+        let o = agent.stop(T);
+        let (mut g, mut w) = (decode(&reqs[0].raw), decode(&want));
+        mask_times(&mut g);
+        mask_times(&mut w);
+        if g != w {
+            bad.push(format!(
+                "{case}:\n--- agent\n{}\n--- fluent-bit\n{}\n--- stderr\n{}",
+                serde_json::to_string_pretty(&g).unwrap(),
+                serde_json::to_string_pretty(&w).unwrap(),
+                o.stderr
+            ));
+        }
+    }
+    assert_eq!(n, 3);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// One output, both signals: the agent's own metrics go to /v1/metrics and the records
+/// to /v1/logs, nothing dropped; a 503 on metrics is retried, a 400 drops the set and
+/// counts it.
+#[test]
+fn metrics_and_logs_of_one_output_go_to_their_paths() {
+    let sink = HttpSink::scripted(|n, r| {
+        if r.line.contains("/v1/metrics") && n < 2 {
+            Answer::status(503)
+        } else {
+            Answer::ok()
+        }
+    });
     let http = free_port();
-    let mut agent = Agent::start(&format!(
-        "[SERVICE]\n    flush 0.5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+    let agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n    scheduler.base 1\n    scheduler.cap 2\n\
          [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n\
          [INPUT]\n    name dummy\n    tag l\n    samples 1\n\
          [OUTPUT]\n    name opentelemetry\n    match *\n    host 127.0.0.1\n    port {}\n",
         sink.port()
     ));
-    agent.wait_log("sends logs only in agent", T);
-    sink.wait(T, "the log record", |r| !r.is_empty());
+    let reqs = sink.wait(T, "metrics after a 503, and the record", |r| {
+        r.iter().any(|q| q.line.starts_with("POST /v1/logs "))
+            && r.iter()
+                .filter(|q| q.line.starts_with("POST /v1/metrics "))
+                .count()
+                >= 3
+    });
+    let raw: Vec<u8> = reqs
+        .iter()
+        .filter(|q| q.line.starts_with("POST /v1/metrics "))
+        .flat_map(|q| q.raw.clone())
+        .collect();
+    let decoded = decode(&raw);
+    let names: Vec<&str> = decoded[0]["body"]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"fluentbit_uptime"), "{names:?}");
+    assert!(
+        names.contains(&"fluentbit_input_records_total"),
+        "{names:?}"
+    );
+    assert!(metric(http, "fluentbit_output_retries_total", "opentelemetry.0") >= 1);
+    assert_eq!(
+        metric(
+            http,
+            "fluentbit_output_dropped_records_total",
+            "opentelemetry.0"
+        ),
+        0
+    );
+    let o = agent.stop(T);
+    assert!(!o.stderr.contains("sends logs only"), "{}", o.stderr);
+
+    // A receiver that refuses metrics (400): each set is dropped and counted.
+    let sink = HttpSink::scripted(|_, _| Answer::status(400).body("bad metrics"));
+    let http = free_port();
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.5\n    http_server on\n    http_listen 127.0.0.1\n    http_port {http}\n\
+         [INPUT]\n    name fluentbit_metrics\n    tag m\n    scrape_interval 1\n    scrape_on_start on\n\
+         [OUTPUT]\n    name opentelemetry\n    match *\n    host 127.0.0.1\n    port {}\n",
+        sink.port()
+    ));
+    agent.wait_log("bad metrics", T);
     let deadline = std::time::Instant::now() + T;
-    loop {
-        let (_, text) = http_get(http, "/api/v1/metrics/prometheus").unwrap();
-        let dropped = text
-            .lines()
-            .find(|l| {
-                l.starts_with("fluentbit_output_dropped_records_total{name=\"opentelemetry.0\"}")
-            })
-            .and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
-            .unwrap_or(0);
-        if dropped >= 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{text}");
+    while metric(
+        http,
+        "fluentbit_output_dropped_records_total",
+        "opentelemetry.0",
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing counted as dropped"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let o = agent.stop(T);
-    assert_eq!(
-        o.stderr.matches("sends logs only in agent").count(),
-        1,
-        "{}",
-        o.stderr
-    );
+    agent.stop(T);
 }
 
 /// `http2 on` starts (with a warning at its line) and the records arrive over HTTP/1.1.

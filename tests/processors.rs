@@ -220,19 +220,19 @@ fn processors_under_a_filter_or_an_unknown_signal_are_refused() {
     );
 }
 
-/// `metrics:` and `traces:` units are checked, then left out with a warning: agent
-/// carries logs only (a log input never has metrics in Fluent Bit either).
+/// `traces:` units are left out with a warning naming their line: agent carries no
+/// traces. (`metrics:` units run: tests/processors_metrics.rs.)
 #[test]
-fn units_for_other_signals_are_checked_and_warned_about() {
+fn units_for_traces_are_warned_about() {
     let dir = Dir::new();
     dir.file(
         "m.yaml",
-        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n      processors:\n        metrics:\n          - name: content_modifier\n            action: delete\n            key: a\n  outputs:\n    - name: stdout\n      match: '*'\n",
+        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n      processors:\n        traces:\n          - name: content_modifier\n            action: delete\n            key: a\n  outputs:\n    - name: stdout\n      match: '*'\n",
     );
     let o = run(&["-c", "m.yaml", "--dry-run"], Some(dir.path()));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert!(
-        o.stderr.contains("m.yaml:7:13") && o.stderr.contains("logs only"),
+        o.stderr.contains("m.yaml:7:13") && o.stderr.contains("no traces"),
         "{}",
         o.stderr
     );

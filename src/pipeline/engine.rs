@@ -26,7 +26,8 @@ pub struct InputBatch {
     pub tag: Tag,
     pub records: Vec<Record>,
     /// Metric sets (then `records` is empty): routed by tag to the outputs that take
-    /// metrics, past filters and processors (which work on records).
+    /// metrics, past filters (which work on records), through the `metrics:`
+    /// processors of the input and of each output.
     pub metrics: Vec<Arc<MetricSet>>,
     /// Runs once every output is done with these records (see `ack`).
     pub ack: Option<AckFn>,
@@ -53,6 +54,46 @@ pub struct FilterInstance {
     pub metrics: Arc<FilterMetrics>,
 }
 
+/// One unit of a `metrics:` processors chain.
+pub struct MetricsUnit {
+    pub name: Arc<str>,
+    pub unit: Box<dyn crate::plugins::processors::MetricsProcessor>,
+}
+
+/// Runs `set` through a chain of metrics processors in order; `None` when a unit
+/// failed on it (Fluent Bit's processor failure: the set goes no further; logged).
+pub fn run_metrics_chain(
+    chain: &mut [MetricsUnit],
+    tag: &str,
+    set: MetricSet,
+) -> Option<MetricSet> {
+    let mut set = set;
+    for u in chain {
+        set = match u.unit.process(tag, set) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!(
+                    "[processor:{}] a metrics set of tag '{tag}' is dropped: {e}",
+                    u.name
+                );
+                return None;
+            }
+        };
+    }
+    Some(set)
+}
+
+/// Each set of `sets` through `chain` (a set that is not shared is not copied).
+fn process_sets(
+    chain: &mut [MetricsUnit],
+    tag: &str,
+    sets: impl IntoIterator<Item = Arc<MetricSet>>,
+) -> Vec<Arc<MetricSet>> {
+    sets.into_iter()
+        .filter_map(|set| run_metrics_chain(chain, tag, Arc::unwrap_or_clone(set)).map(Arc::new))
+        .collect()
+}
+
 pub struct OutputRoute {
     pub name: Arc<str>,
     /// `None`: the output has no Match and receives nothing (warned at start).
@@ -71,6 +112,8 @@ pub struct OutputRoute {
     pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
     /// YAML `processors:` of this output: run on its copy of every chunk, in order.
     pub processors: Vec<FilterInstance>,
+    /// YAML `processors: metrics:` of this output: run on its copy of every metric set.
+    pub metric_processors: Vec<MetricsUnit>,
     /// The signals the output takes: a log output never sees metrics, nor the reverse.
     pub signals: Signals,
     /// Signals Fluent Bit's plugin takes and this one does not (dropped, counted, logged).
@@ -145,6 +188,8 @@ pub struct Engine {
     pub backlog_mem: Option<Arc<Gate>>,
     /// Per input index: its YAML `processors:`, run on its records before any filter.
     pub input_processors: Vec<Vec<FilterInstance>>,
+    /// Per input index: its YAML `processors: metrics:`, run on each set before routing.
+    pub input_metric_processors: Vec<Vec<MetricsUnit>>,
     /// Some filter re-emits records (has an emitter).
     pub has_emitters: bool,
 }
@@ -364,9 +409,10 @@ impl Engine {
         })
     }
 
-    /// Appends a batch of metric sets to its pending metrics chunk (one per input and
-    /// tag, beside its log chunk); returns it when full. Filters and processors work on
-    /// records only, so metrics skip them (as in Fluent Bit, whose filters take logs).
+    /// Runs a batch of metric sets through its input's metrics processors and appends
+    /// them to its pending metrics chunk (one per input and tag, beside its log chunk);
+    /// returns it when full. Filters work on records only, so metrics skip them (as in
+    /// Fluent Bit, whose filters take logs).
     fn ingest_metrics(&mut self, batch: InputBatch, pending: &mut Vec<Pending>) -> Option<Pending> {
         let InputBatch {
             input,
@@ -375,12 +421,16 @@ impl Engine {
             ack,
             ..
         } = batch;
-        // Chunk files hold records; an input's metrics stay in memory. Said once (the
-        // name is taken: metrics inputs send no records to write to chunk files).
-        if let Some(name) = self.fs_inputs.get_mut(input).and_then(Option::take) {
-            crate::warn!(
-                "[storage] {name}: storage.type filesystem: agent buffers metrics in memory only (a crash loses the metrics not yet delivered)"
-            );
+        if let Some(chain) = self
+            .input_metric_processors
+            .get_mut(input)
+            .filter(|c| !c.is_empty())
+        {
+            metrics = process_sets(chain, &tag, metrics);
+            if metrics.is_empty() {
+                ack::run_now(ack.into_iter().collect());
+                return None;
+            }
         }
         let i = match pending
             .iter()
@@ -392,6 +442,11 @@ impl Engine {
                 pending.len() - 1
             }
         };
+        if self.storage.is_some() {
+            // A filesystem-buffered input's sets go to its chunk file, one record each.
+            let stored: Vec<Record> = metrics.iter().map(|s| s.to_record()).collect();
+            self.persist(&mut pending[i], &stored);
+        }
         pending[i].metrics.append(&mut metrics);
         pending[i].acks.extend(ack);
         (pending[i].metrics.len() >= CHUNK_MAX_RECORDS).then(|| pending.swap_remove(i))
@@ -751,9 +806,50 @@ impl Engine {
         );
         let mut replayed = 0usize;
         let mut kept = 0usize;
+        let mut replayed_sets = 0usize;
         for path in files {
-            match store.load(&path) {
-                Ok(loaded) if self.route(routes, &loaded.tag).outputs.is_empty() => {
+            let loaded = store.load(&path).map(|mut l| {
+                // A chunk file of metric sets holds one record per set.
+                let sets: Vec<Arc<MetricSet>> = l
+                    .records
+                    .iter()
+                    .map_while(MetricSet::from_record)
+                    .map(Arc::new)
+                    .collect();
+                let metrics = !sets.is_empty() && sets.len() == l.records.len();
+                if metrics {
+                    l.records.clear();
+                }
+                (l, metrics.then_some(sets))
+            });
+            match loaded {
+                Ok((loaded, Some(sets))) => {
+                    let route = self.route(routes, &loaded.tag);
+                    if route.metric_outputs.is_empty() {
+                        crate::warn!(
+                            "[storage] {}: {} metric sets with tag '{}' match no output that takes metrics; the file is kept for a later start (delete it to drop them)",
+                            path.display(),
+                            sets.len(),
+                            loaded.tag
+                        );
+                        continue;
+                    }
+                    replayed_sets += sets.len();
+                    if let Some(problem) = &loaded.problem {
+                        crate::warn!(
+                            "[storage] {}: {problem}; {} metric sets recovered",
+                            path.display(),
+                            sets.len()
+                        );
+                    }
+                    let delete: AckFn = Box::new(move || {
+                        let _ = std::fs::remove_file(&path);
+                    });
+                    let mut p = Pending::new(REPLAY, loaded.tag, Vec::new(), vec![delete]);
+                    p.metrics = sets;
+                    self.dispatch(p, routes).await;
+                }
+                Ok((loaded, None)) if self.route(routes, &loaded.tag).outputs.is_empty() => {
                     // No output takes this tag any more (the config changed): the file
                     // stays for a start whose config does, never deleted unsent.
                     kept += loaded.records.len();
@@ -764,7 +860,7 @@ impl Engine {
                         loaded.tag
                     );
                 }
-                Ok(loaded) => {
+                Ok((loaded, None)) => {
                     replayed += loaded.records.len();
                     if let Some(problem) = &loaded.problem {
                         crate::warn!(
@@ -785,6 +881,11 @@ impl Engine {
         // At-least-once: records of chunks in flight at the failure may have been
         // delivered already and arrive again; this is the most that can repeat.
         crate::info!("[storage] replayed {replayed} records (at most these can arrive twice)");
+        if replayed_sets > 0 {
+            crate::info!(
+                "[storage] replayed {replayed_sets} metric sets (at most these can arrive twice)"
+            );
+        }
         if kept > 0 {
             crate::warn!("[storage] {kept} records matching no output were kept on disk");
         }
@@ -860,8 +961,24 @@ impl Engine {
         for i in outputs {
             let o = &mut self.outputs[i];
             if is_metrics {
-                // Metrics pass no processor nor record limit: every route shares them.
-                Self::send(o, full.clone()).await;
+                // Metrics pass no record limit; an output without metrics processors
+                // shares the sets with the other routes.
+                if o.metric_processors.is_empty() {
+                    Self::send(o, full.clone()).await;
+                    continue;
+                }
+                let sets = process_sets(
+                    &mut o.metric_processors,
+                    &full.chunk.tag,
+                    full.chunk.metrics.iter().cloned(),
+                );
+                if sets.is_empty() {
+                    full.finish(); // every set failed a processor: this route is done
+                    continue;
+                }
+                let mut chunk = Chunk::new(full.chunk.tag.clone(), Vec::new());
+                chunk.metrics = sets;
+                Self::send(o, Routed::new(chunk, completion.clone())).await;
                 continue;
             }
             // This output's processors work on its own copy of the records.

@@ -20,7 +20,7 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 use crate::config::{Config, ConfigError, InstanceConfig, PropKind, PropSpec, Props};
 use crate::event::{Record, Tag};
 use crate::net::{DOWNSTREAM_NET_PROPS, DOWNSTREAM_TLS_PROPS, NET_PROPS, TLS_PROPS};
-use crate::plugins::{self, BuildContext, FilterPlugin, Input, InputContext, PluginError};
+use crate::plugins::{self, BuildContext, Input, InputContext, PluginError};
 use engine::{Engine, FilterInstance, OutputRoute};
 use metrics::{FilterMetrics, InputMetrics, OutputMetrics};
 use output::{OutputWorker, RetryPolicy};
@@ -439,6 +439,7 @@ struct InputInstance {
     input: Box<dyn Input>,
     metrics: Arc<InputMetrics>,
     processors: Vec<FilterInstance>,
+    metric_processors: Vec<engine::MetricsUnit>,
 }
 
 struct OutputInstance {
@@ -451,6 +452,7 @@ struct OutputInstance {
     retry: RetryPolicy,
     metrics: Arc<OutputMetrics>,
     processors: Vec<FilterInstance>,
+    metric_processors: Vec<engine::MetricsUnit>,
     signals: crate::event::metrics::Signals,
     unsupported: crate::event::metrics::Signals,
 }
@@ -513,16 +515,25 @@ fn unknown_plugin(inst: &InstanceConfig, known: Vec<&'static str>) -> ConfigErro
     }
 }
 
-/// Builds the YAML `processors:` of one input or output. A unit is a filter (looked up
-/// first, as Fluent Bit does) or a native processor; units of other signals than logs
-/// are checked, then left out with a warning (agent carries logs only).
+/// The YAML `processors:` of one input or output, by signal.
+#[derive(Default)]
+struct Processors {
+    logs: Vec<FilterInstance>,
+    metrics: Vec<engine::MetricsUnit>,
+}
+
+/// Builds the YAML `processors:` of one input or output. A `logs:` unit is a filter
+/// (looked up first, as Fluent Bit does) or a native processor of records; a
+/// `metrics:` unit a native processor of metrics (`labels`, `metrics_selector`).
+/// `traces:` and `profiles:` units are checked, then left out with a warning (agent
+/// carries neither).
 fn build_processors(
     owner: &InstanceConfig,
     ctx: &BuildContext,
     next_id: &mut usize,
     log_settings: &mut Vec<LogSetting>,
-) -> Result<Vec<FilterInstance>, ConfigError> {
-    let mut chain = Vec::new();
+) -> Result<Processors, ConfigError> {
+    let mut chain = Processors::default();
     for unit in &owner.processors {
         let name = unit
             .entries
@@ -542,19 +553,100 @@ fn build_processors(
                 .collect(),
             processors: Vec::new(),
         };
-        let (plugin, core): (&FilterPlugin, &[&'static [PropSpec]]) =
-            match plugins::filter(&inst.plugin) {
-                Some(f) => (f, &[CORE_COMMON_PROPS, CORE_MATCH_PROPS]),
-                None => match plugins::processors::processor(&inst.plugin) {
-                    Some(p) => (p, &[CORE_COMMON_PROPS]),
-                    None => {
-                        let mut known: Vec<&'static str> =
-                            plugins::FILTERS.iter().map(|p| p.name).collect();
-                        known.extend(plugins::processors::PROCESSORS.iter().map(|p| p.name));
-                        return Err(unknown_plugin(&inst, known));
-                    }
-                },
-            };
+        let metrics_unit = plugins::processors::metrics_processor(&inst.plugin);
+        let logs_unit = plugins::filter(&inst.plugin)
+            .map(|f| (f, true))
+            .or_else(|| plugins::processors::processor(&inst.plugin).map(|p| (p, false)));
+        if metrics_unit.is_none() && logs_unit.is_none() {
+            let mut known: Vec<&'static str> = plugins::FILTERS.iter().map(|p| p.name).collect();
+            known.extend(plugins::processors::PROCESSORS.iter().map(|p| p.name));
+            known.extend(
+                plugins::processors::METRICS_PROCESSORS
+                    .iter()
+                    .map(|p| p.name),
+            );
+            return Err(unknown_plugin(&inst, known));
+        }
+        let id = *next_id;
+        *next_id += 1;
+        match unit.signal.as_str() {
+            "metrics" => {
+                let Some(plugin) = metrics_unit else {
+                    let (plugin, is_filter) = logs_unit.expect("one of them was found");
+                    return Err(ConfigError::invalid(
+                        &unit.span,
+                        format!(
+                            "[config] processor {} cannot process metrics: {}",
+                            plugin.name,
+                            if is_filter {
+                                "it is a filter, and filters take log records"
+                            } else {
+                                "Fluent Bit's content_modifier edits only the OpenTelemetry resource and scope of metrics, which agent's metric inputs never carry (Fluent Bit drops every set it fails on)"
+                            }
+                        ),
+                        Some(format!(
+                            "under 'metrics:' use {}; move {} under 'logs:'",
+                            plugins::processors::METRICS_PROCESSORS
+                                .iter()
+                                .map(|p| p.name)
+                                .collect::<Vec<_>>()
+                                .join(" or "),
+                            plugin.name
+                        )),
+                    ));
+                };
+                if let Some(spec) = &unit.condition {
+                    return Err(ConfigError::invalid(
+                        &spec.span,
+                        format!(
+                            "[config] processor {}: a condition selects log records; a metrics processor takes whole metric sets",
+                            plugin.name
+                        ),
+                        Some("remove the condition, or select metrics with metrics_selector".into()),
+                    ));
+                }
+                let p = props(&inst, plugin.name, plugin.props, &[CORE_COMMON_PROPS])?;
+                let alias: Arc<str> =
+                    Arc::from(p.str("alias").unwrap_or(&format!("{}.{id}", plugin.name)));
+                log_settings.extend(log_setting(&alias, &p));
+                let unit = (plugin.build)(
+                    &p,
+                    &BuildContext {
+                        instance: &alias,
+                        ..*ctx
+                    },
+                )?;
+                chain
+                    .metrics
+                    .push(engine::MetricsUnit { name: alias, unit });
+                continue;
+            }
+            "logs" => {}
+            other => {
+                crate::warn!(
+                    "{}: [config] processor {} under '{other}' never runs: agent carries logs and metrics only, no {other}",
+                    unit.span,
+                    inst.plugin,
+                );
+                continue;
+            }
+        }
+        let Some((plugin, is_filter)) = logs_unit else {
+            let plugin = metrics_unit.expect("one of them was found");
+            return Err(ConfigError::invalid(
+                &unit.span,
+                format!(
+                    "[config] processor {} processes metrics only: under 'logs:' it would never run",
+                    plugin.name
+                ),
+                Some(format!("move {} under 'metrics:'", plugin.name)),
+            ));
+        };
+        let core: &[&'static [PropSpec]] = if is_filter {
+            &[CORE_COMMON_PROPS, CORE_MATCH_PROPS]
+        } else {
+            &[CORE_COMMON_PROPS]
+        };
         let p = props(&inst, plugin.name, plugin.props, core)?;
         for key in ["match", "match_regex"].iter().filter(|k| p.is_set(k)) {
             crate::warn!(
@@ -564,8 +656,6 @@ fn build_processors(
                 owner.plugin
             );
         }
-        let id = *next_id;
-        *next_id += 1;
         let instance = format!("{}.{id}", plugin.name);
         let alias: Arc<str> = Arc::from(p.str("alias").unwrap_or(&instance));
         log_settings.extend(log_setting(&alias, &p));
@@ -597,16 +687,7 @@ fn build_processors(
                 filter,
             ));
         }
-        if unit.signal != "logs" {
-            crate::warn!(
-                "{}: [config] processor {} under '{}' never runs: agent carries logs only",
-                unit.span,
-                plugin.name,
-                unit.signal
-            );
-            continue;
-        }
-        chain.push(FilterInstance {
+        chain.logs.push(FilterInstance {
             name: alias,
             matcher: Matcher::new(Some("*"), None)
                 .ok()
@@ -675,6 +756,19 @@ impl Pipeline {
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
             let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
+            let makes = input.signals();
+            for (signal, units, made) in [
+                ("logs", processors.logs.len(), makes.logs),
+                ("metrics", processors.metrics.len(), makes.metrics),
+            ] {
+                if units > 0 && !made {
+                    crate::warn!(
+                        "{}: [config] {name}: its '{signal}:' processors never run: {} makes no {signal}",
+                        inst.span,
+                        plugin.name
+                    );
+                }
+            }
             let mut filesystem = p
                 .str("storage.type")
                 .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"));
@@ -730,7 +824,8 @@ impl Pipeline {
                 plugin: plugin.name,
                 input,
                 metrics: Arc::default(),
-                processors,
+                processors: processors.logs,
+                metric_processors: processors.metrics,
             });
             if let Some(i) = inputs.last() {
                 metrics::set(&i.metrics.mem_limit, i.mem_buf_limit.unwrap_or(0));
@@ -854,6 +949,13 @@ impl Pipeline {
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;
             let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
+            if !processors.metrics.is_empty() && !first.signals().metrics {
+                crate::warn!(
+                    "{}: [config] {name}: its 'metrics:' processors never run: {} takes no metrics",
+                    inst.span,
+                    plugin.name
+                );
+            }
             let mut workers: Vec<_> = (1..n_workers).map(|_| first.fork()).collect();
             workers.insert(0, first);
             outputs.push(OutputInstance {
@@ -882,7 +984,8 @@ impl Pipeline {
                     cap: config.service.scheduler_cap,
                 },
                 metrics: Arc::default(),
-                processors,
+                processors: processors.logs,
+                metric_processors: processors.metrics,
             });
         }
         let registry = Arc::new(metrics::Registry {
@@ -1021,6 +1124,7 @@ impl Pipeline {
                 total_limit: o.total_limit,
                 held: Default::default(),
                 processors: o.processors,
+                metric_processors: o.metric_processors,
                 signals: o.signals,
                 unsupported: o.unsupported,
                 limiter: o.limit.map(|q| {
@@ -1047,6 +1151,10 @@ impl Pipeline {
             .iter_mut()
             .map(|i| std::mem::take(&mut i.processors))
             .collect();
+        let input_metric_processors = inputs
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.metric_processors))
+            .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
         for f in &mut filters {
             if let Some(e) = f.filter.emitter() {
@@ -1069,6 +1177,7 @@ impl Pipeline {
                 .clone()
                 .map(|c| engine::Adaptive::new(c, config.service.flush)),
             input_processors,
+            input_metric_processors,
         };
         tasks.spawn(engine.run(rx));
         for (i, inp) in inputs.into_iter().enumerate() {

@@ -10,6 +10,8 @@
 //!                storage.checksum is off) | payload: records in Fluent Bit's msgpack
 //!                event format, [[EventTime, {meta}], {body}] one after the other
 //! ```
+//! A metrics input's chunk holds one record per metric set
+//! ([`crate::event::metrics::MetricSet::to_record`]), read back into sets at replay.
 //! `storage.sync full` fsyncs after every frame; `normal` fsyncs when the chunk is
 //! handed to outputs (a process crash loses nothing written; a power loss may lose the
 //! chunk being filled).

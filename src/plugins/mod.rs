@@ -117,6 +117,10 @@ pub struct InputContext {
 /// A source of records. Runs until `ctx.shutdown` fires or the source is exhausted.
 pub trait Input: Send + 'static {
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>>;
+    /// The signals it makes: log records unless it says otherwise.
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS
+    }
 }
 
 /// Fluent Bit's FLB_FILTER_NOTOUCH / FLB_FILTER_MODIFIED.
@@ -357,6 +361,7 @@ mod tests {
             crate::net::DOWNSTREAM_TLS_PROPS,
         ]);
         let filter_core = merged(&[CORE_COMMON_PROPS, CORE_MATCH_PROPS]);
+        let processor_core = merged(&[CORE_COMMON_PROPS]);
         let output_core = merged(&[
             CORE_COMMON_PROPS,
             CORE_MATCH_PROPS,
@@ -369,6 +374,16 @@ mod tests {
             .map(|p| (p.name, p.props, &input_core[..]))
             .chain(FILTERS.iter().map(|p| (p.name, p.props, &filter_core[..])))
             .chain(OUTPUTS.iter().map(|p| (p.name, p.props, &output_core[..])))
+            .chain(
+                processors::PROCESSORS
+                    .iter()
+                    .map(|p| (p.name, p.props, &processor_core[..])),
+            )
+            .chain(
+                processors::METRICS_PROCESSORS
+                    .iter()
+                    .map(|p| (p.name, p.props, &processor_core[..])),
+            )
             .chain([
                 ("core input", &input_core[..], &[][..]),
                 ("core filter", &filter_core[..], &[][..]),

@@ -36,7 +36,6 @@ struct FluentbitMetrics {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     Ok(Box::new(FluentbitMetrics {
         interval: super::scrape_interval_of(props)?,
         on_start: props.bool("scrape_on_start").unwrap_or(false),
@@ -45,6 +44,10 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
 }
 
 impl Input for FluentbitMetrics {
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let hostname = crate::config::parser::hostname().unwrap_or_default();

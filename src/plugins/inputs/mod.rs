@@ -261,20 +261,6 @@ pub(crate) fn scrape_interval_of(
     }
 }
 
-/// Metrics are buffered in memory only (chunk files hold records): a metrics input
-/// with `storage.type filesystem` says so at its line.
-pub(crate) fn warn_metrics_storage(props: &crate::config::Props) {
-    if props
-        .str("storage.type")
-        .is_some_and(|t| t.eq_ignore_ascii_case("filesystem"))
-    {
-        crate::warn!(
-            "{}: [storage] metrics are buffered in memory only: storage.type filesystem applies to log records (drop it, or accept that a crash loses undelivered metrics)",
-            props.span_of("storage.type")
-        );
-    }
-}
-
 /// A metrics input's loop: one set every `interval` (the first at once when
 /// `on_start`), until shutdown. A scrape that yields nothing sends nothing.
 pub(crate) async fn scrape_every<F>(

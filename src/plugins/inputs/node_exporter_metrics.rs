@@ -110,7 +110,6 @@ pub(crate) struct NodeExporter {
 }
 
 fn build(props: &Props, _: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     Ok(Box::new(NodeExporter::from_props(props)?))
 }
 
@@ -722,6 +721,10 @@ fn counter(name: &str, help: &str, keys: &[&str]) -> Family {
 }
 
 impl Input for NodeExporter {
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let interval = self.interval;

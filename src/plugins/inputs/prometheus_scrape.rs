@@ -69,7 +69,6 @@ struct PrometheusScrape {
 }
 
 fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigError> {
-    super::warn_metrics_storage(props);
     let host = props.str("host").unwrap_or("127.0.0.1");
     let port = u16::try_from(props.int("port").unwrap_or(80))
         .ok()
@@ -154,6 +153,10 @@ impl PrometheusScrape {
 }
 
 impl Input for PrometheusScrape {
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn run(self: Box<Self>, mut ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
             let me = Arc::new(*self);

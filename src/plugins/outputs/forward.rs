@@ -574,6 +574,12 @@ impl ForwardOutput {
 }
 
 impl Output for ForwardOutput {
+    /// Fluent Bit forwards metric sets (cmetrics msgpack); agent's forward sends
+    /// records only, so sets routed here are logged and counted as dropped.
+    fn unsupported_signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::METRICS
+    }
+
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             if chunk.records.is_empty() {

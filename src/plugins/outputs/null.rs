@@ -50,6 +50,11 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
 }
 
 impl Output for NullOutput {
+    /// Metric sets too, thrown away as records are (Fluent Bit's null takes both).
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS_AND_METRICS
+    }
+
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             if let Some(StdoutFormat::Json(mode, opts)) = &self.encode {

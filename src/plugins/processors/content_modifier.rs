@@ -14,8 +14,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 use super::position;
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::{Map, Record, Str, Value};
@@ -281,13 +279,7 @@ fn hash(v: &Value) -> Option<Value> {
     if s.is_empty() {
         return Some(v.clone());
     }
-    let digest = Sha256::digest(s.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-        hex.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-    }
-    Some(Value::Str(Arc::from(hex)))
+    Some(Value::Str(Arc::from(super::sha256_hex(&s))))
 }
 
 /// Fluent Bit's `cm_utils_variant_convert`.

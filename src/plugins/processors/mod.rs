@@ -4,15 +4,18 @@
 //! match. Fluent Bit: src/flb_processor.c, src/flb_conditionals.c
 
 pub mod content_modifier;
+pub mod labels;
+pub mod metrics_selector;
 
 use std::time::Instant;
 
-use crate::config::{ConditionSpec, ConfigError, Entry, RuleSpec};
+use crate::config::{ConditionSpec, ConfigError, Entry, PropSpec, RuleSpec};
 use crate::event::accessor::Accessor;
 use crate::event::format::write_json_value;
+use crate::event::metrics::MetricSet;
 use crate::event::{Chunk, Map, Record, Value};
 use crate::parser::regex::OnigRegex;
-use crate::plugins::{Filter, FilterPlugin, FilterResult};
+use crate::plugins::{BuildFn, Filter, FilterPlugin, FilterResult};
 
 /// Native processors, by Fluent Bit's names (filters are processors too).
 pub static PROCESSORS: &[&FilterPlugin] = &[&content_modifier::PLUGIN];
@@ -20,6 +23,33 @@ pub static PROCESSORS: &[&FilterPlugin] = &[&content_modifier::PLUGIN];
 /// The native processor named `name` (case-insensitive).
 pub fn processor(name: &str) -> Option<&'static FilterPlugin> {
     PROCESSORS
+        .iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+/// A processor of metric sets (Fluent Bit's `cb_process_metrics`), run on each set of
+/// its input (before routing) or its output (on that output's copy), in order.
+pub trait MetricsProcessor: Send {
+    /// The set after this unit. `Err` is Fluent Bit's `FLB_PROCESSOR_FAILURE`: the set
+    /// goes no further.
+    fn process(&mut self, tag: &str, set: MetricSet) -> Result<MetricSet, String>;
+}
+
+pub struct MetricsProcessorPlugin {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub props: &'static [PropSpec],
+    pub build: BuildFn<dyn MetricsProcessor>,
+}
+
+/// Native processors of metrics, by Fluent Bit's names.
+pub static METRICS_PROCESSORS: &[&MetricsProcessorPlugin] =
+    &[&labels::PLUGIN, &metrics_selector::PLUGIN];
+
+/// The metrics processor named `name` (case-insensitive).
+pub fn metrics_processor(name: &str) -> Option<&'static MetricsProcessorPlugin> {
+    METRICS_PROCESSORS
         .iter()
         .copied()
         .find(|p| p.name.eq_ignore_ascii_case(name))
@@ -343,6 +373,18 @@ impl Filter for Conditional {
     fn emitter(&mut self) -> Option<&mut crate::pipeline::emitter::Emitter> {
         self.inner.emitter()
     }
+}
+
+/// SHA-256 of `s` in lowercase hex (Fluent Bit's `hash` actions: `flb_hash_simple`
+/// then `hex_encode`).
+pub(crate) fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(s.as_bytes()) {
+        hex.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+        hex.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+    }
+    hex
 }
 
 /// The first pair of `map` whose key is `key` (cfl's kvlist lookup).

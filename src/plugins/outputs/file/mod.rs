@@ -386,7 +386,39 @@ impl FileOutput {
     /// Formats the chunk into `pending`. `Err` is the reason a dynamic destination
     /// failed the chunk; the records before it are in `pending` and are written all
     /// the same (Fluent Bit has written them by then).
+    /// A metrics chunk in cmetrics' text form (what `stdout` prints for metrics),
+    /// whatever `format`, to the static destination; with a dynamic one, to
+    /// `fallback_path`/`fallback_file` (a set has no record to resolve it from).
+    fn render_metrics(&mut self, chunk: &Chunk) -> Result<(), String> {
+        let dest = match &self.target {
+            Target::Static { path, file } => {
+                let mut dest = String::new();
+                if let Some(p) = path {
+                    dest.push_str(p);
+                    dest.push('/');
+                }
+                match file {
+                    Some(f) => dest.push_str(f),
+                    None => sanitize_tag(&chunk.tag, &mut dest),
+                }
+                dest
+            }
+            Target::Dynamic(d) => d.fallback.clone().ok_or_else(|| {
+                "dynamic path and file placeholders are unsupported for metrics (set fallback_file)"
+                    .to_string()
+            })?,
+        };
+        let i = self.push_pending(&dest);
+        for set in &chunk.metrics {
+            crate::event::format::write_metrics_text(&mut self.pending[i].buf, set);
+        }
+        Ok(())
+    }
+
     fn render(&mut self, chunk: &Chunk) -> Result<(), String> {
+        if !chunk.metrics.is_empty() {
+            return self.render_metrics(chunk);
+        }
         match &mut self.target {
             Target::Static { path, file } => {
                 let mut dest = String::new();
@@ -483,6 +515,11 @@ fn open(path: &str, mkdir: bool, prefix: &str) -> io::Result<File> {
 }
 
 impl Output for FileOutput {
+    /// Metric sets too, written in cmetrics' text form (Fluent Bit's file takes both).
+    fn signals(&self) -> crate::event::metrics::Signals {
+        crate::event::metrics::Signals::LOGS_AND_METRICS
+    }
+
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
             for mut p in self.pending.drain(..) {

@@ -1,7 +1,9 @@
-//! `opentelemetry` output: log records as OTLP/HTTP protobuf
-//! (`ExportLogsServiceRequest`, `Content-Type: application/x-protobuf`) POSTed to
-//! `http://host:port/v1/logs` (`logs_uri`), on the shared HTTP client (`net.*`,
-//! `tls.*`, `proxy`, keepalive pool).
+//! `opentelemetry` output: log records and metric sets as OTLP/HTTP protobuf
+//! (`ExportLogsServiceRequest` POSTed to `logs_uri`, default `/v1/logs`;
+//! `ExportMetricsServiceRequest` to `metrics_uri`, default `/v1/metrics`;
+//! `Content-Type: application/x-protobuf`) on the shared HTTP client (`net.*`,
+//! `tls.*`, `proxy`, keepalive pool), with the same headers, compression, signing and
+//! status handling for both.
 //! Fluent Bit: plugins/out_opentelemetry/opentelemetry.c, opentelemetry_conf.c
 //!
 //! Headers in Fluent Bit's order: `Content-Type`, `Authorization` (`http_user`/
@@ -13,14 +15,15 @@
 //! batch of a chunk fails, the batches already delivered are not sent again (Fluent Bit
 //! keeps only the last batch's result).
 //!
-//! Logs only: Fluent Bit also sends metrics, traces and profiles, which agent does not
-//! here; metrics routed to this output are logged (once per tag) and counted as dropped
-//! (`fluentbit_output_dropped_records_total`), never skipped in silence.
+//! A metrics chunk is one request (every set of it, `add_label`s on each sample; see
+//! [`metrics`]); a refused one is dropped and counted, one set per record. Traces and
+//! profiles: agent carries none.
 //! OTLP/gRPC (`grpc on`) and `http2 force` are refused at their line: agent speaks
 //! OTLP/HTTP over HTTP/1.1, which every OTLP/HTTP receiver takes; `http2 on` (which
 //! Fluent Bit negotiates down to HTTP/1.1 too) is accepted with a warning.
 
 mod logs;
+pub mod metrics;
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
@@ -31,7 +34,7 @@ use super::prometheus_exporter::ADD_LABEL;
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::accessor::Accessor;
 use crate::event::metrics::Signals;
-use crate::event::Chunk;
+use crate::event::{Chunk, Str};
 use crate::http_client::{self, Compression, HttpClient, Reply};
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin, Partial};
 pub use logs::{LogsEncoder, Mapping, Skipped};
@@ -178,19 +181,19 @@ const PROPS: &[PropSpec] = &[
         "metrics_uri",
         PropKind::Str,
         Some("/v1/metrics"),
-        "Request path for metrics (agent sends logs only).",
+        "Request path for metrics.",
     ),
     PropSpec::new(
         "traces_uri",
         PropKind::Str,
         Some("/v1/traces"),
-        "Request path for traces (agent sends logs only).",
+        "Request path for traces (agent carries no traces).",
     ),
     PropSpec::new(
         "profiles_uri",
         PropKind::Str,
         Some("/v1development/profiles"),
-        "Request path for profiles (agent sends logs only).",
+        "Request path for profiles (agent carries no profiles).",
     ),
     PropSpec::new(
         "http2",
@@ -266,6 +269,9 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
 struct Setup {
     client: HttpClient,
     uri: String,
+    metrics_uri: String,
+    /// `add_label`: added to every metric sample after the set's static labels.
+    labels: std::sync::Arc<[(Str, Str)]>,
     /// Content-Type, Authorization, User-Agent, `header`s, Content-Encoding.
     headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
     compress: Option<Compression>,
@@ -348,15 +354,23 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         .and_then(|p| u16::try_from(p).ok())
         .filter(|&p| p > 0)
         .ok_or_else(|| props.error("port", "a TCP port from 1 to 65535"))?;
-    let uri = match props.str("logs_uri").unwrap_or("/v1/logs") {
-        u if u.starts_with('/') => u.to_string(),
-        u => format!("/{u}"),
+    // Fluent Bit's sanitize_uri: a path without its leading '/' gets one.
+    let path = |name: &str, default: &str| {
+        let uri = match props.str(name).unwrap_or(default) {
+            u if u.starts_with('/') => u.to_string(),
+            u => format!("/{u}"),
+        };
+        match uri.parse::<hyper::Uri>() {
+            Ok(_) => Ok(uri),
+            Err(_) => Err(props.error(
+                name,
+                format!("a request path such as {default} (no spaces)"),
+            )),
+        }
     };
-    if uri.parse::<hyper::Uri>().is_err() {
-        return Err(props.error("logs_uri", "a request path such as /v1/logs (no spaces)"));
-    }
-    // add_label is for metrics in Fluent Bit; checked here all the same.
-    super::prometheus_exporter::add_labels(props)?;
+    let uri = path("logs_uri", "/v1/logs")?;
+    let metrics_uri = path("metrics_uri", "/v1/metrics")?;
+    let labels = super::prometheus_exporter::add_labels(props)?;
     let body_keys = match props.multi_entries("logs_body_key") {
         entries if entries.is_empty() => vec![Accessor::key("log"), Accessor::key("message")],
         entries => entries
@@ -425,6 +439,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         setup: Setup {
             client,
             uri,
+            metrics_uri,
+            labels: labels.into(),
             headers: headers.into(),
             compress,
             batch_size,
@@ -446,7 +462,7 @@ enum Sent {
 impl OtelOutput {
     /// Sends `buf`, given back for the next request: uncompressed, its bytes go to the
     /// client without a copy and the allocation comes back once the client let go.
-    async fn send(&self, buf: &mut Vec<u8>) -> Sent {
+    async fn send(&self, uri: &str, buf: &mut Vec<u8>) -> Sent {
         let s = &self.setup;
         let body = match s.compress {
             Some(c) => match c.compress(buf) {
@@ -460,7 +476,7 @@ impl OtelOutput {
             None => Bytes::from(std::mem::take(buf)),
         };
         let kept = s.compress.is_none().then(|| body.clone());
-        let sent = match s.client.send(Method::POST, &s.uri, &s.headers, body).await {
+        let sent = match s.client.send(Method::POST, uri, &s.headers, body).await {
             Ok(reply) => self.judge(&reply),
             Err(e) => Sent::Retry(FlushResult::Retry(format!("could not flush records: {e}"))),
         };
@@ -498,13 +514,34 @@ impl OtelOutput {
     }
 }
 
+impl OtelOutput {
+    /// A metrics chunk: one request with every set.
+    async fn flush_metrics(&mut self, chunk: &Chunk) -> FlushResult {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        metrics::encode(&chunk.metrics, &self.setup.labels, &mut buf);
+        let sent = self.send(&self.setup.metrics_uri, &mut buf).await;
+        self.buf = buf;
+        match sent {
+            Sent::Done => FlushResult::Ok,
+            Sent::Retry(r) => r,
+            Sent::Dropped(line) => FlushResult::Error(format!(
+                "{line}: the receiver refused the metrics, they will not be retried"
+            )),
+        }
+    }
+}
+
 impl Output for OtelOutput {
-    fn unsupported_signals(&self) -> Signals {
-        Signals::METRICS
+    fn signals(&self) -> Signals {
+        Signals::LOGS_AND_METRICS
     }
 
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
         Box::pin(async move {
+            if !chunk.metrics.is_empty() {
+                return self.flush_metrics(chunk).await;
+            }
             let mut skipped = Skipped::default();
             let mut dropped = 0u64;
             let mut reasons = Vec::new();
@@ -515,7 +552,7 @@ impl Output for OtelOutput {
                 let mut buf = std::mem::take(&mut self.buf);
                 self.encoder
                     .encode(&chunk.records[start..end], &mut buf, &mut skipped);
-                let sent = self.send(&mut buf).await;
+                let sent = self.send(&self.setup.uri, &mut buf).await;
                 self.buf = buf;
                 match sent {
                     Sent::Done => {}
