@@ -7,7 +7,8 @@
 //! - records as Fluent Bit's in_kafka makes them, `format json` and `none`;
 //! - the broker killed and restarted during a 100,000-record stream: every record arrives;
 //! - a consumer killed before its outputs delivered: nothing lost, another agent in the
-//!   group reads it again; two consumers, one killed: the survivor takes its partitions;
+//!   group reads it again; two consumers, one killed: the survivor takes its partitions
+//!   (with a replacement joining; alone with cooperative-sticky when it is the leader);
 //! - brokers that are not there: one log line with the fix, records kept and delivered
 //!   when the broker comes;
 //! - TLS (through a TLS front: tansu 0.6.0 does not serve TLS itself) and SASL
@@ -291,6 +292,29 @@ fn offsets_are_committed_only_after_delivery() {
     );
 }
 
+/// A kafka input in the group `pair` on topic `shared` (6 s sessions), printing
+/// json_lines; `extra`: more `rdkafka.*` lines.
+fn group_member(brokers: &str, name: &str, extra: &str) -> Agent {
+    Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name kafka\n    alias {name}\n    brokers {brokers}\n    topics shared\n    group_id pair\n\
+         \x20   rdkafka.auto.offset.reset earliest\n    rdkafka.session.timeout.ms 6000\n    rdkafka.heartbeat.interval.ms 500\n{extra}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ))
+}
+
+/// `(partition, N)` of each `seq N` record a kafka input printed.
+fn payloads(stdout: &str) -> Vec<(i64, u32)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let seq = v["payload"].as_str().unwrap().trim_start_matches("seq ");
+            (v["partition"].as_i64().unwrap(), seq.parse().unwrap())
+        })
+        .collect()
+}
+
 /// With Apache Kafka the survivor alone takes the killed member's partitions once its
 /// session times out. tansu 0.6 expires the dead member but answers the survivor's next
 /// SyncGroup with its previous assignment, so here the handover happens at the next
@@ -301,14 +325,7 @@ fn a_killed_group_member_hands_its_partitions_over() {
     let broker = Broker::start(&bin);
     broker.create_topic("shared", 4);
     let b = broker.addr();
-    let member = |name: &str| {
-        Agent::start(&format!(
-            "[SERVICE]\n    flush 0.2\n    grace 5\n\
-             [INPUT]\n    name kafka\n    alias {name}\n    brokers {b}\n    topics shared\n    group_id pair\n\
-             \x20   rdkafka.auto.offset.reset earliest\n    rdkafka.session.timeout.ms 6000\n    rdkafka.heartbeat.interval.ms 500\n\
-             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
-        ))
-    };
+    let member = |name: &str| group_member(&b, name, "");
     let mut a = member("a");
     a.wait_log("partitions assigned", Duration::from_secs(30));
     let mut b_agent = member("b");
@@ -333,15 +350,6 @@ fn a_killed_group_member_hands_its_partitions_over() {
     let more: String = (400..800).map(|i| format!("k{i}\tseq {i}\n")).collect();
     broker.produce("shared", &more);
     let c = member("c");
-    let payloads = |s: &str| -> Vec<(i64, u32)> {
-        s.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let seq = v["payload"].as_str().unwrap().trim_start_matches("seq ");
-                (v["partition"].as_i64().unwrap(), seq.parse().unwrap())
-            })
-            .collect()
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let mut all: BTreeSet<u32> = payloads(&a_out).into_iter().map(|(_, n)| n).collect();
@@ -369,6 +377,80 @@ fn a_killed_group_member_hands_its_partitions_over() {
         .map(|(part, _)| part)
         .collect();
     assert_eq!(after.len(), 4, "partitions read after the kill: {after:?}");
+}
+
+/// With `partition.assignment.strategy cooperative-sticky` (incremental rebalancing) the
+/// group leader, surviving, alone takes a killed member's partitions with tansu 0.6 too:
+/// the sticky assignor's member metadata carries the member's assignment and generation,
+/// so the survivor's JoinGroup differs from the one tansu stored and starts a new
+/// generation whose assignment tansu keeps. (When the leader is the one killed, tansu
+/// 0.6 keeps the dead member as leader and the survivor is left with nothing: see
+/// README, Kafka.)
+#[test]
+fn with_cooperative_sticky_a_surviving_leader_takes_a_killed_members_partitions() {
+    let Some(bin) = needs() else { return };
+    let broker = Broker::start(&bin);
+    broker.create_topic("shared", 4);
+    let b = broker.addr();
+    let sticky = "    rdkafka.partition.assignment.strategy cooperative-sticky\n";
+    // The first member is the group's leader.
+    let mut leader = group_member(&b, "a", sticky);
+    leader.wait_log("partitions assigned", Duration::from_secs(30));
+    let mut other = group_member(&b, "b", sticky);
+    // The second member holds partitions once the leader gave some up.
+    other.wait_log("partitions assigned: shared", Duration::from_secs(60));
+    leader.wait_log("partitions revoked: shared", Duration::from_secs(30));
+    let keyed: String = (0..400).map(|i| format!("k{i}\tseq {i}\n")).collect();
+    broker.produce("shared", &keyed);
+    for m in [&mut leader, &mut other] {
+        m.wait_until(Duration::from_secs(30), "its first records", |o, _| {
+            !o.is_empty()
+        });
+    }
+    other.signal(libc::SIGKILL);
+    other.wait(Duration::from_secs(10));
+    let other_out = other.stdout();
+    let more: String = (400..800).map(|i| format!("k{i}\tseq {i}\n")).collect();
+    broker.produce("shared", &more);
+    // No one joins: once the killed member's session (6 s) expired, the leader reads
+    // every record it did not, from all four partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all: BTreeSet<u32> = payloads(&other_out).into_iter().map(|(_, n)| n).collect();
+        all.extend(payloads(&leader.stdout()).into_iter().map(|(_, n)| n));
+        if all.len() == 800 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 800 records read by the group\n{}",
+            all.len(),
+            leader.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = leader.stop(Duration::from_secs(10));
+    let after: BTreeSet<i64> = payloads(&out.stdout)
+        .into_iter()
+        .filter(|(_, n)| *n >= 400)
+        .map(|(part, _)| part)
+        .collect();
+    assert_eq!(
+        after.len(),
+        4,
+        "partitions read after the kill: {after:?}\n{}",
+        out.stderr
+    );
+    // Incrementally: the leader kept its own partitions and was given the others.
+    assert!(
+        log_lines(&out.stderr)
+            .iter()
+            .filter(|l| l.contains("partitions assigned: shared"))
+            .count()
+            >= 2,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -526,20 +608,6 @@ fn config_errors_name_the_line_and_the_fix() {
     assert!(!o.stderr.contains("cannot reach"), "{}", o.stderr);
 }
 
-/// The `seq N` payloads of the stdout lines of a kafka input (`format json_lines`).
-fn seq_payloads(stdout: &str) -> (BTreeSet<u64>, usize) {
-    let mut set = BTreeSet::new();
-    let mut dup = 0;
-    for l in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let p = v["payload"].as_str().unwrap();
-        if !set.insert(p.trim_start_matches("seq ").parse().unwrap()) {
-            dup += 1;
-        }
-    }
-    (set, dup)
-}
-
 /// The `[error]` lines of one plugin instance (e.g. `[output:kafka`).
 fn errors_of(agent: &Agent, prefix: &str) -> Vec<String> {
     let start = format!("[error] {prefix}");
@@ -596,7 +664,7 @@ fn over_tls_every_record_is_delivered_and_consumed() {
     ));
     reader.wait_lines(N as usize, Duration::from_secs(60));
     let out = reader.stop(Duration::from_secs(10));
-    let (set, _) = seq_payloads(&out.stdout);
+    let set: BTreeSet<u32> = payloads(&out.stdout).into_iter().map(|(_, n)| n).collect();
     assert_eq!(set.len() as u64, N, "{}", out.stderr);
     assert!(!out.stderr.contains("[error]"), "{}", out.stderr);
 
