@@ -2,11 +2,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-# kafka-ssl: Kafka over TLS and SASL SCRAM (the build image has libssl-dev and pkg-config).
-RUN cargo build --release --features kafka-ssl
+# The default features include kafka-ssl (Kafka over TLS and SASL SCRAM), which links
+# OpenSSL: the build image has libssl-dev and pkg-config, the runtime image libssl3.
+RUN cargo build --release
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/agent /usr/local/bin/agent
 COPY conf /etc/agent/examples
 # The standard parsers where Fluent Bit's image has them (Helm charts and ConfigMaps

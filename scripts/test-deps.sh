@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# What the kernel and network tests need beyond cargo, in one place (.ci/run and
-# scripts/test.sh use it).
+# What building the agent and the kernel and network tests need beyond cargo, in one
+# place (.ci/run and scripts/test.sh use it).
 #   scripts/test-deps.sh --missing   prints the missing Debian/PyPI packages, one line
 #   scripts/test-deps.sh --install   installs them (root; apt-get, pip and cargo install)
 set -euo pipefail
 
 missing_debian() {
     local need=()
+    # building the agent itself: the kafka plugins' TLS and SASL SCRAM (the default
+    # feature kafka-ssl) link the system OpenSSL, found with pkg-config
+    command -v pkg-config >/dev/null || need+=(pkg-config)
+    pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
     # conntrack tests in network namespaces, the tcp output's SYN-drop namespace
     command -v nft >/dev/null || need+=(nftables)
     command -v conntrack >/dev/null || need+=(conntrack)

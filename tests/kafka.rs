@@ -7,9 +7,13 @@
 //! - records as Fluent Bit's in_kafka makes them, `format json` and `none`;
 //! - the broker killed and restarted during a 100,000-record stream: every record arrives;
 //! - a consumer killed before its outputs delivered: nothing lost, another agent in the
-//!   group reads it again; two consumers, one killed: the survivor takes its partitions;
+//!   group reads it again; two consumers, one killed: the survivor takes its partitions
+//!   (with a replacement joining; alone with cooperative-sticky when it is the leader);
 //! - brokers that are not there: one log line with the fix, records kept and delivered
 //!   when the broker comes;
+//! - TLS (through a TLS front: tansu 0.6.0 does not serve TLS itself) and SASL
+//!   SCRAM-SHA-512/256 logins for both plugins; a wrong password or CA said once with
+//!   the setting to fix, records kept until it is fixed;
 //! - config errors at their line.
 
 mod common;
@@ -17,7 +21,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::kafka::{needs, Broker, Message};
+use common::kafka::{needs, Broker, Message, Security};
+use common::pki::Pki;
 use common::{log_lines, refused_config, Agent, Dir};
 
 const FIXED: &str =
@@ -287,6 +292,29 @@ fn offsets_are_committed_only_after_delivery() {
     );
 }
 
+/// A kafka input in the group `pair` on topic `shared` (6 s sessions), printing
+/// json_lines; `extra`: more `rdkafka.*` lines.
+fn group_member(brokers: &str, name: &str, extra: &str) -> Agent {
+    Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name kafka\n    alias {name}\n    brokers {brokers}\n    topics shared\n    group_id pair\n\
+         \x20   rdkafka.auto.offset.reset earliest\n    rdkafka.session.timeout.ms 6000\n    rdkafka.heartbeat.interval.ms 500\n{extra}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ))
+}
+
+/// `(partition, N)` of each `seq N` record a kafka input printed.
+fn payloads(stdout: &str) -> Vec<(i64, u32)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let seq = v["payload"].as_str().unwrap().trim_start_matches("seq ");
+            (v["partition"].as_i64().unwrap(), seq.parse().unwrap())
+        })
+        .collect()
+}
+
 /// With Apache Kafka the survivor alone takes the killed member's partitions once its
 /// session times out. tansu 0.6 expires the dead member but answers the survivor's next
 /// SyncGroup with its previous assignment, so here the handover happens at the next
@@ -297,14 +325,7 @@ fn a_killed_group_member_hands_its_partitions_over() {
     let broker = Broker::start(&bin);
     broker.create_topic("shared", 4);
     let b = broker.addr();
-    let member = |name: &str| {
-        Agent::start(&format!(
-            "[SERVICE]\n    flush 0.2\n    grace 5\n\
-             [INPUT]\n    name kafka\n    alias {name}\n    brokers {b}\n    topics shared\n    group_id pair\n\
-             \x20   rdkafka.auto.offset.reset earliest\n    rdkafka.session.timeout.ms 6000\n    rdkafka.heartbeat.interval.ms 500\n\
-             [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
-        ))
-    };
+    let member = |name: &str| group_member(&b, name, "");
     let mut a = member("a");
     a.wait_log("partitions assigned", Duration::from_secs(30));
     let mut b_agent = member("b");
@@ -329,15 +350,6 @@ fn a_killed_group_member_hands_its_partitions_over() {
     let more: String = (400..800).map(|i| format!("k{i}\tseq {i}\n")).collect();
     broker.produce("shared", &more);
     let c = member("c");
-    let payloads = |s: &str| -> Vec<(i64, u32)> {
-        s.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let seq = v["payload"].as_str().unwrap().trim_start_matches("seq ");
-                (v["partition"].as_i64().unwrap(), seq.parse().unwrap())
-            })
-            .collect()
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let mut all: BTreeSet<u32> = payloads(&a_out).into_iter().map(|(_, n)| n).collect();
@@ -365,6 +377,80 @@ fn a_killed_group_member_hands_its_partitions_over() {
         .map(|(part, _)| part)
         .collect();
     assert_eq!(after.len(), 4, "partitions read after the kill: {after:?}");
+}
+
+/// With `partition.assignment.strategy cooperative-sticky` (incremental rebalancing) the
+/// group leader, surviving, alone takes a killed member's partitions with tansu 0.6 too:
+/// the sticky assignor's member metadata carries the member's assignment and generation,
+/// so the survivor's JoinGroup differs from the one tansu stored and starts a new
+/// generation whose assignment tansu keeps. (When the leader is the one killed, tansu
+/// 0.6 keeps the dead member as leader and the survivor is left with nothing: see
+/// README, Kafka.)
+#[test]
+fn with_cooperative_sticky_a_surviving_leader_takes_a_killed_members_partitions() {
+    let Some(bin) = needs() else { return };
+    let broker = Broker::start(&bin);
+    broker.create_topic("shared", 4);
+    let b = broker.addr();
+    let sticky = "    rdkafka.partition.assignment.strategy cooperative-sticky\n";
+    // The first member is the group's leader.
+    let mut leader = group_member(&b, "a", sticky);
+    leader.wait_log("partitions assigned", Duration::from_secs(30));
+    let mut other = group_member(&b, "b", sticky);
+    // The second member holds partitions once the leader gave some up.
+    other.wait_log("partitions assigned: shared", Duration::from_secs(60));
+    leader.wait_log("partitions revoked: shared", Duration::from_secs(30));
+    let keyed: String = (0..400).map(|i| format!("k{i}\tseq {i}\n")).collect();
+    broker.produce("shared", &keyed);
+    for m in [&mut leader, &mut other] {
+        m.wait_until(Duration::from_secs(30), "its first records", |o, _| {
+            !o.is_empty()
+        });
+    }
+    other.signal(libc::SIGKILL);
+    other.wait(Duration::from_secs(10));
+    let other_out = other.stdout();
+    let more: String = (400..800).map(|i| format!("k{i}\tseq {i}\n")).collect();
+    broker.produce("shared", &more);
+    // No one joins: once the killed member's session (6 s) expired, the leader reads
+    // every record it did not, from all four partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all: BTreeSet<u32> = payloads(&other_out).into_iter().map(|(_, n)| n).collect();
+        all.extend(payloads(&leader.stdout()).into_iter().map(|(_, n)| n));
+        if all.len() == 800 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 800 records read by the group\n{}",
+            all.len(),
+            leader.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = leader.stop(Duration::from_secs(10));
+    let after: BTreeSet<i64> = payloads(&out.stdout)
+        .into_iter()
+        .filter(|(_, n)| *n >= 400)
+        .map(|(part, _)| part)
+        .collect();
+    assert_eq!(
+        after.len(),
+        4,
+        "partitions read after the kill: {after:?}\n{}",
+        out.stderr
+    );
+    // Incrementally: the leader kept its own partitions and was given the others.
+    assert!(
+        log_lines(&out.stderr)
+            .iter()
+            .filter(|l| l.contains("partitions assigned: shared"))
+            .count()
+            >= 2,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -520,4 +606,191 @@ fn config_errors_name_the_line_and_the_fix() {
     let o = common::run(&["-c", "c.conf", "--dry-run"], Some(d.path()));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert!(!o.stderr.contains("cannot reach"), "{}", o.stderr);
+}
+
+/// The `[error]` lines of one plugin instance (e.g. `[output:kafka`).
+fn errors_of(agent: &Agent, prefix: &str) -> Vec<String> {
+    let start = format!("[error] {prefix}");
+    log_lines(&agent.stderr())
+        .into_iter()
+        .filter(|l| l.starts_with(&start))
+        .collect()
+}
+
+/// TLS (`security.protocol ssl` with the test CA): the output delivers every record,
+/// read back over TLS by the independent client; the input consumes them all over TLS;
+/// a CA that did not sign the broker's certificate is one line naming
+/// `rdkafka.ssl.ca.location`, and the records wait.
+#[test]
+fn over_tls_every_record_is_delivered_and_consumed() {
+    let Some(bin) = needs() else { return };
+    let pki = Pki::new();
+    let broker = Broker::start_secure(
+        &bin,
+        &Security {
+            tls: Some(&pki),
+            topics: &[("tls", 2)],
+            ..Security::default()
+        },
+    );
+    let b = broker.addr();
+    let tls = broker.rdkafka_lines();
+    assert!(tls.contains("rdkafka.security.protocol ssl"), "{tls}");
+    const N: u64 = 2000;
+    let d = Dir::new();
+    let log = d.file(
+        "app.log",
+        &(0..N).map(|i| format!("seq {i}\n")).collect::<String>(),
+    );
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name tail\n    path {}\n    read_from_head on\n\
+         [OUTPUT]\n    name kafka\n    match *\n    brokers {b}\n    topics tls\n    format raw\n    raw_log_key log\n{tls}",
+        log.display()
+    ));
+    let got = broker.consume("tls", N as usize, Duration::from_secs(30));
+    let (set, dup) = seqs(&got);
+    assert_eq!((set.len() as u64, dup), (N, 0), "{}", agent.stderr());
+    agent.wait_log("brokers='localhost:", Duration::from_secs(5));
+    let out = agent.stop(Duration::from_secs(10));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("[error]"), "{}", out.stderr);
+
+    // The input, a group member over TLS, reads them all.
+    let mut reader = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name kafka\n    brokers {b}\n    topics tls\n    group_id tls-readers\n    rdkafka.auto.offset.reset earliest\n{tls}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n"
+    ));
+    reader.wait_lines(N as usize, Duration::from_secs(60));
+    let out = reader.stop(Duration::from_secs(10));
+    let set: BTreeSet<u32> = payloads(&out.stdout).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(set.len() as u64, N, "{}", out.stderr);
+    assert!(!out.stderr.contains("[error]"), "{}", out.stderr);
+
+    // A CA that did not sign the broker's certificate: said once, with the setting.
+    let other = Pki::new();
+    let wrong_ca = tls.replace(&pki.path("ca.pem"), &other.path("ca.pem"));
+    let mut agent = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 1\n\
+         [INPUT]\n    name dummy\n    samples 3\n\
+         [OUTPUT]\n    name kafka\n    match *\n    brokers {b}\n    topics tls\n    retry_limit no_limits\n{wrong_ca}"
+    ));
+    agent.wait_log("TLS with", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(5));
+    let errors = errors_of(&agent, "[output:kafka");
+    assert_eq!(errors.len(), 1, "{}", agent.stderr());
+    eprintln!("{}", errors[0]);
+    assert!(
+        errors[0].starts_with(&format!(
+            "[error] [output:kafka:kafka.0] TLS with '{b}' failed"
+        )) && errors[0].contains("certificate")
+            && errors[0].contains("check rdkafka.ssl.ca.location"),
+        "{}",
+        errors[0]
+    );
+    agent.stop(Duration::from_secs(10));
+}
+
+/// SASL SCRAM over TLS (`sasl_ssl`): SCRAM-SHA-512 and SCRAM-SHA-256 logins work for the
+/// output and the input; a wrong password is one line with the fix while deliveries are
+/// retried with backoff, and the records it held (filesystem storage) arrive once the
+/// agent runs again with the right password.
+#[test]
+fn scram_logins_and_a_wrong_password_loses_nothing() {
+    let Some(bin) = needs() else { return };
+    let pki = Pki::new();
+    let broker = Broker::start_secure(
+        &bin,
+        &Security {
+            tls: Some(&pki),
+            users: &[
+                ("SCRAM-SHA-512", "reader", "reader-secret"),
+                ("SCRAM-SHA-512", "node", "node-secret"),
+                ("SCRAM-SHA-256", "aggregator", "aggregator-secret"),
+            ],
+            topics: &[("scram", 1)],
+        },
+    );
+    let b = broker.addr();
+    let ca = pki.path("ca.pem");
+    let login = |mechanism: &str, user: &str, password: &str| {
+        format!(
+            "    rdkafka.security.protocol sasl_ssl\n    rdkafka.ssl.ca.location {ca}\n\
+             \x20   rdkafka.sasl.mechanism {mechanism}\n    rdkafka.sasl.username {user}\n\
+             \x20   rdkafka.sasl.password {password}\n"
+        )
+    };
+    let storage = Dir::new();
+    let node = |samples: u32, value: &str, password: &str| {
+        format!(
+            "[SERVICE]\n    flush 0.2\n    grace 2\n    storage.path {}\n    scheduler.base 1\n    scheduler.cap 2\n\
+             [INPUT]\n    name dummy\n    samples {samples}\n    rate 20\n    dummy {{\"m\":\"{value}\"}}\n    storage.type filesystem\n\
+             [OUTPUT]\n    name kafka\n    match *\n    brokers {b}\n    topics scram\n    retry_limit no_limits\n\
+             \x20   rdkafka.message.timeout.ms 3000\n{}",
+            storage.path().display(),
+            login("SCRAM-SHA-512", "node", password)
+        )
+    };
+
+    // The wrong password: one line with the fix; the engine retries with backoff.
+    let mut agent = Agent::start(&node(20, "held", "not-the-secret"));
+    agent.wait_log("authentication with", Duration::from_secs(30));
+    agent.wait_until(Duration::from_secs(30), "two retries", |_, e| {
+        e.matches("[engine] failed to flush chunk for kafka.0")
+            .count()
+            >= 2
+    });
+    let errors = errors_of(&agent, "[output:kafka");
+    assert_eq!(errors.len(), 1, "{}", agent.stderr());
+    eprintln!("{}", errors[0]);
+    assert!(
+        errors[0].starts_with(&format!(
+            "[error] [output:kafka:kafka.0] authentication with '{b}' failed"
+        )) && errors[0].contains(
+            "check rdkafka.security.protocol, rdkafka.sasl.mechanism, rdkafka.sasl.username and \
+             rdkafka.sasl.password"
+        ),
+        "{}",
+        errors[0]
+    );
+    // The retries say the cause, not its symptom (deliveries time out).
+    let retries: Vec<String> = log_lines(&agent.stderr())
+        .into_iter()
+        .filter(|l| l.contains("[engine] failed to flush chunk for kafka.0"))
+        .collect();
+    assert!(
+        retries.iter().all(|l| l.contains("authentication with")),
+        "{retries:#?}"
+    );
+    let held = agent.stop(Duration::from_secs(15));
+    assert_eq!(
+        broker.consume("scram", 1, Duration::from_secs(3)).len(),
+        0,
+        "nothing passed a refused login:\n{}",
+        held.stderr
+    );
+
+    // The right password: the 20 held records are replayed from storage and delivered.
+    let mut agent = Agent::start(&node(1, "after", "node-secret"));
+    let got = broker.consume("scram", 21, Duration::from_secs(30));
+    let text: Vec<String> = got.iter().map(|m| m.text()).collect();
+    let held_n = text.iter().filter(|t| t.contains(r#""m":"held""#)).count();
+    let after_n = text.iter().filter(|t| t.contains(r#""m":"after""#)).count();
+    assert_eq!((held_n, after_n), (20, 1), "{text:#?}\n{}", agent.stderr());
+    agent.wait_log("[storage] replayed", Duration::from_secs(5));
+    let out = agent.stop(Duration::from_secs(10));
+    assert!(!out.stderr.contains("[error]"), "{}", out.stderr);
+
+    // The input logs in with SCRAM-SHA-256 and reads all 21.
+    let mut reader = Agent::start(&format!(
+        "[SERVICE]\n    flush 0.2\n    grace 5\n\
+         [INPUT]\n    name kafka\n    brokers {b}\n    topics scram\n    group_id scram-readers\n    rdkafka.auto.offset.reset earliest\n{}\
+         [OUTPUT]\n    name stdout\n    match *\n    format json_lines\n",
+        login("SCRAM-SHA-256", "aggregator", "aggregator-secret")
+    ));
+    reader.wait_lines(21, Duration::from_secs(60));
+    let out = reader.stop(Duration::from_secs(10));
+    assert_eq!(out.stdout.lines().count(), 21, "{}", out.stderr);
+    assert!(!out.stderr.contains("[error]"), "{}", out.stderr);
 }

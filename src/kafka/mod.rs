@@ -94,8 +94,8 @@ impl std::ops::Deref for Context {
 
 #[derive(Default)]
 struct State {
-    /// The problem last reported (its class), so that repeats stay quiet.
-    problem: Option<String>,
+    /// The problem last reported (its class and line), so that repeats stay quiet.
+    problem: Option<(String, String)>,
     /// The last librdkafka log line and when, so a line repeated in a loop is said once
     /// a minute.
     last_log: Option<(String, Instant)>,
@@ -124,19 +124,26 @@ impl Inner {
     }
 
     /// Reports a problem unless it is the one reported last. `class` groups messages
-    /// that differ only in details (a broker address, a count).
-    pub fn problem(&self, class: &str, line: impl FnOnce() -> String) {
+    /// that differ only in details (a broker address, a count). Returns the line of the
+    /// problem in force: a failed delivery's reason names the cause, not its symptom.
+    pub fn problem(&self, class: &str, line: impl FnOnce() -> String) -> String {
         let mut st = self.state();
-        // A refused login or handshake also makes the brokers "down": the cause stays
-        // the problem reported until things work again.
-        let cause = matches!(st.problem.as_deref(), Some("auth" | "tls" | "acl"));
-        if cause && class == "unreachable" {
-            return;
-        }
-        if st.problem.as_deref() != Some(class) {
-            st.problem = Some(class.to_string());
-            drop(st);
-            crate::error!("{} {}", self.prefix, line());
+        match &st.problem {
+            // A refused login or handshake also makes the brokers "down" (deliveries
+            // time out): the cause stays the problem reported until things work again.
+            Some((cause, said))
+                if class == "unreachable" && matches!(cause.as_str(), "auth" | "tls" | "acl") =>
+            {
+                said.clone()
+            }
+            Some((same, said)) if same == class => said.clone(),
+            _ => {
+                let line = line();
+                st.problem = Some((class.to_string(), line.clone()));
+                drop(st);
+                crate::error!("{} {line}", self.prefix);
+                line
+            }
         }
     }
 
@@ -165,6 +172,12 @@ impl Inner {
 
     /// The fix for an error of a message or of the client, by its code.
     pub fn describe(&self, e: &KafkaError) -> (&'static str, String) {
+        self.describe_because(e, &e.to_string())
+    }
+
+    /// The same, saying what went wrong with `because` (librdkafka's reason for a
+    /// client error names the broker and the OpenSSL or SASL cause).
+    fn describe_because(&self, e: &KafkaError, because: &str) -> (&'static str, String) {
         let code = e.rdkafka_error_code();
         let brokers = &self.brokers;
         match code {
@@ -190,7 +203,8 @@ impl Inner {
             ) => (
                 "auth",
                 format!(
-                    "authentication with '{brokers}' failed ({e}): check rdkafka.security.protocol, \
+                    "authentication with '{brokers}' failed ({because}): check \
+                     rdkafka.security.protocol, \
                      rdkafka.sasl.mechanism, rdkafka.sasl.username and rdkafka.sasl.password; \
                      records are kept and retried"
                 ),
@@ -198,7 +212,7 @@ impl Inner {
             Some(RDKafkaErrorCode::SSL) => (
                 "tls",
                 format!(
-                    "TLS with '{brokers}' failed ({e}): check rdkafka.ssl.ca.location and the \
+                    "TLS with '{brokers}' failed ({because}): check rdkafka.ssl.ca.location and the \
                      brokers' certificates; records are kept and retried"
                 ),
             ),
@@ -257,8 +271,9 @@ impl Inner {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        // Connection failures come again as `error` below, with the fix: said there.
-        if matches!(fac, "FAIL" | "ERROR") {
+        // Connection, TLS and login failures come again as `error` below, with the
+        // fix and the same cause: said there.
+        if matches!(fac, "FAIL" | "ERROR" | "SSL") {
             crate::debug!("{} {fac}: {msg}", self.prefix);
             return;
         }
@@ -266,7 +281,12 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let (class, line) = self.describe(&error);
+        let because = if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_string()
+        };
+        let (class, line) = self.describe_because(&error, &because);
         self.problem(class, || {
             if class == "other" {
                 format!("{line}: {reason}")
@@ -363,6 +383,16 @@ mod tests {
             String::new()
         });
         assert_eq!(said, 2);
+        // A refused login makes deliveries time out: their reason is the login's line.
+        c.recovered("delivering again");
+        assert_eq!(
+            c.problem("auth", || "check the password".into()),
+            "check the password"
+        );
+        assert_eq!(
+            c.problem("unreachable", || "cannot reach".into()),
+            "check the password"
+        );
         let (class, line) = c.describe(&KafkaError::MessageProduction(
             RDKafkaErrorCode::UnknownTopicOrPartition,
         ));

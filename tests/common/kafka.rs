@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::pki::Pki;
 use super::{free_port, Dir};
 
 /// The tansu binary: on PATH or in cargo's bin dir; `None` when not installed.
@@ -50,9 +51,36 @@ pub fn needs() -> Option<PathBuf> {
 
 pub struct Broker {
     bin: PathBuf,
+    /// The port clients connect to (the TLS front's when there is one).
     pub port: u16,
+    /// The port tansu listens on (plain TCP: its own `topic`/`user` commands use it).
+    inner_port: u16,
+    /// `127.0.0.1`, or `localhost` (the test certificate's name) with TLS.
+    host: &'static str,
+    /// Whether tansu requires SASL (`--authentication`).
+    auth: bool,
+    /// What the independent client sets to reach it (TLS, SASL).
+    client_conf: Vec<(String, String)>,
     dir: Dir,
     child: Option<Child>,
+    _tls: Option<TlsFront>,
+}
+
+/// What a secured broker asks of its clients.
+#[derive(Default)]
+pub struct Security<'a> {
+    /// TLS with this CA's `localhost` certificate. tansu 0.6.0 accepts `--cert`/`--key`
+    /// but never uses them (tansu-broker 0.6.0 src/broker.rs:268 builds a TlsAcceptor,
+    /// `_acceptor`, and serves the plain stream), so a TLS front terminates TLS and
+    /// forwards to tansu, which advertises the front's address in its metadata.
+    pub tls: Option<&'a Pki>,
+    /// SCRAM users `(mechanism, name, password)`, mechanism `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512`; with any, tansu requires authentication and the independent
+    /// client logs in as the first.
+    pub users: &'a [(&'a str, &'a str, &'a str)],
+    /// Topics `(name, partitions)`, created before authentication is turned on (tansu's
+    /// own admin client cannot log in).
+    pub topics: &'a [(&'a str, u32)],
 }
 
 impl Broker {
@@ -65,22 +93,74 @@ impl Broker {
         let mut b = Broker {
             bin: bin.to_path_buf(),
             port,
+            inner_port: port,
+            host: "127.0.0.1",
+            auth: false,
+            client_conf: Vec::new(),
             dir: Dir::new(),
             child: None,
+            _tls: None,
         };
         b.restart();
         b
     }
 
-    /// `127.0.0.1:PORT`.
+    /// A broker behind TLS and/or requiring SCRAM logins, with its topics and users.
+    pub fn start_secure(bin: &Path, sec: &Security<'_>) -> Broker {
+        let inner_port = free_port();
+        let mut b = Broker::start_on(bin, inner_port);
+        if let Some(pki) = sec.tls {
+            let front = TlsFront::start(pki, inner_port);
+            b.port = front.port;
+            b.host = "localhost";
+            b._tls = Some(front);
+            b.client_conf.extend([
+                ("security.protocol".into(), "ssl".into()),
+                ("ssl.ca.location".into(), pki.path("ca.pem")),
+            ]);
+        }
+        for (name, partitions) in sec.topics {
+            b.create_topic(name, *partitions);
+        }
+        for (mechanism, name, password) in sec.users {
+            b.create_user(mechanism, name, password);
+        }
+        if let Some((mechanism, name, password)) = sec.users.first() {
+            b.client_conf.retain(|(k, _)| k != "security.protocol");
+            b.client_conf.extend([
+                (
+                    "security.protocol".into(),
+                    format!(
+                        "sasl_{}",
+                        if sec.tls.is_some() {
+                            "ssl"
+                        } else {
+                            "plaintext"
+                        }
+                    ),
+                ),
+                ("sasl.mechanism".into(), mechanism.to_string()),
+                ("sasl.username".into(), name.to_string()),
+                ("sasl.password".into(), password.to_string()),
+            ]);
+            b.auth = true;
+        }
+        // Again, advertising the front (and requiring logins).
+        b.kill();
+        b.restart();
+        b
+    }
+
+    /// `127.0.0.1:PORT` (`localhost:PORT` behind TLS).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Starts the broker (again) on the same port and storage file.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let url = format!("tcp://127.0.0.1:{}", self.inner_port);
+        let advertised = format!("tcp://{}:{}", self.host, self.port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -89,12 +169,13 @@ impl Broker {
         let child = Command::new(&self.bin)
             .arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args([
                 "--storage-engine",
                 // Relative to the working directory (tansu joins it to the cwd).
                 "sqlite://tansu.db",
             ])
+            .args(self.auth.then_some("--authentication"))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -103,7 +184,7 @@ impl Broker {
             .expect("start tansu");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.addr()).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.inner_port)).is_err() {
             let exited = self
                 .child
                 .as_mut()
@@ -134,17 +215,41 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
+    /// A SCRAM user (`SCRAM-SHA-256` or `SCRAM-SHA-512`), before authentication is on.
+    pub fn create_user(&self, mechanism: &str, name: &str, password: &str) {
+        let mechanism = match mechanism {
+            "SCRAM-SHA-256" => "scram256",
+            "SCRAM-SHA-512" => "scram512",
+            other => panic!("tansu has no SASL mechanism {other}"),
+        };
+        self.admin(&["user", "create", name, password, "--mechanism", mechanism]);
+    }
+
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.admin(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+    }
+
+    /// A `tansu` admin command (`topic create`, `user create`) to this broker.
+    fn admin(&self, args: &[&str]) {
+        assert!(
+            !self.auth,
+            "tansu's admin client cannot log in: {args:?} before auth"
+        );
         let out = Command::new(&self.bin)
-            .args(["topic", "create", name])
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .args(["--partitions", &partitions.to_string()])
+            .args(args)
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.inner_port)])
             .current_dir(self.dir.path())
             .output()
-            .expect("tansu topic create");
+            .expect("tansu");
         assert!(
             out.status.success(),
-            "topic create {name}: {}{}",
+            "tansu {args:?}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -154,8 +259,8 @@ impl Broker {
     pub fn produce(&self, topic: &str, lines: &str) {
         let d = Dir::new();
         let f = d.file("messages", lines);
-        let out = Command::new("python3")
-            .arg(client())
+        let out = self
+            .client()
             .args(["produce", &self.addr(), topic, f.to_str().unwrap()])
             .output()
             .unwrap();
@@ -169,8 +274,8 @@ impl Broker {
     /// Reads `topic` from the beginning with a fresh group until `count` messages or
     /// `quiet` of silence.
     pub fn consume(&self, topic: &str, count: usize, quiet: Duration) -> Vec<Message> {
-        let out = Command::new("python3")
-            .arg(client())
+        let out = self
+            .client()
             .args([
                 "consume",
                 &self.addr(),
@@ -201,6 +306,72 @@ impl Broker {
                 }
             })
             .collect()
+    }
+}
+
+impl Broker {
+    /// The independent client, with this broker's TLS and SASL settings.
+    fn client(&self) -> Command {
+        let mut c = Command::new("python3");
+        c.arg(client());
+        let conf: serde_json::Map<String, serde_json::Value> = self
+            .client_conf
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        c.env(
+            "KAFKA_CLIENT_CONF",
+            serde_json::Value::Object(conf).to_string(),
+        );
+        c
+    }
+
+    /// The settings the independent client uses, as `rdkafka.*` lines of a section.
+    pub fn rdkafka_lines(&self) -> String {
+        self.client_conf
+            .iter()
+            .map(|(k, v)| format!("    rdkafka.{k} {v}\n"))
+            .collect()
+    }
+}
+
+/// TLS in front of tansu: terminates each connection with the test certificate and
+/// relays the bytes to tansu's plain listener (what a TLS-terminating proxy in front of
+/// a Kafka broker does; the Kafka protocol inside is untouched).
+struct TlsFront {
+    port: u16,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TlsFront {
+    fn start(pki: &Pki, to: u16) -> TlsFront {
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A handshake the client refuses (a CA that does not match) ends here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront { port, _rt: rt }
     }
 }
 

@@ -9,17 +9,26 @@
                                                    messages or SECS seconds of silence;
                                                    one JSON line per message: topic,
                                                    partition, offset, key, value (base64).
+
+The environment variable KAFKA_CLIENT_CONF, a JSON object, adds librdkafka settings to
+both (security.protocol, ssl.ca.location, sasl.*).
 """
 import base64
 import json
+import os
 import sys
 import time
 
 from confluent_kafka import Consumer, Producer
 
 
+def conf(**settings):
+    settings.update(json.loads(os.environ.get("KAFKA_CLIENT_CONF") or "{}"))
+    return settings
+
+
 def produce(brokers, topic, path):
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 5})
+    p = Producer(conf(**{"bootstrap.servers": brokers, "linger.ms": 5}))
     failed = []
     n = 0
 
@@ -51,12 +60,14 @@ def produce(brokers, topic, path):
 
 def consume(brokers, topic, count, secs, group=None):
     c = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": group or f"reader-{time.time_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        conf(
+            **{
+                "bootstrap.servers": brokers,
+                "group.id": group or f"reader-{time.time_ns()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
     )
     c.subscribe([topic])
     got = 0

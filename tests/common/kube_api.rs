@@ -12,8 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls;
 
 use super::pki::Pki;
 
@@ -46,17 +45,7 @@ impl KubeApi {
         let listener =
             TcpListener::bind(("127.0.0.1", port)).expect("bind the stand-in API server");
         let port = listener.local_addr().unwrap().port();
-        let tls = Arc::new(
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(
-                    vec![pki.server.0.clone()],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone())),
-                )
-                .unwrap(),
-        );
+        let tls = pki.server_config();
         let state = Arc::new(Mutex::new(State {
             tokens: vec![token.to_string()],
             resource_version: 1000,

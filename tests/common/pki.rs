@@ -1,7 +1,10 @@
 //! A test CA with a server certificate for `localhost` and a client certificate, as PEM
 //! files (`ca.pem`, `server.pem`/`server.key`, `client.pem`/`client.key`) and as DER.
 
-use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
 
 use super::Dir;
 
@@ -44,6 +47,22 @@ impl Pki {
             ca: ca.der().clone(),
             client_der: client.der().clone(),
         }
+    }
+
+    /// A TLS server configuration (any protocol version rustls finds safe, no client
+    /// certificates) serving the `localhost` certificate.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::new(
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![self.server.0.clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server.1.clone())),
+                )
+                .unwrap(),
+        )
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -333,8 +333,8 @@ pub fn client_config(
     settings.client_config(forced).map_err(|bad| {
         let key = format!("rdkafka.{}", bad.key);
         let hint = if bad.reason.contains("OpenSSL not available") {
-            "this agent was built without OpenSSL: build it with `cargo build --release --features \
-             kafka-ssl` (the container image has it)"
+            "this agent was built without OpenSSL (--no-default-features): build it with the \
+             default features, or `--features kafka-ssl` (libssl-dev and pkg-config)"
                 .to_string()
         } else if bad.reason.contains("No such configuration property") {
             "see librdkafka's CONFIGURATION.md for the names it knows".to_string()
@@ -552,8 +552,7 @@ impl KafkaOutput {
             )),
             Outcome::Resend(e) => {
                 let (class, line) = sh.context.describe(&e);
-                sh.context.problem(class, || line.clone());
-                tally.note(line);
+                tally.note(sh.context.problem(class, || line));
                 tally.resend.push(idx);
             }
             Outcome::Refused(e) => {
