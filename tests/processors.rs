@@ -44,6 +44,47 @@ fn rewrite_tag_as_an_input_processor_continues_at_the_next_stage() {
     assert_eq!(out.stdout.lines().count(), 3);
 }
 
+/// `rewrite_tag` as an output processor: what it re-emits enters the pipeline as
+/// records of its emitter input (the pipeline's filters for the new tag, then the
+/// outputs matching it); with `keep true` the output still gets the records, after
+/// its later processors. Same records as Fluent Bit 5.1.1's (captured with the input
+/// running, then SIGINT: with `exit_on_eof`, Fluent Bit exits before it flushes the
+/// emitter and loses them; agent delivers them before it stops). The chunk's input is
+/// acknowledged only after the re-emitted records are delivered too.
+#[test]
+fn rewrite_tag_as_an_output_processor_re_emits_into_the_pipeline() {
+    let out = run(
+        &["-c", "rewrite_tag_output_processor.yaml"],
+        Some(Path::new(DATA)),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let fb =
+        std::fs::read_to_string(Path::new(DATA).join("rewrite_tag_output_processor.fluent-bit"))
+            .unwrap();
+    let sorted = |t: &str| {
+        let mut l: Vec<String> = t.lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted(&out.stdout), sorted(&fb), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 5);
+}
+
+/// A rule whose new tag the same output matches again cannot loop: records an output
+/// processor re-emitted are not re-emitted by it again (counted and said once).
+#[test]
+fn an_output_processor_rewriting_into_its_own_match_does_not_loop() {
+    let d = Dir::new();
+    let outputs = "    - name: stdout\n      match: '*'\n      format: json_lines\n      json_date_key: false\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $level ^(error|warn)$ again.$1 false\n";
+    let c = yaml(&d, outputs, "          - name: content_modifier\n            action: insert\n            key: p\n            value: 'yes'\n");
+    let out = run(&["-c", &c], Some(d.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // info passes; error and warn are re-emitted once, then refused and kept.
+    assert_eq!(lines.len(), 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("rewrite_tag"), "{}", out.stderr);
+}
+
 const LOG: &str = concat!(
     "{\"level\":\"error\",\"msg\":\"user=bob id=7\"}\n",
     "{\"level\":\"info\"}\n",

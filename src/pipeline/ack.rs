@@ -37,6 +37,14 @@ impl Completion {
         })
     }
 
+    /// One more part to wait for (records an output's processor re-emitted from this
+    /// chunk): the acks run once it has run too. Call while a route is still open.
+    pub fn hold(self: &Arc<Self>) -> AckFn {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+        let c = self.clone();
+        Box::new(move || c.finish())
+    }
+
     /// One route is done. Call exactly once per route.
     pub fn finish(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -46,6 +46,9 @@ const REPLAY: usize = usize::MAX - 1;
 const TICK: usize = usize::MAX;
 /// The input index of filter i's emitter is `EMITTER + i`.
 const EMITTER: usize = usize::MAX / 2;
+/// The input index of the emitter of output o's processor j is
+/// `OUT_EMITTER + (o << 16) + j`.
+const OUT_EMITTER: usize = EMITTER + (1 << 40);
 
 pub struct FilterInstance {
     pub name: Arc<str>,
@@ -154,6 +157,8 @@ struct Pending {
     file: Option<ChunkFile>,
     /// The records' encoded size when every batch in it was measured and untouched.
     bytes: Option<u64>,
+    /// Times its records were re-emitted (the most of its batches).
+    hops: u32,
 }
 
 impl Pending {
@@ -166,6 +171,7 @@ impl Pending {
             records,
             acks,
             file: None,
+            hops: 0,
         }
     }
 }
@@ -192,6 +198,9 @@ pub struct Engine {
     pub input_metric_processors: Vec<Vec<MetricsUnit>>,
     /// Some filter re-emits records (has an emitter).
     pub has_emitters: bool,
+    /// What output processors re-emitted (rewrite_tag), with its hops: ingested as
+    /// batches of their emitter inputs once the dispatch that made them is done.
+    pub reemitted: Vec<(InputBatch, u32)>,
 }
 
 /// Fluent Bit 5's adaptive flush (`flb_engine_adaptive_flush_update`): after each
@@ -355,8 +364,17 @@ impl Engine {
                     }
                 }
             }
+            if !self.reemitted.is_empty() {
+                self.ingest_reemitted(&mut routes, &mut pending).await;
+            }
         }
         self.flush_all(&mut routes, &mut pending, true).await;
+        // Records output processors re-emitted at the last flush (a bounded number of
+        // rounds: each re-emission adds a hop).
+        while !self.reemitted.is_empty() {
+            self.ingest_reemitted(&mut routes, &mut pending).await;
+            self.flush_all(&mut routes, &mut pending, true).await;
+        }
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
     }
@@ -557,6 +575,7 @@ impl Engine {
                 }
             };
             self.persist(&mut pending[i], &records);
+            pending[i].hops = pending[i].hops.max(hops);
             pending[i].bytes = pending[i].bytes.zip(bytes).map(|(a, b)| a + b);
             pending[i].records.append(&mut records);
             pending[i].acks.extend(ack);
@@ -569,8 +588,28 @@ impl Engine {
 
     /// The emitter whose input index is `input`, if it is one.
     fn emitter(&mut self, input: usize) -> Option<&mut Emitter> {
+        if let Some(k) = input.checked_sub(OUT_EMITTER).filter(|_| input < REPLAY) {
+            let o = self.outputs.get_mut(k >> 16)?;
+            return o.processors.get_mut(k & 0xffff)?.filter.emitter();
+        }
         let i = input.checked_sub(EMITTER)?;
         self.filters.get_mut(i)?.filter.emitter()
+    }
+
+    /// Ingests what output processors re-emitted (each batch from the first filter
+    /// matching its tag, as Fluent Bit's emitter input), dispatching what is full.
+    async fn ingest_reemitted(
+        &mut self,
+        routes: &mut HashMap<Tag, Route>,
+        pending: &mut Vec<Pending>,
+    ) {
+        while !self.reemitted.is_empty() {
+            for (batch, hops) in std::mem::take(&mut self.reemitted) {
+                for p in self.ingest(batch, hops, routes, pending) {
+                    self.dispatch(p, routes).await;
+                }
+            }
+        }
     }
 
     /// `emitter_mem_buf_limit`: while an emitter's records not yet delivered are over
@@ -581,8 +620,15 @@ impl Engine {
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
     ) {
-        for i in 0..self.filters.len() {
-            let Some(m) = self.emitter(EMITTER + i).and_then(|e| e.membuf.clone()) else {
+        let outputs = self.outputs.iter().enumerate().flat_map(|(o, out)| {
+            (0..out.processors.len()).map(move |j| OUT_EMITTER + (o << 16) + j)
+        });
+        let inputs: Vec<usize> = (0..self.filters.len())
+            .map(|i| EMITTER + i)
+            .chain(outputs)
+            .collect();
+        for input in inputs {
+            let Some(m) = self.emitter(input).and_then(|e| e.membuf.clone()) else {
                 continue;
             };
             if !m.over() {
@@ -590,7 +636,7 @@ impl Engine {
             }
             let (mine, rest) = std::mem::take(pending)
                 .into_iter()
-                .partition(|p| p.input == EMITTER + i);
+                .partition(|p| p.input == input);
             *pending = rest;
             for p in mine {
                 self.dispatch(p, routes).await;
@@ -988,12 +1034,38 @@ impl Engine {
             }
             .map(|from| {
                 let mut records = full.chunk.records.clone();
-                run_chain(
-                    &mut o.processors[from..],
-                    &full.chunk.tag,
-                    &mut records,
-                    now,
-                );
+                let chain = &mut o.processors[from..];
+                // A processor's own emissions, or records re-emitted too often, are
+                // not re-emitted again (no loop through the outputs).
+                for (j, f) in chain.iter_mut().enumerate() {
+                    if let Some(e) = f.filter.emitter() {
+                        e.set_refusal(if p.input == OUT_EMITTER + (i << 16) + from + j {
+                            Some(Refusal::Cycle)
+                        } else if p.hops >= MAX_HOPS {
+                            Some(Refusal::TooDeep)
+                        } else {
+                            None
+                        });
+                    }
+                }
+                run_chain(chain, &full.chunk.tag, &mut records, now);
+                for (j, f) in chain.iter_mut().enumerate() {
+                    let Some(e) = f.filter.emitter() else {
+                        continue;
+                    };
+                    for c in e.take() {
+                        // The chunk's acks also wait for the re-emitted records.
+                        let batch = InputBatch {
+                            input: OUT_EMITTER + (i << 16) + from + j,
+                            tag: c.tag,
+                            records: c.records,
+                            metrics: Vec::new(),
+                            ack: completion.as_ref().map(Completion::hold),
+                            bytes: None,
+                        };
+                        self.reemitted.push((batch, p.hops + 1));
+                    }
+                }
                 records
             });
             if processed.as_ref().is_some_and(Vec::is_empty) {

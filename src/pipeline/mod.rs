@@ -532,6 +532,7 @@ fn build_processors(
     ctx: &BuildContext,
     next_id: &mut usize,
     log_settings: &mut Vec<LogSetting>,
+    mut emitter_inputs: Option<EmitterInputs>,
 ) -> Result<Processors, ConfigError> {
     let mut chain = Processors::default();
     for unit in &owner.processors {
@@ -666,20 +667,10 @@ fn build_processors(
                 ..*ctx
             },
         )?;
-        if filter.emitter().is_some() && owner.kind != crate::config::PluginKind::Input {
-            // An input processor's re-emitted records continue at its next stage (the
-            // engine does it); an output's have nowhere to go back to.
-            return Err(ConfigError::invalid(
-                &unit.span,
-                format!(
-                    "[config] processor {}: re-emitting records from an output's processors is not supported",
-                    plugin.name
-                ),
-                Some(format!(
-                    "use {} as an input processor or as a pipeline filter, with a match",
-                    plugin.name
-                )),
-            ));
+        // An output processor's emitter is an input of its own (an input processor's
+        // records continue at its next stage instead).
+        if let (Some(e), Some(reg)) = (filter.emitter(), emitter_inputs.as_mut()) {
+            register_emitter(e, &p, plugin.name, &alias, reg)?;
         }
         if let Some(spec) = &unit.condition {
             filter = Box::new(plugins::processors::Conditional::new(
@@ -698,6 +689,48 @@ fn build_processors(
         });
     }
     Ok(chain)
+}
+
+/// Registers a filter's or an output processor's emitter as an input: its name must
+/// be unique among inputs and emitters; `emitter_storage.type filesystem` needs
+/// `storage.path` (without it, memory, said once as for an input).
+struct EmitterInputs<'a> {
+    inputs: &'a [InputInstance],
+    /// The emitters registered so far: name and metrics.
+    emitters: &'a mut Vec<(Arc<str>, Arc<InputMetrics>)>,
+    /// `storage.path` is set.
+    storage: bool,
+}
+
+fn register_emitter(
+    e: &mut emitter::Emitter,
+    p: &Props,
+    plugin: &str,
+    name: &str,
+    reg: &mut EmitterInputs,
+) -> Result<(), ConfigError> {
+    let taken = reg.inputs.iter().any(|i| i.name == e.name)
+        || reg.emitters.iter().any(|(n, _)| *n == e.name);
+    if taken {
+        return Err(ConfigError::invalid(
+            p.span_of("emitter_name"),
+            format!(
+                "[filter:{plugin}:{name}] emitter_name '{}' already exists",
+                e.name
+            ),
+            Some("give this filter an emitter_name that no input or other emitter has".into()),
+        ));
+    }
+    if e.filesystem && !reg.storage {
+        crate::warn!(
+            "{}: [storage] {}: emitter_storage.type filesystem needs [SERVICE] storage.path; without it the emitter buffers in memory only (a crash loses what is not delivered)",
+            p.span_of("emitter_storage.type"),
+            e.name
+        );
+        e.filesystem = false;
+    }
+    reg.emitters.push((e.name.clone(), e.metrics.clone()));
+    Ok(())
 }
 
 fn matcher(p: &Props) -> Result<Option<Matcher>, ConfigError> {
@@ -755,7 +788,8 @@ impl Pipeline {
             };
             log_settings.extend(log_setting(&name, &p));
             let input = (plugin.build)(&p, &ctx)?;
-            let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
+            let processors =
+                build_processors(inst, &ctx, &mut processor_id, &mut log_settings, None)?;
             let makes = input.signals();
             for (signal, units, made) in [
                 ("logs", processors.logs.len(), makes.logs),
@@ -833,7 +867,8 @@ impl Pipeline {
             }
         }
         let mut filters = Vec::new();
-        // Filters' emitter inputs (rewrite_tag): name and metrics.
+        let storage = config.service.storage.is_some();
+        // Filters' and output processors' emitter inputs (rewrite_tag): name and metrics.
         let mut emitters: Vec<(Arc<str>, Arc<InputMetrics>)> = Vec::new();
         for (id, inst) in config.filters.iter().enumerate() {
             let plugin = plugins::filter(&inst.plugin).ok_or_else(|| {
@@ -863,32 +898,12 @@ impl Pipeline {
             )?;
             let mut filter = filter;
             if let Some(e) = filter.emitter() {
-                // An emitter is an input: its name must be unique among them.
-                let taken = inputs.iter().any(|i| i.name == e.name)
-                    || emitters.iter().any(|(n, _)| *n == e.name);
-                if taken {
-                    return Err(ConfigError::invalid(
-                        p.span_of("emitter_name"),
-                        format!(
-                            "[filter:{}:{name}] emitter_name '{}' already exists",
-                            plugin.name, e.name
-                        ),
-                        Some(
-                            "give this filter an emitter_name that no input or other emitter has"
-                                .into(),
-                        ),
-                    ));
-                }
-                if e.filesystem && config.service.storage.is_none() {
-                    // As for an input's storage.type (Fluent Bit buffers in memory).
-                    crate::warn!(
-                        "{}: [storage] {}: emitter_storage.type filesystem needs [SERVICE] storage.path; without it the emitter buffers in memory only (a crash loses what is not delivered)",
-                        p.span_of("emitter_storage.type"),
-                        e.name
-                    );
-                    e.filesystem = false;
-                }
-                emitters.push((e.name.clone(), e.metrics.clone()));
+                let mut reg = EmitterInputs {
+                    inputs: &inputs,
+                    emitters: &mut emitters,
+                    storage,
+                };
+                register_emitter(e, &p, plugin.name, &name, &mut reg)?;
             }
             filters.push(FilterInstance {
                 name,
@@ -948,7 +963,17 @@ impl Pipeline {
             };
             log_settings.extend(log_setting(&name, &p));
             let first = (plugin.build)(&p, &ctx)?;
-            let processors = build_processors(inst, &ctx, &mut processor_id, &mut log_settings)?;
+            let processors = build_processors(
+                inst,
+                &ctx,
+                &mut processor_id,
+                &mut log_settings,
+                Some(EmitterInputs {
+                    inputs: &inputs,
+                    emitters: &mut emitters,
+                    storage,
+                }),
+            )?;
             if !processors.metrics.is_empty() && !first.signals().metrics {
                 crate::warn!(
                     "{}: [config] {name}: its 'metrics:' processors never run: {} takes no metrics",
@@ -1156,13 +1181,17 @@ impl Pipeline {
             .map(|i| std::mem::take(&mut i.metric_processors))
             .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
-        for f in &mut filters {
+        let mut has_emitters = false;
+        let output_processors = routes.iter_mut().flat_map(|o| o.processors.iter_mut());
+        for f in filters.iter_mut().chain(output_processors) {
             if let Some(e) = f.filter.emitter() {
                 crate::info!("[input:emitter:{}] initializing", e.name);
+                has_emitters = true;
             }
         }
         let engine = Engine {
-            has_emitters: filters.iter_mut().any(|f| f.filter.emitter().is_some()),
+            has_emitters,
+            reemitted: Vec::new(),
             chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
             backlog_mem: storage.as_ref().map(|_| storage::Gate::new(backlog_mem)),
             storage,
