@@ -130,6 +130,24 @@ mod tests {
     }
 
     #[test]
+    fn a_held_part_keeps_the_acks_until_it_runs() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let c = Completion::new(
+            1,
+            vec![Box::new(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+            }) as AckFn],
+        )
+        .unwrap();
+        let reemitted = c.hold();
+        c.finish();
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the re-emitted records are not done");
+        reemitted();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn a_split_ack_runs_after_its_last_part() {
         let hits = Arc::new(AtomicU32::new(0));
         let h = hits.clone();
