@@ -48,6 +48,25 @@ impl EventTime {
 /// output bytes, so this is not a HashMap.
 pub type Map = Vec<(Str, Value)>;
 
+/// A deep copy of `map` whose strings are new allocations (no reference count shared
+/// with `map`). Records cloned from it share counts only among themselves, so a
+/// batch made on one thread and dropped on another does not contend with the next
+/// batch for the same counters.
+pub fn unshared(map: &Map) -> Map {
+    fn value(v: &Value) -> Value {
+        match v {
+            Value::Str(s) => Value::Str(Str::from(&**s)),
+            Value::Bin(b) => Value::Bin(Arc::from(&**b)),
+            Value::Array(a) => Value::Array(a.iter().map(value).collect()),
+            Value::Map(m) => Value::Map(unshared(m)),
+            other => other.clone(),
+        }
+    }
+    map.iter()
+        .map(|(k, v)| (Str::from(&**k), value(v)))
+        .collect()
+}
+
 /// A msgpack-like value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

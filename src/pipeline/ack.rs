@@ -142,7 +142,11 @@ mod tests {
         .unwrap();
         let reemitted = c.hold();
         c.finish();
-        assert_eq!(hits.load(Ordering::SeqCst), 0, "the re-emitted records are not done");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the re-emitted records are not done"
+        );
         reemitted();
         assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
