@@ -107,13 +107,8 @@ impl Endpoint {
 
     /// `sts.REGION.amazonaws.com` (`.amazonaws.com.cn` in China regions).
     fn sts(region: &str) -> Endpoint {
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
         Endpoint {
-            host: format!("sts.{region}.{suffix}"),
+            host: super::service_host("sts", region),
             port: 443,
             tls: true,
         }

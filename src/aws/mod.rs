@@ -76,6 +76,24 @@ pub const PROFILE: PropSpec = PropSpec::new(
     "Profile of the shared credentials/config files (else AWS_PROFILE, else default).",
 );
 
+/// `SERVICE.REGION.<suffix>`, the suffix of the region's partition (Fluent Bit's
+/// `flb_aws_endpoint`: `amazonaws.com`, `.com.cn` in China, the isolated regions').
+pub fn service_host(service: &str, region: &str) -> String {
+    const SUFFIXES: &[(&str, &str)] = &[
+        ("us-isob-", "sc2s.sgov.gov"),
+        ("us-isof-", "csp.hci.ic.gov"),
+        ("us-iso-", "c2s.ic.gov"),
+        ("eu-isoe-", "cloud.adc-e.uk"),
+        ("eusc-", "amazonaws.eu"),
+        ("cn-", "amazonaws.com.cn"),
+    ];
+    let suffix = SUFFIXES
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or("amazonaws.com", |(_, s)| s);
+    format!("{service}.{region}.{suffix}")
+}
+
 /// A future boxed for the credential providers.
 pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 

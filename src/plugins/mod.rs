@@ -294,6 +294,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::throttle::PLUGIN,
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
+    &outputs::cloudwatch_logs::PLUGIN,
     &outputs::counter::PLUGIN,
     &outputs::es::PLUGIN,
     &outputs::file::PLUGIN,

@@ -9,6 +9,7 @@ pub mod kube_api;
 pub mod netns;
 pub mod pki;
 pub mod prometheus;
+pub mod sigv4;
 
 use std::fs;
 use std::io::Read;
