@@ -171,7 +171,9 @@ impl Chain {
                 session_name: session_name.clone(),
             }),
             Box::new(Ecs),
-            Box::new(Imds),
+            Box::new(Imds {
+                client: super::imds::Imds::new(super::imds::Version::Detect),
+            }),
         ]);
         let Some(role_arn) = setup.role_arn else {
             return Ok(base);
@@ -604,7 +606,9 @@ impl Source for Ecs {
 }
 
 /// EC2 instance metadata (IMDSv2 token, else v1): the instance role's credentials.
-struct Imds;
+struct Imds {
+    client: super::imds::Imds,
+}
 
 const IMDS_ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -614,35 +618,25 @@ impl Source for Imds {
     }
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
-            let client = HttpClient::endpoint("169.254.169.254", 80, None, NET_TIMEOUT);
-            let ttl = [(
-                HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds"),
-                HeaderValue::from_static("21600"),
-            )];
-            let mut headers = Vec::new();
-            match get_text(&client, "/latest/api/token", &ttl, Method::PUT).await {
-                Ok(token) => {
-                    if let Ok(v) = HeaderValue::from_str(token.trim()) {
-                        headers.push((HeaderName::from_static("x-aws-ec2-metadata-token"), v));
-                    }
-                }
-                Err(e) if e.contains("answered HTTP") => {} // IMDSv1 only
-                Err(e) => return Err(e),
-            }
-            let roles = get_text(&client, IMDS_ROLE_PATH, &headers, Method::GET).await?;
+            let roles = self
+                .client
+                .get(IMDS_ROLE_PATH)
+                .await
+                .map_err(|e| match e {
+                    super::imds::ImdsError::NotFound => "the instance has no IAM role".to_string(),
+                    e => e.to_string(),
+                })?;
             let role = roles
                 .lines()
                 .next()
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
                 .ok_or("the instance has no IAM role")?;
-            let text = get_text(
-                &client,
-                &format!("{IMDS_ROLE_PATH}{role}"),
-                &headers,
-                Method::GET,
-            )
-            .await?;
+            let text = self
+                .client
+                .get(&format!("{IMDS_ROLE_PATH}{role}"))
+                .await
+                .map_err(|e| e.to_string())?;
             parse_json(&text).map(Some)
         })
     }

@@ -30,6 +30,7 @@ use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::http_client::RequestSigner;
 
 pub mod credentials;
+pub mod imds;
 
 pub use credentials::{Chain, Credentials};
 

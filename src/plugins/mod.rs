@@ -278,6 +278,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::udp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
+    &filters::aws::PLUGIN,
     &filters::expect::PLUGIN,
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
