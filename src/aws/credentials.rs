@@ -618,14 +618,10 @@ impl Source for Imds {
     }
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
-            let roles = self
-                .client
-                .get(IMDS_ROLE_PATH)
-                .await
-                .map_err(|e| match e {
-                    super::imds::ImdsError::NotFound => "the instance has no IAM role".to_string(),
-                    e => e.to_string(),
-                })?;
+            let roles = self.client.get(IMDS_ROLE_PATH).await.map_err(|e| match e {
+                super::imds::ImdsError::NotFound => "the instance has no IAM role".to_string(),
+                e => e.to_string(),
+            })?;
             let role = roles
                 .lines()
                 .next()

@@ -179,6 +179,14 @@ impl HttpSink {
         HttpSink::serving(TcpListener::bind("127.0.0.1:0").unwrap(), script, Some(tls))
     }
 
+    /// On a listener the test bound (in a network namespace, on another address).
+    pub fn on_listener(
+        l: TcpListener,
+        script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,
+    ) -> HttpSink {
+        HttpSink::serving(l, script, None)
+    }
+
     fn on(
         l: TcpListener,
         script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,

@@ -356,7 +356,11 @@ async fn attempt(imds: &Imds, w: &Wanted, m: &mut Meta, who: &str) {
 /// `accountId` of the identity document; `NULL` when it has none (Fluent Bit's).
 fn account_of(doc: &str, who: &str) -> String {
     let v: Option<serde_json::Value> = serde_json::from_str(doc).ok();
-    match v.as_ref().and_then(|v| v.get("accountId")).and_then(|a| a.as_str()) {
+    match v
+        .as_ref()
+        .and_then(|v| v.get("accountId"))
+        .and_then(|a| a.as_str())
+    {
         Some(a) => a.to_string(),
         None => {
             crate::error!("{who} [imds] accountId is undefined in EC2 instance");
@@ -408,7 +412,10 @@ async fn fetch_tags(
                 fail(e)
             })?;
         let keep = filter.keeps(key);
-        crate::debug!("{who} found tag {key} which is included={}", i32::from(keep));
+        crate::debug!(
+            "{who} found tag {key} which is included={}",
+            i32::from(keep)
+        );
         if keep {
             tags.push((key.to_string(), value));
         }
