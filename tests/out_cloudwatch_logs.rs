@@ -595,3 +595,112 @@ fn a_failed_batch_retries_only_what_was_not_delivered() {
     assert_eq!(ev.len(), 30, "{}", o.stderr);
     assert_eq!(cw.puts().len(), 4, "{}", o.stderr);
 }
+
+/// An auth error (ExpiredTokenException) makes the agent fetch its credentials again:
+/// the retry is signed with the new keys of the shared credentials file.
+#[test]
+fn an_auth_error_fetches_the_credentials_again() {
+    let cw = Cw::start(&["g"]);
+    cw.fault(
+        "PutLogEvents",
+        aws_error(
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        ),
+    );
+    let home = Dir::new();
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    let file = |key: &str| {
+        home.file(
+            ".aws/credentials",
+            &format!(
+                "[default]\naws_access_key_id = {key}\naws_secret_access_key = s3cret/{key}\n"
+            ),
+        );
+    };
+    file("AKIDOLD");
+    let agent = Agent::start_with_env(
+        &dummy_conf(cw.sink.port(), r#"{"m":1}"#, 2, "", ""),
+        &[("HOME", home.path().to_str().unwrap())],
+    );
+    cw.sink.wait(T, "the refused call", |r| {
+        r.iter()
+            .any(|r| r.header("x-amz-target") == Some("Logs_20140328.PutLogEvents"))
+    });
+    file("AKIDNEW");
+    cw.wait_events(2, "the events after the refresh");
+    let o = agent.stop(T);
+    let puts = cw.puts();
+    assert_eq!(puts.len(), 2, "{}", o.stderr);
+    verify(
+        &puts[0].raw,
+        "AKIDOLD",
+        "s3cret/AKIDOLD",
+        None,
+        "us-east-1",
+        "logs",
+    );
+    verify(
+        &puts[1].raw,
+        "AKIDNEW",
+        "s3cret/AKIDNEW",
+        None,
+        "us-east-1",
+        "logs",
+    );
+    assert!(
+        o.stderr.contains("auth error, refreshing creds"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Events of one chunk more than 24 hours apart go in separate calls, each sorted by
+/// time (records read by tail with their own times, out of order).
+#[test]
+fn events_are_sorted_and_a_day_apart_go_separately() {
+    let cw = Cw::start(&["g"]);
+    let dir = Dir::new();
+    let parsers = dir.file(
+        "parsers.conf",
+        "[PARSER]\n    name t\n    format json\n    time_key t\n    time_format %Y-%m-%dT%H:%M:%S\n",
+    );
+    let log = dir.file(
+        "app.log",
+        "{\"t\":\"2026-01-01T10:00:02\",\"i\":1}\n{\"t\":\"2026-01-01T10:00:01\",\"i\":2}\n\
+         {\"t\":\"2026-01-02T10:00:01\",\"i\":3}\n{\"t\":\"2026-01-01T10:00:03\",\"i\":4}\n",
+    );
+    let conf = format!(
+        "[SERVICE]\n    flush 1\n    grace 5\n    parsers_file {}\n\
+         [INPUT]\n    name tail\n    path {}\n    tag app\n    read_from_head on\n    parser t\n\
+         [OUTPUT]\n    name cloudwatch_logs\n    match *\n    region us-east-1\n\
+         \x20   log_group_name g\n    log_stream_name s\n    endpoint http://127.0.0.1\n    port {}\n",
+        parsers.display(),
+        log.display(),
+        cw.sink.port()
+    );
+    let agent = start(&conf, &dir);
+    cw.wait_events(4, "4 events");
+    let o = agent.stop(T);
+    cw.assert_valid();
+    let calls: Vec<Vec<u64>> = cw
+        .puts()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["logEvents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let m: serde_json::Value =
+                        serde_json::from_str(e["message"].as_str().unwrap()).unwrap();
+                    m["i"].as_u64().unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    // Batches form in arrival order (Fluent Bit's): 1, 2; then 3, a day after 1, sends
+    // them first; 4 is within a day of 3. Each call is sorted by time.
+    assert_eq!(calls, [vec![2, 1], vec![4, 3]], "{}", o.stderr);
+}

@@ -57,6 +57,9 @@ impl Credentials {
 /// What hands out credentials (the chain, a cached role).
 pub trait Provide: Send + Sync {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>>;
+    /// Forgets cached credentials: the service said they are expired or invalid
+    /// (Fluent Bit's provider `refresh`), so the next request fetches them again.
+    fn invalidate(&self) {}
 }
 
 /// One source of the chain: `Ok(None)` when it is not set up here (its variables
@@ -189,6 +192,10 @@ impl Chain {
 }
 
 impl Provide for Chain {
+    fn invalidate(&self) {
+        *self.cached.lock().unwrap() = None;
+    }
+
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>> {
         Box::pin(async move {
             let now = SystemTime::now();

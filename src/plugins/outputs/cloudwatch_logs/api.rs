@@ -56,10 +56,37 @@ const RETRIABLE: &[&str] = &[
     "InternalFailure",
 ];
 
+/// Error codes that say the credentials are expired or not valid (Fluent Bit's
+/// `flb_aws_is_auth_error`): they are fetched again and the request retried.
+const AUTH_ERRORS: &[&str] = &[
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AccessDeniedException",
+    "AccessDenied",
+    "IncompleteSignature",
+    "SignatureDoesNotMatch",
+    "MissingAuthenticationToken",
+    "InvalidClientTokenId",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "InvalidSecurity",
+    "TokenRefreshRequired",
+    "InvalidSignature",
+    "UnrecognizedClientException",
+];
+
+/// Fetched again at most this often on auth errors (Fluent Bit's
+/// FLB_AWS_CREDENTIAL_REFRESH_LIMIT).
+const REFRESH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One API client: the signed HTTP client, the output's User-Agent and log prefix.
 #[derive(Clone)]
 pub struct Api {
     pub client: HttpClient,
+    /// The signer's credentials, forgotten on an auth error.
+    pub creds: std::sync::Arc<dyn crate::aws::credentials::Provide>,
+    /// When credentials were last forgotten.
+    pub refreshed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     pub user_agent: HeaderValue,
     /// `auto_retry_requests`: a request that got no answer is sent once more at once.
     pub auto_retry: bool,
@@ -149,6 +176,16 @@ impl Api {
                 err.code, err.message
             )
         };
+        if AUTH_ERRORS.contains(&err.code.as_str()) {
+            let now = std::time::Instant::now();
+            let mut last = self.refreshed.lock().expect("refresh lock");
+            if last.is_none_or(|t| now.duration_since(t) >= REFRESH_LIMIT) {
+                *last = Some(now);
+                crate::info!("{} [aws_client] auth error, refreshing creds", self.who);
+                self.creds.invalidate();
+            }
+            return Outcome::Retry(line);
+        }
         if status >= 500 || status == 429 || status == 408 || RETRIABLE.contains(&err.code.as_str())
         {
             Outcome::Retry(line)

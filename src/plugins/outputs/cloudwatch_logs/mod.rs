@@ -15,10 +15,11 @@
 //! then `PutRetentionPolicy` with `log_retention_days`). Known streams are forgotten
 //! after 4 hours unused.
 //!
-//! Answers: throttling, 5xx, expired credentials and no answer retry (the engine's
-//! backoff) the events not yet delivered; a PutLogEvents whose stream is gone
+//! Answers: throttling, 5xx, no answer and auth errors (expired or invalid
+//! credentials, which are then fetched again) retry (the engine's backoff) the events
+//! not yet delivered; a PutLogEvents whose stream is gone
 //! (ResourceNotFoundException) creates it again and resends once. Other refusals
-//! (InvalidParameterException, AccessDenied...) drop that request's events, counted
+//! (InvalidParameterException, DataAlreadyAccepted...) drop that request's events, counted
 //! and logged with AWS's message; so do events CloudWatch reports rejected (too old,
 //! too new, expired) in a 200 answer. Fluent Bit retries the whole chunk on every
 //! failure (duplicating what was delivered) and drops it on a missing stream.
@@ -250,7 +251,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         external_id: props.str("external_id").map(str::to_string),
     })
     .map_err(|why| props.error("sts_endpoint", why))?;
-    let signer = crate::aws::Signer::new(&region, "logs", Arc::new(chain));
+    let creds: Arc<dyn crate::aws::credentials::Provide> = Arc::new(chain);
+    let signer = crate::aws::Signer::new(&region, "logs", creds.clone());
     let (host, port, tls) = endpoint(props, &region)?;
     let plain_https = tls.is_some() && port == 443;
     let mut client = HttpClient::with_tls(props, &host, port, tls)?
@@ -269,6 +271,8 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Output>, ConfigErr
         setup: Arc::new(Setup {
             api: Api {
                 client,
+                creds,
+                refreshed: Arc::new(Mutex::new(None)),
                 user_agent: HeaderValue::from_str(&user_agent)
                     .map_err(|_| props.error("extra_user_agent", "printable characters"))?,
                 auto_retry: props.bool("auto_retry_requests") != Some(false),
