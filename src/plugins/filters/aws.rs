@@ -502,14 +502,7 @@ impl AwsFilter {
                         .0;
                 }
             };
-            // Blocking a tokio worker thread: tell the runtime so its other tasks move on.
-            let in_multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if in_multi_thread {
-                tokio::task::block_in_place(wait);
-            } else {
-                wait();
-            }
+            crate::pipeline::engine::blocking(wait);
         }
         self.shared
             .state
