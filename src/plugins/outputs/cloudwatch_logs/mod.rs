@@ -89,8 +89,9 @@ pub static PLUGIN: OutputPlugin = OutputPlugin {
     build,
 };
 
-/// A log group and stream, as named (not escaped).
-type StreamKey = (String, String);
+/// A log group and stream, as named (not escaped); shared, as every record of a chunk
+/// usually has the same.
+type StreamKey = Arc<(String, String)>;
 
 /// What every worker of the instance shares.
 struct Setup {
@@ -316,6 +317,11 @@ enum StreamErr {
 
 impl Setup {
     /// The group and stream of a record.
+    /// Whether every record of a chunk goes to the same stream (no templates).
+    fn fixed_stream(&self) -> bool {
+        self.stream_template.is_none() && self.group_template.is_none()
+    }
+
     fn stream_of(&self, tag: &str, rec: &Record) -> StreamKey {
         let render = |t: &Option<Template>| {
             let t = t.as_ref()?;
@@ -329,7 +335,7 @@ impl Setup {
             None => format!("{}{tag}", self.stream_prefix),
         });
         let group = render(&self.group_template).unwrap_or_else(|| self.group.clone());
-        (group, stream)
+        Arc::new((group, stream))
     }
 
     fn known(&self, key: &StreamKey, now: Instant) -> bool {
@@ -350,7 +356,7 @@ impl Setup {
     }
 
     async fn create_stream(&self, key: &StreamKey) -> Result<(), StreamErr> {
-        let (group, stream) = key;
+        let (group, stream) = &**key;
         crate::info!(
             "{} Creating log stream {stream} in log group {group}",
             self.who
@@ -531,7 +537,7 @@ impl CloudwatchOutput {
     /// the rest of the chunk) are to be retried.
     async fn send(&mut self, key: &StreamKey, tally: &mut Tally) -> Result<(), String> {
         let setup = self.setup.clone();
-        let (group, stream) = key;
+        let (group, stream) = &**key;
         self.batch
             .payload(&escaped(group), &escaped(stream), &mut self.payload);
         let n = self.batch.events.len();
@@ -594,14 +600,29 @@ impl CloudwatchOutput {
         let mut cur: Option<StreamKey> = None;
         let n = chunk.records.len();
         let mut stop = None;
+        // The stream of the previous record, known to exist (without templates, every
+        // record's: worked out once).
+        let mut ready: Option<StreamKey> = None;
+        // Streams CloudWatch refused to create in this flush (not asked again).
+        let mut refused: Vec<StreamKey> = Vec::new();
         'records: for (i, rec) in chunk.records.iter().enumerate() {
-            let key = setup.stream_of(&chunk.tag, rec);
-            crate::debug!("{} Using stream={}, group={}", setup.who, key.1, key.0);
-            if !setup.known(&key, Instant::now()) {
+            let key = match &ready {
+                Some(k) if setup.fixed_stream() => k.clone(),
+                _ => setup.stream_of(&chunk.tag, rec),
+            };
+            if ready.as_ref() != Some(&key) {
+                crate::debug!("{} Using stream={}, group={}", setup.who, key.1, key.0);
+            }
+            if refused.contains(&key) {
+                tally.dropped += 1;
+                continue;
+            }
+            if ready.as_ref() != Some(&key) && !setup.known(&key, Instant::now()) {
                 match setup.create_stream(&key).await {
                     Ok(()) => {}
                     Err(StreamErr::Refused(_)) => {
                         tally.dropped += 1;
+                        refused.push(key);
                         continue;
                     }
                     Err(StreamErr::Retry(why)) => {
@@ -610,6 +631,7 @@ impl CloudwatchOutput {
                     }
                 }
             }
+            ready = Some(key.clone());
             if !self.message(rec) {
                 tally.dropped += 1;
                 continue;
