@@ -704,3 +704,46 @@ fn events_are_sorted_and_a_day_apart_go_separately() {
     // them first; 4 is within a day of 3. Each call is sorted by time.
     assert_eq!(calls, [vec![2, 1], vec![4, 3]], "{}", o.stderr);
 }
+
+/// Settings Fluent Bit refuses at start, and those agent refuses on purpose, are
+/// errors at their line.
+#[test]
+fn bad_settings_are_config_errors() {
+    let section = |extra: &str| {
+        format!("[INPUT]\n    name dummy\n[OUTPUT]\n    name cloudwatch_logs\n    match *\n{extra}")
+    };
+    let cases = [
+        (
+            "    region us-east-1\n    log_stream_name s\n",
+            "'log_group_name' is a required field",
+        ),
+        (
+            "    log_group_name g\n    log_stream_name s\n",
+            "'region' is a required field",
+        ),
+        (
+            "    region us-east-1\n    log_group_name g\n",
+            "Either 'log_stream_name' or 'log_stream_prefix' is required",
+        ),
+        (
+            "    region us-east-1\n    log_group_name g\n    log_stream_name s\n    log_stream_prefix p\n",
+            "Either 'log_stream_name' or 'log_stream_prefix' is required",
+        ),
+        (
+            "    region us-east-1\n    log_group_name g\n    log_stream_name s\n    auto_create_group on\n    log_group_class COLD\n",
+            "log_group_class",
+        ),
+        (
+            "    region us-east-1\n    log_group_name g\n    log_stream_name s\n    log_retention_days 10\n",
+            "log_retention_days",
+        ),
+        (
+            "    region us-east-1\n    log_group_name g\n    log_stream_name s\n    add_entity on\n",
+            "add_entity",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = refused_config(&section(extra));
+        assert!(e.iter().any(|l| l.contains(want)), "{want}: {e:?}");
+    }
+}
