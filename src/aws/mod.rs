@@ -282,6 +282,31 @@ impl RequestSigner for Signer {
 mod tests {
     use super::*;
 
+    /// Fluent Bit's `flb_aws_endpoint` suffixes, the most specific prefix first.
+    #[test]
+    fn service_hosts_by_partition() {
+        assert_eq!(
+            service_host("logs", "us-east-1"),
+            "logs.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            service_host("logs", "cn-north-1"),
+            "logs.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            service_host("logs", "us-isob-east-1"),
+            "logs.us-isob-east-1.sc2s.sgov.gov"
+        );
+        assert_eq!(
+            service_host("sts", "us-iso-east-1"),
+            "sts.us-iso-east-1.c2s.ic.gov"
+        );
+        assert_eq!(
+            service_host("logs", "eusc-de-east-1"),
+            "logs.eusc-de-east-1.amazonaws.eu"
+        );
+    }
+
     /// AWS's published example (sigv4 test suite `get-vanilla`): the signature of a
     /// known request, credentials and time.
     #[test]
