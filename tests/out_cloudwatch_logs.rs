@@ -747,3 +747,33 @@ fn bad_settings_are_config_errors() {
         assert!(e.iter().any(|l| l.contains(want)), "{want}: {e:?}");
     }
 }
+
+/// `auto_retry_requests` (on by default): a request whose answer is cut off is sent
+/// again at once, before any engine retry; off, the engine retries the chunk.
+#[test]
+fn a_request_without_an_answer_is_sent_again_at_once() {
+    for (auto, engine_retry) in [("on", false), ("off", true)] {
+        let cw = Cw::start(&["g"]);
+        cw.fault("PutLogEvents", ok(r#"{"nextSequenceToken":"x"}"#).cut());
+        let home = Dir::new();
+        let agent = start(
+            &dummy_conf(
+                cw.sink.port(),
+                r#"{"m":1}"#,
+                3,
+                "",
+                &format!("    auto_retry_requests {auto}\n"),
+            ),
+            &home,
+        );
+        cw.wait_events(3, "the events");
+        let o = agent.stop(T);
+        assert_eq!(cw.puts().len(), 2, "{auto}: {}", o.stderr);
+        assert_eq!(
+            o.stderr.contains("[engine] failed to flush chunk"),
+            engine_retry,
+            "{auto}: {}",
+            o.stderr
+        );
+    }
+}
