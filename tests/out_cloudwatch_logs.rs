@@ -777,3 +777,22 @@ fn a_request_without_an_answer_is_sent_again_at_once() {
         );
     }
 }
+
+/// A 200 without `x-amzn-RequestId` is not CloudWatch's (a proxy's, say): as Fluent
+/// Bit, it is asked again at once, then the chunk is retried.
+#[test]
+fn a_200_without_a_request_id_is_not_taken_for_delivery() {
+    let cw = Cw::start(&["g"]);
+    cw.fault("PutLogEvents", Answer::ok().body("{}"));
+    cw.fault("PutLogEvents", Answer::ok().body("{}"));
+    let home = Dir::new();
+    let agent = start(&dummy_conf(cw.sink.port(), r#"{"m":1}"#, 2, "", ""), &home);
+    cw.wait_events(2, "the events");
+    let o = agent.stop(T);
+    assert_eq!(cw.puts().len(), 3, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("x-amzn-RequestId header not found"),
+        "{}",
+        o.stderr
+    );
+}
