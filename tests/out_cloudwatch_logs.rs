@@ -796,3 +796,54 @@ fn a_200_without_a_request_id_is_not_taken_for_delivery() {
         o.stderr
     );
 }
+
+/// The PutLogEvents messages of a capture, `"Timestamp":N` masked (the scrape time).
+fn emf_messages(req: &Req) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    v["logEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let m = e["message"].as_str().unwrap();
+            let (head, rest) = m.split_once("\"Timestamp\":").unwrap();
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            format!("{head}\"Timestamp\":T{}", &rest[digits..])
+        })
+        .collect()
+}
+
+/// Metrics (here scraped from a Prometheus text exposition) go as one embedded metric
+/// format event per sample, as Fluent Bit 5.1.1 writes them (counters, gauges,
+/// summaries and histograms; tests/data/fluent-bit/cloudwatch_logs/metrics_emf).
+#[test]
+fn metrics_are_sent_as_fluent_bits_emf_events() {
+    let text = std::fs::read_to_string(data("metrics_emf.prom")).unwrap();
+    let exporter = HttpSink::scripted(move |_, _| {
+        Answer::ok()
+            .header("Content-Type", "text/plain; version=0.0.4")
+            .body(&text)
+    });
+    let cw = Cw::start(&["g"]);
+    let conf = std::fs::read_to_string(data("metrics_emf.conf"))
+        .unwrap()
+        .replace("${METRICS_PORT}", &exporter.port().to_string())
+        .replace("${ENDPOINT}", "http://127.0.0.1")
+        .replace("${PORT}", &cw.sink.port().to_string());
+    let home = Dir::new();
+    let agent = start(&conf, &home);
+    cw.wait_events(5, "the samples");
+    let o = agent.stop(T);
+    cw.assert_valid();
+    let want = parse_all(&std::fs::read(data("metrics_emf.expected")).unwrap());
+    let want = want
+        .iter()
+        .find(|r| r.header("x-amz-target") == Some("Logs_20140328.PutLogEvents"))
+        .unwrap();
+    assert_eq!(
+        emf_messages(&cw.puts()[0]),
+        emf_messages(want),
+        "{}",
+        o.stderr
+    );
+}

@@ -21,11 +21,13 @@
 //! (ResourceNotFoundException) creates it again and resends once. Other refusals
 //! (InvalidParameterException, DataAlreadyAccepted...) drop that request's events, counted
 //! and logged with AWS's message; so do events CloudWatch reports rejected (too old,
-//! too new, expired) in a 200 answer. Fluent Bit retries the whole chunk on every
+//! too new, expired) in a 200 answer. Metrics go as embedded metric format events
+//! (emf.rs). Fluent Bit retries the whole chunk on every
 //! failure (duplicating what was delivered) and drops it on a missing stream.
 
 mod api;
 pub mod batch;
+mod emf;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -594,21 +596,35 @@ impl CloudwatchOutput {
         }
     }
 
-    async fn run(&mut self, chunk: &Chunk) -> FlushResult {
+    /// A metrics chunk: its samples as EMF events, stamped now (Fluent Bit's). A retry
+    /// sends the whole chunk again (its samples are not records the engine can pick).
+    async fn run_metrics(&mut self, chunk: &Chunk) -> FlushResult {
+        let mut records = Vec::new();
+        let now = crate::event::EventTime::now();
+        for set in &chunk.metrics {
+            emf::records(set, now, &mut records);
+        }
+        match self.run(&chunk.tag, &records).await {
+            FlushResult::Partial(p) if !p.retry.is_empty() => FlushResult::Retry(p.reason),
+            other => other,
+        }
+    }
+
+    async fn run(&mut self, tag: &str, records: &[Record]) -> FlushResult {
         let setup = self.setup.clone();
         let mut tally = Tally::default();
         let mut cur: Option<StreamKey> = None;
-        let n = chunk.records.len();
+        let n = records.len();
         let mut stop = None;
         // The stream of the previous record, known to exist (without templates, every
         // record's: worked out once).
         let mut ready: Option<StreamKey> = None;
         // Streams CloudWatch refused to create in this flush (not asked again).
         let mut refused: Vec<StreamKey> = Vec::new();
-        'records: for (i, rec) in chunk.records.iter().enumerate() {
+        'records: for (i, rec) in records.iter().enumerate() {
             let key = match &ready {
                 Some(k) if setup.fixed_stream() => k.clone(),
-                _ => setup.stream_of(&chunk.tag, rec),
+                _ => setup.stream_of(tag, rec),
             };
             if ready.as_ref() != Some(&key) {
                 crate::debug!("{} Using stream={}, group={}", setup.who, key.1, key.0);
@@ -715,7 +731,13 @@ impl CloudwatchOutput {
 
 impl Output for CloudwatchOutput {
     fn flush<'a>(&'a mut self, chunk: &'a Chunk) -> BoxFuture<'a, FlushResult> {
-        Box::pin(self.run(chunk))
+        Box::pin(async move {
+            if chunk.metrics.is_empty() {
+                self.run(&chunk.tag, &chunk.records).await
+            } else {
+                self.run_metrics(chunk).await
+            }
+        })
     }
 
     fn fork(&self) -> Box<dyn Output> {
@@ -728,7 +750,7 @@ impl Output for CloudwatchOutput {
         })
     }
 
-    fn unsupported_signals(&self) -> Signals {
-        Signals::METRICS
+    fn signals(&self) -> Signals {
+        Signals::LOGS_AND_METRICS
     }
 }
