@@ -369,7 +369,7 @@ fn tls_is_used_by_default() {
 
 fn dummy_conf(port: u16, record: &str, copies: usize, extra_service: &str, extra: &str) -> String {
     format!(
-        "[SERVICE]\n    flush 0.5\n    grace 5\n{extra_service}\
+        "[SERVICE]\n    flush 0.5\n    grace 5\n    scheduler.base 1\n    scheduler.cap 2\n{extra_service}\
          [INPUT]\n    name dummy\n    tag app\n    dummy {record}\n    samples 1\n    copies {copies}\n\
          [OUTPUT]\n    name cloudwatch_logs\n    match *\n    region us-east-1\n\
          \x20   log_group_name g\n    log_stream_prefix p-\n    endpoint http://127.0.0.1\n\
