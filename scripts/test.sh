@@ -35,6 +35,8 @@ declare -A needs=(
     [kafka]="tansu confluent-kafka"
     [out_opentelemetry]="opentelemetry-proto"
     [aws_auth]="botocore"
+    [out_cloudwatch_logs]="botocore"
+    [filter_aws]="root nftables iproute2 botocore"
 )
 have() {
     local want

@@ -57,6 +57,9 @@ impl Credentials {
 /// What hands out credentials (the chain, a cached role).
 pub trait Provide: Send + Sync {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>>;
+    /// Forgets cached credentials: the service said they are expired or invalid
+    /// (Fluent Bit's provider `refresh`), so the next request fetches them again.
+    fn invalidate(&self) {}
 }
 
 /// One source of the chain: `Ok(None)` when it is not set up here (its variables
@@ -107,13 +110,8 @@ impl Endpoint {
 
     /// `sts.REGION.amazonaws.com` (`.amazonaws.com.cn` in China regions).
     fn sts(region: &str) -> Endpoint {
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
         Endpoint {
-            host: format!("sts.{region}.{suffix}"),
+            host: super::service_host("sts", region),
             port: 443,
             tls: true,
         }
@@ -176,7 +174,9 @@ impl Chain {
                 session_name: session_name.clone(),
             }),
             Box::new(Ecs),
-            Box::new(Imds),
+            Box::new(Imds {
+                client: super::imds::Imds::new(super::imds::Version::Detect),
+            }),
         ]);
         let Some(role_arn) = setup.role_arn else {
             return Ok(base);
@@ -192,6 +192,10 @@ impl Chain {
 }
 
 impl Provide for Chain {
+    fn invalidate(&self) {
+        *self.cached.lock().unwrap() = None;
+    }
+
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, String>> {
         Box::pin(async move {
             let now = SystemTime::now();
@@ -609,7 +613,9 @@ impl Source for Ecs {
 }
 
 /// EC2 instance metadata (IMDSv2 token, else v1): the instance role's credentials.
-struct Imds;
+struct Imds {
+    client: super::imds::Imds,
+}
 
 const IMDS_ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -619,35 +625,21 @@ impl Source for Imds {
     }
     fn fetch(&self) -> BoxFuture<'_, Result<Option<Credentials>, String>> {
         Box::pin(async move {
-            let client = HttpClient::endpoint("169.254.169.254", 80, None, NET_TIMEOUT);
-            let ttl = [(
-                HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds"),
-                HeaderValue::from_static("21600"),
-            )];
-            let mut headers = Vec::new();
-            match get_text(&client, "/latest/api/token", &ttl, Method::PUT).await {
-                Ok(token) => {
-                    if let Ok(v) = HeaderValue::from_str(token.trim()) {
-                        headers.push((HeaderName::from_static("x-aws-ec2-metadata-token"), v));
-                    }
-                }
-                Err(e) if e.contains("answered HTTP") => {} // IMDSv1 only
-                Err(e) => return Err(e),
-            }
-            let roles = get_text(&client, IMDS_ROLE_PATH, &headers, Method::GET).await?;
+            let roles = self.client.get(IMDS_ROLE_PATH).await.map_err(|e| match e {
+                super::imds::ImdsError::NotFound => "the instance has no IAM role".to_string(),
+                e => e.to_string(),
+            })?;
             let role = roles
                 .lines()
                 .next()
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
                 .ok_or("the instance has no IAM role")?;
-            let text = get_text(
-                &client,
-                &format!("{IMDS_ROLE_PATH}{role}"),
-                &headers,
-                Method::GET,
-            )
-            .await?;
+            let text = self
+                .client
+                .get(&format!("{IMDS_ROLE_PATH}{role}"))
+                .await
+                .map_err(|e| e.to_string())?;
             parse_json(&text).map(Some)
         })
     }

@@ -30,6 +30,7 @@ use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::http_client::RequestSigner;
 
 pub mod credentials;
+pub mod imds;
 
 pub use credentials::{Chain, Credentials};
 
@@ -75,6 +76,24 @@ pub const PROFILE: PropSpec = PropSpec::new(
     None,
     "Profile of the shared credentials/config files (else AWS_PROFILE, else default).",
 );
+
+/// `SERVICE.REGION.<suffix>`, the suffix of the region's partition (Fluent Bit's
+/// `flb_aws_endpoint`: `amazonaws.com`, `.com.cn` in China, the isolated regions').
+pub fn service_host(service: &str, region: &str) -> String {
+    const SUFFIXES: &[(&str, &str)] = &[
+        ("us-isob-", "sc2s.sgov.gov"),
+        ("us-isof-", "csp.hci.ic.gov"),
+        ("us-iso-", "c2s.ic.gov"),
+        ("eu-isoe-", "cloud.adc-e.uk"),
+        ("eusc-", "amazonaws.eu"),
+        ("cn-", "amazonaws.com.cn"),
+    ];
+    let suffix = SUFFIXES
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or("amazonaws.com", |(_, s)| s);
+    format!("{service}.{region}.{suffix}")
+}
 
 /// A future boxed for the credential providers.
 pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -262,6 +281,31 @@ impl RequestSigner for Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fluent Bit's `flb_aws_endpoint` suffixes, the most specific prefix first.
+    #[test]
+    fn service_hosts_by_partition() {
+        assert_eq!(
+            service_host("logs", "us-east-1"),
+            "logs.us-east-1.amazonaws.com"
+        );
+        assert_eq!(
+            service_host("logs", "cn-north-1"),
+            "logs.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            service_host("logs", "us-isob-east-1"),
+            "logs.us-isob-east-1.sc2s.sgov.gov"
+        );
+        assert_eq!(
+            service_host("sts", "us-iso-east-1"),
+            "sts.us-iso-east-1.c2s.ic.gov"
+        );
+        assert_eq!(
+            service_host("logs", "eusc-de-east-1"),
+            "logs.eusc-de-east-1.amazonaws.eu"
+        );
+    }
 
     /// AWS's published example (sigv4 test suite `get-vanilla`): the signature of a
     /// known request, credentials and time.

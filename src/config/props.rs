@@ -281,6 +281,15 @@ impl Props {
         self.plugin
     }
 
+    /// Whether `name` is in the section's tables (shared code reading a property only
+    /// some plugins have).
+    pub fn has(&self, name: &str) -> bool {
+        self.tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .any(|s| s.name == name)
+    }
+
     fn spec(&self, name: &str) -> &'static PropSpec {
         self.tables
             .iter()

@@ -310,9 +310,19 @@ impl HttpClient {
     /// `net.*`, `tls.*`, `proxy`, `http.response_timeout`, `http.read_idle_timeout`
     /// (the last three where the plugin's table has them).
     pub fn from_props(props: &Props, host: &str, port: u16) -> Result<HttpClient, ConfigError> {
-        let net = NetSetup::from_props(props)?;
         let tls = TlsSetup::from_props(props, host)?;
-        let explicit = props.str("proxy");
+        HttpClient::with_tls(props, host, port, tls)
+    }
+
+    /// As [`HttpClient::from_props`], with TLS decided by the plugin.
+    pub fn with_tls(
+        props: &Props,
+        host: &str,
+        port: u16,
+        tls: Option<TlsSetup>,
+    ) -> Result<HttpClient, ConfigError> {
+        let net = NetSetup::from_props(props)?;
+        let explicit = props.has("proxy").then(|| props.str("proxy")).flatten();
         let env = if explicit.is_none() && !net.proxy_env_ignore {
             env_nonempty(&["HTTP_PROXY", "http_proxy"]).filter(|_| {
                 !no_proxy_covers(env_nonempty(&["NO_PROXY", "no_proxy"]).as_deref(), host)
@@ -377,11 +387,15 @@ impl HttpClient {
         }
         let keepalive = net.keepalive;
         let read_idle_timeout = props
-            .time("http.read_idle_timeout")
+            .has("http.read_idle_timeout")
+            .then(|| props.time("http.read_idle_timeout"))
+            .flatten()
             .filter(|d| !d.is_zero())
             .or(net.io_timeout);
         let response_timeout = props
-            .time("http.response_timeout")
+            .has("http.response_timeout")
+            .then(|| props.time("http.response_timeout"))
+            .flatten()
             .or(Some(Duration::from_secs(60)))
             .filter(|d| !d.is_zero());
         let host_header = HeaderValue::from_str(&format!("{host}:{port}"))
@@ -430,6 +444,14 @@ impl HttpClient {
             read_idle_timeout: Some(timeout),
             signer: None,
         }
+    }
+
+    /// `Host: host` without the port (Fluent Bit's for HTTPS on port 443).
+    pub fn with_host_header(mut self, host: &str) -> HttpClient {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            self.host_header = v;
+        }
+        self
     }
 
     /// Every request is signed by `signer` before it is sent.

@@ -405,10 +405,7 @@ fn wait_until<'a>(
             .unwrap_or_else(|e| e.into_inner());
         (st, false)
     };
-    // Blocking a tokio worker thread: tell the runtime so its other tasks move on.
-    let in_multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let run = move || {
+    crate::pipeline::engine::blocking(move || {
         while !done(&st) {
             let (s, timed_out) = wait(st);
             st = s;
@@ -417,12 +414,7 @@ fn wait_until<'a>(
             }
         }
         st
-    };
-    if in_multi_thread {
-        tokio::task::block_in_place(run)
-    } else {
-        run()
-    }
+    })
 }
 
 /// Drops the least recently used entries beyond `max` (never watched, live ones, nor

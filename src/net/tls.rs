@@ -513,6 +513,12 @@ impl TlsSetup {
         if props.bool("tls") != Some(true) {
             return Ok(None);
         }
+        TlsSetup::always(props, host).map(Some)
+    }
+
+    /// TLS with the section's `tls.*` whatever `tls` says: for a plugin that always uses
+    /// TLS (Fluent Bit's cloudwatch_logs).
+    pub fn always(props: &Props, host: &str) -> Result<TlsSetup, ConfigError> {
         let (debug, provider, versions) = common(props)?;
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
@@ -555,11 +561,11 @@ impl TlsSetup {
             };
             props.error(key, "a DNS name or an IP address")
         })?;
-        Ok(Some(TlsSetup {
+        Ok(TlsSetup {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
             log_handshake: debug >= 2,
-        }))
+        })
     }
 }
 

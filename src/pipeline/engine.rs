@@ -1134,6 +1134,18 @@ impl Engine {
     }
 }
 
+/// Runs `f`, which blocks (a filter waiting on a thread of its own), from the engine
+/// task: on a multi-thread runtime the runtime is told, so its other tasks move on.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let in_multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if in_multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -282,6 +282,7 @@ pub static INPUTS: &[&InputPlugin] = &[
     &inputs::udp::PLUGIN,
 ];
 pub static FILTERS: &[&FilterPlugin] = &[
+    &filters::aws::PLUGIN,
     &filters::expect::PLUGIN,
     &filters::flow_aggregate::PLUGIN,
     &filters::grep::PLUGIN,
@@ -298,6 +299,7 @@ pub static FILTERS: &[&FilterPlugin] = &[
     &filters::throttle::PLUGIN,
 ];
 pub static OUTPUTS: &[&OutputPlugin] = &[
+    &outputs::cloudwatch_logs::PLUGIN,
     &outputs::counter::PLUGIN,
     &outputs::es::PLUGIN,
     &outputs::file::PLUGIN,

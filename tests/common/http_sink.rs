@@ -3,9 +3,11 @@
 //! scripts it: a status, headers, a body, a stall before answering, or a close.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_rustls::rustls;
 
 /// How the sink answers one request.
 #[derive(Clone, Debug)]
@@ -155,9 +157,47 @@ impl HttpSink {
         HttpSink::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), script)
     }
 
+    /// Over TLS with `pki`'s server certificate (for `localhost`).
+    pub fn tls_scripted(
+        pki: &super::pki::Pki,
+        script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,
+    ) -> HttpSink {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let tls = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![pki.server.0.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone())),
+            )
+            .unwrap(),
+        );
+        HttpSink::serving(TcpListener::bind("127.0.0.1:0").unwrap(), script, Some(tls))
+    }
+
+    /// On a listener the test bound (in a network namespace, on another address).
+    pub fn on_listener(
+        l: TcpListener,
+        script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,
+    ) -> HttpSink {
+        HttpSink::serving(l, script, None)
+    }
+
     fn on(
         l: TcpListener,
         script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,
+    ) -> HttpSink {
+        HttpSink::serving(l, script, None)
+    }
+
+    fn serving(
+        l: TcpListener,
+        script: impl Fn(usize, &Req) -> Answer + Send + Sync + 'static,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> HttpSink {
         let port = l.local_addr().unwrap().port();
         let reqs = Arc::new(Mutex::new(Vec::new()));
@@ -172,8 +212,16 @@ impl HttpSink {
                     *c += 1;
                     *c - 1
                 };
-                let (r, script) = (r.clone(), script.clone());
-                std::thread::spawn(move || serve(s, id, r, script));
+                let (r, script, tls) = (r.clone(), script.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(s, id, r, script),
+                    Some(tls) => {
+                        let Ok(conn) = rustls::ServerConnection::new(tls) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(conn, s), id, r, script)
+                    }
+                });
             }
         });
         HttpSink { port, reqs, conns }
@@ -205,7 +253,7 @@ impl HttpSink {
     }
 }
 
-fn serve(mut s: TcpStream, id: usize, reqs: Arc<Mutex<Vec<Req>>>, script: Arc<Script>) {
+fn serve(mut s: impl Read + Write, id: usize, reqs: Arc<Mutex<Vec<Req>>>, script: Arc<Script>) {
     let mut buf = Vec::new();
     let mut b = [0u8; 65536];
     loop {

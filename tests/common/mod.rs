@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod http_sink;
+pub mod imds;
 pub mod kafka;
 pub mod kube_api;
 pub mod netns;
 pub mod pki;
 pub mod prometheus;
+pub mod sigv4;
 
 use std::fs;
 use std::io::Read;
@@ -142,6 +144,17 @@ impl Agent {
         let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
         let mut a =
             Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None, &[]);
+        a._own = Some(dir);
+        a
+    }
+
+    /// As [`Agent::start_in_netns`], with environment variables (paths).
+    pub fn start_in_netns_env(conf: &str, ns: &netns::NetNs, env: &[(&str, &Path)]) -> Agent {
+        let dir = Dir::new();
+        let path = dir.file("fluent-bit.conf", conf);
+        let wrapper = ["ip", "netns", "exec", ns.name.as_str()];
+        let mut a =
+            Agent::spawn_wrapped(&dir, &wrapper, &["-c", path.to_str().unwrap()], None, env);
         a._own = Some(dir);
         a
     }

@@ -731,7 +731,7 @@ fn validate_char(s: &[u8]) -> usize {
 ///   (raw `EF BF BD`).
 ///
 /// A string with none of those bytes is copied in one go (the result is the same).
-fn write_str_body(out: &mut Vec<u8>, s: &[u8], escape_unicode: bool) {
+pub fn write_str_body(out: &mut Vec<u8>, s: &[u8], escape_unicode: bool) {
     const W: usize = 16;
     if !s
         .chunks(W)

@@ -21,7 +21,7 @@ pub use gelf::{write_gelf_record, GelfError, GelfFields};
 pub use json::{
     iso8601, write_date, write_date_text, write_double, write_json_chunk, write_json_map,
     write_json_object, write_json_record, write_json_str, write_json_value, write_map_entries,
-    DateFormat, JsonMode, JsonOptions,
+    write_str_body, DateFormat, JsonMode, JsonOptions,
 };
 pub use msgpack::{
     kind, msgpack_value_len, peek_is_array, read_array_len, read_event_time, read_msgpack_map,

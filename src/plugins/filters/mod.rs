@@ -1,5 +1,6 @@
 //! Filters, one module per Fluent Bit name.
 
+pub mod aws;
 pub mod expect;
 pub mod flow_aggregate;
 pub mod grep;

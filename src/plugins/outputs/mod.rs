@@ -1,5 +1,6 @@
 //! Outputs, one module per Fluent Bit name, and what their tables share.
 
+pub mod cloudwatch_logs;
 pub mod counter;
 pub mod es;
 pub mod file;
