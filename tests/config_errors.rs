@@ -40,7 +40,7 @@ fn unknown_plugin_names() {
     fails(
         "[INPUT]\n    name random\n[OUTPUT]\n    name stdot\n    match *\n",
         "c.conf:3: [config] section 'stdot' tried to instance a plugin name that doesn't exist",
-        Some("did you mean 'stdout'? available output plugins: counter, es, file, forward, http, kafka, loki, null, opensearch, opentelemetry, prometheus_exporter, prometheus_remote_write, stdout, tcp; list them with: agent -h"),
+        Some("did you mean 'stdout'? available output plugins: cloudwatch_logs, counter, es, file, forward, http, kafka, loki, null, opensearch, opentelemetry, prometheus_exporter, prometheus_remote_write, stdout, tcp; list them with: agent -h"),
     );
     fails(
         &format!("[INPUT]\n    name random\n[FILTER]\n    name no_such_plugin\n    match *\n{OUT}"),
