@@ -32,4 +32,5 @@ pub mod net;
 pub mod parser;
 pub mod pipeline;
 pub mod plugins;
+pub mod runtime;
 pub mod sockdiag;

@@ -436,28 +436,11 @@ pub struct Runner {
 impl Runner {
     pub fn start(name: &str) -> Runner {
         let (tx, mut rx) = mpsc::unbounded_channel::<Task>();
-        let spawned = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        crate::error!("cannot start the Kubernetes watches: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    while let Some(task) = rx.recv().await {
-                        tokio::spawn(task);
-                    }
-                });
-            });
-        if let Err(e) = spawned {
-            crate::error!("cannot start the Kubernetes watch thread: {e}");
-        }
+        crate::runtime::spawn(name, "Kubernetes watches", move || async move {
+            while let Some(task) = rx.recv().await {
+                tokio::spawn(task);
+            }
+        });
         Runner { tx }
     }
 

@@ -36,24 +36,11 @@ impl Handle {
 
 pub(super) fn spawn(shared: Weak<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let spawned = std::thread::Builder::new()
-        .name("kube-meta".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    crate::error!("[filter:kubernetes] cannot start the metadata worker: {e}");
-                    return;
-                }
-            };
-            rt.block_on(run(shared, rx));
-        });
-    if let Err(e) = spawned {
-        crate::error!("[filter:kubernetes] cannot start the metadata worker: {e}");
-    }
+    crate::runtime::spawn(
+        "kube-meta",
+        "[filter:kubernetes] metadata worker",
+        move || run(shared, rx),
+    );
     Handle { tx }
 }
 

@@ -427,46 +427,32 @@ async fn fetch_tags(
 /// The fetching thread: attempts until everything is in (or the filter is gone).
 fn spawn(shared: Weak<Shared>, wanted: Wanted, version: Version, retry: Duration, who: String) {
     let fallback = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("aws-imds".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+    let what = format!("{who} metadata fetcher");
+    let started = crate::runtime::spawn("aws-imds", &what, move || async move {
+        let imds = Imds::new(version);
+        let mut meta = Meta::default();
+        loop {
+            attempt(&imds, &wanted, &mut meta, &who).await;
+            let complete = meta.complete(&wanted);
+            let Some(sh) = shared.upgrade() else { return };
             {
-                Ok(rt) => rt,
-                Err(e) => {
-                    crate::error!("{who} cannot start the metadata fetcher: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let imds = Imds::new(version);
-                let mut meta = Meta::default();
-                loop {
-                    attempt(&imds, &wanted, &mut meta, &who).await;
-                    let complete = meta.complete(&wanted);
-                    let Some(sh) = shared.upgrade() else { return };
-                    {
-                        let mut st = sh.state.lock().expect("aws filter lock");
-                        st.fields = Arc::new(meta.fields(&wanted));
-                        st.first_done = true;
-                    }
-                    sh.changed.notify_all();
-                    drop(sh);
-                    if complete {
-                        return;
-                    }
-                    crate::info!(
-                        "{who} EC2 metadata incomplete: records pass with what is known; trying again in {} s",
-                        retry.as_secs()
-                    );
-                    tokio::time::sleep(retry).await;
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        crate::error!("[filter:aws] cannot start the metadata fetcher: {e}");
+                let mut st = sh.state.lock().expect("aws filter lock");
+                st.fields = Arc::new(meta.fields(&wanted));
+                st.first_done = true;
+            }
+            sh.changed.notify_all();
+            drop(sh);
+            if complete {
+                return;
+            }
+            crate::info!(
+                "{who} EC2 metadata incomplete: records pass with what is known; trying again in {} s",
+                retry.as_secs()
+            );
+            tokio::time::sleep(retry).await;
+        }
+    });
+    if !started {
         if let Some(sh) = fallback.upgrade() {
             sh.state.lock().expect("aws filter lock").first_done = true;
         }
