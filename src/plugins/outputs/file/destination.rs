@@ -308,6 +308,20 @@ fn safe_file(f: &str) -> bool {
             .any(|c| c < 0x20 || c == 0x7f || b"/\\:*?\"<>|".contains(&c))
 }
 
+/// `path/file` of a static destination; the tag (made safe) when `file` is not set.
+pub fn static_dest(path: &Option<String>, file: &Option<String>, tag: &str) -> String {
+    let mut dest = String::new();
+    if let Some(p) = path {
+        dest.push_str(p);
+        dest.push('/');
+    }
+    match file {
+        Some(f) => dest.push_str(f),
+        None => sanitize_tag(tag, &mut dest),
+    }
+    dest
+}
+
 /// `sanitize_tag_name`: the tag as a relative path that stays under `path`. Each
 /// `/`- or `\`-separated component keeps `[A-Za-z0-9._-]` (every other byte becomes
 /// `_`), `.` and `..` components become `_`, empty components vanish; an empty result

@@ -27,7 +27,7 @@ use crate::config::{ConfigError, PropKind, PropSpec, Props};
 use crate::event::Chunk;
 use crate::plugins::{BoxFuture, BuildContext, FlushResult, Output, OutputPlugin};
 
-use destination::{sanitize_tag, Action, Dynamic, Part, Resolved};
+use destination::{static_dest, Action, Dynamic, Part, Resolved};
 use format::{FileFormat, Template};
 use rotate::Rotation;
 
@@ -391,18 +391,7 @@ impl FileOutput {
     /// `fallback_path`/`fallback_file` (a set has no record to resolve it from).
     fn render_metrics(&mut self, chunk: &Chunk) -> Result<(), String> {
         let dest = match &self.target {
-            Target::Static { path, file } => {
-                let mut dest = String::new();
-                if let Some(p) = path {
-                    dest.push_str(p);
-                    dest.push('/');
-                }
-                match file {
-                    Some(f) => dest.push_str(f),
-                    None => sanitize_tag(&chunk.tag, &mut dest),
-                }
-                dest
-            }
+            Target::Static { path, file } => static_dest(path, file, &chunk.tag),
             Target::Dynamic(d) => d.fallback.clone().ok_or_else(|| {
                 "dynamic path and file placeholders are unsupported for metrics (set fallback_file)"
                     .to_string()
@@ -421,15 +410,7 @@ impl FileOutput {
         }
         match &mut self.target {
             Target::Static { path, file } => {
-                let mut dest = String::new();
-                if let Some(p) = path {
-                    dest.push_str(p);
-                    dest.push('/');
-                }
-                match file {
-                    Some(f) => dest.push_str(f),
-                    None => sanitize_tag(&chunk.tag, &mut dest),
-                }
+                let dest = static_dest(path, file, &chunk.tag);
                 let i = self.push_pending(&dest);
                 let buf = &mut self.pending[i].buf;
                 for (n, rec) in chunk.records.iter().enumerate() {
