@@ -85,7 +85,7 @@ def main():
                 continue
             conf = os.path.join(d, "tail.conf")
             with open(conf, "w") as f:
-                f.write("[SERVICE]\n    flush 0.2\n[INPUT]\n    name tail\n"
+                f.write("[SERVICE]\n    flush 0.2\n    grace 60\n[INPUT]\n    name tail\n"
                         f"    path {log}\n    read_from_head on\n    exit_on_eof on\n{extra}"
                         + output.format(port=sink.port, http_port=http.port))
             runs = []
