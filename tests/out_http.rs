@@ -105,13 +105,14 @@ fn failed_requests_are_retried_and_nothing_is_lost() {
     }
 }
 
-/// A receiver that is down for 10 s, then up: the records wait and all arrive.
+/// A receiver that is down for 30 s (the outage), then up: the records wait
+/// and all arrive, none twice.
 #[test]
 fn receiver_down_then_up_loses_nothing() {
     let port = free_port();
     let n = 30;
     let agent = Agent::start(&random_to_http(port, n, ""));
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(30));
     let sink = HttpSink::on_port(port, |_, _| Answer::ok());
     let reqs = sink.wait(T, "every record", |r| {
         r.iter().map(|r| values(&r.text()).len()).sum::<usize>() >= n as usize
@@ -119,8 +120,10 @@ fn receiver_down_then_up_loses_nothing() {
     let o = agent.stop(T);
     let mut got: Vec<u64> = reqs.iter().flat_map(|r| values(&r.text())).collect();
     got.sort();
+    let all = got.len();
     got.dedup();
     assert_eq!(got.len(), n as usize, "{}", o.stderr);
+    assert_eq!(all, n as usize, "nothing was delivered twice: {}", o.stderr);
     assert!(o.stderr.contains("Connection refused"), "{}", o.stderr);
 }
 
