@@ -93,18 +93,18 @@ fn what_fluent_bit_accepts_silently_is_an_error_here() {
 }
 
 #[test]
-fn rewrite_tag_as_an_output_processor_is_refused_and_filesystem_without_a_path_is_memory() {
+fn an_output_processors_emitter_is_an_input_and_filesystem_without_a_path_is_memory() {
     let d = Dir::new();
+    // As an output processor, its emitter is an input: its name must be free.
     let _conf = d.file(
         "fluent-bit.yaml",
-        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n  outputs:\n    - name: stdout\n      match: '*'\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $message ^ new false\n",
+        "pipeline:\n  inputs:\n    - name: dummy\n      samples: 1\n  outputs:\n    - name: stdout\n      match: '*'\n      processors:\n        logs:\n          - name: rewrite_tag\n            rule: $message ^ new false\n            emitter_name: dummy.0\n",
     );
     let o = run(&["-c", "fluent-bit.yaml"], Some(d.path()));
     assert_eq!(o.code, Some(1), "{}", o.stderr);
     assert!(
-        o.stderr.contains(
-            "[config] processor rewrite_tag: re-emitting records from an output's processors is not supported"
-        ),
+        o.stderr
+            .contains("fluent-bit.yaml:12:13: [filter:rewrite_tag:rewrite_tag.0] emitter_name 'dummy.0' already exists"),
         "{}",
         o.stderr
     );
