@@ -162,8 +162,10 @@ fn a_directory_that_cannot_be_opened_or_created_is_retried_and_nothing_is_lost()
     let conf = tail_conf(
         &d,
         &format!(
-            "    path {}\n[OUTPUT]\n    name file\n    match *\n    format plain\n    \
-             mkdir on\n    path {}/sub\n",
+            // No retry limit: the directories are fixed only after both failures are
+            // logged, and a slow test thread must not race the last retry.
+            "    path {}\n    retry_limit no_limits\n[OUTPUT]\n    name file\n    match *\n    \
+             format plain\n    retry_limit no_limits\n    mkdir on\n    path {}/sub\n",
             missing.display(),
             blocker.display()
         ),
