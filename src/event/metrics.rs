@@ -45,6 +45,17 @@ impl MetricType {
     }
 }
 
+/// The order in which cmetrics' OpenTelemetry encoder (and Fluent Bit's EMF conversion
+/// of cloudwatch_logs) walks a context's metrics: counters, gauges, untyped, summaries,
+/// histograms. (Its Prometheus text encoder has an order of its own.)
+pub const CMT_ORDER: [MetricType; 5] = [
+    MetricType::Counter,
+    MetricType::Gauge,
+    MetricType::Untyped,
+    MetricType::Summary,
+    MetricType::Histogram,
+];
+
 /// A sample's value: a number, or a histogram's or a summary's distribution.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SampleValue {

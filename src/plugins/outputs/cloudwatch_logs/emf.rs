@@ -14,13 +14,7 @@
 use crate::event::metrics::{MetricSet, MetricType, Sample, SampleValue};
 use crate::event::{EventTime, Map, Record, Str, Value};
 
-const ORDER: [MetricType; 5] = [
-    MetricType::Counter,
-    MetricType::Gauge,
-    MetricType::Untyped,
-    MetricType::Summary,
-    MetricType::Histogram,
-];
+use crate::event::metrics::CMT_ORDER as ORDER;
 
 fn s(text: &str) -> Value {
     Value::Str(Str::from(text))

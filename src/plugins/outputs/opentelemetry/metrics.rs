@@ -177,14 +177,7 @@ pub struct AnyValue {
     pub string_value: String,
 }
 
-/// cmetrics' order of the lists it encodes.
-const ORDER: [MetricType; 5] = [
-    MetricType::Counter,
-    MetricType::Gauge,
-    MetricType::Untyped,
-    MetricType::Summary,
-    MetricType::Histogram,
-];
+use crate::event::metrics::CMT_ORDER as ORDER;
 
 fn attributes(statics: &[(&Str, &Str)], f: &Family, labels: &[Str]) -> Vec<KeyValue> {
     statics
