@@ -278,3 +278,63 @@ fn units_for_traces_are_warned_about() {
         o.stderr
     );
 }
+
+/// Input processors run in their input's own task, as Fluent Bit runs them in the
+/// input's thread: while a slow processor of one input holds a record (a Lua loop of
+/// ~3 s), the other input's records keep reaching the output. When processors ran on
+/// the engine task beside the filters, every input stopped behind the slow one.
+#[test]
+fn a_slow_input_processor_does_not_hold_the_other_inputs() {
+    let dir = Dir::new();
+    let conf = dir.file(
+        "slow.yaml",
+        r#"service:
+  flush: 0.2
+pipeline:
+  inputs:
+    - name: dummy
+      tag: slow
+      rate: 1
+      processors:
+        logs:
+          - name: lua
+            call: cb
+            code: |
+              function cb(tag, ts, record)
+                io.stderr:write("slow processor: start\n")
+                io.stderr:flush()
+                local t = os.time()
+                while os.time() < t + 3 do end
+                io.stderr:write("slow processor: done\n")
+                io.stderr:flush()
+                return 0, ts, record
+              end
+    - name: dummy
+      tag: fast
+      rate: 20
+  outputs:
+    - name: stdout
+      match: '*'
+      format: json_lines
+"#,
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log("slow processor: start", Duration::from_secs(20));
+    let before = a.stdout().lines().count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = a.stdout().lines().count();
+    // Still inside the first slow call (it lasts 2 to 3 s): nothing of it is done.
+    assert!(
+        !a.stderr().contains("slow processor: done"),
+        "the slow call ended too early to tell: {}",
+        a.stderr()
+    );
+    // 1.5 s at 20 records/s is ~30; at least 10 shows the fast input was not held.
+    assert!(
+        during >= before + 10,
+        "the fast input was held behind the slow processor: {before} then {during} lines\n{}",
+        a.stderr()
+    );
+    let out = a.stop(Duration::from_secs(15));
+    assert!(out.stdout.lines().all(|l| !l.contains("slow")) || out.stdout.contains("dummy"));
+}

@@ -63,6 +63,50 @@ pub struct MetricsUnit {
     pub unit: Box<dyn crate::plugins::processors::MetricsProcessor>,
 }
 
+/// An input's YAML `processors:` (logs): run by the input's own task as it sends
+/// (every clone of its sender shares them), and by the engine for what they release
+/// at flush ticks and at shutdown. The lock is held only while records are processed,
+/// never across an await.
+pub type InputChain = Arc<std::sync::Mutex<Vec<FilterInstance>>>;
+/// An input's YAML `processors: metrics:`, run by the input's task on each set it sends.
+pub type InputMetricsChain = Arc<std::sync::Mutex<Vec<MetricsUnit>>>;
+
+/// Locks a processors chain; a chain whose lock was poisoned (a processor panicked in
+/// another task) is still used: the panic ended that task, not the chain.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs records of `tag` through an input's processors from `stage` on. What a
+/// processor re-emits (rewrite_tag) continues at the chain's next stage under its new
+/// tag, after the batch, as in Fluent Bit's `flb_input_log_append_skip_processor_stages`.
+/// Returns the batches that are left, in the order the engine takes them.
+pub fn run_input_chain(
+    chain: &mut [FilterInstance],
+    stage: usize,
+    tag: Tag,
+    records: Vec<Record>,
+) -> Vec<(Tag, Vec<Record>)> {
+    let now = Instant::now();
+    let mut queue = std::collections::VecDeque::from([(stage, tag, records)]);
+    let mut out = Vec::new();
+    while let Some((stage, tag, mut records)) = queue.pop_front() {
+        for (j, f) in chain.iter_mut().enumerate().skip(stage) {
+            if records.is_empty() {
+                break;
+            }
+            run_filter(f, &tag, &mut records, now);
+            if let Some(e) = f.filter.emitter() {
+                queue.extend(e.take().into_iter().map(|c| (j + 1, c.tag, c.records)));
+            }
+        }
+        if !records.is_empty() {
+            out.push((tag, records));
+        }
+    }
+    out
+}
+
 /// Runs `set` through a chain of metrics processors in order; `None` when a unit
 /// failed on it (Fluent Bit's processor failure: the set goes no further; logged).
 pub fn run_metrics_chain(
@@ -87,7 +131,7 @@ pub fn run_metrics_chain(
 }
 
 /// Each set of `sets` through `chain` (a set that is not shared is not copied).
-fn process_sets(
+pub fn process_sets(
     chain: &mut [MetricsUnit],
     tag: &str,
     sets: impl IntoIterator<Item = Arc<MetricSet>>,
@@ -192,10 +236,10 @@ pub struct Engine {
     pub chunks_up: Option<Arc<Gate>>,
     /// `storage.backlog.mem_limit`: bytes of replayed chunks in memory at once.
     pub backlog_mem: Option<Arc<Gate>>,
-    /// Per input index: its YAML `processors:`, run on its records before any filter.
-    pub input_processors: Vec<Vec<FilterInstance>>,
-    /// Per input index: its YAML `processors: metrics:`, run on each set before routing.
-    pub input_metric_processors: Vec<Vec<MetricsUnit>>,
+    /// Per input index: its YAML `processors:` when it has some. They run in the
+    /// input's own task ([`super::InputSender`]); the engine runs what they release at
+    /// flush ticks and at shutdown.
+    pub input_processors: Vec<Option<InputChain>>,
     /// Some filter re-emits records (has an emitter).
     pub has_emitters: bool,
     /// What output processors re-emitted (rewrite_tag), with its hops: ingested as
@@ -439,17 +483,6 @@ impl Engine {
             ack,
             ..
         } = batch;
-        if let Some(chain) = self
-            .input_metric_processors
-            .get_mut(input)
-            .filter(|c| !c.is_empty())
-        {
-            metrics = process_sets(chain, &tag, metrics);
-            if metrics.is_empty() {
-                ack::run_now(ack.into_iter().collect());
-                return None;
-            }
-        }
         let i = match pending
             .iter()
             .position(|p| p.input == input && p.tag == tag && !p.metrics.is_empty())
@@ -482,10 +515,9 @@ impl Engine {
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
     ) -> Vec<Pending> {
-        // (batch, hops, the input processor stage it starts at)
-        let mut queue = std::collections::VecDeque::from([(batch, hops, 0usize)]);
+        let mut queue = std::collections::VecDeque::from([(batch, hops)]);
         let mut full = Vec::new();
-        while let Some((batch, hops, stage)) = queue.pop_front() {
+        while let Some((batch, hops)) = queue.pop_front() {
             if !batch.metrics.is_empty() {
                 full.extend(self.ingest_metrics(batch, pending));
                 continue;
@@ -506,38 +538,16 @@ impl Engine {
                     ack = Some(m.hold_bytes(bytes, ack));
                 }
             }
-            // Input processors; what a processor re-emits (rewrite_tag) continues at the
-            // next stage of the same input under its new tag, as in Fluent Bit.
-            let mut from_processors: Vec<(usize, Chunk)> = Vec::new();
-            if let Some(chain) = self.input_processors.get_mut(input) {
-                let now = Instant::now();
-                for (j, f) in chain.iter_mut().enumerate().skip(stage) {
-                    if records.is_empty() {
-                        break;
-                    }
-                    if run_filter(f, &tag, &mut records, now) {
-                        bytes = None;
-                    }
-                    if let Some(e) = f.filter.emitter() {
-                        from_processors.extend(e.take().into_iter().map(|c| (j + 1, c)));
-                    }
-                }
-            }
             let filters = self.route(routes, &tag).filters.clone();
             let mut emitted = Vec::new();
             if self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted) {
                 bytes = None;
             }
-            // Re-emitted chunks, each with a share of the batch's ack: from an input
-            // processor they continue at its next stage, from a filter at its emitter.
-            let again: Vec<(usize, u32, usize, Chunk)> = from_processors
+            // Re-emitted chunks, each with a share of the batch's ack, continue at their
+            // filter's emitter.
+            let again: Vec<(usize, u32, Chunk)> = emitted
                 .into_iter()
-                .map(|(next, c)| (input, hops, next, c))
-                .chain(
-                    emitted
-                        .into_iter()
-                        .map(|(i, c)| (EMITTER + i, hops + 1, 0, c)),
-                )
+                .map(|(i, c)| (EMITTER + i, hops + 1, c))
                 .collect();
             if !again.is_empty() {
                 let mut parts = match ack.take() {
@@ -548,7 +558,7 @@ impl Engine {
                     None => Vec::new(),
                 };
                 ack = parts.pop().flatten();
-                for (input, hops, stage, chunk) in again {
+                for (input, hops, chunk) in again {
                     let batch = InputBatch {
                         input,
                         tag: chunk.tag,
@@ -557,7 +567,7 @@ impl Engine {
                         ack: parts.pop().flatten(),
                         bytes: None,
                     };
-                    queue.push_back((batch, hops, stage));
+                    queue.push_back((batch, hops));
                 }
             }
             if records.is_empty() {
@@ -715,29 +725,33 @@ impl Engine {
         // Input processors first: what one releases passes the rest of its chain, then
         // every filter matching its tag.
         for input in 0..self.input_processors.len() {
-            for j in 0..self.input_processors[input].len() {
-                let extra = released(&mut *self.input_processors[input][j].filter, now, last);
-                for mut chunk in extra {
-                    run_chain(
-                        &mut self.input_processors[input][j + 1..],
-                        &chunk.tag,
-                        &mut chunk.records,
-                        now,
-                    );
-                    let filters = self.route(routes, &chunk.tag).filters.clone();
-                    let mut again = Vec::new();
-                    self.run_filters(
-                        &filters,
-                        TICK,
-                        0,
-                        &chunk.tag,
-                        &mut chunk.records,
-                        &mut again,
-                    );
-                    full.extend(self.reingest(again, routes, pending));
-                    if !chunk.records.is_empty() {
-                        emitted.push((chunk, Target::Routed));
+            let Some(chain) = self.input_processors[input].clone() else {
+                continue;
+            };
+            let mut out = Vec::new();
+            {
+                // A chain its input is running now is left to the next tick: the engine
+                // never waits behind an input's processors (at shutdown the inputs have
+                // stopped, so the lock is free).
+                let mut chain = match chain.try_lock() {
+                    Ok(c) => c,
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) if !last => continue,
+                    Err(std::sync::TryLockError::WouldBlock) => lock(&chain),
+                };
+                for j in 0..chain.len() {
+                    for chunk in released(&mut *chain[j].filter, now, last) {
+                        out.extend(run_input_chain(&mut chain, j + 1, chunk.tag, chunk.records));
                     }
+                }
+            }
+            for (tag, mut records) in out {
+                let filters = self.route(routes, &tag).filters.clone();
+                let mut again = Vec::new();
+                self.run_filters(&filters, TICK, 0, &tag, &mut records, &mut again);
+                full.extend(self.reingest(again, routes, pending));
+                if !records.is_empty() {
+                    emitted.push((Chunk::new(tag, records), Target::Routed));
                 }
             }
         }

@@ -41,7 +41,7 @@ pub const CORE_INPUT_PROPS: &[PropSpec] = &[
     PropSpec::new("tag", PropKind::Str, None, "Tag of the records; default is the instance name (random.0)."),
     PropSpec::new("mem_buf_limit", PropKind::Size, Some("64M"), "Pause the input while this many bytes of its records are not yet delivered; 0 = no limit (Fluent Bit's default, which agent does not share: a stalled output would grow memory without bound)."),
     PropSpec::new("storage.type", PropKind::Enum(&["memory", "filesystem"]), Some("memory"), "Buffering of this input: memory, or filesystem (chunks in storage.path survive a crash)."),
-    PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input in its own thread (every input is its own task already)."),
+    PropSpec::new("threaded", PropKind::Bool, Some("false"), "Run the input (and its processors) in a thread of its own; an input with processors always has one."),
     PropSpec::new("routable", PropKind::Bool, Some("true"), "false: the records of this input are discarded instead of routed."),
     PropSpec::new("rate_window", PropKind::Time, Some("1s"), "Window over which the input's rate is measured (rate_gate)."),
     PropSpec::new("rate_gate", PropKind::Bool, Some("false"), "Pause the input while its rate over rate_window is above rate_gate.max_records or rate_gate.max_bytes per second."),
@@ -137,6 +137,11 @@ pub struct InputSender {
     shutdown: Shutdown,
     /// The input's name, the `source` of the metric sets it sends.
     metrics_source: Arc<str>,
+    /// The input's YAML `processors:`, run here, in the input's own task, before its
+    /// records reach the engine (as Fluent Bit runs them in the input's thread).
+    processors: Option<engine::InputChain>,
+    /// The input's YAML `processors: metrics:`, run here on each set it sends.
+    metric_processors: Option<engine::InputMetricsChain>,
 }
 
 /// `mem_buf_limit`: the bytes of an input's records that outputs have not finished
@@ -288,8 +293,18 @@ impl InputSender {
     /// outputs that take metrics). The set's `source` becomes the input's name.
     pub async fn send_metrics(
         &mut self,
-        mut set: crate::event::metrics::MetricSet,
+        set: crate::event::metrics::MetricSet,
     ) -> Result<(), PluginError> {
+        let mut set = match &self.metric_processors {
+            None => set,
+            Some(chain) => {
+                let tag = self.tag.clone();
+                match engine::run_metrics_chain(&mut engine::lock(chain), &tag, set) {
+                    Some(set) => set,
+                    None => return Ok(()), // a processor failed on it (logged)
+                }
+            }
+        };
         let bytes = set.approx_size();
         let ack = match self.membuf.clone() {
             None => None,
@@ -342,6 +357,36 @@ impl InputSender {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
+        let Some(chain) = &self.processors else {
+            return self.send_processed(tag, records, ack).await;
+        };
+        // What the processors leave: the batch and what they re-emitted, each with a
+        // share of the ack (all of it runs once every part is delivered).
+        let mut batches = engine::run_input_chain(&mut engine::lock(chain), 0, tag, records);
+        let mut acks: Vec<Option<AckFn>> = match ack {
+            None => Vec::new(),
+            Some(a) if batches.is_empty() => {
+                ack::run_now(vec![a]);
+                Vec::new()
+            }
+            Some(a) => ack::split(a, batches.len()).into_iter().map(Some).collect(),
+        };
+        acks.reverse();
+        for (tag, records) in batches.drain(..) {
+            self.send_processed(tag, records, acks.pop().flatten())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends records past the input's processors: counted, held against
+    /// `mem_buf_limit` and the rate gate, then queued to the engine.
+    async fn send_processed(
+        &mut self,
+        tag: Tag,
+        records: Vec<Record>,
+        ack: Option<AckFn>,
+    ) -> Result<(), PluginError> {
         // One walk over the records: their bytes serve mem_buf_limit, the rate gate
         // and fluentbit_input_bytes_total.
         let bytes: u64 = records.iter().map(Record::encoded_len).sum();
@@ -433,6 +478,8 @@ struct InputInstance {
     mem_buf_limit: Option<u64>,
     gate: Option<Arc<RateGate>>,
     routable: bool,
+    /// `threaded true`: the input runs in a thread of its own.
+    threaded: bool,
     name: Arc<str>,
     plugin: &'static str,
     tag: Tag,
@@ -827,6 +874,7 @@ impl Pipeline {
                     limit => Some(limit.unwrap_or(DEFAULT_MEM_BUF_LIMIT)),
                 },
                 routable: p.bool("routable").unwrap_or(true),
+                threaded: p.bool("threaded").unwrap_or(false),
                 gate: match p.bool("rate_gate") {
                     Some(true) => {
                         let ratio = p.double("rate_gate.resume_ratio").unwrap_or(0.8);
@@ -1172,13 +1220,21 @@ impl Pipeline {
             .map(|i| i.filesystem.then(|| i.name.clone()))
             .collect();
         let mut inputs = inputs;
-        let input_processors = inputs
+        // Input processors run in their input's task; the engine keeps a handle for
+        // what they release at flush ticks and at shutdown.
+        let input_chains: Vec<Option<engine::InputChain>> = inputs
             .iter_mut()
-            .map(|i| std::mem::take(&mut i.processors))
+            .map(|i| {
+                let chain = std::mem::take(&mut i.processors);
+                (!chain.is_empty()).then(|| Arc::new(std::sync::Mutex::new(chain)))
+            })
             .collect();
-        let input_metric_processors = inputs
+        let input_metric_chains: Vec<Option<engine::InputMetricsChain>> = inputs
             .iter_mut()
-            .map(|i| std::mem::take(&mut i.metric_processors))
+            .map(|i| {
+                let chain = std::mem::take(&mut i.metric_processors);
+                (!chain.is_empty()).then(|| Arc::new(std::sync::Mutex::new(chain)))
+            })
             .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
         let mut has_emitters = false;
@@ -1205,11 +1261,17 @@ impl Pipeline {
                 .flush_adaptive
                 .clone()
                 .map(|c| engine::Adaptive::new(c, config.service.flush)),
-            input_processors,
-            input_metric_processors,
+            input_processors: input_chains.clone(),
         };
         tasks.spawn(engine.run(rx));
-        for (i, inp) in inputs.into_iter().enumerate() {
+        let chains = input_chains.into_iter().zip(input_metric_chains);
+        for (i, (inp, (processors, metric_processors))) in
+            inputs.into_iter().zip(chains).enumerate()
+        {
+            // An input with processors runs them in a thread of its own (as Fluent Bit
+            // runs processors in the input's thread), so a slow chain holds that input
+            // only: not the engine, the outputs nor the runtime's other inputs.
+            let own_thread = inp.threaded || processors.is_some() || metric_processors.is_some();
             crate::info!("[input:{}:{}] initializing", inp.plugin, inp.name);
             let ctx = InputContext {
                 name: inp.name.clone(),
@@ -1226,12 +1288,27 @@ impl Pipeline {
                     }),
                     metrics: inp.metrics,
                     shutdown: shutdown.clone(),
+                    processors,
+                    metric_processors,
                 },
                 shutdown: shutdown.clone(),
             };
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
             let run = inp.input.run(ctx);
+            let run = if own_thread {
+                match input_thread(&name, run) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        crate::error!("[input:{plugin}:{name}] cannot start its thread: {e}");
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        trigger.trigger();
+                        continue;
+                    }
+                }
+            } else {
+                run
+            };
             let (trigger, failed) = (trigger.clone(), failed.clone());
             tasks.spawn(async move {
                 if let Err(e) = run.await {
@@ -1284,6 +1361,34 @@ impl Pipeline {
             exit_status: exit.status(),
         }
     }
+}
+
+/// Runs an input's future on a thread of its own (named after the input), on a
+/// current-thread runtime; returns a future that ends as it does, for the pipeline's
+/// task set. A panic on that thread is raised again in that future, so the pipeline
+/// reports it as any task's panic.
+fn input_thread(
+    name: &str,
+    run: crate::plugins::BoxFuture<'static, Result<(), PluginError>>,
+) -> std::io::Result<crate::plugins::BoxFuture<'static, Result<(), PluginError>>> {
+    let (done, ended) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("in:{name}"))
+        .spawn(move || {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run)));
+            let _ = done.send(result);
+        })?;
+    Ok(Box::pin(async move {
+        match ended.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(PluginError::Closed),
+        }
+    }))
 }
 
 /// Waits for every task. One that panicked (a plugin's bug) is logged, marks the run
@@ -1348,5 +1453,30 @@ mod tests {
         join_all(&mut tasks, &failed, &trigger).await;
         assert!(!failed.load(std::sync::atomic::Ordering::Relaxed));
         assert!(!shutdown.is_set());
+    }
+
+    /// An input on a thread of its own ends as its future does, on that thread; its
+    /// panic reaches the pipeline's task set as a panic with its text.
+    #[tokio::test]
+    async fn an_input_thread_reports_its_result_and_its_panic() {
+        let here = std::thread::current().id();
+        let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
+            Box::pin(async move {
+                assert_ne!(std::thread::current().id(), here);
+                assert_eq!(std::thread::current().name(), Some("in:dummy.0"));
+                Err(PluginError::Closed)
+            });
+        assert!(matches!(
+            input_thread("dummy.0", run).unwrap().await,
+            Err(PluginError::Closed)
+        ));
+        let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
+            Box::pin(async { panic!("a processor bug") });
+        let mut tasks = tokio::task::JoinSet::new();
+        let run = input_thread("dummy.1", run).unwrap();
+        tasks.spawn(async move { run.await.map(|_| ()).unwrap_or(()) });
+        let e = tasks.join_next().await.unwrap().unwrap_err();
+        assert!(e.is_panic());
+        assert_eq!(panic_text(e), "a processor bug");
     }
 }
