@@ -366,7 +366,9 @@ fn zone_and_mark_are_reported_and_filter() {
         "nft",
         "add rule inet zm setmark udp dport 7001 ct mark set 0x42",
     ]);
-    let mut a = agent(&ns, "    protocols udp\n    mark 0x42\n");
+    // `threaded true`: the input runs on a thread of its own (a current-thread
+    // runtime), where its wait for the kernel socket must not use block_in_place.
+    let mut a = agent(&ns, "    protocols udp\n    mark 0x42\n    threaded true\n");
     ns.run_in(|| {
         for (port, to) in [(44000u16, 7001u16), (44001, 7002)] {
             let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();

@@ -1148,8 +1148,10 @@ impl Engine {
     }
 }
 
-/// Runs `f`, which blocks (a filter waiting on a thread of its own), from the engine
-/// task: on a multi-thread runtime the runtime is told, so its other tasks move on.
+/// Runs `f`, which blocks (a filter waiting on a thread of its own, a write to a
+/// pipe): on the multi-thread runtime the runtime is told, so its other tasks move on;
+/// on a plugin's own thread (a current-thread runtime, where `block_in_place` would
+/// panic) it simply runs.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     let in_multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

@@ -620,7 +620,7 @@ impl Input for NflogInput {
                         PluginError::Other(format!("cannot start the nflog reader: {e}"))
                     })?;
             }
-            match tokio::task::block_in_place(|| ready_rx.recv()) {
+            match crate::pipeline::engine::blocking(|| ready_rx.recv()) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(PluginError::Other(e)),
                 Err(_) => {

@@ -43,7 +43,7 @@ impl Output for CounterOutput {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
             let text = line(ts, chunk.records.len());
-            let written = tokio::task::block_in_place(|| {
+            let written = crate::pipeline::engine::blocking(|| {
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|_| out.flush())
             });

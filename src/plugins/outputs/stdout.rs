@@ -93,7 +93,7 @@ impl Output for StdoutOutput {
             // A write to a full pipe blocks: hand this worker's other tasks (timers, the
             // shutdown's grace period) to another thread meanwhile.
             let buf = &self.buf;
-            let written = tokio::task::block_in_place(|| {
+            let written = crate::pipeline::engine::blocking(|| {
                 let mut out = std::io::stdout().lock();
                 out.write_all(buf).and_then(|_| out.flush())
             });

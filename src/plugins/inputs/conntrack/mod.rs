@@ -420,7 +420,7 @@ impl Input for ConntrackInput {
             }
             drop(tx);
             for _ in 0..2 {
-                let r = tokio::task::block_in_place(|| ready_rx.recv());
+                let r = crate::pipeline::engine::blocking(|| ready_rx.recv());
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

@@ -510,7 +510,7 @@ impl Output for FileOutput {
             self.index.clear();
             let rendered = self.render(chunk);
             // Disk writes block: let this worker's other tasks run elsewhere meanwhile.
-            let written = tokio::task::block_in_place(|| self.write_pending());
+            let written = crate::pipeline::engine::blocking(|| self.write_pending());
             match (written, rendered) {
                 (Err(e), _) => FlushResult::Retry(e),
                 (Ok(()), Err(e)) => FlushResult::Error(e),
