@@ -281,6 +281,14 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // One connection failing is not the brokers being unreachable: `localhost`
+        // tried on ::1 first is refused when the broker listens on 127.0.0.1 only,
+        // and the real cause (a TLS or login failure on the next address) follows.
+        // librdkafka says ALL_BROKERS_DOWN when none can be reached: said then.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+            crate::debug!("{} {error}: {reason}", self.prefix);
+            return;
+        }
         let because = if reason.is_empty() {
             error.to_string()
         } else {
