@@ -52,6 +52,7 @@ pub fn load(path: &Path) -> Result<Document, ConfigError> {
         service_at: None,
         vars: HashMap::new(),
         seen: HashSet::new(),
+        texts: HashMap::new(),
     };
     l.file(path, &Span::new(path.display().to_string(), 0))?;
     let Loader { mut doc, vars, .. } = l;
@@ -66,6 +67,8 @@ struct Loader {
     service_at: Option<Span>,
     vars: HashMap<String, String>,
     seen: HashSet<PathBuf>,
+    /// Each file's text, by label: a null scalar's value is its text as written.
+    texts: HashMap<String, Vec<char>>,
 }
 
 type Node = MarkedYamlOwned;
@@ -232,6 +235,7 @@ impl Loader {
                 "include a file only once",
             ));
         }
+        self.texts.insert(label.clone(), text.chars().collect());
         let docs = load_keeping_repeats(&text).map_err(|e| match e {
             LoadError::Scan(e) => {
                 let m = e.marker();
@@ -346,7 +350,14 @@ impl Loader {
             YamlDataOwned::Value(ScalarOwned::Boolean(b)) => b.to_string(),
             YamlDataOwned::Value(ScalarOwned::Integer(i)) => i.to_string(),
             YamlDataOwned::Value(ScalarOwned::FloatingPoint(f)) => f.to_string(),
-            YamlDataOwned::Value(ScalarOwned::Null) => String::new(),
+            // Fluent Bit reads every scalar as its text: `name: null` is the null
+            // output, `key: ~` the text "~"; an empty value is "".
+            YamlDataOwned::Value(ScalarOwned::Null) => self
+                .texts
+                .get(file)
+                .and_then(|t| t.get(n.span.start.index()..n.span.end.index()))
+                .map(|t| t.iter().collect::<String>().trim().to_string())
+                .unwrap_or_default(),
             YamlDataOwned::Mapping(_) | YamlDataOwned::Sequence(_) => {
                 return Err(err(
                     self.span(file, n),
@@ -889,6 +900,35 @@ mod tests {
         assert_eq!(
             snake_case("net.keepaliveIdleTimeout"),
             "net.keepalive_idle_timeout"
+        );
+    }
+
+    /// Fluent Bit 5.1.1 reads `name: null` as the null output (measured: it starts
+    /// `output:null:null.0`); every null-looking scalar is its text, an empty one "".
+    #[test]
+    fn null_scalars_are_their_text() {
+        let doc = load_text(
+            "pipeline:\n  inputs:\n    - name: dummy\n      tag: ~\n      alias:\n  outputs:\n    - name: null\n      match: '*'\n    - name: NULL\n      match: \"*\"\n",
+        )
+        .unwrap();
+        let values: Vec<Vec<(String, String)>> = doc
+            .sections
+            .iter()
+            .map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect();
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            values,
+            [
+                vec![kv("name", "dummy"), kv("tag", "~"), kv("alias", "")],
+                vec![kv("name", "null"), kv("match", "*")],
+                vec![kv("name", "NULL"), kv("match", "*")],
+            ]
         );
     }
 
