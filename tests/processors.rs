@@ -338,3 +338,116 @@ pipeline:
     let out = a.stop(Duration::from_secs(15));
     assert!(out.stdout.lines().all(|l| !l.contains("slow")) || out.stdout.contains("dummy"));
 }
+
+/// Output processors run in their output's workers, each on a thread of its own, as
+/// Fluent Bit runs them in the output's worker threads: while a slow processor of one
+/// output holds a chunk (a Lua loop of ~3 s), the other output keeps printing.
+#[test]
+fn a_slow_output_processor_does_not_hold_the_other_outputs() {
+    let dir = Dir::new();
+    let conf = dir.file(
+        "slow.yaml",
+        r#"service:
+  flush: 0.2
+pipeline:
+  inputs:
+    - name: dummy
+      rate: 20
+  outputs:
+    - name: null
+      match: '*'
+      processors:
+        logs:
+          - name: lua
+            call: cb
+            code: |
+              function cb(tag, ts, record)
+                io.stderr:write("slow processor: start\n")
+                io.stderr:flush()
+                local t = os.time()
+                while os.time() < t + 3 do end
+                io.stderr:write("slow processor: done\n")
+                io.stderr:flush()
+                return 0, ts, record
+              end
+    - name: stdout
+      match: '*'
+      format: json_lines
+"#,
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log("slow processor: start", Duration::from_secs(20));
+    let before = a.stdout().lines().count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = a.stdout().lines().count();
+    assert!(
+        !a.stderr().contains("slow processor: done"),
+        "the slow call ended too early to tell: {}",
+        a.stderr()
+    );
+    assert!(
+        during >= before + 10,
+        "stdout was held behind the other output's processor: {before} then {during} lines\n{}",
+        a.stderr()
+    );
+    let out = a.stop(Duration::from_secs(15));
+    assert!(
+        out.stderr.contains("slow processor: done"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// An output's `limit.max_records_per_second` counts what its processors leave: a
+/// processor that keeps 1 record in 10 of 500 leaves 50, of which the 10/s limit
+/// passes 10 to 30 over the ~1 s run. (Limited first, ~20 would pass the limit and
+/// 2 the processor.)
+#[test]
+fn an_output_limit_applies_after_its_processors() {
+    let dir = Dir::new();
+    let conf = dir.file(
+        "limit.yaml",
+        r#"service:
+  flush: 0.2
+  log_level: debug
+pipeline:
+  inputs:
+    - name: dummy
+      rate: 500
+      samples: 500
+  outputs:
+    - name: stdout
+      match: '*'
+      format: json_lines
+      json_date_key: false
+      limit.max_records_per_second: 10
+      processors:
+        logs:
+          - name: lua
+            call: cb
+            code: |
+              n = 0
+              function cb(tag, ts, record)
+                n = n + 1
+                if n % 10 ~= 0 then return -1, ts, record end
+                record.n = n
+                return 1, ts, record
+              end
+"#,
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log(
+        "[input:dummy:dummy.0] all samples sent",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = a.stop(Duration::from_secs(15));
+    let kept: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        (10..=30).contains(&kept.len()),
+        "{} records: {}",
+        kept.len(),
+        out.stderr
+    );
+    assert!(kept.iter().all(|l| l.contains("\"n\":")), "{}", out.stdout);
+}

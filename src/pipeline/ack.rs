@@ -18,6 +18,23 @@ pub struct Routed {
     completion: Option<Arc<Completion>>,
     /// Given up before delivery (`storage.total_limit_size` dropped it as the oldest).
     cancelled: std::sync::atomic::AtomicBool,
+    /// For an output with processors: what its worker runs them on before sending
+    /// (then `chunk` holds the tag, and metric sets when it carries metrics).
+    pub process: Option<Process>,
+}
+
+/// A chunk an output's worker runs through that output's processors (from stage
+/// `from`) before it sends what is left.
+pub struct Process {
+    pub from: usize,
+    /// The engine input index the records came from (an output processor's own
+    /// emitter is not re-emitted into again), and how often they were re-emitted.
+    pub origin: usize,
+    pub hops: u32,
+    /// The records (taken once by the worker) with their count and encoded bytes.
+    pub records: Mutex<Vec<crate::event::Record>>,
+    pub events: usize,
+    pub bytes: u64,
 }
 
 /// Counts the routes of one dispatched batch; the last to finish runs the acks.
@@ -62,7 +79,44 @@ impl Routed {
             chunk,
             completion,
             cancelled: Default::default(),
+            process: None,
         })
+    }
+
+    /// A chunk its output's worker runs through the output's processors first.
+    pub fn to_process(
+        chunk: Chunk,
+        completion: Option<Arc<Completion>>,
+        process: Process,
+    ) -> Arc<Routed> {
+        Arc::new(Routed {
+            chunk,
+            completion,
+            cancelled: Default::default(),
+            process: Some(process),
+        })
+    }
+
+    /// Its events (records or metric sets), before any output processor.
+    pub fn events(&self) -> usize {
+        match &self.process {
+            Some(p) if !self.chunk.is_metrics() => p.events,
+            _ => self.chunk.events(),
+        }
+    }
+
+    /// Its encoded bytes, before any output processor.
+    pub fn bytes(&self) -> u64 {
+        match &self.process {
+            Some(p) if !self.chunk.is_metrics() => p.bytes,
+            _ => self.chunk.encoded_len(),
+        }
+    }
+
+    /// One more part for the acks to wait for: records an output processor
+    /// re-emitted from this chunk. Call while this route is still open.
+    pub fn hold(&self) -> Option<AckFn> {
+        self.completion.as_ref().map(Completion::hold)
     }
 
     /// Drops the chunk for its route: the worker gives up on it instead of sending it.

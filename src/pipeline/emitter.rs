@@ -51,7 +51,26 @@ pub struct Emitter {
     refused: Arc<AtomicU64>,
 }
 
+/// What the engine needs of an emitter beside its records: its name, storage, counts
+/// and `emitter_mem_buf_limit`.
+#[derive(Clone)]
+pub struct EmitterInfo {
+    pub name: Arc<str>,
+    pub filesystem: bool,
+    pub metrics: Arc<InputMetrics>,
+    pub membuf: Option<Arc<MemBuf>>,
+}
+
 impl Emitter {
+    pub fn info(&self) -> EmitterInfo {
+        EmitterInfo {
+            name: self.name.clone(),
+            filesystem: self.filesystem,
+            metrics: self.metrics.clone(),
+            membuf: self.membuf.clone(),
+        }
+    }
+
     pub fn new(
         name: Arc<str>,
         filesystem: bool,

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::ack::{self, AckFn, Completion, Routed};
-use super::emitter::{Emitter, Refusal, MAX_HOPS};
+use super::emitter::{EmitterInfo, Refusal, MAX_HOPS};
 use super::metrics::{self, FilterMetrics, OutputMetrics};
 use super::router::Matcher;
 use super::storage::{ChunkFile, Gate, Store};
@@ -49,6 +49,11 @@ const EMITTER: usize = usize::MAX / 2;
 /// The input index of the emitter of output o's processor j is
 /// `OUT_EMITTER + (o << 16) + j`.
 const OUT_EMITTER: usize = EMITTER + (1 << 40);
+
+/// The input index of the emitter of output `o`'s processor `j`.
+pub fn out_emitter(o: usize, j: usize) -> usize {
+    OUT_EMITTER + (o << 16) + j
+}
 
 pub struct FilterInstance {
     pub name: Arc<str>,
@@ -150,21 +155,182 @@ pub struct OutputRoute {
     pub next: usize,
     pub metrics: Arc<OutputMetrics>,
     /// `limit.max_records_per_second`: caps this output's whole flow, whatever its
-    /// Match shares with other outputs.
+    /// Match shares with other outputs. (With log processors it is in the chain,
+    /// applied after them by the workers.)
     pub limiter: Option<KeyedLimiter>,
     /// `storage.total_limit_size`: bytes of filesystem chunks queued for this output
     /// above which the oldest are dropped.
     pub total_limit: Option<u64>,
     /// Filesystem chunks queued here, oldest first, with their bytes.
     pub held: std::collections::VecDeque<(u64, Arc<Routed>)>,
-    /// YAML `processors:` of this output: run on its copy of every chunk, in order.
-    pub processors: Vec<FilterInstance>,
-    /// YAML `processors: metrics:` of this output: run on its copy of every metric set.
-    pub metric_processors: Vec<MetricsUnit>,
+    /// YAML `processors:` of this output (logs and metrics), run by its workers on
+    /// its copy of each chunk.
+    pub chain: Option<Arc<OutputChain>>,
     /// The signals the output takes: a log output never sees metrics, nor the reverse.
     pub signals: Signals,
     /// Signals Fluent Bit's plugin takes and this one does not (dropped, counted, logged).
     pub unsupported: Signals,
+}
+
+/// An output's YAML processors, run by its workers: each chunk once, by the worker
+/// that takes it, under the chain's lock, as Fluent Bit runs them in
+/// `flb_output_flush_create` in the output's worker thread under the processor's lock.
+pub struct OutputChain {
+    /// The output's index: its processors' emitter inputs are numbered from it.
+    pub output: usize,
+    pub processors: std::sync::Mutex<Vec<FilterInstance>>,
+    pub metric_processors: std::sync::Mutex<Vec<MetricsUnit>>,
+    /// The output's `limit`, applied after its log processors.
+    pub limiter: std::sync::Mutex<Option<KeyedLimiter>>,
+    /// Where records the processors re-emit (rewrite_tag) go: the engine, which
+    /// ingests them as batches of the processor's emitter input.
+    pub reemit: mpsc::UnboundedSender<(InputBatch, u32)>,
+    /// Chunks queued for processing and not processed yet: the engine waits for none
+    /// to be left before it releases the processors' last records and stops.
+    in_flight: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
+    /// Whether it has log processors, metrics processors (known without the locks,
+    /// which a worker may hold for long).
+    logs: bool,
+    metrics: bool,
+}
+
+impl OutputChain {
+    pub fn new(
+        output: usize,
+        processors: Vec<FilterInstance>,
+        metric_processors: Vec<MetricsUnit>,
+        limiter: Option<KeyedLimiter>,
+        reemit: mpsc::UnboundedSender<(InputBatch, u32)>,
+    ) -> OutputChain {
+        OutputChain {
+            output,
+            logs: !processors.is_empty(),
+            metrics: !metric_processors.is_empty(),
+            processors: std::sync::Mutex::new(processors),
+            metric_processors: std::sync::Mutex::new(metric_processors),
+            limiter: std::sync::Mutex::new(limiter),
+            reemit,
+            in_flight: Default::default(),
+            settled: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether log records go through processors (then through the chain's limit).
+    pub fn has_logs(&self) -> bool {
+        self.logs
+    }
+
+    pub fn has_metrics(&self) -> bool {
+        self.metrics
+    }
+
+    fn queued(&self) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A queued chunk was processed (or will never be).
+    pub fn done(&self) {
+        if self
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Waits until every queued chunk is processed.
+    async fn settle(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs a chunk queued with [`Routed::to_process`] through the processors (from
+    /// its stage on) and the output's limit, in the calling worker; what is left to
+    /// send, or `None` when nothing is. Records a processor re-emits go to the engine,
+    /// and the chunk's acks wait for them too. `routed_records` follows what is left.
+    pub fn process(&self, routed: &Routed, metrics: &OutputMetrics) -> Option<Chunk> {
+        let p = routed.process.as_ref()?;
+        let tag = routed.chunk.tag.clone();
+        let before = routed.events() as u64;
+        let left = if routed.chunk.is_metrics() {
+            let sets = process_sets(
+                &mut lock(&self.metric_processors),
+                &tag,
+                routed.chunk.metrics.iter().cloned(),
+            );
+            let mut chunk = Chunk::new(tag, Vec::new());
+            chunk.metrics = sets;
+            chunk
+        } else {
+            let now = Instant::now();
+            let mut records = std::mem::take(&mut *lock(&p.records));
+            {
+                let mut chain = lock(&self.processors);
+                let from = p.from.min(chain.len());
+                let chain = &mut chain[from..];
+                // A processor's own emissions, or records re-emitted too often, are
+                // not re-emitted again (no loop through the outputs).
+                for (j, f) in chain.iter_mut().enumerate() {
+                    if let Some(e) = f.filter.emitter() {
+                        e.set_refusal(
+                            if p.origin == OUT_EMITTER + (self.output << 16) + from + j {
+                                Some(Refusal::Cycle)
+                            } else if p.hops >= MAX_HOPS {
+                                Some(Refusal::TooDeep)
+                            } else {
+                                None
+                            },
+                        );
+                    }
+                }
+                run_chain(chain, &tag, &mut records, now);
+                for (j, f) in chain.iter_mut().enumerate() {
+                    let Some(e) = f.filter.emitter() else {
+                        continue;
+                    };
+                    for c in e.take() {
+                        let batch = InputBatch {
+                            input: OUT_EMITTER + (self.output << 16) + from + j,
+                            tag: c.tag,
+                            records: c.records,
+                            metrics: Vec::new(),
+                            ack: routed.hold(),
+                            bytes: None,
+                        };
+                        // The engine is gone only once every input stopped and it
+                        // waited for this chunk: nothing is sent after that. (Were it
+                        // gone, the held ack never runs: the input keeps the records.)
+                        let _ = self.reemit.send((batch, p.hops + 1));
+                    }
+                }
+            }
+            if let Some(limiter) = lock(&self.limiter).as_mut() {
+                let n = records.len();
+                records.retain(|r| limiter.allow(&r.body, now));
+                metrics::add(&metrics.limit_dropped_records, (n - records.len()) as u64);
+            }
+            Chunk::new(tag, records)
+        };
+        let after = left.events() as u64;
+        if after >= before {
+            metrics::add(&metrics.routed_records, after - before);
+        } else {
+            metrics
+                .routed_records
+                .fetch_sub(before - after, std::sync::atomic::Ordering::Relaxed);
+        }
+        (after > 0).then_some(left)
+    }
 }
 
 impl OutputRoute {
@@ -245,6 +411,13 @@ pub struct Engine {
     /// What output processors re-emitted (rewrite_tag), with its hops: ingested as
     /// batches of their emitter inputs once the dispatch that made them is done.
     pub reemitted: Vec<(InputBatch, u32)>,
+    /// Where output processors, in the workers, send what they re-emit.
+    pub reemit_rx: mpsc::UnboundedReceiver<(InputBatch, u32)>,
+    /// The emitters of output processors, by input index: their records count and
+    /// `emitter_mem_buf_limit`.
+    pub out_emitters: Vec<(usize, EmitterInfo)>,
+    /// Chunks queued for output processors so far.
+    pub jobs: u64,
 }
 
 /// Fluent Bit 5's adaptive flush (`flb_engine_adaptive_flush_update`): after each
@@ -400,6 +573,7 @@ impl Engine {
                         self.wait_emitters(&mut routes, &mut pending).await;
                     }
                 }
+                Some(r) = self.reemit_rx.recv() => self.reemitted.push(r),
                 _ = tick.tick() => {
                     self.flush_all(&mut routes, &mut pending, false).await;
                     let pressure = self.backlog_pressure();
@@ -412,12 +586,25 @@ impl Engine {
                 self.ingest_reemitted(&mut routes, &mut pending).await;
             }
         }
-        self.flush_all(&mut routes, &mut pending, true).await;
-        // Records output processors re-emitted at the last flush (a bounded number of
-        // rounds: each re-emission adds a hop).
-        while !self.reemitted.is_empty() {
-            self.ingest_reemitted(&mut routes, &mut pending).await;
+        // The last flush, then until output processors (in the workers) have nothing
+        // left: each round waits for them to process what was queued, takes what they
+        // re-emitted and flushes again, which releases what they still hold. Rounds
+        // are bounded: each re-emission adds a hop, each release empties a processor.
+        loop {
+            let jobs = self.jobs;
             self.flush_all(&mut routes, &mut pending, true).await;
+            for o in &self.outputs {
+                if let Some(chain) = &o.chain {
+                    chain.settle().await;
+                }
+            }
+            while let Ok(r) = self.reemit_rx.try_recv() {
+                self.reemitted.push(r);
+            }
+            if self.reemitted.is_empty() && self.jobs == jobs {
+                break;
+            }
+            self.ingest_reemitted(&mut routes, &mut pending).await;
         }
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
@@ -597,13 +784,16 @@ impl Engine {
     }
 
     /// The emitter whose input index is `input`, if it is one.
-    fn emitter(&mut self, input: usize) -> Option<&mut Emitter> {
-        if let Some(k) = input.checked_sub(OUT_EMITTER).filter(|_| input < REPLAY) {
-            let o = self.outputs.get_mut(k >> 16)?;
-            return o.processors.get_mut(k & 0xffff)?.filter.emitter();
+    fn emitter(&mut self, input: usize) -> Option<EmitterInfo> {
+        if (OUT_EMITTER..REPLAY).contains(&input) {
+            return self
+                .out_emitters
+                .iter()
+                .find(|(i, _)| *i == input)
+                .map(|(_, e)| e.clone());
         }
         let i = input.checked_sub(EMITTER)?;
-        self.filters.get_mut(i)?.filter.emitter()
+        Some(self.filters.get_mut(i)?.filter.emitter()?.info())
     }
 
     /// Ingests what output processors re-emitted (each batch from the first filter
@@ -630,15 +820,13 @@ impl Engine {
         routes: &mut HashMap<Tag, Route>,
         pending: &mut Vec<Pending>,
     ) {
-        let outputs = self.outputs.iter().enumerate().flat_map(|(o, out)| {
-            (0..out.processors.len()).map(move |j| OUT_EMITTER + (o << 16) + j)
-        });
+        let outputs = self.out_emitters.iter().map(|(i, _)| *i);
         let inputs: Vec<usize> = (0..self.filters.len())
             .map(|i| EMITTER + i)
             .chain(outputs)
             .collect();
         for input in inputs {
-            let Some(m) = self.emitter(input).and_then(|e| e.membuf.clone()) else {
+            let Some(m) = self.emitter(input).and_then(|e| e.membuf) else {
                 continue;
             };
             if !m.over() {
@@ -782,9 +970,20 @@ impl Engine {
             }
         }
         // Output processors: what one releases goes to its own output only.
+        // A chain a worker is running now is left to the next tick (at the last
+        // flush the engine waits for it).
         for o in 0..self.outputs.len() {
-            for j in 0..self.outputs[o].processors.len() {
-                let extra = released(&mut *self.outputs[o].processors[j].filter, now, last);
+            let Some(chain) = &self.outputs[o].chain else {
+                continue;
+            };
+            let mut chain = match chain.processors.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if !last => continue,
+                Err(std::sync::TryLockError::WouldBlock) => lock(&chain.processors),
+            };
+            for j in 0..chain.len() {
+                let extra = released(&mut *chain[j].filter, now, last);
                 emitted.extend(extra.into_iter().map(|c| {
                     (
                         c,
@@ -1020,109 +1219,75 @@ impl Engine {
         let now = Instant::now();
         for i in outputs {
             let o = &mut self.outputs[i];
-            if is_metrics {
-                // Metrics pass no record limit; an output without metrics processors
-                // shares the sets with the other routes.
-                if o.metric_processors.is_empty() {
-                    Self::send(o, full.clone()).await;
-                    continue;
+            let own_copy = o.total_limit.is_some() && on_disk && !is_metrics;
+            // This output's processors work on its own copy, in its worker.
+            let chain = o.chain.clone().filter(|c| {
+                if is_metrics {
+                    c.has_metrics()
+                } else {
+                    c.has_logs()
                 }
-                let sets = process_sets(
-                    &mut o.metric_processors,
-                    &full.chunk.tag,
-                    full.chunk.metrics.iter().cloned(),
-                );
-                if sets.is_empty() {
-                    full.finish(); // every set failed a processor: this route is done
-                    continue;
-                }
-                let mut chunk = Chunk::new(full.chunk.tag.clone(), Vec::new());
-                chunk.metrics = sets;
-                Self::send(o, Routed::new(chunk, completion.clone())).await;
-                continue;
-            }
-            // This output's processors work on its own copy of the records.
-            let processed = match target {
-                Target::Output { from, .. } => (from < o.processors.len()).then_some(from),
-                Target::Routed => (!o.processors.is_empty()).then_some(0),
-            }
-            .map(|from| {
-                let mut records = full.chunk.records.clone();
-                let chain = &mut o.processors[from..];
-                // A processor's own emissions, or records re-emitted too often, are
-                // not re-emitted again (no loop through the outputs).
-                for (j, f) in chain.iter_mut().enumerate() {
-                    if let Some(e) = f.filter.emitter() {
-                        e.set_refusal(if p.input == OUT_EMITTER + (i << 16) + from + j {
-                            Some(Refusal::Cycle)
-                        } else if p.hops >= MAX_HOPS {
-                            Some(Refusal::TooDeep)
-                        } else {
-                            None
-                        });
-                    }
-                }
-                run_chain(chain, &full.chunk.tag, &mut records, now);
-                for (j, f) in chain.iter_mut().enumerate() {
-                    let Some(e) = f.filter.emitter() else {
-                        continue;
-                    };
-                    for c in e.take() {
-                        // The chunk's acks also wait for the re-emitted records.
-                        let batch = InputBatch {
-                            input: OUT_EMITTER + (i << 16) + from + j,
-                            tag: c.tag,
-                            records: c.records,
-                            metrics: Vec::new(),
-                            ack: completion.as_ref().map(Completion::hold),
-                            bytes: None,
-                        };
-                        self.reemitted.push((batch, p.hops + 1));
-                    }
-                }
-                records
             });
-            if processed.as_ref().is_some_and(Vec::is_empty) {
-                full.finish(); // its processors dropped everything: this route is done
-                continue;
-            }
-            let own_copy = o.total_limit.is_some() && on_disk;
-            let routed = match (&mut o.limiter, processed) {
-                (None, Some(records)) => Routed::new(
-                    Chunk::new(full.chunk.tag.clone(), records),
-                    completion.clone(),
-                ),
-                (None, None) if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
-                (None, None) => full.clone(),
-                (Some(limiter), processed) => {
-                    let kept: Vec<Record> = processed
-                        .as_deref()
-                        .unwrap_or(&full.chunk.records)
-                        .iter()
-                        .filter(|r| limiter.allow(&r.body, now))
-                        .cloned()
-                        .collect();
-                    let dropped = (processed
-                        .as_ref()
-                        .map_or(full.chunk.records.len(), Vec::len)
-                        - kept.len()) as u64;
-                    metrics::add(&o.metrics.limit_dropped_records, dropped);
-                    if kept.is_empty() {
-                        full.finish(); // this route is done: nothing passes its limit
-                        continue;
+            let routed = if let Some(chain) = chain {
+                let from = match target {
+                    Target::Output { from, .. } => from,
+                    Target::Routed => 0,
+                };
+                let mut chunk = Chunk::new(full.chunk.tag.clone(), Vec::new());
+                let records = if is_metrics {
+                    chunk.metrics = full.chunk.metrics.clone();
+                    Vec::new()
+                } else {
+                    full.chunk.records.clone()
+                };
+                let process = super::ack::Process {
+                    from,
+                    origin: p.input,
+                    hops: p.hops,
+                    events: records.len(),
+                    bytes: if own_copy {
+                        full.chunk.encoded_len()
+                    } else {
+                        0
+                    },
+                    records: std::sync::Mutex::new(records),
+                };
+                chain.queued();
+                self.jobs += 1;
+                Routed::to_process(chunk, completion.clone(), process)
+            } else if is_metrics {
+                // Metrics pass no record limit.
+                full.clone()
+            } else {
+                match &mut o.limiter {
+                    None if own_copy => Routed::new(full.chunk.clone(), completion.clone()),
+                    None => full.clone(),
+                    Some(limiter) => {
+                        let kept: Vec<Record> = full
+                            .chunk
+                            .records
+                            .iter()
+                            .filter(|r| limiter.allow(&r.body, now))
+                            .cloned()
+                            .collect();
+                        let dropped = (full.chunk.records.len() - kept.len()) as u64;
+                        metrics::add(&o.metrics.limit_dropped_records, dropped);
+                        if kept.is_empty() {
+                            full.finish(); // this route is done: nothing passes its limit
+                            continue;
+                        }
+                        Routed::new(Chunk::new(full.chunk.tag.clone(), kept), completion.clone())
                     }
-                    Routed::new(Chunk::new(full.chunk.tag.clone(), kept), completion.clone())
                 }
             };
             if let (true, Some(limit)) = (own_copy, o.total_limit) {
-                o.held
-                    .push_back((routed.chunk.encoded_len(), routed.clone()));
+                o.held.push_back((routed.bytes(), routed.clone()));
                 let mut held = o.held_bytes();
                 while held > limit && o.held.len() > 1 {
                     let (bytes, old) = o.held.pop_front().expect("more than one held");
                     held -= bytes;
                     old.cancel();
-                    let dropped = old.chunk.records.len() as u64;
+                    let dropped = old.events() as u64;
                     metrics::add(&o.metrics.dropped_records, dropped);
                     crate::warn!("[storage] {}: storage.total_limit_size reached: the oldest chunk ({dropped} records, ~{bytes} bytes) is dropped", o.name);
                 }
@@ -1133,12 +1298,15 @@ impl Engine {
 
     /// Queues a chunk to the output's next worker (round-robin), counting it routed.
     async fn send(o: &mut OutputRoute, routed: Arc<Routed>) {
-        let n = routed.chunk.events() as u64;
+        let n = routed.events() as u64;
         let w = o.next % o.workers.len();
         o.next = o.next.wrapping_add(1);
         metrics::add(&o.metrics.routed_records, n);
         if o.workers[w].send(routed.clone()).await.is_err() {
             metrics::add(&o.metrics.dropped_records, n);
+            if let (Some(chain), Some(_)) = (&o.chain, &routed.process) {
+                chain.done();
+            }
             routed.finish();
             crate::error!(
                 "[engine] output {} has stopped: {n} records for it are dropped",

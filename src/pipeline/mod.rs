@@ -1172,7 +1172,44 @@ impl Pipeline {
         let mut tasks = tokio::task::JoinSet::new();
         let mut routes = Vec::new();
         let mut output_metrics = Vec::new();
-        for o in outputs {
+        let (reemit_tx, reemit_rx) = mpsc::unbounded_channel();
+        let mut out_emitters = Vec::new();
+        let mut has_emitters = false;
+        for (index, mut o) in outputs.into_iter().enumerate() {
+            let limiter = o.limit.map(|q| {
+                crate::plugins::filters::ratelimit::KeyedLimiter::new(
+                    q,
+                    crate::plugins::filters::ratelimit::KeyBy::None,
+                    1,
+                    std::time::Instant::now(),
+                )
+            });
+            for (j, f) in o.processors.iter_mut().enumerate() {
+                if let Some(e) = f.filter.emitter() {
+                    crate::info!("[input:emitter:{}] initializing", e.name);
+                    has_emitters = true;
+                    out_emitters.push((engine::out_emitter(index, j), e.info()));
+                }
+            }
+            // With log processors the output's limit comes after them, in the chain.
+            let (chain, limiter) = if o.processors.is_empty() && o.metric_processors.is_empty() {
+                (None, limiter)
+            } else {
+                let logs = !o.processors.is_empty();
+                let (in_chain, in_engine) = if logs {
+                    (limiter, None)
+                } else {
+                    (None, limiter)
+                };
+                let chain = engine::OutputChain::new(
+                    index,
+                    std::mem::take(&mut o.processors),
+                    std::mem::take(&mut o.metric_processors),
+                    in_chain,
+                    reemit_tx.clone(),
+                );
+                (Some(Arc::new(chain)), in_engine)
+            };
             let mut queues = Vec::new();
             for (id, output) in o.workers.into_iter().enumerate() {
                 let (qtx, qrx) = mpsc::channel(OUTPUT_QUEUE);
@@ -1184,8 +1221,40 @@ impl Pipeline {
                     output,
                     retry: o.retry,
                     metrics: o.metrics.clone(),
+                    chain: chain.clone(),
                 };
-                tasks.spawn(worker.run(qrx, shutdown.clone()));
+                let run = worker.run(qrx, shutdown.clone());
+                // An output with processors runs each worker, with the processors, in
+                // a thread of its own (as Fluent Bit's output worker threads do): a
+                // slow chain holds that output only.
+                if chain.is_none() {
+                    tasks.spawn(run);
+                    continue;
+                }
+                let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
+                    Box::pin(async move {
+                        run.await;
+                        Ok(())
+                    });
+                match own_thread(&format!("out:{}.{id}", o.name), run) {
+                    Ok(run) => {
+                        tasks.spawn(async move {
+                            let _ = run.await;
+                        });
+                    }
+                    Err(e) => {
+                        crate::error!(
+                            "[output:{}:{}] cannot start its thread: {e}",
+                            o.plugin,
+                            o.name
+                        );
+                        return RunReport {
+                            pending: 0,
+                            input_failed: true,
+                            exit_status: None,
+                        };
+                    }
+                }
             }
             output_metrics.push(o.metrics.clone());
             routes.push(OutputRoute {
@@ -1196,18 +1265,10 @@ impl Pipeline {
                 metrics: o.metrics,
                 total_limit: o.total_limit,
                 held: Default::default(),
-                processors: o.processors,
-                metric_processors: o.metric_processors,
+                chain,
                 signals: o.signals,
                 unsupported: o.unsupported,
-                limiter: o.limit.map(|q| {
-                    crate::plugins::filters::ratelimit::KeyedLimiter::new(
-                        q,
-                        crate::plugins::filters::ratelimit::KeyBy::None,
-                        1,
-                        std::time::Instant::now(),
-                    )
-                }),
+                limiter,
             });
         }
         let mut input_names = Vec::new();
@@ -1237,9 +1298,7 @@ impl Pipeline {
             })
             .collect();
         let (chunks_up, backlog_mem) = config.service.storage_limits;
-        let mut has_emitters = false;
-        let output_processors = routes.iter_mut().flat_map(|o| o.processors.iter_mut());
-        for f in filters.iter_mut().chain(output_processors) {
+        for f in filters.iter_mut() {
             if let Some(e) = f.filter.emitter() {
                 crate::info!("[input:emitter:{}] initializing", e.name);
                 has_emitters = true;
@@ -1248,6 +1307,9 @@ impl Pipeline {
         let engine = Engine {
             has_emitters,
             reemitted: Vec::new(),
+            reemit_rx,
+            out_emitters,
+            jobs: 0,
             chunks_up: storage.as_ref().map(|_| storage::Gate::new(chunks_up)),
             backlog_mem: storage.as_ref().map(|_| storage::Gate::new(backlog_mem)),
             storage,
@@ -1271,7 +1333,7 @@ impl Pipeline {
             // An input with processors runs them in a thread of its own (as Fluent Bit
             // runs processors in the input's thread), so a slow chain holds that input
             // only: not the engine, the outputs nor the runtime's other inputs.
-            let own_thread = inp.threaded || processors.is_some() || metric_processors.is_some();
+            let threaded = inp.threaded || processors.is_some() || metric_processors.is_some();
             crate::info!("[input:{}:{}] initializing", inp.plugin, inp.name);
             let ctx = InputContext {
                 name: inp.name.clone(),
@@ -1296,8 +1358,8 @@ impl Pipeline {
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
             let run = inp.input.run(ctx);
-            let run = if own_thread {
-                match input_thread(&name, run) {
+            let run = if threaded {
+                match own_thread(&format!("in:{name}"), run) {
                     Ok(run) => run,
                     Err(e) => {
                         crate::error!("[input:{plugin}:{name}] cannot start its thread: {e}");
@@ -1363,11 +1425,11 @@ impl Pipeline {
     }
 }
 
-/// Runs an input's future on a thread of its own (named after the input), on a
-/// current-thread runtime; returns a future that ends as it does, for the pipeline's
-/// task set. A panic on that thread is raised again in that future, so the pipeline
-/// reports it as any task's panic.
-fn input_thread(
+/// Runs a plugin's future (an input, an output worker) on a thread of its own named
+/// `name`, on a current-thread runtime; returns a future that ends as it does, for
+/// the pipeline's task set. A panic on that thread is raised again in that future, so
+/// the pipeline reports it as any task's panic.
+fn own_thread(
     name: &str,
     run: crate::plugins::BoxFuture<'static, Result<(), PluginError>>,
 ) -> std::io::Result<crate::plugins::BoxFuture<'static, Result<(), PluginError>>> {
@@ -1376,7 +1438,7 @@ fn input_thread(
         .enable_all()
         .build()?;
     std::thread::Builder::new()
-        .name(format!("in:{name}"))
+        .name(name.to_string())
         .spawn(move || {
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(run)));
@@ -1467,13 +1529,13 @@ mod tests {
                 Err(PluginError::Closed)
             });
         assert!(matches!(
-            input_thread("dummy.0", run).unwrap().await,
+            own_thread("in:dummy.0", run).unwrap().await,
             Err(PluginError::Closed)
         ));
         let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
             Box::pin(async { panic!("a processor bug") });
         let mut tasks = tokio::task::JoinSet::new();
-        let run = input_thread("dummy.1", run).unwrap();
+        let run = own_thread("in:dummy.1", run).unwrap();
         tasks.spawn(async move { run.await.map(|_| ()).unwrap_or(()) });
         let e = tasks.join_next().await.unwrap().unwrap_err();
         assert!(e.is_panic());

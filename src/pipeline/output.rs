@@ -63,6 +63,9 @@ pub struct OutputWorker {
     pub output: Box<dyn Output>,
     pub retry: RetryPolicy,
     pub metrics: Arc<OutputMetrics>,
+    /// The output's processors, when it has some: run here on each chunk queued for
+    /// them, before its first attempt.
+    pub chain: Option<Arc<super::engine::OutputChain>>,
 }
 
 impl OutputWorker {
@@ -91,7 +94,26 @@ impl OutputWorker {
                 // While retries pile up (a destination down), take no new chunks: the
                 // queues fill and the inputs wait, so memory stays bounded.
                 chunk = rx.recv(), if open && retries.len() < held_max => match chunk {
-                    Some(chunk) => self.attempt(chunk, None, 0, &mut retries, &mut rng, stopping).await,
+                    Some(chunk) => {
+                        let rest = match (&chunk.process, &self.chain) {
+                            (Some(_), Some(chain)) => {
+                                let left = (!chunk.is_cancelled())
+                                    .then(|| chain.process(&chunk, &self.metrics));
+                                chain.done();
+                                match left {
+                                    // Its processors (or the output's limit) left nothing.
+                                    Some(None) => {
+                                        chunk.finish();
+                                        continue;
+                                    }
+                                    Some(rest) => rest,
+                                    None => None, // cancelled: attempt() gives it up
+                                }
+                            }
+                            _ => None,
+                        };
+                        self.attempt(chunk, rest, 0, &mut retries, &mut rng, stopping).await
+                    }
                     None => open = false,
                 },
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
@@ -281,6 +303,7 @@ mod tests {
                 cap: 2,
             },
             metrics: metrics.clone(),
+            chain: None,
         };
         let records = (0..5)
             .map(|i| {
@@ -345,6 +368,7 @@ mod tests {
                 cap: 2,
             },
             metrics: Arc::default(),
+            chain: None,
         };
         let (tx, rx) = mpsc::channel(4);
         for tag in ["a", "b"] {
