@@ -10,8 +10,36 @@ use std::time::{Duration, Instant};
 use super::pki::Pki;
 use super::{free_port, Dir};
 
-/// The tansu binary: on PATH or in cargo's bin dir; `None` when not installed.
+/// The tansu binary: on PATH or in cargo's bin dir; `None` when not installed. While
+/// scripts/test-deps.sh builds it in the background (CI: `AGENT_TANSU_BUILD` names
+/// its state file), waits for that build; a failed build fails the test.
 pub fn tansu() -> Option<PathBuf> {
+    if let Some(state) = std::env::var_os("AGENT_TANSU_BUILD") {
+        let state = PathBuf::from(state);
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            let text = std::fs::read_to_string(&state).unwrap_or_default();
+            match text.trim() {
+                "building" if start.elapsed() < Duration::from_secs(40 * 60) => {
+                    if !said {
+                        eprintln!("waiting for the tansu broker's build ({})", state.display());
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                "" | "done 0" => break,
+                other => panic!(
+                    "the tansu broker's background build: {other} (log: {}.log)",
+                    state.display()
+                ),
+            }
+        }
+    }
+    installed_tansu()
+}
+
+fn installed_tansu() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
