@@ -683,7 +683,8 @@ impl<'a> Reader<'a> {
                     && self
                         .forced
                         .forces(k.as_bytes(), ffi::lua_type(l, -1) == ffi::LUA_TTABLE);
-                let new = if !forced && same(l, -1, old) {
+                let new = if !forced && (same(l, -1, old) || self.same_map(l, -1, old, origins, 0))
+                {
                     None
                 } else {
                     Some(self.entry_value(l, k.as_bytes(), Some(old), origins, 0)?)
@@ -696,6 +697,59 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the table at `idx` is the one made from `old` (a map), still read as a
+    /// map and holding exactly its entries: then `old` is kept as it is, neither read
+    /// again nor freed (a record's nested maps, such as `kubernetes`, that the script
+    /// did not touch). Anything else, or a doubt, is `false`: the table is read.
+    ///
+    /// # Safety
+    /// As [`Reader::changes`]; `idx` may be relative.
+    unsafe fn same_map(
+        &self,
+        l: *mut lua_State,
+        idx: c_int,
+        old: &Value,
+        origins: &Origins,
+        depth: usize,
+    ) -> bool {
+        let Value::Map(map) = old else {
+            return false;
+        };
+        if ffi::lua_type(l, idx) != ffi::LUA_TTABLE
+            || !self.forced.keys.is_empty()
+            || depth >= MAX_DEPTH
+            || ffi::lua_checkstack(l, 4) == 0
+            || !origins.is(l, idx, map)
+        {
+            return false;
+        }
+        let idx = if idx < 0 {
+            ffi::lua_gettop(l) + idx + 1
+        } else {
+            idx
+        };
+        if !matches!(shape(l, idx, self.intact), Shape::Map) {
+            return false;
+        }
+        let index = KeyIndex::new(map);
+        let mut entries = 0;
+        ffi::lua_pushnil(l);
+        while ffi::lua_next(l, idx) != 0 {
+            let kept = ffi::lua_type(l, -2) == ffi::LUA_TSTRING
+                && index.find(str_at(l, -2)).is_some_and(|i| {
+                    let v = &map[i].1;
+                    same(l, -1, v) || self.same_map(l, -1, v, origins, depth + 1)
+                });
+            ffi::lua_settop(l, -2);
+            if !kept {
+                ffi::lua_settop(l, -2);
+                return false;
+            }
+            entries += 1;
+        }
+        entries == map.len()
     }
 
     /// Applies what [`Reader::changes`] read: changed values in place, keys gone from

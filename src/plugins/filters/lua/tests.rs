@@ -219,6 +219,74 @@ fn unchanged_strings_are_the_same_allocation() {
     assert!(Arc::ptr_eq(got, &v));
 }
 
+/// A nested map the script left alone is kept as it was (the same allocations, not
+/// read back); one it changed anywhere below, added to or removed from is read again.
+#[test]
+fn untouched_nested_maps_are_kept_and_touched_ones_read_again() {
+    let v: Arc<str> = Arc::from("a long enough value");
+    let nested = || {
+        map(&[
+            ("v", Value::Str(v.clone())),
+            (
+                "labels",
+                Value::Map(map(&[("app", s("web")), ("n", Value::UInt(3))])),
+            ),
+            ("empty", Value::Map(Map::new())),
+        ])
+    };
+    let body = || map(&[("kubernetes", Value::Map(nested())), ("msg", s("hi"))]);
+    let first_str = |r: &Record| -> Arc<str> {
+        let Value::Map(k) = &r.body[0].1 else {
+            panic!()
+        };
+        let Value::Str(got) = &k[0].1 else { panic!() };
+        got.clone()
+    };
+    for (code, want) in [
+        ("r.env = 'prod'", None),
+        ("r.kubernetes.labels.app = 'api'", Some(("app", s("api")))),
+        ("r.kubernetes.labels.n = 4", Some(("n", Value::UInt(4)))),
+        ("r.kubernetes.labels.extra = 'x'", Some(("extra", s("x")))),
+        ("r.kubernetes.labels.app = nil", Some(("app", Value::Nil))),
+    ] {
+        let (mut f, _) = lua(
+            &format!("function cb(tag, ts, r) {code} return 2, ts, r end"),
+            &[],
+        );
+        let input = rec(1, 0, body());
+        let Value::Map(before) = &input.body[0].1 else {
+            panic!()
+        };
+        let before = before.as_ptr();
+        let out = run(&mut f, vec![input]);
+        let Value::Map(k) = &out[0].body[0].1 else {
+            panic!()
+        };
+        let Value::Map(labels) = &k[1].1 else {
+            panic!()
+        };
+        match want {
+            // Untouched: the very same map (not read back into a new one), same values.
+            None => {
+                assert_eq!(k.as_ptr(), before, "{code}: read back");
+                assert!(Arc::ptr_eq(&first_str(&out[0]), &v), "{code}");
+                assert_eq!(k, &nested(), "{code}");
+            }
+            Some(("app", Value::Nil)) => {
+                assert_eq!(labels, &map(&[("n", Value::UInt(3))]), "{code}")
+            }
+            Some((key, value)) => {
+                assert_eq!(
+                    labels.iter().find(|(k, _)| &**k == key).map(|(_, v)| v),
+                    Some(&value),
+                    "{code}"
+                );
+                assert_eq!(k[0].1, Value::Str(v.clone()), "{code}");
+            }
+        }
+    }
+}
+
 #[test]
 fn empty_tables_arrays_holes_and_nulls() {
     let (mut f, _) = lua(
