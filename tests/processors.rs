@@ -435,3 +435,47 @@ fn input_counts_are_what_its_processors_leave() {
     );
     a.stop(Duration::from_secs(15));
 }
+
+/// At shutdown, what output processors hold is released after they have processed the
+/// last chunks: a multiline processor (java rules, a 60 s flush) holds the last of 3
+/// records, all dispatched at the final flush (`flush 10`); it is printed. (Released
+/// before the workers had processed that flush's chunks, it was lost.)
+#[test]
+fn output_processors_release_what_they_hold_after_the_last_chunks() {
+    let dir = Dir::new();
+    let conf = dir.file(
+        "ml.yaml",
+        r#"service:
+  flush: 10
+  grace: 5
+pipeline:
+  inputs:
+    - name: dummy
+      rate: 20
+      samples: 3
+      dummy: '{"log":"Exception in thread main java.lang.Error: x"}'
+  outputs:
+    - name: stdout
+      match: '*'
+      format: json_lines
+      json_date_key: false
+      processors:
+        logs:
+          - name: multiline
+            multiline.key_content: log
+            multiline.parser: java
+            flush_ms: 60000
+"#,
+    );
+    let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
+    a.wait_log("worker #0 started", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = a.stop(Duration::from_secs(15));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "{\"log\":\"Exception in thread main java.lang.Error: x\"}\n".repeat(3),
+        "{}",
+        out.stderr
+    );
+}

@@ -35,6 +35,26 @@ pub struct Process {
     pub records: Mutex<Vec<crate::event::Record>>,
     pub events: usize,
     pub bytes: u64,
+    /// Runs once the chunk is processed, or dropped unprocessed (its worker gone):
+    /// the engine waits for every queued chunk to be one or the other.
+    pub queued: Mutex<Option<OnDrop>>,
+}
+
+/// Runs its function once, when dropped.
+pub struct OnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl OnDrop {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> OnDrop {
+        OnDrop(Some(Box::new(f)))
+    }
+}
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// Counts the routes of one dispatched batch; the last to finish runs the acks.
@@ -160,6 +180,27 @@ pub fn split(ack: AckFn, n: usize) -> Vec<AckFn> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chunk queued for an output's processors counts as done when its worker takes
+    /// the guard, or when the chunk is dropped unprocessed: the engine's wait at
+    /// shutdown never hangs on a worker that is gone.
+    #[test]
+    fn a_queued_chunk_is_done_once_taken_or_dropped() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let guard = |d: &Arc<AtomicUsize>| {
+            let d = d.clone();
+            Mutex::new(Some(OnDrop::new(move || {
+                d.fetch_add(1, Ordering::SeqCst);
+            })))
+        };
+        let taken = guard(&done);
+        drop(taken.lock().unwrap().take());
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        drop(taken);
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        drop(guard(&done));
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+    }
     use std::sync::atomic::AtomicU32;
 
     #[test]

@@ -225,13 +225,17 @@ impl OutputChain {
         self.metrics
     }
 
-    fn queued(&self) {
+    /// One more chunk queued for processing: done when what this returns is dropped
+    /// (by the worker once it processed the chunk, or with the chunk if it never is).
+    fn queued(self: &Arc<Self>) -> super::ack::OnDrop {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let chain = self.clone();
+        super::ack::OnDrop::new(move || chain.done())
     }
 
     /// A queued chunk was processed (or will never be).
-    pub fn done(&self) {
+    fn done(&self) {
         if self
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
@@ -587,12 +591,13 @@ impl Engine {
             }
         }
         // The last flush, then until output processors (in the workers) have nothing
-        // left: each round waits for them to process what was queued, takes what they
-        // re-emitted and flushes again, which releases what they still hold. Rounds
+        // left: each round waits for them to process what was queued. What they
+        // re-emitted is ingested and flushed as before; otherwise, if chunks reached
+        // them since they last released, they release what they still hold. Rounds
         // are bounded: each re-emission adds a hop, each release empties a processor.
+        let mut jobs = self.jobs;
+        self.flush_all(&mut routes, &mut pending, true).await;
         loop {
-            let jobs = self.jobs;
-            self.flush_all(&mut routes, &mut pending, true).await;
             for o in &self.outputs {
                 if let Some(chain) = &o.chain {
                     chain.settle().await;
@@ -601,10 +606,20 @@ impl Engine {
             while let Ok(r) = self.reemit_rx.try_recv() {
                 self.reemitted.push(r);
             }
-            if self.reemitted.is_empty() && self.jobs == jobs {
+            if !self.reemitted.is_empty() {
+                jobs = self.jobs;
+                self.ingest_reemitted(&mut routes, &mut pending).await;
+                self.flush_all(&mut routes, &mut pending, true).await;
+                continue;
+            }
+            if self.jobs == jobs {
                 break;
             }
-            self.ingest_reemitted(&mut routes, &mut pending).await;
+            jobs = self.jobs;
+            for (chunk, target) in self.released_by_outputs(Instant::now(), true) {
+                let p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+                self.dispatch_to(p, &mut routes, target).await;
+            }
         }
         // Dropping the queues' senders ends the output workers once they drain.
         self.outputs.iter_mut().for_each(|o| o.workers.clear());
@@ -969,32 +984,7 @@ impl Engine {
                 }
             }
         }
-        // Output processors: what one releases goes to its own output only.
-        // A chain a worker is running now is left to the next tick (at the last
-        // flush the engine waits for it).
-        for o in 0..self.outputs.len() {
-            let Some(chain) = &self.outputs[o].chain else {
-                continue;
-            };
-            let mut chain = match chain.processors.try_lock() {
-                Ok(c) => c,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if !last => continue,
-                Err(std::sync::TryLockError::WouldBlock) => lock(&chain.processors),
-            };
-            for j in 0..chain.len() {
-                let extra = released(&mut *chain[j].filter, now, last);
-                emitted.extend(extra.into_iter().map(|c| {
-                    (
-                        c,
-                        Target::Output {
-                            index: o,
-                            from: j + 1,
-                        },
-                    )
-                }));
-            }
-        }
+        emitted.extend(self.released_by_outputs(now, last));
         for p in full {
             self.dispatch(p, routes).await;
         }
@@ -1011,6 +1001,38 @@ impl Engine {
             p.metrics = chunk.metrics;
             self.dispatch_to(p, routes, target).await;
         }
+    }
+
+    /// What output processors release (at a tick, or at shutdown when `last`), each
+    /// for its own output only, from the processor after the one that released it. A
+    /// chain a worker is running now is left to the next tick (at shutdown the engine
+    /// waits for it).
+    fn released_by_outputs(&mut self, now: Instant, last: bool) -> Vec<(Chunk, Target)> {
+        let mut out = Vec::new();
+        for o in 0..self.outputs.len() {
+            let Some(chain) = &self.outputs[o].chain else {
+                continue;
+            };
+            let mut chain = match chain.processors.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if !last => continue,
+                Err(std::sync::TryLockError::WouldBlock) => lock(&chain.processors),
+            };
+            for j in 0..chain.len() {
+                let extra = released(&mut *chain[j].filter, now, last);
+                out.extend(extra.into_iter().map(|c| {
+                    (
+                        c,
+                        Target::Output {
+                            index: o,
+                            from: j + 1,
+                        },
+                    )
+                }));
+            }
+        }
+        out
     }
 
     /// Sends one chunk to every matching output; waits when a queue is full
@@ -1251,8 +1273,8 @@ impl Engine {
                         0
                     },
                     records: std::sync::Mutex::new(records),
+                    queued: std::sync::Mutex::new(Some(chain.queued())),
                 };
-                chain.queued();
                 self.jobs += 1;
                 Routed::to_process(chunk, completion.clone(), process)
             } else if is_metrics {
@@ -1304,9 +1326,6 @@ impl Engine {
         metrics::add(&o.metrics.routed_records, n);
         if o.workers[w].send(routed.clone()).await.is_err() {
             metrics::add(&o.metrics.dropped_records, n);
-            if let (Some(chain), Some(_)) = (&o.chain, &routed.process) {
-                chain.done();
-            }
             routed.finish();
             crate::error!(
                 "[engine] output {} has stopped: {n} records for it are dropped",

@@ -96,10 +96,12 @@ impl OutputWorker {
                 chunk = rx.recv(), if open && retries.len() < held_max => match chunk {
                     Some(chunk) => {
                         let rest = match (&chunk.process, &self.chain) {
-                            (Some(_), Some(chain)) => {
+                            (Some(p), Some(chain)) => {
                                 let left = (!chunk.is_cancelled())
                                     .then(|| chain.process(&chunk, &self.metrics));
-                                chain.done();
+                                // Processed: the engine may now release what the
+                                // processors hold (at shutdown).
+                                drop(super::engine::lock(&p.queued).take());
                                 match left {
                                     // Its processors (or the output's limit) left nothing.
                                     Some(None) => {
