@@ -300,6 +300,9 @@ const SLOW_PROCESSORS: &str = r#"      processors:
 /// Starts `conf`, whose slow processor holds one input or output, and checks that
 /// the stdout output kept printing records while the slow call ran.
 fn slow_processor_holds_nothing_else(conf: &str, what: &str) {
+    // One busy loop at a time: two at once would take both cores of a CI machine.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Dir::new();
     let conf = dir.file("slow.yaml", conf);
     let mut a = Agent::spawn_in(&dir, &["-c", conf.to_str().unwrap()], None);
