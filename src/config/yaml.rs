@@ -903,6 +903,19 @@ mod tests {
         );
     }
 
+    /// Each section's (key, value) entries, in order.
+    fn entries(doc: &Document) -> Vec<Vec<(String, String)>> {
+        doc.sections
+            .iter()
+            .map(|s| {
+                s.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Fluent Bit 5.1.1 reads `name: null` as the null output (measured: it starts
     /// `output:null:null.0`); every null-looking scalar is its text, an empty one "".
     #[test]
@@ -911,16 +924,7 @@ mod tests {
             "pipeline:\n  inputs:\n    - name: dummy\n      tag: ~\n      alias:\n  outputs:\n    - name: null\n      match: '*'\n    - name: NULL\n      match: \"*\"\n",
         )
         .unwrap();
-        let values: Vec<Vec<(String, String)>> = doc
-            .sections
-            .iter()
-            .map(|s| {
-                s.entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
-                    .collect()
-            })
-            .collect();
+        let values = entries(&doc);
         let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
         assert_eq!(
             values,
@@ -1042,16 +1046,7 @@ mod tests {
             "plugins: []\nupstream_servers: []\ncustoms:\n",
         ))
         .unwrap();
-        let got: Vec<Vec<(String, String)>> = doc
-            .sections
-            .iter()
-            .map(|s| {
-                s.entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.clone()))
-                    .collect()
-            })
-            .collect();
+        let got = entries(&doc);
         let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
