@@ -1236,7 +1236,7 @@ impl Pipeline {
                         run.await;
                         Ok(())
                     });
-                match own_thread(&format!("out:{}.{id}", o.name), run) {
+                match own_thread(&format!("out:{}.{id}", o.name), 1, run) {
                     Ok(run) => {
                         tasks.spawn(async move {
                             let _ = run.await;
@@ -1357,9 +1357,10 @@ impl Pipeline {
             };
             let (name, plugin) = (inp.name, inp.plugin);
             input_names.push(name.clone());
+            let threads = inp.input.threads();
             let run = inp.input.run(ctx);
             let run = if threaded {
-                match own_thread(&format!("in:{name}"), run) {
+                match own_thread(&format!("in:{name}"), threads, run) {
                     Ok(run) => run,
                     Err(e) => {
                         crate::error!("[input:{plugin}:{name}] cannot start its thread: {e}");
@@ -1426,17 +1427,27 @@ impl Pipeline {
 }
 
 /// Runs a plugin's future (an input, an output worker) on a thread of its own named
-/// `name`, on a current-thread runtime; returns a future that ends as it does, for
+/// `name`, on a current-thread runtime (or, for a plugin that uses several threads at
+/// once, a runtime of `threads` threads); returns a future that ends as it does, for
 /// the pipeline's task set. A panic on that thread is raised again in that future, so
 /// the pipeline reports it as any task's panic.
 fn own_thread(
     name: &str,
+    threads: usize,
     run: crate::plugins::BoxFuture<'static, Result<(), PluginError>>,
 ) -> std::io::Result<crate::plugins::BoxFuture<'static, Result<(), PluginError>>> {
     let (done, ended) = tokio::sync::oneshot::channel();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = if threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name.to_string())
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
@@ -1529,13 +1540,26 @@ mod tests {
                 Err(PluginError::Closed)
             });
         assert!(matches!(
-            own_thread("in:dummy.0", run).unwrap().await,
+            own_thread("in:dummy.0", 1, run).unwrap().await,
             Err(PluginError::Closed)
         ));
+        // An input that uses several threads at once (forward's `workers`) keeps them.
+        let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
+            Box::pin(async move {
+                assert_eq!(
+                    tokio::runtime::Handle::current().runtime_flavor(),
+                    tokio::runtime::RuntimeFlavor::MultiThread
+                );
+                let worker =
+                    tokio::spawn(async { std::thread::current().name().map(str::to_string) });
+                assert_eq!(worker.await.unwrap().as_deref(), Some("in:forward.0"));
+                Ok(())
+            });
+        assert!(own_thread("in:forward.0", 2, run).unwrap().await.is_ok());
         let run: crate::plugins::BoxFuture<'static, Result<(), PluginError>> =
             Box::pin(async { panic!("a processor bug") });
         let mut tasks = tokio::task::JoinSet::new();
-        let run = own_thread("in:dummy.1", run).unwrap();
+        let run = own_thread("in:dummy.1", 1, run).unwrap();
         tasks.spawn(async move { run.await.map(|_| ()).unwrap_or(()) });
         let e = tasks.join_next().await.unwrap().unwrap_err();
         assert!(e.is_panic());

@@ -121,6 +121,11 @@ pub trait Input: Send + 'static {
     fn signals(&self) -> crate::event::metrics::Signals {
         crate::event::metrics::Signals::LOGS
     }
+    /// Threads its tasks can use at once (the forward input's `workers`); a thread of
+    /// its own (processors, `threaded true`) gets that many.
+    fn threads(&self) -> usize {
+        1
+    }
 }
 
 /// Fluent Bit's FLB_FILTER_NOTOUCH / FLB_FILTER_MODIFIED.

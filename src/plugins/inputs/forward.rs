@@ -132,6 +132,8 @@ struct ForwardInput {
     /// the input starts (so `--dry-run` binds nothing).
     listener: ListenSpec,
     cfg: Arc<ConnConfig>,
+    /// `workers`.
+    workers: usize,
 }
 
 struct ConnConfig {
@@ -219,6 +221,7 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
     }
     crate::pipeline::request_runtime_threads(workers as usize);
     Ok(Box::new(ForwardInput {
+        workers: workers as usize,
         listener: listen_spec(setup, "forward", "frame", ctx),
         cfg: Arc::new(ConnConfig {
             chunk,
@@ -234,9 +237,13 @@ fn build(props: &Props, ctx: &BuildContext) -> Result<Box<dyn Input>, ConfigErro
 }
 
 impl Input for ForwardInput {
+    fn threads(&self) -> usize {
+        self.workers
+    }
+
     fn run(self: Box<Self>, ctx: InputContext) -> BoxFuture<'static, Result<(), PluginError>> {
         Box::pin(async move {
-            let ForwardInput { listener, cfg } = *self;
+            let ForwardInput { listener, cfg, .. } = *self;
             run_server(listener, ctx, move |conn, out, shutdown| {
                 serve_conn(conn, cfg.clone(), out, shutdown)
             })
