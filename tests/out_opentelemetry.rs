@@ -9,7 +9,6 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::http_sink::{Answer, HttpSink, Req};
@@ -27,16 +26,7 @@ fn oracle_dir() -> PathBuf {
 /// flate2 compress the same bytes differently).
 fn decode(raw: &[u8]) -> serde_json::Value {
     let raw = &inflate_zstd(raw);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/otlp_decode.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child.stdin.take().unwrap().write_all(raw).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = python_script("otlp_decode.py", raw);
     assert!(
         out.status.success(),
         "otlp_decode.py: {}",

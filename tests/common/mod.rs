@@ -353,6 +353,24 @@ pub fn bound_port_of(a: &Agent, prefix: &str) -> u16 {
 }
 
 /// A free TCP port on loopback (bound, then released).
+/// Runs `tests/common/<script>` with Python, `stdin` on its standard input; what it
+/// printed and how it exited (the independent decoders and verifiers of the tests).
+pub fn python_script(script: &str, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/common")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

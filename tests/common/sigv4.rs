@@ -1,10 +1,6 @@
 //! AWS SigV4 checks with botocore (AWS's Python signer, tests/common/sigv4_verify.py),
 //! independently of the agent's signer.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 /// botocore's verdict on `raw` signed with these credentials for region and service.
 pub fn verify(
     raw: &[u8],
@@ -20,21 +16,7 @@ pub fn verify(
         "access_key": key, "secret_key": secret, "token": token,
         "region": region, "service": service,
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/sigv4_verify.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = super::python_script("sigv4_verify.py", job.to_string().as_bytes());
     assert!(
         out.status.success(),
         "botocore does not sign this request the same:\n{}{}\n--- request\n{}",
