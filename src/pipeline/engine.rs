@@ -82,6 +82,20 @@ pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A processors chain for the engine's flush: `None` while its input or worker is
+/// running it (left to the next tick); at shutdown (`last`) it waits for the lock.
+fn lock_unless_busy<T>(
+    m: &std::sync::Mutex<T>,
+    last: bool,
+) -> Option<std::sync::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(c) => Some(c),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) if !last => None,
+        Err(std::sync::TryLockError::WouldBlock) => Some(lock(m)),
+    }
+}
+
 /// Runs records of `tag` through an input's processors from `stage` on. What a
 /// processor re-emits (rewrite_tag) continues at the chain's next stage under its new
 /// tag, after the batch, as in Fluent Bit's `flb_input_log_append_skip_processor_stages`.
@@ -936,11 +950,8 @@ impl Engine {
                 // A chain its input is running now is left to the next tick: the engine
                 // never waits behind an input's processors (at shutdown the inputs have
                 // stopped, so the lock is free).
-                let mut chain = match chain.try_lock() {
-                    Ok(c) => c,
-                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) if !last => continue,
-                    Err(std::sync::TryLockError::WouldBlock) => lock(&chain),
+                let Some(mut chain) = lock_unless_busy(&chain, last) else {
+                    continue;
                 };
                 for j in 0..chain.len() {
                     for chunk in released(&mut *chain[j].filter, now, last) {
@@ -1013,11 +1024,8 @@ impl Engine {
             let Some(chain) = &self.outputs[o].chain else {
                 continue;
             };
-            let mut chain = match chain.processors.try_lock() {
-                Ok(c) => c,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if !last => continue,
-                Err(std::sync::TryLockError::WouldBlock) => lock(&chain.processors),
+            let Some(mut chain) = lock_unless_busy(&chain.processors, last) else {
+                continue;
             };
             for j in 0..chain.len() {
                 let extra = released(&mut *chain[j].filter, now, last);
