@@ -154,15 +154,79 @@ impl Origins {
     }
 }
 
-/// Pushes record values onto the Lua stack.
-#[derive(Default)]
-pub struct Pusher {
-    pub origins: Origins,
+/// What the pusher keeps across batches.
+pub struct Kept {
+    /// The record keys whose Lua strings are in the key table ([`KEYS`]), by slot.
+    keys: Vec<Option<Str>>,
+    /// The shared array metatable ([`MT_ARRAY`]) was given to a table: a script may
+    /// hold that table (and so reach the metatable) from then on.
+    pub array_mt_given: bool,
 }
 
-impl Pusher {
-    pub fn new() -> Pusher {
-        Pusher::default()
+impl Kept {
+    pub fn new() -> Kept {
+        Kept {
+            keys: vec![None; KEY_SLOTS],
+            array_mt_given: false,
+        }
+    }
+}
+
+/// Stack index (inside the batch's protected call) of the key table: slot `i + 1` holds
+/// the Lua string of `Kept::keys[i]`.
+pub const KEYS: c_int = 4;
+/// How many record keys keep their Lua string.
+pub const KEY_SLOTS: usize = 256;
+
+/// Pushes record values onto the Lua stack.
+pub struct Pusher<'k> {
+    pub origins: Origins,
+    kept: &'k mut Kept,
+}
+
+impl<'k> Pusher<'k> {
+    pub fn new(kept: &'k mut Kept) -> Pusher<'k> {
+        Pusher {
+            origins: Origins::default(),
+            kept,
+        }
+    }
+
+    /// The shared metatables were replaced: the new array one was given to no table.
+    pub fn metatables_replaced(&mut self) {
+        self.kept.array_mt_given = false;
+    }
+
+    /// Whether the shared array metatable was ever given to a table.
+    pub fn array_mt_given(&self) -> bool {
+        self.kept.array_mt_given
+    }
+
+    /// Pushes a map key. Records share their keys' strings (a parser, `dummy` or the
+    /// msgpack decoder makes each key once), so the Lua string made for a key is kept
+    /// in the key table under the key's address and pushed from there next time: a
+    /// table read instead of `lua_pushlstring`'s hashing, interning and GC step. The
+    /// slot holds a reference to the key, so its address cannot be reused while the
+    /// slot names it.
+    ///
+    /// # Safety
+    /// Inside the batch's protected call, with the key table at [`KEYS`] and a free
+    /// stack slot.
+    unsafe fn push_key(&mut self, l: *mut lua_State, k: &Str) {
+        let p = k.as_ptr() as usize;
+        let i = (p >> 4 ^ p >> 12) % KEY_SLOTS;
+        let slot = i as ffi::lua_Integer + 1;
+        match &self.kept.keys[i] {
+            Some(cached) if Arc::ptr_eq(cached, k) => {
+                ffi::lua_rawgeti(l, KEYS, slot);
+            }
+            _ => {
+                push_bytes(l, k.as_bytes());
+                ffi::lua_pushvalue(l, -1);
+                ffi::lua_rawseti(l, KEYS, slot);
+                self.kept.keys[i] = Some(k.clone());
+            }
+        }
     }
 
     /// Forgets the tables of the previous record.
@@ -195,12 +259,13 @@ impl Pusher {
             .0
             .push((ffi::lua_topointer(l, -1) as usize, map as *const Map));
         for (k, v) in map {
-            push_bytes(l, k.as_bytes());
+            self.push_key(l, k);
             if let Err(e) = self.push_value(l, v, depth) {
                 ffi::lua_settop(l, -3);
                 return Err(e);
             }
-            ffi::lua_settable(l, -3);
+            // The table has no metatable yet: a raw set is what lua_settable would do.
+            ffi::lua_rawset(l, -3);
         }
         set_type(l, TYPE_MAP);
         Ok(())
@@ -240,6 +305,7 @@ impl Pusher {
                     ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
                 }
                 set_type(l, TYPE_ARRAY);
+                self.kept.array_mt_given = true;
             }
             Value::Map(m) => self.push_map(l, m, depth + 1)?,
         }
@@ -281,29 +347,34 @@ pub unsafe fn push_type_table(l: *mut lua_State, t: ffi::lua_Integer) {
     ffi::lua_rawset(l, -3);
 }
 
-/// Whether the shared metatables still hold `type` and nothing else.
+/// Whether the shared metatables still hold `type` and nothing else. The array one is
+/// looked at only once it was given to a table (`arrays`): before that no script can
+/// have reached it.
 ///
 /// # Safety
 /// Inside the batch's protected call.
-pub unsafe fn shared_metatables_intact(l: *mut lua_State) -> bool {
-    [(MT_MAP, TYPE_MAP), (MT_ARRAY, TYPE_ARRAY)]
-        .into_iter()
-        .all(|(idx, t)| {
-            ffi::lua_pushnil(l);
-            if ffi::lua_next(l, idx) == 0 {
-                return false;
-            }
-            let ok = ffi::lua_type(l, -2) == ffi::LUA_TSTRING
-                && str_at(l, -2) == b"type"
-                && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER
-                && ffi::lua_tonumber(l, -1) == t as f64;
-            ffi::lua_settop(l, -2);
-            let more = ffi::lua_next(l, idx) != 0;
-            if more {
-                ffi::lua_settop(l, -3);
-            }
-            ok && !more
-        })
+pub unsafe fn shared_metatables_intact(l: *mut lua_State, arrays: bool) -> bool {
+    let shared: &[_] = if arrays {
+        &[(MT_MAP, TYPE_MAP), (MT_ARRAY, TYPE_ARRAY)]
+    } else {
+        &[(MT_MAP, TYPE_MAP)]
+    };
+    shared.iter().all(|&(idx, t)| {
+        ffi::lua_pushnil(l);
+        if ffi::lua_next(l, idx) == 0 {
+            return false;
+        }
+        let ok = ffi::lua_type(l, -2) == ffi::LUA_TSTRING
+            && str_at(l, -2) == b"type"
+            && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER
+            && ffi::lua_tonumber(l, -1) == t as f64;
+        ffi::lua_settop(l, -2);
+        let more = ffi::lua_next(l, idx) != 0;
+        if more {
+            ffi::lua_settop(l, -3);
+        }
+        ok && !more
+    })
 }
 
 /// The bytes of the string at `idx` (which must be a string: no conversion happens).

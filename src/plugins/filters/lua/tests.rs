@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::convert::{c_f64_to_i64, MAX_DEPTH};
 use super::*;
 use crate::config::{Entry, PluginKind, ServiceConfig, Span};
+use crate::event::Str;
 use crate::pipeline::metrics::PluginMetrics;
 use crate::pipeline::{CORE_COMMON_PROPS, CORE_MATCH_PROPS};
 
@@ -616,4 +617,117 @@ fn a_script_that_changes_a_record_metatable_affects_that_record_only() {
     assert_eq!(out, vec![seen("poke"), seen("after"), seen("after")]);
     assert_eq!(errors(&m), 0);
     assert!(f.retyped);
+}
+
+#[test]
+fn an_array_metatable_a_script_kept_is_watched_in_later_records() {
+    // The first record gives the script an array; it keeps it and retypes the shared
+    // array metatable while a later record without arrays is running. That record's
+    // own tables are unaffected, and later arrays are still arrays.
+    let (mut f, _) = lua(
+        "local kept
+         function cb(tag, ts, r)
+           if r.a then kept = r.a end
+           if r.k == 'poke' then getmetatable(kept).type = 2 end
+           r.seen = true
+           return 2, ts, r
+         end",
+        &[],
+    );
+    let arr = || Value::Array(vec![s("x"), s("y")]);
+    let out = run(
+        &mut f,
+        vec![
+            rec(1, 0, map(&[("a", arr())])),
+            rec(1, 0, map(&[("k", s("poke"))])),
+            rec(1, 0, map(&[("b", arr())])),
+        ],
+    );
+    let seen = Value::Bool(true);
+    assert_eq!(
+        out,
+        vec![
+            rec(1, 0, map(&[("a", arr()), ("seen", seen.clone())])),
+            rec(1, 0, map(&[("k", s("poke")), ("seen", seen.clone())])),
+            rec(1, 0, map(&[("b", arr()), ("seen", seen)])),
+        ]
+    );
+    assert!(f.retyped, "the change was seen");
+}
+
+#[test]
+fn keys_are_right_whatever_the_key_strings_cached() {
+    // More distinct keys than the key table has slots, over several batches, some
+    // shared between records (one allocation, as parsers make them) and some not:
+    // the script sees each record's own keys.
+    let (mut f, m) = lua(
+        "function cb(tag, ts, r)
+           local ks = {}
+           for k, v in pairs(r) do if k ~= 'all' then ks[#ks + 1] = k .. '=' .. v end end
+           table.sort(ks)
+           r.all = table.concat(ks, ',')
+           return 2, ts, r
+         end",
+        &[],
+    );
+    let shared: Vec<Str> = (0..40).map(|i| Str::from(format!("s{i}"))).collect();
+    for batch in 0..4 {
+        let mut input = Vec::new();
+        let mut want = Vec::new();
+        for r in 0..200usize {
+            let own = Str::from(format!("k{batch}_{r}"));
+            let a = &shared[r % shared.len()];
+            let b = &shared[(r * 7 + batch) % shared.len()];
+            let mut body: Map = vec![(own.clone(), s("1")), (a.clone(), s("2"))];
+            if !Arc::ptr_eq(a, b) {
+                body.push((b.clone(), s("3")));
+            }
+            let mut ks: Vec<String> = body
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::Str(v) => format!("{k}={v}"),
+                    _ => unreachable!(),
+                })
+                .collect();
+            ks.sort();
+            let mut expect = body.clone();
+            expect.push((Str::from("all"), s(&ks.join(","))));
+            input.push(rec(1, 0, body));
+            want.push(rec(1, 0, expect));
+        }
+        assert_eq!(run(&mut f, input), want, "batch {batch}");
+    }
+    assert_eq!(errors(&m), 0);
+}
+
+/// The GC pause the script sees (read and put back).
+const PAUSE: &str = "local p = collectgarbage('setpause', 100); collectgarbage('setpause', p)";
+
+#[test]
+fn a_small_heap_is_collected_with_headroom_and_a_scripts_own_pause_is_kept() {
+    let cb = format!("function cb(tag, ts, r) {PAUSE} r.pause = p return 2, ts, r end");
+    let pause_seen = |f: &mut LuaFilter| {
+        let out = run(f, vec![rec(1, 0, map(&[]))]);
+        match out[0].body.iter().find(|(k, _)| &**k == "pause") {
+            Some((_, Value::UInt(p))) => *p,
+            other => panic!("{other:?}"),
+        }
+    };
+    // LuaJIT's default at first; after a batch, the heap (tens of KB) plus 1 MiB.
+    let (mut f, _) = lua(&cb, &[]);
+    assert_eq!(pause_seen(&mut f), 200);
+    let paced = pause_seen(&mut f);
+    assert!((1000..=10_000).contains(&paced), "{paced}");
+    // A heap of several MiB keeps close to LuaJIT's own pace.
+    let big = format!("big = {{}} for i = 1, 200000 do big[i] = {{i}} end {cb}");
+    let (mut f, _) = lua(&big, &[]);
+    pause_seen(&mut f);
+    let paced = pause_seen(&mut f);
+    assert!((200..300).contains(&paced), "{paced}");
+    // A script that sets its own pause keeps it.
+    let own = format!("collectgarbage('setpause', 150) {cb}");
+    let (mut f, _) = lua(&own, &[]);
+    for _ in 0..3 {
+        assert_eq!(pause_seen(&mut f), 150);
+    }
 }
