@@ -286,7 +286,19 @@ impl InputSender {
 
     /// Sends records with another tag (tail's per-file tags, for example).
     pub async fn send_tagged(&mut self, tag: Tag, records: Vec<Record>) -> Result<(), PluginError> {
-        self.send_batch(tag, records, None).await
+        self.send_batch(tag, records, None, None).await
+    }
+
+    /// [`InputSender::send`] for an input that knows the records' [`Record::encoded_len`]
+    /// sum (`dummy`'s copies of one record), which then need not be walked again.
+    pub async fn send_measured(
+        &mut self,
+        records: Vec<Record>,
+        bytes: u64,
+    ) -> Result<(), PluginError> {
+        debug_assert_eq!(bytes, records.iter().map(Record::encoded_len).sum::<u64>());
+        let tag = self.tag.clone();
+        self.send_batch(tag, records, None, Some(bytes)).await
     }
 
     /// Sends one scrape of metrics (routed like records with the input's tag, to the
@@ -344,21 +356,23 @@ impl InputSender {
         records: Vec<Record>,
         ack: AckFn,
     ) -> Result<(), PluginError> {
-        self.send_batch(tag, records, Some(ack)).await
+        self.send_batch(tag, records, Some(ack), None).await
     }
 
+    /// `bytes`: the records' size when the input measured it.
     async fn send_batch(
         &mut self,
         tag: Tag,
         records: Vec<Record>,
         ack: Option<AckFn>,
+        bytes: Option<u64>,
     ) -> Result<(), PluginError> {
         if records.is_empty() {
             ack::run_now(ack.into_iter().collect());
             return Ok(());
         }
         let Some(chain) = &self.processors else {
-            return self.send_processed(tag, records, ack).await;
+            return self.send_processed(tag, records, ack, bytes).await;
         };
         // What the processors leave: the batch and what they re-emitted, each with a
         // share of the ack (all of it runs once every part is delivered).
@@ -373,7 +387,7 @@ impl InputSender {
         };
         acks.reverse();
         for (tag, records) in batches.drain(..) {
-            self.send_processed(tag, records, acks.pop().flatten())
+            self.send_processed(tag, records, acks.pop().flatten(), None)
                 .await?;
         }
         Ok(())
@@ -386,10 +400,11 @@ impl InputSender {
         tag: Tag,
         records: Vec<Record>,
         ack: Option<AckFn>,
+        bytes: Option<u64>,
     ) -> Result<(), PluginError> {
-        // One walk over the records: their bytes serve mem_buf_limit, the rate gate
-        // and fluentbit_input_bytes_total.
-        let bytes: u64 = records.iter().map(Record::encoded_len).sum();
+        // One walk over the records (unless the input measured them): their bytes serve
+        // mem_buf_limit, the rate gate and fluentbit_input_bytes_total.
+        let bytes = bytes.unwrap_or_else(|| records.iter().map(Record::encoded_len).sum());
         let ack = match self.membuf.clone() {
             None => ack,
             Some(m) => Some(m.admit(bytes, ack, &mut self.shutdown).await),

@@ -161,7 +161,13 @@ impl DummyInput {
 
     /// `events` events of `copies` records each, every record stamped when it is made,
     /// as Fluent Bit's dummy does (one time for all with `fixed_timestamp`).
-    fn records(&self, events: u64, began: std::time::Instant, first: EventTime) -> Vec<Record> {
+    /// With their size: copies of one record, they all measure the same.
+    fn records(
+        &self,
+        events: u64,
+        began: std::time::Instant,
+        first: EventTime,
+    ) -> (Vec<Record>, u64) {
         let n = (events * self.copies) as usize;
         let mut out = Vec::with_capacity(n);
         // Each batch clones its own copy: the records of a batch share reference
@@ -179,7 +185,8 @@ impl DummyInput {
                 body: body.clone(),
             });
         }
-        out
+        let each = out.first().map_or(0, Record::encoded_len);
+        (out, each * n as u64)
     }
 }
 
@@ -190,7 +197,8 @@ impl Input for DummyInput {
             let first = self.start.unwrap_or_else(EventTime::now);
             let mut left = self.samples.unwrap_or(u64::MAX);
             if self.flush_on_startup && left > 0 {
-                ctx.out.send(self.records(1, began, first)).await?;
+                let (records, bytes) = self.records(1, began, first);
+                ctx.out.send_measured(records, bytes).await?;
                 left -= 1;
             }
             let mut ticker = Ticker::new(self.interval);
@@ -202,7 +210,8 @@ impl Input for DummyInput {
                 };
                 left -= n;
                 let sent = tokio::time::Instant::now();
-                ctx.out.send(self.records(n, began, first)).await?;
+                let (records, bytes) = self.records(n, began, first);
+                ctx.out.send_measured(records, bytes).await?;
                 ticker.skip_pause(sent.elapsed());
             }
             crate::debug!("[input:dummy:{}] all samples sent", ctx.name);
