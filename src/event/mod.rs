@@ -159,16 +159,19 @@ fn int_len(i: i64) -> u64 {
 }
 
 #[inline]
-fn str_len(n: usize) -> u64 {
+/// The encoded size of a string of `n` bytes.
+pub fn str_len(n: usize) -> u64 {
     n as u64 + 1 + (n > 31) as u64 + (n > 0xff) as u64 + 2 * (n > 0xffff) as u64
 }
 
+/// The encoded size of a map or array header of `n` entries.
 #[inline]
-fn container_len(n: usize) -> u64 {
+pub fn container_len(n: usize) -> u64 {
     1 + 2 * (n > 15) as u64 + 2 * (n > 0xffff) as u64
 }
 
-fn map_len(m: &Map) -> u64 {
+/// The encoded size of a map.
+pub fn map_len(m: &Map) -> u64 {
     container_len(m.len())
         + m.iter()
             .map(|(k, v)| str_len(k.len()) + v.encoded_len())

@@ -18,7 +18,7 @@ use super::storage::{ChunkFile, Gate, Store};
 use crate::event::metrics::{MetricSet, Signals};
 use crate::event::{Chunk, Record, Tag};
 use crate::plugins::filters::ratelimit::KeyedLimiter;
-use crate::plugins::Filter;
+use crate::plugins::{Filter, FilterResult};
 
 /// Records from one input, as sent through the engine's channel.
 pub struct InputBatch {
@@ -521,16 +521,30 @@ impl Adaptive {
     }
 }
 
-/// Runs one filter on `records`, counting what it takes, drops and adds; whether it
-/// changed them.
-fn run_filter(f: &mut FilterInstance, tag: &Tag, records: &mut Vec<Record>, now: Instant) -> bool {
+/// Runs one filter on `records`, counting what it takes, drops and adds; what it did.
+fn run_filter(
+    f: &mut FilterInstance,
+    tag: &Tag,
+    records: &mut Vec<Record>,
+    now: Instant,
+) -> FilterResult {
     let before = records.len() as u64;
     let result = f.filter.filter(tag, records, now);
     let after = records.len() as u64;
     metrics::add(&f.metrics.records, before);
     metrics::add(&f.metrics.drop_records, before.saturating_sub(after));
     metrics::add(&f.metrics.add_records, after.saturating_sub(before));
-    !matches!(result, crate::plugins::FilterResult::NoTouch)
+    result
+}
+
+/// The records' size after a filter did `result` to records of `bytes` (None: not
+/// known, they are measured when needed).
+fn resized(bytes: Option<u64>, result: FilterResult) -> Option<u64> {
+    match result {
+        FilterResult::NoTouch => bytes,
+        FilterResult::Modified => None,
+        FilterResult::Resized(d) => bytes.and_then(|b| b.checked_add_signed(d)),
+    }
 }
 
 /// What a filter releases at a flush tick, or at shutdown when `last`.
@@ -756,9 +770,12 @@ impl Engine {
             }
             let filters = self.route(routes, &tag).filters.clone();
             let mut emitted = Vec::new();
-            if self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted) {
-                bytes = None;
-            }
+            let done = self.run_filters(&filters, input, hops, &tag, &mut records, &mut emitted);
+            bytes = resized(bytes, done);
+            debug_assert!(
+                bytes.is_none_or(|b| b == records.iter().map(Record::encoded_len).sum::<u64>()),
+                "a filter's Resized is not the records' size"
+            );
             // Re-emitted chunks, each with a share of the batch's ack, continue at their
             // filter's emitter.
             let again: Vec<(usize, u32, Chunk)> = emitted
@@ -882,12 +899,12 @@ impl Engine {
         tag: &Tag,
         records: &mut Vec<Record>,
         emitted: &mut Vec<(usize, Chunk)>,
-    ) -> bool {
+    ) -> FilterResult {
         let now = Instant::now();
-        let mut touched = false;
+        let mut all = FilterResult::NoTouch;
         for &i in filters {
             if records.is_empty() {
-                return touched;
+                return all;
             }
             let f = &mut self.filters[i];
             if let Some(e) = f.filter.emitter() {
@@ -899,12 +916,12 @@ impl Engine {
                     None
                 });
             }
-            touched |= run_filter(f, tag, records, now);
+            all = all.then(run_filter(f, tag, records, now));
             if let Some(e) = f.filter.emitter() {
                 emitted.extend(e.take().into_iter().map(|c| (i, c)));
             }
         }
-        touched
+        all
     }
 
     /// Ingests what filters re-emitted outside of a batch (from records a tick

@@ -129,13 +129,25 @@ pub trait Input: Send + 'static {
 }
 
 /// Fluent Bit's FLB_FILTER_NOTOUCH / FLB_FILTER_MODIFIED.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterResult {
     NoTouch,
     Modified,
+    /// Modified, and the records' [`Record::encoded_len`] sum changed by this much (a
+    /// filter that knows saves the engine a walk over the records to measure them).
+    Resized(i64),
 }
 
 impl FilterResult {
+    /// What two filters in a row did.
+    pub fn then(self, next: FilterResult) -> FilterResult {
+        match (self, next) {
+            (FilterResult::NoTouch, r) | (r, FilterResult::NoTouch) => r,
+            (FilterResult::Resized(a), FilterResult::Resized(b)) => FilterResult::Resized(a + b),
+            _ => FilterResult::Modified,
+        }
+    }
+
     /// `Modified` when any record changed.
     pub fn modified_if(changed: bool) -> FilterResult {
         if changed {

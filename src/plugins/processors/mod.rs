@@ -349,13 +349,13 @@ impl Filter for Conditional {
                 continue;
             }
             if !run.is_empty() {
-                changed |= self.inner.filter(tag, &mut run, now) == FilterResult::Modified;
+                changed |= self.inner.filter(tag, &mut run, now) != FilterResult::NoTouch;
                 out.append(&mut run);
             }
             out.push(rec);
         }
         if !run.is_empty() {
-            changed |= self.inner.filter(tag, &mut run, now) == FilterResult::Modified;
+            changed |= self.inner.filter(tag, &mut run, now) != FilterResult::NoTouch;
             out.append(&mut run);
         }
         *records = out;

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use mlua::ffi::{self, lua_State};
 
-use crate::event::{Map, Str, Value};
+use crate::event::{container_len, str_len, Map, Str, Value};
 
 /// Fluent Bit's FLB_LUA_L2C_TYPE_ARRAY / _MAP, the `type` field of the metatable a
 /// record table carries.
@@ -824,26 +824,36 @@ impl<'a> Reader<'a> {
     }
 
     /// Applies what [`Reader::changes`] read: changed values in place, keys gone from
-    /// the table removed, new keys appended in byte order.
-    pub fn apply(&mut self, body: &mut Map) {
+    /// the table removed, new keys appended in byte order. Returns how much the map's
+    /// [`crate::event::map_len`] changed, worked out from what changed only.
+    pub fn apply(&mut self, body: &mut Map) -> i64 {
+        let entry = |k: &Str, v: &Value| (str_len(k.len()) + v.encoded_len()) as i64;
+        let before = body.len();
+        let mut delta = 0;
         self.seen.clear();
-        self.seen.resize(body.len(), false);
+        self.seen.resize(before, false);
         for (i, v) in self.changed.drain(..) {
             self.seen[i] = true;
             if let Some(v) = v {
+                delta += v.encoded_len() as i64 - body[i].1.encoded_len() as i64;
                 body[i].1 = v;
             }
         }
         if self.seen.iter().any(|s| !s) {
             let mut i = 0;
             let seen = &self.seen;
-            body.retain(|_| {
+            body.retain(|(k, v)| {
                 i += 1;
+                if !seen[i - 1] {
+                    delta -= entry(k, v);
+                }
                 seen[i - 1]
             });
         }
         self.added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        delta += self.added.iter().map(|(k, v)| entry(k, v)).sum::<i64>();
         body.append(&mut self.added);
+        delta + container_len(body.len()) as i64 - container_len(before) as i64
     }
 }
 

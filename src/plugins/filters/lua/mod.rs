@@ -42,7 +42,7 @@ use self::convert::{
     Pusher, Reader,
 };
 use crate::config::{ConfigError, PropKind, PropSpec, Props};
-use crate::event::{EventTime, Map, Record, Value};
+use crate::event::{map_len, EventTime, Map, Record, Value};
 use crate::pipeline::metrics;
 use crate::plugins::{BuildContext, Filter, FilterPlugin, FilterResult};
 
@@ -382,8 +382,9 @@ enum Outcome {
     Drop,
     /// The records (and their times and metadata) that replace it.
     Replace(Vec<Record>),
-    /// Changed in place (the function gave its own record back).
-    Updated,
+    /// Changed in place (the function gave its own record back); its size changed by
+    /// this much.
+    Updated(i64),
     /// Kept unchanged, because of this error.
     Failed(String),
 }
@@ -536,12 +537,13 @@ impl Batch<'_> {
             self.reader
                 .changes(l, record_at, &rec.body, &self.pusher.origins)
                 .map_err(|e| self.invalid(&e.to_string()))?;
-            self.reader.apply(&mut rec.body);
+            let mut resized = self.reader.apply(&mut rec.body);
             rec.time = time;
             if let Some(Value::Map(m)) = metadata {
+                resized += map_len(&m) as i64 - map_len(&rec.metadata) as i64;
                 rec.metadata = m;
             }
-            return Ok(Outcome::Updated);
+            return Ok(Outcome::Updated(resized));
         }
         let returned = self
             .reader
@@ -656,6 +658,8 @@ impl Filter for LuaFilter {
         };
         let mut done = 0;
         let gc_pause = &mut self.gc_pause;
+        // How much the records' encoded size changed.
+        let mut resized = 0i64;
         // SAFETY: `run` calls only Lua API functions, with the stack checked; Lua raises
         // nothing there but out-of-memory errors while a record is being pushed.
         let result = unsafe {
@@ -669,15 +673,21 @@ impl Filter for LuaFilter {
                             Record::new(EventTime::default(), Map::new()),
                         );
                         done += 1;
+                        let size = |r: &Record| r.encoded_len() as i64;
                         match outcome {
                             Outcome::Keep => out.push(rec),
-                            Outcome::Updated => {
+                            Outcome::Updated(d) => {
                                 changed = true;
+                                resized += d;
                                 out.push(rec);
                             }
-                            Outcome::Drop => changed = true,
+                            Outcome::Drop => {
+                                changed = true;
+                                resized -= size(&rec);
+                            }
                             Outcome::Replace(recs) => {
                                 changed = true;
+                                resized += recs.iter().map(size).sum::<i64>() - size(&rec);
                                 out.extend(recs);
                             }
                             Outcome::Failed(msg) => {
@@ -709,7 +719,11 @@ impl Filter for LuaFilter {
             self.report(msg);
         }
         *records = out;
-        FilterResult::modified_if(changed)
+        if changed {
+            FilterResult::Resized(resized)
+        } else {
+            FilterResult::NoTouch
+        }
     }
 }
 

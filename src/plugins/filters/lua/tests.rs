@@ -731,3 +731,49 @@ fn a_small_heap_is_collected_with_headroom_and_a_scripts_own_pause_is_kept() {
         assert_eq!(pause_seen(&mut f), 150);
     }
 }
+
+#[test]
+fn the_size_change_reported_is_the_records_size_change() {
+    // Every way a record changes: values set (longer, shorter, other types), keys
+    // removed and added (crossing the map header's size steps), nested maps touched,
+    // metadata replaced, records dropped and split.
+    let (mut f, m) = lua(
+        "function cb(tag, ts, g, meta, r)
+           if r.op == 'drop' then return -1, ts, meta, r end
+           if r.op == 'split' then return 1, ts, {meta, {x = 1}}, {r, {a = 'b'}, {}} end
+           if r.op == 'keep' then return 0, ts, meta, r end
+           if r.op == 'grow' then for i = 1, 20 do r['k' .. i] = string.rep('v', i * 10) end end
+           if r.op == 'shrink' then r.long = nil; r.n = 'short'; r.nested.inner.x = 7 end
+           r.seen = true
+           meta.m = 'data'
+           return 2, ts, meta, r
+         end",
+        &[],
+    );
+    let long = s(&"x".repeat(300));
+    let nested = Value::Map(map(&[("inner", Value::Map(map(&[("x", s("y"))])))]));
+    let input = ["drop", "split", "keep", "grow", "shrink", "plain"]
+        .iter()
+        .map(|op| {
+            let mut r = rec(
+                1,
+                0,
+                map(&[
+                    ("op", s(op)),
+                    ("long", long.clone()),
+                    ("n", Value::UInt(70_000)),
+                    ("nested", nested.clone()),
+                ]),
+            );
+            r.metadata = map(&[("old", s("meta"))]);
+            r
+        })
+        .collect::<Vec<_>>();
+    let size = |rs: &[Record]| rs.iter().map(Record::encoded_len).sum::<u64>() as i64;
+    let before = size(&input);
+    let mut records = input;
+    let result = f.filter("t", &mut records, Instant::now());
+    assert_eq!(records.len(), 3 + 1 + 3, "split into 3, one dropped");
+    assert_eq!(result, FilterResult::Resized(size(&records) - before));
+    assert_eq!(errors(&m), 0);
+}
