@@ -156,8 +156,12 @@ impl Origins {
 
 /// What the pusher keeps across batches.
 pub struct Kept {
-    /// The record keys whose Lua strings are in the key table ([`KEYS`]), by slot.
-    keys: Vec<Option<Str>>,
+    /// The record strings whose Lua strings are in the string table ([`STRINGS`]), by
+    /// slot.
+    strings: Vec<Option<Str>>,
+    /// The address of the last string that missed each slot (only compared, never
+    /// followed: a stale one costs a slot, never a wrong string).
+    missed: Vec<usize>,
     /// The shared array metatable ([`MT_ARRAY`]) was given to a table: a script may
     /// hold that table (and so reach the metatable) from then on.
     pub array_mt_given: bool,
@@ -166,17 +170,18 @@ pub struct Kept {
 impl Kept {
     pub fn new() -> Kept {
         Kept {
-            keys: vec![None; KEY_SLOTS],
+            strings: vec![None; STRING_SLOTS],
+            missed: vec![0; STRING_SLOTS],
             array_mt_given: false,
         }
     }
 }
 
-/// Stack index (inside the batch's protected call) of the key table: slot `i + 1` holds
-/// the Lua string of `Kept::keys[i]`.
-pub const KEYS: c_int = 4;
-/// How many record keys keep their Lua string.
-pub const KEY_SLOTS: usize = 256;
+/// Stack index (inside the batch's protected call) of the string table: slot `i + 1`
+/// holds the Lua string of `Kept::strings[i]`.
+pub const STRINGS: c_int = 4;
+/// How many record strings keep their Lua string.
+pub const STRING_SLOTS: usize = 512;
 
 /// Pushes record values onto the Lua stack.
 pub struct Pusher<'k> {
@@ -202,30 +207,37 @@ impl<'k> Pusher<'k> {
         self.kept.array_mt_given
     }
 
-    /// Pushes a map key. Records share their keys' strings (a parser, `dummy` or the
-    /// msgpack decoder makes each key once), so the Lua string made for a key is kept
-    /// in the key table under the key's address and pushed from there next time: a
-    /// table read instead of `lua_pushlstring`'s hashing, interning and GC step. The
-    /// slot holds a reference to the key, so its address cannot be reused while the
-    /// slot names it.
+    /// Pushes a record string. Records share many of their strings: every key (a
+    /// parser, `dummy` or the msgpack decoder makes each key once) and the values the
+    /// `kubernetes` filter adds from its cache (one allocation per pod). A string seen
+    /// a second time at its address gets its Lua string kept in the string table, and
+    /// is pushed from there from then on: a table read instead of `lua_pushlstring`'s
+    /// hashing, interning and GC step. A string seen once (a log line) costs a compare.
+    /// A slot holds a reference to its string, so the address cannot be reused while
+    /// the slot names it.
     ///
     /// # Safety
-    /// Inside the batch's protected call, with the key table at [`KEYS`] and a free
-    /// stack slot.
-    unsafe fn push_key(&mut self, l: *mut lua_State, k: &Str) {
-        let p = k.as_ptr() as usize;
-        let i = (p >> 4 ^ p >> 12) % KEY_SLOTS;
-        let slot = i as ffi::lua_Integer + 1;
-        match &self.kept.keys[i] {
-            Some(cached) if Arc::ptr_eq(cached, k) => {
-                ffi::lua_rawgeti(l, KEYS, slot);
+    /// Inside the batch's protected call, with the string table at [`STRINGS`] and a
+    /// free stack slot.
+    unsafe fn push_str(&mut self, l: *mut lua_State, s: &Str) {
+        let p = s.as_ptr() as usize;
+        let i = (p >> 4 ^ p >> 13) % STRING_SLOTS;
+        // The raw API calls: mlua's compat wrappers convert the index and look at the
+        // type of what they fetched, twice the work of the fetch here.
+        let slot = i as c_int + 1;
+        if let Some(cached) = &self.kept.strings[i] {
+            if Arc::ptr_eq(cached, s) {
+                ffi::lua_rawgeti_(l, STRINGS, slot);
+                return;
             }
-            _ => {
-                push_bytes(l, k.as_bytes());
-                ffi::lua_pushvalue(l, -1);
-                ffi::lua_rawseti(l, KEYS, slot);
-                self.kept.keys[i] = Some(k.clone());
-            }
+        }
+        push_bytes(l, s.as_bytes());
+        if self.kept.missed[i] == p {
+            ffi::lua_pushvalue(l, -1);
+            ffi::lua_rawseti_(l, STRINGS, slot);
+            self.kept.strings[i] = Some(s.clone());
+        } else {
+            self.kept.missed[i] = p;
         }
     }
 
@@ -259,7 +271,7 @@ impl<'k> Pusher<'k> {
             .0
             .push((ffi::lua_topointer(l, -1) as usize, map as *const Map));
         for (k, v) in map {
-            self.push_key(l, k);
+            self.push_str(l, k);
             if let Err(e) = self.push_value(l, v, depth) {
                 ffi::lua_settop(l, -3);
                 return Err(e);
@@ -290,7 +302,7 @@ impl<'k> Pusher<'k> {
             Value::Int(i) => ffi::lua_pushnumber(l, c_f64_to_i64(*i as f64) as f64),
             Value::UInt(u) => ffi::lua_pushnumber(l, c_f64_to_i64(*u as f64) as f64),
             Value::Float(f) => ffi::lua_pushnumber(l, *f),
-            Value::Str(s) => push_bytes(l, s.as_bytes()),
+            Value::Str(s) => self.push_str(l, s),
             Value::Bin(b) => push_bytes(l, b),
             Value::Array(a) => {
                 if depth + 1 >= MAX_DEPTH || ffi::lua_checkstack(l, 6) == 0 {
@@ -302,7 +314,7 @@ impl<'k> Pusher<'k> {
                         ffi::lua_settop(l, -2);
                         return Err(e);
                     }
-                    ffi::lua_rawseti(l, -2, i as ffi::lua_Integer + 1);
+                    ffi::lua_rawseti_(l, -2, len_c(i + 1));
                 }
                 set_type(l, TYPE_ARRAY);
                 self.kept.array_mt_given = true;
@@ -566,7 +578,7 @@ impl<'a> Reader<'a> {
         };
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            ffi::lua_rawgeti(l, idx, i as ffi::lua_Integer + 1);
+            ffi::lua_rawgeti_(l, idx, len_c(i + 1));
             let v = self.value(l, -1, hint.get(i), origins, depth + 1);
             ffi::lua_settop(l, -2);
             out.push(v?);

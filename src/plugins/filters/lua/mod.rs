@@ -109,8 +109,8 @@ struct LuaFilter {
     func: mlua::Function,
     /// The metatables record maps and arrays share (`{type = 2}`, `{type = 1}`).
     meta: (mlua::Table, mlua::Table),
-    /// The Lua strings of record keys, kept across batches (see `Pusher::push_key`).
-    keys: mlua::Table,
+    /// The Lua strings of record strings, kept across batches (see `Pusher::push_str`).
+    strings: mlua::Table,
     kept: Kept,
     /// A script changed a shared metatable (warned about once).
     retyped: bool,
@@ -282,14 +282,14 @@ impl LuaFilter {
         let meta = type_table(2)
             .and_then(|m| Ok((m, type_table(1)?)))
             .map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
-        let keys = lua
-            .create_table_with_capacity(convert::KEY_SLOTS, 0)
+        let strings = lua
+            .create_table_with_capacity(convert::STRING_SLOTS, 0)
             .map_err(|e| lua_error(at, &prefix, "cannot set up Lua", &e, None))?;
         Ok(LuaFilter {
             lua,
             func,
             meta,
-            keys,
+            strings,
             kept: Kept::new(),
             retyped: false,
             call: call.to_string(),
@@ -409,8 +409,8 @@ impl Batch<'_> {
     ///
     /// # Safety
     /// Inside `exec_raw`, with the function at stack index 1, the shared metatables
-    /// at [`convert::MT_MAP`] and [`convert::MT_ARRAY`] and the key table at
-    /// [`convert::KEYS`].
+    /// at [`convert::MT_MAP`] and [`convert::MT_ARRAY`] and the string table at
+    /// [`convert::STRINGS`].
     unsafe fn run(&mut self, l: *mut ffi::lua_State, rec: &mut Record) -> Outcome {
         let base = ffi::lua_gettop(l);
         if ffi::lua_checkstack(l, 12) == 0 {
@@ -663,7 +663,7 @@ impl Filter for LuaFilter {
         // SAFETY: `run` calls only Lua API functions, with the stack checked; Lua raises
         // nothing there but out-of-memory errors while a record is being pushed.
         let result = unsafe {
-            let args = (&self.func, &self.meta.0, &self.meta.1, &self.keys);
+            let args = (&self.func, &self.meta.0, &self.meta.1, &self.strings);
             self.lua
                 .exec_raw::<(mlua::Function, mlua::Table, mlua::Table, mlua::Table)>(args, |l| {
                     while done < input.len() {

@@ -656,10 +656,11 @@ fn an_array_metatable_a_script_kept_is_watched_in_later_records() {
 }
 
 #[test]
-fn keys_are_right_whatever_the_key_strings_cached() {
-    // More distinct keys than the key table has slots, over several batches, some
-    // shared between records (one allocation, as parsers make them) and some not:
-    // the script sees each record's own keys.
+fn strings_are_right_whatever_the_strings_cached() {
+    // More distinct strings than the string table has slots, over several batches,
+    // as keys and as values, some shared between records (one allocation, as parsers
+    // and the kubernetes filter make them) and some not: the script sees each
+    // record's own.
     let (mut f, m) = lua(
         "function cb(tag, ts, r)
            local ks = {}
@@ -670,17 +671,20 @@ fn keys_are_right_whatever_the_key_strings_cached() {
          end",
         &[],
     );
-    let shared: Vec<Str> = (0..40).map(|i| Str::from(format!("s{i}"))).collect();
-    for batch in 0..4 {
+    let shared: Vec<Str> = (0..700).map(|i| Str::from(format!("s{i}"))).collect();
+    let at = |i: usize| shared[i % shared.len()].clone();
+    for batch in 0..6 {
         let mut input = Vec::new();
         let mut want = Vec::new();
-        for r in 0..200usize {
+        for r in 0..300usize {
             let own = Str::from(format!("k{batch}_{r}"));
-            let a = &shared[r % shared.len()];
-            let b = &shared[(r * 7 + batch) % shared.len()];
-            let mut body: Map = vec![(own.clone(), s("1")), (a.clone(), s("2"))];
-            if !Arc::ptr_eq(a, b) {
-                body.push((b.clone(), s("3")));
+            let (a, b) = (at(r + batch * 50), at(r * 7 + batch));
+            let mut body: Map = vec![
+                (own, Value::Str(at(r * 3))),
+                (a.clone(), s(&format!("v{r}"))),
+            ];
+            if !Arc::ptr_eq(&a, &b) {
+                body.push((b, Value::Str(at(r + 1))));
             }
             let mut ks: Vec<String> = body
                 .iter()
