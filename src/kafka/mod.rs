@@ -99,9 +99,20 @@ struct State {
     /// The last librdkafka log line and when, so a line repeated in a loop is said once
     /// a minute.
     last_log: Option<(String, Instant)>,
+    /// "Cannot reach the brokers", waiting [`UNREACHABLE_GRACE`] to be said.
+    unreachable: Option<String>,
+    /// Counts recoveries: a wait that saw one says nothing.
+    recoveries: u64,
 }
 
 const REPEAT_LOG_AFTER: Duration = Duration::from_secs(60);
+
+/// How long the client's "all brokers down" waits before it is said. Its first one
+/// often comes within milliseconds of the first connection (`localhost` tried on ::1,
+/// refused, while the broker listens on 127.0.0.1), before the real cause (a TLS or
+/// login failure on the next address) is known; a cause said in the meantime is said
+/// instead, and brokers reached in the meantime make it nothing.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(1);
 
 impl Context {
     pub fn new(prefix: String, brokers: &str) -> Context {
@@ -164,6 +175,8 @@ impl Inner {
     /// problem was reported.
     pub fn recovered(&self, what: &str) {
         let mut st = self.state();
+        st.unreachable = None;
+        st.recoveries += 1;
         if st.problem.take().is_some() {
             drop(st);
             crate::info!("{} {what}", self.prefix);
@@ -269,6 +282,44 @@ impl Inner {
     }
 }
 
+impl Context {
+    /// Says "cannot reach the brokers" after [`UNREACHABLE_GRACE`], unless the brokers
+    /// were reached meanwhile; a cause said meanwhile (TLS, login) stays the problem
+    /// reported ([`Inner::problem`]).
+    fn unreachable_after_grace(&self, line: String) {
+        let mut st = self.state();
+        let said = st.problem.as_ref().is_some_and(|(c, _)| c == "unreachable");
+        if said || st.unreachable.is_some() {
+            return;
+        }
+        st.unreachable = Some(line);
+        let recoveries = st.recoveries;
+        drop(st);
+        let ctx = self.clone();
+        let wait = move || {
+            std::thread::sleep(UNREACHABLE_GRACE);
+            let line = {
+                let mut st = ctx.state();
+                match st.unreachable.take() {
+                    Some(line) if st.recoveries == recoveries => line,
+                    _ => return,
+                }
+            };
+            ctx.problem("unreachable", || line);
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("kafka-grace".into())
+            .spawn(wait)
+        {
+            crate::debug!("{} no thread to wait for the brokers: {e}", self.prefix);
+            let line = self.state().unreachable.take();
+            if let Some(line) = line {
+                self.problem("unreachable", || line);
+            }
+        }
+    }
+}
+
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         // Connection, TLS and login failures come again as `error` below, with the
@@ -295,6 +346,10 @@ impl ClientContext for Context {
             reason.to_string()
         };
         let (class, line) = self.describe_because(&error, &because);
+        if class == "unreachable" {
+            self.unreachable_after_grace(line);
+            return;
+        }
         self.problem(class, || {
             if class == "other" {
                 format!("{line}: {reason}")
@@ -335,6 +390,38 @@ fn partitions(tpl: &rdkafka::TopicPartitionList) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn said(ctx: &Context) -> Option<String> {
+        ctx.state().problem.as_ref().map(|(class, _)| class.clone())
+    }
+
+    #[test]
+    fn all_brokers_down_waits_for_its_cause_and_for_recovery() {
+        let down = || KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        let after_grace = || std::thread::sleep(UNREACHABLE_GRACE + Duration::from_millis(300));
+        // Alone: said once the grace is over.
+        let ctx = Context::new("[output:kafka:kafka.0]".into(), "localhost:9092");
+        ctx.error(down(), "1/1 brokers are down");
+        assert_eq!(said(&ctx), None);
+        after_grace();
+        assert_eq!(said(&ctx).as_deref(), Some("unreachable"));
+        // The TLS failure that follows it within the grace is what is said.
+        let ctx = Context::new("[output:kafka:kafka.0]".into(), "localhost:9092");
+        ctx.error(down(), "1/1 brokers are down");
+        ctx.error(
+            KafkaError::Global(RDKafkaErrorCode::SSL),
+            "certificate verify failed",
+        );
+        assert_eq!(said(&ctx).as_deref(), Some("tls"));
+        after_grace();
+        assert_eq!(said(&ctx).as_deref(), Some("tls"));
+        // Brokers reached within the grace: nothing.
+        let ctx = Context::new("[output:kafka:kafka.0]".into(), "localhost:9092");
+        ctx.error(down(), "1/1 brokers are down");
+        ctx.recovered("delivering again");
+        after_grace();
+        assert_eq!(said(&ctx), None);
+    }
 
     fn settings<'a>(extra: Vec<(&'a str, &'a str)>) -> Settings<'a> {
         Settings {
