@@ -182,6 +182,8 @@ impl Kept {
 pub const STRINGS: c_int = 4;
 /// How many record strings keep their Lua string.
 pub const STRING_SLOTS: usize = 512;
+/// The longest string kept there.
+const STRING_MAX: usize = 1024;
 
 /// Pushes record values onto the Lua stack.
 pub struct Pusher<'k> {
@@ -214,12 +216,17 @@ impl<'k> Pusher<'k> {
     /// is pushed from there from then on: a table read instead of `lua_pushlstring`'s
     /// hashing, interning and GC step. A string seen once (a log line) costs a compare.
     /// A slot holds a reference to its string, so the address cannot be reused while
-    /// the slot names it.
+    /// the slot names it. Strings longer than [`STRING_MAX`] are not kept: at most
+    /// 512 KiB stay alive for the table.
     ///
     /// # Safety
     /// Inside the batch's protected call, with the string table at [`STRINGS`] and a
     /// free stack slot.
     unsafe fn push_str(&mut self, l: *mut lua_State, s: &Str) {
+        if s.len() > STRING_MAX {
+            push_bytes(l, s.as_bytes());
+            return;
+        }
         let p = s.as_ptr() as usize;
         let i = (p >> 4 ^ p >> 13) % STRING_SLOTS;
         // The raw API calls: mlua's compat wrappers convert the index and look at the

@@ -672,7 +672,15 @@ fn strings_are_right_whatever_the_strings_cached() {
         &[],
     );
     let shared: Vec<Str> = (0..700).map(|i| Str::from(format!("s{i}"))).collect();
-    let at = |i: usize| shared[i % shared.len()].clone();
+    // Strings too long to be kept are pushed each time.
+    let long = Str::from("L".repeat(2000));
+    let at = |i: usize| {
+        if i % 50 == 0 {
+            long.clone()
+        } else {
+            shared[i % shared.len()].clone()
+        }
+    };
     for batch in 0..6 {
         let mut input = Vec::new();
         let mut want = Vec::new();
