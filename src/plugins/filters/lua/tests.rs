@@ -675,7 +675,7 @@ fn strings_are_right_whatever_the_strings_cached() {
     // Strings too long to be kept are pushed each time.
     let long = Str::from("L".repeat(2000));
     let at = |i: usize| {
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             long.clone()
         } else {
             shared[i % shared.len()].clone()
