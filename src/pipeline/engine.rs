@@ -645,8 +645,7 @@ impl Engine {
             }
             jobs = self.jobs;
             for (chunk, target) in self.released_by_outputs(Instant::now(), true) {
-                let p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
-                self.dispatch_to(p, &mut routes, target).await;
+                self.dispatch_released(chunk, &mut routes, target).await;
             }
         }
         // Dropping the queues' senders ends the output workers once they drain.
@@ -1024,11 +1023,21 @@ impl Engine {
             self.dispatch(p, routes).await;
         }
         for (chunk, target) in emitted {
-            // Records emitted by a filter's tick go to outputs only.
-            let mut p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
-            p.metrics = chunk.metrics;
-            self.dispatch_to(p, routes, target).await;
+            self.dispatch_released(chunk, routes, target).await;
         }
+    }
+
+    /// Dispatches what a filter or processor released at a tick (or at shutdown): to
+    /// outputs only, past the filters.
+    async fn dispatch_released(
+        &mut self,
+        chunk: Chunk,
+        routes: &mut HashMap<Tag, Route>,
+        target: Target,
+    ) {
+        let mut p = Pending::new(TICK, chunk.tag, chunk.records, Vec::new());
+        p.metrics = chunk.metrics;
+        self.dispatch_to(p, routes, target).await;
     }
 
     /// What output processors release (at a tick, or at shutdown when `last`), each

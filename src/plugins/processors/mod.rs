@@ -342,24 +342,24 @@ impl Filter for Conditional {
         // places between them.
         let mut out = Vec::with_capacity(records.len());
         let mut run = Vec::new();
-        let mut changed = false;
+        let mut result = FilterResult::NoTouch;
         for (rec, hit) in records.drain(..).zip(hits) {
             if hit {
                 run.push(rec);
                 continue;
             }
             if !run.is_empty() {
-                changed |= self.inner.filter(tag, &mut run, now) != FilterResult::NoTouch;
+                result = result.then(self.inner.filter(tag, &mut run, now));
                 out.append(&mut run);
             }
             out.push(rec);
         }
         if !run.is_empty() {
-            changed |= self.inner.filter(tag, &mut run, now) != FilterResult::NoTouch;
+            result = result.then(self.inner.filter(tag, &mut run, now));
             out.append(&mut run);
         }
         *records = out;
-        FilterResult::modified_if(changed)
+        result
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Chunk>) {
